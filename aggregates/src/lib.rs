@@ -1,0 +1,16 @@
+//! The workflowops domain: aggregates, commands, events, the `VALID_TRANSITIONS`
+//! tables and workflow content identity.
+//!
+//! Pure by design: no I/O, no clock, no database. Time and actor arrive in the
+//! command envelope ([`command::Issued`]); facts that need a lookup arrive through an
+//! aggregate's `Services` trait, implemented by the service crate.
+
+pub mod command;
+pub mod error;
+pub mod ids;
+pub mod transitions;
+
+pub mod incident;
+
+pub use command::{Actor, DomainCommand, Issued, Role};
+pub use error::{DomainError, ErrorCode};
