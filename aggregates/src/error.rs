@@ -19,6 +19,8 @@ pub enum ErrorCode {
     Upstream,
     ApprovalRequired,
     GateBlocked,
+    /// Not a refusal: the command could not be recorded. Clients see a generic message.
+    Internal,
 }
 
 impl ErrorCode {
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::Upstream => "UPSTREAM",
             ErrorCode::ApprovalRequired => "APPROVAL_REQUIRED",
             ErrorCode::GateBlocked => "GATE_BLOCKED",
+            ErrorCode::Internal => "INTERNAL",
         }
     }
 }
@@ -64,6 +67,12 @@ pub enum DomainError {
     /// The actor's role does not allow this.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// Another command changed the same aggregate first; retrying is safe.
+    #[error("concurrent write: {0}")]
+    Conflict(String),
+    /// A service the aggregate consulted failed (not a refusal by the domain).
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl DomainError {
@@ -87,7 +96,14 @@ impl DomainError {
             DomainError::Validation { .. } => ErrorCode::Validation,
             DomainError::NotFound { .. } => ErrorCode::NotFound,
             DomainError::Forbidden(_) => ErrorCode::Forbidden,
+            DomainError::Conflict(_) => ErrorCode::Conflict,
+            DomainError::Unavailable(_) => ErrorCode::Internal,
         }
+    }
+
+    /// Whether the same command may succeed when simply retried.
+    pub fn retryable(&self) -> bool {
+        matches!(self, DomainError::Conflict(_) | DomainError::Unavailable(_))
     }
 }
 

@@ -5,12 +5,20 @@
 //! command envelope ([`command::Issued`]); facts that need a lookup arrive through an
 //! aggregate's `Services` trait, implemented by the service crate.
 
+pub mod canonical_json;
 pub mod command;
+pub mod content;
 pub mod error;
 pub mod ids;
 pub mod transitions;
 
+pub mod canonical;
+pub mod deployment;
+pub mod environment;
 pub mod incident;
+pub mod mapping;
+pub mod promotion;
+pub mod reservation;
 
 pub use command::{Actor, DomainCommand, Issued, Role};
 pub use error::{DomainError, ErrorCode};

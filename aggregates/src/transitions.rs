@@ -128,7 +128,85 @@ macro_rules! state_names {
 
 #[cfg(test)]
 pub(crate) mod table_tests {
+    use std::collections::HashSet;
+    use std::hash::Hash;
+
     use super::*;
+
+    /// Records which status changes commands produced, asserting each is in the table
+    /// and each refusal names a pair that is not; then checks the table is covered.
+    pub(crate) struct Coverage<S: StateMachine + Hash> {
+        seen: HashSet<(Option<S>, S)>,
+    }
+
+    impl<S: StateMachine + Hash> Coverage<S> {
+        pub(crate) fn new() -> Self {
+            Coverage {
+                seen: HashSet::new(),
+            }
+        }
+
+        pub(crate) fn record(
+            &mut self,
+            label: &str,
+            result: Result<Vec<(Option<S>, S)>, DomainError>,
+        ) {
+            match result {
+                Ok(changes) => {
+                    for (from, to) in changes {
+                        match from {
+                            Some(from) => assert!(
+                                allowed_targets(from).contains(&to),
+                                "{label}: moved {from} → {to}"
+                            ),
+                            None => assert!(S::INITIAL.contains(&to), "{label}: created in {to}"),
+                        }
+                        self.seen.insert((from, to));
+                    }
+                }
+                // refusals of another machine (e.g. a deployment's per-workflow status)
+                Err(DomainError::InvalidTransition { machine, .. }) if machine != S::MACHINE => {}
+                Err(DomainError::InvalidTransition {
+                    from, to, allowed, ..
+                }) => {
+                    let find = |name: &str| S::ALL.iter().copied().find(|s| s.to_string() == name);
+                    if let (Some(f), Some(t)) = (find(&from), find(&to)) {
+                        assert!(
+                            !allowed_targets(f).contains(&t),
+                            "{label}: refused {f} → {t}, which the table allows"
+                        );
+                        let expected: Vec<String> =
+                            allowed_targets(f).iter().map(ToString::to_string).collect();
+                        assert_eq!(allowed, expected, "{label}: allowed targets");
+                    } else {
+                        assert_eq!(from, "new", "{label}: unknown state in refusal");
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+
+        pub(crate) fn assert_complete(&self) {
+            let mut missing = vec![];
+            for to in S::INITIAL {
+                if !self.seen.contains(&(None, *to)) {
+                    missing.push(format!("new → {to}"));
+                }
+            }
+            for (from, targets) in S::VALID_TRANSITIONS {
+                for to in *targets {
+                    if !self.seen.contains(&(Some(*from), *to)) {
+                        missing.push(format!("{from} → {to}"));
+                    }
+                }
+            }
+            assert!(
+                missing.is_empty(),
+                "{} pairs no command reached: {missing:?}",
+                S::MACHINE
+            );
+        }
+    }
 
     /// Structural checks every table must pass: each state listed once as a
     /// from-state, no self-loops, and targets that are states of the machine.

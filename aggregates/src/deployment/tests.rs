@@ -1,0 +1,221 @@
+//! given / when / then for deployments.
+
+use chrono::TimeZone;
+use cqrs_es::test::TestFramework;
+
+use super::*;
+use crate::command::Actor;
+use crate::transitions::table_tests::{self, Coverage};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
+}
+
+fn at(minutes: i64, command: DeploymentCommand) -> Issued<DeploymentCommand> {
+    Issued::new(
+        Actor::new("alice", Role::Admin),
+        t0() + Duration::minutes(minutes),
+        command,
+    )
+}
+
+fn workflows() -> Vec<DeploymentWorkflow> {
+    ["w1", "w2"]
+        .iter()
+        .map(|w| DeploymentWorkflow {
+            workflow_id: w.to_string(),
+            name: w.to_uppercase(),
+            status: WorkflowDeployStatus::Pending,
+            error: None,
+        })
+        .collect()
+}
+
+fn created(scheduled: bool) -> DeploymentEvent {
+    DeploymentEvent::Created {
+        promotion_id: "p1".into(),
+        status: if scheduled {
+            DeploymentStatus::Scheduled
+        } else {
+            DeploymentStatus::Pending
+        },
+        scheduled_for: scheduled.then(|| t0() + Duration::minutes(30)),
+        workflows: workflows(),
+    }
+}
+
+fn result(w: &str, status: WorkflowDeployStatus) -> DeploymentCommand {
+    DeploymentCommand::RecordWorkflowResult {
+        workflow_id: w.into(),
+        status,
+        error: None,
+    }
+}
+
+fn histories() -> Vec<(&'static str, Vec<DeploymentEvent>)> {
+    use DeploymentStatus as S;
+    let started = |from| DeploymentEvent::Started { from, at: t0() };
+    let running = vec![created(false), started(S::Pending)];
+    let half_done = {
+        let mut h = running.clone();
+        h.push(DeploymentEvent::WorkflowResultRecorded {
+            workflow_id: "w1".into(),
+            status: WorkflowDeployStatus::Success,
+            error: None,
+        });
+        h
+    };
+    let finished = |to| {
+        let mut h = running.clone();
+        h.push(DeploymentEvent::Finished {
+            from: S::Running,
+            to,
+            at: t0(),
+            reason: None,
+        });
+        h
+    };
+    vec![
+        ("new", vec![]),
+        ("pending", vec![created(false)]),
+        ("scheduled", vec![created(true)]),
+        ("running, w1 done", half_done),
+        ("success", finished(S::Success)),
+        ("failed", finished(S::Failed)),
+        ("running", running),
+        (
+            "cancelled",
+            vec![
+                created(false),
+                DeploymentEvent::Cancelled {
+                    from: S::Pending,
+                    reason: None,
+                },
+            ],
+        ),
+    ]
+}
+
+fn commands() -> Vec<(&'static str, Issued<DeploymentCommand>)> {
+    let create = |scheduled_for| DeploymentCommand::Create {
+        promotion_id: LocalId::parse("p1").unwrap(),
+        scheduled_for,
+        workflows: vec![("w1".into(), "W1".into())],
+    };
+    vec![
+        ("create now", at(0, create(None))),
+        (
+            "create scheduled",
+            at(0, create(Some(t0() + Duration::hours(1)))),
+        ),
+        ("start when due", at(45, DeploymentCommand::Start)),
+        (
+            "w2 success",
+            at(50, result("w2", WorkflowDeployStatus::Success)),
+        ),
+        (
+            "w2 unchanged",
+            at(50, result("w2", WorkflowDeployStatus::Unchanged)),
+        ),
+        (
+            "w1 failed",
+            at(50, result("w1", WorkflowDeployStatus::Failed)),
+        ),
+        (
+            "cancel",
+            at(
+                50,
+                DeploymentCommand::Cancel {
+                    reason: Some("window closed".into()),
+                },
+            ),
+        ),
+        ("stale sweep", at(120, DeploymentCommand::MarkStale)),
+    ]
+}
+
+#[test]
+fn every_command_from_every_state_stays_in_the_table() {
+    table_tests::assert_well_formed::<DeploymentStatus>();
+    table_tests::assert_check_matches_table::<DeploymentStatus>();
+    table_tests::assert_well_formed::<WorkflowDeployStatus>();
+    table_tests::assert_check_matches_table::<WorkflowDeployStatus>();
+    let mut coverage = Coverage::<DeploymentStatus>::new();
+    for (state, history) in histories() {
+        for (name, command) in commands() {
+            let result = TestFramework::<Deployment>::with(())
+                .given(history.clone())
+                .when(command)
+                .inspect_result();
+            let changes = result.map(|events| {
+                events
+                    .iter()
+                    .filter_map(DeploymentEvent::status_change)
+                    .collect()
+            });
+            coverage.record(&format!("{state} / {name}"), changes);
+        }
+    }
+    coverage.assert_complete();
+}
+
+#[test]
+fn roll_up_and_schedule() {
+    let mut running = vec![
+        created(false),
+        DeploymentEvent::Started {
+            from: DeploymentStatus::Pending,
+            at: t0(),
+        },
+    ];
+    let first = TestFramework::<Deployment>::with(())
+        .given(running.clone())
+        .when(at(1, result("w1", WorkflowDeployStatus::Skipped)))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(first.len(), 1, "w2 still pending: no roll-up yet");
+    running.extend(first);
+    let last = TestFramework::<Deployment>::with(())
+        .given(running)
+        .when(at(2, result("w2", WorkflowDeployStatus::Unchanged)))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(
+        last.last(),
+        Some(DeploymentEvent::Finished {
+            to: DeploymentStatus::Success,
+            ..
+        })
+    ));
+
+    let early = TestFramework::<Deployment>::with(())
+        .given(vec![created(true)])
+        .when(at(10, DeploymentCommand::Start))
+        .inspect_result();
+    assert!(
+        matches!(early, Err(DomainError::Validation { ref field, .. }) if field == "scheduled_for")
+    );
+    let unknown = TestFramework::<Deployment>::with(())
+        .given(vec![
+            created(false),
+            DeploymentEvent::Started {
+                from: DeploymentStatus::Pending,
+                at: t0(),
+            },
+        ])
+        .when(at(1, result("nope", WorkflowDeployStatus::Success)))
+        .inspect_result();
+    assert!(matches!(unknown, Err(DomainError::NotFound { .. })));
+    let fresh = TestFramework::<Deployment>::with(())
+        .given(vec![
+            created(false),
+            DeploymentEvent::Started {
+                from: DeploymentStatus::Pending,
+                at: t0(),
+            },
+        ])
+        .when(at(30, DeploymentCommand::MarkStale))
+        .inspect_result()
+        .unwrap();
+    assert!(fresh.is_empty(), "not stale before an hour");
+}

@@ -1,0 +1,394 @@
+//! given / when / then for promotions.
+
+use chrono::{Duration, TimeZone};
+use cqrs_es::test::TestFramework;
+
+use super::*;
+use crate::command::Actor;
+use crate::transitions::table_tests::{self, Coverage};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn by(who: &str, role: Role, command: PromotionCommand) -> Issued<PromotionCommand> {
+    Issued::new(Actor::new(who, role), t0() + Duration::minutes(5), command)
+}
+
+fn id(s: &str) -> LocalId {
+    LocalId::parse(s).unwrap()
+}
+
+fn created(requires_approval: bool, bypass: bool) -> PromotionEvent {
+    PromotionEvent::Created {
+        pipeline_id: "p1".into(),
+        source_environment_id: "staging".into(),
+        target_environment_id: "prod".into(),
+        workflows: vec![PromotionWorkflow {
+            canonical_id: "c1".into(),
+            name: "Orders".into(),
+            source_content_hash: None,
+        }],
+        requires_approval,
+        allow_self_approval: false,
+        bypass_validation: bypass,
+        created_by: "alice".into(),
+    }
+}
+
+fn histories() -> Vec<(&'static str, Vec<PromotionEvent>)> {
+    use PromotionStatus as S;
+    let gates = |to| PromotionEvent::GatesEvaluated {
+        from: S::Pending,
+        to,
+        results: vec![],
+        bypassed: false,
+    };
+    let approved = vec![
+        created(true, false),
+        gates(S::PendingApproval),
+        PromotionEvent::Approved {
+            from: S::PendingApproval,
+            approved_by: "bob".into(),
+        },
+    ];
+    let mut running = approved.clone();
+    running.push(PromotionEvent::Started {
+        from: S::Approved,
+        deployment_id: "d1".into(),
+        at: t0(),
+    });
+    let after_running = |e: PromotionEvent| {
+        let mut h = running.clone();
+        h.push(e);
+        h
+    };
+    vec![
+        ("new", vec![]),
+        ("pending (approval)", vec![created(true, false)]),
+        ("pending (no approval)", vec![created(false, false)]),
+        ("pending (bypass)", vec![created(false, true)]),
+        (
+            "pending_approval",
+            vec![created(true, false), gates(S::PendingApproval)],
+        ),
+        ("approved", approved.clone()),
+        (
+            "rejected",
+            vec![
+                created(true, false),
+                gates(S::PendingApproval),
+                PromotionEvent::Rejected {
+                    from: S::PendingApproval,
+                    rejected_by: "bob".into(),
+                    reason: "no".into(),
+                },
+            ],
+        ),
+        ("running", running.clone()),
+        (
+            "completed",
+            after_running(PromotionEvent::Completed {
+                from: S::Running,
+                outcomes: vec![],
+                at: t0(),
+            }),
+        ),
+        (
+            "rolled_back",
+            after_running(PromotionEvent::RolledBack {
+                from: S::Running,
+                outcomes: vec![],
+                reason: None,
+                at: t0(),
+            }),
+        ),
+        (
+            "failed",
+            after_running(PromotionEvent::Failed {
+                from: S::Running,
+                reason: None,
+                inconsistencies: vec![],
+                at: t0(),
+            }),
+        ),
+        (
+            "cancelled",
+            vec![
+                created(false, false),
+                PromotionEvent::Cancelled {
+                    from: S::Pending,
+                    reason: None,
+                },
+            ],
+        ),
+    ]
+}
+
+fn commands() -> Vec<(&'static str, Issued<PromotionCommand>)> {
+    let pass = GateResult {
+        gate: "credentials_exist".into(),
+        passed: true,
+        blocking: true,
+        message: None,
+    };
+    let fail = GateResult {
+        gate: "block_on_active_drift".into(),
+        passed: false,
+        blocking: true,
+        message: Some("incident open".into()),
+    };
+    let create = PromotionCommand::Create {
+        pipeline_id: id("p1"),
+        source_environment_id: id("staging"),
+        target_environment_id: id("prod"),
+        workflows: vec![PromotionWorkflow {
+            canonical_id: "c1".into(),
+            name: "Orders".into(),
+            source_content_hash: None,
+        }],
+        requires_approval: true,
+        allow_self_approval: false,
+        bypass_validation: false,
+    };
+    vec![
+        ("create", by("alice", Role::Admin, create)),
+        (
+            "gates pass",
+            by(
+                "ci",
+                Role::Developer,
+                PromotionCommand::RecordGateResults {
+                    results: vec![pass],
+                },
+            ),
+        ),
+        (
+            "gates fail",
+            by(
+                "ci",
+                Role::Developer,
+                PromotionCommand::RecordGateResults {
+                    results: vec![fail],
+                },
+            ),
+        ),
+        ("approve", by("bob", Role::Admin, PromotionCommand::Approve)),
+        (
+            "reject",
+            by(
+                "bob",
+                Role::Admin,
+                PromotionCommand::Reject {
+                    reason: Some("not now".into()),
+                },
+            ),
+        ),
+        (
+            "cancel",
+            by(
+                "bob",
+                Role::Admin,
+                PromotionCommand::Cancel { reason: None },
+            ),
+        ),
+        (
+            "cancel override",
+            by(
+                "bob",
+                Role::Admin,
+                PromotionCommand::Cancel { reason: None },
+            )
+            .with_override(true),
+        ),
+        (
+            "start",
+            by(
+                "system:deploy",
+                Role::System,
+                PromotionCommand::Start {
+                    deployment_id: id("d1"),
+                },
+            ),
+        ),
+        (
+            "complete",
+            by(
+                "system:deploy",
+                Role::System,
+                PromotionCommand::Complete { outcomes: vec![] },
+            ),
+        ),
+        (
+            "roll back",
+            by(
+                "system:deploy",
+                Role::System,
+                PromotionCommand::RollBack {
+                    outcomes: vec![],
+                    reason: Some("wf failed".into()),
+                },
+            ),
+        ),
+        (
+            "fail",
+            by(
+                "system:deploy",
+                Role::System,
+                PromotionCommand::Fail {
+                    reason: None,
+                    inconsistencies: vec!["c1".into()],
+                },
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_command_from_every_state_stays_in_the_table() {
+    table_tests::assert_well_formed::<PromotionStatus>();
+    table_tests::assert_check_matches_table::<PromotionStatus>();
+    let mut coverage = Coverage::<PromotionStatus>::new();
+    for (state, history) in histories() {
+        for (name, command) in commands() {
+            let result = TestFramework::<Promotion>::with(())
+                .given(history.clone())
+                .when(command)
+                .inspect_result();
+            let changes = result.map(|events| {
+                events
+                    .iter()
+                    .filter_map(PromotionEvent::status_change)
+                    .collect()
+            });
+            coverage.record(&format!("{state} / {name}"), changes);
+        }
+    }
+    coverage.assert_complete();
+}
+
+#[test]
+fn gate_failure_fails_and_keeps_results_unless_bypassed() {
+    let fail = GateResult {
+        gate: "require_clean_drift".into(),
+        passed: false,
+        blocking: true,
+        message: None,
+    };
+    let cmd = || {
+        by(
+            "ci",
+            Role::Developer,
+            PromotionCommand::RecordGateResults {
+                results: vec![fail.clone()],
+            },
+        )
+    };
+    let events = TestFramework::<Promotion>::with(())
+        .given(vec![created(false, false)])
+        .when(cmd())
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(&events[..], [PromotionEvent::GatesEvaluated { to: PromotionStatus::Failed, results, bypassed: false, .. }] if results.len() == 1)
+    );
+    let events = TestFramework::<Promotion>::with(())
+        .given(vec![created(false, true)])
+        .when(cmd())
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(
+        &events[..],
+        [PromotionEvent::GatesEvaluated {
+            to: PromotionStatus::Approved,
+            bypassed: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn approval_rules() {
+    let pending_approval = vec![
+        created(true, false),
+        PromotionEvent::GatesEvaluated {
+            from: PromotionStatus::Pending,
+            to: PromotionStatus::PendingApproval,
+            results: vec![],
+            bypassed: false,
+        },
+    ];
+    let own = TestFramework::<Promotion>::with(())
+        .given(pending_approval.clone())
+        .when(by("alice", Role::Admin, PromotionCommand::Approve))
+        .inspect_result();
+    assert!(
+        matches!(own, Err(DomainError::Forbidden(_))),
+        "creator cannot approve"
+    );
+    let dev = TestFramework::<Promotion>::with(())
+        .given(pending_approval.clone())
+        .when(by("bob", Role::Developer, PromotionCommand::Approve))
+        .inspect_result();
+    assert!(matches!(dev, Err(DomainError::Forbidden(_))));
+    let no_reason = TestFramework::<Promotion>::with(())
+        .given(pending_approval.clone())
+        .when(by(
+            "bob",
+            Role::Admin,
+            PromotionCommand::Reject { reason: None },
+        ))
+        .inspect_result();
+    assert_eq!(no_reason, Err(DomainError::required("reason")));
+    let mut self_ok = pending_approval;
+    if let PromotionEvent::Created {
+        allow_self_approval,
+        ..
+    } = &mut self_ok[0]
+    {
+        *allow_self_approval = true;
+    }
+    let ok = TestFramework::<Promotion>::with(())
+        .given(self_ok)
+        .when(by("alice", Role::Admin, PromotionCommand::Approve))
+        .inspect_result();
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn bypass_is_admin_only_and_create_validates() {
+    let mk = |bypass: bool, target: &str, workflows: usize| PromotionCommand::Create {
+        pipeline_id: id("p1"),
+        source_environment_id: id("staging"),
+        target_environment_id: id(target),
+        workflows: (0..workflows)
+            .map(|i| PromotionWorkflow {
+                canonical_id: format!("c{i}"),
+                name: "x".into(),
+                source_content_hash: None,
+            })
+            .collect(),
+        requires_approval: false,
+        allow_self_approval: false,
+        bypass_validation: bypass,
+    };
+    let dev = TestFramework::<Promotion>::with(())
+        .given_no_previous_events()
+        .when(by("dev", Role::Developer, mk(true, "prod", 1)))
+        .inspect_result();
+    assert!(matches!(dev, Err(DomainError::Forbidden(_))));
+    let same = TestFramework::<Promotion>::with(())
+        .given_no_previous_events()
+        .when(by("a", Role::Admin, mk(false, "staging", 1)))
+        .inspect_result();
+    assert!(
+        matches!(same, Err(DomainError::Validation { ref field, .. }) if field == "target_environment_id")
+    );
+    let empty = TestFramework::<Promotion>::with(())
+        .given_no_previous_events()
+        .when(by("a", Role::Admin, mk(false, "prod", 0)))
+        .inspect_result();
+    assert!(
+        matches!(empty, Err(DomainError::Validation { ref field, .. }) if field == "workflows")
+    );
+}
