@@ -1,1 +1,59 @@
+//! workflowops: a control plane for n8n workflows across environments, event-sourced
+//! with CQRS projections. `main.rs` only boots; everything lives here so tests and
+//! helper binaries reuse it.
 
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// The running service: a bound listener and its router.
+pub struct Application {
+    listener: TcpListener,
+    store: Store,
+}
+
+impl Application {
+    /// Opens and migrates the store, then binds the listener (port 0 picks a free port).
+    pub async fn build(config: &Config) -> anyhow::Result<Application> {
+        let store = config.open_store().await?;
+        store.migrate().await?;
+        Self::with_store(store, config.listen).await
+    }
+
+    pub async fn with_store(store: Store, listen: SocketAddr) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(listen).await?;
+        Ok(Application { listener, store })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = http::router(http::AppState {
+            store: self.store.clone(),
+        });
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,1 +1,79 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use workflowops::config::{Cli, Command};
+use workflowops::{telemetry, Application};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init("info", std::io::stderr);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(&cli.config).await?;
+            tracing::info!(
+                addr = %app.local_addr()?,
+                database = app.store().backend().as_str(),
+                "workflowops listening"
+            );
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = cli.config.open_store().await?;
+            store.migrate().await?;
+            println!("migrations applied ({})", store.backend().as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => {
+            let store = cli.config.open_store().await?;
+            store.migrate().await?;
+            let report = store.verify().await?;
+            println!("{}", serde_json::to_string(&report)?);
+            if let Some(position) = report.first_broken_position {
+                eprintln!(
+                    "event log verification FAILED: first broken event at position {position}"
+                );
+                return Ok(ExitCode::from(1));
+            }
+            eprintln!(
+                "event log verified: {} events, every chain intact",
+                report.checked_events
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

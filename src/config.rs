@@ -1,0 +1,86 @@
+//! Configuration, by flag or environment variable. Nothing is required: with no
+//! configuration the service runs on a SQLite file in `./workflowops-data`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::store::{Store, StoreError, SQLITE_FILE};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "workflowops",
+    version,
+    about = "Control plane for n8n workflows across environments"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// Directory for the embedded database and generated keys.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_DATA_DIR",
+        default_value = "./workflowops-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// `postgres://…` switches to PostgreSQL; unset means SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Maximum database connections.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_DB_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_pool_size: u32,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Walk every aggregate's hash chain; exits 1 and names the first broken event if
+    /// the log was altered.
+    Verify,
+}
+
+impl Config {
+    /// Opens the configured store (SQLite in the data directory by default).
+    pub async fn open_store(&self) -> Result<Store, StoreError> {
+        match self
+            .database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            Some(url) => Store::connect(url, self.db_pool_size).await,
+            None => {
+                std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+                    StoreError::Config(format!(
+                        "cannot create data directory {}: {e}",
+                        self.data_dir.display()
+                    ))
+                })?;
+                Store::open_sqlite(&self.data_dir.join(SQLITE_FILE)).await
+            }
+        }
+    }
+}

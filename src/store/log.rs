@@ -1,0 +1,424 @@
+//! The global log: every event in commit-safe order, and chain verification.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::Row;
+
+use super::chain::{ChainedEvent, GENESIS, HASH_KEY};
+use super::{Store, StoreError};
+
+/// One stored event with its place in the global log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub position: i64,
+    /// The writing transaction (PostgreSQL); `None` on SQLite.
+    pub tx_id: Option<i64>,
+    pub recorded_at: DateTime<Utc>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Map<String, Value>,
+}
+
+impl StoredEvent {
+    /// The event's chain hash.
+    pub fn hash(&self) -> Option<&str> {
+        self.metadata.get(HASH_KEY).and_then(Value::as_str)
+    }
+
+    /// The tenant that owns the event (aggregate ids are `tenant:…`).
+    pub fn tenant(&self) -> &str {
+        aggregates::ids::tenant_of(&self.aggregate_id)
+    }
+
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor {
+            tx_id: self.tx_id.unwrap_or(0),
+            position: self.position,
+        }
+    }
+}
+
+/// Where a reader of the global log stands. On PostgreSQL the order is
+/// (transaction id, position); on SQLite it is the position alone (`tx_id` = 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+pub struct LogCursor {
+    pub tx_id: i64,
+    pub position: i64,
+}
+
+impl LogCursor {
+    pub const START: LogCursor = LogCursor {
+        tx_id: 0,
+        position: 0,
+    };
+}
+
+/// Outcome of walking every aggregate's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub checked_events: u64,
+    pub first_broken_position: Option<i64>,
+    /// The broken links found (at most [`MAX_REPORTED`]), in the order walked.
+    pub broken: Vec<BrokenLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub reason: String,
+}
+
+/// Broken links listed in a report; the count and first position stay exact.
+pub const MAX_REPORTED: usize = 100;
+const BATCH: i64 = 1000;
+
+/// A row as the database returns it, before JSON is parsed.
+struct RawEvent {
+    position: i64,
+    tx_id: Option<i64>,
+    recorded_at: Option<DateTime<Utc>>,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: String,
+    metadata: String,
+}
+
+impl RawEvent {
+    fn parse(self) -> Result<StoredEvent, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            position: self.position,
+            message,
+        };
+        let payload: Value =
+            serde_json::from_str(&self.payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+        let metadata: Map<String, Value> =
+            serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let recorded_at = match self.recorded_at {
+            Some(at) => at,
+            None => metadata
+                .get("recorded_at")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| corrupt("recorded_at missing".into()))?,
+        };
+        Ok(StoredEvent {
+            position: self.position,
+            tx_id: self.tx_id,
+            recorded_at,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload,
+            metadata,
+        })
+    }
+}
+
+const PG_COLUMNS: &str =
+    "position, tx_id::text::bigint AS tx_id, recorded_at, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload::text AS payload, metadata::text AS metadata";
+const SQLITE_COLUMNS: &str =
+    "position, recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata";
+
+fn pg_row(row: &sqlx::postgres::PgRow) -> Result<RawEvent, sqlx::Error> {
+    Ok(RawEvent {
+        position: row.try_get("position")?,
+        tx_id: Some(row.try_get("tx_id")?),
+        recorded_at: Some(row.try_get("recorded_at")?),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, sqlx::Error> {
+    let recorded_at: Option<String> = row.try_get("recorded_at")?;
+    Ok(RawEvent {
+        position: row.try_get("position")?,
+        tx_id: None,
+        recorded_at: recorded_at
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+impl Store {
+    /// Up to `limit` events after `after`, in an order no checkpoint can skip.
+    ///
+    /// PostgreSQL allocates positions before commit, so a plain `position > n` cursor
+    /// would skip a transaction that commits after a later one. Reading in
+    /// (transaction id, position) order and only below the oldest transaction still
+    /// running (`pg_snapshot_xmin`) returns an event only once nothing before it can
+    /// still appear. SQLite has one writer at a time: its position order is commit order.
+    pub async fn read_after(
+        &self,
+        after: LogCursor,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let raw = match self {
+            Store::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events \
+                     WHERE (tx_id, position) > ($1::text::xid8, $2) \
+                       AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY tx_id, position LIMIT $3"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after.tx_id.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+            }
+            Store::Sqlite(pool) => {
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+                let rows = sqlx::query(&sql)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        raw.into_iter().map(RawEvent::parse).collect()
+    }
+
+    /// The cursor that resumes right after the event at `position`, if it exists.
+    pub async fn cursor_after_position(
+        &self,
+        position: i64,
+    ) -> Result<Option<LogCursor>, StoreError> {
+        if position <= 0 {
+            return Ok(Some(LogCursor::START));
+        }
+        Ok(match self {
+            Store::Postgres(pool) => sqlx::query_scalar::<_, i64>(
+                "SELECT tx_id::text::bigint FROM events WHERE position = $1",
+            )
+            .bind(position)
+            .fetch_optional(pool)
+            .await?
+            .map(|tx_id| LogCursor { tx_id, position }),
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar::<_, i64>("SELECT position FROM events WHERE position = ?1")
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|position| LogCursor { tx_id: 0, position })
+            }
+        })
+    }
+
+    /// One aggregate's events in sequence order.
+    pub async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let raw = match self {
+            Store::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+            }
+            Store::Sqlite(pool) => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        raw.into_iter().map(RawEvent::parse).collect()
+    }
+
+    /// The global position of an aggregate's event, once committed.
+    pub async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Store::Postgres(pool) => sqlx::query_scalar(
+                "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .fetch_optional(pool)
+            .await?,
+            Store::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT position FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence = ?3",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .fetch_optional(pool)
+            .await?,
+        })
+    }
+
+    /// Keyset page of raw rows in (aggregate_type, aggregate_id, sequence) order.
+    async fn chain_page(&self, after: &(String, String, i64)) -> Result<Vec<RawEvent>, StoreError> {
+        Ok(match self {
+            Store::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+                     ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(&after.0)
+                    .bind(&after.1)
+                    .bind(after.2)
+                    .bind(BATCH)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+            }
+            Store::Sqlite(pool) => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > (?1, ?2, ?3) \
+                     ORDER BY aggregate_type, aggregate_id, sequence LIMIT ?4"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(&after.0)
+                    .bind(&after.1)
+                    .bind(after.2)
+                    .bind(BATCH)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+            }
+        })
+    }
+
+    /// Walks every aggregate's chain in bounded batches and reports broken links:
+    /// a hash that does not match the event's content, a missing hash, a sequence gap,
+    /// or a row whose JSON no longer parses.
+    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport {
+            ok: true,
+            checked_events: 0,
+            first_broken_position: None,
+            broken: vec![],
+        };
+        let mut after = (String::new(), String::new(), 0_i64);
+        // (aggregate_type, aggregate_id, sequence, stored hash) of the previous row
+        let mut previous: Option<(String, String, i64, String)> = None;
+        loop {
+            let page = self.chain_page(&after).await?;
+            let Some(last) = page.last() else { break };
+            after = (
+                last.aggregate_type.clone(),
+                last.aggregate_id.clone(),
+                last.sequence,
+            );
+            for raw in page {
+                report.checked_events += 1;
+                let (position, aggregate_type, aggregate_id, sequence) = (
+                    raw.position,
+                    raw.aggregate_type.clone(),
+                    raw.aggregate_id.clone(),
+                    raw.sequence,
+                );
+                let same_aggregate = previous
+                    .as_ref()
+                    .is_some_and(|(t, id, _, _)| *t == aggregate_type && *id == aggregate_id);
+                let (expected_sequence, previous_hash) = match (&previous, same_aggregate) {
+                    (Some((_, _, seq, hash)), true) => (seq + 1, hash.clone()),
+                    _ => (1, GENESIS.to_string()),
+                };
+                let mut problem = None;
+                if sequence != expected_sequence {
+                    problem = Some(format!(
+                        "sequence {sequence} where {expected_sequence} was expected"
+                    ));
+                }
+                let stored_hash = match raw.parse() {
+                    Ok(event) => {
+                        let stored = event.hash().unwrap_or_default().to_string();
+                        let computed = ChainedEvent {
+                            aggregate_type: &event.aggregate_type,
+                            aggregate_id: &event.aggregate_id,
+                            sequence: event.sequence,
+                            event_type: &event.event_type,
+                            event_version: &event.event_version,
+                            payload: &event.payload,
+                            metadata: &event.metadata,
+                        }
+                        .hash(&previous_hash);
+                        if stored.is_empty() {
+                            problem.get_or_insert_with(|| "no hash in metadata".to_string());
+                        } else if stored != computed {
+                            problem.get_or_insert_with(|| {
+                                "hash does not match the event's content".to_string()
+                            });
+                        }
+                        stored
+                    }
+                    Err(e) => {
+                        problem.get_or_insert_with(|| e.to_string());
+                        String::new()
+                    }
+                };
+                if let Some(reason) = problem {
+                    report.ok = false;
+                    report.first_broken_position = Some(
+                        report
+                            .first_broken_position
+                            .map_or(position, |p| p.min(position)),
+                    );
+                    if report.broken.len() < MAX_REPORTED {
+                        report.broken.push(BrokenLink {
+                            position,
+                            aggregate_type: aggregate_type.clone(),
+                            aggregate_id: aggregate_id.clone(),
+                            sequence,
+                            reason,
+                        });
+                    }
+                }
+                previous = Some((aggregate_type, aggregate_id, sequence, stored_hash));
+            }
+        }
+        Ok(report)
+    }
+}

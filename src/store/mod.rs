@@ -1,0 +1,188 @@
+//! The event store: one API over two backends.
+//!
+//! Aggregates are loaded and persisted through cqrs-es's `PersistedEventRepository`,
+//! implemented by postgres-es (PostgreSQL) and sqlite-es (SQLite, the embedded
+//! default); [`AnyRepository`] picks one at run time. The database adds the global
+//! log on top of their table: a position, the time, and on PostgreSQL the writing
+//! transaction, read gap-safe by [`Store::read_after`]. Each event's metadata carries
+//! a SHA-256 chained to the previous event of its aggregate ([`chain`]), walked by
+//! [`Store::verify`].
+
+pub mod chain;
+mod log;
+mod repo;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use log::{LogCursor, StoredEvent, VerifyReport};
+pub use repo::AnyRepository;
+
+/// File name of the embedded database inside the data directory.
+pub const SQLITE_FILE: &str = "workflowops.db";
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored event at position {position} is unreadable: {message}")]
+    Corrupt { position: i64, message: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A connection pool to one of the two backends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite:…` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(database_url)?.application_name("workflowops");
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else if database_url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(database_url)?;
+            Self::open_sqlite_with(options, max_connections).await
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL scheme (expected postgres:// or sqlite:): {}",
+                redact_url(database_url)
+            )))
+        }
+    }
+
+    /// Opens (creating if needed) the embedded database file.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        Self::open_sqlite_with(SqliteConnectOptions::new().filename(path), 8).await
+    }
+
+    async fn open_sqlite_with(
+        options: SqliteConnectOptions,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the backend's migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => PG_MIGRATIONS.run(pool).await?,
+            Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The cqrs-es repository over this store (postgres-es or sqlite-es).
+    pub fn repository(&self) -> AnyRepository {
+        match self {
+            Store::Postgres(pool) => {
+                AnyRepository::Postgres(postgres_es::PostgresEventRepository::new(pool.clone()))
+            }
+            Store::Sqlite(pool) => {
+                AnyRepository::Sqlite(sqlite_es::SqliteEventRepository::new(pool.clone()))
+            }
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}
