@@ -18,91 +18,281 @@
 //! prints numbers the ECMAScript way. Changing any rule above changes every content
 //! hash, so treat this format as frozen.
 
+use std::convert::Infallible;
 use std::io::{self, Write};
 
 use serde_json::{Map, Number, Value};
 
 /// Writes `value` in canonical form to `out`.
 ///
-/// The only errors are those returned by `out`.
+/// Output is buffered internally and handed to `out` in chunks of a few kilobytes,
+/// so `out` need not be buffered. The only errors are those returned by `out`.
 pub fn write_canonical<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
-    match value {
-        Value::Null => out.write_all(b"null"),
-        Value::Bool(true) => out.write_all(b"true"),
-        Value::Bool(false) => out.write_all(b"false"),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_str(s, out),
-        Value::Array(items) => {
-            out.write_all(b"[")?;
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                write_canonical(item, out)?;
-            }
-            out.write_all(b"]")
-        }
-        Value::Object(map) => write_object(map, out),
-    }
+    let mut encoder = Encoder::new(IoSink(out));
+    encoder.value(value)?;
+    encoder.finish().map(drop)
 }
 
 /// Returns the canonical form of `value` as bytes (valid UTF-8).
 pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing to a `Vec` cannot fail, and serialising strings and numbers has no
-    // other failure mode, so the result carries no information.
-    let result = write_canonical(value, &mut out);
-    debug_assert!(result.is_ok(), "canonical serialisation into a Vec failed");
-    out
+    let mut encoder = Encoder {
+        buf: Vec::new(),
+        sink: Collect,
+    };
+    let Ok(()) = encoder.value(value);
+    encoder.buf
 }
 
-/// Writes a JSON string literal, escaped the way `serde_json` escapes it.
-pub(crate) fn write_str<W: Write + ?Sized>(s: &str, out: &mut W) -> io::Result<()> {
-    serde_json::to_writer(out, s).map_err(io::Error::from)
+/// Where an [`Encoder`] drains its buffer.
+pub(crate) trait Sink {
+    /// `Infallible` for sinks that cannot fail (hashers, memory).
+    type Error;
+    /// Buffer size from which the encoder drains, checked between values.
+    const CHUNK: usize = 8 * 1024;
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// Writes a JSON number the way `serde_json` prints it.
-pub(crate) fn write_number<W: Write + ?Sized>(n: &Number, out: &mut W) -> io::Result<()> {
-    serde_json::to_writer(out, n).map_err(io::Error::from)
-}
+struct IoSink<'w, W>(&'w mut W);
 
-fn write_object<W: Write>(map: &Map<String, Value>, out: &mut W) -> io::Result<()> {
-    // With serde_json's default `BTreeMap` the keys already come out sorted by bytes
-    // (`str` ordering is byte ordering), so checking is cheaper than sorting. With
-    // `preserve_order` they come out in insertion order and must be sorted.
-    if map.keys().is_sorted() {
-        write_entries(map.iter(), out)
-    } else {
-        write_sorted(map.iter(), out)
+impl<W: Write> Sink for IoSink<'_, W> {
+    type Error = io::Error;
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
     }
 }
 
-/// Sorts entries by key bytes, then writes them as an object. Keys are unique
-/// (they come from a map), so an unstable sort is deterministic.
-fn write_sorted<'a, W: Write>(
-    entries: impl Iterator<Item = (&'a String, &'a Value)>,
-    out: &mut W,
-) -> io::Result<()> {
-    let mut entries: Vec<(&String, &Value)> = entries.collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    write_entries(entries.into_iter(), out)
+/// Keeps all output in the encoder's buffer.
+struct Collect;
+
+impl Sink for Collect {
+    type Error = Infallible;
+    const CHUNK: usize = usize::MAX;
+
+    fn write(&mut self, _: &[u8]) -> Result<(), Infallible> {
+        Ok(())
+    }
 }
 
-/// Writes entries, which must already be in canonical key order, as an object.
-fn write_entries<'a, W: Write>(
-    entries: impl Iterator<Item = (&'a String, &'a Value)>,
-    out: &mut W,
-) -> io::Result<()> {
-    out.write_all(b"{")?;
-    for (i, (key, value)) in entries.enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
+/// Writes canonical JSON tokens into a byte buffer that is drained into a [`Sink`]
+/// in chunks. Appending to a `Vec` is much cheaper than a `Write` call per token,
+/// and canonical output is mostly short tokens.
+///
+/// Callers write separators themselves and call [`Encoder::checkpoint`] between
+/// values; the content hash module uses this to write its normalised view.
+pub(crate) struct Encoder<S> {
+    buf: Vec<u8>,
+    sink: S,
+}
+
+impl<S: Sink> Encoder<S> {
+    pub(crate) fn new(sink: S) -> Self {
+        Encoder {
+            buf: Vec::with_capacity(S::CHUNK.min(16 * 1024)),
+            sink,
         }
-        write_str(key, out)?;
-        out.write_all(b":")?;
-        write_canonical(value, out)?;
     }
-    out.write_all(b"}")
+
+    /// Appends raw bytes, which must be valid canonical JSON syntax.
+    #[inline]
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends one raw byte (a bracket, comma or colon).
+    #[inline]
+    pub(crate) fn byte(&mut self, byte: u8) {
+        self.buf.push(byte);
+    }
+
+    /// Appends a string literal, escaped the way serde_json escapes it: `"`, `\`
+    /// and the control characters U+0000 to U+001F (as `\b`, `\f`, `\n`, `\r`,
+    /// `\t` or `\u00xx` with lowercase hex); everything else verbatim.
+    pub(crate) fn string(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes = s.as_bytes();
+        self.buf.reserve(bytes.len() + 2);
+        self.buf.push(b'"');
+        let mut start = 0;
+        let mut special = find_special(bytes, 0);
+        while let Some(&b) = bytes.get(special) {
+            self.buf.extend_from_slice(&bytes[start..special]);
+            match b {
+                b'"' => self.buf.extend_from_slice(b"\\\""),
+                b'\\' => self.buf.extend_from_slice(b"\\\\"),
+                0x08 => self.buf.extend_from_slice(b"\\b"),
+                0x0c => self.buf.extend_from_slice(b"\\f"),
+                b'\n' => self.buf.extend_from_slice(b"\\n"),
+                b'\r' => self.buf.extend_from_slice(b"\\r"),
+                b'\t' => self.buf.extend_from_slice(b"\\t"),
+                _ => self.buf.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]),
+            }
+            start = special + 1;
+            special = find_special(bytes, start);
+        }
+        self.buf.extend_from_slice(&bytes[start..]);
+        self.buf.push(b'"');
+    }
+
+    /// Appends a string literal whose content the caller knows contains no byte
+    /// that needs escaping (see [`find_special`]), such as a string borrowed from
+    /// JSON input that had no escape sequences.
+    #[inline]
+    pub(crate) fn plain_string(&mut self, s: &str) {
+        debug_assert_eq!(find_special(s.as_bytes(), 0), s.len());
+        self.buf.reserve(s.len() + 2);
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(b'"');
+    }
+
+    /// Appends a number exactly as serde_json prints it: its `Display` is the
+    /// formatter its serializer uses (itoa for integers, shortest round-trip for
+    /// floats, the original text with `arbitrary_precision`).
+    pub(crate) fn number(&mut self, n: &Number) {
+        if let Some(u) = n.as_u64() {
+            self.unsigned(u);
+        } else {
+            self.buf.extend_from_slice(n.to_string().as_bytes());
+        }
+    }
+
+    fn unsigned(&mut self, mut u: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (u % 10) as u8;
+            u /= 10;
+            if u == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&digits[at..]);
+    }
+
+    /// Drains the buffer into the sink if it has grown past the chunk size.
+    #[inline]
+    pub(crate) fn checkpoint(&mut self) -> Result<(), S::Error> {
+        if self.buf.len() >= S::CHUNK {
+            self.sink.write(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Drains what is left and returns the sink.
+    pub(crate) fn finish(mut self) -> Result<S, S::Error> {
+        self.sink.write(&self.buf)?;
+        Ok(self.sink)
+    }
+
+    /// Appends `value` in canonical form.
+    pub(crate) fn value(&mut self, value: &Value) -> Result<(), S::Error> {
+        match value {
+            Value::Null => self.raw(b"null"),
+            Value::Bool(true) => self.raw(b"true"),
+            Value::Bool(false) => self.raw(b"false"),
+            Value::Number(n) => self.number(n),
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                self.byte(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.byte(b',');
+                    }
+                    self.value(item)?;
+                    self.checkpoint()?;
+                }
+                self.byte(b']');
+            }
+            Value::Object(map) => self.object(map)?,
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, map: &Map<String, Value>) -> Result<(), S::Error> {
+        // With serde_json's default `BTreeMap` the keys already come out sorted by
+        // bytes (`str` ordering is byte ordering), so checking is cheaper than
+        // sorting. With `preserve_order` they come out in insertion order.
+        if map.keys().is_sorted() {
+            self.entries(map.iter())
+        } else {
+            self.sorted_entries(map.iter())
+        }
+    }
+
+    /// Sorts entries by key bytes, then writes them as an object. Keys come from a
+    /// map and are unique, so an unstable sort is deterministic.
+    fn sorted_entries<'a>(
+        &mut self,
+        entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    ) -> Result<(), S::Error> {
+        let mut entries: Vec<(&String, &Value)> = entries.collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        self.entries(entries.into_iter())
+    }
+
+    /// Writes entries, which must already be in canonical key order, as an object.
+    fn entries<'a>(
+        &mut self,
+        entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    ) -> Result<(), S::Error> {
+        self.byte(b'{');
+        for (i, (key, value)) in entries.enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.string(key);
+            self.byte(b':');
+            self.value(value)?;
+            self.checkpoint()?;
+        }
+        self.byte(b'}');
+        Ok(())
+    }
+}
+
+/// Index of the first byte at or after `i` that serde_json escapes in a string
+/// (`"`, `\` or a control character U+0000 to U+001F), or `bytes.len()` if there is
+/// none. Also the end of a run of plain content when parsing a string literal.
+///
+/// Checks eight bytes at a time: for a word `x`, `(x - ONES * n) & !x & HIGHS` is
+/// non-zero iff some byte of `x` is below `n` (for `n <= 0x80`), and its lowest set
+/// bit marks the first such byte (borrows only propagate upwards).
+pub(crate) fn find_special(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk);
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(ONES * 0x20) & !word))
+            & HIGHS;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -190,9 +380,9 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), Value::from(v)))
             .collect();
-        let mut out = Vec::new();
-        write_sorted(map.iter().rev(), &mut out).unwrap();
-        assert_eq!(out, br#"{"a":3,"b":1,"c":2}"#);
+        let mut encoder = Encoder::new(Collect);
+        let Ok(()) = encoder.sorted_entries(map.iter().rev());
+        assert_eq!(encoder.buf, br#"{"a":3,"b":1,"c":2}"#);
     }
 
     #[test]
@@ -248,7 +438,66 @@ mod tests {
         }
     }
 
+    #[test]
+    fn large_output_streams_in_chunks() {
+        struct Recorder {
+            chunks: usize,
+            bytes: Vec<u8>,
+        }
+        impl Write for Recorder {
+            fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+                self.chunks += 1;
+                self.bytes.extend_from_slice(data);
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let v = Value::Array(
+            (0..2000)
+                .map(|i| json!({"i": i, "text": "x".repeat(i % 50), "nested": [i, {"b": 1, "a": 2}]}))
+                .collect(),
+        );
+        let mut recorder = Recorder {
+            chunks: 0,
+            bytes: Vec::new(),
+        };
+        write_canonical(&v, &mut recorder).unwrap();
+        assert!(recorder.chunks > 5, "{} chunks", recorder.chunks);
+        assert_eq!(recorder.bytes, to_canonical_vec(&v));
+        assert_eq!(recorder.bytes, reference(&v));
+    }
+
+    #[test]
+    fn find_special_finds_each_special_byte() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert_eq!(find_special(&bytes, 0), at, "{special:#x} at {at} of {len}");
+                }
+                assert_eq!(find_special(&vec![0xC3; len], 0), len);
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn find_special_matches_a_byte_loop(
+            bytes in prop::collection::vec(
+                prop_oneof![any::<u8>(), 0x20u8..0x7f, 0x80u8..=0xff],
+                0..64,
+            ),
+            start in 0usize..70,
+        ) {
+            let expected = (start..bytes.len())
+                .find(|&i| bytes[i] < 0x20 || bytes[i] == b'"' || bytes[i] == b'\\')
+                .unwrap_or(bytes.len().max(start));
+            prop_assert_eq!(find_special(&bytes, start), expected);
+        }
+
         #[test]
         fn matches_reference(v in arb_json(true)) {
             prop_assert_eq!(to_canonical_vec(&v), reference(&v));

@@ -28,22 +28,22 @@
 //! Speed matters (hashing runs over every workflow of every environment), so hashing
 //! never builds a normalised copy: it validates the workflow into a small view of
 //! borrowed references (the kept keys, the nodes sorted by name) and streams the
-//! canonical bytes of that view straight into the hasher. [`content_hash_bytes`]
-//! additionally parses into a borrowed tree in which strings without escapes are not
-//! copied and objects are vectors, which is several times faster than building a
-//! `serde_json::Value`. [`normalize`] builds a `Value` for callers that want one;
-//! its canonical form hashes to the same content hash.
+//! canonical bytes of that view through a small buffer into SHA-256.
+//! [`content_hash_bytes`] also skips `serde_json::Value`: a strict parser records
+//! the document as a flat token tape (strings without escapes stay slices of the
+//! input, object members are put in canonical order while parsing, numbers still go
+//! through serde_json), and any input it rejects is re-parsed by serde_json, which
+//! supplies the error message. [`normalize`] builds a `Value` for callers that want
+//! one; its canonical form hashes to the same content hash.
 
-use std::borrow::Cow;
+use std::convert::Infallible;
 use std::fmt;
-use std::io::{self, Write};
 use std::sync::OnceLock;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
-use crate::canonical_json;
+use crate::canonical_json::{self, Encoder, Sink};
 
 /// Top-level workflow keys that describe an n8n instance's copy of a workflow rather
 /// than the workflow itself, and so are left out of the content hash.
@@ -95,10 +95,6 @@ pub enum ContentError {
     /// A string is not a valid content hash (64 lowercase hex characters).
     #[error("invalid content hash: {0}")]
     InvalidHash(String),
-    /// Writing the canonical form failed. The hasher never fails, so this is not
-    /// expected to happen; it exists so that a failure cannot go unnoticed.
-    #[error("canonical serialisation failed: {0}")]
-    Serialization(String),
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ContentError {
@@ -190,36 +186,43 @@ pub fn content_hash(workflow: &Value) -> Result<ContentHash, ContentError> {
     hash_workflow(workflow)
 }
 
-/// Parses workflow JSON and returns its content hash; the fast path for raw exports.
+/// Parses workflow JSON and returns its content hash: the fast path for raw exports.
 ///
-/// Gives the same result as `content_hash(&serde_json::from_slice(json)?)`,
-/// including for objects with duplicate keys (the last one wins, as in serde_json).
+/// Same result as `content_hash(&serde_json::from_slice(json)?)` with the parse
+/// error reported as [`ContentError::Malformed`], also for objects with duplicate
+/// keys (the last one wins, as in serde_json); several times faster, because it
+/// never builds a `serde_json::Value`.
 pub fn content_hash_bytes(json: &[u8]) -> Result<ContentHash, ContentError> {
-    if borrowed_tree_is_faithful() {
-        hash_workflow(&parse_borrowed(json)?)
-    } else {
-        let value: Value = serde_json::from_slice(json).map_err(malformed)?;
-        hash_workflow(&value)
+    if fast_parser_is_faithful() {
+        if let Some(tape) = Tape::parse(json) {
+            return hash_workflow(tape.root());
+        }
     }
+    // Not valid JSON (serde_json's error says what is wrong and where), or the
+    // fast path is unavailable.
+    let value: Value = serde_json::from_slice(json).map_err(malformed)?;
+    hash_workflow(&value)
 }
 
 // ---------------------------------------------------------------------------
 // Normalised view: validation plus borrowed references, shared by both trees.
 // ---------------------------------------------------------------------------
 
-/// Read access to a parsed JSON tree, so that one normalisation serves both
-/// `serde_json::Value` and the borrowed tree [`content_hash_bytes`] parses into.
-trait JsonTree: Sized {
+/// A cheap handle to a node of a parsed JSON tree, so that one normalisation serves
+/// both `&serde_json::Value` and the [`Tape`] that [`content_hash_bytes`] parses into.
+trait JsonTree<'a>: Copy {
     /// The JSON type with an article, for error messages ("an array").
-    fn kind(&self) -> &'static str;
-    fn as_str(&self) -> Option<&str>;
-    fn as_array(&self) -> Option<&[Self]>;
-    /// Object entries in canonical key order (sorted by bytes, no duplicate keys),
+    fn kind(self) -> &'static str;
+    fn as_str(self) -> Option<&'a str>;
+    /// Array elements, or `None` if this is not an array.
+    fn items(self) -> Option<Vec<Self>>;
+    /// Object members in canonical key order (sorted by bytes, no duplicate keys),
     /// or `None` if this is not an object.
-    fn entries(&self) -> Option<Vec<(&str, &Self)>>;
+    fn entries(self) -> Option<Vec<(&'a str, Self)>>;
     /// Object member lookup; `None` if missing or if this is not an object.
-    fn get(&self, key: &str) -> Option<&Self>;
-    fn write_canonical<W: Write>(&self, out: &mut W) -> io::Result<()>;
+    fn get(self, key: &str) -> Option<Self>;
+    /// Appends the canonical form (see [`crate::canonical_json`]).
+    fn encode<S: Sink>(self, out: &mut Encoder<S>) -> Result<(), S::Error>;
 }
 
 /// Object fields of the normalised view, in canonical key order.
@@ -228,22 +231,22 @@ type Fields<'a, J> = Vec<(&'a str, Part<'a, J>)>;
 /// A value in the normalised view.
 enum Part<'a, J> {
     /// Kept as it is.
-    Verbatim(&'a J),
+    Verbatim(J),
     /// The workflow's nodes, normalised and ordered by name.
     Nodes(Vec<Fields<'a, J>>),
     /// A node's credentials as `(credential type, credential name)`, by type.
     Credentials(Vec<(&'a str, &'a str)>),
 }
 
-fn normalized_view<J: JsonTree>(workflow: &J) -> Result<Fields<'_, J>, ContentError> {
+fn normalized_view<'a, J: JsonTree<'a>>(workflow: J) -> Result<Fields<'a, J>, ContentError> {
     let entries = workflow.entries().ok_or(ContentError::NotAnObject)?;
     let nodes = match workflow.get("nodes") {
         None => return Err(invalid("nodes", "is missing")),
         Some(nodes) => nodes
-            .as_array()
+            .items()
             .ok_or_else(|| invalid("nodes", format!("must be an array, found {}", nodes.kind())))?,
     };
-    let mut nodes = normalized_nodes(nodes)?;
+    let mut nodes = normalized_nodes(&nodes)?;
     if let Some(connections) = workflow.get("connections") {
         if connections.entries().is_none() {
             return Err(invalid(
@@ -268,9 +271,9 @@ fn normalized_view<J: JsonTree>(workflow: &J) -> Result<Fields<'_, J>, ContentEr
     Ok(fields)
 }
 
-fn normalized_nodes<J: JsonTree>(nodes: &[J]) -> Result<Vec<Fields<'_, J>>, ContentError> {
+fn normalized_nodes<'a, J: JsonTree<'a>>(nodes: &[J]) -> Result<Vec<Fields<'a, J>>, ContentError> {
     let mut named = Vec::with_capacity(nodes.len());
-    for (i, node) in nodes.iter().enumerate() {
+    for (i, &node) in nodes.iter().enumerate() {
         let entries = node.entries().ok_or_else(|| {
             invalid(
                 format!("nodes[{i}]"),
@@ -308,10 +311,10 @@ fn normalized_nodes<J: JsonTree>(nodes: &[J]) -> Result<Vec<Fields<'_, J>>, Cont
 }
 
 /// `{"<type>": {"id": ..., "name": "<name>"}}` → `[(type, name)]`, ordered by type.
-fn credential_refs<J: JsonTree>(
-    credentials: &J,
+fn credential_refs<'a, J: JsonTree<'a>>(
+    credentials: J,
     node: usize,
-) -> Result<Vec<(&str, &str)>, ContentError> {
+) -> Result<Vec<(&'a str, &'a str)>, ContentError> {
     let entries = credentials.entries().ok_or_else(|| {
         invalid(
             format!("nodes[{node}].credentials"),
@@ -345,45 +348,50 @@ fn credential_refs<J: JsonTree>(
         .collect()
 }
 
-fn write_fields<J: JsonTree, W: Write>(fields: &Fields<'_, J>, out: &mut W) -> io::Result<()> {
-    out.write_all(b"{")?;
+fn encode_fields<'a, J: JsonTree<'a>, S: Sink>(
+    fields: &Fields<'a, J>,
+    out: &mut Encoder<S>,
+) -> Result<(), S::Error> {
+    out.byte(b'{');
     for (i, (key, part)) in fields.iter().enumerate() {
         if i > 0 {
-            out.write_all(b",")?;
+            out.byte(b',');
         }
-        canonical_json::write_str(key, out)?;
-        out.write_all(b":")?;
+        out.string(key);
+        out.byte(b':');
         match part {
-            Part::Verbatim(value) => value.write_canonical(out)?,
+            Part::Verbatim(value) => value.encode(out)?,
             Part::Nodes(nodes) => {
-                out.write_all(b"[")?;
+                out.byte(b'[');
                 for (j, node) in nodes.iter().enumerate() {
                     if j > 0 {
-                        out.write_all(b",")?;
+                        out.byte(b',');
                     }
-                    write_fields(node, out)?;
+                    encode_fields(node, out)?;
                 }
-                out.write_all(b"]")?;
+                out.byte(b']');
             }
             Part::Credentials(refs) => {
-                out.write_all(b"{")?;
+                out.byte(b'{');
                 for (j, (cred_type, name)) in refs.iter().enumerate() {
                     if j > 0 {
-                        out.write_all(b",")?;
+                        out.byte(b',');
                     }
-                    canonical_json::write_str(cred_type, out)?;
-                    out.write_all(b":{\"name\":")?;
-                    canonical_json::write_str(name, out)?;
-                    out.write_all(b"}")?;
+                    out.string(cred_type);
+                    out.raw(b":{\"name\":");
+                    out.string(name);
+                    out.byte(b'}');
                 }
-                out.write_all(b"}")?;
+                out.byte(b'}');
             }
         }
+        out.checkpoint()?;
     }
-    out.write_all(b"}")
+    out.byte(b'}');
+    Ok(())
 }
 
-fn fields_to_value(fields: &Fields<'_, Value>) -> Value {
+fn fields_to_value(fields: &Fields<'_, &Value>) -> Value {
     let mut map = Map::new();
     for (key, part) in fields {
         let value = match part {
@@ -404,61 +412,28 @@ fn fields_to_value(fields: &Fields<'_, Value>) -> Value {
     Value::Object(map)
 }
 
-fn hash_workflow<J: JsonTree>(workflow: &J) -> Result<ContentHash, ContentError> {
+fn hash_workflow<'a, J: JsonTree<'a>>(workflow: J) -> Result<ContentHash, ContentError> {
     let view = normalized_view(workflow)?;
-    let mut sink = HashSink::new();
-    write_fields(&view, &mut sink).map_err(|e| ContentError::Serialization(e.to_string()))?;
-    Ok(sink.finish())
+    let mut encoder = Encoder::new(HashSink(Sha256::new()));
+    let Ok(()) = encode_fields(&view, &mut encoder);
+    let Ok(HashSink(hasher)) = encoder.finish();
+    Ok(ContentHash(hex::encode(hasher.finalize())))
 }
 
-/// `io::Write` into SHA-256. Canonical output arrives in many tiny writes, so they
-/// are batched: one `Sha256::update` per few kilobytes instead of one per token.
-struct HashSink {
-    hasher: Sha256,
-    buf: Vec<u8>,
-}
+/// Feeds canonical output into SHA-256, a few kilobytes at a time.
+struct HashSink(Sha256);
 
-const HASH_CHUNK: usize = 8 * 1024;
+impl Sink for HashSink {
+    type Error = Infallible;
 
-impl HashSink {
-    fn new() -> Self {
-        HashSink {
-            hasher: Sha256::new(),
-            buf: Vec::with_capacity(HASH_CHUNK),
-        }
-    }
-
-    fn finish(mut self) -> ContentHash {
-        self.hasher.update(&self.buf);
-        ContentHash(hex::encode(self.hasher.finalize()))
-    }
-}
-
-impl Write for HashSink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len() + data.len() > HASH_CHUNK {
-            self.hasher.update(&self.buf);
-            self.buf.clear();
-            if data.len() >= HASH_CHUNK {
-                self.hasher.update(data);
-                return Ok(data.len());
-            }
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.write(data).map(|_| ())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.0.update(bytes);
         Ok(())
     }
 }
 
-impl JsonTree for Value {
-    fn kind(&self) -> &'static str {
+impl<'a> JsonTree<'a> for &'a Value {
+    fn kind(self) -> &'static str {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
@@ -469,18 +444,15 @@ impl JsonTree for Value {
         }
     }
 
-    fn as_str(&self) -> Option<&str> {
+    fn as_str(self) -> Option<&'a str> {
         Value::as_str(self)
     }
 
-    fn as_array(&self) -> Option<&[Self]> {
-        match self {
-            Value::Array(items) => Some(items),
-            _ => None,
-        }
+    fn items(self) -> Option<Vec<Self>> {
+        Some(self.as_array()?.iter().collect())
     }
 
-    fn entries(&self) -> Option<Vec<(&str, &Self)>> {
+    fn entries(self) -> Option<Vec<(&'a str, Self)>> {
         let map = self.as_object()?;
         let mut entries: Vec<(&str, &Value)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
         // Already sorted unless serde_json's `preserve_order` is enabled.
@@ -490,253 +462,1487 @@ impl JsonTree for Value {
         Some(entries)
     }
 
-    fn get(&self, key: &str) -> Option<&Self> {
+    fn get(self, key: &str) -> Option<Self> {
         self.as_object()?.get(key)
     }
 
-    fn write_canonical<W: Write>(&self, out: &mut W) -> io::Result<()> {
-        canonical_json::write_canonical(self, out)
+    fn encode<S: Sink>(self, out: &mut Encoder<S>) -> Result<(), S::Error> {
+        out.value(self)
     }
 }
 
 // ---------------------------------------------------------------------------
-// Borrowed tree for `content_hash_bytes`.
+// Fast path for `content_hash_bytes`: a small JSON parser into a flat tape.
 // ---------------------------------------------------------------------------
 
-/// A parsed JSON value that borrows strings from the input where it can. Numbers
-/// go through `serde_json::Number` and objects keep serde_json's "last duplicate
-/// key wins" rule, so it prints exactly like the `Value` of the same input.
-enum Borrowed<'a> {
-    Null,
-    Bool(bool),
-    Number(Number),
-    Str(Cow<'a, str>),
-    Array(Vec<Borrowed<'a>>),
-    /// Sorted by key bytes, keys unique.
-    Object(Vec<(Cow<'a, str>, Borrowed<'a>)>),
-}
-
-fn parse_borrowed(json: &[u8]) -> Result<Borrowed<'_>, ContentError> {
-    serde_json::from_slice(json).map_err(malformed)
-}
-
-/// Whether the borrowed tree hashes exactly like `serde_json::Value`. It does with
-/// serde_json's default features; with `arbitrary_precision` (which another crate
-/// could switch on for the whole build) numbers reach the visitor differently, and
-/// `content_hash_bytes` then falls back to parsing a `Value`. Checked once.
-fn borrowed_tree_is_faithful() -> bool {
+/// Whether the fast parser hashes exactly like `serde_json::Value` on a probe
+/// covering numbers, escapes and duplicate keys. It is designed to, also with
+/// serde_json's `arbitrary_precision` feature (which another crate could switch on
+/// for the whole build); should a serde_json version or feature ever break that,
+/// `content_hash_bytes` falls back to parsing a `Value`. Checked once per process.
+fn fast_parser_is_faithful() -> bool {
     static FAITHFUL: OnceLock<bool> = OnceLock::new();
     *FAITHFUL.get_or_init(|| {
-        const PROBE: &[u8] = br#"{"nodes":[{"name":"n\u00e9","x":[1.50,-0,0.1,1E2,-7,
-            18446744073709551616,-9223372036854775809,"a\tb\/c",true,null,{}]}],
-            "k":{"b":1,"a":2,"b":3},"connections":{}}"#;
-        let borrowed = parse_borrowed(PROBE).and_then(|tree| hash_workflow(&tree));
+        const PROBE: &[u8] = br#" {"nodes":[{"name":"n\u00e9\ud83d\ude00","x":[1.50,-0,0.1,1E2,-7,
+            18446744073709551616,-9223372036854775809,2.5e-3,"a\tb\/c\u0000",true,null,{},[]]}],
+            "k":{"b":1,"a":2,"b":3},"connections":{}} "#;
+        let fast = Tape::parse(PROBE).map(|tape| hash_workflow(tape.root()));
         let value = serde_json::from_slice::<Value>(PROBE)
             .map_err(malformed)
             .and_then(|value| hash_workflow(&value));
-        matches!((borrowed, value), (Ok(a), Ok(b)) if a == b)
+        matches!((fast, value), (Some(Ok(a)), Ok(b)) if a == b)
     })
 }
 
-impl JsonTree for Borrowed<'_> {
-    fn kind(&self) -> &'static str {
-        match self {
-            Borrowed::Null => "null",
-            Borrowed::Bool(_) => "a boolean",
-            Borrowed::Number(_) => "a number",
-            Borrowed::Str(_) => "a string",
-            Borrowed::Array(_) => "an array",
-            Borrowed::Object(_) => "an object",
+/// A parsed JSON document as a flat array of tokens in document order.
+///
+/// Building a tree of `Vec`s costs an allocation, a move and a free per array and
+/// object; a tape costs one growing `Vec`. Strings without escapes stay slices of
+/// the input. Numbers are `serde_json::Number`s from serde_json's own number
+/// parser, and each object's members are put in canonical order (duplicate keys:
+/// the last one wins, as in serde_json) while parsing, so a tape encodes exactly
+/// like the `Value` parsed from the same input.
+struct Tape<'a> {
+    src: &'a str,
+    tokens: Vec<Token>,
+    /// For each object, the token indices of its keys in canonical order (each
+    /// value is the token right after its key). See [`Kind::Object`].
+    members: Vec<u32>,
+    /// Decoded string literals that contained escapes.
+    decoded: Vec<String>,
+    numbers: Vec<Number>,
+}
+
+#[derive(Clone, Copy)]
+struct Token {
+    kind: Kind,
+    a: u32,
+    b: u32,
+    c: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    True,
+    False,
+    /// `a`: index into `numbers`.
+    Number,
+    /// A string literal without escapes: `src[a..b]`. Such a slice never contains a
+    /// byte that needs escaping on output.
+    Str,
+    /// A string literal with escapes: `decoded[a]`.
+    Escaped,
+    /// `a`: index of the first token after the array. Elements follow this token.
+    Array,
+    /// `a`: index of the first token after the object; `members[b..b + c]`: its
+    /// key tokens in canonical order.
+    Object,
+}
+
+/// A node of a [`Tape`].
+#[derive(Clone, Copy)]
+struct TapeRef<'t> {
+    tape: &'t Tape<'t>,
+    at: usize,
+}
+
+impl<'a> Tape<'a> {
+    /// Parses a complete document; `None` if it is not valid JSON (or is 4 GiB or
+    /// more, which token offsets cannot address).
+    fn parse(json: &'a [u8]) -> Option<Tape<'a>> {
+        // Valid JSON is valid UTF-8, and checking it once up front lets strings be
+        // sliced out of the input without further checks.
+        let src = std::str::from_utf8(json).ok()?;
+        u32::try_from(src.len()).ok()?;
+        let mut parser = Parser {
+            bytes: src.as_bytes(),
+            pos: 0,
+            keys: Vec::with_capacity(64),
+            tape: Tape {
+                src,
+                tokens: Vec::with_capacity(src.len() / 8),
+                members: Vec::with_capacity(src.len() / 16),
+                decoded: Vec::new(),
+                numbers: Vec::new(),
+            },
+        };
+        parser.value(0)?;
+        parser.skip_whitespace();
+        (parser.pos == parser.bytes.len()).then_some(parser.tape)
+    }
+
+    fn root(&self) -> TapeRef<'_> {
+        TapeRef { tape: self, at: 0 }
+    }
+
+    /// The text of a string token.
+    fn text(&self, at: usize) -> &str {
+        let token = self.tokens[at];
+        match token.kind {
+            Kind::Str => &self.src[token.a as usize..token.b as usize],
+            Kind::Escaped => &self.decoded[token.a as usize],
+            _ => "",
         }
     }
 
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Borrowed::Str(s) => Some(s),
-            _ => None,
+    /// Index of the first token after the value starting at `at`.
+    fn skip(&self, at: usize) -> usize {
+        let token = self.tokens[at];
+        match token.kind {
+            Kind::Array | Kind::Object => token.a as usize,
+            _ => at + 1,
         }
     }
 
-    fn as_array(&self) -> Option<&[Self]> {
-        match self {
-            Borrowed::Array(items) => Some(items),
-            _ => None,
-        }
-    }
-
-    fn entries(&self) -> Option<Vec<(&str, &Self)>> {
-        match self {
-            Borrowed::Object(entries) => {
-                Some(entries.iter().map(|(k, v)| (k.as_ref(), v)).collect())
-            }
-            _ => None,
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&Self> {
-        match self {
-            Borrowed::Object(entries) => entries
-                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-                .ok()
-                .map(|i| &entries[i].1),
-            _ => None,
-        }
-    }
-
-    fn write_canonical<W: Write>(&self, out: &mut W) -> io::Result<()> {
-        match self {
-            Borrowed::Null => out.write_all(b"null"),
-            Borrowed::Bool(true) => out.write_all(b"true"),
-            Borrowed::Bool(false) => out.write_all(b"false"),
-            Borrowed::Number(n) => canonical_json::write_number(n, out),
-            Borrowed::Str(s) => canonical_json::write_str(s, out),
-            Borrowed::Array(items) => {
-                out.write_all(b"[")?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.write_all(b",")?;
-                    }
-                    item.write_canonical(out)?;
-                }
-                out.write_all(b"]")
-            }
-            Borrowed::Object(entries) => {
-                out.write_all(b"{")?;
-                for (i, (key, value)) in entries.iter().enumerate() {
-                    if i > 0 {
-                        out.write_all(b",")?;
-                    }
-                    canonical_json::write_str(key, out)?;
-                    out.write_all(b":")?;
-                    value.write_canonical(out)?;
-                }
-                out.write_all(b"}")
-            }
-        }
+    /// Key token indices of the object at `at`, in canonical order.
+    fn members_of(&self, at: usize) -> &[u32] {
+        let token = self.tokens[at];
+        &self.members[token.b as usize..(token.b + token.c) as usize]
     }
 }
 
-impl<'de> Deserialize<'de> for Borrowed<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(BorrowedVisitor)
-    }
+/// Nesting serde_json accepts: it rejects the 128th nested array or object.
+const MAX_DEPTH: usize = 127;
+
+/// A strict JSON parser (RFC 8259, as serde_json reads it) that fills a [`Tape`].
+///
+/// It only has to be right when it succeeds: any input it rejects is handed to
+/// serde_json, which produces the error message (or, should this parser ever be
+/// stricter than serde_json, the result).
+struct Parser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// Key token indices of the objects being parsed (innermost last).
+    keys: Vec<u32>,
+    tape: Tape<'a>,
 }
 
-/// Mirrors serde_json's own `Value` visitor, except that it borrows strings.
-struct BorrowedVisitor;
-
-impl<'de> Visitor<'de> for BorrowedVisitor {
-    type Value = Borrowed<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any valid JSON value")
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Borrowed::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Borrowed::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Borrowed::Number(v.into()))
-    }
-
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-        Number::deserialize(de::value::I128Deserializer::<E>::new(v)).map(Borrowed::Number)
-    }
-
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-        Number::deserialize(de::value::U128Deserializer::<E>::new(v)).map(Borrowed::Number)
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Number::from_f64(v).map_or(Borrowed::Null, Borrowed::Number))
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Borrowed::Str(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Borrowed::Str(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Borrowed::Str(Cow::Owned(v)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Borrowed::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Borrowed::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        Borrowed::deserialize(deserializer)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
+            self.pos += 1;
         }
-        Ok(Borrowed::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries: Vec<(Cow<'de, str>, Borrowed<'de>)> =
-            Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
-        while let Some(BorrowedKey(key)) = map.next_key()? {
-            entries.push((key, map.next_value()?));
+    fn push(&mut self, kind: Kind, a: u32, b: u32, c: u32) {
+        self.tape.tokens.push(Token { kind, a, b, c });
+    }
+
+    /// Index the next token will get. Fits in `u32`: there are fewer tokens than
+    /// input bytes, and the input is shorter than 4 GiB.
+    fn next_index(&self) -> u32 {
+        self.tape.tokens.len() as u32
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        self.skip_whitespace();
+        match self.peek()? {
+            b'"' => self.string(),
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b't' => self.literal(b"true", Kind::True),
+            b'f' => self.literal(b"false", Kind::False),
+            b'n' => self.literal(b"null", Kind::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
         }
-        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+    }
+
+    fn literal(&mut self, word: &[u8], kind: Kind) -> Option<()> {
+        if !self.bytes.get(self.pos..)?.starts_with(word) {
+            return None;
+        }
+        self.pos += word.len();
+        self.push(kind, 0, 0, 0);
+        Some(())
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1; // '['
+        let at = self.tape.tokens.len();
+        self.push(Kind::Array, 0, 0, 0);
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.pos += 1;
+        } else {
+            loop {
+                self.value(depth)?;
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+            self.pos += 1;
+        }
+        self.tape.tokens[at].a = self.next_index();
+        Some(())
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1; // '{'
+        let at = self.tape.tokens.len();
+        self.push(Kind::Object, 0, 0, 0);
+        let base = self.keys.len();
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+        } else {
+            loop {
+                self.skip_whitespace();
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                self.keys.push(self.next_index());
+                self.string()?;
+                self.skip_whitespace();
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.pos += 1;
+                self.value(depth)?;
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+            self.pos += 1;
+        }
+        let tape = &self.tape;
+        let keys = &mut self.keys[base..];
+        if !keys.is_sorted_by(|&x, &y| tape.text(x as usize) < tape.text(y as usize)) {
             // Stable, so duplicates stay in input order; then keep the last
-            // occurrence's value, as serde_json's map does.
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            entries.dedup_by(|later, kept| {
-                let duplicate = later.0 == kept.0;
-                if duplicate {
-                    std::mem::swap(&mut later.1, &mut kept.1);
+            // occurrence, as serde_json's map does.
+            keys.sort_by(|&x, &y| tape.text(x as usize).cmp(tape.text(y as usize)));
+            let mut kept = base;
+            for i in base..self.keys.len() {
+                let key = self.keys[i];
+                if kept > base && tape.text(self.keys[kept - 1] as usize) == tape.text(key as usize)
+                {
+                    self.keys[kept - 1] = key;
+                } else {
+                    self.keys[kept] = key;
+                    kept += 1;
                 }
-                duplicate
-            });
+            }
+            self.keys.truncate(kept);
         }
-        Ok(Borrowed::Object(entries))
+        let start = self.tape.members.len() as u32;
+        let count = (self.keys.len() - base) as u32;
+        self.tape.members.extend(self.keys.drain(base..));
+        let end = self.next_index();
+        let token = &mut self.tape.tokens[at];
+        (token.a, token.b, token.c) = (end, start, count);
+        Some(())
+    }
+
+    /// Parses a string literal starting at the opening quote and pushes its token.
+    fn string(&mut self) -> Option<()> {
+        let start = self.pos + 1;
+        let mut i = canonical_json::find_special(self.bytes, start);
+        if *self.bytes.get(i)? == b'"' {
+            self.pos = i + 1;
+            self.push(Kind::Str, start as u32, i as u32, 0);
+            return Some(());
+        }
+        let src = self.tape.src;
+        let mut decoded = String::with_capacity(i - start + 16);
+        decoded.push_str(src.get(start..i)?);
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => break,
+                b'\\' => {
+                    let escape = *self.bytes.get(i + 1)?;
+                    i += 2;
+                    decoded.push(match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape(&mut i)?,
+                        _ => return None,
+                    });
+                }
+                0..=0x1f => return None,
+                _ => {
+                    let run = i;
+                    i = canonical_json::find_special(self.bytes, i);
+                    decoded.push_str(src.get(run..i)?);
+                }
+            }
+        }
+        self.pos = i + 1;
+        let index = self.tape.decoded.len() as u32;
+        self.tape.decoded.push(decoded);
+        self.push(Kind::Escaped, index, 0, 0);
+        Some(())
+    }
+
+    /// Decodes the hex digits of a `\u` escape at `*i` (and the low half of a
+    /// surrogate pair). Lone surrogates are rejected.
+    fn unicode_escape(&self, i: &mut usize) -> Option<char> {
+        let high = self.hex4(*i)?;
+        *i += 4;
+        if !(0xD800..0xDC00).contains(&high) {
+            return char::from_u32(high); // `None` for a lone low surrogate
+        }
+        if self.bytes.get(*i..*i + 2)? != b"\\u" {
+            return None;
+        }
+        let low = self.hex4(*i + 2)?;
+        if !(0xDC00..0xE000).contains(&low) {
+            return None;
+        }
+        *i += 6;
+        char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+    }
+
+    fn hex4(&self, at: usize) -> Option<u32> {
+        self.bytes
+            .get(at..at + 4)?
+            .iter()
+            .try_fold(0u32, |n, &b| Some(n * 16 + char::from(b).to_digit(16)?))
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let bytes = self.bytes;
+        let is_digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+        let start = self.pos;
+        let mut i = start;
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match bytes.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => {
+                while is_digit(i) {
+                    i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let plain_integer = i;
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            if !is_digit(i) {
+                return None;
+            }
+            while is_digit(i) {
+                i += 1;
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = bytes.get(i) {
+                i += 1;
+            }
+            if !is_digit(i) {
+                return None;
+            }
+            while is_digit(i) {
+                i += 1;
+            }
+        }
+        self.pos = i;
+        let token = self.tape.src.get(start..i)?;
+        let number = if i == plain_integer && bytes[start] != b'-' && token.len() <= 19 {
+            // Fits in a u64, which is what serde_json makes of it.
+            Number::from(
+                token
+                    .bytes()
+                    .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
+            )
+        } else {
+            // Everything else goes through serde_json's own number parsing, so that
+            // floats, negative zero and out-of-range integers come out identically.
+            serde_json::from_str::<Number>(token).ok()?
+        };
+        let index = self.tape.numbers.len() as u32;
+        self.tape.numbers.push(number);
+        self.push(Kind::Number, index, 0, 0);
+        Some(())
     }
 }
 
-/// An object key, borrowed from the input when it contains no escapes.
-struct BorrowedKey<'a>(Cow<'a, str>);
+impl<'t> JsonTree<'t> for TapeRef<'t> {
+    fn kind(self) -> &'static str {
+        match self.tape.tokens[self.at].kind {
+            Kind::Null => "null",
+            Kind::True | Kind::False => "a boolean",
+            Kind::Number => "a number",
+            Kind::Str | Kind::Escaped => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
 
-impl<'de> Deserialize<'de> for BorrowedKey<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
+    fn as_str(self) -> Option<&'t str> {
+        match self.tape.tokens[self.at].kind {
+            Kind::Str | Kind::Escaped => Some(self.tape.text(self.at)),
+            _ => None,
+        }
+    }
 
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = BorrowedKey<'de>;
+    fn items(self) -> Option<Vec<Self>> {
+        let tape = self.tape;
+        let token = tape.tokens[self.at];
+        if token.kind != Kind::Array {
+            return None;
+        }
+        let mut items = Vec::new();
+        let mut at = self.at + 1;
+        while at < token.a as usize {
+            items.push(TapeRef { tape, at });
+            at = tape.skip(at);
+        }
+        Some(items)
+    }
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
+    fn entries(self) -> Option<Vec<(&'t str, Self)>> {
+        let tape = self.tape;
+        if tape.tokens[self.at].kind != Kind::Object {
+            return None;
+        }
+        let members = tape.members_of(self.at).iter().map(|&key| {
+            let key = key as usize;
+            (tape.text(key), TapeRef { tape, at: key + 1 })
+        });
+        Some(members.collect())
+    }
+
+    fn get(self, key: &str) -> Option<Self> {
+        let tape = self.tape;
+        if tape.tokens[self.at].kind != Kind::Object {
+            return None;
+        }
+        let members = tape.members_of(self.at);
+        let i = members
+            .binary_search_by(|&k| tape.text(k as usize).cmp(key))
+            .ok()?;
+        Some(TapeRef {
+            tape,
+            at: members[i] as usize + 1,
+        })
+    }
+
+    fn encode<S: Sink>(self, out: &mut Encoder<S>) -> Result<(), S::Error> {
+        encode_token(self.tape, self.at, out)
+    }
+}
+
+fn encode_token<S: Sink>(tape: &Tape<'_>, at: usize, out: &mut Encoder<S>) -> Result<(), S::Error> {
+    let token = tape.tokens[at];
+    match token.kind {
+        Kind::Null => out.raw(b"null"),
+        Kind::True => out.raw(b"true"),
+        Kind::False => out.raw(b"false"),
+        Kind::Number => out.number(&tape.numbers[token.a as usize]),
+        Kind::Str => out.plain_string(tape.text(at)),
+        Kind::Escaped => out.string(tape.text(at)),
+        Kind::Array => {
+            out.byte(b'[');
+            let mut item = at + 1;
+            while item < token.a as usize {
+                if item > at + 1 {
+                    out.byte(b',');
+                }
+                encode_token(tape, item, out)?;
+                out.checkpoint()?;
+                item = tape.skip(item);
             }
-
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Borrowed(v)))
+            out.byte(b']');
+        }
+        Kind::Object => {
+            out.byte(b'{');
+            for (i, &key) in tape.members_of(at).iter().enumerate() {
+                if i > 0 {
+                    out.byte(b',');
+                }
+                let key = key as usize;
+                if tape.tokens[key].kind == Kind::Str {
+                    out.plain_string(tape.text(key));
+                } else {
+                    out.string(tape.text(key));
+                }
+                out.byte(b':');
+                encode_token(tape, key + 1, out)?;
+                out.checkpoint()?;
             }
+            out.byte(b'}');
+        }
+    }
+    Ok(())
+}
 
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(v.to_owned())))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const ORDER_SYNC: &str = include_str!("../testdata/order_sync.json");
+    const DAILY_REPORT: &str = include_str!("../testdata/daily_report.json");
+
+    fn order_sync() -> Value {
+        serde_json::from_str(ORDER_SYNC).unwrap()
+    }
+
+    fn daily_report() -> Value {
+        serde_json::from_str(DAILY_REPORT).unwrap()
+    }
+
+    fn fixtures() -> [Value; 2] {
+        [order_sync(), daily_report()]
+    }
+
+    /// The reference semantics of `content_hash_bytes`.
+    fn hash_via_value(json: &[u8]) -> Result<ContentHash, ContentError> {
+        let value: Value = serde_json::from_slice(json).map_err(malformed)?;
+        content_hash(&value)
+    }
+
+    /// `content_hash_bytes` without its serde_json fallback: `None` if the fast
+    /// parser rejects the input. (Tests must check the fast path on its own: through
+    /// `content_hash_bytes`, the fallback would hide its mistakes.)
+    fn hash_via_tape(json: &[u8]) -> Option<Result<ContentHash, ContentError>> {
+        Tape::parse(json).map(|tape| hash_workflow(tape.root()))
+    }
+
+    /// Checks `content_hash_bytes` and its fast path against serde_json: the fast
+    /// parser accepts exactly what serde_json accepts, and hashes it the same.
+    fn check_bytes(json: &[u8]) -> Result<(), String> {
+        let reference = hash_via_value(json);
+        let fast = hash_via_tape(json);
+        let agree = match (&fast, &reference) {
+            (Some(fast), reference) => fast == reference,
+            (None, Err(ContentError::Malformed(_))) => true,
+            (None, _) => false,
+        };
+        if !agree {
+            return Err(format!(
+                "fast path: {fast:?}, serde_json: {reference:?}, input: {}",
+                String::from_utf8_lossy(json)
+            ));
+        }
+        if content_hash_bytes(json) != reference {
+            return Err(format!("content_hash_bytes differs from {reference:?}"));
+        }
+        Ok(())
+    }
+
+    /// Hashes through every entry point and checks that they agree.
+    fn hash(workflow: &Value) -> ContentHash {
+        let from_value = content_hash(workflow).unwrap();
+        for bytes in [
+            serde_json::to_vec(workflow).unwrap(),
+            serde_json::to_vec_pretty(workflow).unwrap(),
+        ] {
+            assert_eq!(hash_via_tape(&bytes), Some(Ok(from_value.clone())));
+            assert_eq!(content_hash_bytes(&bytes).unwrap(), from_value);
+        }
+        let canonical = canonical_json::to_canonical_vec(&normalize(workflow).unwrap());
+        assert_eq!(hex::encode(Sha256::digest(&canonical)), from_value.as_str());
+        from_value
+    }
+
+    /// The error from every entry point, checking that they agree.
+    fn error(workflow: &Value) -> ContentError {
+        let err = content_hash(workflow).unwrap_err();
+        assert_eq!(normalize(workflow).unwrap_err(), err);
+        let bytes = serde_json::to_vec_pretty(workflow).unwrap();
+        assert_eq!(hash_via_tape(&bytes), Some(Err(err.clone())));
+        assert_eq!(content_hash_bytes(&bytes).unwrap_err(), err);
+        err
+    }
+
+    fn nodes_mut(workflow: &mut Value) -> &mut Vec<Value> {
+        workflow["nodes"].as_array_mut().unwrap()
+    }
+
+    fn node_mut<'a>(workflow: &'a mut Value, name: &str) -> &'a mut Value {
+        nodes_mut(workflow)
+            .iter_mut()
+            .find(|node| node["name"] == name)
+            .unwrap()
+    }
+
+    fn invalid_field(field: &str, reason: &str) -> ContentError {
+        invalid(field, reason)
+    }
+
+    /// Writes `value` as JSON text with object keys in a pseudo-random order,
+    /// random whitespace, some characters needlessly escaped and, if `duplicates`,
+    /// decoy members that a later member with the same key overrides.
+    fn render(value: &Value, seed: u64, pretty: bool, duplicates: bool) -> String {
+        struct Renderer {
+            state: u64,
+            pretty: bool,
+            duplicates: bool,
+            out: String,
+        }
+        impl Renderer {
+            fn next(&mut self) -> u64 {
+                // xorshift64*
+                self.state ^= self.state >> 12;
+                self.state ^= self.state << 25;
+                self.state ^= self.state >> 27;
+                self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
             }
+            fn space(&mut self) {
+                if self.pretty {
+                    let ws = [" ", "\n  ", "\t", "\r\n    ", ""];
+                    let pick = ws[(self.next() % 5) as usize];
+                    self.out.push_str(pick);
+                }
+            }
+            fn string(&mut self, s: &str) {
+                self.out.push('"');
+                for c in s.chars() {
+                    let roll = self.next() % 8;
+                    match c {
+                        '"' => self.out.push_str("\\\""),
+                        '\\' => self.out.push_str("\\\\"),
+                        '/' if roll == 0 => self.out.push_str("\\/"),
+                        '\u{8}' if roll < 4 => self.out.push_str("\\b"),
+                        '\u{c}' if roll < 4 => self.out.push_str("\\f"),
+                        '\n' if roll < 4 => self.out.push_str("\\n"),
+                        '\r' if roll < 4 => self.out.push_str("\\r"),
+                        '\t' if roll < 4 => self.out.push_str("\\t"),
+                        c if (c as u32) < 0x20 || roll == 1 => {
+                            let mut units = [0u16; 2];
+                            for unit in c.encode_utf16(&mut units) {
+                                self.out.push_str(&format!("\\u{unit:04X}"));
+                            }
+                        }
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            fn value(&mut self, value: &Value) {
+                self.space();
+                match value {
+                    Value::String(s) => self.string(s),
+                    Value::Array(items) => {
+                        self.out.push('[');
+                        for (i, item) in items.iter().enumerate() {
+                            if i > 0 {
+                                self.out.push(',');
+                            }
+                            self.value(item);
+                        }
+                        self.space();
+                        self.out.push(']');
+                    }
+                    Value::Object(map) => {
+                        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                        for i in (1..entries.len()).rev() {
+                            let j = (self.next() % (i as u64 + 1)) as usize;
+                            entries.swap(i, j);
+                        }
+                        self.out.push('{');
+                        let mut first = true;
+                        for (key, value) in entries {
+                            let decoy = self.duplicates && self.next() % 3 == 0;
+                            let members = if decoy {
+                                vec![(key, &Value::Null), (key, value)]
+                            } else {
+                                vec![(key, value)]
+                            };
+                            for (key, value) in members {
+                                if !first {
+                                    self.out.push(',');
+                                }
+                                first = false;
+                                self.space();
+                                self.string(key);
+                                self.space();
+                                self.out.push(':');
+                                self.value(value);
+                            }
+                        }
+                        self.space();
+                        self.out.push('}');
+                    }
+                    scalar => self.out.push_str(&scalar.to_string()),
+                }
+                self.space();
+            }
+        }
+        let mut renderer = Renderer {
+            state: seed | 1,
+            pretty,
+            duplicates,
+            out: String::new(),
+        };
+        renderer.value(value);
+        renderer.out
+    }
 
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(v)))
+    // --- the hash itself -----------------------------------------------------
+
+    #[test]
+    fn fixture_hashes_are_pinned() {
+        // Pinned so that an accidental change of the normalisation or of the
+        // canonical form is caught. Changing these values changes every stored hash.
+        // (Cross-checked against an independent Python implementation: the same
+        // normalisation, then json.dumps(sort_keys=True, separators=(",", ":"),
+        // ensure_ascii=False) and hashlib.sha256.)
+        assert_eq!(
+            hash(&order_sync()).as_str(),
+            "ed7a8d9141ea6b07d05f3f6a3011e286b29ba318867178e453df7b3395ac40e9"
+        );
+        assert_eq!(
+            hash(&daily_report()).as_str(),
+            "64dead340c10a05398be8d8d20b21dd190a4f4ed9a9083bf23005dd01b136ea0"
+        );
+    }
+
+    #[test]
+    fn hash_is_64_lowercase_hex_and_stable() {
+        for workflow in fixtures() {
+            let first = hash(&workflow);
+            assert_eq!(first.as_str().len(), 64);
+            assert!(first
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert_eq!(hash(&workflow), first);
+            assert_eq!(ContentHash::parse(first.as_str()).unwrap(), first);
+        }
+    }
+
+    #[test]
+    fn raw_export_hashes_like_parsed_value() {
+        for text in [ORDER_SYNC, DAILY_REPORT] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let expected = content_hash(&value).unwrap();
+            assert_eq!(hash_via_tape(text.as_bytes()), Some(Ok(expected.clone())));
+            assert_eq!(content_hash_bytes(text.as_bytes()).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn fast_parser_matches_serde_json_in_this_build() {
+        assert!(fast_parser_is_faithful());
+    }
+
+    #[test]
+    fn fixtures_are_workflows_that_normalisation_changes() {
+        for workflow in fixtures() {
+            let normalized = normalize(&workflow).unwrap();
+            assert_ne!(normalized, workflow);
+            assert!(workflow["nodes"].as_array().unwrap().len() >= 5);
+        }
+    }
+
+    // --- what does not change the hash ---------------------------------------
+
+    #[test]
+    fn credential_ids_do_not_matter() {
+        for workflow in fixtures() {
+            let before = hash(&workflow);
+            let mut changed = workflow.clone();
+            let mut removed = workflow.clone();
+            let mut seen = 0;
+            for (changed_node, removed_node) in nodes_mut(&mut changed)
+                .iter_mut()
+                .zip(nodes_mut(&mut removed).iter_mut())
+            {
+                if let Some(creds) = changed_node.get_mut("credentials") {
+                    for reference in creds.as_object_mut().unwrap().values_mut() {
+                        reference["id"] = json!("4711");
+                        seen += 1;
+                    }
+                }
+                if let Some(creds) = removed_node.get_mut("credentials") {
+                    let creds = creds.as_object_mut().unwrap();
+                    for reference in creds.values_mut() {
+                        reference.as_object_mut().unwrap().remove("id");
+                    }
+                }
+            }
+            assert!(seen >= 2);
+            assert_eq!(hash(&changed), before);
+            assert_eq!(hash(&removed), before);
+        }
+    }
+
+    #[test]
+    fn node_ids_positions_and_webhook_ids_do_not_matter() {
+        for workflow in fixtures() {
+            let before = hash(&workflow);
+            let mut changed = workflow.clone();
+            let mut removed = workflow.clone();
+            for (i, node) in nodes_mut(&mut changed).iter_mut().enumerate() {
+                node["id"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+                node["position"] = json!([i * 1000, -40]);
+                node["positionAbsolute"] = json!({"x": 1, "y": 2});
+                if node.get("webhookId").is_some() {
+                    node["webhookId"] = json!("ffffffff-0000-4000-8000-000000000000");
+                }
+            }
+            for node in nodes_mut(&mut removed) {
+                let node = node.as_object_mut().unwrap();
+                for key in ["id", "position", "webhookId"] {
+                    node.remove(key);
+                }
+            }
+            assert_eq!(hash(&changed), before);
+            assert_eq!(hash(&removed), before);
+        }
+    }
+
+    #[test]
+    fn node_order_does_not_matter() {
+        for workflow in fixtures() {
+            let before = hash(&workflow);
+            let mut reversed = workflow.clone();
+            nodes_mut(&mut reversed).reverse();
+            assert_eq!(hash(&reversed), before);
+            let mut rotated = workflow.clone();
+            nodes_mut(&mut rotated).rotate_left(2);
+            assert_eq!(hash(&rotated), before);
+        }
+    }
+
+    #[test]
+    fn key_order_and_whitespace_do_not_matter() {
+        for workflow in fixtures() {
+            let before = hash(&workflow);
+            for seed in 1..20 {
+                let text = render(&workflow, seed, seed % 2 == 0, false);
+                check_bytes(text.as_bytes()).unwrap();
+                assert_eq!(
+                    content_hash_bytes(text.as_bytes()).unwrap(),
+                    before,
+                    "{text}"
+                );
+                let reparsed: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(content_hash(&reparsed).unwrap(), before);
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_resolve_like_serde_json() {
+        for workflow in fixtures() {
+            let before = hash(&workflow);
+            for seed in 1..10 {
+                let text = render(&workflow, seed, true, true);
+                check_bytes(text.as_bytes()).unwrap();
+                assert_eq!(content_hash_bytes(text.as_bytes()).unwrap(), before);
+                assert_eq!(hash_via_value(text.as_bytes()).unwrap(), before);
+            }
+        }
+    }
+
+    #[test]
+    fn volatile_top_level_fields_do_not_matter() {
+        for workflow in fixtures() {
+            let before = hash(&workflow);
+            let replacements = [
+                ("id", json!("ZZZZZZZZZZZZZZZZ")),
+                ("versionId", json!("11111111-2222-4333-8444-555555555555")),
+                (
+                    "activeVersionId",
+                    json!("11111111-2222-4333-8444-555555555555"),
+                ),
+                ("activeVersion", json!({"versionId": "x", "nodes": []})),
+                ("createdAt", json!("2020-01-01T00:00:00.000Z")),
+                ("updatedAt", json!("2030-01-01T00:00:00.000Z")),
+                ("active", json!(!workflow["active"].as_bool().unwrap())),
+                ("isArchived", json!(true)),
+                ("tags", json!([{"id": "x", "name": "other"}])),
+                ("tagIds", json!(["x"])),
+                ("pinData", json!({"Webhook": [{"json": {"a": 1}}]})),
+                ("meta", json!({"instanceId": "another"})),
+                ("staticData", json!({"global": {"lastRun": 5}})),
+                ("triggerCount", json!(7)),
+                ("hash", json!("abc")),
+                ("shared", json!([{"role": "workflow:owner"}])),
+                ("scopes", json!(["workflow:read"])),
+            ];
+            for (key, value) in replacements {
+                let mut changed = workflow.clone();
+                changed[key] = value;
+                assert_eq!(hash(&changed), before, "changing `{key}`");
+            }
+            let mut stripped = workflow.clone();
+            for key in DROPPED_WORKFLOW_KEYS {
+                stripped.as_object_mut().unwrap().remove(key);
+            }
+            assert_eq!(hash(&stripped), before);
+        }
+    }
+
+    // --- what changes the hash -----------------------------------------------
+
+    #[test]
+    fn meaningful_changes_change_the_hash() {
+        type Mutation = fn(&mut Value);
+        let mutations: [(&str, Mutation); 12] = [
+            ("parameter", |w| {
+                node_mut(w, "HTTP Request")["parameters"]["url"] =
+                    json!("https://orders.example.com/api/v3/orders/sync");
+            }),
+            ("nested parameter", |w| {
+                node_mut(w, "Is Paid?")["parameters"]["conditions"]["conditions"][0]
+                    ["rightValue"] = json!("refunded");
+            }),
+            ("connection target", |w| {
+                w["connections"]["Is Paid?"]["main"][1][0]["node"] = json!("Notify Slack");
+            }),
+            ("connection output", |w| {
+                w["connections"]["Is Paid?"]["main"]
+                    .as_array_mut()
+                    .unwrap()
+                    .swap(0, 1);
+            }),
+            ("connection removed", |w| {
+                w["connections"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Upsert Order");
+            }),
+            ("renamed node", |w| {
+                node_mut(w, "Notify Slack")["name"] = json!("Notify Channel");
+                w["connections"]["Upsert Order"]["main"][0][0]["node"] = json!("Notify Channel");
+            }),
+            ("credential name", |w| {
+                node_mut(w, "Upsert Order")["credentials"]["postgres"]["name"] =
+                    json!("Orders DB (replica)");
+            }),
+            ("credential type", |w| {
+                let node = node_mut(w, "HTTP Request");
+                let creds = node["credentials"].as_object_mut().unwrap();
+                let reference = creds.remove("httpHeaderAuth").unwrap();
+                creds.insert("httpBasicAuth".into(), reference);
+            }),
+            ("setting", |w| w["settings"]["timezone"] = json!("UTC")),
+            ("workflow name", |w| w["name"] = json!("Order Sync v2")),
+            ("node disabled", |w| {
+                node_mut(w, "Notify Slack")["disabled"] = json!(true);
+            }),
+            ("type version", |w| {
+                node_mut(w, "HTTP Request")["typeVersion"] = json!(4.1);
+            }),
+        ];
+        let workflow = order_sync();
+        let before = hash(&workflow);
+        let mut seen = vec![before.clone()];
+        for (what, mutate) in mutations {
+            let mut changed = workflow.clone();
+            mutate(&mut changed);
+            let after = hash(&changed);
+            assert!(!seen.contains(&after), "{what} did not change the hash");
+            seen.push(after);
+        }
+    }
+
+    #[test]
+    fn executed_workflow_reference_is_part_of_the_hash() {
+        let mut workflow = order_sync();
+        let before = hash(&workflow);
+        node_mut(&mut workflow, "Handle Unpaid")["parameters"]["workflowId"]["value"] =
+            json!("Other000Workflow");
+        assert_ne!(hash(&workflow), before);
+    }
+
+    // --- normalize -----------------------------------------------------------
+
+    #[test]
+    fn normalize_drops_volatile_data_and_orders_nodes() {
+        let normalized = normalize(&order_sync()).unwrap();
+        let keys: Vec<&String> = normalized.as_object().unwrap().keys().collect();
+        let mut expected = vec!["connections", "name", "nodes", "settings"];
+        expected.sort();
+        let mut keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, expected);
+        let nodes = normalized["nodes"].as_array().unwrap();
+        let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for node in nodes {
+            for key in DROPPED_NODE_KEYS {
+                assert!(node.get(key).is_none(), "{key} kept in {node}");
+            }
+            assert!(node.get("parameters").is_some());
+            assert!(node.get("type").is_some());
+            assert!(node.get("typeVersion").is_some());
+        }
+        assert_eq!(
+            nodes.iter().find(|n| n["name"] == "HTTP Request").unwrap()["credentials"],
+            json!({"httpHeaderAuth": {"name": "Orders API"}})
+        );
+        assert_eq!(
+            nodes.iter().find(|n| n["name"] == "HTTP Request").unwrap()["retryOnFail"],
+            json!(true)
+        );
+    }
+
+    #[test]
+    fn normalize_keeps_unknown_and_empty_fields() {
+        let workflow = json!({
+            "name": "w",
+            "nodes": [],
+            "futureField": {"x": [1, 2]},
+            "description": null
+        });
+        assert_eq!(normalize(&workflow).unwrap(), workflow);
+        let minimal = json!({"nodes": []});
+        assert_eq!(normalize(&minimal).unwrap(), minimal);
+        // No connections at all is fine; the hash still covers everything else.
+        assert_ne!(hash(&workflow), hash(&minimal));
+    }
+
+    #[test]
+    fn normalize_is_idempotent() {
+        for workflow in fixtures() {
+            let once = normalize(&workflow).unwrap();
+            assert_eq!(normalize(&once).unwrap(), once);
+            assert_eq!(hash(&once), hash(&workflow));
+        }
+    }
+
+    // --- malformed input -----------------------------------------------------
+
+    #[test]
+    fn invalid_json_is_malformed() {
+        let cases: [&[u8]; 9] = [
+            b"",
+            b"{",
+            b"{\"nodes\": []",
+            b"{\"nodes\": []} trailing",
+            b"{\"nodes\": [],}",
+            b"{'nodes': []}",
+            b"\xff\xfe",
+            b"{\"nodes\": [], \"name\": \"\xc3\"}",
+            b"{\"nodes\": [], \"x\": 01}",
+        ];
+        for bytes in cases {
+            let err = content_hash_bytes(bytes).unwrap_err();
+            assert!(matches!(err, ContentError::Malformed(_)), "{err:?}");
+            check_bytes(bytes).unwrap();
+        }
+        let err = content_hash_bytes(b"{\"nodes\": [}").unwrap_err();
+        assert!(
+            err.to_string().starts_with("workflow JSON is malformed: "),
+            "{err}"
+        );
+        assert!(err.to_string().contains("line 1 column 12"), "{err}");
+    }
+
+    #[test]
+    fn non_object_is_rejected() {
+        for workflow in [
+            json!([]),
+            json!("workflow"),
+            json!(null),
+            json!(42),
+            json!(true),
+        ] {
+            assert_eq!(error(&workflow), ContentError::NotAnObject);
+        }
+        assert_eq!(
+            ContentError::NotAnObject.to_string(),
+            "workflow JSON must be an object at the top level"
+        );
+    }
+
+    #[test]
+    fn nodes_must_be_an_array() {
+        assert_eq!(
+            error(&json!({"name": "w"})),
+            invalid_field("nodes", "is missing")
+        );
+        assert_eq!(
+            error(&json!({"nodes": {"a": {}}})),
+            invalid_field("nodes", "must be an array, found an object")
+        );
+        assert_eq!(
+            error(&json!({"nodes": null})),
+            invalid_field("nodes", "must be an array, found null")
+        );
+        assert_eq!(
+            invalid_field("nodes", "is missing").to_string(),
+            "workflow field `nodes` is invalid: is missing"
+        );
+    }
+
+    #[test]
+    fn nodes_must_be_objects_with_string_names() {
+        assert_eq!(
+            error(&json!({"nodes": [{"name": "a"}, "b"]})),
+            invalid_field("nodes[1]", "must be an object, found a string")
+        );
+        assert_eq!(
+            error(&json!({"nodes": [{"type": "n8n-nodes-base.set"}]})),
+            invalid_field("nodes[0].name", "is missing")
+        );
+        assert_eq!(
+            error(&json!({"nodes": [{"name": "a"}, {"name": null}]})),
+            invalid_field("nodes[1].name", "must be a string, found null")
+        );
+        assert_eq!(
+            error(&json!({"nodes": [{"name": 7}]})),
+            invalid_field("nodes[0].name", "must be a string, found a number")
+        );
+    }
+
+    #[test]
+    fn duplicate_node_names_are_rejected() {
+        let mut workflow = order_sync();
+        let copy = node_mut(&mut workflow, "Webhook").clone();
+        nodes_mut(&mut workflow).push(copy);
+        assert_eq!(
+            error(&workflow),
+            ContentError::DuplicateNodeName("Webhook".into())
+        );
+        assert_eq!(
+            ContentError::DuplicateNodeName("Webhook".into()).to_string(),
+            "workflow has more than one node named \"Webhook\""
+        );
+    }
+
+    #[test]
+    fn connections_must_be_an_object() {
+        for (connections, found) in [
+            (json!([]), "an array"),
+            (json!("x"), "a string"),
+            (json!(null), "null"),
+        ] {
+            let mut workflow = order_sync();
+            workflow["connections"] = connections;
+            assert_eq!(
+                error(&workflow),
+                invalid_field("connections", &format!("must be an object, found {found}"))
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_must_be_references_with_names() {
+        let with_credentials = |credentials: Value| json!({"nodes": [{"name": "a"}, {"name": "b", "credentials": credentials}]});
+        assert_eq!(
+            error(&with_credentials(json!([]))),
+            invalid_field("nodes[1].credentials", "must be an object, found an array")
+        );
+        assert_eq!(
+            error(&with_credentials(json!({"slackApi": "Slack Bot"}))),
+            invalid_field(
+                "nodes[1].credentials.slackApi",
+                "must be an object with a string `name`, found a string"
+            )
+        );
+        assert_eq!(
+            error(&with_credentials(json!({"slackApi": {"id": "3"}}))),
+            invalid_field("nodes[1].credentials.slackApi.name", "is missing")
+        );
+        assert_eq!(
+            error(&with_credentials(
+                json!({"slackApi": {"id": "3", "name": null}})
+            )),
+            invalid_field(
+                "nodes[1].credentials.slackApi.name",
+                "must be a string, found null"
+            )
+        );
+        assert_eq!(
+            hash(&with_credentials(json!({}))),
+            hash(&with_credentials(json!({})))
+        );
+    }
+
+    // --- ContentHash ---------------------------------------------------------
+
+    const SAMPLE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn content_hash_parses_only_64_lowercase_hex() {
+        let hash = ContentHash::parse(SAMPLE).unwrap();
+        assert_eq!(hash.as_str(), SAMPLE);
+        assert_eq!(hash.to_string(), SAMPLE);
+        assert_eq!(format!("{hash:?}"), format!("ContentHash({SAMPLE})"));
+        assert_eq!(String::from(hash.clone()), SAMPLE);
+        assert_eq!(ContentHash::try_from(SAMPLE.to_owned()).unwrap(), hash);
+
+        let upper = SAMPLE.to_uppercase();
+        let non_ascii = format!("é{}", &SAMPLE[2..]);
+        for bad in [
+            "",
+            &SAMPLE[1..],
+            &format!("{SAMPLE}0"),
+            &upper,
+            &format!("g{}", &SAMPLE[1..]),
+            &format!(" {}", &SAMPLE[1..]),
+            &non_ascii,
+        ] {
+            let err = ContentHash::parse(bad).unwrap_err();
+            assert!(matches!(err, ContentError::InvalidHash(_)), "{bad:?}");
+            assert_eq!(ContentHash::try_from(bad.to_owned()).unwrap_err(), err);
+        }
+        assert_eq!(
+            ContentHash::parse(&upper).unwrap_err().to_string(),
+            "invalid content hash: expected 64 lowercase hex characters, found 'A' at byte 10"
+        );
+        assert_eq!(
+            ContentHash::parse("abc").unwrap_err().to_string(),
+            "invalid content hash: expected 64 lowercase hex characters, got 3 bytes"
+        );
+    }
+
+    #[test]
+    fn content_hash_serde_round_trip() {
+        let hash = ContentHash::parse(SAMPLE).unwrap();
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json, format!("\"{SAMPLE}\""));
+        assert_eq!(serde_json::from_str::<ContentHash>(&json).unwrap(), hash);
+        let err = serde_json::from_str::<ContentHash>("\"ABC\"").unwrap_err();
+        assert!(err.to_string().contains("invalid content hash"), "{err}");
+        assert!(serde_json::from_str::<ContentHash>("42").is_err());
+    }
+
+    #[test]
+    fn content_hash_orders_like_its_text() {
+        let low = ContentHash::parse(&"0".repeat(64)).unwrap();
+        let high = ContentHash::parse(&"f".repeat(64)).unwrap();
+        assert!(low < high);
+    }
+
+    // --- the fast parser against serde_json ----------------------------------
+
+    #[test]
+    fn fast_parser_accepts_what_serde_json_accepts() {
+        let deep_ok = format!("{}{}", "[".repeat(126), "]".repeat(126));
+        let deep_bad = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        let cases: Vec<String> = vec![
+            r#"{"a": "plain", "b": "esc\"aped\\ \/ \b\f\n\r\t \u0041 \u00e9 \ud83d\ude00"}"#.into(),
+            r#"{"n": [0, -0, 1, -1, 0.5, -0.0, 1e5, 1E+5, 1e-5, 123456789012345678, 1234567890123456789, 12345678901234567890, 123456789012345678901, -9223372036854775808, -9223372036854775809, 1.7976931348623157e308, 5e-324]}"#.into(),
+            r#"{"dup": 1, "dup": 2, "a": {"x": 1, "x": {"y": 2}}}"#.into(),
+            " \t\r\n{ \"k\" : [ true , false , null ] } \n".into(),
+            r#"{"emoji": "😀", "cjk": "漢字", "nul": "\u0000"}"#.into(),
+            format!("{{\"deep\": {deep_ok}}}"),
+            // Rejected by both:
+            format!("{{\"deep\": {deep_bad}}}"),
+            r#"{"a": 01}"#.into(),
+            r#"{"a": 1.}"#.into(),
+            r#"{"a": .5}"#.into(),
+            r#"{"a": +1}"#.into(),
+            r#"{"a": -}"#.into(),
+            r#"{"a": 1e}"#.into(),
+            r#"{"a": 1e400}"#.into(),
+            r#"{"a": tru}"#.into(),
+            r#"{"a": nul}"#.into(),
+            r#"{"a": NaN}"#.into(),
+            r#"{"a": [1,]}"#.into(),
+            r#"{"a": [,1]}"#.into(),
+            r#"{"a" 1}"#.into(),
+            r#"{"a": 1 "b": 2}"#.into(),
+            r#"{a: 1}"#.into(),
+            "{\"a\": \"tab\there\"}".into(),
+            r#"{"a": "\x"}"#.into(),
+            r#"{"a": "\u12"}"#.into(),
+            r#"{"a": "\ud800"}"#.into(),
+            r#"{"a": "\udc00"}"#.into(),
+            r#"{"a": "\ud800\u0041"}"#.into(),
+            r#"{"a": "unterminated}"#.into(),
+            "\u{feff}{}".into(),
+            "{} {}".into(),
+            "{\"a\": 1} // comment".into(),
+        ];
+        for case in cases {
+            let fast = Tape::parse(case.as_bytes()).is_some();
+            let reference = serde_json::from_str::<Value>(&case).is_ok();
+            assert_eq!(fast, reference, "{case}");
+            let workflow = format!("{{\"nodes\": [], \"x\": {case}}}");
+            check_bytes(workflow.as_bytes()).unwrap();
+        }
+    }
+
+    // --- properties ----------------------------------------------------------
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+            "[\\x00\\x08\\x0c\\n\\r\\t\\x1f\"\\\\/a\u{e9}\u{1F600}]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\"\\\\é]{0,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arb_node() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec!["Webhook", "HTTP Request", "IF", "Set", "é", ""]),
+            arb_json(),
+            prop::option::of(prop::collection::btree_map(
+                "[a-zA-Z]{1,8}",
+                ("[0-9]{1,3}", "[a-zA-Z ]{0,8}"),
+                0..3,
+            )),
+            any::<(i32, i32)>(),
+            prop::option::of("[a-f0-9-]{8,36}"),
+        )
+            .prop_map(|(name, parameters, credentials, (x, y), webhook_id)| {
+                let mut node = json!({
+                    "parameters": parameters,
+                    "id": format!("{x:x}-{y:x}"),
+                    "name": name,
+                    "type": "n8n-nodes-base.set",
+                    "typeVersion": 3.4,
+                    "position": [x, y],
+                });
+                if let Some(credentials) = credentials {
+                    node["credentials"] = credentials
+                        .into_iter()
+                        .map(|(cred_type, (id, name))| (cred_type, json!({"id": id, "name": name})))
+                        .collect::<Map<String, Value>>()
+                        .into();
+                }
+                if let Some(webhook_id) = webhook_id {
+                    node["webhookId"] = json!(webhook_id);
+                }
+                node
+            })
+    }
+
+    fn arb_workflow() -> impl Strategy<Value = Value> {
+        (
+            prop::collection::vec(arb_node(), 0..5),
+            arb_json(),
+            arb_json(),
+            any::<bool>(),
+        )
+            .prop_map(|(nodes, connections, extra, active)| {
+                json!({
+                    "id": "abc",
+                    "name": "w",
+                    "active": active,
+                    "nodes": nodes,
+                    "connections": connections,
+                    "settings": {"executionOrder": "v1"},
+                    "extra": extra,
+                })
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let checked = check_bytes(&bytes);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
+
+        #[test]
+        fn json_like_bytes_never_panic(
+            bytes in prop::collection::vec(
+                prop::sample::select(b"{}[]\",:\\/ \n0123456789.-+eEtrufalsnbu\xc3\xa9".to_vec()),
+                0..64,
+            ),
+        ) {
+            let checked = check_bytes(&bytes);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in arb_json()) {
+            let from_value = content_hash(&value);
+            let _ = normalize(&value);
+            let bytes = serde_json::to_vec(&value).unwrap();
+            let checked = check_bytes(&bytes);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+            if let Ok(hash) = from_value {
+                prop_assert_eq!(hash.as_str().len(), 64);
             }
         }
 
-        deserializer.deserialize_str(KeyVisitor)
+        #[test]
+        fn mutated_fixture_bytes_agree_with_serde_json(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
+        ) {
+            let mut bytes = ORDER_SYNC.as_bytes().to_vec();
+            for (at, byte, op) in edits {
+                let at = at.index(bytes.len());
+                match op {
+                    0 => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => { bytes.remove(at); }
+                }
+            }
+            let checked = check_bytes(&bytes);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
+
+        #[test]
+        fn arbitrary_workflows_hash_the_same_on_every_path(
+            workflow in arb_workflow(),
+            seed in any::<u64>(),
+            pretty in any::<bool>(),
+            duplicates in any::<bool>(),
+        ) {
+            let result = content_hash(&workflow);
+            let text = render(&workflow, seed, pretty, duplicates);
+            let checked = check_bytes(text.as_bytes());
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+            prop_assert!(hash_via_tape(text.as_bytes()).is_some());
+            if let Ok(hash) = &result {
+                let canonical = canonical_json::to_canonical_vec(&normalize(&workflow).unwrap());
+                prop_assert_eq!(hex::encode(Sha256::digest(&canonical)), hash.as_str());
+            } else {
+                prop_assert_eq!(normalize(&workflow).err(), result.err());
+            }
+        }
+
+        #[test]
+        fn volatile_changes_never_change_the_hash(workflow in arb_workflow(), salt in any::<u32>()) {
+            let before = content_hash(&workflow);
+            let mut changed = workflow.clone();
+            changed["id"] = json!(salt.to_string());
+            changed["active"] = json!(salt % 2 == 0);
+            changed["versionId"] = json!(salt);
+            for node in nodes_mut(&mut changed) {
+                node["id"] = json!(format!("{salt}"));
+                node["position"] = json!([salt, salt]);
+                if let Some(credentials) = node.get_mut("credentials").and_then(Value::as_object_mut) {
+                    for reference in credentials.values_mut() {
+                        reference["id"] = json!(salt.to_string());
+                    }
+                }
+            }
+            nodes_mut(&mut changed).reverse();
+            prop_assert_eq!(content_hash(&changed), before);
+        }
     }
 }

@@ -1,1 +1,10 @@
-fn main() {}
+//! One integration-test binary (link once, run everything). Store tests run against
+//! both backends: SQLite in a temp file and PostgreSQL at 127.0.0.1:5432 (override
+//! with `WORKFLOWOPS_TEST_PG_URL`), each test in a fresh database.
+
+mod cli;
+mod conformance;
+mod gap;
+mod invariants;
+mod props;
+mod support;

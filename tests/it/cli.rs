@@ -1,0 +1,142 @@
+//! The binary and the HTTP service: defaults, health, readiness, bad configuration.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use workflowops::Application;
+
+use crate::support::TestStore;
+
+fn workflowops() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_workflowops"));
+    for var in [
+        "DATABASE_URL",
+        "WORKFLOWOPS_LISTEN",
+        "WORKFLOWOPS_DATA_DIR",
+        "WORKFLOWOPS_DB_POOL_SIZE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get_json(url: &str) -> Option<(u16, serde_json::Value)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_runs_on_sqlite_in_the_data_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = workflowops()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(cwd.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Some(answer) = get_json(&format!("http://127.0.0.1:{port}/health")).await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "service did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health, (200, serde_json::json!({"status": "ok"})));
+    let (status, ready) = get_json(&format!("http://127.0.0.1:{port}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(ready["database"], "sqlite");
+    assert!(cwd
+        .path()
+        .join("workflowops-data")
+        .join("workflowops.db")
+        .exists());
+}
+
+#[tokio::test]
+async fn app_on_port_zero_answers_health_ready_and_unknown_routes() {
+    let t = TestStore::postgres().await;
+    let app = Application::with_store(t.store.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let (status, ready) = get_json(&format!("http://{addr}/ready")).await.unwrap();
+    assert_eq!(
+        (status, ready["database"].as_str()),
+        (200, Some("postgres"))
+    );
+    let (status, body) = get_json(&format!("http://{addr}/nope")).await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+    // the database going away makes the service not ready, without crashing it
+    t.store.close().await;
+    let (status, body) = get_json(&format!("http://{addr}/ready")).await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (503, Some("unavailable"))
+    );
+    let (status, _) = get_json(&format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(status, 200);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_bad_urls_fail_cleanly() {
+    let t = TestStore::postgres().await;
+    for _ in 0..2 {
+        let out = workflowops()
+            .arg("migrate")
+            .env("DATABASE_URL", &t.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("postgres"));
+    }
+    let out = workflowops()
+        .args([
+            "migrate",
+            "--database-url",
+            "mysql://root:hunter2@localhost/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unsupported database URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

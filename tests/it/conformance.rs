@@ -1,0 +1,522 @@
+//! The store conformance suite: the same tests on SQLite and PostgreSQL.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use aggregates::command::Role;
+use aggregates::environment::{
+    Environment, EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
+};
+use aggregates::error::DomainError;
+use aggregates::incident::{IncidentCommand, ResolutionType};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use workflowops::bus::CommandError;
+use workflowops::store::{LogCursor, Store, StoredEvent};
+
+use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
+
+both_backends!(
+    append_and_load_carry_metadata_and_chain,
+    refusals_append_nothing,
+    ids_are_tenant_scoped,
+    duplicate_sequence_is_a_conflict,
+    concurrent_writes_conflict_but_never_lose_or_duplicate,
+    global_log_returns_every_event_once_in_commit_order,
+    verify_names_the_tampered_event,
+);
+
+pub fn register(name: &str) -> EnvironmentCommand {
+    EnvironmentCommand::Register {
+        name: name.into(),
+        class: EnvironmentClass::Production,
+        n8n_base_url: "https://n8n.example.com".into(),
+        git: Some(GitTarget {
+            provider: GitProvider::Github,
+            repository: "acme/flows".into(),
+            branch: "main".into(),
+            folder: "prod".into(),
+        }),
+        n8n_secret_ref: Some(id("secret-1")),
+        git_secret_ref: None,
+    }
+}
+
+/// Every event of the log, read through the global reader. On PostgreSQL the reader
+/// only returns events below the oldest running transaction of the whole cluster, so
+/// a transaction held open by another test can delay it: poll until `expected`.
+pub async fn read_all(store: &Store, expected: usize) -> Vec<StoredEvent> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut events = vec![];
+        let mut cursor = LogCursor::START;
+        loop {
+            let batch = store.read_after(cursor, 7).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            cursor = last.cursor();
+            events.extend(batch);
+        }
+        if events.len() >= expected || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn count(store: &Store, aggregate_type: &str, aggregate_id: &str) -> usize {
+    store
+        .aggregate_events(aggregate_type, aggregate_id)
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn append_and_load_carry_metadata_and_chain(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    let mut alice = admin("acme");
+    alice.correlation_id = "req-42".into();
+    let committed = domain
+        .environment(&alice, &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    assert_eq!(committed.sequence, 1);
+    assert!(committed.position.unwrap() > 0);
+    assert!(committed.state.registered);
+    let deactivate = EnvironmentCommand::Deactivate {
+        reason: Some("maintenance window".into()),
+    };
+    let second = domain
+        .environment(&alice, &id("prod"), deactivate)
+        .await
+        .unwrap();
+    assert_eq!(second.sequence, 2);
+    assert!(second.position > committed.position);
+
+    let events = t
+        .store
+        .aggregate_events("environment", "acme:prod")
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let meta = &events[1].metadata;
+    for key in [
+        "tenant_id",
+        "actor",
+        "actor_role",
+        "recorded_at",
+        "correlation_id",
+        "admin_override",
+        "hash",
+    ] {
+        assert!(meta.contains_key(key), "metadata lacks {key}: {meta:?}");
+    }
+    assert_eq!(meta["tenant_id"], "acme");
+    assert_eq!(meta["actor"], "alice");
+    assert_eq!(meta["actor_role"], "admin");
+    assert_eq!(meta["correlation_id"], "req-42");
+    assert_eq!(meta["reason"], "maintenance window");
+    assert_eq!(meta["admin_override"], false);
+    assert_eq!(events[1].event_type, "environment.deactivated");
+    assert_eq!(events[1].payload["from"], "active");
+    // recorded_at column mirrors the metadata
+    let recorded =
+        chrono::DateTime::parse_from_rfc3339(meta["recorded_at"].as_str().unwrap()).unwrap();
+    assert_eq!(events[1].recorded_at, recorded);
+    assert_ne!(events[0].hash(), events[1].hash());
+    // the secret reference is an id; no secret value exists anywhere in the log
+    assert_eq!(events[0].payload["n8n_secret_ref"], "secret-1");
+    // replay gives the same state
+    let loaded = t.bus().load::<Environment>("acme:prod").await.unwrap();
+    assert_eq!(loaded.state, second.state);
+    assert_eq!(loaded.sequence, 2);
+}
+
+async fn refusals_append_nothing(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    let alice = admin("acme");
+    domain
+        .environment(&alice, &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let (incident_id, _) = domain
+        .report_drift(
+            &ctx("acme", Role::System),
+            &id("prod"),
+            vec![],
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let before = count(&t.store, "incident", &format!("acme:{incident_id}")).await;
+
+    // invalid transition: detected → stabilized
+    let err = domain
+        .incident(
+            &alice,
+            &incident_id,
+            IncidentCommand::Stabilize { reason: None },
+            false,
+        )
+        .await
+        .unwrap_err();
+    match err.refusal() {
+        Some(DomainError::InvalidTransition {
+            from, to, allowed, ..
+        }) => {
+            assert_eq!((from.as_str(), to.as_str()), ("detected", "stabilized"));
+            assert_eq!(
+                allowed,
+                &vec!["acknowledged".to_string(), "closed".to_string()]
+            );
+        }
+        other => panic!("expected INVALID_TRANSITION, got {other:?}"),
+    }
+    assert_eq!(err.code().as_str(), "INVALID_TRANSITION");
+    // missing required field
+    let close = IncidentCommand::Close {
+        reason: None,
+        resolution_type: Some(ResolutionType::Revert),
+    };
+    let err = domain
+        .incident(&alice, &incident_id, close, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.refusal(), Some(DomainError::Validation { field, .. }) if field == "reason")
+    );
+    // role too low
+    let viewer = ctx("acme", Role::Viewer);
+    let ack = IncidentCommand::Acknowledge {
+        reason: None,
+        owner_user_id: None,
+        ticket_ref: None,
+        expires_at: None,
+    };
+    let err = domain
+        .incident(&viewer, &incident_id, ack.clone(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "FORBIDDEN");
+    // override by a non-admin
+    let err = domain
+        .incident(&ctx("acme", Role::Developer), &incident_id, ack, true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "FORBIDDEN");
+    // unknown id
+    let err = domain
+        .incident(
+            &alice,
+            &id("no-such-incident"),
+            IncidentCommand::Stabilize { reason: None },
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.refusal(), Some(DomainError::NotFound { id, .. }) if id == "no-such-incident")
+    );
+    assert_eq!(
+        count(&t.store, "incident", "acme:no-such-incident").await,
+        0
+    );
+    // text the database could not store
+    let nul = IncidentCommand::Acknowledge {
+        reason: Some("a\0b".into()),
+        owner_user_id: None,
+        ticket_ref: None,
+        expires_at: None,
+    };
+    let err = domain
+        .incident(&ctx("acme", Role::Developer), &incident_id, nul, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "VALIDATION");
+
+    assert_eq!(
+        count(&t.store, "incident", &format!("acme:{incident_id}")).await,
+        before,
+        "refusals appended events"
+    );
+}
+
+async fn ids_are_tenant_scoped(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Acme production"))
+        .await
+        .unwrap();
+    // tenant B addressing the same local id finds nothing and changes nothing
+    let err = domain
+        .environment(
+            &admin("globex"),
+            &id("prod"),
+            EnvironmentCommand::Deactivate { reason: None },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "NOT_FOUND");
+    assert_eq!(count(&t.store, "environment", "globex:prod").await, 0);
+    assert_eq!(count(&t.store, "environment", "acme:prod").await, 1);
+    // registering "prod" in tenant B is a different aggregate
+    domain
+        .environment(&admin("globex"), &id("prod"), register("Globex production"))
+        .await
+        .unwrap();
+    let acme = t
+        .bus()
+        .load::<Environment>("acme:prod")
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(acme.name, "Acme production");
+    let events = read_all(&t.store, 2).await;
+    let tenants: HashSet<&str> = events.iter().map(|e| e.tenant()).collect();
+    assert_eq!(tenants, HashSet::from(["acme", "globex"]));
+    assert!(events.iter().all(|e| e.metadata["tenant_id"] == e.tenant()));
+}
+
+async fn duplicate_sequence_is_a_conflict(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    t.domain()
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let stale = SerializedEvent::new(
+        "acme:prod".into(),
+        1,
+        "environment".into(),
+        "environment.deactivated".into(),
+        "1".into(),
+        serde_json::json!({"type": "deactivated", "from": "active", "reason": null}),
+        serde_json::json!({}),
+    );
+    let result = t
+        .store
+        .repository()
+        .persist::<Environment>(&[stale], None)
+        .await;
+    assert!(
+        matches!(result, Err(PersistenceError::OptimisticLockError)),
+        "{result:?}"
+    );
+    assert_eq!(count(&t.store, "environment", "acme:prod").await, 1);
+}
+
+async fn concurrent_writes_conflict_but_never_lose_or_duplicate(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let writers = 16;
+    let mut tasks = vec![];
+    for _ in 0..writers {
+        let domain = domain.clone();
+        tasks.push(tokio::spawn(async move {
+            let dev = ctx("acme", Role::Developer);
+            domain
+                .environment(
+                    &dev,
+                    &id("prod"),
+                    EnvironmentCommand::RecordSync {
+                        kind: SyncKind::Environment,
+                        workflows_seen: 3,
+                    },
+                )
+                .await
+        }));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e @ CommandError::Conflict { .. }) => {
+                assert!(e.retryable());
+                assert_eq!(e.code().as_str(), "CONFLICT");
+                conflicts += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ok + conflicts, writers);
+    assert!(ok >= 1);
+    let events = t
+        .store
+        .aggregate_events("environment", "acme:prod")
+        .await
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        1 + ok,
+        "every success is stored once, no conflict is stored"
+    );
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert!(t.store.verify().await.unwrap().ok);
+}
+
+async fn global_log_returns_every_event_once_in_commit_order(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    let mut tasks = vec![];
+    for e in 0..6 {
+        let domain = domain.clone();
+        tasks.push(tokio::spawn(async move {
+            let env = id(&format!("env-{e}"));
+            let alice = admin("acme");
+            domain
+                .environment(&alice, &env, register("Env"))
+                .await
+                .unwrap();
+            for _ in 0..4 {
+                let sync = EnvironmentCommand::RecordSync {
+                    kind: SyncKind::Repository,
+                    workflows_seen: 1,
+                };
+                domain.environment(&alice, &env, sync).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = read_all(&t.store, 30).await;
+    assert_eq!(events.len(), 30);
+    let positions: HashSet<i64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions.len(), 30, "each event exactly once");
+    // the read order is the cursor order, and each aggregate's events come in sequence order
+    let cursors: Vec<LogCursor> = events.iter().map(StoredEvent::cursor).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+    for e in 0..6 {
+        let seqs: Vec<i64> = events
+            .iter()
+            .filter(|ev| ev.aggregate_id == format!("acme:env-{e}"))
+            .map(|ev| ev.sequence)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+    // resuming from a bare position continues right after it
+    let middle = &events[14];
+    let cursor = t
+        .store
+        .cursor_after_position(middle.position)
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = t.store.read_after(cursor, 100).await.unwrap();
+    assert_eq!(rest.len(), 15);
+    assert_eq!(rest[0].position, events[15].position);
+    assert_eq!(t.store.cursor_after_position(999_999).await.unwrap(), None);
+}
+
+async fn verify_names_the_tampered_event(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    let alice = admin("acme");
+    domain
+        .environment(&alice, &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let (incident_id, _) = domain
+        .report_drift(
+            &ctx("acme", Role::System),
+            &id("prod"),
+            vec![],
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let ack = IncidentCommand::Acknowledge {
+        reason: Some("on it".into()),
+        owner_user_id: None,
+        ticket_ref: None,
+        expires_at: None,
+    };
+    domain
+        .incident(&alice, &incident_id, ack, false)
+        .await
+        .unwrap();
+    domain
+        .environment(
+            &alice,
+            &id("prod"),
+            EnvironmentCommand::RecordSync {
+                kind: SyncKind::Environment,
+                workflows_seen: 9,
+            },
+        )
+        .await
+        .unwrap();
+
+    let clean = t.store.verify().await.unwrap();
+    assert!(clean.ok, "{clean:?}");
+    assert!(clean.checked_events >= 5);
+    assert_eq!(run_verify(&t.url).0, 0, "untouched log verifies clean");
+
+    let target = t
+        .store
+        .aggregate_events("incident", &format!("acme:{incident_id}"))
+        .await
+        .unwrap();
+    let victim = target
+        .iter()
+        .find(|e| e.event_type == "incident.acknowledged")
+        .unwrap();
+    let forged = r#"{"type":"acknowledged","from":"detected","reason":"nothing to see","owner_user_id":null,"ticket_ref":null,"expires_at":null,"at":"2026-01-01T00:00:00Z","admin_override":false,"approval_bypassed":false}"#;
+    match &t.store {
+        Store::Postgres(pool) => {
+            sqlx::query("UPDATE events SET payload = $1::json WHERE position = $2")
+                .bind(forged)
+                .bind(victim.position)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        Store::Sqlite(pool) => {
+            sqlx::query("UPDATE events SET payload = ?1 WHERE position = ?2")
+                .bind(forged)
+                .bind(victim.position)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    let report = t.store.verify().await.unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.first_broken_position, Some(victim.position));
+    assert_eq!(report.broken.len(), 1, "only the altered event: {report:?}");
+    let (code, stdout, stderr) = run_verify(&t.url);
+    assert_eq!(code, 1, "verify exits non-zero on a broken chain: {stderr}");
+    assert!(
+        stderr.contains(&format!("position {}", victim.position)),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("\"first_broken_position\":{}", victim.position)),
+        "{stdout}"
+    );
+}
+
+/// Runs `workflowops verify` against a database; returns (exit code, stdout, stderr).
+fn run_verify(database_url: &str) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_workflowops"))
+        .arg("verify")
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run workflowops verify");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
