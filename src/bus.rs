@@ -2,7 +2,8 @@
 //!
 //! `execute` authorizes the actor's role, loads the aggregate through the cqrs-es
 //! repository (postgres-es or sqlite-es), lets the aggregate decide, and appends the
-//! resulting events with their metadata (DOMAIN.md §1) and chain hashes. A refusal
+//! resulting events with their metadata (DOMAIN.md §1) and chain hashes in one
+//! statement ([`Store::append`]). A refusal
 //! appends nothing. Two commands racing on one aggregate both compute the same next
 //! sequence; the primary key lets one win and the other surfaces as a retryable
 //! `CONFLICT`, so no event is ever lost or duplicated.
@@ -18,12 +19,12 @@ use aggregates::error::{DomainError, ErrorCode};
 use aggregates::ids::{aggregate_id, LocalId, TenantId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{Map, Value};
 
-use crate::store::chain::{ChainedEvent, GENESIS, HASH_KEY};
-use crate::store::{AnyRepository, Store, StoreError};
+use crate::store::chain::{self, EventIdentity, GENESIS, HASH_KEY};
+use crate::store::{AnyRepository, AppendError, NewEvent, Store, StoreError};
 
 /// Who is acting, for which tenant, and as part of what. The tenant comes only from
 /// a verified token (or a scheduler's own configuration), never from request input.
@@ -230,20 +231,21 @@ impl CommandBus {
             });
         }
 
-        let serialized = serialize::<A>(&id, sequence, &last_hash, &events, &metadata)?;
-        self.repository
-            .persist::<A>(&serialized, None)
-            .await
-            .map_err(|e| CommandError::from_persistence(e, &id))?;
+        let rows = serialize::<A>(&id, sequence, &last_hash, &events, &metadata, at)?;
+        let position = self.store.append(&rows).await.map_err(|e| match e {
+            AppendError::Conflict => CommandError::Conflict {
+                aggregate_id: id.clone(),
+            },
+            AppendError::Store(e) => CommandError::Store(e),
+        })?;
         let last = sequence + events.len() as i64;
-        let position = self.store.position_of(A::TYPE, &id, last).await?;
         let events = (sequence + 1..).zip(events).collect();
         Ok(Committed {
             aggregate_id: id,
             state,
             events,
             sequence: last,
-            position,
+            position: Some(position),
         })
     }
 
@@ -313,48 +315,70 @@ fn metadata<C: DomainCommand>(
     m
 }
 
-/// Events as cqrs-es rows, each with its own chain hash.
+/// Events as rows to append, each with its own chain hash. The payload is stored in
+/// canonical form, so the bytes hashed are the bytes stored; the metadata is
+/// canonicalized once for all events of the command.
 fn serialize<A: Aggregate>(
     aggregate_id: &str,
     sequence: i64,
     last_hash: &str,
     events: &[A::Event],
     metadata: &Map<String, Value>,
-) -> Result<Vec<SerializedEvent>, CommandError> {
+    at: DateTime<Utc>,
+) -> Result<Vec<NewEvent>, CommandError> {
+    reject_nul_in(metadata)?;
+    let canonical_metadata = chain::canonical_metadata(metadata);
+    let metadata_text = String::from_utf8_lossy(&canonical_metadata);
     let mut previous = last_hash.to_string();
     let mut rows = Vec::with_capacity(events.len());
     for (offset, event) in events.iter().enumerate() {
-        let payload = serde_json::to_value(event).map_err(|e| {
+        let value = serde_json::to_value(event).map_err(|e| {
             CommandError::Persistence(format!("cannot serialize {}: {e}", event.event_type()))
         })?;
-        reject_nul(&payload)?;
-        reject_nul(&Value::Object(metadata.clone()))?;
+        reject_nul(&value)?;
+        let payload = aggregates::canonical_json::to_canonical_vec(&value);
         let sequence = sequence + 1 + offset as i64;
         let (event_type, event_version) = (event.event_type(), event.event_version());
-        let hash = ChainedEvent {
+        let identity = EventIdentity {
             aggregate_type: A::TYPE,
             aggregate_id,
             sequence,
             event_type: &event_type,
             event_version: &event_version,
-            payload: &payload,
-            metadata,
-        }
-        .hash(&previous);
-        let mut with_hash = metadata.clone();
-        with_hash.insert(HASH_KEY.into(), hash.clone().into());
-        previous = hash;
-        rows.push(SerializedEvent::new(
-            aggregate_id.to_string(),
-            sequence as usize,
-            A::TYPE.to_string(),
+        };
+        let hash = chain::hash_parts(&previous, &identity, &payload, &canonical_metadata);
+        // `{"hash":"…",` + the rest of the canonical metadata object
+        let metadata = match metadata_text.strip_prefix('{') {
+            Some("}") | None => format!("{{\"{HASH_KEY}\":\"{hash}\"}}"),
+            Some(rest) => format!("{{\"{HASH_KEY}\":\"{hash}\",{rest}"),
+        };
+        rows.push(NewEvent {
+            aggregate_type: A::TYPE.to_string(),
+            aggregate_id: aggregate_id.to_string(),
+            sequence,
             event_type,
             event_version,
-            payload,
-            Value::Object(with_hash),
-        ));
+            payload: String::from_utf8(payload)
+                .map_err(|e| CommandError::Persistence(e.to_string()))?,
+            metadata,
+            recorded_at: at,
+        });
+        previous = hash;
     }
     Ok(rows)
+}
+
+fn reject_nul_in(map: &Map<String, Value>) -> Result<(), DomainError> {
+    map.iter().try_for_each(|(k, v)| {
+        if k.contains('\0') {
+            return Err(DomainError::validation(
+                "metadata",
+                "must not contain NUL characters",
+            ));
+        }
+        reject_nul(v)
+            .map_err(|_| DomainError::validation(k.clone(), "must not contain NUL characters"))
+    })
 }
 
 /// PostgreSQL's JSON cannot hold NUL characters; refuse them as bad input instead of

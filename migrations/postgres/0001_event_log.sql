@@ -14,22 +14,12 @@ CREATE TABLE events
     -- the writing transaction: readers go in (tx_id, position) order and only below
     -- the oldest running transaction, so a late commit is never skipped
     tx_id          xid8                         NOT NULL DEFAULT pg_current_xact_id(),
+    -- the service writes the metadata's (hashed) recorded_at here; other writers get now()
     recorded_at    timestamptz                  NOT NULL DEFAULT now(),
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
 );
 
 CREATE INDEX events_global_order ON events (tx_id, position);
-
--- recorded_at is part of the (hashed) metadata; the column mirrors it for queries.
-CREATE FUNCTION events_recorded_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.recorded_at := COALESCE((NEW.metadata ->> 'recorded_at')::timestamptz, now());
-    RETURN NEW;
-END
-$$;
-
-CREATE TRIGGER events_recorded_at BEFORE INSERT ON events
-    FOR EACH ROW EXECUTE FUNCTION events_recorded_at();
 
 -- cqrs-es snapshots (postgres-es's shape), for aggregates with long histories.
 CREATE TABLE snapshots

@@ -9,8 +9,9 @@ CREATE TABLE events
     event_version  text                          NOT NULL,
     payload        text                          NOT NULL,
     metadata       text                          NOT NULL,
-    -- assigned by the trigger below inside the writing transaction. SQLite has one
-    -- writer at a time, so position order is commit order.
+    -- MAX(position) + 1, assigned inside the writing transaction (by the service's
+    -- insert, or by the trigger below for other writers such as sqlite-es). SQLite
+    -- has one writer at a time, so position order is commit order.
     position       integer UNIQUE,
     recorded_at    text GENERATED ALWAYS AS (json_extract(metadata, '$.recorded_at')) VIRTUAL,
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
@@ -19,6 +20,7 @@ CREATE TABLE events
 -- An explicit column, not the rowid: VACUUM may renumber the rowids of a table
 -- without an INTEGER PRIMARY KEY, and positions are forever.
 CREATE TRIGGER events_position AFTER INSERT ON events
+    WHEN NEW.position IS NULL
 BEGIN
     UPDATE events SET position = (SELECT COALESCE(MAX(position), 0) + 1 FROM events)
     WHERE rowid = NEW.rowid;

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::chain::{ChainedEvent, GENESIS, HASH_KEY};
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// One stored event with its place in the global log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -197,7 +197,7 @@ impl Store {
                     .await?;
                 rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
             }
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
                 let rows = sqlx::query(&sql)
                     .bind(after.position)
@@ -226,7 +226,7 @@ impl Store {
             .fetch_optional(pool)
             .await?
             .map(|tx_id| LogCursor { tx_id, position }),
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 sqlx::query_scalar::<_, i64>("SELECT position FROM events WHERE position = ?1")
                     .bind(position)
                     .fetch_optional(pool)
@@ -254,7 +254,7 @@ impl Store {
                     .await?;
                 rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
             }
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
                 );
@@ -285,7 +285,7 @@ impl Store {
             .bind(sequence)
             .fetch_optional(pool)
             .await?,
-            Store::Sqlite(pool) => sqlx::query_scalar(
+            Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_scalar(
                 "SELECT position FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence = ?3",
             )
             .bind(aggregate_type)
@@ -313,7 +313,7 @@ impl Store {
                     .await?;
                 rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
             }
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > (?1, ?2, ?3) \
                      ORDER BY aggregate_type, aggregate_id, sequence LIMIT ?4"

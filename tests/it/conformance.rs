@@ -481,7 +481,7 @@ async fn verify_names_the_tampered_event(kind: Kind) {
                 .await
                 .unwrap();
         }
-        Store::Sqlite(pool) => {
+        Store::Sqlite(workflowops::store::SqliteStore { pool, .. }) => {
             sqlx::query("UPDATE events SET payload = ?1 WHERE position = ?2")
                 .bind(forged)
                 .bind(victim.position)

@@ -86,11 +86,7 @@ impl TestStore {
 }
 
 fn database_url(database: &str) -> String {
-    let admin = admin_url();
-    match admin.rfind('/') {
-        Some(slash) => format!("{}/{database}", &admin[..slash]),
-        None => admin,
-    }
+    workflowops::store::with_database(&admin_url(), database)
 }
 
 impl Drop for TestStore {
@@ -132,7 +128,7 @@ pub async fn count_of_type(store: &Store, event_type: &str) -> i64 {
                 .await
                 .unwrap()
         }
-        Store::Sqlite(pool) => {
+        Store::Sqlite(workflowops::store::SqliteStore { pool, .. }) => {
             sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = ?1")
                 .bind(event_type)
                 .fetch_one(pool)
