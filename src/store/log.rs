@@ -269,33 +269,6 @@ impl Store {
         raw.into_iter().map(RawEvent::parse).collect()
     }
 
-    /// The global position of an aggregate's event, once committed.
-    pub async fn position_of(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        Ok(match self {
-            Store::Postgres(pool) => sqlx::query_scalar(
-                "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .fetch_optional(pool)
-            .await?,
-            Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_scalar(
-                "SELECT position FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence = ?3",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .fetch_optional(pool)
-            .await?,
-        })
-    }
-
     /// Keyset page of raw rows in (aggregate_type, aggregate_id, sequence) order.
     async fn chain_page(&self, after: &(String, String, i64)) -> Result<Vec<RawEvent>, StoreError> {
         Ok(match self {

@@ -17,7 +17,7 @@ pub use events::{IncidentEvent, PendingAction};
 
 use crate::command::Issued;
 use crate::error::{non_blank, DomainError};
-use crate::transitions::{self, Allowed, StateMachine};
+use crate::transitions::{self, StateMachine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -454,7 +454,11 @@ impl DriftIncident {
                     policy,
                     production,
                     detected_at: at,
-                    sla_deadline: at + policy.severity_ttls.ttl(severity),
+                    sla_deadline: at
+                        .checked_add_signed(policy.severity_ttls.ttl(severity))
+                        .ok_or_else(|| {
+                            DomainError::validation("policy.severity_ttls", "deadline out of range")
+                        })?,
                 }])
             }
             IncidentCommand::UpdateDrift { affected_workflows } => {
@@ -600,7 +604,10 @@ impl DriftIncident {
                 if self.snapshot_purged {
                     return Ok(vec![]);
                 }
-                if at < closed_at + Duration::days(i64::from(retention_days)) {
+                // a retention too long to represent is never reached
+                let eligible_from =
+                    closed_at.checked_add_signed(Duration::days(i64::from(retention_days)));
+                if eligible_from.is_none_or(|from| at < from) {
                     return Err(DomainError::validation(
                         "retention_days",
                         "incident not closed long enough",
@@ -734,7 +741,7 @@ impl DriftIncident {
                     reason,
                     resolution_type,
                     at,
-                    admin_override: allowed == Allowed::ByAdminOverride,
+                    admin_override: allowed.is_override(),
                     approval_bypassed,
                 }
             }

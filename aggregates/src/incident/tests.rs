@@ -636,3 +636,54 @@ fn retention_purges_payload_once_after_the_window() {
         .inspect_result();
     assert!(matches!(open, Err(DomainError::Validation { .. })));
 }
+
+#[test]
+fn extreme_numbers_are_refused_not_panics() {
+    let policy = IncidentPolicy {
+        severity_ttls: SeverityTtls {
+            critical_hours: u32::MAX,
+            high_hours: u32::MAX,
+            medium_hours: u32::MAX,
+            low_hours: u32::MAX,
+        },
+        ..Default::default()
+    };
+    let mut open = as_role(
+        Role::System,
+        IncidentCommand::Open {
+            environment_id: LocalId::parse("prod").unwrap(),
+            production: false,
+            affected_workflows: workflows(1),
+            snapshot_digest: None,
+            policy,
+        },
+    );
+    open.at = DateTime::<Utc>::MAX_UTC - Duration::days(1);
+    let result = Fx::with(())
+        .given_no_previous_events()
+        .when(open)
+        .inspect_result();
+    assert!(
+        matches!(result, Err(DomainError::Validation { ref field, .. }) if field == "policy.severity_ttls")
+    );
+    let purge = as_role(
+        Role::System,
+        IncidentCommand::PurgeSnapshotPayload {
+            retention_days: u32::MAX,
+        },
+    );
+    let result = Fx::with(())
+        .given(reach(IncidentStatus::Closed))
+        .when(purge)
+        .inspect_result();
+    assert!(matches!(result, Err(DomainError::Validation { .. })));
+    let far = IncidentCommand::ExtendTtl {
+        new_deadline: DateTime::<Utc>::MAX_UTC,
+        reason: None,
+    };
+    assert!(Fx::with(())
+        .given(reach(IncidentStatus::Detected))
+        .when(admin(far))
+        .inspect_result()
+        .is_ok());
+}
