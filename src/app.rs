@@ -18,7 +18,7 @@ use aggregates::ids::{LocalId, Slug};
 use aggregates::incident::{
     AffectedWorkflow, DriftIncident, IncidentCommand, IncidentEvent, IncidentPolicy,
 };
-use aggregates::mapping::{MappingCommand, WorkflowMapping};
+use aggregates::mapping::{MappingCommand, MappingEvent, WorkflowMapping};
 use aggregates::reservation::{
     BoxFuture, LinkSlot, Reservation, ReservationCommand, ReservationKind, Reservations, SlugClaim,
 };
@@ -83,13 +83,6 @@ impl Domain {
         command: MappingCommand,
     ) -> Result<Committed<WorkflowMapping>, CommandError> {
         let services = self.reservations(ctx);
-        let before = self
-            .bus
-            .load::<WorkflowMapping>(&aggregates::ids::aggregate_id(
-                &ctx.tenant,
-                &[environment_id, n8n_workflow_id],
-            ))
-            .await?;
         let committed = self
             .bus
             .execute::<WorkflowMapping, _>(
@@ -100,8 +93,17 @@ impl Domain {
                 &services,
             )
             .await?;
-        let left_linked = committed.events.iter().any(|(_, e)| e.leaves_linked());
-        if let (true, Some(canonical)) = (left_linked, before.state.canonical_id.as_deref()) {
+        // The canonical id whose slot to free: `unlinked` names it; the other ways out
+        // of `linked` (missing, ignored, deleted) keep it on the mapping.
+        let released = committed
+            .events
+            .iter()
+            .find(|(_, e)| e.leaves_linked())
+            .and_then(|(_, e)| match e {
+                MappingEvent::Unlinked { canonical_id, .. } => Some(canonical_id.clone()),
+                _ => committed.state.canonical_id.clone(),
+            });
+        if let Some(canonical) = released {
             let canonical = LocalId::parse(canonical)?;
             let release = ReservationCommand::Release {
                 holder: n8n_workflow_id.to_string(),

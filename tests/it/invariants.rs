@@ -103,6 +103,38 @@ async fn one_linked_mapping_per_canonical_and_environment(kind: Kind) {
         linked_mappings(&t, &domain, &workflows).await,
         vec![other.clone()]
     );
+    // leaving `linked` any other way (ignored, missing, deleted) frees the slot too
+    let fresh: Vec<&String> = workflows
+        .iter()
+        .filter(|w| **w != winners[0] && **w != *other)
+        .take(3)
+        .collect();
+    let exits = [
+        MappingCommand::Ignore {
+            reason: Some("noise".into()),
+        },
+        MappingCommand::ObserveMissing,
+        MappingCommand::Delete { reason: None },
+    ];
+    let mut holder = other.clone();
+    for (exit, next) in exits.into_iter().zip(fresh) {
+        domain
+            .mapping(&dev, &id("prod"), &id(&holder), exit)
+            .await
+            .unwrap();
+        let relink = MappingCommand::Link {
+            canonical_id: id("orders"),
+        };
+        domain
+            .mapping(&dev, &id("prod"), &id(next), relink)
+            .await
+            .unwrap();
+        assert_eq!(
+            linked_mappings(&t, &domain, &workflows).await,
+            vec![next.clone()]
+        );
+        holder = next.clone();
+    }
     // another environment has its own slot
     domain
         .mapping(&dev, &id("staging"), &id("wf0"), observe("staging", "wf0"))
