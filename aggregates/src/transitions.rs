@@ -133,6 +133,33 @@ pub(crate) mod table_tests {
 
     use super::*;
 
+    /// Every command from every history through the aggregate (given / when / then):
+    /// accepted changes must be in the table, refusals must name pairs that are not,
+    /// and every pair of the table must be reached by some command.
+    pub(crate) fn assert_commands_cover_table<A, S>(
+        histories: Vec<(&str, Vec<A::Event>)>,
+        commands: Vec<(&str, A::Command)>,
+        services: impl Fn() -> A::Services,
+        change: fn(&A::Event) -> Option<(Option<S>, S)>,
+    ) where
+        A: cqrs_es::Aggregate<Error = DomainError>,
+        A::Command: Clone,
+        S: StateMachine + Hash,
+    {
+        let mut coverage = Coverage::<S>::new();
+        for (state, history) in &histories {
+            for (name, command) in &commands {
+                let result = cqrs_es::test::TestFramework::<A>::with(services())
+                    .given(history.clone())
+                    .when(command.clone())
+                    .inspect_result();
+                let changes = result.map(|events| events.iter().filter_map(change).collect());
+                coverage.record(&format!("{state} / {name}"), changes);
+            }
+        }
+        coverage.assert_complete();
+    }
+
     /// Records which status changes commands produced, asserting each is in the table
     /// and each refusal names a pair that is not; then checks the table is covered.
     pub(crate) struct Coverage<S: StateMachine + Hash> {

@@ -62,6 +62,20 @@ pub async fn read_all(store: &Store, expected: usize) -> Vec<StoredEvent> {
     }
 }
 
+/// Registers environment `prod` of tenant `acme` and opens a drift incident on it.
+async fn incident_on_prod(domain: &workflowops::app::Domain) -> aggregates::ids::LocalId {
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let system = ctx("acme", Role::System);
+    let (incident_id, _) = domain
+        .report_drift(&system, &id("prod"), vec![], None, Default::default())
+        .await
+        .unwrap();
+    incident_id
+}
+
 async fn count(store: &Store, aggregate_type: &str, aggregate_id: &str) -> usize {
     store
         .aggregate_events(aggregate_type, aggregate_id)
@@ -138,20 +152,7 @@ async fn refusals_append_nothing(kind: Kind) {
     let t = TestStore::new(kind).await;
     let domain = t.domain();
     let alice = admin("acme");
-    domain
-        .environment(&alice, &id("prod"), register("Production"))
-        .await
-        .unwrap();
-    let (incident_id, _) = domain
-        .report_drift(
-            &ctx("acme", Role::System),
-            &id("prod"),
-            vec![],
-            None,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let incident_id = incident_on_prod(&domain).await;
     let before = count(&t.store, "incident", &format!("acme:{incident_id}")).await;
 
     // invalid transition: detected → stabilized
@@ -421,20 +422,7 @@ async fn verify_names_the_tampered_event(kind: Kind) {
     let t = TestStore::new(kind).await;
     let domain = t.domain();
     let alice = admin("acme");
-    domain
-        .environment(&alice, &id("prod"), register("Production"))
-        .await
-        .unwrap();
-    let (incident_id, _) = domain
-        .report_drift(
-            &ctx("acme", Role::System),
-            &id("prod"),
-            vec![],
-            None,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let incident_id = incident_on_prod(&domain).await;
     let ack = IncidentCommand::Acknowledge {
         reason: Some("on it".into()),
         owner_user_id: None,

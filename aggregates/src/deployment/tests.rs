@@ -5,7 +5,7 @@ use cqrs_es::test::TestFramework;
 
 use super::*;
 use crate::command::Actor;
-use crate::transitions::table_tests::{self, Coverage};
+use crate::transitions::table_tests;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
@@ -140,23 +140,12 @@ fn every_command_from_every_state_stays_in_the_table() {
     table_tests::assert_check_matches_table::<DeploymentStatus>();
     table_tests::assert_well_formed::<WorkflowDeployStatus>();
     table_tests::assert_check_matches_table::<WorkflowDeployStatus>();
-    let mut coverage = Coverage::<DeploymentStatus>::new();
-    for (state, history) in histories() {
-        for (name, command) in commands() {
-            let result = TestFramework::<Deployment>::with(())
-                .given(history.clone())
-                .when(command)
-                .inspect_result();
-            let changes = result.map(|events| {
-                events
-                    .iter()
-                    .filter_map(DeploymentEvent::status_change)
-                    .collect()
-            });
-            coverage.record(&format!("{state} / {name}"), changes);
-        }
-    }
-    coverage.assert_complete();
+    table_tests::assert_commands_cover_table::<Deployment, DeploymentStatus>(
+        histories(),
+        commands(),
+        || (),
+        DeploymentEvent::status_change,
+    );
 }
 
 #[test]

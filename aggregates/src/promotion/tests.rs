@@ -5,7 +5,7 @@ use cqrs_es::test::TestFramework;
 
 use super::*;
 use crate::command::Actor;
-use crate::transitions::table_tests::{self, Coverage};
+use crate::transitions::table_tests;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
@@ -248,23 +248,12 @@ fn commands() -> Vec<(&'static str, Issued<PromotionCommand>)> {
 fn every_command_from_every_state_stays_in_the_table() {
     table_tests::assert_well_formed::<PromotionStatus>();
     table_tests::assert_check_matches_table::<PromotionStatus>();
-    let mut coverage = Coverage::<PromotionStatus>::new();
-    for (state, history) in histories() {
-        for (name, command) in commands() {
-            let result = TestFramework::<Promotion>::with(())
-                .given(history.clone())
-                .when(command)
-                .inspect_result();
-            let changes = result.map(|events| {
-                events
-                    .iter()
-                    .filter_map(PromotionEvent::status_change)
-                    .collect()
-            });
-            coverage.record(&format!("{state} / {name}"), changes);
-        }
-    }
-    coverage.assert_complete();
+    table_tests::assert_commands_cover_table::<Promotion, PromotionStatus>(
+        histories(),
+        commands(),
+        || (),
+        PromotionEvent::status_change,
+    );
 }
 
 #[test]
