@@ -214,7 +214,9 @@ fn deployment_command(action: u8) -> DeploymentCommand {
     }
 }
 
-async fn run(ops: Vec<Op>) {
+/// Runs the operations and checks every stored stream; returns how many status
+/// changes were stored (so a test can check the harness is not vacuous).
+async fn run(ops: Vec<Op>) -> usize {
     let t = TestStore::sqlite().await;
     let domain = t.domain();
     domain
@@ -329,6 +331,7 @@ async fn run(ops: Vec<Op>) {
             .or_default()
             .push(event);
     }
+    let mut changes = 0;
     for ((kind, aggregate), stream) in streams {
         assert!(
             stream
@@ -337,35 +340,44 @@ async fn run(ops: Vec<Op>) {
             "{aggregate}: sequence gap"
         );
         match kind.as_str() {
-            "incident" => replay::<IncidentStatus, IncidentEvent>(
-                &aggregate,
-                &stream,
-                IncidentEvent::status_change,
-                true,
-            ),
-            "workflow_mapping" => replay::<MappingStatus, MappingEvent>(
-                &aggregate,
-                &stream,
-                MappingEvent::status_change,
-                false,
-            ),
-            "promotion" => replay::<PromotionStatus, PromotionEvent>(
-                &aggregate,
-                &stream,
-                PromotionEvent::status_change,
-                false,
-            ),
-            "deployment" => replay::<DeploymentStatus, DeploymentEvent>(
-                &aggregate,
-                &stream,
-                DeploymentEvent::status_change,
-                false,
-            ),
+            "incident" => {
+                changes += replay::<IncidentStatus, IncidentEvent>(
+                    &aggregate,
+                    &stream,
+                    IncidentEvent::status_change,
+                    true,
+                )
+            }
+            "workflow_mapping" => {
+                changes += replay::<MappingStatus, MappingEvent>(
+                    &aggregate,
+                    &stream,
+                    MappingEvent::status_change,
+                    false,
+                )
+            }
+            "promotion" => {
+                changes += replay::<PromotionStatus, PromotionEvent>(
+                    &aggregate,
+                    &stream,
+                    PromotionEvent::status_change,
+                    false,
+                )
+            }
+            "deployment" => {
+                changes += replay::<DeploymentStatus, DeploymentEvent>(
+                    &aggregate,
+                    &stream,
+                    DeploymentEvent::status_change,
+                    false,
+                )
+            }
             _ => {}
         }
     }
     let report = t.store.verify().await.unwrap();
     assert!(report.ok, "{report:?}");
+    changes
 }
 
 /// `(from, to)`; `from` is `None` when the aggregate is created.
@@ -376,11 +388,13 @@ fn replay<S, E>(
     stream: &[StoredEvent],
     change: fn(&E) -> Option<StatusChange<S>>,
     override_allowed: bool,
-) where
+) -> usize
+where
     S: StateMachine,
     E: serde::de::DeserializeOwned,
 {
     let mut current: Option<S> = None;
+    let mut changes = 0;
     for stored in stream {
         let event: E = serde_json::from_value(stored.payload.clone())
             .unwrap_or_else(|e| panic!("{aggregate}: {e}"));
@@ -412,7 +426,9 @@ fn replay<S, E>(
             }
         }
         current = Some(to);
+        changes += 1;
     }
+    changes
 }
 
 proptest! {
@@ -426,4 +442,57 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(run(ops));
     }
+}
+
+/// The harness itself: a known sequence must store every lifecycle step it drives
+/// (so the property above cannot pass by refusing everything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_stores_what_a_known_sequence_drives() {
+    use Op::*;
+    let incident = |action, role| Incident {
+        which: 0,
+        action,
+        role,
+        admin_override: false,
+    };
+    let mapping = |action| Mapping {
+        wf: 0,
+        action,
+        variant: 0,
+    };
+    let promotion = |action| Promotion {
+        which: 0,
+        action,
+        role: Role::Admin,
+    };
+    let ops = vec![
+        Drift(2),
+        incident(0, Role::Developer), // acknowledge
+        incident(1, Role::Developer), // stabilize
+        incident(2, Role::Admin),     // reconcile
+        incident(4, Role::Admin),     // close: the policy asks for approval
+        incident(7, Role::Admin),     // a second admin approves: closed
+        mapping(0),                   // discovered, untracked
+        mapping(3),                   // linked
+        mapping(5),                   // ignored
+        mapping(6),                   // unignored: linked again
+        mapping(7),                   // deleted
+        promotion(0),                 // created
+        promotion(1),                 // gates pass: pending approval
+        promotion(3),                 // approved by another admin
+        promotion(6),                 // running
+        Deployment {
+            which: 0,
+            action: 0,
+        }, // created
+        Deployment {
+            which: 0,
+            action: 1,
+        }, // running
+        Deployment {
+            which: 0,
+            action: 2,
+        }, // its only workflow succeeded: success
+    ];
+    assert_eq!(run(ops).await, 5 + 5 + 4 + 3);
 }
