@@ -21,6 +21,9 @@ pub trait StateMachine: Copy + Eq + Debug + Display + Send + Sync + 'static {
     const VALID_TRANSITIONS: &'static [(Self, &'static [Self])];
 }
 
+/// A status change `(from, to)`; `from` is `None` when the aggregate is created.
+pub type StatusChange<S> = (Option<S>, S);
+
 /// How an allowed transition was allowed: by the table, or by an admin override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowed {
@@ -140,7 +143,7 @@ pub(crate) mod table_tests {
         histories: Vec<(&str, Vec<A::Event>)>,
         commands: Vec<(&str, A::Command)>,
         services: impl Fn() -> A::Services,
-        change: fn(&A::Event) -> Option<(Option<S>, S)>,
+        change: fn(&A::Event) -> Option<StatusChange<S>>,
     ) where
         A: cqrs_es::Aggregate<Error = DomainError>,
         A::Command: Clone,

@@ -18,7 +18,7 @@ use aggregates::mapping::{MappingCommand, MappingEvent, MappingStatus, Observati
 use aggregates::promotion::{
     GateResult, Promotion, PromotionCommand, PromotionEvent, PromotionStatus, PromotionWorkflow,
 };
-use aggregates::transitions::{allowed_targets, is_terminal, StateMachine};
+use aggregates::transitions::{allowed_targets, is_terminal, StateMachine, StatusChange};
 use chrono::{Duration, Utc};
 use proptest::prelude::*;
 use workflowops::store::StoredEvent;
@@ -379,9 +379,6 @@ async fn run(ops: Vec<Op>) -> usize {
     assert!(report.ok, "{report:?}");
     changes
 }
-
-/// `(from, to)`; `from` is `None` when the aggregate is created.
-type StatusChange<S> = (Option<S>, S);
 
 fn replay<S, E>(
     aggregate: &str,
