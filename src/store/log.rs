@@ -168,6 +168,25 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, sqlx::Error> {
     })
 }
 
+/// Runs `SELECT <columns> FROM events <tail>` on either backend and returns the raw
+/// rows. `tail` is written once with `$n` placeholders (rewritten to `?n` for SQLite).
+macro_rules! select_events {
+    ($store:expr, $tail:expr $(, $bind:expr)* $(,)?) => {
+        match $store {
+            Store::Postgres(pool) => {
+                let sql = format!("SELECT {PG_COLUMNS} FROM events {}", $tail);
+                let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
+                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events {}", $tail.replace('$', "?"));
+                let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
+                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+            }
+        }
+    };
+}
+
 impl Store {
     /// Up to `limit` events after `after`, in an order no checkpoint can skip.
     ///
@@ -242,65 +261,26 @@ impl Store {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let raw = match self {
-            Store::Postgres(pool) => {
-                let sql = format!(
-                    "SELECT {PG_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-                );
-                let rows = sqlx::query(&sql)
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
-            }
-            Store::Sqlite(SqliteStore { pool, .. }) => {
-                let sql = format!(
-                    "SELECT {SQLITE_COLUMNS} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
-                );
-                let rows = sqlx::query(&sql)
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
-            }
-        };
+        let raw = select_events!(
+            self,
+            "WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+            aggregate_type,
+            aggregate_id,
+        );
         raw.into_iter().map(RawEvent::parse).collect()
     }
 
     /// Keyset page of raw rows in (aggregate_type, aggregate_id, sequence) order.
     async fn chain_page(&self, after: &(String, String, i64)) -> Result<Vec<RawEvent>, StoreError> {
-        Ok(match self {
-            Store::Postgres(pool) => {
-                let sql = format!(
-                    "SELECT {PG_COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
-                     ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4"
-                );
-                let rows = sqlx::query(&sql)
-                    .bind(&after.0)
-                    .bind(&after.1)
-                    .bind(after.2)
-                    .bind(BATCH)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
-            }
-            Store::Sqlite(SqliteStore { pool, .. }) => {
-                let sql = format!(
-                    "SELECT {SQLITE_COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > (?1, ?2, ?3) \
-                     ORDER BY aggregate_type, aggregate_id, sequence LIMIT ?4"
-                );
-                let rows = sqlx::query(&sql)
-                    .bind(&after.0)
-                    .bind(&after.1)
-                    .bind(after.2)
-                    .bind(BATCH)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
-            }
-        })
+        Ok(select_events!(
+            self,
+            "WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+             ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
+            &after.0,
+            &after.1,
+            after.2,
+            BATCH,
+        ))
     }
 
     /// Walks every aggregate's chain in bounded batches and reports broken links:
