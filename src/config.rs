@@ -61,6 +61,13 @@ pub enum Command {
     /// Walk every aggregate's hash chain; exits 1 and names the first broken event if
     /// the log was altered.
     Verify,
+    /// Empty read models and replay them from position 0 (all of them, or the named
+    /// one). Prints a JSON report. A running service picks the reset up by itself.
+    Rebuild {
+        /// One of: workflow_matrix, environment_status, incidents, promotions,
+        /// deployments, audit_trail.
+        projection: Option<String>,
+    },
 }
 
 impl Config {

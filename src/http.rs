@@ -12,6 +12,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub projections: projections::ProjectorHandle,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -27,11 +28,23 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The service can do its work: the database answers.
+/// The service can do its work: the database answers and no projection has stopped.
 async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "database": state.store.backend().as_str() }))
-            .into_response(),
+        Ok(()) => {
+            let projections = state.projections.status();
+            let stopped = projections.iter().any(|p| p.failed.is_some());
+            let body = Json(json!({
+                "status": if stopped { "degraded" } else { "ready" },
+                "database": state.store.backend().as_str(),
+                "projections": projections,
+            }));
+            if stopped {
+                (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+            } else {
+                body.into_response()
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (

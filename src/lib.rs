@@ -6,7 +6,8 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod http;
-pub mod store;
+pub mod read_side;
+pub use projections::store;
 pub mod telemetry;
 
 use std::future::Future;
@@ -21,6 +22,8 @@ use crate::store::Store;
 pub struct Application {
     listener: TcpListener,
     store: Store,
+    projections: projections::ProjectorHandle,
+    projector: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -33,7 +36,13 @@ impl Application {
 
     pub async fn with_store(store: Store, listen: SocketAddr) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen).await?;
-        Ok(Application { listener, store })
+        let (projections, projector) = read_side::start(&store);
+        Ok(Application {
+            listener,
+            store,
+            projections,
+            projector,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -44,6 +53,11 @@ impl Application {
         &self.store
     }
 
+    /// The read models this process runs: status and read-your-writes waits.
+    pub fn projections(&self) -> &projections::ProjectorHandle {
+        &self.projections
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until_stopped(
         self,
@@ -51,9 +65,13 @@ impl Application {
     ) -> std::io::Result<()> {
         let router = http::router(http::AppState {
             store: self.store.clone(),
+            projections: self.projections.clone(),
         });
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        // An in-flight batch rolls back; the next start resumes from its checkpoint.
+        self.projector.abort();
+        served
     }
 }

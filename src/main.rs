@@ -41,6 +41,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied ({})", store.backend().as_str());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rebuild { projection } => {
+            let store = cli.config.open_store().await?;
+            store.migrate().await?;
+            let names: Vec<String> = projection.into_iter().collect();
+            let report = workflowops::read_side::rebuild(&store, &names).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify => {
             let store = cli.config.open_store().await?;
             store.migrate().await?;

@@ -5,7 +5,8 @@ use aggregates::mapping::MappingStatus;
 use chrono::{DateTime, Utc};
 
 /// What a matrix cell shows about a mapping's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SyncState {
     /// Linked, and the environment runs exactly what Git holds.
     InSync,

@@ -4,7 +4,8 @@
 use aggregates::environment::DriftCounts;
 use aggregates::incident::IncidentStatus;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DriftStatus {
     Unknown,
     Error,

@@ -7,4 +7,5 @@ mod conformance;
 mod gap;
 mod invariants;
 mod props;
+mod read_models;
 mod support;

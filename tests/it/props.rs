@@ -27,7 +27,7 @@ use crate::conformance::register;
 use crate::support::{admin, ctx, id, TestStore};
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     Drift(usize),
     Incident {
         which: usize,
@@ -60,7 +60,7 @@ fn role() -> impl Strategy<Value = Role> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0usize..12).prop_map(Op::Drift),
         (0usize..3, 0u8..9, role(), any::<bool>()).prop_map(
@@ -214,6 +214,110 @@ fn deployment_command(action: u8) -> DeploymentCommand {
     }
 }
 
+/// Issues one random operation for `tenant` (refusals are expected and ignored).
+pub(crate) async fn apply_op(
+    domain: &workflowops::app::Domain,
+    tenant: &str,
+    op: Op,
+    incidents: &mut Vec<aggregates::ids::LocalId>,
+) {
+    let policy = IncidentPolicy {
+        approvals: ApprovalRequirements {
+            close: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // Refusals are expected and fine; the property is about what gets stored.
+    match op {
+        Op::Drift(n) => {
+            let affected = (0..n)
+                .map(|i| aggregates::incident::AffectedWorkflow {
+                    workflow_id: format!("c{i}"),
+                    name: "W".into(),
+                })
+                .collect();
+            if let Ok((incident_id, _)) = domain
+                .report_drift(
+                    &ctx(tenant, Role::System),
+                    &id("prod"),
+                    affected,
+                    None,
+                    policy,
+                )
+                .await
+            {
+                if !incidents.contains(&incident_id) {
+                    incidents.push(incident_id);
+                }
+            }
+        }
+        Op::Incident {
+            which,
+            action,
+            role,
+            admin_override,
+        } => {
+            if let Some(incident_id) = incidents.get(which.min(incidents.len().saturating_sub(1))) {
+                let mut who = ctx(tenant, role);
+                if action == 7 {
+                    who.actor.id = "bob".into(); // a second admin approves
+                }
+                let _ = domain
+                    .incident(&who, incident_id, incident_command(action), admin_override)
+                    .await;
+            }
+        }
+        Op::Mapping {
+            wf,
+            action,
+            variant,
+        } => {
+            let wf = format!("wf{wf}");
+            let _ = domain
+                .mapping(
+                    &ctx(tenant, Role::Developer),
+                    &id("prod"),
+                    &id(&wf),
+                    mapping_command(action, variant, &wf),
+                )
+                .await;
+        }
+        Op::Promotion {
+            which,
+            action,
+            role,
+        } => {
+            let mut who = ctx(tenant, role);
+            if action == 3 {
+                who.actor.id = "bob".into();
+            }
+            let _ = domain
+                .bus()
+                .execute::<Promotion, _>(
+                    &who,
+                    &[&id(&format!("p{which}"))],
+                    promotion_command(action),
+                    false,
+                    &(),
+                )
+                .await;
+        }
+        Op::Deployment { which, action } => {
+            let _ = domain
+                .bus()
+                .execute::<Deployment, _>(
+                    &ctx(tenant, Role::System),
+                    &[&id(&format!("d{which}"))],
+                    deployment_command(action),
+                    false,
+                    &(),
+                )
+                .await;
+        }
+    }
+}
+
 /// Runs the operations and checks every stored stream; returns how many status
 /// changes were stored (so a test can check the harness is not vacuous).
 async fn run(ops: Vec<Op>) -> usize {
@@ -223,105 +327,9 @@ async fn run(ops: Vec<Op>) -> usize {
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
         .unwrap();
-    let policy = IncidentPolicy {
-        approvals: ApprovalRequirements {
-            close: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
     let mut incidents = vec![];
     for op in ops {
-        // Refusals are expected and fine; the property is about what gets stored.
-        match op {
-            Op::Drift(n) => {
-                let affected = (0..n)
-                    .map(|i| aggregates::incident::AffectedWorkflow {
-                        workflow_id: format!("c{i}"),
-                        name: "W".into(),
-                    })
-                    .collect();
-                if let Ok((incident_id, _)) = domain
-                    .report_drift(
-                        &ctx("acme", Role::System),
-                        &id("prod"),
-                        affected,
-                        None,
-                        policy,
-                    )
-                    .await
-                {
-                    if !incidents.contains(&incident_id) {
-                        incidents.push(incident_id);
-                    }
-                }
-            }
-            Op::Incident {
-                which,
-                action,
-                role,
-                admin_override,
-            } => {
-                if let Some(incident_id) =
-                    incidents.get(which.min(incidents.len().saturating_sub(1)))
-                {
-                    let mut who = ctx("acme", role);
-                    if action == 7 {
-                        who.actor.id = "bob".into(); // a second admin approves
-                    }
-                    let _ = domain
-                        .incident(&who, incident_id, incident_command(action), admin_override)
-                        .await;
-                }
-            }
-            Op::Mapping {
-                wf,
-                action,
-                variant,
-            } => {
-                let wf = format!("wf{wf}");
-                let _ = domain
-                    .mapping(
-                        &ctx("acme", Role::Developer),
-                        &id("prod"),
-                        &id(&wf),
-                        mapping_command(action, variant, &wf),
-                    )
-                    .await;
-            }
-            Op::Promotion {
-                which,
-                action,
-                role,
-            } => {
-                let mut who = ctx("acme", role);
-                if action == 3 {
-                    who.actor.id = "bob".into();
-                }
-                let _ = domain
-                    .bus()
-                    .execute::<Promotion, _>(
-                        &who,
-                        &[&id(&format!("p{which}"))],
-                        promotion_command(action),
-                        false,
-                        &(),
-                    )
-                    .await;
-            }
-            Op::Deployment { which, action } => {
-                let _ = domain
-                    .bus()
-                    .execute::<Deployment, _>(
-                        &ctx("acme", Role::System),
-                        &[&id(&format!("d{which}"))],
-                        deployment_command(action),
-                        false,
-                        &(),
-                    )
-                    .await;
-            }
-        }
+        apply_op(&domain, "acme", op, &mut incidents).await;
     }
     let events = crate::conformance::read_all(&t.store, 0).await;
     let mut streams: BTreeMap<(String, String), Vec<StoredEvent>> = BTreeMap::new();

@@ -28,8 +28,8 @@ pub use repo::AnyRepository;
 /// File name of the embedded database inside the data directory.
 pub const SQLITE_FILE: &str = "workflowops.db";
 
-static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +73,60 @@ pub enum Store {
 pub struct SqliteStore {
     pub pool: SqlitePool,
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The last position this process appended: readers of the log in this process
+    /// wait on it instead of polling (SQLite has no `LISTEN`).
+    pub(crate) appended: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+}
+
+impl SqliteStore {
+    /// Takes this process's write turn. Every writer of the database (appends and
+    /// projections) goes through it.
+    pub async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+}
+
+/// Wakes a reader of the global log when new events may be there: PostgreSQL
+/// `LISTEN` on the channel the events trigger notifies, or this process's append
+/// signal on SQLite. A reader still polls as a fallback (another process writing the
+/// same SQLite file, a lost listener connection).
+pub enum Wakeup {
+    Postgres(Box<sqlx::postgres::PgListener>),
+    Sqlite(tokio::sync::watch::Receiver<i64>),
+}
+
+/// The PostgreSQL channel the `events` insert trigger notifies.
+pub const EVENTS_CHANNEL: &str = "workflowops_events";
+
+impl Wakeup {
+    /// Waits until new events may have been appended, or `max` has passed. Returns
+    /// whether it was woken (false on timeout).
+    pub async fn wait(&mut self, max: Duration) -> bool {
+        match self {
+            Wakeup::Postgres(listener) => {
+                match tokio::time::timeout(max, listener.recv()).await {
+                    Ok(Ok(_)) => {
+                        // Several commits may have notified: one read covers them all.
+                        while listener.next_buffered().is_some() {}
+                        true
+                    }
+                    Ok(Err(error)) => {
+                        // The listener reconnects on the next call; poll meanwhile.
+                        tracing::warn!(%error, "event listener lost its connection");
+                        tokio::time::sleep(max.min(Duration::from_millis(200))).await;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            Wakeup::Sqlite(receiver) => {
+                matches!(
+                    tokio::time::timeout(max, receiver.changed()).await,
+                    Ok(Ok(()))
+                )
+            }
+        }
+    }
 }
 
 impl Store {
@@ -124,6 +178,7 @@ impl Store {
         Ok(Store::Sqlite(SqliteStore {
             pool,
             writer: Default::default(),
+            appended: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         }))
     }
 
@@ -152,6 +207,18 @@ impl Store {
             Store::Sqlite(SqliteStore { pool, .. }) => {
                 AnyRepository::Sqlite(sqlite_es::SqliteEventRepository::new(pool.clone()))
             }
+        }
+    }
+
+    /// A waiter for new events (see [`Wakeup`]).
+    pub async fn wakeup(&self) -> Result<Wakeup, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen(EVENTS_CHANNEL).await?;
+                Ok(Wakeup::Postgres(Box::new(listener)))
+            }
+            Store::Sqlite(sqlite) => Ok(Wakeup::Sqlite(sqlite.appended.subscribe())),
         }
     }
 

@@ -111,41 +111,47 @@ impl Store {
                 };
                 Ok(positions.into_iter().max().unwrap_or_default())
             }
-            Store::Sqlite(SqliteStore { pool, writer }) => {
-                let _turn = writer.lock().await;
-                let insert = |event: &'_ NewEvent| {
-                    sqlx::query_scalar(SQLITE_ONE)
-                        .bind(event.aggregate_type.clone())
-                        .bind(event.aggregate_id.clone())
-                        .bind(event.sequence)
-                        .bind(event.event_type.clone())
-                        .bind(event.event_version.clone())
-                        .bind(event.payload.clone())
-                        .bind(event.metadata.clone())
-                };
-                if events.len() == 1 {
-                    // A single statement is its own transaction, committed when the
-                    // statement completes: read all of it (see above).
-                    let positions: Vec<i64> =
-                        insert(first).fetch_all(pool).await.map_err(classify)?;
-                    return positions.into_iter().max().ok_or_else(|| {
-                        AppendError::Store(StoreError::Config("insert returned no position".into()))
-                    });
-                }
-                let mut tx = pool.begin().await.map_err(classify)?;
-                let mut last = 0;
-                for event in events {
-                    last = insert(event)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(classify)?
-                        .into_iter()
-                        .max()
-                        .unwrap_or_default();
-                }
-                tx.commit().await.map_err(classify)?;
+            Store::Sqlite(sqlite) => {
+                let last = Self::append_sqlite(sqlite, events).await?;
+                sqlite.appended.send_replace(last);
                 Ok(last)
             }
         }
+    }
+
+    async fn append_sqlite(sqlite: &SqliteStore, events: &[NewEvent]) -> Result<i64, AppendError> {
+        let pool = &sqlite.pool;
+        let _turn = sqlite.write_turn().await;
+        let insert = |event: &'_ NewEvent| {
+            sqlx::query_scalar(SQLITE_ONE)
+                .bind(event.aggregate_type.clone())
+                .bind(event.aggregate_id.clone())
+                .bind(event.sequence)
+                .bind(event.event_type.clone())
+                .bind(event.event_version.clone())
+                .bind(event.payload.clone())
+                .bind(event.metadata.clone())
+        };
+        if let [only] = events {
+            // A single statement is its own transaction, committed when the
+            // statement completes: read all of it (see above).
+            let positions: Vec<i64> = insert(only).fetch_all(pool).await.map_err(classify)?;
+            return positions.into_iter().max().ok_or_else(|| {
+                AppendError::Store(StoreError::Config("insert returned no position".into()))
+            });
+        }
+        let mut tx = pool.begin().await.map_err(classify)?;
+        let mut last = 0;
+        for event in events {
+            last = insert(event)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .max()
+                .unwrap_or_default();
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(last)
     }
 }

@@ -1,0 +1,194 @@
+//! Deployments: each deployment's current state, schedule and per-workflow results.
+
+use aggregates::deployment::{DeploymentEvent, DeploymentWorkflow};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{json_text, name, Decoded, Envelope};
+use crate::query::{by_id, newest_first, Page, QueryError};
+use crate::runtime::{ApplyError, Projection};
+use crate::sql::{fmt_time, Col, KeyedRow, Row, Rows, TableDef, Tx};
+use crate::store::Store;
+
+pub const NAME: &str = "deployments";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRow {
+    pub id: String,
+    pub tenant: String,
+    pub deployment_id: String,
+    pub promotion_id: String,
+    pub status: String,
+    pub scheduled_for: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// JSON list of `{workflow_id, name, status, error}`.
+    pub workflows: String,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Row for DeploymentRow {
+    const TABLE: TableDef = TableDef {
+        name: "rm_deployments",
+        columns: &[
+            ("id", Col::Text),
+            ("tenant", Col::Text),
+            ("deployment_id", Col::Text),
+            ("promotion_id", Col::Text),
+            ("status", Col::Text),
+            ("scheduled_for", Col::Text),
+            ("started_at", Col::Text),
+            ("finished_at", Col::Text),
+            ("workflows", Col::Text),
+            ("reason", Col::Text),
+            ("created_at", Col::Text),
+            ("updated_at", Col::Text),
+        ],
+    };
+}
+
+impl KeyedRow for DeploymentRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[derive(Default)]
+pub struct Deployments {
+    deployments: Rows<DeploymentRow>,
+}
+
+impl Deployments {
+    async fn fold(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &DeploymentEvent,
+    ) -> Result<(), ApplyError> {
+        use DeploymentEvent::*;
+        let id = &event.stored.aggregate_id;
+        let at = event.at();
+        let mut row = match (self.deployments.get(tx, id).await?, e) {
+            (
+                None,
+                Created {
+                    promotion_id,
+                    scheduled_for,
+                    workflows,
+                    ..
+                },
+            ) => DeploymentRow {
+                id: id.clone(),
+                tenant: event.tenant().to_string(),
+                deployment_id: event.local_id().to_string(),
+                promotion_id: promotion_id.clone(),
+                status: String::new(),
+                scheduled_for: scheduled_for.map(fmt_time),
+                started_at: None,
+                finished_at: None,
+                workflows: json_text(workflows),
+                reason: None,
+                created_at: at.clone(),
+                updated_at: at.clone(),
+            },
+            (Some(row), _) => row,
+            (None, _) => {
+                return Err(ApplyError::Event(format!(
+                    "deployment {id} was never created"
+                )))
+            }
+        };
+        match e {
+            Created { .. } => {}
+            Started { at: started, .. } => row.started_at = Some(fmt_time(*started)),
+            WorkflowResultRecorded {
+                workflow_id,
+                status,
+                error,
+            } => {
+                let mut workflows: Vec<DeploymentWorkflow> =
+                    serde_json::from_str(&row.workflows)
+                        .map_err(|e| ApplyError::Event(format!("stored workflows of {id}: {e}")))?;
+                let Some(workflow) = workflows.iter_mut().find(|w| &w.workflow_id == workflow_id)
+                else {
+                    return Err(ApplyError::Event(format!(
+                        "deployment {id} has no workflow {workflow_id}"
+                    )));
+                };
+                workflow.status = *status;
+                workflow.error = error.clone();
+                row.workflows = json_text(&workflows);
+            }
+            Finished {
+                at: done, reason, ..
+            } => {
+                row.finished_at = Some(fmt_time(*done));
+                row.reason = reason.clone();
+            }
+            Cancelled { reason, .. } => {
+                row.finished_at = Some(at.clone());
+                row.reason = reason.clone();
+            }
+        }
+        if let Some((_, to)) = e.status_change() {
+            row.status = name(&to);
+        }
+        row.updated_at = at;
+        self.deployments.put(row);
+        Ok(())
+    }
+}
+
+impl Projection for Deployments {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_deployments"]
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        event: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            match &event.event {
+                Decoded::Deployment(e) => self.fold(tx, event, e).await,
+                Decoded::Undecodable(error) if event.stored.aggregate_type == "deployment" => {
+                    Err(ApplyError::Event(format!("undecodable payload: {error}")))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
+    crate::row_tables!(deployments);
+}
+
+/// Deployments of `tenant`, newest first, optionally of one promotion or status.
+pub async fn deployments(
+    store: &Store,
+    tenant: &str,
+    promotion_id: Option<&str>,
+    status: Option<&str>,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<DeploymentRow>, QueryError> {
+    let filters = [
+        ("promotion_id", promotion_id.map(str::to_string)),
+        ("status", status.map(str::to_string)),
+    ];
+    newest_first(store, tenant, "created_at", &filters, first, after).await
+}
+
+pub async fn deployment(
+    store: &Store,
+    tenant: &str,
+    deployment_id: &str,
+) -> Result<Option<DeploymentRow>, QueryError> {
+    by_id(store, tenant, deployment_id).await
+}

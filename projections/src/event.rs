@@ -1,0 +1,132 @@
+//! An event as projections see it: the stored envelope plus the typed domain event,
+//! decoded once per batch for every projection.
+
+use aggregates::canonical::{CanonicalEvent, CanonicalStatus, CanonicalWorkflow};
+use aggregates::deployment::{Deployment, DeploymentEvent};
+use aggregates::environment::{Environment, EnvironmentEvent, EnvironmentStatus};
+use aggregates::incident::{DriftIncident, IncidentEvent};
+use aggregates::mapping::{MappingEvent, WorkflowMapping};
+use aggregates::promotion::{Promotion, PromotionEvent};
+use cqrs_es::Aggregate;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::{LogCursor, StoredEvent};
+
+/// The domain event inside a stored event.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    Environment(EnvironmentEvent),
+    Canonical(CanonicalEvent),
+    Mapping(MappingEvent),
+    Incident(IncidentEvent),
+    Promotion(PromotionEvent),
+    Deployment(DeploymentEvent),
+    /// An aggregate no read model folds (reservations); the audit trail still lists it.
+    Other,
+    /// The payload does not decode as its aggregate's event: no projection that needs
+    /// it may skip it silently.
+    Undecodable(String),
+}
+
+/// One event of a batch.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub stored: StoredEvent,
+    pub event: Decoded,
+}
+
+fn decode<E: serde::de::DeserializeOwned>(payload: &Value, wrap: fn(E) -> Decoded) -> Decoded {
+    match E::deserialize(payload) {
+        Ok(event) => wrap(event),
+        Err(error) => Decoded::Undecodable(error.to_string()),
+    }
+}
+
+impl Envelope {
+    pub fn new(stored: StoredEvent) -> Envelope {
+        let payload = &stored.payload;
+        let event = match stored.aggregate_type.as_str() {
+            t if t == Environment::TYPE => decode(payload, Decoded::Environment),
+            t if t == CanonicalWorkflow::TYPE => decode(payload, Decoded::Canonical),
+            t if t == WorkflowMapping::TYPE => decode(payload, Decoded::Mapping),
+            t if t == DriftIncident::TYPE => decode(payload, Decoded::Incident),
+            t if t == Promotion::TYPE => decode(payload, Decoded::Promotion),
+            t if t == Deployment::TYPE => decode(payload, Decoded::Deployment),
+            _ => Decoded::Other,
+        };
+        Envelope { stored, event }
+    }
+
+    pub fn cursor(&self) -> LogCursor {
+        self.stored.cursor()
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.stored.tenant()
+    }
+
+    /// The aggregate id without its tenant (`tenant:local…` → `local…`).
+    pub fn local_id(&self) -> &str {
+        let id = &self.stored.aggregate_id;
+        id.split_once(':').map_or(id.as_str(), |(_, rest)| rest)
+    }
+
+    /// When the event was recorded, as read models store times.
+    pub fn at(&self) -> String {
+        crate::sql::fmt_time(self.stored.recorded_at)
+    }
+
+    pub fn meta_str(&self, key: &str) -> Option<String> {
+        self.stored
+            .metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    pub fn meta_bool(&self, key: &str) -> bool {
+        self.stored
+            .metadata
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// `(from, to)` status names when the event moves a lifecycle status.
+    pub fn status_change(&self) -> Option<(Option<String>, String)> {
+        fn names<S: Serialize>(change: Option<(Option<S>, S)>) -> Option<(Option<String>, String)> {
+            change.map(|(from, to)| (from.map(|s| name(&s)), name(&to)))
+        }
+        match &self.event {
+            Decoded::Mapping(e) => names(e.status_change()),
+            Decoded::Incident(e) => names(e.status_change()),
+            Decoded::Promotion(e) => names(e.status_change()),
+            Decoded::Deployment(e) => names(e.status_change()),
+            Decoded::Canonical(CanonicalEvent::Deleted { from, .. }) => {
+                Some((Some(name(from)), name(&CanonicalStatus::Deleted)))
+            }
+            Decoded::Environment(EnvironmentEvent::Deactivated { from, .. }) => {
+                Some((Some(name(from)), name(&EnvironmentStatus::Deactivated)))
+            }
+            Decoded::Environment(EnvironmentEvent::Reactivated { from }) => {
+                Some((Some(name(from)), name(&EnvironmentStatus::Active)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The serde name of a unit enum value (`MappingStatus::Linked` → `linked`).
+pub fn name<S: Serialize>(value: &S) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A JSON column's text.
+pub fn json_text<S: Serialize>(value: &S) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}

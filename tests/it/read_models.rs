@@ -1,0 +1,930 @@
+//! Projections on both backends: what the read models show, rebuild = live, crash
+//! safety, a poisoned event, read-your-writes, history, and (PostgreSQL) two
+//! projector processes on one database.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::canonical::CanonicalCommand;
+use aggregates::command::Role;
+use aggregates::content::ContentHash;
+use aggregates::environment::{DriftCheckOutcome, DriftCounts, EnvironmentCommand, SyncKind};
+use aggregates::incident::{IncidentCommand, IncidentPolicy};
+use aggregates::mapping::{MappingCommand, Observation};
+use futures::future::BoxFuture;
+use projections::matrix::{matrix_page, MatrixFilter};
+use projections::query::QueryError;
+use projections::runtime::{ApplyError, Step, WaitError};
+use projections::sql::{select, Dialect, Row, Tx};
+use projections::{Projection, Projector, ProjectorOptions};
+use proptest::strategy::{Strategy, ValueTree};
+use workflowops::store::Store;
+
+use crate::conformance::register;
+use crate::support::{admin, ctx, id, Kind, TestStore};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn rows_of<R: Row>(store: &Store) -> Vec<String> {
+    let mut sql = select::<R>(Dialect::of(store));
+    sql.push(" ORDER BY 1");
+    let rows: Vec<R> = sql.fetch(store).await.expect("read table");
+    rows.iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect()
+}
+
+/// Every read-model table, row by row.
+async fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
+    use projections::*;
+    BTreeMap::from([
+        ("matrix_rows", rows_of::<matrix::MatrixRow>(store).await),
+        ("matrix_cells", rows_of::<matrix::MatrixCell>(store).await),
+        (
+            "environments",
+            rows_of::<environments::EnvironmentRow>(store).await,
+        ),
+        (
+            "environment_incidents",
+            rows_of::<environments::IncidentEnvironment>(store).await,
+        ),
+        ("incidents", rows_of::<incidents::IncidentRow>(store).await),
+        (
+            "promotions",
+            rows_of::<promotions::PromotionRow>(store).await,
+        ),
+        (
+            "deployments",
+            rows_of::<deployments::DeploymentRow>(store).await,
+        ),
+        ("audit", rows_of::<audit::AuditEntry>(store).await),
+    ])
+}
+
+async fn head(store: &Store) -> i64 {
+    let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
+    match store {
+        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await.unwrap(),
+    }
+}
+
+async fn event_count(store: &Store) -> usize {
+    let sql = "SELECT COUNT(*) FROM events";
+    let n: i64 = match store {
+        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await.unwrap(),
+    };
+    n as usize
+}
+
+fn hash(n: u32) -> ContentHash {
+    ContentHash::parse(&format!("{n:064x}")).unwrap()
+}
+
+fn observe(n8n_id: &str, name: &str, n: u32, auto_link: Option<&str>) -> MappingCommand {
+    MappingCommand::Observe {
+        environment_id: id("prod"),
+        n8n_workflow_id: id(n8n_id),
+        observation: Observation {
+            name: name.into(),
+            content_hash: hash(n),
+            n8n_updated_at: None,
+        },
+        auto_link: auto_link.map(id),
+    }
+}
+
+/// A randomized workload over every aggregate, for several tenants, interleaved.
+/// Deterministic (proptest's deterministic runner), so a failure reproduces.
+async fn workload(t: &TestStore, ops_per_tenant: usize) {
+    let domain = t.domain();
+    let tenants = ["acme", "globex", "initech"];
+    let mut incidents: Vec<Vec<aggregates::ids::LocalId>> = vec![vec![]; tenants.len()];
+    for tenant in tenants {
+        domain
+            .environment(&admin(tenant), &id("prod"), register("Production"))
+            .await
+            .unwrap();
+        for c in 0..3 {
+            domain
+                .canonical(
+                    &ctx(tenant, Role::Developer),
+                    &id(&format!("c{c}")),
+                    CanonicalCommand::Create {
+                        canonical_id: id(&format!("c{c}")),
+                        name: format!("Workflow {c}"),
+                        slug: None,
+                        git_path: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = crate::props::op();
+    for i in 0..ops_per_tenant {
+        for (k, tenant) in tenants.iter().enumerate() {
+            let op = strategy.new_tree(&mut runner).unwrap().current();
+            crate::props::apply_op(&domain, tenant, op, &mut incidents[k]).await;
+            if i % 25 == 0 {
+                let outcome = if i % 100 == 50 {
+                    DriftCheckOutcome::Failed {
+                        cause: "n8n timed out".into(),
+                    }
+                } else {
+                    DriftCheckOutcome::Checked {
+                        counts: DriftCounts {
+                            in_sync: i as u32 % 7,
+                            with_drift: i as u32 % 3,
+                            not_in_git: 0,
+                        },
+                    }
+                };
+                let dev = ctx(tenant, Role::Developer);
+                let _ = domain
+                    .environment(
+                        &dev,
+                        &id("prod"),
+                        EnvironmentCommand::RecordDriftCheck { outcome },
+                    )
+                    .await;
+                let _ = domain
+                    .environment(
+                        &dev,
+                        &id("prod"),
+                        EnvironmentCommand::RecordSync {
+                            kind: SyncKind::Environment,
+                            workflows_seen: 3,
+                        },
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+fn assert_not_vacuous(tables: &BTreeMap<&'static str, Vec<String>>, events: usize) {
+    for table in [
+        "matrix_rows",
+        "matrix_cells",
+        "environments",
+        "incidents",
+        "promotions",
+        "deployments",
+    ] {
+        assert!(!tables[table].is_empty(), "workload left {table} empty");
+    }
+    assert_eq!(tables["audit"].len(), events, "one audit row per event");
+}
+
+async fn wait_all(handle: &projections::ProjectorHandle, position: i64) {
+    for name in projections::NAMES {
+        handle.wait_for(name, position, WAIT).await.unwrap();
+    }
+}
+
+async fn rebuild_equals_live(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    // Live: the projector runs while the commands are issued.
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    workload(&t, 400).await;
+    wait_all(&handle, head(&t.store).await).await;
+    task.abort();
+    let live = dump(&t.store).await;
+    assert_not_vacuous(&live, event_count(&t.store).await);
+
+    let report = workflowops::read_side::rebuild(&t.store, &[])
+        .await
+        .unwrap();
+    assert_eq!(report.events as usize, event_count(&t.store).await);
+    let rebuilt = dump(&t.store).await;
+    for (table, rows) in &live {
+        assert_eq!(rows, &rebuilt[table], "{table}: rebuild differs from live");
+    }
+}
+
+/// Wraps a projection and makes its flush fail (after writing its rows) on chosen
+/// flushes: a failure in the middle of a batch, with half the batch written.
+struct Flaky {
+    inner: Box<dyn Projection>,
+    flushes: Arc<AtomicUsize>,
+    fail_on: &'static [usize],
+}
+
+impl Projection for Flaky {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        event: &'a projections::event::Envelope,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        self.inner.apply(tx, event)
+    }
+    fn flush<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            self.inner.flush(tx).await?;
+            let n = self.flushes.fetch_add(1, Ordering::SeqCst);
+            if self.fail_on.contains(&n) {
+                return Err(sqlx::Error::Protocol(format!(
+                    "injected failure in flush {n}"
+                )));
+            }
+            Ok(())
+        })
+    }
+    fn committed(&mut self) {
+        self.inner.committed()
+    }
+    fn rolled_back(&mut self) {
+        self.inner.rolled_back()
+    }
+    fn reset(&mut self, empty: bool) {
+        self.inner.reset(empty)
+    }
+}
+
+async fn failure_mid_batch_loses_nothing(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    workload(&t, 150).await;
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let audit_flushes = Arc::new(AtomicUsize::new(0));
+    let mut list = projections::all();
+    // The matrix writes its rows, then fails; so does the audit trail (plain INSERTs:
+    // a batch applied twice would hit its primary key).
+    for p in list.iter_mut() {
+        let name = p.name();
+        if name == projections::matrix::NAME || name == projections::audit::NAME {
+            let inner = std::mem::replace(p, Box::new(projections::audit::AuditTrail::default()));
+            *p = Box::new(Flaky {
+                inner,
+                flushes: if name == projections::matrix::NAME {
+                    flushes.clone()
+                } else {
+                    audit_flushes.clone()
+                },
+                fail_on: if name == projections::matrix::NAME {
+                    &[2, 5]
+                } else {
+                    &[4]
+                },
+            });
+        }
+    }
+    let options = ProjectorOptions {
+        batch_size: 25,
+        ..ProjectorOptions::default()
+    };
+    let mut projector = Projector::new(t.store.clone(), list, options.clone());
+    let mut failures = 0;
+    loop {
+        match projector.step().await {
+            Ok(Step::Idle) => break,
+            Ok(Step::Applied(_)) => {}
+            Err(_) => failures += 1,
+        }
+        if failures == 2 {
+            // A "restart": a new runner resumes from the stored checkpoints.
+            let mut list = projections::all();
+            for p in list.iter_mut() {
+                if p.name() == projections::audit::NAME {
+                    *p = Box::new(Flaky {
+                        inner: std::mem::replace(
+                            p,
+                            Box::new(projections::audit::AuditTrail::default()),
+                        ),
+                        flushes: audit_flushes.clone(),
+                        fail_on: &[4],
+                    });
+                }
+            }
+            drop(projector);
+            projector = Projector::new(t.store.clone(), list, options.clone());
+            failures += 1;
+        }
+    }
+    assert!(failures >= 3, "the injected failures happened ({failures})");
+    // The runner's locks go with it (a rebuild elsewhere would only reset).
+    drop(projector);
+    let after_failures = dump(&t.store).await;
+    assert_not_vacuous(&after_failures, event_count(&t.store).await);
+    workflowops::read_side::rebuild(&t.store, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        after_failures,
+        dump(&t.store).await,
+        "nothing lost, nothing applied twice"
+    );
+}
+
+async fn unappliable_event_stops_one_projection(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    // An event no mapping can be: written behind the service's back.
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                  VALUES ('workflow_mapping', 'acme:prod:bad', 0, 'mapping.exploded', '1', '{\"type\":\"exploded\"}', \
+                  '{\"recorded_at\":\"2026-01-01T00:00:00.000000Z\",\"actor\":\"mallory\"}')";
+    match &t.store {
+        Store::Postgres(pool) => {
+            sqlx::query(insert).execute(pool).await.unwrap();
+        }
+        Store::Sqlite(s) => {
+            sqlx::query(insert).execute(&s.pool).await.unwrap();
+        }
+    }
+    let poison = head(&t.store).await;
+    let opened = domain
+        .report_drift(
+            &ctx("acme", Role::System),
+            &id("prod"),
+            vec![],
+            None,
+            IncidentPolicy::default(),
+        )
+        .await
+        .unwrap();
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    // Projections that do not read mappings go past it.
+    handle
+        .wait_for(
+            projections::incidents::NAME,
+            opened.1.position.unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let err = handle
+        .wait_for(projections::matrix::NAME, opened.1.position.unwrap(), WAIT)
+        .await
+        .unwrap_err();
+    let WaitError::Failed { failure, .. } = err else {
+        panic!("expected the matrix to report its failure, got {err}");
+    };
+    assert_eq!(failure.position, poison);
+    assert!(failure.event.contains("mapping.exploded"), "{failure:?}");
+    let status = handle.status();
+    let matrix = status
+        .iter()
+        .find(|s| s.name == projections::matrix::NAME)
+        .unwrap();
+    assert!(
+        matrix.checkpoint.position < poison,
+        "did not advance past the event"
+    );
+    // The failure is recorded for other processes too.
+    let stored = projections::runtime::stored_checkpoints(&t.store)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored[projections::matrix::NAME]
+            .2
+            .as_ref()
+            .map(|f| f.position),
+        Some(poison)
+    );
+    task.abort();
+}
+
+async fn matrix_and_environment_status(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    let a = admin("acme");
+    let dev = ctx("acme", Role::Developer);
+    domain
+        .environment(&a, &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    domain
+        .canonical(
+            &dev,
+            &id("order-sync"),
+            CanonicalCommand::Create {
+                canonical_id: id("order-sync"),
+                name: "Order Sync".into(),
+                slug: None,
+                git_path: Some("prod/order-sync.json".into()),
+            },
+        )
+        .await
+        .unwrap();
+    domain
+        .canonical(
+            &dev,
+            &id("order-sync"),
+            CanonicalCommand::RecordGitVersion {
+                git_content_hash: hash(1),
+                commit_sha: "abc123".into(),
+                git_path: "prod/order-sync.json".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // Linked and in sync, then drifted; one untracked workflow.
+    domain
+        .mapping(
+            &dev,
+            &id("prod"),
+            &id("n1"),
+            observe("n1", "Order Sync", 1, Some("order-sync")),
+        )
+        .await
+        .unwrap();
+    domain
+        .mapping(
+            &dev,
+            &id("prod"),
+            &id("n2"),
+            observe("n2", "Daily Report", 7, None),
+        )
+        .await
+        .unwrap();
+    let last = domain
+        .mapping(
+            &dev,
+            &id("prod"),
+            &id("n1"),
+            observe("n1", "Order Sync", 2, None),
+        )
+        .await
+        .unwrap();
+    handle
+        .wait_for(projections::matrix::NAME, last.position.unwrap(), WAIT)
+        .await
+        .unwrap();
+
+    let page = matrix_page(&t.store, "acme", &MatrixFilter::default(), 10, None)
+        .await
+        .unwrap();
+    let names: Vec<_> = page
+        .items
+        .iter()
+        .map(|r| (r.row.name.as_str(), r.row.kind.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("Daily Report", "untracked"), ("Order Sync", "canonical")]
+    );
+    let order = &page.items[1];
+    assert_eq!(order.cells.len(), 1);
+    assert_eq!(order.cells[0].cell.status, "linked");
+    assert_eq!(
+        order.cells[0].sync_state,
+        projections::display::SyncState::Drift
+    );
+    assert_eq!(
+        order.cells[0].effective_git_content_hash.as_deref(),
+        Some(hash(1).as_str())
+    );
+
+    // Filters: drift only, search, unknown environment, another tenant.
+    let drift = MatrixFilter {
+        only_drift: true,
+        ..Default::default()
+    };
+    let page = matrix_page(&t.store, "acme", &drift, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let search = MatrixFilter {
+        search: Some("REPORT".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        matrix_page(&t.store, "acme", &search, 10, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let nowhere = MatrixFilter {
+        environment_ids: Some(vec!["nowhere".into()]),
+        ..Default::default()
+    };
+    assert!(matrix_page(&t.store, "acme", &nowhere, 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(
+        matrix_page(&t.store, "globex", &MatrixFilter::default(), 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Bad input.
+    for first in [0, 201] {
+        let err = matrix_page(&t.store, "acme", &MatrixFilter::default(), first, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, QueryError::Validation { ref field, .. } if field == "first"),
+            "{err}"
+        );
+    }
+    let err = matrix_page(
+        &t.store,
+        "acme",
+        &MatrixFilter::default(),
+        10,
+        Some("not-a-cursor"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, QueryError::Validation { ref field, .. } if field == "after"),
+        "{err}"
+    );
+
+    // Pagination walks every row once.
+    let first = matrix_page(&t.store, "acme", &MatrixFilter::default(), 1, None)
+        .await
+        .unwrap();
+    assert!(first.has_next_page);
+    let second = matrix_page(
+        &t.store,
+        "acme",
+        &MatrixFilter::default(),
+        1,
+        first.end_cursor.as_deref(),
+    )
+    .await
+    .unwrap();
+    assert!(!second.has_next_page);
+    assert_eq!(second.items[0].row.name, "Order Sync");
+
+    // Environment status through the §2.5 order.
+    let env = |t: &TestStore| {
+        let store = t.store.clone();
+        async move {
+            projections::environments::environment(&store, "acme", "prod")
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        env(&t).await.drift_status,
+        projections::drift_status::DriftStatus::New
+    );
+    domain
+        .environment(
+            &dev,
+            &id("prod"),
+            EnvironmentCommand::RecordSync {
+                kind: SyncKind::Environment,
+                workflows_seen: 2,
+            },
+        )
+        .await
+        .unwrap();
+    let checked = domain
+        .environment(
+            &dev,
+            &id("prod"),
+            EnvironmentCommand::RecordDriftCheck {
+                outcome: DriftCheckOutcome::Checked {
+                    counts: DriftCounts {
+                        in_sync: 0,
+                        with_drift: 1,
+                        not_in_git: 1,
+                    },
+                },
+            },
+        )
+        .await
+        .unwrap();
+    handle
+        .wait_for(
+            projections::environments::NAME,
+            checked.position.unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let e = env(&t).await;
+    assert_eq!(
+        e.drift_status,
+        projections::drift_status::DriftStatus::DriftDetected
+    );
+    assert_eq!((e.linked_mappings, e.with_drift, e.not_in_git), (1, 1, 1));
+    let since = e.drift_status_since.clone();
+
+    let (incident_id, opened) = domain
+        .report_drift(
+            &ctx("acme", Role::System),
+            &id("prod"),
+            vec![],
+            None,
+            IncidentPolicy::default(),
+        )
+        .await
+        .unwrap();
+    handle
+        .wait_for(
+            projections::environments::NAME,
+            opened.position.unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let e = env(&t).await;
+    assert_eq!(
+        e.drift_status,
+        projections::drift_status::DriftStatus::DriftIncidentActive
+    );
+    assert_eq!(e.active_incident_id.as_deref(), Some(incident_id.as_str()));
+    assert!(
+        e.drift_status_since > since,
+        "time-in-state restarts on a change"
+    );
+
+    let acked = domain
+        .incident(
+            &dev,
+            &incident_id,
+            IncidentCommand::Acknowledge {
+                reason: Some("looking".into()),
+                owner_user_id: Some("ann".into()),
+                ticket_ref: None,
+                expires_at: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    handle
+        .wait_for(projections::audit::NAME, acked.position.unwrap(), WAIT)
+        .await
+        .unwrap();
+    handle
+        .wait_for(
+            projections::environments::NAME,
+            acked.position.unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        env(&t).await.drift_status,
+        projections::drift_status::DriftStatus::DriftIncidentAcknowledged
+    );
+    let incident = projections::incidents::incident(&t.store, "acme", incident_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (incident.status.as_str(), incident.owner_user_id.as_deref()),
+        ("acknowledged", Some("ann"))
+    );
+
+    // The audit trail of the incident, in log order, with from/to and reason.
+    let filter = projections::audit::AuditFilter {
+        aggregate_type: Some("incident".into()),
+        aggregate_id: Some(incident_id.as_str().into()),
+        ..Default::default()
+    };
+    let trail = projections::audit::audit_trail(&t.store, "acme", &filter, 50, None)
+        .await
+        .unwrap();
+    let steps: Vec<_> = trail
+        .items
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.as_str(),
+                e.from_status.as_deref(),
+                e.to_status.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("incident.detected", None, Some("detected")),
+            (
+                "incident.acknowledged",
+                Some("detected"),
+                Some("acknowledged")
+            ),
+        ]
+    );
+    assert_eq!(trail.items[1].reason.as_deref(), Some("looking"));
+    assert_eq!(trail.items[1].actor_role, "developer");
+    assert!(trail.items[1].correlation_id.is_some());
+    let other = projections::audit::audit_trail(&t.store, "globex", &filter, 50, None)
+        .await
+        .unwrap();
+    assert!(other.items.is_empty(), "another tenant sees nothing");
+    task.abort();
+}
+
+async fn read_your_writes_and_history(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let (incident_id, opened) = domain
+        .report_drift(
+            &ctx("acme", Role::System),
+            &id("prod"),
+            vec![],
+            None,
+            IncidentPolicy::default(),
+        )
+        .await
+        .unwrap();
+    // Nobody runs the projections yet: a bounded wait times out.
+    let idle = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    );
+    let err = idle
+        .handle()
+        .wait_for(
+            projections::incidents::NAME,
+            opened.position.unwrap(),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { .. }), "{err}");
+    let err = idle
+        .handle()
+        .wait_for(projections::incidents::NAME, 1_000_000, WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WaitError::UnknownPosition(1_000_000)),
+        "{err}"
+    );
+    drop(idle);
+
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    let acked = domain
+        .incident(
+            &ctx("acme", Role::Developer),
+            &incident_id,
+            IncidentCommand::Acknowledge {
+                reason: None,
+                owner_user_id: None,
+                ticket_ref: None,
+                expires_at: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    // Read-your-writes: once the wait returns, the read model shows the write.
+    handle
+        .wait_for(projections::incidents::NAME, acked.position.unwrap(), WAIT)
+        .await
+        .unwrap();
+    let row = projections::incidents::incident(&t.store, "acme", incident_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "acknowledged");
+    task.abort();
+
+    // History and state as of a position or a time, replayed from the log.
+    let history =
+        projections::history::event_history(&t.store, "acme", "incident", incident_id.as_str())
+            .await
+            .unwrap();
+    assert_eq!(history.len(), 2);
+    let as_of = |position: Option<i64>, at| projections::history::AsOf { position, at };
+    let before = projections::history::state_at(
+        &t.store,
+        "acme",
+        "incident",
+        incident_id.as_str(),
+        as_of(Some(opened.position.unwrap()), None),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(before.state["status"], "detected");
+    let now = projections::history::state_at(
+        &t.store,
+        "acme",
+        "incident",
+        incident_id.as_str(),
+        as_of(None, Some(chrono::Utc::now())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(now.state["status"], "acknowledged");
+    let earlier = chrono::Utc::now() - chrono::Duration::days(1);
+    assert!(projections::history::state_at(
+        &t.store,
+        "acme",
+        "incident",
+        incident_id.as_str(),
+        as_of(None, Some(earlier))
+    )
+    .await
+    .unwrap()
+    .is_none());
+    assert!(projections::history::event_history(
+        &t.store,
+        "globex",
+        "incident",
+        incident_id.as_str()
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    assert!(matches!(
+        projections::history::event_history(&t.store, "acme", "nonsense", "x").await,
+        Err(QueryError::Validation { .. })
+    ));
+}
+
+/// Two service processes on one PostgreSQL database: each projection runs in exactly
+/// one of them, and the result equals a rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projectors_apply_each_event_once_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let second = Store::connect(&t.url, 8).await.unwrap();
+    let (h1, t1) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    let (h2, t2) = Projector::new(
+        second.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    workload(&t, 150).await;
+    let position = head(&t.store).await;
+    wait_all(&h1, position).await;
+    wait_all(&h2, position).await;
+    for (a, b) in h1.status().iter().zip(h2.status()) {
+        assert!(
+            a.running_here != b.running_here,
+            "{} runs in exactly one process",
+            a.name
+        );
+    }
+    t1.abort();
+    t2.abort();
+    let live = dump(&t.store).await;
+    assert_not_vacuous(&live, event_count(&t.store).await);
+    workflowops::read_side::rebuild(&t.store, &[])
+        .await
+        .unwrap();
+    assert_eq!(live, dump(&t.store).await);
+    second.close().await;
+}
+
+crate::support::both_backends!(
+    rebuild_equals_live,
+    failure_mid_batch_loses_nothing,
+    unappliable_event_stops_one_projection,
+    matrix_and_environment_status,
+    read_your_writes_and_history
+);
