@@ -140,3 +140,44 @@ async fn migrate_is_idempotent_and_bad_urls_fail_cleanly() {
     assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn rebuild_replays_the_log_and_refuses_unknown_projections() {
+    let t = TestStore::sqlite().await;
+    let domain = t.domain();
+    domain
+        .environment(
+            &crate::support::admin("acme"),
+            &crate::support::id("prod"),
+            crate::conformance::register("Production"),
+        )
+        .await
+        .unwrap();
+    let out = workflowops()
+        .args(["rebuild", "environment_status"])
+        .env("DATABASE_URL", &t.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"], 1);
+    assert_eq!(report["projections"][0], "environment_status");
+    let env = projections::environments::environment(&t.store, "acme", "prod")
+        .await
+        .unwrap()
+        .expect("rebuilt from the log");
+    assert_eq!(env.name, "Production");
+
+    let out = workflowops()
+        .args(["rebuild", "nonsense"])
+        .env("DATABASE_URL", &t.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown projection"), "{stderr}");
+}
