@@ -1,0 +1,1082 @@
+//! Read-side benchmark (issue 3): rebuild rate, matrix read latency and projection lag.
+//!
+//!   cargo run --release --example bench_projections -- --backend postgres
+//!   cargo run --release --example bench_projections -- --backend sqlite
+//!   # smaller log, or only some of the measurements:
+//!   cargo run --release --example bench_projections -- --backend postgres --events 100000
+//!   cargo run --release --example bench_projections -- --backend sqlite --skip-rebuild --events 0
+//!
+//! PostgreSQL: a fresh database is created on `--pg-url`'s server and dropped after.
+//! SQLite: a file in a temporary directory. Progress goes to stderr; the last line of
+//! stdout is one JSON object with every figure (a skipped measurement is `null`).
+//!
+//! **Population.** Everything goes through the real command path (`Domain` /
+//! `CommandBus`: load, decide, append with chain hashes), so every event decodes as
+//! the domain event the projections expect. Setup: one tenant (`bench`), 10
+//! environments, 1,000 canonical workflows (each with a Git version) and one linked
+//! mapping per (environment, canonical workflow): 10,000 matrix cells. About one cell
+//! in seven is deliberately drifted (its n8n content hash differs from Git); the rest
+//! match. Then `--clients` concurrent clients append the bulk of the history until the
+//! log holds `--events` events (setup included): ~85% mapping observations with a new
+//! `n8n_updated_at` (`mapping.content_observed`; drifted cells stay drifted, in-sync
+//! cells stay in sync), ~1% mappings that disappear and reappear (status changes,
+//! link-slot release and claim), ~13.5% drift-incident lifecycle steps, ~0.5%
+//! environment drift checks. Each client owns its mappings and incidents, so there are
+//! no write conflicts to retry.
+//!
+//! **1. rebuild** — `read_side::rebuild(&store, &[])`: every read model emptied and
+//! replayed from position 0 in one process. Reported as events/s (target ≥ 50,000).
+//!
+//! **2. matrix** — with the projections caught up: latency of `matrix_page` for the
+//! first 100-row page, the last page reached through `after` cursors (rows 901–1000),
+//! and a filtered page (3 environments + search `sync` + `only_drift`), each
+//! `--iterations` times from one client after a warm-up. Before timing, the whole
+//! matrix and the whole filtered list are paged through and checked against what the
+//! population wrote (1,000 rows, 10,000 cells, the expected drifted rows); a mismatch
+//! is printed as a `CHECK FAILED` line and counted in `matrix.check_failures`.
+//! Target: p99 ≤ 20 ms on PostgreSQL.
+//!
+//! **3. lag** — with a `Projector` running (as `serve` runs it), a ticker issues
+//! `--rate` mapping observations per second for `--seconds`, each on its own task.
+//! For each command: `lag` = from the command's commit (the append returned its
+//! position) to `ProjectorHandle::wait_for(matrix, position, 5 s)` returning, i.e.
+//! until the matrix read model includes the change (read-your-writes). Also reported:
+//! the command latency and the achieved rate. Target: p99 lag ≤ 100 ms.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::canonical::CanonicalCommand;
+use aggregates::command::{Actor, Role};
+use aggregates::content::ContentHash;
+use aggregates::environment::{
+    DriftCheckOutcome, DriftCounts, Environment, EnvironmentClass, EnvironmentCommand, GitProvider,
+    GitTarget,
+};
+use aggregates::ids::{LocalId, TenantId};
+use aggregates::incident::{
+    AffectedWorkflow, DriftIncident, IncidentCommand, IncidentPolicy, ResolutionType,
+};
+use aggregates::mapping::{MappingCommand, Observation};
+use anyhow::Context;
+use chrono::Utc;
+use clap::Parser;
+use projections::matrix::{self, MatrixFilter};
+use projections::{Projector, ProjectorOptions};
+use serde_json::{json, Value};
+use workflowops::app::Domain;
+use workflowops::bus::{CommandBus, CommandContext};
+use workflowops::store::Store;
+
+// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// sqlite or postgres
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    /// Events in the log before the measurements (setup included; the setup alone
+    /// writes about 33,000, so anything below that means "setup only").
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    /// Skip measurement 1 (rebuild of every read model).
+    #[arg(long)]
+    skip_rebuild: bool,
+    /// Skip measurement 2 (matrix page latency).
+    #[arg(long)]
+    skip_matrix: bool,
+    /// Skip measurement 3 (projection lag under steady load).
+    #[arg(long)]
+    skip_lag: bool,
+    /// Commands per second during the lag measurement.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Duration of the lag measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Timed iterations per matrix query.
+    #[arg(long, default_value_t = 500)]
+    iterations: usize,
+    /// Concurrent clients populating the log.
+    #[arg(short = 'c', long, default_value_t = 16)]
+    clients: usize,
+    /// Connection pool size (default: 32 on PostgreSQL, 4 on SQLite as the service).
+    #[arg(long)]
+    pool: Option<u32>,
+    /// Server to create the benchmark database on.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pg_url: String,
+}
+
+const TENANT: &str = "bench";
+const ENVIRONMENTS: usize = 10;
+const CANONICALS: usize = 1000;
+const MAPPINGS: usize = ENVIRONMENTS * CANONICALS;
+const PAGE: i64 = 100;
+/// Environments and search term of the filtered matrix page.
+const FILTER_ENVIRONMENTS: usize = 3;
+const FILTER_SEARCH: &str = "sync";
+/// Workflow names: `{family} {number}`; three families contain "sync".
+const FAMILIES: [&str; 10] = [
+    "Order sync",
+    "Invoice export",
+    "Lead router",
+    "Slack alert",
+    "Contact sync",
+    "Inventory check",
+    "Payment retry",
+    "Ticket triage",
+    "Stock sync",
+    "Report digest",
+];
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ----------------------------------------------------------------------------------
+// Deterministic data
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A well-formed content hash (64 lowercase hex) derived from `seed`.
+fn hash(seed: u64) -> ContentHash {
+    let text = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        mix(seed),
+        mix(seed ^ 1),
+        mix(seed ^ 2),
+        mix(seed ^ 3)
+    );
+    ContentHash::parse(&text).expect("64 hex characters")
+}
+
+fn id(s: impl Into<String>) -> LocalId {
+    LocalId::parse(s).expect("valid local id")
+}
+
+fn env_id(e: usize) -> LocalId {
+    id(format!("env-{e:02}"))
+}
+
+fn canonical_id(c: usize) -> LocalId {
+    id(format!("wf-{c:04}"))
+}
+
+fn canonical_name(c: usize) -> String {
+    format!("{} {c:04}", FAMILIES[c % FAMILIES.len()])
+}
+
+/// Mapping `m` is canonical `m % CANONICALS` in environment `m / CANONICALS`.
+fn mapping_parts(m: usize) -> (usize, usize) {
+    (m / CANONICALS, m % CANONICALS)
+}
+
+fn n8n_id(e: usize, c: usize) -> LocalId {
+    id(format!("n8n-{e:02}-{c:04}"))
+}
+
+/// The Git version of canonical `c`.
+fn git_hash(c: usize) -> ContentHash {
+    hash(1_000_000 + c as u64)
+}
+
+/// Whether the cell (environment `e`, canonical `c`) differs from Git (~1 in 7).
+fn drifted(e: usize, c: usize) -> bool {
+    mix(((e as u64) << 32) | c as u64) % 7 == 0
+}
+
+/// What n8n shows of the cell: Git's hash unless drifted; `version` makes each
+/// observation of a drifted cell a new hash.
+fn observation(e: usize, c: usize, version: u64) -> Observation {
+    let content_hash = if drifted(e, c) {
+        hash(mix(((e * CANONICALS + c) as u64) << 20 | version))
+    } else {
+        git_hash(c)
+    };
+    Observation {
+        name: canonical_name(c),
+        content_hash,
+        n8n_updated_at: Some(Utc::now()),
+    }
+}
+
+fn observe(e: usize, c: usize, version: u64, auto_link: bool) -> MappingCommand {
+    MappingCommand::Observe {
+        environment_id: env_id(e),
+        n8n_workflow_id: n8n_id(e, c),
+        observation: observation(e, c, version),
+        auto_link: auto_link.then(|| canonical_id(c)),
+    }
+}
+
+fn register(e: usize) -> EnvironmentCommand {
+    EnvironmentCommand::Register {
+        name: format!("Environment {e:02}"),
+        class: if e < 2 {
+            EnvironmentClass::Production
+        } else {
+            EnvironmentClass::Staging
+        },
+        n8n_base_url: format!("https://n8n-{e:02}.example.com"),
+        git: Some(GitTarget {
+            provider: GitProvider::Github,
+            repository: "bench/flows".into(),
+            branch: "main".into(),
+            folder: format!("env-{e:02}"),
+        }),
+        n8n_secret_ref: Some(id(format!("secret-{e:02}"))),
+        git_secret_ref: None,
+    }
+}
+
+const LIFECYCLE: usize = 5;
+
+fn incident_command(step: usize, environment: &LocalId) -> IncidentCommand {
+    match step {
+        0 => IncidentCommand::Open {
+            environment_id: environment.clone(),
+            production: true,
+            affected_workflows: (0..3)
+                .map(|i| AffectedWorkflow {
+                    workflow_id: format!("n8n-{i}"),
+                    name: canonical_name(i),
+                })
+                .collect(),
+            snapshot_digest: Some("ab".repeat(32)),
+            policy: IncidentPolicy::default(),
+        },
+        1 => IncidentCommand::Acknowledge {
+            reason: Some("investigating".into()),
+            owner_user_id: Some("oncall".into()),
+            ticket_ref: Some("OPS-1".into()),
+            expires_at: None,
+        },
+        2 => IncidentCommand::Stabilize {
+            reason: Some("traffic drained".into()),
+        },
+        3 => IncidentCommand::Reconcile {
+            resolution_type: Some(ResolutionType::Revert),
+            resolution_details: Some("restored from git".into()),
+        },
+        _ => IncidentCommand::Close {
+            reason: Some("verified".into()),
+            resolution_type: None,
+        },
+    }
+}
+
+fn ctx(role: Role) -> CommandContext {
+    let who = match role {
+        Role::Admin => "alice",
+        Role::Developer => "dev",
+        Role::Viewer => "viewer",
+        Role::System => "system:bench",
+    };
+    CommandContext::new(
+        TenantId::parse(TENANT).expect("valid tenant"),
+        Actor::new(who, role),
+    )
+}
+
+// ----------------------------------------------------------------------------------
+// Figures
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn latency(mut samples: Vec<Duration>) -> Value {
+    samples.sort_unstable();
+    json!({
+        "n": samples.len(),
+        "p50_ms": round3(percentile(&samples, 50.0)),
+        "p99_ms": round3(percentile(&samples, 99.0)),
+        "max_ms": round3(percentile(&samples, 100.0)),
+    })
+}
+
+async fn count_events(store: &Store) -> anyhow::Result<i64> {
+    let sql = "SELECT count(*) FROM events";
+    Ok(match store {
+        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await?,
+    })
+}
+
+/// Prints `label: n/total (rate/s)` to stderr every 5 s until dropped.
+struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    fn start(label: &'static str, counter: Arc<AtomicUsize>, total: usize) -> Progress {
+        let started = Instant::now();
+        Progress(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = counter.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {label}: {n}/{total} ({:.0}/s, {:.0} s)",
+                    n as f64 / started.elapsed().as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Population
+
+#[derive(Default)]
+struct Tally {
+    commands: usize,
+    errors: usize,
+}
+
+impl Tally {
+    fn record<T, E: std::fmt::Display>(&mut self, what: &str, result: Result<T, E>) -> Option<T> {
+        self.commands += 1;
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if self.errors < 5 {
+                    eprintln!("  {what} failed: {e}");
+                }
+                self.errors += 1;
+                None
+            }
+        }
+    }
+}
+
+/// Runs `work(client)` on `clients` tasks and sums their tallies.
+async fn on_clients<F, Fut>(clients: usize, work: F) -> anyhow::Result<Tally>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Tally> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..clients).map(|c| tokio::spawn(work(c))).collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        let t = task.await?;
+        total.commands += t.commands;
+        total.errors += t.errors;
+    }
+    Ok(total)
+}
+
+/// Environments, canonical workflows with Git versions, and 10,000 linked mappings.
+async fn setup(domain: &Domain, clients: usize) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    for e in 0..ENVIRONMENTS {
+        let r = domain
+            .environment(&ctx(Role::Admin), &env_id(e), register(e))
+            .await;
+        tally.record("environment.register", r);
+        let sync = EnvironmentCommand::RecordSync {
+            kind: aggregates::environment::SyncKind::Environment,
+            workflows_seen: CANONICALS as u32,
+        };
+        let r = domain
+            .environment(&ctx(Role::Developer), &env_id(e), sync)
+            .await;
+        tally.record("environment.record_sync", r);
+    }
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("canonical workflows", done.clone(), CANONICALS);
+    let t = on_clients(clients, |client| {
+        let (domain, done) = (domain.clone(), done.clone());
+        async move {
+            let mut tally = Tally::default();
+            for c in (client..CANONICALS).step_by(clients) {
+                let create = CanonicalCommand::Create {
+                    canonical_id: canonical_id(c),
+                    name: canonical_name(c),
+                    slug: None,
+                    git_path: None,
+                };
+                let r = domain
+                    .canonical(&ctx(Role::Developer), &canonical_id(c), create)
+                    .await;
+                tally.record("canonical.create", r);
+                let version = CanonicalCommand::RecordGitVersion {
+                    git_content_hash: git_hash(c),
+                    commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
+                    git_path: format!("workflows/wf-{c:04}.json"),
+                };
+                let r = domain
+                    .canonical(&ctx(Role::Developer), &canonical_id(c), version)
+                    .await;
+                tally.record("canonical.record_git_version", r);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            tally
+        }
+    })
+    .await?;
+    drop(progress);
+    tally.commands += t.commands;
+    tally.errors += t.errors;
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("mappings", done.clone(), MAPPINGS);
+    let t = on_clients(clients, |client| {
+        let (domain, done) = (domain.clone(), done.clone());
+        async move {
+            let mut tally = Tally::default();
+            for m in (client..MAPPINGS).step_by(clients) {
+                let (e, c) = mapping_parts(m);
+                let r = domain
+                    .mapping(
+                        &ctx(Role::Developer),
+                        &env_id(e),
+                        &n8n_id(e, c),
+                        observe(e, c, 0, true),
+                    )
+                    .await;
+                tally.record("mapping.observe (discover)", r);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            tally
+        }
+    })
+    .await?;
+    drop(progress);
+    tally.commands += t.commands;
+    tally.errors += t.errors;
+    Ok(tally)
+}
+
+/// One client's share of the bulk history, until the log holds `target` events.
+async fn bulk_client(
+    domain: Domain,
+    client: usize,
+    clients: usize,
+    appended: Arc<AtomicUsize>,
+    target: usize,
+) -> Tally {
+    let bus = domain.bus().clone();
+    let mut tally = Tally::default();
+    // This client's mappings: m ≡ client (mod clients).
+    let mine: Vec<usize> = (client..MAPPINGS).step_by(clients).collect();
+    let mut next_mapping = 0usize;
+    let mut missing: Option<usize> = None;
+    let mut version = 1u64;
+    let environment = env_id(client % ENVIRONMENTS);
+    let (mut incident, mut step) = (0usize, 0usize);
+    let mut op = client as u64;
+    let add = |n: usize| appended.fetch_add(n, Ordering::Relaxed) + n;
+
+    while appended.load(Ordering::Relaxed) < target {
+        op += 1;
+        let roll = mix(op ^ ((client as u64) << 40)) % 1000;
+        if let Some(m) = missing.take() {
+            // It comes back (Reappeared, linked again: the slot is claimed again).
+            let (e, c) = mapping_parts(m);
+            let r = domain
+                .mapping(
+                    &ctx(Role::Developer),
+                    &env_id(e),
+                    &n8n_id(e, c),
+                    observe(e, c, version, true),
+                )
+                .await;
+            if let Some(committed) = tally.record("mapping.observe (reappear)", r) {
+                add(committed.events.len());
+            }
+        } else if roll < 860 {
+            let m = mine[next_mapping % mine.len()];
+            next_mapping += 1;
+            version += 1;
+            let (e, c) = mapping_parts(m);
+            let command = if roll < 10 {
+                missing = Some(m);
+                MappingCommand::ObserveMissing
+            } else {
+                observe(e, c, version, false)
+            };
+            let r = domain
+                .mapping(&ctx(Role::Developer), &env_id(e), &n8n_id(e, c), command)
+                .await;
+            if let Some(committed) = tally.record("mapping command", r) {
+                add(committed.events.len());
+            }
+        } else if roll < 995 {
+            let incident_id = id(format!("inc-{client}-{incident}"));
+            let role = if step == 0 { Role::System } else { Role::Admin };
+            let r = bus
+                .execute::<DriftIncident, _>(
+                    &ctx(role),
+                    &[&incident_id],
+                    incident_command(step, &environment),
+                    false,
+                    &(),
+                )
+                .await;
+            if let Some(committed) = tally.record("incident command", r) {
+                add(committed.events.len());
+            }
+            step += 1;
+            if step == LIFECYCLE {
+                step = 0;
+                incident += 1;
+            }
+        } else {
+            let with_drift = (0..CANONICALS)
+                .filter(|&c| drifted(client % ENVIRONMENTS, c))
+                .count() as u32;
+            let check = EnvironmentCommand::RecordDriftCheck {
+                outcome: DriftCheckOutcome::Checked {
+                    counts: DriftCounts {
+                        in_sync: CANONICALS as u32 - with_drift,
+                        with_drift,
+                        not_in_git: 0,
+                    },
+                },
+            };
+            // Clients share environments: retry a concurrent write as the scheduler does.
+            let r = bus
+                .execute_retrying::<Environment, _>(
+                    &ctx(Role::Developer),
+                    &[&environment],
+                    check,
+                    &(),
+                    5,
+                )
+                .await;
+            if let Some(committed) = tally.record("environment.record_drift_check", r) {
+                add(committed.events.len());
+            }
+        }
+    }
+    // Leave every mapping present and linked for the matrix checks.
+    if let Some(m) = missing.take() {
+        let (e, c) = mapping_parts(m);
+        let r = domain
+            .mapping(
+                &ctx(Role::Developer),
+                &env_id(e),
+                &n8n_id(e, c),
+                observe(e, c, version, true),
+            )
+            .await;
+        if let Some(committed) = tally.record("mapping.observe (reappear)", r) {
+            add(committed.events.len());
+        }
+    }
+    tally
+}
+
+// ----------------------------------------------------------------------------------
+// Measurements
+
+async fn timed<F, Fut, T>(iterations: usize, mut query: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    for _ in 0..(iterations / 10).clamp(5, 50) {
+        query().await?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        query().await?;
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
+}
+
+/// Every page of the matrix under `filter`: its rows, and the end cursor of each page
+/// that has a next one.
+async fn walk(
+    store: &Store,
+    filter: &MatrixFilter,
+) -> anyhow::Result<(Vec<matrix::MatrixRowView>, Vec<String>)> {
+    let mut rows = vec![];
+    let mut cursors = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let page = matrix::matrix_page(store, TENANT, filter, PAGE, after.as_deref()).await?;
+        rows.extend(page.items);
+        match (page.has_next_page, page.end_cursor) {
+            (true, Some(cursor)) => {
+                cursors.push(cursor.clone());
+                after = Some(cursor);
+            }
+            _ => break,
+        }
+    }
+    Ok((rows, cursors))
+}
+
+fn check(failures: &mut usize, ok: bool, what: String) {
+    if !ok {
+        eprintln!("  CHECK FAILED: {what}");
+        *failures += 1;
+    }
+}
+
+async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Value> {
+    let mut failures = 0;
+    // The whole matrix, paged: every canonical row with its ten linked cells.
+    let all = MatrixFilter::default();
+    let (rows, cursors) = walk(store, &all).await?;
+    let cells: usize = rows.iter().map(|r| r.cells.len()).sum();
+    let drifted_cells = rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .filter(|c| c.cell.env_content_hash != c.effective_git_content_hash)
+        .count();
+    let expected_drifted = (0..ENVIRONMENTS)
+        .flat_map(|e| (0..CANONICALS).map(move |c| (e, c)))
+        .filter(|&(e, c)| drifted(e, c))
+        .count();
+    check(
+        &mut failures,
+        rows.len() == CANONICALS,
+        format!("{} matrix rows, expected {CANONICALS}", rows.len()),
+    );
+    check(
+        &mut failures,
+        cells == MAPPINGS,
+        format!("{cells} matrix cells, expected {MAPPINGS}"),
+    );
+    let linked = rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .filter(|c| c.cell.status == "linked")
+        .count();
+    check(
+        &mut failures,
+        linked == MAPPINGS,
+        format!("{linked} linked cells, expected {MAPPINGS}"),
+    );
+    check(
+        &mut failures,
+        drifted_cells == expected_drifted,
+        format!("{drifted_cells} cells differ from Git, expected {expected_drifted}"),
+    );
+    let sorted = rows
+        .windows(2)
+        .all(|w| (&w[0].row.sort_key, &w[0].row.id) < (&w[1].row.sort_key, &w[1].row.id));
+    check(
+        &mut failures,
+        sorted,
+        "matrix rows out of (sort_key, id) order".into(),
+    );
+
+    // The filtered list.
+    let environments: Vec<String> = (0..FILTER_ENVIRONMENTS)
+        .map(|e| env_id(e).to_string())
+        .collect();
+    let filter = MatrixFilter {
+        environment_ids: Some(environments.clone()),
+        search: Some(FILTER_SEARCH.into()),
+        only_drift: true,
+        ..MatrixFilter::default()
+    };
+    let (filtered, _) = walk(store, &filter).await?;
+    let expected: HashSet<String> = (0..CANONICALS)
+        .filter(|&c| canonical_name(c).to_lowercase().contains(FILTER_SEARCH))
+        .filter(|&c| (0..FILTER_ENVIRONMENTS).any(|e| drifted(e, c)))
+        .map(|c| format!("{TENANT}:{}", canonical_id(c)))
+        .collect();
+    let got: HashSet<String> = filtered.iter().map(|r| r.row.id.clone()).collect();
+    check(
+        &mut failures,
+        got == expected,
+        format!(
+            "filtered list has {} rows, expected {} ({} missing, {} extra)",
+            got.len(),
+            expected.len(),
+            expected.difference(&got).count(),
+            got.difference(&expected).count()
+        ),
+    );
+    let cells_in_filter = filtered
+        .iter()
+        .flat_map(|r| &r.cells)
+        .all(|c| environments.contains(&c.cell.environment_id));
+    check(
+        &mut failures,
+        cells_in_filter,
+        "filtered page shows cells of other environments".into(),
+    );
+    eprintln!(
+        "  matrix: {} rows, {cells} cells ({drifted_cells} differ from Git); filtered list: {} rows",
+        rows.len(),
+        filtered.len()
+    );
+
+    let deep = cursors.last().cloned();
+    let deep_rows = rows.len().saturating_sub(cursors.len() * PAGE as usize);
+    let first_page = timed(iterations, || async {
+        Ok(matrix::matrix_page(store, TENANT, &all, PAGE, None).await?)
+    })
+    .await?;
+    let deep_page = timed(iterations, || async {
+        Ok(matrix::matrix_page(store, TENANT, &all, PAGE, deep.as_deref()).await?)
+    })
+    .await?;
+    let filtered_page = timed(iterations, || async {
+        Ok(matrix::matrix_page(store, TENANT, &filter, PAGE, None).await?)
+    })
+    .await?;
+    let filtered_rows = filtered.len().min(PAGE as usize);
+    let mut first = latency(first_page);
+    first["rows"] = json!(PAGE.min(rows.len() as i64));
+    let mut deep_v = latency(deep_page);
+    deep_v["rows"] = json!(deep_rows);
+    deep_v["after_rows"] = json!(cursors.len() * PAGE as usize);
+    let mut filt = latency(filtered_page);
+    filt["rows"] = json!(filtered_rows);
+    filt["environments"] = json!(FILTER_ENVIRONMENTS);
+    filt["search"] = json!(FILTER_SEARCH);
+    filt["only_drift"] = json!(true);
+    let worst = [&first, &deep_v, &filt]
+        .iter()
+        .map(|v| v["p99_ms"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    Ok(json!({
+        "rows": rows.len(),
+        "cells": cells,
+        "iterations": iterations,
+        "page_size": PAGE,
+        "first_page": first,
+        "deep_page": deep_v,
+        "filtered_page": filt,
+        "check_failures": failures,
+        "target_p99_ms": 20,
+        "meets_target": worst <= 20.0 && failures == 0,
+    }))
+}
+
+async fn measure_lag(
+    store: &Store,
+    domain: &Domain,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let (handle, projector) = Projector::new(
+        store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    let result = async {
+        // Warm-up: the projector takes its locks and catches up; one command round trip.
+        let warm = domain
+            .mapping(
+                &ctx(Role::Developer),
+                &env_id(0),
+                &n8n_id(0, 0),
+                observe(0, 0, u64::MAX - 1, false),
+            )
+            .await?;
+        handle
+            .wait_for(
+                matrix::NAME,
+                warm.position.unwrap_or(0),
+                Duration::from_secs(120),
+            )
+            .await
+            .context("projector warm-up")?;
+        eprintln!(
+            "  projector running: {:?}",
+            handle
+                .status()
+                .iter()
+                .map(|s| (&s.name, s.running_here))
+                .collect::<Vec<_>>()
+        );
+
+        let total = (rate as u64 * seconds) as usize;
+        let period = Duration::from_secs_f64(1.0 / rate as f64);
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let issued = Arc::new(AtomicUsize::new(0));
+        let progress = Progress::start("lag commands", issued.clone(), total);
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            ticker.tick().await;
+            issued.fetch_add(1, Ordering::Relaxed);
+            let (domain, handle) = (domain.clone(), handle.clone());
+            tasks.push(tokio::spawn(async move {
+                // A different cell each time within a run (10,000 of them).
+                let (e, c) = mapping_parts(i % MAPPINGS);
+                let t0 = Instant::now();
+                let committed = domain
+                    .mapping(
+                        &ctx(Role::Developer),
+                        &env_id(e),
+                        &n8n_id(e, c),
+                        observe(e, c, u64::MAX / 2 + i as u64, false),
+                    )
+                    .await;
+                let t1 = Instant::now();
+                let committed = match committed {
+                    Ok(c) => c,
+                    Err(e) => return Err(format!("command: {e}")),
+                };
+                let position = committed.position.unwrap_or(0);
+                match handle.wait_for(matrix::NAME, position, LAG_TIMEOUT).await {
+                    Ok(()) => Ok((t1 - t0, t1.elapsed())),
+                    Err(e) => Err(format!("wait_for: {e}")),
+                }
+            }));
+        }
+        let issuing = started.elapsed();
+        let mut command = Vec::with_capacity(total);
+        let mut lag = Vec::with_capacity(total);
+        let (mut errors, mut timeouts) = (0usize, 0usize);
+        for task in tasks {
+            match task.await? {
+                Ok((c, l)) => {
+                    command.push(c);
+                    lag.push(l);
+                }
+                Err(e) => {
+                    if e.contains("has not reached") {
+                        timeouts += 1;
+                    } else {
+                        errors += 1;
+                    }
+                    if errors + timeouts <= 5 {
+                        eprintln!("  lag sample failed: {e}");
+                    }
+                }
+            }
+        }
+        drop(progress);
+        let failed: Vec<_> = handle
+            .status()
+            .into_iter()
+            .filter_map(|s| s.failed.map(|f| (s.name, f)))
+            .collect();
+        if !failed.is_empty() {
+            eprintln!("  projections failed: {failed:?}");
+        }
+        let mut lag_v = latency(lag);
+        let p99 = lag_v["p99_ms"].as_f64().unwrap_or(f64::MAX);
+        lag_v["command"] = latency(command);
+        lag_v["rate_target"] = json!(rate);
+        lag_v["rate_achieved"] = json!((total as f64 / issuing.as_secs_f64()).round());
+        lag_v["seconds"] = json!(round3(issuing.as_secs_f64()));
+        lag_v["errors"] = json!(errors);
+        lag_v["timeouts"] = json!(timeouts);
+        lag_v["failed_projections"] = json!(failed.len());
+        lag_v["target_p99_ms"] = json!(100);
+        lag_v["meets_target"] = json!(p99 <= 100.0 && errors + timeouts == 0 && failed.is_empty());
+        anyhow::Ok(lag_v)
+    }
+    .await;
+    projector.abort();
+    let _ = projector.await;
+    result
+}
+
+// ----------------------------------------------------------------------------------
+
+async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
+    store.migrate().await?;
+    let domain = Domain::new(CommandBus::new(store.clone()));
+
+    // Population
+    eprintln!("populating: setup (10 environments, 1,000 canonical workflows, 10,000 mappings)");
+    let started = Instant::now();
+    let setup_tally = setup(&domain, args.clients).await?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let after_setup = count_events(store).await? as usize;
+    eprintln!(
+        "  setup: {} commands, {after_setup} events in {setup_seconds:.1} s ({} errors)",
+        setup_tally.commands, setup_tally.errors
+    );
+    let appended = Arc::new(AtomicUsize::new(after_setup));
+    let bulk_started = Instant::now();
+    let mut bulk = Tally::default();
+    if after_setup < args.events {
+        eprintln!(
+            "populating: bulk history up to {} events with {} clients",
+            args.events, args.clients
+        );
+        let progress = Progress::start("events", appended.clone(), args.events);
+        bulk = on_clients(args.clients, |client| {
+            bulk_client(
+                domain.clone(),
+                client,
+                args.clients,
+                appended.clone(),
+                args.events,
+            )
+        })
+        .await?;
+        drop(progress);
+    }
+    let bulk_seconds = bulk_started.elapsed().as_secs_f64();
+    let events = count_events(store).await?;
+    let population_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  populated: {events} events, {} commands in {population_seconds:.1} s ({:.0} events/s; bulk {bulk_seconds:.1} s, {} errors)",
+        setup_tally.commands + bulk.commands,
+        events as f64 / population_seconds,
+        setup_tally.errors + bulk.errors,
+    );
+    let population = json!({
+        "events": events,
+        "commands": setup_tally.commands + bulk.commands,
+        "errors": setup_tally.errors + bulk.errors,
+        "clients": args.clients,
+        "seconds": round3(population_seconds),
+        "setup_seconds": round3(setup_seconds),
+        "events_per_sec": (events as f64 / population_seconds).round(),
+    });
+
+    // 1. Rebuild
+    let mut caught_up = false;
+    let rebuild = if args.skip_rebuild {
+        Value::Null
+    } else {
+        eprintln!("rebuild: every read model from position 0");
+        let report = workflowops::read_side::rebuild(store, &[]).await?;
+        caught_up = true;
+        eprintln!(
+            "  rebuilt {} events in {:.2} s: {:.0} events/s",
+            report.events, report.seconds, report.events_per_second
+        );
+        json!({
+            "events": report.events,
+            "seconds": round3(report.seconds),
+            "events_per_sec": report.events_per_second.round(),
+            "projections": report.projections,
+            "target_events_per_sec": 50_000,
+            "meets_target": report.events_per_second >= 50_000.0,
+        })
+    };
+
+    // 2. Matrix
+    let matrix = if args.skip_matrix {
+        Value::Null
+    } else {
+        if !caught_up {
+            eprintln!("catching up the projections");
+            let t = Instant::now();
+            let mut projector = Projector::new(
+                store.clone(),
+                projections::all(),
+                ProjectorOptions::default(),
+            );
+            let n = projector.catch_up().await?;
+            eprintln!("  applied {n} events in {:.2} s", t.elapsed().as_secs_f64());
+        }
+        eprintln!("matrix: {} iterations per query", args.iterations);
+        let m = measure_matrix(store, args.iterations).await?;
+        eprintln!(
+            "  p99 ms: first {} / deep {} / filtered {}",
+            m["first_page"]["p99_ms"], m["deep_page"]["p99_ms"], m["filtered_page"]["p99_ms"]
+        );
+        m
+    };
+
+    // 3. Lag
+    let lag = if args.skip_lag {
+        Value::Null
+    } else {
+        eprintln!("lag: {} commands/s for {} s", args.rate, args.seconds);
+        let l = measure_lag(store, &domain, args.rate, args.seconds).await?;
+        eprintln!("  lag p50 {} ms, p99 {} ms", l["p50_ms"], l["p99_ms"]);
+        l
+    };
+
+    Ok(json!({
+        "benchmark": "projections",
+        "backend": args.backend,
+        "population": population,
+        "rebuild": rebuild,
+        "matrix": matrix,
+        "lag": lag,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.clients > 0 && args.rate > 0,
+        "--clients and --rate must be positive"
+    );
+    let temp = tempfile::tempdir()?;
+    let (store, cleanup) = match args.backend.as_str() {
+        "sqlite" => {
+            let path = temp.path().join("bench.db");
+            let url = format!("sqlite://{}", path.display());
+            (Store::connect(&url, args.pool.unwrap_or(4)).await?, None)
+        }
+        "postgres" => {
+            let database = format!("wfo_bench_{}", uuid::Uuid::new_v4().simple());
+            let admin = Store::connect(&args.pg_url, 1).await?;
+            if let Store::Postgres(pool) = &admin {
+                sqlx::query(&format!("CREATE DATABASE {database}"))
+                    .execute(pool)
+                    .await?;
+            }
+            let url = workflowops::store::with_database(&args.pg_url, &database);
+            match Store::connect(&url, args.pool.unwrap_or(32)).await {
+                Ok(store) => (store, Some((admin, database))),
+                Err(e) => {
+                    drop_database(&admin, &database).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        other => anyhow::bail!("unknown backend {other} (sqlite or postgres)"),
+    };
+    let report = run(&args, &store).await;
+    store.close().await;
+    // The database goes whether or not the run succeeded.
+    if let Some((admin, database)) = &cleanup {
+        drop_database(admin, database).await;
+    }
+    println!("{}", report?);
+    Ok(())
+}
+
+async fn drop_database(admin: &Store, database: &str) {
+    if let Store::Postgres(pool) = admin {
+        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(pool)
+            .await
+        {
+            eprintln!("could not drop {database}: {e}");
+        }
+    }
+}
