@@ -206,7 +206,7 @@ impl Store {
                     "SELECT {PG_COLUMNS} FROM events \
                      WHERE (tx_id, position) > ($1::text::xid8, $2) \
                        AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY tx_id, position LIMIT $3"
+                     ORDER BY events.tx_id, events.position LIMIT $3"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(after.tx_id.to_string())
