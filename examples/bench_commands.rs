@@ -21,7 +21,7 @@ use aggregates::incident::{
 };
 use clap::Parser;
 use workflowops::bus::{CommandBus, CommandContext};
-use workflowops::store::Store;
+use workflowops::store::{PgStore, Store};
 
 // The same allocator as the service binary.
 #[global_allocator]
@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         "postgres" => {
             let database = format!("wfo_bench_{}", uuid::Uuid::new_v4().simple());
             let admin = Store::connect(&args.pg_url, 1).await?;
-            if let Store::Postgres(pool) = &admin {
+            if let Store::Postgres(PgStore { pool, .. }) = &admin {
                 sqlx::query(&format!("CREATE DATABASE {database}"))
                     .execute(pool)
                     .await?;
@@ -202,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         verified.ok, verified.checked_events
     );
     store.close().await;
-    if let Some((Store::Postgres(pool), database)) = &cleanup {
+    if let Some((Store::Postgres(PgStore { pool, .. }), database)) = &cleanup {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
             .execute(pool)
             .await?;

@@ -6,8 +6,11 @@
 //!   cargo run --release --example bench_projections -- --backend postgres --events 100000
 //!   cargo run --release --example bench_projections -- --backend sqlite --skip-rebuild --events 0
 //!
-//! PostgreSQL: a fresh database is created on `--pg-url`'s server and dropped after.
-//! SQLite: a file in a temporary directory. Progress goes to stderr; the last line of
+//!   # populate once, then measure again and again on the same log:
+//!   cargo run --release --example bench_projections -- --backend postgres --database wfo_bench_500k
+//!
+//! PostgreSQL: a fresh database is created on `--pg-url`'s server and dropped after
+//! (kept with `--database`). SQLite: a file in a temporary directory (or `--database`). Progress goes to stderr; the last line of
 //! stdout is one JSON object with every figure (a skipped measurement is `null`).
 //!
 //! **Population.** Everything goes through the real command path (`Domain` /
@@ -71,7 +74,7 @@ use projections::{Projector, ProjectorOptions};
 use serde_json::{json, Value};
 use workflowops::app::Domain;
 use workflowops::bus::{CommandBus, CommandContext};
-use workflowops::store::Store;
+use workflowops::store::{PgStore, Store};
 
 // The same allocator as the service binary.
 #[global_allocator]
@@ -110,6 +113,11 @@ struct Args {
     /// Connection pool size (default: 32 on PostgreSQL, 4 on SQLite as the service).
     #[arg(long)]
     pool: Option<u32>,
+    /// Keep the populated log for later runs: on PostgreSQL the name of a database on
+    /// `--pg-url`'s server, on SQLite a file path. Created and populated when missing
+    /// or empty; reused as it is (population skipped) when it already holds events.
+    #[arg(long)]
+    database: Option<String>,
     /// Server to create the benchmark database on.
     #[arg(
         long,
@@ -321,7 +329,7 @@ fn latency(mut samples: Vec<Duration>) -> Value {
 async fn count_events(store: &Store) -> anyhow::Result<i64> {
     let sql = "SELECT count(*) FROM events";
     Ok(match store {
-        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(sql).fetch_one(pool).await?,
         Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await?,
     })
 }
@@ -763,7 +771,7 @@ async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Valu
 
     // PostgreSQL again once VACUUM ANALYZE has run (what autovacuum eventually does).
     let after_vacuum = match store {
-        Store::Postgres(pool) => {
+        Store::Postgres(PgStore { pool, .. }) => {
             eprintln!(
                 "  p99 ms as rebuilt: first {} / deep {} / filtered {}; VACUUM ANALYZE and again",
                 first["p99_ms"], deep_v["p99_ms"], filt["p99_ms"]
@@ -839,7 +847,7 @@ impl Pages {
 /// PostgreSQL's view of `rm_matrix_cells`: dead row versions, and whether it has
 /// statistics yet (`null` on SQLite).
 async fn matrix_table_stats(store: &Store) -> anyhow::Result<(Value, Value)> {
-    let Store::Postgres(pool) = store else {
+    let Store::Postgres(PgStore { pool, .. }) = store else {
         return Ok((Value::Null, Value::Null));
     };
     let (dead, analyzed): (i64, bool) = sqlx::query_as(
@@ -983,6 +991,17 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
     let domain = Domain::new(CommandBus::new(store.clone()));
 
     // Population
+    let existing = count_events(store).await?;
+    if existing > 0 {
+        eprintln!("reusing a populated log: {existing} events (population skipped)");
+        return measure(
+            args,
+            store,
+            &domain,
+            json!({ "events": existing, "reused": true }),
+        )
+        .await;
+    }
     eprintln!("populating: setup (10 environments, 1,000 canonical workflows, 10,000 mappings)");
     let started = Instant::now();
     let setup_tally = setup(&domain, args.clients).await?;
@@ -1031,7 +1050,15 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
         "setup_seconds": round3(setup_seconds),
         "events_per_sec": (events as f64 / population_seconds).round(),
     });
+    measure(args, store, &domain, population).await
+}
 
+async fn measure(
+    args: &Args,
+    store: &Store,
+    domain: &Domain,
+    population: Value,
+) -> anyhow::Result<Value> {
     // 1. Rebuild
     let mut caught_up = false;
     let rebuild = if args.skip_rebuild {
@@ -1089,7 +1116,7 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
         Value::Null
     } else {
         eprintln!("lag: {} commands/s for {} s", args.rate, args.seconds);
-        let l = measure_lag(store, &domain, args.rate, args.seconds).await?;
+        let l = measure_lag(store, domain, args.rate, args.seconds).await?;
         eprintln!("  lag p50 {} ms, p99 {} ms", l["p50_ms"], l["p99_ms"]);
         l
     };
@@ -1114,23 +1141,40 @@ async fn main() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let (store, cleanup) = match args.backend.as_str() {
         "sqlite" => {
-            let path = temp.path().join("bench.db");
+            let path = match &args.database {
+                Some(path) => std::path::PathBuf::from(path),
+                None => temp.path().join("bench.db"),
+            };
             let url = format!("sqlite://{}", path.display());
             (Store::connect(&url, args.pool.unwrap_or(4)).await?, None)
         }
         "postgres" => {
-            let database = format!("wfo_bench_{}", uuid::Uuid::new_v4().simple());
+            let database = match &args.database {
+                Some(name) => name.clone(),
+                None => format!("wfo_bench_{}", uuid::Uuid::new_v4().simple()),
+            };
             let admin = Store::connect(&args.pg_url, 1).await?;
-            if let Store::Postgres(pool) = &admin {
-                sqlx::query(&format!("CREATE DATABASE {database}"))
-                    .execute(pool)
-                    .await?;
+            if let Store::Postgres(PgStore { pool, .. }) = &admin {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(&database)
+                .fetch_one(pool)
+                .await?;
+                if !exists {
+                    sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+                        .execute(pool)
+                        .await?;
+                }
             }
             let url = workflowops::store::with_database(&args.pg_url, &database);
+            let keep = args.database.is_some();
             match Store::connect(&url, args.pool.unwrap_or(32)).await {
-                Ok(store) => (store, Some((admin, database))),
+                Ok(store) => (store, (!keep).then_some((admin, database))),
                 Err(e) => {
-                    drop_database(&admin, &database).await;
+                    if !keep {
+                        drop_database(&admin, &database).await;
+                    }
                     return Err(e.into());
                 }
             }
@@ -1148,7 +1192,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn drop_database(admin: &Store, database: &str) {
-    if let Store::Postgres(pool) = admin {
+    if let Store::Postgres(PgStore { pool, .. }) = admin {
         if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
             .execute(pool)
             .await

@@ -55,11 +55,20 @@ pub async fn rebuild(store: &Store, names: &[String]) -> anyhow::Result<RebuildR
             .with_context(|| format!("resetting {}", projection.name()))?;
     }
     let options = ProjectorOptions {
-        batch_size: 5000,
+        batch_size: 50000,
         ..ProjectorOptions::default()
     };
     let mut projector = Projector::new(store.clone(), selected, options);
     let events = projector.catch_up().await?;
+    for projection in projections::NAMES
+        .iter()
+        .filter(|n| names.iter().any(|m| m == *n))
+        .filter_map(|n| projections::projection(n))
+    {
+        projections::runtime::analyze(store, projection.as_ref())
+            .await
+            .with_context(|| format!("analyzing {}", projection.name()))?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let replayed_elsewhere = projector
         .handle()

@@ -7,56 +7,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Decoded, Envelope};
 use crate::query::{decode_cursor, page, page_size, Page, QueryError};
+use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{select, write_rows, Col, Dialect, Row, TableDef, Tx};
+use crate::sql::{select, write_rows, Dialect, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "audit_trail";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub position: i64,
-    pub tenant: String,
-    pub recorded_at: String,
-    pub actor: String,
-    pub actor_role: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub from_status: Option<String>,
-    pub to_status: Option<String>,
-    pub reason: Option<String>,
-    pub admin_override: bool,
-    pub correlation_id: Option<String>,
-    pub causation_id: Option<String>,
-    /// The writing transaction (PostgreSQL; 0 on SQLite): log order is
-    /// (tx_id, position).
-    pub tx_id: i64,
-}
-
-impl Row for AuditEntry {
-    const TABLE: TableDef = TableDef {
-        name: "rm_audit",
-        columns: &[
-            ("position", Col::Int),
-            ("tenant", Col::Text),
-            ("recorded_at", Col::Text),
-            ("actor", Col::Text),
-            ("actor_role", Col::Text),
-            ("aggregate_type", Col::Text),
-            ("aggregate_id", Col::Text),
-            ("sequence", Col::Int),
-            ("event_type", Col::Text),
-            ("from_status", Col::Text),
-            ("to_status", Col::Text),
-            ("reason", Col::Text),
-            ("admin_override", Col::Bool),
-            ("correlation_id", Col::Text),
-            ("causation_id", Col::Text),
-            ("tx_id", Col::Int),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AuditEntry in "rm_audit" {
+        pub position: i64,
+        pub tenant: String,
+        pub recorded_at: String,
+        pub actor: String,
+        pub actor_role: String,
+        pub aggregate_type: String,
+        pub aggregate_id: String,
+        pub sequence: i64,
+        pub event_type: String,
+        pub from_status: Option<String>,
+        pub to_status: Option<String>,
+        pub reason: Option<String>,
+        pub admin_override: bool,
+        pub correlation_id: Option<String>,
+        pub causation_id: Option<String>,
+        /// The writing transaction (PostgreSQL; 0 on SQLite): log order is
+        /// (tx_id, position).
+        pub tx_id: i64,
+    }
 }
 
 /// Append-only: a batch's entries are inserted with a plain `INSERT`, so applying an

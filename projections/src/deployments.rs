@@ -6,47 +6,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{json_text, name, Decoded, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
+use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{fmt_time, Col, KeyedRow, Row, Rows, TableDef, Tx};
+use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "deployments";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeploymentRow {
-    pub id: String,
-    pub tenant: String,
-    pub deployment_id: String,
-    pub promotion_id: String,
-    pub status: String,
-    pub scheduled_for: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// JSON list of `{workflow_id, name, status, error}`.
-    pub workflows: String,
-    pub reason: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl Row for DeploymentRow {
-    const TABLE: TableDef = TableDef {
-        name: "rm_deployments",
-        columns: &[
-            ("id", Col::Text),
-            ("tenant", Col::Text),
-            ("deployment_id", Col::Text),
-            ("promotion_id", Col::Text),
-            ("status", Col::Text),
-            ("scheduled_for", Col::Text),
-            ("started_at", Col::Text),
-            ("finished_at", Col::Text),
-            ("workflows", Col::Text),
-            ("reason", Col::Text),
-            ("created_at", Col::Text),
-            ("updated_at", Col::Text),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct DeploymentRow in "rm_deployments" {
+        pub id: String,
+        pub tenant: String,
+        pub deployment_id: String,
+        pub promotion_id: String,
+        pub status: String,
+        pub scheduled_for: Option<String>,
+        pub started_at: Option<String>,
+        pub finished_at: Option<String>,
+        /// JSON list of `{workflow_id, name, status, error}`.
+        pub workflows: String,
+        pub reason: Option<String>,
+        pub created_at: String,
+        pub updated_at: String,
+    }
 }
 
 impl KeyedRow for DeploymentRow {

@@ -17,6 +17,51 @@ pub enum DriftStatus {
     InSync,
 }
 
+impl DriftStatus {
+    pub const ALL: [DriftStatus; 8] = [
+        DriftStatus::Unknown,
+        DriftStatus::Error,
+        DriftStatus::New,
+        DriftStatus::DriftIncidentAcknowledged,
+        DriftStatus::DriftIncidentActive,
+        DriftStatus::Untracked,
+        DriftStatus::DriftDetected,
+        DriftStatus::InSync,
+    ];
+
+    /// The stored and displayed name (`IN_SYNC`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftStatus::Unknown => "UNKNOWN",
+            DriftStatus::Error => "ERROR",
+            DriftStatus::New => "NEW",
+            DriftStatus::DriftIncidentAcknowledged => "DRIFT_INCIDENT_ACKNOWLEDGED",
+            DriftStatus::DriftIncidentActive => "DRIFT_INCIDENT_ACTIVE",
+            DriftStatus::Untracked => "UNTRACKED",
+            DriftStatus::DriftDetected => "DRIFT_DETECTED",
+            DriftStatus::InSync => "IN_SYNC",
+        }
+    }
+}
+
+impl crate::sql::Column for DriftStatus {
+    const COL: crate::sql::Col = crate::sql::Col::Text;
+
+    fn bind(&self) -> crate::sql::Bind {
+        crate::sql::Bind::Text(Some(self.as_str().to_string()))
+    }
+
+    fn take(value: crate::sql::Bind) -> Result<Self, String> {
+        match value {
+            crate::sql::Bind::Text(Some(text)) => DriftStatus::ALL
+                .into_iter()
+                .find(|s| s.as_str() == text)
+                .ok_or_else(|| format!("unknown drift status {text:?}")),
+            other => Err(format!("expected a drift status, found {other:?}")),
+        }
+    }
+}
+
 /// What the status depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct EnvironmentFacts {
@@ -71,6 +116,16 @@ mod tests {
                 with_drift: 0,
                 not_in_git: 0,
             },
+        }
+    }
+
+    #[test]
+    fn stored_names_match_serde() {
+        for status in DriftStatus::ALL {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
         }
     }
 

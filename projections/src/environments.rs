@@ -16,67 +16,40 @@ use serde::{Deserialize, Serialize};
 use crate::drift_status::{drift_status, DriftStatus, EnvironmentFacts};
 use crate::event::{name, Decoded, Envelope};
 use crate::query::QueryError;
+use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{select, Col, Dialect, KeyedRow, Row, Rows, TableDef, Tx};
+use crate::sql::{select, Dialect, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "environment_status";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnvironmentRow {
-    /// The environment's aggregate id.
-    pub id: String,
-    pub tenant: String,
-    pub environment_id: String,
-    pub name: String,
-    pub class: String,
-    pub status: String,
-    pub git_configured: bool,
-    pub onboarded: bool,
-    pub drift_status: DriftStatus,
-    pub drift_status_since: String,
-    pub in_sync: i64,
-    pub with_drift: i64,
-    pub not_in_git: i64,
-    pub linked_mappings: i64,
-    pub last_drift_check_at: Option<String>,
-    pub last_drift_check_error: Option<String>,
-    pub last_sync_at: Option<String>,
-    pub last_repository_sync_at: Option<String>,
-    pub active_incident_id: Option<String>,
-    pub active_incident_status: Option<String>,
-    pub registered_at: String,
-    pub updated_at: String,
-}
-
-impl Row for EnvironmentRow {
-    const TABLE: TableDef = TableDef {
-        name: "rm_environments",
-        columns: &[
-            ("id", Col::Text),
-            ("tenant", Col::Text),
-            ("environment_id", Col::Text),
-            ("name", Col::Text),
-            ("class", Col::Text),
-            ("status", Col::Text),
-            ("git_configured", Col::Bool),
-            ("onboarded", Col::Bool),
-            ("drift_status", Col::Text),
-            ("drift_status_since", Col::Text),
-            ("in_sync", Col::Int),
-            ("with_drift", Col::Int),
-            ("not_in_git", Col::Int),
-            ("linked_mappings", Col::Int),
-            ("last_drift_check_at", Col::Text),
-            ("last_drift_check_error", Col::Text),
-            ("last_sync_at", Col::Text),
-            ("last_repository_sync_at", Col::Text),
-            ("active_incident_id", Col::Text),
-            ("active_incident_status", Col::Text),
-            ("registered_at", Col::Text),
-            ("updated_at", Col::Text),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct EnvironmentRow in "rm_environments" {
+        /// The environment's aggregate id.
+        pub id: String,
+        pub tenant: String,
+        pub environment_id: String,
+        pub name: String,
+        pub class: String,
+        pub status: String,
+        pub git_configured: bool,
+        pub onboarded: bool,
+        pub drift_status: DriftStatus,
+        pub drift_status_since: String,
+        pub in_sync: i64,
+        pub with_drift: i64,
+        pub not_in_git: i64,
+        pub linked_mappings: i64,
+        pub last_drift_check_at: Option<String>,
+        pub last_drift_check_error: Option<String>,
+        pub last_sync_at: Option<String>,
+        pub last_repository_sync_at: Option<String>,
+        pub active_incident_id: Option<String>,
+        pub active_incident_status: Option<String>,
+        pub registered_at: String,
+        pub updated_at: String,
+    }
 }
 
 impl KeyedRow for EnvironmentRow {
@@ -85,18 +58,13 @@ impl KeyedRow for EnvironmentRow {
     }
 }
 
-/// Which environment an incident belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentEnvironment {
-    pub id: String,
-    pub environment_row: String,
-}
-
-impl Row for IncidentEnvironment {
-    const TABLE: TableDef = TableDef {
-        name: "rm_environment_incidents",
-        columns: &[("id", Col::Text), ("environment_row", Col::Text)],
-    };
+read_model_row! {
+    /// Which environment an incident belongs to.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct IncidentEnvironment in "rm_environment_incidents" {
+        pub id: String,
+        pub environment_row: String,
+    }
 }
 
 impl KeyedRow for IncidentEnvironment {

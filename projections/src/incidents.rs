@@ -6,76 +6,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{json_text, name, Decoded, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
+use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{fmt_time, Col, KeyedRow, Row, Rows, TableDef, Tx};
+use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "incidents";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentRow {
-    pub id: String,
-    pub tenant: String,
-    pub incident_id: String,
-    pub environment_id: String,
-    pub status: String,
-    pub severity: String,
-    pub sla_state: String,
-    pub sla_deadline: String,
-    pub affected_count: i64,
-    /// JSON list of `{workflow_id, name}`.
-    pub affected_workflows: String,
-    pub detected_at: String,
-    pub acknowledged_at: Option<String>,
-    pub stabilized_at: Option<String>,
-    pub reconciled_at: Option<String>,
-    pub closed_at: Option<String>,
-    pub owner_user_id: Option<String>,
-    pub ticket_ref: Option<String>,
-    pub expires_at: Option<String>,
-    pub resolution_type: Option<String>,
-    pub resolution_details: Option<String>,
-    /// The reason given with the latest transition.
-    pub reason: Option<String>,
-    /// JSON of the pending approval request, if one waits.
-    pub pending_approval: Option<String>,
-    /// Some transition of this incident was an admin override.
-    pub admin_override: bool,
-    pub payload_purged: bool,
-    pub updated_at: String,
-}
-
-impl Row for IncidentRow {
-    const TABLE: TableDef = TableDef {
-        name: "rm_incidents",
-        columns: &[
-            ("id", Col::Text),
-            ("tenant", Col::Text),
-            ("incident_id", Col::Text),
-            ("environment_id", Col::Text),
-            ("status", Col::Text),
-            ("severity", Col::Text),
-            ("sla_state", Col::Text),
-            ("sla_deadline", Col::Text),
-            ("affected_count", Col::Int),
-            ("affected_workflows", Col::Text),
-            ("detected_at", Col::Text),
-            ("acknowledged_at", Col::Text),
-            ("stabilized_at", Col::Text),
-            ("reconciled_at", Col::Text),
-            ("closed_at", Col::Text),
-            ("owner_user_id", Col::Text),
-            ("ticket_ref", Col::Text),
-            ("expires_at", Col::Text),
-            ("resolution_type", Col::Text),
-            ("resolution_details", Col::Text),
-            ("reason", Col::Text),
-            ("pending_approval", Col::Text),
-            ("admin_override", Col::Bool),
-            ("payload_purged", Col::Bool),
-            ("updated_at", Col::Text),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct IncidentRow in "rm_incidents" {
+        pub id: String,
+        pub tenant: String,
+        pub incident_id: String,
+        pub environment_id: String,
+        pub status: String,
+        pub severity: String,
+        pub sla_state: String,
+        pub sla_deadline: String,
+        pub affected_count: i64,
+        /// JSON list of `{workflow_id, name}`.
+        pub affected_workflows: String,
+        pub detected_at: String,
+        pub acknowledged_at: Option<String>,
+        pub stabilized_at: Option<String>,
+        pub reconciled_at: Option<String>,
+        pub closed_at: Option<String>,
+        pub owner_user_id: Option<String>,
+        pub ticket_ref: Option<String>,
+        pub expires_at: Option<String>,
+        pub resolution_type: Option<String>,
+        pub resolution_details: Option<String>,
+        /// The reason given with the latest transition.
+        pub reason: Option<String>,
+        /// JSON of the pending approval request, if one waits.
+        pub pending_approval: Option<String>,
+        /// Some transition of this incident was an admin override.
+        pub admin_override: bool,
+        pub payload_purged: bool,
+        pub updated_at: String,
+    }
 }
 
 impl KeyedRow for IncidentRow {

@@ -16,59 +16,38 @@ use serde::{Deserialize, Serialize};
 use crate::display::{sync_state, CellFacts, SyncState};
 use crate::event::{name, Decoded, Envelope};
 use crate::query::{decode_cursor, like_pattern, page, page_size, Page, QueryError};
+use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{fmt_time, select, Col, Dialect, KeyedRow, Row, Rows, Sql, TableDef, Tx};
+use crate::sql::{fmt_time, select, Dialect, KeyedRow, Rows, Sql, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "workflow_matrix";
 pub const KIND_CANONICAL: &str = "canonical";
 pub const KIND_UNTRACKED: &str = "untracked";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatrixRow {
-    /// The canonical workflow's aggregate id, or the untracked mapping's.
-    pub id: String,
-    pub tenant: String,
-    pub kind: String,
-    pub canonical_id: Option<String>,
-    /// Untracked rows: the environment and n8n workflow.
-    pub environment_id: Option<String>,
-    pub n8n_workflow_id: Option<String>,
-    pub name: String,
-    pub sort_key: String,
-    pub slug: Option<String>,
-    /// Canonical: `active` / `deleted`; untracked: the mapping's status.
-    pub status: String,
-    pub git_path: Option<String>,
-    pub git_content_hash: Option<String>,
-    pub git_commit_sha: Option<String>,
-    pub git_changed_at: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl Row for MatrixRow {
-    const TABLE: TableDef = TableDef {
-        name: "rm_matrix_rows",
-        columns: &[
-            ("id", Col::Text),
-            ("tenant", Col::Text),
-            ("kind", Col::Text),
-            ("canonical_id", Col::Text),
-            ("environment_id", Col::Text),
-            ("n8n_workflow_id", Col::Text),
-            ("name", Col::Text),
-            ("sort_key", Col::Text),
-            ("slug", Col::Text),
-            ("status", Col::Text),
-            ("git_path", Col::Text),
-            ("git_content_hash", Col::Text),
-            ("git_commit_sha", Col::Text),
-            ("git_changed_at", Col::Text),
-            ("created_at", Col::Text),
-            ("updated_at", Col::Text),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct MatrixRow in "rm_matrix_rows" {
+        /// The canonical workflow's aggregate id, or the untracked mapping's.
+        pub id: String,
+        pub tenant: String,
+        pub kind: String,
+        pub canonical_id: Option<String>,
+        /// Untracked rows: the environment and n8n workflow.
+        pub environment_id: Option<String>,
+        pub n8n_workflow_id: Option<String>,
+        pub name: String,
+        pub sort_key: String,
+        pub slug: Option<String>,
+        /// Canonical: `active` / `deleted`; untracked: the mapping's status.
+        pub status: String,
+        pub git_path: Option<String>,
+        pub git_content_hash: Option<String>,
+        pub git_commit_sha: Option<String>,
+        pub git_changed_at: Option<String>,
+        pub created_at: String,
+        pub updated_at: String,
+    }
 }
 
 impl KeyedRow for MatrixRow {
@@ -77,45 +56,26 @@ impl KeyedRow for MatrixRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatrixCell {
-    /// The mapping's aggregate id.
-    pub id: String,
-    pub tenant: String,
-    pub row_id: String,
-    pub environment_id: String,
-    pub n8n_workflow_id: String,
-    pub canonical_id: Option<String>,
-    pub name: String,
-    pub status: String,
-    pub env_content_hash: Option<String>,
-    pub git_content_hash: Option<String>,
-    /// When n8n last changed the workflow.
-    pub env_changed_at: Option<String>,
-    /// When the mapping entered its status.
-    pub status_since: String,
-    pub updated_at: String,
-}
-
-impl Row for MatrixCell {
-    const TABLE: TableDef = TableDef {
-        name: "rm_matrix_cells",
-        columns: &[
-            ("id", Col::Text),
-            ("tenant", Col::Text),
-            ("row_id", Col::Text),
-            ("environment_id", Col::Text),
-            ("n8n_workflow_id", Col::Text),
-            ("canonical_id", Col::Text),
-            ("name", Col::Text),
-            ("status", Col::Text),
-            ("env_content_hash", Col::Text),
-            ("git_content_hash", Col::Text),
-            ("env_changed_at", Col::Text),
-            ("status_since", Col::Text),
-            ("updated_at", Col::Text),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct MatrixCell in "rm_matrix_cells" {
+        /// The mapping's aggregate id.
+        pub id: String,
+        pub tenant: String,
+        pub row_id: String,
+        pub environment_id: String,
+        pub n8n_workflow_id: String,
+        pub canonical_id: Option<String>,
+        pub name: String,
+        pub status: String,
+        pub env_content_hash: Option<String>,
+        pub git_content_hash: Option<String>,
+        /// When n8n last changed the workflow.
+        pub env_changed_at: Option<String>,
+        /// When the mapping entered its status.
+        pub status_since: String,
+        pub updated_at: String,
+    }
 }
 
 impl KeyedRow for MatrixCell {

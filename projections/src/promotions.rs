@@ -6,70 +6,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{json_text, name, Decoded, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
+use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{fmt_time, Col, KeyedRow, Row, Rows, TableDef, Tx};
+use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "promotions";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromotionRow {
-    pub id: String,
-    pub tenant: String,
-    pub promotion_id: String,
-    pub pipeline_id: String,
-    pub source_environment_id: String,
-    pub target_environment_id: String,
-    pub status: String,
-    /// JSON list of the workflows to promote.
-    pub workflows: String,
-    /// JSON list of the gate results.
-    pub gate_results: Option<String>,
-    pub requires_approval: bool,
-    pub bypass_validation: bool,
-    pub created_by: String,
-    pub approved_by: Option<String>,
-    pub rejected_by: Option<String>,
-    pub reason: Option<String>,
-    pub deployment_id: Option<String>,
-    /// JSON list of per-workflow outcomes.
-    pub result: Option<String>,
-    /// JSON list of what a failed rollback left inconsistent.
-    pub inconsistencies: Option<String>,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub updated_at: String,
-}
-
-impl Row for PromotionRow {
-    const TABLE: TableDef = TableDef {
-        name: "rm_promotions",
-        columns: &[
-            ("id", Col::Text),
-            ("tenant", Col::Text),
-            ("promotion_id", Col::Text),
-            ("pipeline_id", Col::Text),
-            ("source_environment_id", Col::Text),
-            ("target_environment_id", Col::Text),
-            ("status", Col::Text),
-            ("workflows", Col::Text),
-            ("gate_results", Col::Text),
-            ("requires_approval", Col::Bool),
-            ("bypass_validation", Col::Bool),
-            ("created_by", Col::Text),
-            ("approved_by", Col::Text),
-            ("rejected_by", Col::Text),
-            ("reason", Col::Text),
-            ("deployment_id", Col::Text),
-            ("result", Col::Text),
-            ("inconsistencies", Col::Text),
-            ("created_at", Col::Text),
-            ("started_at", Col::Text),
-            ("finished_at", Col::Text),
-            ("updated_at", Col::Text),
-        ],
-    };
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct PromotionRow in "rm_promotions" {
+        pub id: String,
+        pub tenant: String,
+        pub promotion_id: String,
+        pub pipeline_id: String,
+        pub source_environment_id: String,
+        pub target_environment_id: String,
+        pub status: String,
+        /// JSON list of the workflows to promote.
+        pub workflows: String,
+        /// JSON list of the gate results.
+        pub gate_results: Option<String>,
+        pub requires_approval: bool,
+        pub bypass_validation: bool,
+        pub created_by: String,
+        pub approved_by: Option<String>,
+        pub rejected_by: Option<String>,
+        pub reason: Option<String>,
+        pub deployment_id: Option<String>,
+        /// JSON list of per-workflow outcomes.
+        pub result: Option<String>,
+        /// JSON list of what a failed rollback left inconsistent.
+        pub inconsistencies: Option<String>,
+        pub created_at: String,
+        pub started_at: Option<String>,
+        pub finished_at: Option<String>,
+        pub updated_at: String,
+    }
 }
 
 impl KeyedRow for PromotionRow {

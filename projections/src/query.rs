@@ -118,9 +118,15 @@ pub async fn newest_first<R: crate::sql::KeyedRow>(
     let l = sql.arg(limit + 1);
     sql.push(&format!(" ORDER BY {time_column} DESC, id DESC LIMIT {l}"));
     let rows: Vec<R> = sql.fetch(store).await?;
+    let time_index = R::TABLE
+        .columns
+        .iter()
+        .position(|(name, _)| *name == time_column);
     Ok(page(rows, limit, |row| {
-        let value = serde_json::to_value(row).unwrap_or_default();
-        let time = value[time_column].as_str().unwrap_or_default().to_string();
+        let time = match time_index.map(|i| row.encode().swap_remove(i)) {
+            Some(crate::sql::Bind::Text(Some(time))) => time,
+            _ => String::new(),
+        };
         (time, row.id().to_string())
     }))
 }

@@ -1,12 +1,13 @@
 //! The projector runtime: folds the global log into the read models, exactly once.
 //!
 //! - Each projection has a name and a checkpoint (a [`LogCursor`]) in
-//!   `projection_checkpoints`. A batch's read-model changes and the new checkpoint
-//!   are written in **one transaction**, so a crash at any point leaves either the
-//!   whole batch or none of it.
+//!   `projection_checkpoints`. A batch's read-model changes and the projection's new
+//!   checkpoint are written in **one transaction** (one per projection), so a crash
+//!   at any point leaves either the whole batch or none of it.
 //! - One reader per process reads the log once for all the projections it runs,
 //!   from the lowest of their checkpoints; each projection takes only the events past
-//!   its own checkpoint.
+//!   its own checkpoint. On PostgreSQL the projections apply a batch concurrently,
+//!   each on its own connection, while the next batch is already being read.
 //! - Inside the transaction the checkpoint row is read again (`FOR UPDATE` on
 //!   PostgreSQL) and must still be what this runner last wrote (compare-and-set).
 //!   With several service processes on one database, a PostgreSQL advisory lock per
@@ -24,12 +25,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use serde::Serialize;
 use sqlx::Connection;
 
 use crate::event::Envelope;
 use crate::sql::{fmt_time, Bind, Dialect, Sql, Tx};
-use crate::store::{LogCursor, Store, StoreError};
+use crate::store::{LogCursor, PgStore, Store, StoreError};
 
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,13 @@ impl Default for ProjectorOptions {
     }
 }
 
+/// Projections applying one batch at the same time on PostgreSQL (each holds a
+/// pooled connection while it applies the batch; every read model, today).
+const CONCURRENT_PROJECTIONS: usize = 6;
+
+/// How often the dedicated lock connection is checked (it holds the locks).
+const LOCK_CHECK: Duration = Duration::from_secs(5);
+
 struct Slot {
     projection: Box<dyn Projection>,
     checkpoint: LogCursor,
@@ -129,12 +138,34 @@ pub enum Step {
     Idle,
 }
 
+/// What applying one batch did to one projection.
+enum Outcome {
+    /// Committed; this many events of the batch were new to it.
+    Applied(usize),
+    /// Its checkpoint row moved (a rebuild elsewhere): reload before applying.
+    Moved,
+    /// It met an event it cannot apply: nothing of the batch was committed for it.
+    Failed(Failure),
+    /// The database failed: its transaction rolled back; the batch is retried.
+    Error(sqlx::Error),
+}
+
+/// The next batch, read while the current one is applied.
+struct ReadAhead {
+    from: LogCursor,
+    task: tokio::task::JoinHandle<Result<Vec<Envelope>, StoreError>>,
+}
+
 /// Runs a set of projections over the global log.
 pub struct Projector {
     store: Store,
     slots: Vec<Slot>,
     options: ProjectorOptions,
     lock_conn: Option<sqlx::PgConnection>,
+    /// When the lock connection was last checked, and locks last tried.
+    lock_checked: Option<std::time::Instant>,
+    locks_tried: Option<std::time::Instant>,
+    read_ahead: Option<ReadAhead>,
     handle: ProjectorHandle,
 }
 
@@ -177,13 +208,133 @@ async fn run_on_pool(store: &Store, sql: &Sql) -> Result<(), sqlx::Error> {
     }
 }
 
+/// Reads the batch after `from` and decodes its events.
+async fn read_envelopes(
+    store: &Store,
+    from: LogCursor,
+    limit: i64,
+) -> Result<Vec<Envelope>, StoreError> {
+    Ok(store
+        .read_after(from, limit)
+        .await?
+        .into_iter()
+        .map(Envelope::new)
+        .collect())
+}
+
+/// Applies `batch` to one projection in its own transaction: its rows, then its
+/// checkpoint, then commit. The caller settles the projection's cache by the outcome
+/// (`committed` after `Applied`); every other outcome has already rolled it back.
+async fn apply_slot(
+    store: &Store,
+    slot: &mut Slot,
+    batch: &[Envelope],
+    last: LogCursor,
+) -> Outcome {
+    let mut tx = match Tx::begin(store).await {
+        Ok(tx) => tx,
+        Err(e) => return Outcome::Error(e),
+    };
+    if tx.backend() == Dialect::Postgres {
+        // Read models are derived: a crash may lose the last batches (rows and
+        // checkpoint together, so they are replayed), never corrupt them. Not
+        // waiting for the WAL flush takes a disk round trip off every batch.
+        if let Err(e) = tx.execute("SET LOCAL synchronous_commit = off").await {
+            let _ = tx.rollback().await;
+            return Outcome::Error(e);
+        }
+    }
+    let outcome = match apply_in(&mut tx, slot, batch, last).await {
+        Ok(Outcome::Applied(n)) => match tx.commit().await {
+            Ok(()) => return Outcome::Applied(n),
+            Err(e) => Outcome::Error(e),
+        },
+        Ok(outcome) => {
+            let _ = tx.rollback().await;
+            outcome
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Outcome::Error(e)
+        }
+    };
+    slot.projection.rolled_back();
+    outcome
+}
+
+async fn apply_in(
+    tx: &mut Tx,
+    slot: &mut Slot,
+    batch: &[Envelope],
+    last: LogCursor,
+) -> Result<Outcome, sqlx::Error> {
+    let name = slot.projection.name();
+    let (tx_id, position, ..) = read_checkpoint(tx, name, true).await?;
+    if (LogCursor { tx_id, position }) != slot.checkpoint {
+        tracing::info!(
+            projection = name,
+            "checkpoint moved elsewhere (rebuild?): reloading"
+        );
+        return Ok(Outcome::Moved);
+    }
+    let mut count = 0;
+    for event in batch.iter().filter(|e| e.cursor() > slot.checkpoint) {
+        match slot.projection.apply(tx, event).await {
+            Ok(()) => count += 1,
+            Err(ApplyError::Database(e)) => return Err(e),
+            Err(ApplyError::Event(error)) => {
+                return Ok(Outcome::Failed(Failure {
+                    position: event.stored.position,
+                    event: format!(
+                        "{} {} #{}",
+                        event.stored.event_type, event.stored.aggregate_id, event.stored.sequence
+                    ),
+                    error,
+                }))
+            }
+        }
+    }
+    slot.projection.flush(tx).await?;
+    let mut sql = Sql::new(tx.backend());
+    let text = format!(
+        "UPDATE projection_checkpoints SET tx_id = {}, position = {}, \
+         events_applied = events_applied + {}, updated_at = {}, \
+         failed_position = NULL, failed_event = NULL, failed_error = NULL WHERE name = {}",
+        sql.arg(last.tx_id),
+        sql.arg(last.position),
+        sql.arg(count as i64),
+        sql.arg(fmt_time(Utc::now())),
+        sql.arg(name),
+    );
+    sql.push(&text);
+    tx.run(&sql).await?;
+    Ok(Outcome::Applied(count))
+}
+
+/// Stores where a projection stopped, for other processes and restarts.
+async fn record_failure(store: &Store, name: &str, failure: &Failure) {
+    let mut sql = Sql::new(Dialect::of(store));
+    let text = format!(
+        "UPDATE projection_checkpoints SET failed_position = {}, failed_event = {}, \
+         failed_error = {} WHERE name = {}",
+        sql.arg(failure.position),
+        sql.arg(failure.event.clone()),
+        sql.arg(failure.error.clone()),
+        sql.arg(name),
+    );
+    sql.push(&text);
+    if let Err(error) = run_on_pool(store, &sql).await {
+        tracing::warn!(%error, "could not record a projection failure");
+    }
+}
+
 /// Every projection's stored checkpoint (whichever process runs it).
 pub async fn stored_checkpoints(
     store: &Store,
 ) -> Result<HashMap<String, (LogCursor, i64, Option<Failure>)>, sqlx::Error> {
     let sql = format!("SELECT name, {CHECKPOINT_COLUMNS} FROM projection_checkpoints");
     let rows: Vec<NamedCheckpointRow> = match store {
-        Store::Postgres(pool) => sqlx::query_as(&sql).fetch_all(pool).await?,
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_as(&sql).fetch_all(pool).await?,
         Store::Sqlite(s) => sqlx::query_as(&sql).fetch_all(&s.pool).await?,
     };
     Ok(rows
@@ -249,6 +400,9 @@ impl Projector {
             slots,
             options,
             lock_conn: None,
+            lock_checked: None,
+            locks_tried: None,
+            read_ahead: None,
             handle,
         };
         projector.publish();
@@ -286,11 +440,18 @@ impl Projector {
     /// advisory locks on a dedicated connection; SQLite runs everything in process),
     /// and loads the checkpoints of those it takes or must reload.
     async fn acquire(&mut self) -> Result<(), StoreError> {
-        if let Store::Postgres(pool) = &self.store {
+        let due = |at: Option<std::time::Instant>, every: Duration| {
+            at.is_none_or(|at| at.elapsed() >= every)
+        };
+        if let Store::Postgres(PgStore { pool, .. }) = &self.store {
             let alive = match self.lock_conn.as_mut() {
+                Some(_) if !due(self.lock_checked, LOCK_CHECK) => true,
                 Some(conn) => conn.ping().await.is_ok(),
                 None => false,
             };
+            if self.lock_conn.is_some() && due(self.lock_checked, LOCK_CHECK) {
+                self.lock_checked = Some(std::time::Instant::now());
+            }
             if !alive {
                 // A lost connection lost its locks: stop running everything it held.
                 for slot in &mut self.slots {
@@ -298,11 +459,19 @@ impl Projector {
                 }
                 self.lock_conn =
                     Some(sqlx::PgConnection::connect_with(&pool.connect_options()).await?);
+                self.lock_checked = Some(std::time::Instant::now());
+                self.locks_tried = None;
             }
         }
+        // Locks held elsewhere are tried again once per poll interval, not per batch.
+        let try_locks = due(self.locks_tried, self.options.poll);
+        if try_locks {
+            self.locks_tried = Some(std::time::Instant::now());
+        }
+        let mut changed = false;
         for i in 0..self.slots.len() {
             let name = self.slots[i].projection.name();
-            if !self.slots[i].owned {
+            if !self.slots[i].owned && try_locks {
                 let got = match (&self.store, self.lock_conn.as_mut()) {
                     (Store::Postgres(_), Some(conn)) => {
                         sqlx::query_scalar::<_, bool>(
@@ -321,7 +490,8 @@ impl Projector {
                 self.slots[i].reload = true;
                 tracing::info!(projection = name, "running projection");
             }
-            if self.slots[i].reload {
+            if self.slots[i].owned && self.slots[i].reload {
+                changed = true;
                 ensure_checkpoint_row(&self.store, name).await?;
                 let mut tx = Tx::begin(&self.store).await?;
                 let (tx_id, position, applied, fp, fe, ferr) =
@@ -340,8 +510,26 @@ impl Projector {
                 slot.reload = false;
             }
         }
-        self.publish();
+        if changed {
+            self.publish();
+        }
         Ok(())
+    }
+
+    /// The batch after `from`: the one read ahead if it starts there, else read now.
+    async fn read_batch(&mut self, from: LogCursor) -> Result<Vec<Envelope>, StoreError> {
+        if let Some(ahead) = self.read_ahead.take() {
+            if ahead.from == from {
+                match ahead.task.await {
+                    Ok(Ok(batch)) if !batch.is_empty() => return Ok(batch),
+                    // Empty (it may be stale by now), failed or cancelled: read again.
+                    _ => {}
+                }
+            } else {
+                ahead.task.abort();
+            }
+        }
+        read_envelopes(&self.store, from, self.options.batch_size).await
     }
 
     /// Reads one batch and applies it to every projection this process runs.
@@ -353,144 +541,81 @@ impl Projector {
         let Some(from) = active.iter().map(|&i| self.slots[i].checkpoint).min() else {
             return Ok(Step::Idle);
         };
-        let batch = self.store.read_after(from, self.options.batch_size).await?;
-        if batch.is_empty() {
+        let batch = self.read_batch(from).await?;
+        let Some(last) = batch.last().map(Envelope::cursor) else {
             return Ok(Step::Idle);
+        };
+        if batch.len() as i64 >= self.options.batch_size {
+            // More is waiting: read it while this batch is applied.
+            let store = self.store.clone();
+            let limit = self.options.batch_size;
+            self.read_ahead = Some(ReadAhead {
+                from: last,
+                task: tokio::spawn(async move { read_envelopes(&store, last, limit).await }),
+            });
         }
-        let read = batch.len();
-        let batch: Vec<Envelope> = batch.into_iter().map(Envelope::new).collect();
-        let last = batch.last().map(Envelope::cursor).unwrap_or(from);
 
         let store = self.store.clone();
-        let turn = match &store {
-            Store::Sqlite(sqlite) => Some(sqlite.write_turn().await),
-            Store::Postgres(_) => None,
-        };
-        let mut tx = Tx::begin(&store).await?;
-        let outcome = self.apply_batch(&mut tx, &active, &batch, last).await;
-        let result = match outcome {
-            Ok(applied) => match tx.commit().await {
-                Ok(()) => Ok(applied),
-                Err(e) => Err(e),
-            },
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
+        let batch = &batch;
+        let outcomes: Vec<(usize, Outcome)> = match &store {
+            Store::Sqlite(sqlite) => {
+                // One writer at a time: the projections take their turns.
+                let _turn = sqlite.write_turn().await;
+                let mut outcomes = Vec::with_capacity(active.len());
+                for &i in &active {
+                    let outcome = apply_slot(&store, &mut self.slots[i], batch, last).await;
+                    outcomes.push((i, outcome));
+                }
+                outcomes
+            }
+            Store::Postgres(_) => {
+                let store = &store;
+                let mut work: Vec<BoxFuture<'_, (usize, Outcome)>> = Vec::new();
+                for (i, slot) in self.slots.iter_mut().enumerate() {
+                    if active.contains(&i) {
+                        work.push(Box::pin(async move {
+                            (i, apply_slot(store, slot, batch, last).await)
+                        }));
+                    }
+                }
+                futures::stream::iter(work)
+                    .buffer_unordered(CONCURRENT_PROJECTIONS)
+                    .collect()
+                    .await
             }
         };
-        drop(turn);
-        match result {
-            Ok(applied) => {
-                for (i, n) in applied {
-                    let slot = &mut self.slots[i];
+
+        let mut error = None;
+        for (i, outcome) in outcomes {
+            let slot = &mut self.slots[i];
+            match outcome {
+                Outcome::Applied(n) => {
                     slot.projection.committed();
                     slot.checkpoint = last;
                     slot.applied += n as i64;
                 }
-                self.record_failures().await;
-                self.publish();
-                Ok(Step::Applied(read))
+                Outcome::Moved => slot.reload = true,
+                Outcome::Failed(failure) => {
+                    tracing::error!(projection = slot.projection.name(),
+                        position = failure.position, event = %failure.event,
+                        error = %failure.error, "projection stopped: cannot apply event");
+                    record_failure(&self.store, slot.projection.name(), &failure).await;
+                    slot.failed = Some(failure);
+                }
+                Outcome::Error(e) => {
+                    error.get_or_insert(e);
+                }
             }
-            Err(error) => {
-                for &i in &active {
-                    self.slots[i].projection.rolled_back();
-                    // Failures found in a batch that did not commit are found again.
-                    self.slots[i].failed = None;
+        }
+        self.publish();
+        match error {
+            Some(error) => {
+                if let Some(ahead) = self.read_ahead.take() {
+                    ahead.task.abort();
                 }
                 Err(StoreError::Database(error))
             }
-        }
-    }
-
-    /// Applies `batch` inside `tx`. Returns the slots that applied it (with how many
-    /// events were new to them); marks slots that met an unappliable event as failed.
-    async fn apply_batch(
-        &mut self,
-        tx: &mut Tx,
-        active: &[usize],
-        batch: &[Envelope],
-        last: LogCursor,
-    ) -> Result<Vec<(usize, usize)>, sqlx::Error> {
-        let mut applied = Vec::new();
-        for &i in active {
-            let slot = &mut self.slots[i];
-            let name = slot.projection.name();
-            let (tx_id, position, ..) = read_checkpoint(tx, name, true).await?;
-            if (LogCursor { tx_id, position }) != slot.checkpoint {
-                tracing::info!(
-                    projection = name,
-                    "checkpoint moved elsewhere (rebuild?): reloading"
-                );
-                slot.reload = true;
-                continue;
-            }
-            let mut count = 0;
-            let mut failure = None;
-            for event in batch.iter().filter(|e| e.cursor() > slot.checkpoint) {
-                match slot.projection.apply(tx, event).await {
-                    Ok(()) => count += 1,
-                    Err(ApplyError::Database(e)) => return Err(e),
-                    Err(ApplyError::Event(error)) => {
-                        failure = Some(Failure {
-                            position: event.stored.position,
-                            event: format!(
-                                "{} {} #{}",
-                                event.stored.event_type,
-                                event.stored.aggregate_id,
-                                event.stored.sequence
-                            ),
-                            error,
-                        });
-                        break;
-                    }
-                }
-            }
-            if let Some(failure) = failure {
-                tracing::error!(projection = name, position = failure.position,
-                    event = %failure.event, error = %failure.error,
-                    "projection stopped: cannot apply event");
-                slot.projection.rolled_back();
-                slot.failed = Some(failure);
-                continue;
-            }
-            slot.projection.flush(tx).await?;
-            let mut sql = Sql::new(tx.backend());
-            let text = format!(
-                "UPDATE projection_checkpoints SET tx_id = {}, position = {}, \
-                 events_applied = events_applied + {}, updated_at = {}, \
-                 failed_position = NULL, failed_event = NULL, failed_error = NULL WHERE name = {}",
-                sql.arg(last.tx_id),
-                sql.arg(last.position),
-                sql.arg(count as i64),
-                sql.arg(fmt_time(Utc::now())),
-                sql.arg(name),
-            );
-            sql.push(&text);
-            tx.run(&sql).await?;
-            applied.push((i, count));
-        }
-        Ok(applied)
-    }
-
-    /// Stores where failed projections stopped, for other processes and restarts.
-    async fn record_failures(&mut self) {
-        for slot in &self.slots {
-            let Some(failure) = &slot.failed else {
-                continue;
-            };
-            let mut sql = Sql::new(Dialect::of(&self.store));
-            let text = format!(
-                "UPDATE projection_checkpoints SET failed_position = {}, failed_event = {}, \
-                 failed_error = {} WHERE name = {}",
-                sql.arg(failure.position),
-                sql.arg(failure.event.clone()),
-                sql.arg(failure.error.clone()),
-                sql.arg(slot.projection.name()),
-            );
-            sql.push(&text);
-            if let Err(error) = run_on_pool(&self.store, &sql).await {
-                tracing::warn!(%error, "could not record a projection failure");
-            }
+            None => Ok(Step::Applied(batch.len())),
         }
     }
 
@@ -645,6 +770,28 @@ impl ProjectorHandle {
     }
 }
 
+/// Refreshes the planner statistics of a projection's tables (after a rebuild, the
+/// tables changed completely and autovacuum has not looked at them yet).
+pub async fn analyze(store: &Store, projection: &dyn Projection) -> Result<(), StoreError> {
+    let tables = projection.tables().join(", ");
+    match store {
+        Store::Postgres(PgStore { pool, .. }) => {
+            sqlx::query(&format!("ANALYZE {tables}"))
+                .execute(pool)
+                .await?;
+        }
+        Store::Sqlite(sqlite) => {
+            let _turn = sqlite.write_turn().await;
+            for table in projection.tables() {
+                sqlx::query(&format!("ANALYZE {table}"))
+                    .execute(&sqlite.pool)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Empties a projection's tables and moves its checkpoint back to the start, in one
 /// transaction. Whoever runs the projection notices (its checkpoint moved) and
 /// replays it from position 0.
@@ -655,8 +802,18 @@ pub async fn reset(store: &Store, projection: &dyn Projection) -> Result<(), Sto
         Store::Postgres(_) => None,
     };
     let mut tx = Tx::begin(store).await?;
+    if tx.backend() == Dialect::Postgres {
+        // TRUNCATE waits for every reader of the table: give up rather than hang.
+        tx.execute("SET LOCAL lock_timeout = '30s'").await?;
+    }
     for table in projection.tables() {
-        tx.execute(&format!("DELETE FROM {table}")).await?;
+        // TRUNCATE on PostgreSQL: no dead rows left behind for vacuum and no per-row
+        // work (it waits for readers of the table, then is instant).
+        tx.execute(&match tx.backend() {
+            Dialect::Postgres => format!("TRUNCATE {table}"),
+            Dialect::Sqlite => format!("DELETE FROM {table}"),
+        })
+        .await?;
     }
     let mut sql = Sql::new(tx.backend());
     let text = format!(

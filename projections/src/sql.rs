@@ -2,18 +2,17 @@
 //! codec (rows are serde structs), a working set that loads rows on demand and writes
 //! each batch's changes in bulk, and a small query builder that speaks both backends.
 //!
-//! Rows are plain serde structs; a [`TableDef`] lists their columns and SQL types, so
-//! one codec serves every read model on PostgreSQL and SQLite alike. Times are RFC
-//! 3339 text with microseconds ([`fmt_time`]): fixed width, so they sort as times.
+//! Rows are plain structs declared with [`read_model_row!`], which derives their
+//! [`TableDef`] (columns in field order, SQL types from the field types) and a direct
+//! codec, so one writer and one reader serve every read model on PostgreSQL and
+//! SQLite alike. Times are RFC 3339 text with microseconds ([`fmt_time`]): fixed
+//! width, so they sort as times.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::{Map, Value};
 
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// The SQL type of a read-model column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +43,112 @@ impl TableDef {
     }
 }
 
-/// A row of a read-model table.
-pub trait Row: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+/// A row of a read-model table (implemented by [`read_model_row!`]).
+pub trait Row: Clone + Send + Sync + 'static {
     const TABLE: TableDef;
+    /// The row's values in column order.
+    fn encode(&self) -> Vec<Bind>;
+    /// A row from its values in column order.
+    fn decode(values: Vec<Bind>) -> Result<Self, String>;
+}
+
+/// A Rust type stored in one read-model column.
+pub trait Column: Sized {
+    const COL: Col;
+    fn bind(&self) -> Bind;
+    fn take(value: Bind) -> Result<Self, String>;
+}
+
+macro_rules! column {
+    ($ty:ty, $col:ident, $variant:ident, $value:ident => $bind:expr) => {
+        impl Column for $ty {
+            const COL: Col = Col::$col;
+            fn bind(&self) -> Bind {
+                let $value = self;
+                Bind::$variant(Some($bind))
+            }
+            fn take(value: Bind) -> Result<Self, String> {
+                match value {
+                    Bind::$variant(Some(v)) => Ok(v),
+                    other => Err(format!("expected {:?}, found {other:?}", Col::$col)),
+                }
+            }
+        }
+        impl Column for Option<$ty> {
+            const COL: Col = Col::$col;
+            fn bind(&self) -> Bind {
+                Bind::$variant(self.as_ref().map(|$value| $bind))
+            }
+            fn take(value: Bind) -> Result<Self, String> {
+                match value {
+                    Bind::$variant(v) => Ok(v),
+                    other => Err(format!("expected {:?}, found {other:?}", Col::$col)),
+                }
+            }
+        }
+    };
+}
+column!(String, Text, Text, v => v.clone());
+column!(i64, Int, Int, v => *v);
+column!(bool, Bool, Bool, v => *v);
+
+/// Declares a read-model row: the struct, and its [`Row`] implementation with the
+/// table's columns in field order (the first field is the primary key). Every field
+/// type implements [`Column`].
+///
+/// ```
+/// use projections::read_model_row;
+/// use projections::sql::{Bind, Col, Row};
+///
+/// read_model_row! {
+///     #[derive(Debug, Clone, PartialEq)]
+///     pub struct Example in "rm_example" {
+///         pub id: String,
+///         pub count: i64,
+///         pub note: Option<String>,
+///     }
+/// }
+///
+/// assert_eq!(Example::TABLE.name, "rm_example");
+/// assert_eq!(Example::TABLE.columns[1], ("count", Col::Int));
+/// let row = Example { id: "a".into(), count: 2, note: None };
+/// assert_eq!(Example::decode(row.encode()), Ok(row));
+/// assert!(Example::decode(vec![Bind::Int(Some(1))]).is_err());
+/// ```
+#[macro_export]
+macro_rules! read_model_row {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident in $table:literal {
+            $( $(#[$field_meta:meta])* pub $field:ident : $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty ),+
+        }
+
+        impl $crate::sql::Row for $name {
+            const TABLE: $crate::sql::TableDef = $crate::sql::TableDef {
+                name: $table,
+                columns: &[ $( (stringify!($field), <$ty as $crate::sql::Column>::COL) ),+ ],
+            };
+
+            fn encode(&self) -> Vec<$crate::sql::Bind> {
+                vec![ $( $crate::sql::Column::bind(&self.$field) ),+ ]
+            }
+
+            fn decode(values: Vec<$crate::sql::Bind>) -> Result<Self, String> {
+                let mut values = values.into_iter();
+                Ok($name {
+                    $( $field: <$ty as $crate::sql::Column>::take(
+                        values.next().ok_or("missing column")?,
+                    )
+                    .map_err(|e| format!("{}.{}: {e}", $table, stringify!($field)))? ),+
+                })
+            }
+        }
+    };
 }
 
 /// A row keyed by a text id (the first column), which a [`Rows`] working set can hold.
@@ -68,7 +170,7 @@ pub enum Tx {
 impl Tx {
     pub async fn begin(store: &Store) -> Result<Tx, sqlx::Error> {
         Ok(match store {
-            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Store::Postgres(PgStore { pool, .. }) => Tx::Postgres(pool.begin().await?),
             Store::Sqlite(SqliteStore { pool, .. }) => Tx::Sqlite(pool.begin().await?),
         })
     }
@@ -210,7 +312,9 @@ impl Sql {
     /// Runs the query on the store's pool and decodes its rows.
     pub async fn fetch<R: Row>(&self, store: &Store) -> Result<Vec<R>, sqlx::Error> {
         match store {
-            Store::Postgres(pool) => decode_rows(&self.pg().fetch_all(pool).await?, R::TABLE),
+            Store::Postgres(PgStore { pool, .. }) => {
+                decode_rows(&self.pg().fetch_all(pool).await?, R::TABLE)
+            }
             Store::Sqlite(SqliteStore { pool, .. }) => {
                 decode_rows(&self.sqlite().fetch_all(pool).await?, R::TABLE)
             }
@@ -264,58 +368,34 @@ where
     for<'r> Option<i64>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
     for<'r> Option<bool>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
 {
-    let _ = table;
     rows.iter()
         .map(|row| {
-            let mut map = Map::new();
-            for (i, (name, col)) in R::TABLE.columns.iter().enumerate() {
-                let value = match col {
-                    Col::Text => row.try_get::<Option<String>, _>(i)?.map(Value::from),
-                    Col::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::from),
-                    Col::Bool => row.try_get::<Option<bool>, _>(i)?.map(Value::from),
-                };
-                map.insert((*name).to_string(), value.unwrap_or(Value::Null));
-            }
-            serde_json::from_value(Value::Object(map)).map_err(|e| sqlx::Error::ColumnDecode {
-                index: R::TABLE.name.to_string(),
-                source: Box::new(e),
+            let values = table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, (_, col))| {
+                    Ok(match col {
+                        Col::Text => Bind::Text(row.try_get(i)?),
+                        Col::Int => Bind::Int(row.try_get(i)?),
+                        Col::Bool => Bind::Bool(row.try_get(i)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            R::decode(values).map_err(|e| sqlx::Error::ColumnDecode {
+                index: table.name.to_string(),
+                source: e.into(),
             })
         })
         .collect()
 }
 
-/// A row's column values in table order.
-fn encode_row<R: Row>(row: &R) -> Result<Vec<Bind>, sqlx::Error> {
-    let value = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let Value::Object(mut map) = value else {
-        return Err(sqlx::Error::Encode(
-            "a row must serialize to an object".into(),
-        ));
-    };
-    R::TABLE
-        .columns
-        .iter()
-        .map(|(name, col)| {
-            let v = map.remove(*name).unwrap_or(Value::Null);
-            let bad =
-                || sqlx::Error::Encode(format!("{}.{name}: unexpected {v}", R::TABLE.name).into());
-            Ok(match (col, &v) {
-                (_, Value::Null) => match col {
-                    Col::Text => Bind::Text(None),
-                    Col::Int => Bind::Int(None),
-                    Col::Bool => Bind::Bool(None),
-                },
-                (Col::Text, Value::String(s)) => Bind::Text(Some(s.clone())),
-                (Col::Int, Value::Number(n)) => Bind::Int(Some(n.as_i64().ok_or_else(bad)?)),
-                (Col::Bool, Value::Bool(b)) => Bind::Bool(Some(*b)),
-                _ => return Err(bad()),
-            })
-        })
-        .collect()
-}
+/// Most parameters in one SQLite statement (SQLite allows 32,766).
+const SQLITE_MAX_PARAMS: usize = 4_000;
 
-/// Writes rows in bulk: one statement on PostgreSQL (`UNNEST` of column arrays), one
-/// prepared statement per row on SQLite (in process, so that is cheap). With `upsert`
+/// Writes rows in bulk: one statement on PostgreSQL (`UNNEST` of column arrays),
+/// multi-row `VALUES` statements on SQLite (each statement is a round trip to the
+/// connection's worker thread, so one per row would dominate). With `upsert`
 /// an existing row is replaced; without, a duplicate key is an error (append-only
 /// tables such as the audit trail: applying an event twice must fail loudly).
 pub async fn write_rows<R: Row>(tx: &mut Tx, rows: &[&R], upsert: bool) -> Result<(), sqlx::Error> {
@@ -334,10 +414,7 @@ pub async fn write_rows<R: Row>(tx: &mut Tx, rows: &[&R], upsert: bool) -> Resul
     } else {
         String::new()
     };
-    let encoded = rows
-        .iter()
-        .map(|r| encode_row(*r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let encoded: Vec<Vec<Bind>> = rows.iter().map(|r| r.encode()).collect();
     match tx {
         Tx::Postgres(tx) => {
             let arrays = table
@@ -393,17 +470,32 @@ pub async fn write_rows<R: Row>(tx: &mut Tx, rows: &[&R], upsert: bool) -> Resul
             query.execute(&mut **tx).await?;
         }
         Tx::Sqlite(tx) => {
-            let placeholders = (1..=table.columns.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO {} ({columns}) VALUES ({placeholders}){conflict}",
-                table.name
-            );
-            for row in encoded {
-                let mut query = sqlx::query(&sql);
-                for bind in row {
+            let width = table.columns.len();
+            let per_statement = (SQLITE_MAX_PARAMS / width).max(1);
+            // Full chunks share one cached statement; the remainder gets its own.
+            let statement = |rows: usize| {
+                // Anonymous `?`: SQLite looks numbered parameters up by a linear
+                // scan, which made binding thousands of them quadratic.
+                let row = format!("({})", vec!["?"; width].join(", "));
+                let values = vec![row.as_str(); rows].join(", ");
+                format!(
+                    "INSERT INTO {} ({columns}) VALUES {values}{conflict}",
+                    table.name
+                )
+            };
+            let full = statement(per_statement);
+            let mut rows = encoded.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<Vec<Bind>> = rows.by_ref().take(per_statement).collect();
+                let partial;
+                let sql = if chunk.len() == per_statement {
+                    &full
+                } else {
+                    partial = statement(chunk.len());
+                    &partial
+                };
+                let mut query = sqlx::query(sql);
+                for bind in chunk.into_iter().flatten() {
                     query = match bind {
                         Bind::Text(v) => query.bind(v),
                         Bind::Int(v) => query.bind(v),
@@ -427,9 +519,18 @@ async fn delete_rows(tx: &mut Tx, table: &TableDef, ids: &[String]) -> Result<()
             sqlx::query(&sql).bind(ids).execute(&mut **tx).await?;
         }
         Tx::Sqlite(tx) => {
-            let sql = format!("DELETE FROM {} WHERE {} = ?1", table.name, table.key());
-            for id in ids {
-                sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
+            for chunk in ids.chunks(SQLITE_MAX_PARAMS) {
+                let placeholders = vec!["?"; chunk.len()].join(", ");
+                let sql = format!(
+                    "DELETE FROM {} WHERE {} IN ({placeholders})",
+                    table.name,
+                    table.key()
+                );
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(&mut **tx).await?;
             }
         }
     }

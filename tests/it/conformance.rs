@@ -11,7 +11,7 @@ use aggregates::error::DomainError;
 use aggregates::incident::{IncidentCommand, ResolutionType};
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use workflowops::bus::CommandError;
-use workflowops::store::{LogCursor, Store, StoredEvent};
+use workflowops::store::{LogCursor, PgStore, Store, StoredEvent};
 
 use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
 
@@ -461,7 +461,7 @@ async fn verify_names_the_tampered_event(kind: Kind) {
         .unwrap();
     let forged = r#"{"type":"acknowledged","from":"detected","reason":"nothing to see","owner_user_id":null,"ticket_ref":null,"expires_at":null,"at":"2026-01-01T00:00:00Z","admin_override":false,"approval_bypassed":false}"#;
     match &t.store {
-        Store::Postgres(pool) => {
+        Store::Postgres(PgStore { pool, .. }) => {
             sqlx::query("UPDATE events SET payload = $1::json WHERE position = $2")
                 .bind(forged)
                 .bind(victim.position)

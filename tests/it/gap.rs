@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Postgres, Transaction};
-use workflowops::store::{LogCursor, Store, StoredEvent};
+use workflowops::store::{LogCursor, PgStore, Store, StoredEvent};
 
 use crate::support::TestStore;
 
@@ -21,7 +21,7 @@ async fn insert(tx: &mut Transaction<'_, Postgres>, aggregate_id: &str) -> i64 {
 
 fn pool(store: &Store) -> &PgPool {
     match store {
-        Store::Postgres(pool) => pool,
+        Store::Postgres(PgStore { pool, .. }) => pool,
         Store::Sqlite(_) => unreachable!("PostgreSQL test"),
     }
 }

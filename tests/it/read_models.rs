@@ -20,14 +20,14 @@ use projections::runtime::{ApplyError, Step, WaitError};
 use projections::sql::{select, Dialect, Row, Tx};
 use projections::{Projection, Projector, ProjectorOptions};
 use proptest::strategy::{Strategy, ValueTree};
-use workflowops::store::Store;
+use workflowops::store::{PgStore, Store};
 
 use crate::conformance::register;
 use crate::support::{admin, ctx, id, Kind, TestStore};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn rows_of<R: Row>(store: &Store) -> Vec<String> {
+async fn rows_of<R: Row + serde::Serialize>(store: &Store) -> Vec<String> {
     let mut sql = select::<R>(Dialect::of(store));
     sql.push(" ORDER BY 1");
     let rows: Vec<R> = sql.fetch(store).await.expect("read table");
@@ -66,7 +66,9 @@ async fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
 async fn head(store: &Store) -> i64 {
     let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
     match store {
-        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Store::Postgres(PgStore { pool, .. }) => {
+            sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+        }
         Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await.unwrap(),
     }
 }
@@ -74,7 +76,9 @@ async fn head(store: &Store) -> i64 {
 async fn event_count(store: &Store) -> usize {
     let sql = "SELECT COUNT(*) FROM events";
     let n: i64 = match store {
-        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Store::Postgres(PgStore { pool, .. }) => {
+            sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+        }
         Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await.unwrap(),
     };
     n as usize
@@ -343,7 +347,7 @@ async fn unappliable_event_stops_one_projection(kind: Kind) {
                   VALUES ('workflow_mapping', 'acme:prod:bad', 0, 'mapping.exploded', '1', '{\"type\":\"exploded\"}', \
                   '{\"recorded_at\":\"2026-01-01T00:00:00.000000Z\",\"actor\":\"mallory\"}')";
     match &t.store {
-        Store::Postgres(pool) => {
+        Store::Postgres(PgStore { pool, .. }) => {
             sqlx::query(insert).execute(pool).await.unwrap();
         }
         Store::Sqlite(s) => {
@@ -919,6 +923,53 @@ async fn two_projectors_apply_each_event_once_postgres() {
         .unwrap();
     assert_eq!(live, dump(&t.store).await);
     second.close().await;
+}
+
+/// Another process's appends wake the projector through `LISTEN/NOTIFY` (sent after
+/// the append committed), not through polling: the projector here polls once a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_processes_appends_wake_the_projector_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let domain = t.domain();
+    let elsewhere = Store::connect(&t.url, 4).await.unwrap();
+    let first = domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let (handle, task) = Projector::new(
+        elsewhere.clone(),
+        projections::all(),
+        ProjectorOptions {
+            poll: Duration::from_secs(60),
+            ..ProjectorOptions::default()
+        },
+    )
+    .spawn();
+    // The first step runs at once (and after the listener is up).
+    handle
+        .wait_for(
+            projections::environments::NAME,
+            first.position.unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    for name in ["Staging", "Development"] {
+        let next = domain
+            .environment(&admin("acme"), &id(&name.to_lowercase()), register(name))
+            .await
+            .unwrap();
+        handle
+            .wait_for(
+                projections::environments::NAME,
+                next.position.unwrap(),
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("woken by NOTIFY well before the next poll");
+    }
+    task.abort();
+    elsewhere.close().await;
 }
 
 crate::support::both_backends!(

@@ -4,7 +4,7 @@ use aggregates::command::{Actor, Role};
 use aggregates::ids::{LocalId, TenantId};
 use workflowops::app::Domain;
 use workflowops::bus::{CommandBus, CommandContext};
-use workflowops::store::Store;
+use workflowops::store::{PgStore, Store};
 
 pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -57,7 +57,7 @@ impl TestStore {
         let admin = Store::connect(&admin_url(), 1)
             .await
             .expect("PostgreSQL at 127.0.0.1:5432 (see README)");
-        if let Store::Postgres(pool) = &admin {
+        if let Store::Postgres(PgStore { pool, .. }) = &admin {
             sqlx::query(&format!("CREATE DATABASE {database}"))
                 .execute(pool)
                 .await
@@ -104,7 +104,9 @@ impl Drop for TestStore {
                     return;
                 };
                 rt.block_on(async move {
-                    if let Ok(Store::Postgres(pool)) = Store::connect(&admin_url(), 1).await {
+                    if let Ok(Store::Postgres(PgStore { pool, .. })) =
+                        Store::connect(&admin_url(), 1).await
+                    {
                         let _ = sqlx::query(&format!(
                             "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
                         ))
@@ -121,7 +123,7 @@ impl Drop for TestStore {
 /// How many events of `event_type` are stored (a direct count, not the gap-safe reader).
 pub async fn count_of_type(store: &Store, event_type: &str) -> i64 {
     match store {
-        Store::Postgres(pool) => {
+        Store::Postgres(PgStore { pool, .. }) => {
             sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
                 .bind(event_type)
                 .fetch_one(pool)

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{SqliteStore, Store, StoreError};
+use super::{PgStore, SqliteStore, Store, StoreError};
 
 /// An event ready to append: everything but its global position.
 #[derive(Debug, Clone)]
@@ -69,8 +69,8 @@ impl Store {
                 "nothing to append".into(),
             )));
         };
-        match self {
-            Store::Postgres(pool) => {
+        let last = match self {
+            Store::Postgres(PgStore { pool, .. }) => {
                 // `fetch_all`, never `fetch_one`: the implicit transaction commits at the
                 // protocol's Sync, after the RETURNING row has been sent. `fetch_one`
                 // returns on that row, before the commit; `fetch_all` reads through
@@ -109,14 +109,12 @@ impl Store {
                         .await
                         .map_err(classify)?
                 };
-                Ok(positions.into_iter().max().unwrap_or_default())
+                positions.into_iter().max().unwrap_or_default()
             }
-            Store::Sqlite(sqlite) => {
-                let last = Self::append_sqlite(sqlite, events).await?;
-                sqlite.appended.send_replace(last);
-                Ok(last)
-            }
-        }
+            Store::Sqlite(sqlite) => Self::append_sqlite(sqlite, events).await?,
+        };
+        self.appended(last);
+        Ok(last)
     }
 
     async fn append_sqlite(sqlite: &SqliteStore, events: &[NewEvent]) -> Result<i64, AppendError> {

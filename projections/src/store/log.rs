@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::chain::{ChainedEvent, GENESIS, HASH_KEY};
-use super::{SqliteStore, Store, StoreError};
+use super::{PgStore, SqliteStore, Store, StoreError};
 
 /// One stored event with its place in the global log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,7 +173,7 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, sqlx::Error> {
 macro_rules! select_events {
     ($store:expr, $tail:expr $(, $bind:expr)* $(,)?) => {
         match $store {
-            Store::Postgres(pool) => {
+            Store::Postgres(PgStore { pool, .. }) => {
                 let sql = format!("SELECT {PG_COLUMNS} FROM events {}", $tail);
                 let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
                 rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
@@ -201,7 +201,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let raw = match self {
-            Store::Postgres(pool) => {
+            Store::Postgres(PgStore { pool, .. }) => {
                 let sql = format!(
                     "SELECT {PG_COLUMNS} FROM events \
                      WHERE (tx_id, position) > ($1::text::xid8, $2) \
@@ -238,7 +238,7 @@ impl Store {
             return Ok(Some(LogCursor::START));
         }
         Ok(match self {
-            Store::Postgres(pool) => sqlx::query_scalar::<_, i64>(
+            Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar::<_, i64>(
                 "SELECT tx_id::text::bigint FROM events WHERE position = $1",
             )
             .bind(position)

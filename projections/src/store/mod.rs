@@ -61,8 +61,52 @@ impl Backend {
 /// A connection pool to one of the two backends. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Store {
-    Postgres(PgPool),
+    Postgres(PgStore),
     Sqlite(SqliteStore),
+}
+
+/// A PostgreSQL pool and this process's append signal.
+///
+/// Other processes learn of new events through `NOTIFY` on [`EVENTS_CHANNEL`], sent
+/// by a notifier task *after* the append committed and outside its transaction: a
+/// `NOTIFY` inside the appending transaction takes a database-wide lock at commit and
+/// serializes every append (measured: 3.4k commits/s with 16 clients instead of
+/// 10–11k). The task coalesces: appends that land while a `NOTIFY` is in flight are
+/// announced by the next one. Readers in this process are woken by the signal itself.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub pool: PgPool,
+    pub(crate) appended: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+}
+
+impl PgStore {
+    fn new(pool: PgPool) -> PgStore {
+        let (sender, receiver) = tokio::sync::watch::channel(0);
+        tokio::spawn(notify_appends(pool.clone(), receiver));
+        PgStore {
+            pool,
+            appended: std::sync::Arc::new(sender),
+        }
+    }
+}
+
+/// Sends one `NOTIFY` per burst of appends; ends when the store is dropped.
+async fn notify_appends(pool: PgPool, mut appended: tokio::sync::watch::Receiver<i64>) {
+    while appended.changed().await.is_ok() {
+        let position = *appended.borrow_and_update();
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(position.to_string())
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            // Other processes fall back to polling for this burst.
+            tracing::warn!(%error, "could not notify other processes of new events");
+        }
+    }
 }
 
 /// SQLite allows one writer at a time. Writers of this process queue on an async
@@ -86,46 +130,47 @@ impl SqliteStore {
     }
 }
 
-/// Wakes a reader of the global log when new events may be there: PostgreSQL
-/// `LISTEN` on the channel the events trigger notifies, or this process's append
-/// signal on SQLite. A reader still polls as a fallback (another process writing the
-/// same SQLite file, a lost listener connection).
-pub enum Wakeup {
-    Postgres(Box<sqlx::postgres::PgListener>),
-    Sqlite(tokio::sync::watch::Receiver<i64>),
+/// Wakes a reader of the global log when new events may be there: this process's
+/// append signal (both backends) and, on PostgreSQL, `LISTEN` on the channel every
+/// process notifies after its appends. A reader still polls as a fallback (another
+/// process writing the same SQLite file, a lost listener connection).
+pub struct Wakeup {
+    local: tokio::sync::watch::Receiver<i64>,
+    listener: Option<Box<sqlx::postgres::PgListener>>,
 }
 
-/// The PostgreSQL channel the `events` insert trigger notifies.
+/// The PostgreSQL channel appends are announced on (payload: the last position).
 pub const EVENTS_CHANNEL: &str = "workflowops_events";
 
 impl Wakeup {
     /// Waits until new events may have been appended, or `max` has passed. Returns
     /// whether it was woken (false on timeout).
     pub async fn wait(&mut self, max: Duration) -> bool {
-        match self {
-            Wakeup::Postgres(listener) => {
-                match tokio::time::timeout(max, listener.recv()).await {
-                    Ok(Ok(_)) => {
-                        // Several commits may have notified: one read covers them all.
-                        while listener.next_buffered().is_some() {}
-                        true
-                    }
-                    Ok(Err(error)) => {
-                        // The listener reconnects on the next call; poll meanwhile.
-                        tracing::warn!(%error, "event listener lost its connection");
-                        tokio::time::sleep(max.min(Duration::from_millis(200))).await;
-                        true
-                    }
-                    Err(_) => false,
+        let local = &mut self.local;
+        let woken = match self.listener.as_mut() {
+            None => matches!(tokio::time::timeout(max, local.changed()).await, Ok(Ok(()))),
+            Some(listener) => {
+                tokio::select! {
+                    changed = local.changed() => changed.is_ok(),
+                    received = tokio::time::timeout(max, listener.recv()) => match received {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(error)) => {
+                            // The listener reconnects on the next call; poll meanwhile.
+                            tracing::warn!(%error, "event listener lost its connection");
+                            tokio::time::sleep(max.min(Duration::from_millis(200))).await;
+                            true
+                        }
+                        Err(_) => false,
+                    },
                 }
             }
-            Wakeup::Sqlite(receiver) => {
-                matches!(
-                    tokio::time::timeout(max, receiver.changed()).await,
-                    Ok(Ok(()))
-                )
-            }
+        };
+        // Several appends may have signalled: one read of the log covers them all.
+        local.borrow_and_update();
+        if let Some(listener) = self.listener.as_mut() {
+            while listener.next_buffered().is_some() {}
         }
+        woken
     }
 }
 
@@ -142,7 +187,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            Ok(Store::Postgres(pool))
+            Ok(Store::Postgres(PgStore::new(pool)))
         } else if database_url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(database_url)?;
             Self::open_sqlite_with(options, max_connections).await
@@ -169,7 +214,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 32 MiB of page cache per connection (the default is 2 MiB) and reads
+            // through a memory map: fewer copies through the kernel's page cache.
+            .pragma("cache_size", "-32768")
+            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(max_connections.max(1))
@@ -192,7 +241,7 @@ impl Store {
     /// Applies the backend's migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Postgres(pool) => PG_MIGRATIONS.run(pool).await?,
+            Store::Postgres(PgStore { pool, .. }) => PG_MIGRATIONS.run(pool).await?,
             Store::Sqlite(SqliteStore { pool, .. }) => SQLITE_MIGRATIONS.run(pool).await?,
         }
         Ok(())
@@ -201,7 +250,7 @@ impl Store {
     /// The cqrs-es repository over this store (postgres-es or sqlite-es).
     pub fn repository(&self) -> AnyRepository {
         match self {
-            Store::Postgres(pool) => {
+            Store::Postgres(PgStore { pool, .. }) => {
                 AnyRepository::Postgres(postgres_es::PostgresEventRepository::new(pool.clone()))
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
@@ -213,19 +262,34 @@ impl Store {
     /// A waiter for new events (see [`Wakeup`]).
     pub async fn wakeup(&self) -> Result<Wakeup, StoreError> {
         match self {
-            Store::Postgres(pool) => {
-                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            Store::Postgres(pg) => {
+                let local = pg.appended.subscribe();
+                let mut listener = sqlx::postgres::PgListener::connect_with(&pg.pool).await?;
                 listener.listen(EVENTS_CHANNEL).await?;
-                Ok(Wakeup::Postgres(Box::new(listener)))
+                Ok(Wakeup {
+                    local,
+                    listener: Some(Box::new(listener)),
+                })
             }
-            Store::Sqlite(sqlite) => Ok(Wakeup::Sqlite(sqlite.appended.subscribe())),
+            Store::Sqlite(sqlite) => Ok(Wakeup {
+                local: sqlite.appended.subscribe(),
+                listener: None,
+            }),
         }
+    }
+
+    /// Announces that this process appended up to `position`.
+    pub(crate) fn appended(&self, position: i64) {
+        match self {
+            Store::Postgres(pg) => pg.appended.send_replace(position),
+            Store::Sqlite(sqlite) => sqlite.appended.send_replace(position),
+        };
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Store::Postgres(pool) => {
+            Store::Postgres(PgStore { pool, .. }) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
@@ -237,7 +301,7 @@ impl Store {
 
     pub async fn close(&self) {
         match self {
-            Store::Postgres(pool) => pool.close().await,
+            Store::Postgres(PgStore { pool, .. }) => pool.close().await,
             Store::Sqlite(SqliteStore { pool, .. }) => pool.close().await,
         }
     }
