@@ -110,7 +110,7 @@ struct Args {
     /// Concurrent clients populating the log.
     #[arg(short = 'c', long, default_value_t = 16)]
     clients: usize,
-    /// Connection pool size (default: 32 on PostgreSQL, 4 on SQLite as the service).
+    /// Connection pool size (default: as the service, 16 on PostgreSQL and 4 on SQLite).
     #[arg(long)]
     pool: Option<u32>,
     /// Keep the populated log for later runs: on PostgreSQL the name of a database on
@@ -1169,7 +1169,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let url = workflowops::store::with_database(&args.pg_url, &database);
             let keep = args.database.is_some();
-            match Store::connect(&url, args.pool.unwrap_or(32)).await {
+            match Store::connect(&url, args.pool.unwrap_or(16)).await {
                 Ok(store) => (store, (!keep).then_some((admin, database))),
                 Err(e) => {
                     if !keep {
