@@ -1,13 +1,12 @@
 //! Deployments: each deployment's current state, schedule and per-workflow results.
 
 use aggregates::deployment::{DeploymentEvent, DeploymentWorkflow};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, name, Decoded, Envelope};
+use crate::event::{json_text, name, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
-use crate::runtime::{ApplyError, Projection};
+use crate::runtime::ApplyError;
 use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
@@ -124,33 +123,14 @@ impl Deployments {
     }
 }
 
-impl Projection for Deployments {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["rm_deployments"]
-    }
-
-    fn apply<'a>(
-        &'a mut self,
-        tx: &'a mut Tx,
-        event: &'a Envelope,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            match &event.event {
-                Decoded::Deployment(e) => self.fold(tx, event, e).await,
-                Decoded::Undecodable(error) if event.stored.aggregate_type == "deployment" => {
-                    Err(ApplyError::Event(format!("undecodable payload: {error}")))
-                }
-                _ => Ok(()),
-            }
-        })
-    }
-
-    crate::row_tables!(deployments);
-}
+crate::single_aggregate_projection!(
+    Deployments,
+    NAME,
+    "rm_deployments",
+    deployments,
+    Deployment,
+    "deployment"
+);
 
 /// Deployments of `tenant`, newest first, optionally of one promotion or status.
 pub async fn deployments(

@@ -1,13 +1,12 @@
 //! Incidents: each drift incident's current state, SLA and timestamps.
 
 use aggregates::incident::{IncidentEvent, SlaState};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, name, Decoded, Envelope};
+use crate::event::{json_text, name, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
-use crate::runtime::{ApplyError, Projection};
+use crate::runtime::ApplyError;
 use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
@@ -205,33 +204,14 @@ impl Incidents {
     }
 }
 
-impl Projection for Incidents {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["rm_incidents"]
-    }
-
-    fn apply<'a>(
-        &'a mut self,
-        tx: &'a mut Tx,
-        event: &'a Envelope,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            match &event.event {
-                Decoded::Incident(e) => self.fold(tx, event, e).await,
-                Decoded::Undecodable(error) if event.stored.aggregate_type == "incident" => {
-                    Err(ApplyError::Event(format!("undecodable payload: {error}")))
-                }
-                _ => Ok(()),
-            }
-        })
-    }
-
-    crate::row_tables!(incidents);
-}
+crate::single_aggregate_projection!(
+    Incidents,
+    NAME,
+    "rm_incidents",
+    incidents,
+    Incident,
+    "incident"
+);
 
 /// Incidents of `tenant`, newest first, optionally of one environment and status.
 pub async fn incidents(

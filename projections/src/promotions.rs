@@ -1,13 +1,12 @@
 //! Promotions: each promotion's current state, gates, approvals and result.
 
 use aggregates::promotion::PromotionEvent;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, name, Decoded, Envelope};
+use crate::event::{json_text, name, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
-use crate::runtime::{ApplyError, Projection};
+use crate::runtime::ApplyError;
 use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
@@ -171,33 +170,14 @@ impl Promotions {
     }
 }
 
-impl Projection for Promotions {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["rm_promotions"]
-    }
-
-    fn apply<'a>(
-        &'a mut self,
-        tx: &'a mut Tx,
-        event: &'a Envelope,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            match &event.event {
-                Decoded::Promotion(e) => self.fold(tx, event, e).await,
-                Decoded::Undecodable(error) if event.stored.aggregate_type == "promotion" => {
-                    Err(ApplyError::Event(format!("undecodable payload: {error}")))
-                }
-                _ => Ok(()),
-            }
-        })
-    }
-
-    crate::row_tables!(promotions);
-}
+crate::single_aggregate_projection!(
+    Promotions,
+    NAME,
+    "rm_promotions",
+    promotions,
+    Promotion,
+    "promotion"
+);
 
 /// Promotions of `tenant`, newest first, optionally by status or target environment.
 pub async fn promotions(

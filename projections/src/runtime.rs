@@ -850,3 +850,43 @@ macro_rules! row_tables {
         }
     };
 }
+
+/// Implements [`Projection`] for a list view of one aggregate type: events decoded as
+/// `Decoded::$variant` go to the type's `fold(tx, event, e)`; an undecodable payload
+/// of that aggregate type stops the projection; every other event is not its concern.
+#[macro_export]
+macro_rules! single_aggregate_projection {
+    ($projection:ty, $name:expr, $table:literal, $rows:ident, $variant:ident, $aggregate:literal) => {
+        impl $crate::runtime::Projection for $projection {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn tables(&self) -> &'static [&'static str] {
+                &[$table]
+            }
+
+            fn apply<'a>(
+                &'a mut self,
+                tx: &'a mut $crate::sql::Tx,
+                event: &'a $crate::event::Envelope,
+            ) -> futures::future::BoxFuture<'a, Result<(), $crate::runtime::ApplyError>> {
+                Box::pin(async move {
+                    match &event.event {
+                        $crate::event::Decoded::$variant(e) => self.fold(tx, event, e).await,
+                        $crate::event::Decoded::Undecodable(error)
+                            if event.stored.aggregate_type == $aggregate =>
+                        {
+                            Err($crate::runtime::ApplyError::Event(format!(
+                                "undecodable payload: {error}"
+                            )))
+                        }
+                        _ => Ok(()),
+                    }
+                })
+            }
+
+            $crate::row_tables!($rows);
+        }
+    };
+}
