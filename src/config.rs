@@ -50,6 +50,15 @@ pub struct Config {
         global = true
     )]
     pub db_pool_size: u32,
+    /// Events the projector reads and applies per batch (one transaction each).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_PROJECTOR_BATCH",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(i64).range(1..=100_000),
+        global = true
+    )]
+    pub projector_batch: i64,
 }
 
 #[derive(Debug, Clone, Subcommand)]

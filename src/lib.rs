@@ -31,12 +31,24 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
         let store = config.open_store().await?;
         store.migrate().await?;
-        Self::with_store(store, config.listen).await
+        let options = projections::ProjectorOptions {
+            batch_size: config.projector_batch,
+            ..Default::default()
+        };
+        Self::with_options(store, config.listen, options).await
     }
 
     pub async fn with_store(store: Store, listen: SocketAddr) -> anyhow::Result<Application> {
+        Self::with_options(store, listen, Default::default()).await
+    }
+
+    pub async fn with_options(
+        store: Store,
+        listen: SocketAddr,
+        options: projections::ProjectorOptions,
+    ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen).await?;
-        let (projections, projector) = read_side::start(&store);
+        let (projections, projector) = read_side::start(&store, options);
         Ok(Application {
             listener,
             store,

@@ -10,13 +10,11 @@ use serde::Serialize;
 use crate::store::Store;
 
 /// Starts every read model's projector on the runtime.
-pub fn start(store: &Store) -> (ProjectorHandle, tokio::task::JoinHandle<()>) {
-    Projector::new(
-        store.clone(),
-        projections::all(),
-        ProjectorOptions::default(),
-    )
-    .spawn()
+pub fn start(
+    store: &Store,
+    options: ProjectorOptions,
+) -> (ProjectorHandle, tokio::task::JoinHandle<()>) {
+    Projector::new(store.clone(), projections::all(), options).spawn()
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ use workflowops::Application;
 
 use crate::support::TestStore;
 
-fn workflowops() -> Command {
+pub(crate) fn workflowops() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_workflowops"));
     for var in [
         "DATABASE_URL",
@@ -21,7 +21,7 @@ fn workflowops() -> Command {
     cmd
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -29,7 +29,7 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
