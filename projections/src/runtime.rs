@@ -452,6 +452,8 @@ impl Projector {
                 for slot in &mut self.slots {
                     slot.owned = false;
                 }
+                self.lock_conn = None;
+                self.publish();
                 self.lock_conn =
                     Some(sqlx::PgConnection::connect_with(&pool.connect_options()).await?);
                 self.lock_checked = Some(std::time::Instant::now());

@@ -200,7 +200,7 @@ async fn rebuild_equals_live(kind: Kind) {
         ProjectorOptions::default(),
     )
     .spawn();
-    workload(&t, 400).await;
+    workload(&t, 700).await;
     wait_all(&handle, head(&t.store).await).await;
     task.abort();
     let live = dump(&t.store).await;
