@@ -59,6 +59,15 @@ pub struct Config {
         global = true
     )]
     pub projector_batch: i64,
+    /// Secret that signs bearer tokens (at least 32 bytes). Unset: the file
+    /// `jwt-secret` in the data directory, generated on first use.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_JWT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub jwt_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -77,9 +86,31 @@ pub enum Command {
         /// deployments, audit_trail.
         projection: Option<String>,
     },
+    /// Print a bearer token signed with the service's secret.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        /// viewer, developer or admin.
+        #[arg(long)]
+        role: String,
+        /// Who the token stands for (shown in the audit trail).
+        #[arg(long)]
+        sub: String,
+        /// Validity in hours.
+        #[arg(long, default_value_t = 24 * 30)]
+        ttl_hours: u64,
+    },
 }
 
 impl Config {
+    /// The token signer, with the secret from the environment or the data directory
+    /// (generated there on first use).
+    pub fn auth(&self) -> anyhow::Result<(crate::auth::Auth, crate::auth::SecretSource)> {
+        let (secret, source) =
+            crate::auth::load_secret(self.jwt_secret.as_deref(), &self.data_dir)?;
+        Ok((crate::auth::Auth::new(&secret), source))
+    }
+
     /// Opens the configured store (SQLite in the data directory by default).
     pub async fn open_store(&self) -> Result<Store, StoreError> {
         match self

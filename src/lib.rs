@@ -3,6 +3,7 @@
 //! helper binaries reuse it.
 
 pub mod app;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod http;

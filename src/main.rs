@@ -5,7 +5,10 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::time::Duration;
+
 use clap::Parser;
+use workflowops::auth::SecretSource;
 use workflowops::config::{Cli, Command};
 use workflowops::{telemetry, Application};
 
@@ -23,9 +26,27 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The tenant of the admin token printed on first start.
+const FIRST_TENANT: &str = "default";
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => {
+            let (auth, source) = cli.config.auth()?;
+            if let SecretSource::Generated(path) = &source {
+                // A newcomer's first start: one admin token to begin with.
+                let token = auth.mint(
+                    FIRST_TENANT,
+                    "admin",
+                    "admin",
+                    Duration::from_secs(30 * 24 * 3600),
+                )?;
+                println!(
+                    "Generated the token signing secret in {}.\n\
+                     Admin token for tenant \"{FIRST_TENANT}\" (valid 30 days; more with `workflowops token`):\n{token}",
+                    path.display()
+                );
+            }
             let app = Application::build(&cli.config).await?;
             tracing::info!(
                 addr = %app.local_addr()?,
@@ -47,6 +68,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let names: Vec<String> = projection.into_iter().collect();
             let report = workflowops::read_side::rebuild(&store, &names).await?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            tenant,
+            role,
+            sub,
+            ttl_hours,
+        } => {
+            let (auth, _) = cli.config.auth()?;
+            let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
+            println!("{}", auth.mint(&tenant, &role, &sub, ttl)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {

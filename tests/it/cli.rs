@@ -110,6 +110,99 @@ async fn app_on_port_zero_answers_health_ready_and_unknown_routes() {
     server.await.unwrap().unwrap();
 }
 
+/// Runs `serve` in `dir` until it answers `/health`, then stops it; returns stdout.
+async fn serve_once(dir: &std::path::Path) -> String {
+    let port = free_port();
+    let child = workflowops()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut service = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(&format!("http://127.0.0.1:{port}/health"))
+        .await
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "service did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    service.0.kill().unwrap();
+    let _ = service.0.wait();
+    let mut out = String::new();
+    if let Some(mut stdout) = service.0.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    }
+    out
+}
+
+fn data_dir_auth(dir: &std::path::Path) -> workflowops::auth::Auth {
+    let (secret, source) = workflowops::auth::load_secret(None, dir).unwrap();
+    assert!(matches!(source, workflowops::auth::SecretSource::File(_)));
+    workflowops::auth::Auth::new(&secret)
+}
+
+#[tokio::test]
+async fn first_start_generates_the_secret_and_prints_one_admin_token() {
+    let cwd = tempfile::tempdir().unwrap();
+    let first = serve_once(cwd.path()).await;
+    let token = first
+        .lines()
+        .last()
+        .expect("a token on the last line")
+        .trim()
+        .to_string();
+    assert!(first.contains("Admin token"), "{first}");
+    let data_dir = cwd.path().join("workflowops-data");
+    let who = data_dir_auth(&data_dir).verify(&token).unwrap();
+    assert_eq!(
+        (who.tenant.as_str(), who.role),
+        ("default", aggregates::command::Role::Admin)
+    );
+    // Later starts keep the secret and print no token.
+    let second = serve_once(cwd.path()).await;
+    assert!(!second.contains("Admin token"), "{second}");
+    assert_eq!(data_dir_auth(&data_dir).verify(&token).unwrap(), who);
+}
+
+#[tokio::test]
+async fn token_command_mints_tokens_the_service_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let out = workflowops()
+        .args(["token", "--tenant", "acme", "--role", "developer"])
+        .args(["--sub", "dev@acme", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let who = data_dir_auth(dir.path()).verify(token.trim()).unwrap();
+    assert_eq!(who.subject, "dev@acme");
+    assert_eq!(who.tenant.as_str(), "acme");
+    assert_eq!(who.role, aggregates::command::Role::Developer);
+
+    for (tenant, role, expected) in [
+        ("acme", "system", "role must be viewer, developer or admin"),
+        ("ACME!", "admin", "invalid tenant"),
+    ] {
+        let out = workflowops()
+            .args(["token", "--tenant", tenant, "--role", role])
+            .args(["--sub", "x", "--data-dir", data_dir])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent_and_bad_urls_fail_cleanly() {
     let t = TestStore::postgres().await;
