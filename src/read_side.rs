@@ -46,6 +46,7 @@ pub async fn rebuild(store: &Store, names: &[String]) -> anyhow::Result<RebuildR
             ),
         }
     }
+    let tables: Vec<_> = selected.iter().map(|p| (p.name(), p.tables())).collect();
     let started = Instant::now();
     for projection in &selected {
         projections::runtime::reset(store, projection.as_ref())
@@ -58,14 +59,10 @@ pub async fn rebuild(store: &Store, names: &[String]) -> anyhow::Result<RebuildR
     };
     let mut projector = Projector::new(store.clone(), selected, options);
     let events = projector.catch_up().await?;
-    for projection in projections::NAMES
-        .iter()
-        .filter(|n| names.iter().any(|m| m == *n))
-        .filter_map(|n| projections::projection(n))
-    {
-        projections::runtime::analyze(store, projection.as_ref())
+    for (name, tables) in tables {
+        projections::runtime::analyze(store, tables)
             .await
-            .with_context(|| format!("analyzing {}", projection.name()))?;
+            .with_context(|| format!("analyzing {name}"))?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let replayed_elsewhere = projector

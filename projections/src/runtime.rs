@@ -769,17 +769,16 @@ impl ProjectorHandle {
 
 /// Refreshes the planner statistics of a projection's tables (after a rebuild, the
 /// tables changed completely and autovacuum has not looked at them yet).
-pub async fn analyze(store: &Store, projection: &dyn Projection) -> Result<(), StoreError> {
-    let tables = projection.tables().join(", ");
+pub async fn analyze(store: &Store, tables: &[&str]) -> Result<(), StoreError> {
     match store {
         Store::Postgres(PgStore { pool, .. }) => {
-            sqlx::query(&format!("ANALYZE {tables}"))
+            sqlx::query(&format!("ANALYZE {}", tables.join(", ")))
                 .execute(pool)
                 .await?;
         }
         Store::Sqlite(sqlite) => {
             let _turn = sqlite.write_turn().await;
-            for table in projection.tables() {
+            for table in tables {
                 sqlx::query(&format!("ANALYZE {table}"))
                     .execute(&sqlite.pool)
                     .await?;
