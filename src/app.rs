@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use aggregates::canonical::{CanonicalCommand, CanonicalWorkflow};
+use aggregates::deployment::{Deployment, DeploymentCommand, DeploymentStatus};
 use aggregates::environment::{Environment, EnvironmentCommand};
 use aggregates::error::DomainError;
 use aggregates::ids::{LocalId, Slug};
@@ -19,15 +20,21 @@ use aggregates::incident::{
     AffectedWorkflow, DriftIncident, IncidentCommand, IncidentEvent, IncidentPolicy,
 };
 use aggregates::mapping::{MappingCommand, MappingEvent, WorkflowMapping};
+use aggregates::pipeline::{Pipeline, PipelineCommand};
+use aggregates::policy::{DriftPolicy, DriftPolicyCommand, PolicyScope};
+use aggregates::promotion::{Promotion, PromotionCommand, PromotionStatus};
 use aggregates::reservation::{
     BoxFuture, LinkSlot, Reservation, ReservationCommand, ReservationKind, Reservations, SlugClaim,
 };
+use aggregates::transitions;
 use aggregates::Actor;
 
 use crate::bus::{CommandBus, CommandContext, CommandError, Committed};
 
 /// Attempts for internal steps that may meet a concurrent write.
 const RETRIES: usize = 5;
+/// Deployments one promotion may have (all but the last cancelled).
+const MAX_DEPLOYMENTS: u32 = 20;
 
 #[derive(Clone)]
 pub struct Domain {
@@ -82,6 +89,22 @@ impl Domain {
         n8n_workflow_id: &LocalId,
         command: MappingCommand,
     ) -> Result<Committed<WorkflowMapping>, CommandError> {
+        // A link must name a canonical workflow of this tenant that still exists (the
+        // mapping aggregate cannot look it up; a sync's auto-link is resolved through
+        // the hash registry, which only holds live ones).
+        if let MappingCommand::Link { canonical_id } = &command {
+            let aggregate = aggregates::ids::aggregate_id(&ctx.tenant, &[canonical_id]);
+            let canonical = self.bus.load::<CanonicalWorkflow>(&aggregate).await?.state;
+            if !canonical.created
+                || canonical.status == aggregates::canonical::CanonicalStatus::Deleted
+            {
+                return Err(DomainError::NotFound {
+                    kind: "canonical workflow",
+                    id: canonical_id.to_string(),
+                }
+                .into());
+            }
+        }
         let services = self.reservations(ctx);
         let committed = self
             .bus
@@ -164,6 +187,140 @@ impl Domain {
             )
             .await?;
         Ok(())
+    }
+
+    pub async fn promotion(
+        &self,
+        ctx: &CommandContext,
+        promotion_id: &LocalId,
+        command: PromotionCommand,
+    ) -> Result<Committed<Promotion>, CommandError> {
+        self.bus
+            .execute::<Promotion, _>(ctx, &[promotion_id], command, false, &())
+            .await
+    }
+
+    pub async fn deployment(
+        &self,
+        ctx: &CommandContext,
+        deployment_id: &LocalId,
+        command: DeploymentCommand,
+    ) -> Result<Committed<Deployment>, CommandError> {
+        self.bus
+            .execute::<Deployment, _>(ctx, &[deployment_id], command, false, &())
+            .await
+    }
+
+    pub async fn pipeline(
+        &self,
+        ctx: &CommandContext,
+        pipeline_id: &LocalId,
+        command: PipelineCommand,
+    ) -> Result<Committed<Pipeline>, CommandError> {
+        self.bus
+            .execute::<Pipeline, _>(ctx, &[pipeline_id], command, false, &())
+            .await
+    }
+
+    /// Sets or clears the drift policy of the tenant or of one environment.
+    pub async fn drift_policy(
+        &self,
+        ctx: &CommandContext,
+        scope: &PolicyScope,
+        command: DriftPolicyCommand,
+    ) -> Result<Committed<DriftPolicy>, CommandError> {
+        if let Some(environment_id) = scope.environment_id() {
+            let aggregate = aggregates::ids::aggregate_id(&ctx.tenant, &[environment_id]);
+            if !self
+                .bus
+                .load::<Environment>(&aggregate)
+                .await?
+                .state
+                .registered
+            {
+                return Err(DomainError::NotFound {
+                    kind: "environment",
+                    id: environment_id.to_string(),
+                }
+                .into());
+            }
+        }
+        self.bus
+            .execute::<DriftPolicy, _>(ctx, &[&scope.local_id()], command, false, &())
+            .await
+    }
+
+    /// Creates the deployment of an approved promotion, now or at `scheduled_for`.
+    ///
+    /// Deployment ids are `{promotion}.{n}`: the first one whose stream is empty,
+    /// after every earlier one was cancelled. Two concurrent calls race for the same
+    /// id and the event store lets only one of them append, so a promotion never has
+    /// two live deployments.
+    pub async fn deploy_promotion(
+        &self,
+        ctx: &CommandContext,
+        promotion_id: &LocalId,
+        scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(LocalId, Committed<Deployment>), CommandError> {
+        let command = DeploymentCommand::Create {
+            promotion_id: promotion_id.clone(),
+            scheduled_for,
+            workflows: vec![],
+        };
+        let required = aggregates::DomainCommand::required_role(&command);
+        if !ctx.actor.role.satisfies(required) {
+            return Err(DomainError::Forbidden(
+                "deploying a promotion requires the admin role".into(),
+            )
+            .into());
+        }
+        let promotion_aggregate = aggregates::ids::aggregate_id(&ctx.tenant, &[promotion_id]);
+        let promotion = self
+            .bus
+            .load::<Promotion>(&promotion_aggregate)
+            .await?
+            .state;
+        if !promotion.created {
+            return Err(DomainError::NotFound {
+                kind: "promotion",
+                id: promotion_id.to_string(),
+            }
+            .into());
+        }
+        // Deploying moves the promotion to running when the deployment starts.
+        transitions::check(promotion.status, PromotionStatus::Running, false)?;
+        let workflows: Vec<(String, String)> = promotion
+            .workflows
+            .iter()
+            .map(|w| (w.canonical_id.clone(), w.name.clone()))
+            .collect();
+        for n in 1..=MAX_DEPLOYMENTS {
+            let id = LocalId::parse(format!("{promotion_id}.{n}"))?;
+            let aggregate = aggregates::ids::aggregate_id(&ctx.tenant, &[&id]);
+            let existing = self.bus.load::<Deployment>(&aggregate).await?.state;
+            if existing.created {
+                if existing.status == DeploymentStatus::Cancelled {
+                    continue;
+                }
+                return Err(DomainError::Conflict(format!(
+                    "promotion {promotion_id} already has deployment {id} ({})",
+                    existing.status
+                ))
+                .into());
+            }
+            let create = DeploymentCommand::Create {
+                promotion_id: promotion_id.clone(),
+                scheduled_for,
+                workflows: workflows.clone(),
+            };
+            let committed = self.deployment(ctx, &id, create).await?;
+            return Ok((id, committed));
+        }
+        Err(DomainError::validation(
+            "promotion_id",
+            format!("{MAX_DEPLOYMENTS} deployments of this promotion were cancelled; create a new promotion"),
+        )
+        .into())
     }
 
     /// Drift found on an environment: updates its active incident, or reserves the

@@ -83,9 +83,11 @@ pub enum Command {
     /// one). Prints a JSON report. A running service picks the reset up by itself.
     Rebuild {
         /// One of: workflow_matrix, environment_status, incidents, promotions,
-        /// deployments, audit_trail.
+        /// deployments, audit_trail, pipelines, drift_policies.
         projection: Option<String>,
     },
+    /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
+    Schema,
     /// Print a bearer token signed with the service's secret.
     Token {
         #[arg(long)]

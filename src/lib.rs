@@ -6,7 +6,11 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod feed;
+pub mod graphql;
 pub mod http;
+pub mod metrics;
+pub mod promote;
 pub mod read_side;
 pub use projections::store;
 pub mod telemetry;
@@ -19,43 +23,63 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::store::Store;
 
-/// The running service: a bound listener and its router.
+/// The running service: a bound listener, its router and its background tasks.
 pub struct Application {
     listener: TcpListener,
     store: Store,
+    auth: auth::Auth,
     projections: projections::ProjectorHandle,
     projector: tokio::task::JoinHandle<()>,
+    feed: feed::EventFeed,
+    tail: tokio::task::JoinHandle<()>,
+    domain: app::Domain,
 }
 
 impl Application {
     /// Opens and migrates the store, then binds the listener (port 0 picks a free port).
-    pub async fn build(config: &Config) -> anyhow::Result<Application> {
+    pub async fn build(config: &Config, auth: auth::Auth) -> anyhow::Result<Application> {
         let store = config.open_store().await?;
         store.migrate().await?;
         let options = projections::ProjectorOptions {
             batch_size: config.projector_batch,
             ..Default::default()
         };
-        Self::with_options(store, config.listen, options).await
+        Self::with_options(store, config.listen, auth, options).await
     }
 
-    pub async fn with_store(store: Store, listen: SocketAddr) -> anyhow::Result<Application> {
-        Self::with_options(store, listen, Default::default()).await
+    pub async fn with_store(
+        store: Store,
+        listen: SocketAddr,
+        auth: auth::Auth,
+    ) -> anyhow::Result<Application> {
+        Self::with_options(store, listen, auth, Default::default()).await
     }
 
     pub async fn with_options(
         store: Store,
         listen: SocketAddr,
+        auth: auth::Auth,
         options: projections::ProjectorOptions,
     ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen).await?;
         let (projections, projector) = read_side::start(&store, options);
+        let (feed, tail) = feed::EventFeed::start(store.clone());
+        let domain = app::Domain::new(bus::CommandBus::new(store.clone()));
         Ok(Application {
             listener,
             store,
+            auth,
             projections,
             projector,
+            feed,
+            tail,
+            domain,
         })
+    }
+
+    /// The commands this process runs (tests drive the domain directly with it).
+    pub fn domain(&self) -> &app::Domain {
+        &self.domain
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -76,15 +100,33 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let metrics = metrics::Metrics::new();
+        let schema = graphql::schema(Some(graphql::Services {
+            store: self.store.clone(),
+            domain: self.domain.clone(),
+            projections: self.projections.clone(),
+            feed: self.feed.clone(),
+            metrics: metrics.clone(),
+        }));
         let router = http::router(http::AppState {
             store: self.store.clone(),
             projections: self.projections.clone(),
+            schema,
+            auth: self.auth.clone(),
+            metrics,
+            feed: self.feed.clone(),
         });
+        let feed = self.feed.clone();
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // open event streams would hold their connections forever
+                feed.close();
+            })
             .await;
         // An in-flight batch rolls back; the next start resumes from its checkpoint.
         self.projector.abort();
+        self.tail.abort();
         served
     }
 }

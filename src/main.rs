@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     path.display()
                 );
             }
-            let app = Application::build(&cli.config).await?;
+            let app = Application::build(&cli.config, auth).await?;
             tracing::info!(
                 addr = %app.local_addr()?,
                 database = app.store().backend().as_str(),
@@ -79,6 +79,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (auth, _) = cli.config.auth()?;
             let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
             println!("{}", auth.mint(&tenant, &role, &sub, ttl)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print!("{}", workflowops::graphql::sdl());
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {

@@ -182,10 +182,15 @@ pub enum EnvironmentEvent {
         n8n_secret_ref: Option<String>,
         git_secret_ref: Option<String>,
     },
+    /// Only what changed. `git` is the new Git configuration; `git_removed` says the
+    /// configuration was removed (a separate flag: a `null` `git` has always meant
+    /// "unchanged", so it cannot also mean "removed").
     Updated {
         name: Option<String>,
         n8n_base_url: Option<String>,
-        git: Option<Option<GitTarget>>,
+        git: Option<GitTarget>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        git_removed: bool,
         n8n_secret_ref: Option<String>,
         git_secret_ref: Option<String>,
     },
@@ -387,7 +392,8 @@ impl Environment {
                 Ok(vec![EnvironmentEvent::Updated {
                     name,
                     n8n_base_url,
-                    git,
+                    git_removed: matches!(git, Some(None)),
+                    git: git.flatten(),
                     n8n_secret_ref,
                     git_secret_ref,
                 }])
@@ -476,6 +482,7 @@ impl Aggregate for Environment {
                 name,
                 n8n_base_url,
                 git,
+                git_removed,
                 n8n_secret_ref,
                 git_secret_ref,
             } => {
@@ -485,7 +492,9 @@ impl Aggregate for Environment {
                 if let Some(url) = n8n_base_url {
                     self.n8n_base_url = url;
                 }
-                if let Some(git) = git {
+                if git_removed {
+                    self.git = None;
+                } else if git.is_some() {
                     self.git = git;
                 }
                 if n8n_secret_ref.is_some() {
@@ -741,5 +750,45 @@ mod tests {
             git_secret_ref: None,
         };
         assert_eq!(env.decide(issue(same)).unwrap(), vec![]);
+    }
+
+    /// Removing the Git configuration survives a round trip through the log, and an
+    /// update that leaves Git alone (`"git": null`, as every earlier event stores it)
+    /// still means "unchanged".
+    #[test]
+    fn removing_git_survives_replay() {
+        let mut env = Environment::default();
+        env.apply(registered(EnvironmentClass::Production));
+        let update = |git| EnvironmentCommand::Update {
+            name: Some("Prod".into()),
+            n8n_base_url: None,
+            git,
+            n8n_secret_ref: None,
+            git_secret_ref: None,
+        };
+        let replay = |events: Vec<EnvironmentEvent>, env: &mut Environment| {
+            for event in events {
+                let stored = serde_json::to_value(&event).unwrap();
+                env.apply(serde_json::from_value(stored).unwrap());
+            }
+        };
+        let events = env.decide(issue(update(None))).unwrap();
+        let stored = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(stored["git"], serde_json::Value::Null);
+        assert!(
+            stored.get("git_removed").is_none(),
+            "unchanged events keep their shape"
+        );
+        replay(events, &mut env);
+        assert!(env.git.is_some());
+        let events = env.decide(issue(update(Some(None)))).unwrap();
+        replay(events, &mut env);
+        assert_eq!(env.git, None);
+        // removing what is not there changes nothing
+        let mut renamed = update(Some(None));
+        if let EnvironmentCommand::Update { name, .. } = &mut renamed {
+            *name = None;
+        }
+        assert_eq!(env.decide(issue(renamed)).unwrap(), vec![]);
     }
 }

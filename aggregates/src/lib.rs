@@ -17,6 +17,8 @@ pub mod deployment;
 pub mod environment;
 pub mod incident;
 pub mod mapping;
+pub mod pipeline;
+pub mod policy;
 pub mod promotion;
 pub mod reservation;
 

@@ -153,12 +153,19 @@ impl EnvironmentStatusProjection {
         };
         match e {
             EnvironmentEvent::Registered { .. } => {}
-            EnvironmentEvent::Updated { name, git, .. } => {
+            EnvironmentEvent::Updated {
+                name,
+                git,
+                git_removed,
+                ..
+            } => {
                 if let Some(name) = name {
                     row.name = name.clone();
                 }
-                if let Some(git) = git {
-                    row.git_configured = git.is_some();
+                if *git_removed {
+                    row.git_configured = false;
+                } else if git.is_some() {
+                    row.git_configured = true;
                 }
             }
             EnvironmentEvent::Deactivated { .. } => row.status = "deactivated".into(),

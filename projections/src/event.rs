@@ -6,6 +6,8 @@ use aggregates::deployment::{Deployment, DeploymentEvent};
 use aggregates::environment::{Environment, EnvironmentEvent, EnvironmentStatus};
 use aggregates::incident::{DriftIncident, IncidentEvent};
 use aggregates::mapping::{MappingEvent, WorkflowMapping};
+use aggregates::pipeline::{Pipeline, PipelineEvent};
+use aggregates::policy::{DriftPolicy, DriftPolicyEvent};
 use aggregates::promotion::{Promotion, PromotionEvent};
 use cqrs_es::Aggregate;
 use serde::Serialize;
@@ -22,6 +24,8 @@ pub enum Decoded {
     Incident(IncidentEvent),
     Promotion(PromotionEvent),
     Deployment(DeploymentEvent),
+    Pipeline(PipelineEvent),
+    DriftPolicy(DriftPolicyEvent),
     /// An aggregate no read model folds (reservations); the audit trail still lists it.
     Other,
     /// The payload does not decode as its aggregate's event: no projection that needs
@@ -53,6 +57,8 @@ impl Envelope {
             t if t == DriftIncident::TYPE => decode(payload, Decoded::Incident),
             t if t == Promotion::TYPE => decode(payload, Decoded::Promotion),
             t if t == Deployment::TYPE => decode(payload, Decoded::Deployment),
+            t if t == Pipeline::TYPE => decode(payload, Decoded::Pipeline),
+            t if t == DriftPolicy::TYPE => decode(payload, Decoded::DriftPolicy),
             _ => Decoded::Other,
         };
         Envelope { stored, event }
@@ -103,6 +109,7 @@ impl Envelope {
             Decoded::Incident(e) => names(e.status_change()),
             Decoded::Promotion(e) => names(e.status_change()),
             Decoded::Deployment(e) => names(e.status_change()),
+            Decoded::Pipeline(e) => names(e.status_change()),
             Decoded::Canonical(CanonicalEvent::Deleted { from, .. }) => {
                 Some((Some(name(from)), name(&CanonicalStatus::Deleted)))
             }

@@ -6,6 +6,8 @@ use aggregates::deployment::Deployment;
 use aggregates::environment::Environment;
 use aggregates::incident::DriftIncident;
 use aggregates::mapping::WorkflowMapping;
+use aggregates::pipeline::Pipeline;
+use aggregates::policy::DriftPolicy;
 use aggregates::promotion::Promotion;
 use aggregates::reservation::{LinkSlot, Reservation, SlugClaim};
 use chrono::{DateTime, Utc};
@@ -24,6 +26,8 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     DriftIncident::TYPE,
     Promotion::TYPE,
     Deployment::TYPE,
+    Pipeline::TYPE,
+    DriftPolicy::TYPE,
     <Reservation<LinkSlot> as Aggregate>::TYPE,
     <Reservation<SlugClaim> as Aggregate>::TYPE,
 ];
@@ -111,6 +115,8 @@ pub async fn state_at(
         t if t == DriftIncident::TYPE => replay::<DriftIncident>(&events)?,
         t if t == Promotion::TYPE => replay::<Promotion>(&events)?,
         t if t == Deployment::TYPE => replay::<Deployment>(&events)?,
+        t if t == Pipeline::TYPE => replay::<Pipeline>(&events)?,
+        t if t == DriftPolicy::TYPE => replay::<DriftPolicy>(&events)?,
         t if t == <Reservation<LinkSlot> as Aggregate>::TYPE => {
             replay::<Reservation<LinkSlot>>(&events)?
         }

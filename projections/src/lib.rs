@@ -16,6 +16,8 @@ pub mod event;
 pub mod history;
 pub mod incidents;
 pub mod matrix;
+pub mod pipelines;
+pub mod policies;
 pub mod promotions;
 pub mod query;
 pub mod runtime;
@@ -31,6 +33,8 @@ pub const NAMES: &[&str] = &[
     incidents::NAME,
     promotions::NAME,
     deployments::NAME,
+    pipelines::NAME,
+    policies::NAME,
     audit::NAME,
 ];
 
@@ -42,6 +46,8 @@ pub fn projection(name: &str) -> Option<Box<dyn Projection>> {
         incidents::NAME => Box::<incidents::Incidents>::default(),
         promotions::NAME => Box::<promotions::Promotions>::default(),
         deployments::NAME => Box::<deployments::Deployments>::default(),
+        pipelines::NAME => Box::<pipelines::Pipelines>::default(),
+        policies::NAME => Box::<policies::DriftPolicies>::default(),
         audit::NAME => Box::<audit::AuditTrail>::default(),
         _ => return None,
     })

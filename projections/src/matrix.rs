@@ -339,6 +339,9 @@ pub struct MatrixFilter {
     pub canonical_only: bool,
     /// Only the rows of untracked workflows.
     pub untracked_only: bool,
+    /// Only rows in this status (`active` canonical workflows; an untracked row has
+    /// its mapping's status).
+    pub row_status: Option<String>,
 }
 
 /// A cell as a client sees it.
@@ -410,6 +413,10 @@ pub async fn matrix_page(
     if filter.untracked_only {
         sql.push(&format!(" AND r.kind = '{KIND_UNTRACKED}'"));
     }
+    if let Some(status) = &filter.row_status {
+        let v = sql.arg(status.clone());
+        sql.push(&format!(" AND r.status = {v}"));
+    }
     if let Some(after) = after {
         let (sort_key, id): (String, String) = decode_cursor(after)?;
         let (s, i) = (sql.arg(sort_key), sql.arg(id));
@@ -476,6 +483,22 @@ pub async fn matrix_page(
             })
             .collect(),
         end_cursor: rows.end_cursor,
+        cursors: rows.cursors,
         has_next_page: rows.has_next_page,
     })
+}
+
+/// One mapping's cell: the n8n workflow `n8n_workflow_id` of `environment_id`.
+pub async fn mapping(
+    store: &Store,
+    tenant: &str,
+    environment_id: &str,
+    n8n_workflow_id: &str,
+) -> Result<Option<MatrixCell>, QueryError> {
+    crate::query::by_id(
+        store,
+        tenant,
+        &format!("{environment_id}:{n8n_workflow_id}"),
+    )
+    .await
 }

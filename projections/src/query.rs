@@ -12,6 +12,8 @@ pub const MAX_PAGE: i64 = 200;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// One opaque cursor per item (Relay edges), in the same order.
+    pub cursors: Vec<String>,
     /// The cursor of the last item, to pass as `after`.
     pub end_cursor: Option<String>,
     pub has_next_page: bool,
@@ -69,8 +71,10 @@ pub fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, QueryError>
 pub fn page<T, K: Serialize>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> Page<T> {
     let has_next_page = items.len() as i64 > limit;
     items.truncate(limit as usize);
+    let cursors: Vec<String> = items.iter().map(|item| encode_cursor(&key(item))).collect();
     Page {
-        end_cursor: items.last().map(|last| encode_cursor(&key(last))),
+        end_cursor: cursors.last().cloned(),
+        cursors,
         items,
         has_next_page,
     }
@@ -129,6 +133,25 @@ pub async fn newest_first<R: crate::sql::KeyedRow>(
         };
         (time, row.id().to_string())
     }))
+}
+
+/// The rows of `tenant` with these local ids (at most [`MAX_PAGE`] per call; ids of
+/// other tenants or unknown ids are simply absent). For DataLoaders.
+pub async fn by_ids<R: crate::sql::KeyedRow>(
+    store: &crate::store::Store,
+    tenant: &str,
+    local_ids: &[String],
+) -> Result<Vec<R>, QueryError> {
+    let mut rows = Vec::new();
+    for chunk in local_ids.chunks(MAX_PAGE as usize) {
+        let mut sql = crate::sql::select::<R>(crate::sql::Dialect::of(store));
+        let ids: Vec<String> = chunk.iter().map(|id| format!("{tenant}:{id}")).collect();
+        let list = sql.args(&ids);
+        let t = sql.arg(tenant);
+        sql.push(&format!(" WHERE id IN ({list}) AND tenant = {t}"));
+        rows.extend(sql.fetch::<R>(store).await?);
+    }
+    Ok(rows)
 }
 
 /// One row of `tenant` by its local id (`None` if it is not the tenant's).

@@ -104,8 +104,8 @@ impl Default for ProjectorOptions {
 }
 
 /// Projections applying one batch at the same time on PostgreSQL (each holds a
-/// pooled connection while it applies the batch; every read model, today).
-const CONCURRENT_PROJECTIONS: usize = 6;
+/// pooled connection while it applies the batch): every read model.
+const CONCURRENT_PROJECTIONS: usize = crate::NAMES.len();
 
 /// How often the dedicated lock connection is checked (it holds the locks).
 const LOCK_CHECK: Duration = Duration::from_secs(5);

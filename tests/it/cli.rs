@@ -79,7 +79,8 @@ async fn serve_with_no_configuration_runs_on_sqlite_in_the_data_dir() {
 #[tokio::test]
 async fn app_on_port_zero_answers_health_ready_and_unknown_routes() {
     let t = TestStore::postgres().await;
-    let app = Application::with_store(t.store.clone(), "127.0.0.1:0".parse().unwrap())
+    let auth = workflowops::auth::Auth::new(&[7u8; 32]);
+    let app = Application::with_store(t.store.clone(), "127.0.0.1:0".parse().unwrap(), auth)
         .await
         .unwrap();
     let addr = app.local_addr().unwrap();

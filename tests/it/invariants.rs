@@ -46,6 +46,19 @@ async fn one_linked_mapping_per_canonical_and_environment(kind: Kind) {
     let t = TestStore::new(kind).await;
     let domain = t.domain();
     let dev = ctx("acme", Role::Developer);
+    domain
+        .canonical(
+            &admin("acme"),
+            &id("orders"),
+            aggregates::canonical::CanonicalCommand::Create {
+                canonical_id: id("orders"),
+                name: "Orders".into(),
+                slug: None,
+                git_path: None,
+            },
+        )
+        .await
+        .unwrap();
     let workflows: Vec<String> = (0..8).map(|i| format!("wf{i}")).collect();
     for wf in &workflows {
         domain

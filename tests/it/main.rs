@@ -2,7 +2,9 @@
 //! both backends: SQLite in a temp file and PostgreSQL at 127.0.0.1:5432 (override
 //! with `WORKFLOWOPS_TEST_PG_URL`), each test in a fresh database.
 
+mod api;
 mod cli;
+mod config_models;
 mod conformance;
 mod gap;
 mod invariants;

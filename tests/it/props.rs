@@ -327,6 +327,23 @@ async fn run(ops: Vec<Op>) -> usize {
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
         .unwrap();
+    // the canonical workflows links name (a link to an unknown one is refused)
+    for variant in 0..3 {
+        let canonical = id(&format!("c{variant}"));
+        domain
+            .canonical(
+                &admin("acme"),
+                &canonical,
+                aggregates::canonical::CanonicalCommand::Create {
+                    canonical_id: canonical.clone(),
+                    name: format!("Workflow {variant}"),
+                    slug: None,
+                    git_path: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
     let mut incidents = vec![];
     for op in ops {
         apply_op(&domain, "acme", op, &mut incidents).await;

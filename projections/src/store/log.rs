@@ -229,6 +229,66 @@ impl Store {
         raw.into_iter().map(RawEvent::parse).collect()
     }
 
+    /// The highest position of a committed event (0 for an empty log). Unlike
+    /// [`head`](Store::head) it does not wait for older transactions still running:
+    /// it is what "everything committed so far" means to a read-your-writes wait.
+    pub async fn last_position(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?
+            }
+        })
+    }
+
+    /// How many events the log holds (committed ones).
+    pub async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// The cursor of the last event a reader can see now (in [`read_after`] order):
+    /// reading after it returns only events appended from here on.
+    ///
+    /// [`read_after`]: Store::read_after
+    pub async fn head(&self) -> Result<LogCursor, StoreError> {
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as::<_, (i64, i64)>(
+                "SELECT tx_id::text::bigint, position FROM events \
+                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY tx_id DESC, position DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?
+            .map_or(LogCursor::START, |(tx_id, position)| LogCursor {
+                tx_id,
+                position,
+            }),
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
+                    .fetch_one(pool)
+                    .await?
+                    .map_or(LogCursor::START, |position| LogCursor {
+                        tx_id: 0,
+                        position,
+                    })
+            }
+        })
+    }
+
     /// The cursor that resumes right after the event at `position`, if it exists.
     pub async fn cursor_after_position(
         &self,
@@ -271,22 +331,53 @@ impl Store {
     }
 
     /// Keyset page of raw rows in (aggregate_type, aggregate_id, sequence) order.
-    async fn chain_page(&self, after: &(String, String, i64)) -> Result<Vec<RawEvent>, StoreError> {
-        Ok(select_events!(
-            self,
-            "WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
-             ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
-            &after.0,
-            &after.1,
-            after.2,
-            BATCH,
-        ))
+    /// With `tenant`, only that tenant's aggregates (ids `tenant:…`).
+    async fn chain_page(
+        &self,
+        after: &(String, String, i64),
+        tenant: Option<&str>,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        Ok(match tenant {
+            None => select_events!(
+                self,
+                "WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+                 ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
+                &after.0,
+                &after.1,
+                after.2,
+                BATCH,
+            ),
+            Some(tenant) => {
+                // tenants are `[a-z0-9_-]`: escape `_` for LIKE
+                let prefix = format!("{}:%", tenant.replace('_', "\\_"));
+                select_events!(
+                    self,
+                    "WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+                     AND aggregate_id LIKE $5 ESCAPE '\\' \
+                     ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
+                    &after.0,
+                    &after.1,
+                    after.2,
+                    BATCH,
+                    prefix,
+                )
+            }
+        })
     }
 
     /// Walks every aggregate's chain in bounded batches and reports broken links:
     /// a hash that does not match the event's content, a missing hash, a sequence gap,
     /// or a row whose JSON no longer parses.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_chains(None).await
+    }
+
+    /// [`verify`](Store::verify) restricted to one tenant's aggregates.
+    pub async fn verify_tenant(&self, tenant: &str) -> Result<VerifyReport, StoreError> {
+        self.verify_chains(Some(tenant)).await
+    }
+
+    async fn verify_chains(&self, tenant: Option<&str>) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport {
             ok: true,
             checked_events: 0,
@@ -297,7 +388,7 @@ impl Store {
         // (aggregate_type, aggregate_id, sequence, stored hash) of the previous row
         let mut previous: Option<(String, String, i64, String)> = None;
         loop {
-            let page = self.chain_page(&after).await?;
+            let page = self.chain_page(&after, tenant).await?;
             let Some(last) = page.last() else { break };
             after = (
                 last.aggregate_type.clone(),

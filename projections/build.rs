@@ -1,0 +1,6 @@
+// `sqlx::migrate!` embeds ../migrations at compile time; without this, adding a
+// migration file alone would not rebuild the crate and the new migration would be
+// missing from the binary (sqlx's documented build script).
+fn main() {
+    println!("cargo:rerun-if-changed=../migrations");
+}

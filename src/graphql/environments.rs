@@ -1,0 +1,269 @@
+//! Environments: their drift status and counts (queries), registration and changes
+//! (mutations).
+
+use aggregates::environment::{EnvironmentCommand, GitTarget};
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use projections::environments::{self as model, EnvironmentRow};
+
+use super::incidents::Incident;
+use super::types::{
+    opt_time, state, time, DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider,
+};
+use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+
+pub struct Environment(pub EnvironmentRow);
+
+#[derive(SimpleObject)]
+pub struct DriftCounts {
+    pub in_sync: i64,
+    pub with_drift: i64,
+    pub not_in_git: i64,
+}
+
+#[Object]
+impl Environment {
+    async fn id(&self) -> ID {
+        ID(self.0.environment_id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn class(&self) -> async_graphql::Result<EnvironmentClass> {
+        Ok(state(&self.0.class)?)
+    }
+    async fn status(&self) -> async_graphql::Result<EnvironmentStatus> {
+        Ok(state(&self.0.status)?)
+    }
+    async fn git_configured(&self) -> bool {
+        self.0.git_configured
+    }
+    async fn onboarded(&self) -> bool {
+        self.0.onboarded
+    }
+    /// DOMAIN.md §2.5.
+    async fn drift_status(&self) -> DriftStatus {
+        DriftStatus::from_model(self.0.drift_status)
+    }
+    /// Since when the environment has been in its drift status.
+    async fn drift_status_since(&self) -> Option<DateTime<Utc>> {
+        time(&self.0.drift_status_since)
+    }
+    async fn counts(&self) -> DriftCounts {
+        DriftCounts {
+            in_sync: self.0.in_sync,
+            with_drift: self.0.with_drift,
+            not_in_git: self.0.not_in_git,
+        }
+    }
+    async fn linked_mappings(&self) -> i64 {
+        self.0.linked_mappings
+    }
+    /// The open incident of this environment (at most one).
+    async fn active_incident(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Incident>> {
+        let Some(id) = &self.0.active_incident_id else {
+            return Ok(None);
+        };
+        Ok(loaders(ctx)?
+            .incidents
+            .load_one(id.clone())
+            .await?
+            .map(Incident))
+    }
+    async fn last_drift_check_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.last_drift_check_at)
+    }
+    /// Why the last drift check failed (status `ERROR`).
+    async fn last_drift_check_error(&self) -> Option<&str> {
+        self.0.last_drift_check_error.as_deref()
+    }
+    async fn last_sync_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.last_sync_at)
+    }
+    async fn last_repository_sync_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.last_repository_sync_at)
+    }
+    async fn registered_at(&self) -> Option<DateTime<Utc>> {
+        time(&self.0.registered_at)
+    }
+    async fn updated_at(&self) -> Option<DateTime<Utc>> {
+        time(&self.0.updated_at)
+    }
+}
+
+#[derive(Default)]
+pub struct EnvironmentQuery;
+
+#[Object]
+impl EnvironmentQuery {
+    /// Every environment of the caller's tenant, by name.
+    async fn environments(
+        &self,
+        ctx: &Context<'_>,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Vec<Environment>> {
+        wait_for(ctx, model::NAME, min_position).await?;
+        let rows = model::environments(&services(ctx).store, caller(ctx)?.tenant())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Environment).collect())
+    }
+
+    async fn environment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Option<Environment>> {
+        wait_for(ctx, model::NAME, min_position).await?;
+        let id = local_id("id", &id)?;
+        Ok(load(ctx, id.as_str()).await?)
+    }
+}
+
+pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Environment>, ApiError> {
+    let row = model::environment(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    Ok(row.map(Environment))
+}
+
+/// Where an environment's workflows live in Git.
+#[derive(InputObject)]
+pub struct GitInput {
+    pub provider: GitProvider,
+    /// `owner/name` on GitHub, or the path of a local working copy.
+    pub repository: String,
+    pub branch: String,
+    /// The folder holding `{slug}.json` and `{slug}.wfo.json`.
+    pub folder: String,
+}
+
+impl GitInput {
+    fn to_domain(&self) -> GitTarget {
+        GitTarget {
+            provider: self.provider.to_domain(),
+            repository: self.repository.clone(),
+            branch: self.branch.clone(),
+            folder: self.folder.clone(),
+        }
+    }
+}
+
+/// The environment a mutation changed, and the position of its last event.
+pub struct EnvironmentPayload {
+    id: String,
+    position: Option<i64>,
+}
+
+#[Object]
+impl EnvironmentPayload {
+    /// Global position of the last event appended (null when nothing changed).
+    async fn position(&self) -> Option<i64> {
+        self.position
+    }
+    async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
+        Ok(read_back(ctx, model::NAME, self.position, load(ctx, &self.id)).await?)
+    }
+}
+
+#[derive(Default)]
+pub struct EnvironmentMutation;
+
+impl EnvironmentMutation {
+    async fn execute(
+        ctx: &Context<'_>,
+        id: &aggregates::ids::LocalId,
+        command: EnvironmentCommand,
+    ) -> async_graphql::Result<EnvironmentPayload> {
+        let name = aggregates::DomainCommand::name(&command);
+        let caller = caller(ctx)?;
+        let committed = run(ctx, name, async {
+            Ok(services(ctx)
+                .domain
+                .environment(&caller.command_context(), id, command)
+                .await?)
+        })
+        .await?;
+        Ok(EnvironmentPayload {
+            id: id.to_string(),
+            position: committed.position,
+        })
+    }
+}
+
+#[Object]
+impl EnvironmentMutation {
+    /// Registers an n8n instance (admin). `id` defaults to a new UUID.
+    async fn register_environment(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+        name: String,
+        class: EnvironmentClass,
+        #[graphql(name = "n8nBaseUrl")] n8n_base_url: String,
+        git: Option<GitInput>,
+    ) -> async_graphql::Result<EnvironmentPayload> {
+        let id = match id {
+            Some(id) => local_id("id", &id)?,
+            None => local_id("id", &uuid::Uuid::new_v4().to_string())?,
+        };
+        let command = EnvironmentCommand::Register {
+            name,
+            class: class.to_domain(),
+            n8n_base_url,
+            git: git.as_ref().map(GitInput::to_domain),
+            n8n_secret_ref: None,
+            git_secret_ref: None,
+        };
+        Self::execute(ctx, &id, command).await
+    }
+
+    /// Changes an environment (admin). `removeGit: true` removes its Git configuration.
+    async fn update_environment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: Option<String>,
+        #[graphql(name = "n8nBaseUrl")] n8n_base_url: Option<String>,
+        git: Option<GitInput>,
+        #[graphql(default)] remove_git: bool,
+    ) -> async_graphql::Result<EnvironmentPayload> {
+        let id = local_id("id", &id)?;
+        if remove_git && git.is_some() {
+            return Err(ApiError::validation("removeGit", "cannot be combined with git").into());
+        }
+        let git = match (&git, remove_git) {
+            (Some(git), _) => Some(Some(git.to_domain())),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        let command = EnvironmentCommand::Update {
+            name,
+            n8n_base_url,
+            git,
+            n8n_secret_ref: None,
+            git_secret_ref: None,
+        };
+        Self::execute(ctx, &id, command).await
+    }
+
+    /// Takes an environment out of service (admin); its history stays.
+    async fn deactivate_environment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<EnvironmentPayload> {
+        let id = local_id("id", &id)?;
+        Self::execute(ctx, &id, EnvironmentCommand::Deactivate { reason }).await
+    }
+
+    /// Puts a deactivated environment back into service (admin).
+    async fn reactivate_environment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<EnvironmentPayload> {
+        let id = local_id("id", &id)?;
+        Self::execute(ctx, &id, EnvironmentCommand::Reactivate).await
+    }
+}

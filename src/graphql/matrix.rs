@@ -1,0 +1,366 @@
+//! The workflow matrix (which workflow runs where, in which state), untracked
+//! workflows, and the mapping mutations of DOMAIN.md §2.1.
+
+use std::collections::HashSet;
+
+use aggregates::mapping::MappingCommand;
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use projections::matrix::{self as model, CellView, MatrixFilter, MatrixRowView};
+
+use super::types::{connection, opt_time, state, time, MappingStatus, SyncState};
+use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
+
+/// A canonical workflow (or an untracked n8n workflow) and its state in each
+/// environment.
+pub struct MatrixRow {
+    view: MatrixRowView,
+    /// The environments shown as columns, for the `ABSENT` cells.
+    columns: std::sync::Arc<Vec<String>>,
+}
+
+#[derive(SimpleObject)]
+pub struct MatrixCell {
+    pub environment_id: ID,
+    pub mapping_status: MappingStatus,
+    pub sync_state: SyncState,
+    #[graphql(name = "n8nWorkflowId")]
+    pub n8n_workflow_id: Option<String>,
+    /// The workflow's name in that environment.
+    pub name: Option<String>,
+    pub env_content_hash: Option<String>,
+    /// The Git hash the environment is compared with.
+    pub git_content_hash: Option<String>,
+    /// Since when the mapping has had its status.
+    pub since: Option<DateTime<Utc>>,
+    /// When n8n last changed the workflow.
+    pub env_changed_at: Option<DateTime<Utc>>,
+}
+
+impl MatrixCell {
+    fn from_view(view: CellView) -> Result<MatrixCell, ApiError> {
+        Ok(MatrixCell {
+            environment_id: ID(view.cell.environment_id),
+            mapping_status: state(&view.cell.status)?,
+            sync_state: SyncState::from_model(view.sync_state),
+            n8n_workflow_id: Some(view.cell.n8n_workflow_id),
+            name: Some(view.cell.name),
+            env_content_hash: view.cell.env_content_hash,
+            git_content_hash: view.effective_git_content_hash,
+            since: time(&view.cell.status_since),
+            env_changed_at: opt_time(&view.cell.env_changed_at),
+        })
+    }
+
+    fn absent(environment_id: &str) -> MatrixCell {
+        MatrixCell {
+            environment_id: ID(environment_id.to_string()),
+            mapping_status: MappingStatus::Absent,
+            sync_state: SyncState::None,
+            n8n_workflow_id: None,
+            name: None,
+            env_content_hash: None,
+            git_content_hash: None,
+            since: None,
+            env_changed_at: None,
+        }
+    }
+}
+
+#[Object]
+impl MatrixRow {
+    /// Null for an untracked workflow (no canonical link).
+    async fn canonical_id(&self) -> Option<ID> {
+        self.view.row.canonical_id.clone().map(ID)
+    }
+    async fn slug(&self) -> Option<&str> {
+        self.view.row.slug.as_deref()
+    }
+    async fn name(&self) -> &str {
+        &self.view.row.name
+    }
+    /// Whether the row is a canonical workflow or an untracked n8n workflow.
+    async fn untracked(&self) -> bool {
+        self.view.row.kind == model::KIND_UNTRACKED
+    }
+    async fn git_path(&self) -> Option<&str> {
+        self.view.row.git_path.as_deref()
+    }
+    async fn git_content_hash(&self) -> Option<&str> {
+        self.view.row.git_content_hash.as_deref()
+    }
+    async fn git_commit_sha(&self) -> Option<&str> {
+        self.view.row.git_commit_sha.as_deref()
+    }
+    /// One cell per environment column; `ABSENT` where the workflow does not exist.
+    async fn cells(&self) -> async_graphql::Result<Vec<MatrixCell>> {
+        let mut cells = Vec::with_capacity(self.columns.len().max(self.view.cells.len()));
+        let mut seen = HashSet::new();
+        for cell in &self.view.cells {
+            seen.insert(cell.cell.environment_id.as_str());
+            cells.push(MatrixCell::from_view(cell.clone())?);
+        }
+        for column in self.columns.iter() {
+            if !seen.contains(column.as_str()) {
+                cells.push(MatrixCell::absent(column));
+            }
+        }
+        cells.sort_by(|a, b| a.environment_id.cmp(&b.environment_id));
+        Ok(cells)
+    }
+}
+
+/// A workflow present in n8n with no canonical link.
+#[derive(SimpleObject)]
+pub struct UntrackedWorkflow {
+    pub environment_id: ID,
+    #[graphql(name = "n8nWorkflowId")]
+    pub n8n_workflow_id: ID,
+    pub name: String,
+    pub env_content_hash: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub env_changed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+pub struct MatrixQuery;
+
+#[Object]
+impl MatrixQuery {
+    /// The workflow matrix of the caller's tenant in name order: one row per
+    /// canonical workflow (and per untracked workflow), one cell per environment.
+    #[graphql(complexity = "super::list_cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn workflow_matrix(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        environment_ids: Option<Vec<ID>>,
+        search: Option<String>,
+        #[graphql(default)] only_drift: bool,
+        #[graphql(default)] include_untracked: Option<bool>,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Connection<String, MatrixRow>> {
+        wait_for(ctx, model::NAME, min_position).await?;
+        let tenant = caller(ctx)?.tenant();
+        let store = &services(ctx).store;
+        let environment_ids: Option<Vec<String>> =
+            environment_ids.map(|ids| ids.into_iter().map(|id| id.0).collect());
+        let filter = MatrixFilter {
+            environment_ids: environment_ids.clone(),
+            search,
+            only_drift,
+            canonical_only: include_untracked == Some(false),
+            ..Default::default()
+        };
+        let (page, environments) = tokio::try_join!(
+            model::matrix_page(
+                store,
+                tenant,
+                &filter,
+                super::types::first(first),
+                after.as_deref()
+            ),
+            projections::environments::environments(store, tenant),
+        )
+        .map_err(ApiError::from)?;
+        let columns: Vec<String> = environments
+            .into_iter()
+            .map(|e| e.environment_id)
+            .filter(|id| environment_ids.as_ref().is_none_or(|ids| ids.contains(id)))
+            .collect();
+        let columns = std::sync::Arc::new(columns);
+        Ok(connection(page, |view| MatrixRow {
+            view,
+            columns: columns.clone(),
+        }))
+    }
+
+    /// Workflows of one environment that n8n runs with no canonical link.
+    #[graphql(complexity = "super::list_cost(first, child_complexity)")]
+    async fn untracked_workflows(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Connection<String, UntrackedWorkflow>> {
+        wait_for(ctx, model::NAME, min_position).await?;
+        let filter = MatrixFilter {
+            environment_ids: Some(vec![environment_id.0.clone()]),
+            untracked_only: true,
+            row_status: Some("untracked".into()),
+            ..Default::default()
+        };
+        let page = model::matrix_page(
+            &services(ctx).store,
+            caller(ctx)?.tenant(),
+            &filter,
+            super::types::first(first),
+            after.as_deref(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, |view| {
+            let cell = view.cells.into_iter().next().map(|c| c.cell);
+            UntrackedWorkflow {
+                environment_id: environment_id.clone(),
+                n8n_workflow_id: ID(view.row.n8n_workflow_id.unwrap_or_default()),
+                name: view.row.name,
+                env_content_hash: cell.as_ref().and_then(|c| c.env_content_hash.clone()),
+                since: cell.as_ref().and_then(|c| time(&c.status_since)),
+                env_changed_at: cell.as_ref().and_then(|c| opt_time(&c.env_changed_at)),
+            }
+        }))
+    }
+}
+
+/// One mapping: an n8n workflow in one environment.
+#[derive(SimpleObject)]
+pub struct WorkflowMapping {
+    pub environment_id: ID,
+    #[graphql(name = "n8nWorkflowId")]
+    pub n8n_workflow_id: ID,
+    pub canonical_id: Option<ID>,
+    pub name: String,
+    pub status: MappingStatus,
+    pub env_content_hash: Option<String>,
+    pub git_content_hash: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+pub struct WorkflowMappingPayload {
+    environment_id: String,
+    n8n_workflow_id: String,
+    position: Option<i64>,
+}
+
+#[Object]
+impl WorkflowMappingPayload {
+    /// Global position of the last event appended (null when nothing changed).
+    async fn position(&self) -> Option<i64> {
+        self.position
+    }
+    async fn mapping(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<WorkflowMapping>> {
+        let read = async {
+            let cell = model::mapping(
+                &services(ctx).store,
+                caller(ctx)?.tenant(),
+                &self.environment_id,
+                &self.n8n_workflow_id,
+            )
+            .await?;
+            cell.map(|cell| {
+                Ok(WorkflowMapping {
+                    environment_id: ID(cell.environment_id),
+                    n8n_workflow_id: ID(cell.n8n_workflow_id),
+                    canonical_id: cell.canonical_id.map(ID),
+                    name: cell.name,
+                    status: state(&cell.status)?,
+                    env_content_hash: cell.env_content_hash,
+                    git_content_hash: cell.git_content_hash,
+                    since: time(&cell.status_since),
+                })
+            })
+            .transpose()
+        };
+        Ok(read_back(ctx, model::NAME, self.position, read).await?)
+    }
+}
+
+#[derive(Default)]
+pub struct MappingMutation;
+
+async fn mapping(
+    ctx: &Context<'_>,
+    environment_id: &ID,
+    n8n_workflow_id: &ID,
+    command: MappingCommand,
+) -> async_graphql::Result<WorkflowMappingPayload> {
+    let environment = local_id("environmentId", environment_id)?;
+    let workflow = local_id("n8nWorkflowId", n8n_workflow_id)?;
+    let caller = caller(ctx)?;
+    let name = aggregates::DomainCommand::name(&command);
+    let committed = run(ctx, name, async {
+        Ok(services(ctx)
+            .domain
+            .mapping(&caller.command_context(), &environment, &workflow, command)
+            .await?)
+    })
+    .await?;
+    Ok(WorkflowMappingPayload {
+        environment_id: environment.to_string(),
+        n8n_workflow_id: workflow.to_string(),
+        position: committed.position,
+    })
+}
+
+#[Object]
+impl MappingMutation {
+    /// Links a workflow to a canonical workflow (developer). At most one linked
+    /// mapping per (environment, canonical workflow).
+    async fn link_workflow(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        canonical_id: ID,
+    ) -> async_graphql::Result<WorkflowMappingPayload> {
+        let canonical_id = local_id("canonicalId", &canonical_id)?;
+        let command = MappingCommand::Link { canonical_id };
+        mapping(ctx, &environment_id, &n8n_workflow_id, command).await
+    }
+
+    async fn unlink_workflow(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<WorkflowMappingPayload> {
+        let command = MappingCommand::Unlink { reason };
+        mapping(ctx, &environment_id, &n8n_workflow_id, command).await
+    }
+
+    async fn ignore_workflow(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<WorkflowMappingPayload> {
+        let command = MappingCommand::Ignore { reason };
+        mapping(ctx, &environment_id, &n8n_workflow_id, command).await
+    }
+
+    /// Ends `ignored`; the status is recomputed from the latest observation.
+    async fn unignore_workflow(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+    ) -> async_graphql::Result<WorkflowMappingPayload> {
+        mapping(
+            ctx,
+            &environment_id,
+            &n8n_workflow_id,
+            MappingCommand::Unignore,
+        )
+        .await
+    }
+
+    /// Marks the mapping deleted (terminal).
+    async fn delete_workflow_mapping(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<WorkflowMappingPayload> {
+        let command = MappingCommand::Delete { reason };
+        mapping(ctx, &environment_id, &n8n_workflow_id, command).await
+    }
+}

@@ -1,0 +1,248 @@
+//! The GraphQL API (API.md): one schema merged from one module per domain.
+//!
+//! Queries read the projections (and wait for `minPosition` first); mutations run
+//! one command each through [`Domain`] and return the affected object — read from its
+//! read model once that has applied the command's events — and the `position` of the
+//! last event. The caller (tenant, subject, role) comes only from the verified token,
+//! put into each request's data by the HTTP layer as a [`Caller`].
+
+mod audit;
+mod environments;
+pub mod error;
+mod incidents;
+mod matrix;
+mod pipelines;
+mod promotions;
+mod types;
+
+use std::time::Duration;
+
+use aggregates::Actor;
+use async_graphql::{Context, MergedObject, Schema};
+
+use crate::app::Domain;
+use crate::auth::Principal;
+use crate::bus::CommandContext;
+use crate::feed::EventFeed;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub use audit::SubscriptionRoot;
+pub use error::{ApiError, ApiResult};
+
+/// Deepest selection accepted (GraphiQL's introspection query needs 13).
+pub const MAX_DEPTH: usize = 16;
+/// Most expensive query accepted: each field costs 1, list fields multiply their
+/// children by their page size.
+pub const MAX_COMPLEXITY: usize = 20_000;
+/// Longest a query waits for `minPosition` (and a payload for its object).
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(
+    environments::EnvironmentQuery,
+    matrix::MatrixQuery,
+    incidents::IncidentQuery,
+    promotions::PromotionQuery,
+    pipelines::PipelineQuery,
+    audit::AuditQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    environments::EnvironmentMutation,
+    matrix::MappingMutation,
+    incidents::IncidentMutation,
+    promotions::PromotionMutation,
+    pipelines::PipelineMutation,
+);
+
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// What every resolver may use.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Store,
+    pub domain: Domain,
+    pub projections: projections::ProjectorHandle,
+    pub feed: EventFeed,
+    pub metrics: Metrics,
+}
+
+/// The verified caller of one request (or one WebSocket connection).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// One id per request: the correlation id of every event it causes, and the
+    /// id a client quotes for an internal error.
+    pub request_id: String,
+}
+
+impl Caller {
+    pub fn tenant(&self) -> &str {
+        self.principal.tenant.as_str()
+    }
+
+    pub fn command_context(&self) -> CommandContext {
+        CommandContext {
+            tenant: self.principal.tenant.clone(),
+            actor: Actor::new(self.principal.subject.clone(), self.principal.role),
+            correlation_id: self.request_id.clone(),
+            causation_id: None,
+        }
+    }
+}
+
+/// The schema, with its limits. `services` is `None` only to print the SDL.
+pub fn schema(services: Option<Services>) -> ApiSchema {
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot,
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY);
+    if let Some(services) = services {
+        builder = builder.data(services);
+    }
+    builder.finish()
+}
+
+/// The schema as SDL: what `schema.graphql` holds.
+pub fn sdl() -> String {
+    schema(None).sdl()
+}
+
+pub(crate) fn services<'a>(ctx: &Context<'a>) -> &'a Services {
+    ctx.data_unchecked::<Services>()
+}
+
+pub(crate) fn caller<'a>(ctx: &Context<'a>) -> ApiResult<&'a Caller> {
+    ctx.data::<Caller>()
+        .map_err(|_| ApiError::Unauthenticated("missing bearer token".into()))
+}
+
+/// Waits until `projection` has applied the event at `min_position` (read-your-writes).
+pub(crate) async fn wait_for(
+    ctx: &Context<'_>,
+    projection: &str,
+    min_position: Option<i64>,
+) -> ApiResult<()> {
+    if let Some(position) = min_position {
+        if position < 0 {
+            return Err(ApiError::validation("minPosition", "must not be negative"));
+        }
+        services(ctx)
+            .projections
+            .wait_for(projection, position, READ_WAIT)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Batches the lookups of one request's nested objects (an incident's environment,
+/// an environment's active incident, a deployment's promotion): one query per kind
+/// per level of the response instead of one per item.
+pub struct RowLoader<R> {
+    store: Store,
+    tenant: String,
+    _row: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: projections::sql::KeyedRow> async_graphql::dataloader::Loader<String> for RowLoader<R> {
+    type Value = R;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, R>, Self::Error> {
+        let rows: Vec<R> = projections::query::by_ids(&self.store, &self.tenant, keys)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (crate::feed::local_id(row.id()).to_string(), row))
+            .collect())
+    }
+}
+
+pub type Loader<R> = async_graphql::dataloader::DataLoader<RowLoader<R>>;
+
+/// A request's loaders, keyed by the caller's tenant.
+pub struct Loaders {
+    pub environments: Loader<projections::environments::EnvironmentRow>,
+    pub incidents: Loader<projections::incidents::IncidentRow>,
+    pub promotions: Loader<projections::promotions::PromotionRow>,
+}
+
+impl Loaders {
+    pub fn new(store: &Store, tenant: &str) -> Loaders {
+        fn loader<R: projections::sql::KeyedRow>(store: &Store, tenant: &str) -> Loader<R> {
+            async_graphql::dataloader::DataLoader::new(
+                RowLoader {
+                    store: store.clone(),
+                    tenant: tenant.to_string(),
+                    _row: std::marker::PhantomData,
+                },
+                tokio::spawn,
+            )
+        }
+        Loaders {
+            environments: loader(store, tenant),
+            incidents: loader(store, tenant),
+            promotions: loader(store, tenant),
+        }
+    }
+}
+
+pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> ApiResult<&'a Loaders> {
+    ctx.data::<Loaders>()
+        .map_err(|_| ApiError::Unauthenticated("missing bearer token".into()))
+}
+
+/// Parses an id argument (a local id: letters, digits, `-`, `_`, `.`).
+pub(crate) fn local_id(field: &str, value: &str) -> ApiResult<aggregates::ids::LocalId> {
+    aggregates::ids::LocalId::parse(value).map_err(|e| match e {
+        aggregates::DomainError::Validation { message, .. } => ApiError::validation(field, message),
+        other => ApiError::Domain(other),
+    })
+}
+
+/// Runs one command of a mutation, counting its outcome by code for `/metrics`.
+pub(crate) async fn run<T>(
+    ctx: &Context<'_>,
+    command: &'static str,
+    future: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let result = future.await;
+    let code = match &result {
+        Ok(_) => "OK",
+        Err(e) => e.code().as_str(),
+    };
+    services(ctx).metrics.command(command, code);
+    result
+}
+
+/// The object a mutation affected, read from `projection` once it has applied the
+/// mutation's last event (`position`; `None` when the command changed nothing).
+pub(crate) async fn read_back<T, F>(
+    ctx: &Context<'_>,
+    projection: &str,
+    position: Option<i64>,
+    read: F,
+) -> ApiResult<T>
+where
+    F: std::future::Future<Output = ApiResult<T>>,
+{
+    wait_for(ctx, projection, position).await?;
+    read.await
+}
+
+/// Complexity of a paged list: its page size times what each item selects.
+pub(crate) fn list_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first
+        .unwrap_or(50)
+        .clamp(1, projections::query::MAX_PAGE as i32) as usize;
+    items.saturating_mul(child_complexity).saturating_add(1)
+}

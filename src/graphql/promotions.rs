@@ -1,0 +1,366 @@
+//! Promotions and deployments (DOMAIN.md §2.3, §2.4, §5).
+
+use aggregates::deployment::DeploymentCommand;
+use aggregates::promotion::PromotionCommand;
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Object, ID};
+use chrono::{DateTime, Utc};
+use projections::deployments::{self as deployments_model, DeploymentRow};
+use projections::promotions::{self as model, PromotionRow};
+
+use super::types::{
+    connection, json_list, opt_time, state, time, DeploymentStatus, DeploymentWorkflow, GateResult,
+    PromotionStatus, PromotionWorkflow, WorkflowOutcome,
+};
+use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+
+pub struct Promotion(pub PromotionRow);
+
+#[Object]
+impl Promotion {
+    async fn id(&self) -> ID {
+        ID(self.0.promotion_id.clone())
+    }
+    async fn pipeline_id(&self) -> ID {
+        ID(self.0.pipeline_id.clone())
+    }
+    async fn status(&self) -> async_graphql::Result<PromotionStatus> {
+        Ok(state(&self.0.status)?)
+    }
+    async fn source_environment_id(&self) -> ID {
+        ID(self.0.source_environment_id.clone())
+    }
+    async fn target_environment_id(&self) -> ID {
+        ID(self.0.target_environment_id.clone())
+    }
+    /// The gate checks, as evaluated when the promotion was created.
+    async fn gate_results(&self) -> Vec<GateResult> {
+        self.0
+            .gate_results
+            .as_deref()
+            .map(json_list)
+            .unwrap_or_default()
+    }
+    async fn workflows(&self) -> Vec<PromotionWorkflow> {
+        json_list(&self.0.workflows)
+    }
+    async fn requires_approval(&self) -> bool {
+        self.0.requires_approval
+    }
+    /// An admin skipped the gates (never the state machine).
+    async fn bypass_validation(&self) -> bool {
+        self.0.bypass_validation
+    }
+    async fn created_by(&self) -> &str {
+        &self.0.created_by
+    }
+    async fn approved_by(&self) -> Option<&str> {
+        self.0.approved_by.as_deref()
+    }
+    async fn rejected_by(&self) -> Option<&str> {
+        self.0.rejected_by.as_deref()
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn deployment_id(&self) -> Option<ID> {
+        self.0.deployment_id.clone().map(ID)
+    }
+    /// Per-workflow outcomes once the promotion ran.
+    async fn result(&self) -> Vec<WorkflowOutcome> {
+        self.0.result.as_deref().map(json_list).unwrap_or_default()
+    }
+    /// What a failed rollback left inconsistent.
+    async fn inconsistencies(&self) -> Vec<String> {
+        self.0
+            .inconsistencies
+            .as_deref()
+            .map(json_list)
+            .unwrap_or_default()
+    }
+    async fn created_at(&self) -> Option<DateTime<Utc>> {
+        time(&self.0.created_at)
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.started_at)
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.finished_at)
+    }
+}
+
+pub struct Deployment(pub DeploymentRow);
+
+#[Object]
+impl Deployment {
+    async fn id(&self) -> ID {
+        ID(self.0.deployment_id.clone())
+    }
+    async fn promotion_id(&self) -> ID {
+        ID(self.0.promotion_id.clone())
+    }
+    async fn promotion(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Promotion>> {
+        let id = self.0.promotion_id.clone();
+        Ok(loaders(ctx)?.promotions.load_one(id).await?.map(Promotion))
+    }
+    async fn status(&self) -> async_graphql::Result<DeploymentStatus> {
+        Ok(state(&self.0.status)?)
+    }
+    async fn scheduled_for(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.scheduled_for)
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.started_at)
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        opt_time(&self.0.finished_at)
+    }
+    async fn workflows(&self) -> Vec<DeploymentWorkflow> {
+        json_list(&self.0.workflows)
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn created_at(&self) -> Option<DateTime<Utc>> {
+        time(&self.0.created_at)
+    }
+}
+
+#[derive(Default)]
+pub struct PromotionQuery;
+
+#[Object]
+impl PromotionQuery {
+    /// Promotions of the caller's tenant, newest first.
+    #[graphql(complexity = "super::list_cost(first, child_complexity)")]
+    async fn promotions(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<PromotionStatus>,
+        target_environment_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Connection<String, Promotion>> {
+        wait_for(ctx, model::NAME, min_position).await?;
+        let status = status.map(|s| projections::event::name(&s));
+        let page = model::promotions(
+            &services(ctx).store,
+            caller(ctx)?.tenant(),
+            status.as_deref(),
+            target_environment_id.as_ref().map(|id| id.as_str()),
+            super::types::first(first),
+            after.as_deref(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Promotion))
+    }
+
+    async fn promotion(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Option<Promotion>> {
+        wait_for(ctx, model::NAME, min_position).await?;
+        let id = local_id("id", &id)?;
+        Ok(load_promotion(ctx, id.as_str()).await?)
+    }
+
+    /// Deployments of the caller's tenant, newest first.
+    #[graphql(complexity = "super::list_cost(first, child_complexity)")]
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        promotion_id: Option<ID>,
+        status: Option<DeploymentStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Connection<String, Deployment>> {
+        wait_for(ctx, deployments_model::NAME, min_position).await?;
+        let status = status.map(|s| projections::event::name(&s));
+        let page = deployments_model::deployments(
+            &services(ctx).store,
+            caller(ctx)?.tenant(),
+            promotion_id.as_ref().map(|id| id.as_str()),
+            status.as_deref(),
+            super::types::first(first),
+            after.as_deref(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Deployment))
+    }
+
+    async fn deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        min_position: Option<i64>,
+    ) -> async_graphql::Result<Option<Deployment>> {
+        wait_for(ctx, deployments_model::NAME, min_position).await?;
+        let id = local_id("id", &id)?;
+        Ok(load_deployment(ctx, id.as_str()).await?)
+    }
+}
+
+async fn load_promotion(ctx: &Context<'_>, id: &str) -> Result<Option<Promotion>, ApiError> {
+    let row = model::promotion(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    Ok(row.map(Promotion))
+}
+
+async fn load_deployment(ctx: &Context<'_>, id: &str) -> Result<Option<Deployment>, ApiError> {
+    let row =
+        deployments_model::deployment(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    Ok(row.map(Deployment))
+}
+
+pub struct PromotionPayload {
+    id: String,
+    position: Option<i64>,
+}
+
+impl PromotionPayload {
+    pub fn new(id: String, position: Option<i64>) -> PromotionPayload {
+        PromotionPayload { id, position }
+    }
+}
+
+#[Object]
+impl PromotionPayload {
+    /// Global position of the last event appended (null when nothing changed).
+    async fn position(&self) -> Option<i64> {
+        self.position
+    }
+    async fn promotion(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Promotion>> {
+        Ok(read_back(
+            ctx,
+            model::NAME,
+            self.position,
+            load_promotion(ctx, &self.id),
+        )
+        .await?)
+    }
+}
+
+pub struct DeploymentPayload {
+    id: String,
+    position: Option<i64>,
+}
+
+#[Object]
+impl DeploymentPayload {
+    /// Global position of the last event appended (null when nothing changed).
+    async fn position(&self) -> Option<i64> {
+        self.position
+    }
+    async fn deployment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Deployment>> {
+        let read = load_deployment(ctx, &self.id);
+        Ok(read_back(ctx, deployments_model::NAME, self.position, read).await?)
+    }
+}
+
+#[derive(Default)]
+pub struct PromotionMutation;
+
+async fn promotion_command(
+    ctx: &Context<'_>,
+    id: &ID,
+    command: PromotionCommand,
+) -> async_graphql::Result<PromotionPayload> {
+    let id = local_id("id", id)?;
+    let caller = caller(ctx)?;
+    let name = aggregates::DomainCommand::name(&command);
+    let committed = run(ctx, name, async {
+        Ok(services(ctx)
+            .domain
+            .promotion(&caller.command_context(), &id, command)
+            .await?)
+    })
+    .await?;
+    Ok(PromotionPayload {
+        id: id.to_string(),
+        position: committed.position,
+    })
+}
+
+#[Object]
+impl PromotionMutation {
+    /// pending_approval → approved (an admin other than the creator, unless the
+    /// pipeline allows self-approval).
+    async fn approve_promotion(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<PromotionPayload> {
+        promotion_command(ctx, &id, PromotionCommand::Approve).await
+    }
+
+    /// pending_approval → rejected (admin; `reason` required).
+    async fn reject_promotion(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<PromotionPayload> {
+        promotion_command(ctx, &id, PromotionCommand::Reject { reason }).await
+    }
+
+    /// → cancelled, before it runs (admin).
+    async fn cancel_promotion(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<PromotionPayload> {
+        promotion_command(ctx, &id, PromotionCommand::Cancel { reason }).await
+    }
+
+    /// Schedules an approved promotion's deployment (admin): now (`PENDING`) or at
+    /// `scheduledFor` (`SCHEDULED`). The deployment scheduler starts it.
+    async fn deploy_promotion(
+        &self,
+        ctx: &Context<'_>,
+        promotion_id: ID,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<DeploymentPayload> {
+        let promotion_id = local_id("promotionId", &promotion_id)?;
+        let caller = caller(ctx)?;
+        let (id, committed) = run(ctx, "deployment.create", async {
+            Ok(services(ctx)
+                .domain
+                .deploy_promotion(&caller.command_context(), &promotion_id, scheduled_for)
+                .await?)
+        })
+        .await?;
+        Ok(DeploymentPayload {
+            id: id.to_string(),
+            position: committed.position,
+        })
+    }
+
+    /// pending/scheduled → cancelled (admin).
+    async fn cancel_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<DeploymentPayload> {
+        let id = local_id("id", &id)?;
+        let caller = caller(ctx)?;
+        let command = DeploymentCommand::Cancel { reason };
+        let committed = run(ctx, "deployment.cancel", async {
+            Ok(services(ctx)
+                .domain
+                .deployment(&caller.command_context(), &id, command)
+                .await?)
+        })
+        .await?;
+        Ok(DeploymentPayload {
+            id: id.to_string(),
+            position: committed.position,
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! `GET /metrics`: Prometheus text (OpenMetrics) for requests, command outcomes by
+//! error code, open event streams and projection lag.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: String,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram>,
+    commands: Family<CommandLabels, Counter>,
+    subscribers: Gauge,
+    head: Gauge,
+    checkpoints: Family<ProjectionLabels, Gauge>,
+    lag: Family<ProjectionLabels, Gauge>,
+    failed: Family<ProjectionLabels, Gauge>,
+}
+
+/// Cheap to clone; every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("workflowops");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            durations.clone(),
+        );
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register(
+            "commands",
+            "Commands executed, by command and outcome (OK or the error code)",
+            commands.clone(),
+        );
+        let subscribers = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Open event streams (GraphQL subscriptions and SSE)",
+            subscribers.clone(),
+        );
+        let head = Gauge::default();
+        registry.register(
+            "log_head_position",
+            "Global position of the last event readers can see",
+            head.clone(),
+        );
+        let checkpoints = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_checkpoint_position",
+            "Global position of the last event each projection applied",
+            checkpoints.clone(),
+        );
+        let lag = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_lag_positions",
+            "Log head position minus the projection's checkpoint position",
+            lag.clone(),
+        );
+        let failed = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_failed",
+            "1 when the projection stopped on an event it cannot apply",
+            failed.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            requests,
+            durations,
+            commands,
+            subscribers,
+            head,
+            checkpoints,
+            lag,
+            failed,
+        }))
+    }
+
+    pub fn request(&self, route: &'static str, status: u16, seconds: f64) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.0
+            .durations
+            .get_or_create(&RouteLabels { route })
+            .observe(seconds);
+    }
+
+    pub fn command(&self, command: &'static str, code: &'static str) {
+        self.0
+            .commands
+            .get_or_create(&CommandLabels { command, code })
+            .inc();
+    }
+
+    pub fn subscriber(&self, delta: i64) {
+        self.0.subscribers.inc_by(delta);
+    }
+
+    /// Refreshes the projection gauges and renders every metric.
+    pub fn render(
+        &self,
+        head: i64,
+        projections: &[projections::ProjectionStatus],
+    ) -> Result<String, std::fmt::Error> {
+        self.0.head.set(head);
+        for p in projections {
+            let labels = ProjectionLabels {
+                projection: p.name.clone(),
+            };
+            self.0
+                .checkpoints
+                .get_or_create(&labels)
+                .set(p.checkpoint.position);
+            self.0
+                .lag
+                .get_or_create(&labels)
+                .set((head - p.checkpoint.position).max(0));
+            self.0
+                .failed
+                .get_or_create(&labels)
+                .set(i64::from(p.failed.is_some()));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.0.registry)?;
+        Ok(text)
+    }
+}

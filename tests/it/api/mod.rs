@@ -1,0 +1,149 @@
+//! The API end to end: the real service on port 0 over HTTP and WebSocket, with a
+//! fresh database per test.
+
+mod bad_input;
+mod isolation;
+mod promotions;
+mod service;
+mod streams;
+mod walkthrough;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use workflowops::app::Domain;
+use workflowops::auth::Auth;
+use workflowops::Application;
+
+use crate::support::{Kind, TestStore};
+
+/// The signing secret of every test service.
+pub const SECRET: &[u8] = b"api-tests-secret-0123456789abcdef-0123456789";
+
+/// A running service and a client for it.
+pub struct Api {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub auth: Auth,
+    pub domain: Domain,
+    pub store: TestStore,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Api {
+    pub async fn start(kind: Kind) -> Api {
+        let store = TestStore::new(kind).await;
+        let auth = Auth::new(SECRET);
+        let app = Application::with_store(
+            store.store.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            auth.clone(),
+        )
+        .await
+        .expect("start the service");
+        let addr = app.local_addr().unwrap();
+        let domain = app.domain().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Api {
+            base: format!("http://{addr}"),
+            addr,
+            auth,
+            domain,
+            store,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// A token of `tenant` with `role` for `sub`.
+    pub fn token(&self, tenant: &str, role: &str, sub: &str) -> String {
+        self.auth
+            .mint(tenant, role, sub, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// POSTs a GraphQL request; returns (HTTP status, body).
+    pub async fn post(&self, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}/graphql", self.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("POST /graphql");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Runs a GraphQL operation and returns the whole response body (data and
+    /// errors); the HTTP status must be 200.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self
+            .post(
+                Some(token),
+                json!({ "query": query, "variables": variables }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Runs an operation that must succeed; returns its `data`.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Runs an operation that must fail; returns its first error.
+    pub async fn err(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        body["errors"][0].clone()
+    }
+
+    /// The total number of events in the log.
+    pub async fn event_count(&self) -> i64 {
+        self.store.store.event_count().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("the service stops within 10 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// The error code of a GraphQL error.
+pub fn code(error: &Value) -> &str {
+    error["extensions"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// Registers an environment through the API; returns the position of its event.
+pub async fn register_environment(api: &Api, token: &str, id: &str, class: &str) -> i64 {
+    let data = api
+        .ok(
+            token,
+            "mutation($id: ID!, $class: EnvironmentClass!) {
+               registerEnvironment(id: $id, name: $id, class: $class,
+                 n8nBaseUrl: \"http://n8n.invalid\",
+                 git: { provider: GITHUB, repository: \"acme/workflows\", branch: \"main\", folder: \"workflows\" }) {
+                 position environment { id name class }
+               } }",
+            json!({ "id": id, "class": class }),
+        )
+        .await;
+    assert_eq!(data["registerEnvironment"]["environment"]["id"], id);
+    data["registerEnvironment"]["position"].as_i64().unwrap()
+}
