@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -42,6 +42,7 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: Metrics,
     pub feed: crate::feed::EventFeed,
+    pub cache: std::sync::Arc<crate::response_cache::ResponseCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -154,6 +155,13 @@ async fn execute(state: &AppState, headers: &HeaderMap, body: Body, request_id: 
         }
     };
     let tenant = principal.tenant.as_str().to_string();
+    let version = state.projections.read_version();
+    let cacheable = version.is_some() && crate::response_cache::cacheable(&bytes, &request);
+    if let (true, Some(version)) = (cacheable, version) {
+        if let Some(body) = state.cache.get(&tenant, &bytes, version) {
+            return json_body(body);
+        }
+    }
     let caller = Caller {
         principal,
         request_id: request_id.to_string(),
@@ -161,9 +169,10 @@ async fn execute(state: &AppState, headers: &HeaderMap, body: Body, request_id: 
     let request = request
         .data(caller)
         .data(Loaders::new(&state.store, &tenant));
-    let response = state.schema.execute(request).await;
-    let mut body = match serde_json::to_value(&response) {
-        Ok(body) => body,
+    let mut response = state.schema.execute(request).await;
+    label_errors(&mut response.errors, request_id);
+    let body = match serde_json::to_vec(&response) {
+        Ok(body) => Bytes::from(body),
         Err(e) => {
             tracing::error!(cause = %e, "cannot serialize a response");
             return request_error(
@@ -173,39 +182,40 @@ async fn execute(state: &AppState, headers: &HeaderMap, body: Body, request_id: 
             );
         }
     };
-    label_errors(&mut body, request_id);
-    Json(body).into_response()
+    // cache only what was computed entirely at one version of the read models
+    if let (true, Some(version)) = (cacheable, version) {
+        if response.errors.is_empty() && state.projections.read_version() == Some(version) {
+            state.cache.put(&tenant, bytes, version, body.clone());
+        }
+    }
+    json_body(body)
+}
+
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Every error gets a code: resolver errors carry theirs; errors from parsing,
 /// validation, variables or limits have none and are `VALIDATION`. Internal errors
 /// say which request id to quote.
-fn label_errors(body: &mut Value, request_id: &str) {
-    let Some(errors) = body.get_mut("errors").and_then(Value::as_array_mut) else {
-        return;
-    };
+fn label_errors(errors: &mut [async_graphql::ServerError], request_id: &str) {
     for error in errors {
-        let Some(error) = error.as_object_mut() else {
-            continue;
-        };
-        let extensions = error
-            .entry("extensions")
-            .or_insert_with(|| Value::Object(Default::default()));
-        let Some(extensions) = extensions.as_object_mut() else {
-            continue;
-        };
-        let code = extensions
-            .entry("code")
-            .or_insert_with(|| Value::String("VALIDATION".into()))
-            .clone();
-        if code == "INTERNAL" {
-            extensions.insert("requestId".into(), Value::String(request_id.into()));
-            error.insert(
-                "message".into(),
-                Value::String(format!(
-                    "{} (request id {request_id})",
-                    crate::graphql::error::INTERNAL_MESSAGE
-                )),
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "VALIDATION");
+        }
+        if extensions.get("code") == Some(&async_graphql::Value::from("INTERNAL")) {
+            extensions.set("requestId", request_id);
+            error.message = format!(
+                "{} (request id {request_id})",
+                crate::graphql::error::INTERNAL_MESSAGE
             );
         }
     }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod promote;
 pub mod read_side;
+pub mod response_cache;
 pub use projections::store;
 pub mod telemetry;
 
@@ -115,6 +116,7 @@ impl Application {
             auth: self.auth.clone(),
             metrics,
             feed: self.feed.clone(),
+            cache: Default::default(),
         });
         let feed = self.feed.clone();
         let served = axum::serve(self.listener, router)

@@ -700,6 +700,19 @@ impl ProjectorHandle {
         all
     }
 
+    /// A number that changes whenever a read model of this process may have
+    /// changed (it moves after every batch's commits), or `None` when this process
+    /// cannot tell: some projection runs in another process or has stopped. A
+    /// response cache keyed by it never serves data older than the version.
+    pub fn read_version(&self) -> Option<u64> {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let complete = status.len() >= crate::NAMES.len()
+            && status
+                .values()
+                .all(|s| s.running_here && s.failed.is_none());
+        complete.then(|| *self.changed.borrow())
+    }
+
     /// Waits (at most `timeout`) until `projection` has applied the event at global
     /// `position` — read-your-writes for a client that just got that position from
     /// a mutation. Works whichever process runs the projection: it reads the stored

@@ -80,3 +80,45 @@ async fn graphiql_is_served_on_get() {
     assert!(html.contains("graphiql") && html.contains("/graphql/ws"));
     api.stop().await;
 }
+
+/// A cached answer is never served once the read models moved: a plain query asked
+/// again after a change (seen through `minPosition`) returns the new state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_follow_the_read_models() {
+    let api = Api::start(Kind::Sqlite).await;
+    let admin = api.token(TENANT, "admin", "admin-1");
+    let query = "{ environments { id } }";
+    let ids = |data: &serde_json::Value| -> Vec<String> {
+        data["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let position = register_environment(&api, &admin, "dev", "DEV").await;
+    api.ok(
+        &admin,
+        "query($p: Int) { environments(minPosition: $p) { id } }",
+        json!({ "p": position }),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(ids(&api.ok(&admin, query, json!({})).await), ["dev"]);
+    }
+    let position = register_environment(&api, &admin, "staging", "STAGING").await;
+    api.ok(
+        &admin,
+        "query($p: Int) { environments(minPosition: $p) { id } }",
+        json!({ "p": position }),
+    )
+    .await;
+    assert_eq!(
+        ids(&api.ok(&admin, query, json!({})).await),
+        ["dev", "staging"]
+    );
+    // another tenant asking the same question gets its own answer
+    let other = api.token("globex", "viewer", "v");
+    assert!(ids(&api.ok(&other, query, json!({})).await).is_empty());
+    api.stop().await;
+}

@@ -1,0 +1,1722 @@
+//! API benchmark: the real service over HTTP and WebSocket, in-process on
+//! 127.0.0.1:0, with concurrent clients.
+//!
+//!   cargo run --release --example bench_api -- --backend sqlite
+//!   cargo run --release --example bench_api -- --backend postgres
+//!   # populate once, then measure again on the same database:
+//!   cargo run --release --example bench_api -- --backend postgres --database wfo_bench_api
+//!   cargo run --release --example bench_api -- --backend sqlite --database /tmp/wfo_bench_api.db
+//!
+//! PostgreSQL: a fresh database is created on `--pg-url`'s server and dropped after
+//! (kept with `--database`). SQLite: a file in a temporary directory (or `--database`).
+//! The service is `Application::with_store` with the service's default pool sizes (16
+//! on PostgreSQL, 4 on SQLite) and projector options; tokens are minted with a fixed
+//! secret. Progress goes to stderr; the last line of stdout is one JSON object.
+//!
+//! **Population** (not timed), through `Domain` with `--clients` concurrent tasks, the
+//! same data as `bench_projections`' setup: tenant `bench`, 10 environments, 1,000
+//! canonical workflows with a Git version, and one linked mapping per (environment,
+//! canonical workflow) = 10,000 matrix cells, about one in seven drifted (n8n's hash
+//! differs from Git), the rest in sync. Then it waits until the matrix and environment
+//! projections have applied the whole log. With `--database` holding events already,
+//! population is skipped (a log populated by `bench_projections` works too).
+//!
+//! **1. matrix** — `--clients` concurrent HTTP clients (one connection pool each) POST
+//! the `workflowMatrix` query with API.md's fields; latency is measured client-side,
+//! from sending the request to having read the whole body. Three queries, each after a
+//! warm-up: the first page (`first: --page`), a deep page (`after:` the cursor at row
+//! 500) and a filtered page (3 environments + `search: "sync"` + `onlyDrift: true`).
+//! Every response is checked (HTTP 200, no errors, the expected number of rows, one
+//! cell per environment, linked cells); a response that fails counts in `failures`
+//! by code. Before timing, the whole matrix is paged through over HTTP and compared with
+//! what the population wrote (`check_failures`). Target: first page p99 ≤ 30 ms.
+//! Identical queries are answered from the service's response cache while the read
+//! models do not change (as a dashboard polling the first page is); `first_page_uncached`
+//! makes every request's text unique, so each one executes (SQL, GraphQL, JSON).
+//!
+//! **2. mutations** — `--clients` clients, each with its own environment (tenant
+//! `bench-ops`, so the matrix keeps its 10 columns): an incident is opened with
+//! `Domain::report_drift` (untimed, not counted as a transition), then driven over HTTP
+//! through acknowledgeIncident → stabilizeIncident → reconcileIncident(REVERT) →
+//! closeIncident; closing frees the environment's slot for the next one. Each mutation
+//! selects `position incident { id status }`, so it includes the read-back (the
+//! payload waits until the incidents projection has applied the command; `--no-read-back`
+//! selects `position` only). Reported: transitions/s over the phase's wall time (the
+//! untimed opens included), latency per mutation, errors by code.
+//!
+//! **3. delivery** — one `events` subscription over graphql-transport-ws and one SSE
+//! stream (`GET /events`), both of tenant `bench` from the current head; then `--rate`
+//! mapping observations per second through `Domain` for `--seconds`. Latency per event
+//! = the subscriber's receive time minus the event's `recordedAt` (the server's clock,
+//! the same machine; set when the command runs, before the append commits, so an upper
+//! bound), and also minus the time the append returned to the appender. The events each
+//! subscriber received are compared with the log (same events, same order, no gap, no
+//! duplicate). Target: p99 ≤ 100 ms.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aggregates::canonical::CanonicalCommand;
+use aggregates::command::{Actor, Role};
+use aggregates::content::ContentHash;
+use aggregates::environment::{
+    EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
+};
+use aggregates::ids::{LocalId, TenantId};
+use aggregates::incident::{AffectedWorkflow, IncidentCommand, IncidentPolicy, IncidentStatus};
+use aggregates::mapping::{MappingCommand, Observation};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use workflowops::app::Domain;
+use workflowops::auth::Auth;
+use workflowops::bus::CommandContext;
+use workflowops::store::{PgStore, Store};
+use workflowops::Application;
+
+// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// sqlite or postgres
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    /// Concurrent HTTP clients (matrix and mutations), and population tasks.
+    #[arg(short = 'c', long, default_value_t = 16)]
+    clients: usize,
+    /// Timed requests of the matrix first page (all clients together).
+    #[arg(short = 'n', long, default_value_t = 4000)]
+    requests: usize,
+    /// Timed requests of the deep and of the filtered page.
+    #[arg(long, default_value_t = 1000)]
+    other_requests: usize,
+    /// Untimed warm-up requests before each matrix query.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Matrix page size (`first`).
+    #[arg(long, default_value_t = 50)]
+    page: usize,
+    /// Incident lifecycles (4 timed transitions each) in the mutation phase.
+    #[arg(long, default_value_t = 800)]
+    lifecycles: usize,
+    /// Mutations select `position` only (no read-back of the incident).
+    #[arg(long)]
+    no_read_back: bool,
+    /// Commands per second appended during the delivery measurement.
+    #[arg(long, default_value_t = 300)]
+    rate: u32,
+    /// Duration of the delivery measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long)]
+    skip_matrix: bool,
+    #[arg(long)]
+    skip_mutations: bool,
+    #[arg(long)]
+    skip_delivery: bool,
+    /// Connection pool size (default: as the service, 16 on PostgreSQL and 4 on SQLite).
+    #[arg(long)]
+    pool: Option<u32>,
+    /// Keep the populated database for later runs: on PostgreSQL the name of a
+    /// database on `--pg-url`'s server, on SQLite a file path. Reused as it is
+    /// (population skipped) when it already holds events.
+    #[arg(long)]
+    database: Option<String>,
+    /// Server to create the benchmark database on.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pg_url: String,
+}
+
+/// The signing secret of the benchmark's service.
+const SECRET: &[u8] = b"bench-api-secret-0123456789abcdef-0123456789";
+const TENANT: &str = "bench";
+/// The mutation phase's tenant (its environments stay out of `bench`'s matrix).
+const OPS_TENANT: &str = "bench-ops";
+const ENVIRONMENTS: usize = 10;
+const CANONICALS: usize = 1000;
+const MAPPINGS: usize = ENVIRONMENTS * CANONICALS;
+/// The deep page starts after this many rows.
+const DEEP_AFTER: usize = 500;
+const FILTER_ENVIRONMENTS: usize = 3;
+const FILTER_SEARCH: &str = "sync";
+const FAMILIES: [&str; 10] = [
+    "Order sync",
+    "Invoice export",
+    "Lead router",
+    "Slack alert",
+    "Contact sync",
+    "Inventory check",
+    "Payment retry",
+    "Ticket triage",
+    "Stock sync",
+    "Report digest",
+];
+const MATRIX_TARGET_MS: f64 = 30.0;
+const DELIVERY_TARGET_MS: f64 = 100.0;
+/// Longest a subscriber may take to deliver the last appended event.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+const MATRIX_QUERY: &str = "query Matrix($first: Int, $after: String, $environmentIds: [ID!], $search: String, $onlyDrift: Boolean!) {
+  workflowMatrix(first: $first, after: $after, environmentIds: $environmentIds, search: $search, onlyDrift: $onlyDrift) {
+    edges { node { canonicalId slug name cells { environmentId mappingStatus syncState n8nWorkflowId envContentHash gitContentHash since } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}";
+
+const EVENT_FIELDS: &str =
+    "position aggregateType aggregateId sequence eventType eventVersion payload metadata recordedAt hash";
+
+// ----------------------------------------------------------------------------------
+// Deterministic data (as bench_projections)
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A well-formed content hash (64 lowercase hex) derived from `seed`.
+fn hash(seed: u64) -> ContentHash {
+    let text = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        mix(seed),
+        mix(seed ^ 1),
+        mix(seed ^ 2),
+        mix(seed ^ 3)
+    );
+    ContentHash::parse(&text).expect("64 hex characters")
+}
+
+fn id(s: impl Into<String>) -> LocalId {
+    LocalId::parse(s).expect("valid local id")
+}
+
+fn env_id(e: usize) -> LocalId {
+    id(format!("env-{e:02}"))
+}
+
+fn canonical_id(c: usize) -> LocalId {
+    id(format!("wf-{c:04}"))
+}
+
+fn canonical_name(c: usize) -> String {
+    format!("{} {c:04}", FAMILIES[c % FAMILIES.len()])
+}
+
+/// Mapping `m` is canonical `m % CANONICALS` in environment `m / CANONICALS`.
+fn mapping_parts(m: usize) -> (usize, usize) {
+    (m / CANONICALS, m % CANONICALS)
+}
+
+fn n8n_id(e: usize, c: usize) -> LocalId {
+    id(format!("n8n-{e:02}-{c:04}"))
+}
+
+fn git_hash(c: usize) -> ContentHash {
+    hash(1_000_000 + c as u64)
+}
+
+/// Whether the cell (environment `e`, canonical `c`) differs from Git (~1 in 7).
+fn drifted(e: usize, c: usize) -> bool {
+    mix(((e as u64) << 32) | c as u64) % 7 == 0
+}
+
+fn observation(e: usize, c: usize, version: u64) -> Observation {
+    let content_hash = if drifted(e, c) {
+        hash(mix(((e * CANONICALS + c) as u64) << 20 | version))
+    } else {
+        git_hash(c)
+    };
+    Observation {
+        name: canonical_name(c),
+        content_hash,
+        n8n_updated_at: Some(Utc::now()),
+    }
+}
+
+fn observe(e: usize, c: usize, version: u64, auto_link: bool) -> MappingCommand {
+    MappingCommand::Observe {
+        environment_id: env_id(e),
+        n8n_workflow_id: n8n_id(e, c),
+        observation: observation(e, c, version),
+        auto_link: auto_link.then(|| canonical_id(c)),
+    }
+}
+
+fn register(e: usize, name: String, class: EnvironmentClass) -> EnvironmentCommand {
+    EnvironmentCommand::Register {
+        name,
+        class,
+        n8n_base_url: format!("https://n8n-{e:02}.example.com"),
+        git: Some(GitTarget {
+            provider: GitProvider::Github,
+            repository: "bench/flows".into(),
+            branch: "main".into(),
+            folder: format!("env-{e:02}"),
+        }),
+        n8n_secret_ref: Some(id(format!("secret-{e:02}"))),
+        git_secret_ref: None,
+    }
+}
+
+fn ctx(tenant: &str, role: Role) -> CommandContext {
+    let who = match role {
+        Role::Admin => "alice",
+        Role::Developer => "dev",
+        Role::Viewer => "viewer",
+        Role::System => "system:bench",
+    };
+    CommandContext::new(
+        TenantId::parse(tenant).expect("valid tenant"),
+        Actor::new(who, role),
+    )
+}
+
+// ----------------------------------------------------------------------------------
+// Figures
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50/p90/p99/max of samples in milliseconds (may be negative: clock differences).
+fn latency(mut samples: Vec<f64>) -> Value {
+    samples.sort_unstable_by(f64::total_cmp);
+    json!({
+        "n": samples.len(),
+        "p50_ms": round3(percentile(&samples, 50.0)),
+        "p90_ms": round3(percentile(&samples, 90.0)),
+        "p99_ms": round3(percentile(&samples, 99.0)),
+        "max_ms": round3(percentile(&samples, 100.0)),
+    })
+}
+
+/// Failures counted by code.
+#[derive(Default, Debug)]
+struct Failures(HashMap<String, usize>);
+
+impl Failures {
+    fn add(&mut self, code: impl Into<String>, detail: &str) {
+        let n = self.total();
+        if n < 5 {
+            eprintln!("  failure: {detail}");
+        }
+        *self.0.entry(code.into()).or_default() += 1;
+    }
+
+    fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    fn merge(&mut self, other: Failures) {
+        for (k, v) in other.0 {
+            *self.0.entry(k).or_default() += v;
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!(self.0)
+    }
+}
+
+/// Prints `label: n/total (rate/s)` to stderr every 5 s until dropped.
+struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    fn start(label: &'static str, counter: Arc<AtomicUsize>, total: usize) -> Progress {
+        let started = Instant::now();
+        Progress(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = counter.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {label}: {n}/{total} ({:.0}/s, {:.0} s)",
+                    n as f64 / started.elapsed().as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// The service
+
+struct Service {
+    base: String,
+    addr: std::net::SocketAddr,
+    auth: Auth,
+    domain: Domain,
+    projections: projections::ProjectorHandle,
+    store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Service {
+    async fn start(store: Store) -> anyhow::Result<Service> {
+        let auth = Auth::new(SECRET);
+        let app =
+            Application::with_store(store.clone(), "127.0.0.1:0".parse()?, auth.clone()).await?;
+        let addr = app.local_addr()?;
+        let domain = app.domain().clone();
+        let projections = app.projections().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Service {
+            base: format!("http://{addr}"),
+            addr,
+            auth,
+            domain,
+            projections,
+            store,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    fn token(&self, tenant: &str, role: &str, sub: &str) -> anyhow::Result<String> {
+        Ok(self
+            .auth
+            .mint(tenant, role, sub, Duration::from_secs(24 * 3600))?)
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(Duration::from_secs(10), server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("the service stopped with an error: {e}"),
+                Ok(Err(e)) => eprintln!("the service task failed: {e}"),
+                Err(_) => eprintln!("the service did not stop within 10 s"),
+            }
+        }
+    }
+}
+
+/// POSTs a GraphQL request; the time is from sending to having the whole body.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> (Duration, Result<Value, (String, String)>) {
+    let started = Instant::now();
+    let response = http.post(url).bearer_auth(token).json(body).send().await;
+    let (status, bytes) = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.bytes().await)
+        }
+        Err(e) => return (started.elapsed(), Err(("TRANSPORT".into(), e.to_string()))),
+    };
+    let elapsed = started.elapsed();
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(e) => return (elapsed, Err(("TRANSPORT".into(), e.to_string()))),
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return (elapsed, Err(("BAD_JSON".into(), e.to_string()))),
+    };
+    if let Some(error) = value.get("errors").and_then(|e| e.get(0)) {
+        let code = error["extensions"]["code"]
+            .as_str()
+            .unwrap_or("<none>")
+            .to_string();
+        return (elapsed, Err((code, error.to_string())));
+    }
+    if status != 200 {
+        return (elapsed, Err((format!("HTTP_{status}"), value.to_string())));
+    }
+    (elapsed, Ok(value))
+}
+
+// ----------------------------------------------------------------------------------
+// Population
+
+async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let commands = Arc::new(AtomicUsize::new(0));
+    let record = {
+        let (errors, commands) = (errors.clone(), commands.clone());
+        move |what: &str, result: Result<(), String>| {
+            commands.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("  {what} failed: {e}");
+                }
+            }
+        }
+    };
+    for e in 0..ENVIRONMENTS {
+        let class = if e < 2 {
+            EnvironmentClass::Production
+        } else {
+            EnvironmentClass::Staging
+        };
+        let r = domain
+            .environment(
+                &ctx(TENANT, Role::Admin),
+                &env_id(e),
+                register(e, format!("Environment {e:02}"), class),
+            )
+            .await;
+        record(
+            "environment.register",
+            r.map(|_| ()).map_err(|e| e.to_string()),
+        );
+        let sync = EnvironmentCommand::RecordSync {
+            kind: SyncKind::Environment,
+            workflows_seen: CANONICALS as u32,
+        };
+        let r = domain
+            .environment(&ctx(TENANT, Role::Developer), &env_id(e), sync)
+            .await;
+        record(
+            "environment.record_sync",
+            r.map(|_| ()).map_err(|e| e.to_string()),
+        );
+    }
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("canonical workflows", done.clone(), CANONICALS);
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
+            tokio::spawn(async move {
+                for c in (client..CANONICALS).step_by(clients) {
+                    let create = CanonicalCommand::Create {
+                        canonical_id: canonical_id(c),
+                        name: canonical_name(c),
+                        slug: None,
+                        git_path: None,
+                    };
+                    let r = domain
+                        .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), create)
+                        .await;
+                    record("canonical.create", r.map(|_| ()).map_err(|e| e.to_string()));
+                    let version = CanonicalCommand::RecordGitVersion {
+                        git_content_hash: git_hash(c),
+                        commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
+                        git_path: format!("workflows/wf-{c:04}.json"),
+                    };
+                    let r = domain
+                        .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), version)
+                        .await;
+                    record(
+                        "canonical.record_git_version",
+                        r.map(|_| ()).map_err(|e| e.to_string()),
+                    );
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    drop(progress);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("mappings", done.clone(), MAPPINGS);
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
+            tokio::spawn(async move {
+                for m in (client..MAPPINGS).step_by(clients) {
+                    let (e, c) = mapping_parts(m);
+                    let r = domain
+                        .mapping(
+                            &ctx(TENANT, Role::Developer),
+                            &env_id(e),
+                            &n8n_id(e, c),
+                            observe(e, c, 0, true),
+                        )
+                        .await;
+                    record(
+                        "mapping.observe (discover)",
+                        r.map(|_| ()).map_err(|e| e.to_string()),
+                    );
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    drop(progress);
+    Ok(json!({
+        "commands": commands.load(Ordering::Relaxed),
+        "errors": errors.load(Ordering::Relaxed),
+        "clients": clients,
+        "seconds": round3(started.elapsed().as_secs_f64()),
+    }))
+}
+
+// ----------------------------------------------------------------------------------
+// 1. Matrix
+
+/// One matrix query and what each of its responses must hold.
+#[derive(Clone)]
+struct MatrixRequest {
+    body: Value,
+    rows: usize,
+    cells_per_row: usize,
+    /// Every row has a cell that is not in sync (the `onlyDrift` filter).
+    drift_in_every_row: bool,
+    /// Make every request's text unique (a trailing comment), so the service's
+    /// response cache never answers: the cost of executing the query.
+    distinct: bool,
+}
+
+impl MatrixRequest {
+    fn body(&self, n: usize) -> std::borrow::Cow<'_, Value> {
+        if !self.distinct {
+            return std::borrow::Cow::Borrowed(&self.body);
+        }
+        let mut body = self.body.clone();
+        let query = format!(
+            "{}\n# request {n}",
+            body["query"].as_str().unwrap_or_default()
+        );
+        body["query"] = json!(query);
+        std::borrow::Cow::Owned(body)
+    }
+}
+
+fn matrix_body(
+    first: usize,
+    after: Option<&str>,
+    environments: Option<Vec<String>>,
+    search: Option<&str>,
+    only_drift: bool,
+) -> Value {
+    json!({
+        "query": MATRIX_QUERY,
+        "operationName": "Matrix",
+        "variables": {
+            "first": first,
+            "after": after,
+            "environmentIds": environments,
+            "search": search,
+            "onlyDrift": only_drift,
+        }
+    })
+}
+
+/// Checks one response; returns the failure code and a description.
+fn check_matrix(request: &MatrixRequest, data: &Value) -> Result<(), (String, String)> {
+    let edges = data["data"]["workflowMatrix"]["edges"]
+        .as_array()
+        .ok_or_else(|| ("SHAPE".to_string(), "no edges".to_string()))?;
+    if edges.len() != request.rows {
+        return Err((
+            "SHAPE".into(),
+            format!("{} rows, expected {}", edges.len(), request.rows),
+        ));
+    }
+    for edge in edges {
+        let cells = edge["node"]["cells"].as_array().map_or(&[][..], |c| c);
+        if cells.len() != request.cells_per_row {
+            return Err((
+                "SHAPE".into(),
+                format!(
+                    "row {} has {} cells, expected {}",
+                    edge["node"]["canonicalId"],
+                    cells.len(),
+                    request.cells_per_row
+                ),
+            ));
+        }
+        if cells.iter().any(|c| c["mappingStatus"] != "LINKED") {
+            return Err((
+                "SHAPE".into(),
+                format!(
+                    "row {} has a cell that is not linked",
+                    edge["node"]["canonicalId"]
+                ),
+            ));
+        }
+        if request.drift_in_every_row && cells.iter().all(|c| c["syncState"] == "IN_SYNC") {
+            return Err((
+                "SHAPE".into(),
+                format!("row {} is in sync everywhere", edge["node"]["canonicalId"]),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `clients` clients send `warmup` then `total` requests (shared counters); returns
+/// latency figures, throughput and failures.
+async fn load_matrix(
+    base: &str,
+    token: &str,
+    request: MatrixRequest,
+    clients: usize,
+    warmup: usize,
+    total: usize,
+) -> anyhow::Result<(Value, f64, usize)> {
+    let url = format!("{base}/graphql");
+    let request = Arc::new(request);
+    let warm = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, token, request) = (url.clone(), token.to_string(), request.clone());
+            let (warm, next, barrier) = (warm.clone(), next.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut failures = Failures::default();
+                loop {
+                    let n = warm.fetch_add(1, Ordering::Relaxed);
+                    if n >= warmup {
+                        break;
+                    }
+                    let _ = post(&http, &url, &token, &request.body(n)).await;
+                }
+                barrier.wait().await;
+                let mut samples = vec![];
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    let body = request.body(warmup + n);
+                    let (elapsed, result) = post(&http, &url, &token, &body).await;
+                    samples.push(ms(elapsed));
+                    if let Err((code, detail)) =
+                        result.and_then(|data| check_matrix(&request, &data))
+                    {
+                        failures.add(code, &detail);
+                    }
+                }
+                (samples, failures)
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(total);
+    let mut failures = Failures::default();
+    for task in tasks {
+        let (s, f) = task.await?;
+        samples.extend(s);
+        failures.merge(f);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut v = latency(samples);
+    let p99 = v["p99_ms"].as_f64().unwrap_or(f64::MAX);
+    v["requests_per_sec"] = json!((total as f64 / seconds).round());
+    v["seconds"] = json!(round3(seconds));
+    v["rows"] = json!(request.rows);
+    v["cells_per_row"] = json!(request.cells_per_row);
+    v["failures"] = json!(failures.total());
+    v["failures_by_code"] = failures.json();
+    Ok((v, p99, failures.total()))
+}
+
+async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value> {
+    let token = service.token(TENANT, "viewer", "bench-reader")?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/graphql", service.base);
+    let page = args.page;
+    let mut check_failures = 0;
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            eprintln!("  CHECK FAILED: {what}");
+            check_failures += 1;
+        }
+    };
+
+    // The whole matrix over HTTP, page by page.
+    let (mut rows, mut cells, mut drift_cells, mut linked) = (0usize, 0usize, 0usize, 0usize);
+    let mut deep_cursor = None;
+    let mut after: Option<String> = None;
+    loop {
+        let body = matrix_body(page, after.as_deref(), None, None, false);
+        let (_, result) = post(&http, &url, &token, &body).await;
+        let data = result.map_err(|(code, detail)| anyhow::anyhow!("{code}: {detail}"))?;
+        let connection = &data["data"]["workflowMatrix"];
+        for edge in connection["edges"].as_array().context("edges")? {
+            rows += 1;
+            for cell in edge["node"]["cells"].as_array().context("cells")? {
+                cells += 1;
+                linked += usize::from(cell["mappingStatus"] == "LINKED");
+                drift_cells += usize::from(cell["syncState"] == "DRIFT");
+            }
+            if rows == DEEP_AFTER {
+                deep_cursor = Some(connection["pageInfo"]["endCursor"].clone());
+            }
+        }
+        match (
+            connection["pageInfo"]["hasNextPage"].as_bool(),
+            connection["pageInfo"]["endCursor"].as_str(),
+        ) {
+            (Some(true), Some(cursor)) => after = Some(cursor.to_string()),
+            _ => break,
+        }
+    }
+    let expected_drift = (0..ENVIRONMENTS)
+        .flat_map(|e| (0..CANONICALS).map(move |c| (e, c)))
+        .filter(|&(e, c)| drifted(e, c))
+        .count();
+    check(
+        rows == CANONICALS,
+        format!("{rows} matrix rows, expected {CANONICALS}"),
+    );
+    check(
+        cells == MAPPINGS,
+        format!("{cells} matrix cells, expected {MAPPINGS}"),
+    );
+    check(
+        linked == MAPPINGS,
+        format!("{linked} linked cells, expected {MAPPINGS}"),
+    );
+    check(
+        drift_cells == expected_drift,
+        format!("{drift_cells} DRIFT cells, expected {expected_drift}"),
+    );
+    eprintln!(
+        "  matrix over HTTP: {rows} rows, {cells} cells ({drift_cells} DRIFT, {} IN_SYNC expected)",
+        MAPPINGS - expected_drift
+    );
+    // The deep page: `after` the cursor that ends row DEEP_AFTER (needs DEEP_AFTER to
+    // be a multiple of the page size, else the cursor of the page holding it).
+    let deep_cursor = deep_cursor
+        .and_then(|c| c.as_str().map(str::to_string))
+        .context("no cursor in the middle of the matrix")?;
+    let filter_envs: Vec<String> = (0..FILTER_ENVIRONMENTS)
+        .map(|e| env_id(e).to_string())
+        .collect();
+    let filtered_rows = (0..CANONICALS)
+        .filter(|&c| canonical_name(c).to_lowercase().contains(FILTER_SEARCH))
+        .filter(|&c| (0..FILTER_ENVIRONMENTS).any(|e| drifted(e, c)))
+        .count();
+
+    let queries = [
+        (
+            "first_page",
+            MatrixRequest {
+                body: matrix_body(page, None, None, None, false),
+                rows: page.min(CANONICALS),
+                cells_per_row: ENVIRONMENTS,
+                drift_in_every_row: false,
+                distinct: false,
+            },
+            args.requests,
+        ),
+        (
+            "first_page_uncached",
+            MatrixRequest {
+                body: matrix_body(page, None, None, None, false),
+                rows: page.min(CANONICALS),
+                cells_per_row: ENVIRONMENTS,
+                drift_in_every_row: false,
+                distinct: true,
+            },
+            args.other_requests,
+        ),
+        (
+            "deep_page",
+            MatrixRequest {
+                body: matrix_body(page, Some(&deep_cursor), None, None, false),
+                rows: page.min(CANONICALS.saturating_sub(DEEP_AFTER.div_ceil(page) * page)),
+                cells_per_row: ENVIRONMENTS,
+                drift_in_every_row: false,
+                distinct: false,
+            },
+            args.other_requests,
+        ),
+        (
+            "filtered_page",
+            MatrixRequest {
+                body: matrix_body(
+                    page,
+                    None,
+                    Some(filter_envs.clone()),
+                    Some(FILTER_SEARCH),
+                    true,
+                ),
+                rows: page.min(filtered_rows),
+                cells_per_row: FILTER_ENVIRONMENTS,
+                drift_in_every_row: true,
+                distinct: false,
+            },
+            args.other_requests,
+        ),
+    ];
+    let mut out = json!({
+        "page_size": page,
+        "clients": args.clients,
+        "warmup": args.warmup,
+        "rows": rows,
+        "cells": cells,
+        "drift_cells": drift_cells,
+        "in_sync_cells": cells - drift_cells,
+    });
+    let mut first_p99 = f64::MAX;
+    let mut failures = 0;
+    for (name, request, total) in queries {
+        if total == 0 {
+            out[name] = Value::Null;
+            continue;
+        }
+        eprintln!("  {name}: {total} requests from {} clients", args.clients);
+        let (mut v, p99, f) = load_matrix(
+            &service.base,
+            &token,
+            request,
+            args.clients,
+            args.warmup,
+            total,
+        )
+        .await?;
+        eprintln!(
+            "    p50 {} ms, p90 {} ms, p99 {} ms, max {} ms, {} requests/s, {f} failures",
+            v["p50_ms"], v["p90_ms"], v["p99_ms"], v["max_ms"], v["requests_per_sec"]
+        );
+        if name == "first_page" {
+            first_p99 = p99;
+        }
+        if name == "deep_page" {
+            v["after_rows"] = json!(DEEP_AFTER);
+        }
+        if name == "filtered_page" {
+            v["environments"] = json!(FILTER_ENVIRONMENTS);
+            v["search"] = json!(FILTER_SEARCH);
+            v["only_drift"] = json!(true);
+        }
+        failures += f;
+        out[name] = v;
+    }
+    out["check_failures"] = json!(check_failures);
+    out["failures"] = json!(failures);
+    out["first_page_p99_ms"] = json!(round3(first_p99));
+    Ok(out)
+}
+
+// ----------------------------------------------------------------------------------
+// 2. Mutations
+
+const STEPS: [(&str, &str, &str); 4] = [
+    (
+        "acknowledgeIncident",
+        ", reason: \"investigating\", ownerUserId: \"oncall\", ticketRef: \"OPS-1\"",
+        "ACKNOWLEDGED",
+    ),
+    (
+        "stabilizeIncident",
+        ", reason: \"traffic drained\"",
+        "STABILIZED",
+    ),
+    (
+        "reconcileIncident",
+        ", resolutionType: REVERT, resolutionDetails: \"restored from git\"",
+        "RECONCILED",
+    ),
+    ("closeIncident", ", reason: \"verified\"", "CLOSED"),
+];
+
+fn ops_env(c: usize) -> LocalId {
+    id(format!("ops-{c:02}"))
+}
+
+async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Value> {
+    let domain = &service.domain;
+    let token = service.token(OPS_TENANT, "admin", "bench-admin")?;
+    // One environment per client (kept when the database is reused).
+    for c in 0..args.clients {
+        let r = domain
+            .environment(
+                &ctx(OPS_TENANT, Role::Admin),
+                &ops_env(c),
+                register(c, format!("Ops {c:02}"), EnvironmentClass::Production),
+            )
+            .await;
+        if let Err(e) = r {
+            if !e.to_string().contains("already") {
+                eprintln!("  register ops-{c:02}: {e}");
+            }
+        }
+    }
+    let queries: Vec<String> = STEPS
+        .iter()
+        .map(|(mutation, arguments, _)| {
+            let selection = if args.no_read_back {
+                "position"
+            } else {
+                "position incident { id status }"
+            };
+            format!("mutation($id: ID!) {{ {mutation}(id: $id{arguments}) {{ {selection} }} }}")
+        })
+        .collect();
+    let queries = Arc::new(queries);
+    let url = format!("{}/graphql", service.base);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let total = args.lifecycles;
+    let read_back = !args.no_read_back;
+    let barrier = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|c| {
+            let (domain, queries, url, token) =
+                (domain.clone(), queries.clone(), url.clone(), token.clone());
+            let (next, done, barrier) = (next.clone(), done.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let environment = ops_env(c);
+                let mut per_step: Vec<Vec<f64>> = vec![vec![]; STEPS.len()];
+                let mut opens = vec![];
+                let mut failures = Failures::default();
+                let mut transitions = 0usize;
+                // One untimed lifecycle per client first (connections, caches).
+                let mut first = true;
+                barrier.wait().await;
+                loop {
+                    let warm = std::mem::take(&mut first);
+                    if !warm && next.fetch_add(1, Ordering::Relaxed) >= total {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let opened = domain
+                        .report_drift(
+                            &ctx(OPS_TENANT, Role::System),
+                            &environment,
+                            vec![AffectedWorkflow {
+                                workflow_id: format!("wf-{c}"),
+                                name: format!("Workflow {c}"),
+                            }],
+                            Some("ab".repeat(32)),
+                            IncidentPolicy::default(),
+                        )
+                        .await;
+                    let open_ms = ms(t.elapsed());
+                    let incident = match opened {
+                        Ok((incident, committed))
+                            if committed.state.status == IncidentStatus::Detected =>
+                        {
+                            incident
+                        }
+                        Ok((incident, committed)) => {
+                            // A leftover open incident (an earlier aborted run): close it.
+                            failures.add(
+                                "OPEN_NOT_NEW",
+                                &format!("{incident} is {:?}", committed.state.status),
+                            );
+                            close_leftover(&domain, &incident).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            failures.add(format!("OPEN_{:?}", e.code()), &e.to_string());
+                            continue;
+                        }
+                    };
+                    if !warm {
+                        opens.push(open_ms);
+                    }
+                    let variables = json!({ "id": incident.as_str() });
+                    for (i, (mutation, _, expected)) in STEPS.iter().enumerate() {
+                        let body = json!({ "query": queries[i], "variables": variables });
+                        let (elapsed, result) = post(&http, &url, &token, &body).await;
+                        let result = result.and_then(|data| {
+                            let payload = &data["data"][mutation];
+                            if payload["position"].as_i64().is_none() {
+                                Err(("SHAPE".into(), format!("no position: {data}")))
+                            } else if read_back && payload["incident"]["status"] != *expected {
+                                Err(("SHAPE".into(), format!("expected {expected}: {data}")))
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        if warm {
+                            if result.is_err() {
+                                eprintln!("  warm-up {mutation} failed: {result:?}");
+                            }
+                            continue;
+                        }
+                        per_step[i].push(ms(elapsed));
+                        match result {
+                            Ok(()) => transitions += 1,
+                            Err((code, detail)) => {
+                                failures.add(code, &format!("{mutation}: {detail}"));
+                                close_leftover(&domain, &incident).await;
+                                break;
+                            }
+                        }
+                    }
+                    if !warm {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                (per_step, opens, transitions, failures)
+            })
+        })
+        .collect();
+    let progress = Progress::start("incident lifecycles", done.clone(), total);
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut per_step: Vec<Vec<f64>> = vec![vec![]; STEPS.len()];
+    let mut opens = vec![];
+    let mut transitions = 0;
+    let mut failures = Failures::default();
+    for task in tasks {
+        let (s, o, t, f) = task.await?;
+        for (all, mine) in per_step.iter_mut().zip(s) {
+            all.extend(mine);
+        }
+        opens.extend(o);
+        transitions += t;
+        failures.merge(f);
+    }
+    // Includes each client's warm-up lifecycle: a slight underestimate of the rate.
+    let seconds = started.elapsed().as_secs_f64();
+    drop(progress);
+    let all: Vec<f64> = per_step.iter().flatten().copied().collect();
+    let mut out = json!({
+        "clients": args.clients,
+        "lifecycles": total,
+        "read_back": read_back,
+        "transitions": transitions,
+        "seconds": round3(seconds),
+        "transitions_per_sec": (transitions as f64 / seconds).round(),
+        "all_mutations": latency(all),
+        "open_via_domain_untimed": latency(opens),
+        "errors": failures.total(),
+        "errors_by_code": failures.json(),
+    });
+    for (i, (mutation, _, _)) in STEPS.iter().enumerate() {
+        out[*mutation] = latency(std::mem::take(&mut per_step[i]));
+    }
+    eprintln!(
+        "  {transitions} transitions in {seconds:.1} s: {} /s; p50 {} ms, p99 {} ms; {} errors",
+        out["transitions_per_sec"],
+        out["all_mutations"]["p50_ms"],
+        out["all_mutations"]["p99_ms"],
+        failures.total()
+    );
+    Ok(out)
+}
+
+/// Closes an incident left open by a failed lifecycle (admin override), so the
+/// environment's slot is free for the next one.
+async fn close_leftover(domain: &Domain, incident: &LocalId) {
+    let close = IncidentCommand::Close {
+        reason: Some("benchmark cleanup".into()),
+        resolution_type: Some(aggregates::incident::ResolutionType::Revert),
+    };
+    if let Err(e) = domain
+        .incident(&ctx(OPS_TENANT, Role::Admin), incident, close, true)
+        .await
+    {
+        eprintln!("  could not close {incident}: {e}");
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// 3. Delivery
+
+/// What a subscriber received: (position, recordedAt, when it arrived).
+type Received = Vec<(i64, DateTime<Utc>, DateTime<Utc>)>;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_ws(service: &Service, token: &str, from: i64) -> anyhow::Result<Socket> {
+    let mut request = format!("ws://{}/graphql/ws", service.addr).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket.send(Message::text(init.to_string())).await?;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .context("connection_ack")?
+            .context("socket closed")??;
+        if let Message::Text(text) = message {
+            let v: Value = serde_json::from_str(text.as_str())?;
+            anyhow::ensure!(
+                v["type"] == "connection_ack",
+                "expected connection_ack: {v}"
+            );
+            break;
+        }
+    }
+    let query =
+        format!("subscription($from: Int) {{ events(fromPosition: $from) {{ {EVENT_FIELDS} }} }}");
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "from": from } } });
+    socket.send(Message::text(subscribe.to_string())).await?;
+    Ok(socket)
+}
+
+fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(v.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Reads the subscription until `stop`; records each event with its arrival time.
+async fn follow_ws(
+    mut socket: Socket,
+    last: Arc<AtomicI64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Received, Vec<String>) {
+    let mut received = vec![];
+    let mut problems = vec![];
+    loop {
+        let message = tokio::select! {
+            m = socket.next() => m,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let at = Utc::now();
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None => {
+                problems.push("the socket closed".into());
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                problems.push(format!("socket error: {e}"));
+                break;
+            }
+        };
+        let v: Value = match serde_json::from_str(text.as_str()) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("bad JSON: {e}"));
+                continue;
+            }
+        };
+        match v["type"].as_str() {
+            Some("next") => {
+                let event = &v["payload"]["data"]["events"];
+                match (event["position"].as_i64(), parse_time(&event["recordedAt"])) {
+                    (Some(position), Some(recorded)) => {
+                        received.push((position, recorded, at));
+                        last.store(position, Ordering::Relaxed);
+                    }
+                    _ => problems.push(format!("unexpected payload {v}")),
+                }
+            }
+            Some("ping") => {
+                let pong = json!({ "type": "pong" }).to_string();
+                let _ = socket.send(Message::text(pong)).await;
+            }
+            Some("pong") => {}
+            _ => {
+                problems.push(format!("unexpected message {v}"));
+                break;
+            }
+        }
+    }
+    let _ = socket.close(None).await;
+    (received, problems)
+}
+
+type SseBody = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+
+async fn open_sse(service: &Service, token: &str, from: i64) -> anyhow::Result<SseBody> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/events?from={from}", service.base))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 200,
+        "GET /events: {}",
+        response.status()
+    );
+    Ok(Box::pin(
+        response
+            .bytes_stream()
+            .map(|chunk| chunk.map(|b| b.to_vec())),
+    ))
+}
+
+async fn follow_sse(
+    mut body: SseBody,
+    last: Arc<AtomicI64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Received, Vec<String>) {
+    let mut received = vec![];
+    let mut problems = vec![];
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::select! {
+            c = body.next() => c,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let at = Utc::now();
+        match chunk {
+            Some(Ok(bytes)) => buffer.push_str(&String::from_utf8_lossy(&bytes)),
+            Some(Err(e)) => {
+                problems.push(format!("stream error: {e}"));
+                break;
+            }
+            None => {
+                problems.push("the stream ended".into());
+                break;
+            }
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut data = String::new();
+            let mut kind = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = Some(v.trim().to_string());
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            if let Some(kind) = kind {
+                problems.push(format!("event {kind}: {data}"));
+                continue;
+            }
+            match serde_json::from_str::<Value>(&data) {
+                Ok(event) => match (event["position"].as_i64(), parse_time(&event["recordedAt"])) {
+                    (Some(position), Some(recorded)) => {
+                        received.push((position, recorded, at));
+                        last.store(position, Ordering::Relaxed);
+                    }
+                    _ => problems.push(format!("unexpected data {data}")),
+                },
+                Err(e) => problems.push(format!("bad JSON: {e}")),
+            }
+        }
+    }
+    (received, problems)
+}
+
+/// Waits until every subscriber's last event is at least `position`.
+async fn wait_delivered(lasts: &[Arc<AtomicI64>], position: i64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if lasts.iter().all(|l| l.load(Ordering::Relaxed) >= position) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Compares what a subscriber received after the warm-up with the log's events.
+fn delivery_figures(
+    received: Received,
+    problems: Vec<String>,
+    warm_position: i64,
+    expected: &[i64],
+    acked: &HashMap<i64, DateTime<Utc>>,
+) -> Value {
+    // Only what arrived after the warm-up event.
+    let window: Received = match received.iter().position(|(p, _, _)| *p == warm_position) {
+        Some(i) => received.into_iter().skip(i + 1).collect(),
+        None => received,
+    };
+    let positions: Vec<i64> = window.iter().map(|(p, _, _)| *p).collect();
+    let got: HashSet<i64> = positions.iter().copied().collect();
+    let want: HashSet<i64> = expected.iter().copied().collect();
+    let duplicates = positions.len() - got.len();
+    let missing = want.difference(&got).count();
+    let extra = got.difference(&want).count();
+    let in_log_order = positions == expected;
+    let from_recorded: Vec<f64> = window
+        .iter()
+        .map(|(_, recorded, at)| {
+            (*at - *recorded).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0
+        })
+        .collect();
+    let from_ack: Vec<f64> = window
+        .iter()
+        .filter_map(|(p, _, at)| {
+            acked
+                .get(p)
+                .map(|ack| (*at - *ack).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0)
+        })
+        .collect();
+    let mut v = latency(from_recorded);
+    v["received"] = json!(positions.len());
+    v["expected"] = json!(expected.len());
+    v["missing"] = json!(missing);
+    v["duplicates"] = json!(duplicates);
+    v["unexpected"] = json!(extra);
+    v["in_log_order"] = json!(in_log_order);
+    v["from_commit_ack"] = latency(from_ack);
+    v["problems"] = json!(problems.iter().take(5).collect::<Vec<_>>());
+    v["ok"] =
+        json!(missing == 0 && duplicates == 0 && extra == 0 && in_log_order && problems.is_empty());
+    v
+}
+
+async fn measure_delivery(service: &Service, args: &Args) -> anyhow::Result<Value> {
+    let store = &service.store;
+    let domain = &service.domain;
+    let token = service.token(TENANT, "viewer", "bench-subscriber")?;
+    let head = store.head().await?.position;
+    let socket = open_ws(service, &token, head).await?;
+    let sse = open_sse(service, &token, head).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ws_last = Arc::new(AtomicI64::new(0));
+    let sse_last = Arc::new(AtomicI64::new(0));
+    let ws_task = tokio::spawn(follow_ws(socket, ws_last.clone(), stopped.clone()));
+    let sse_task = tokio::spawn(follow_sse(sse, sse_last.clone(), stopped));
+    let lasts = [ws_last, sse_last];
+
+    // Warm-up: one event, delivered to both.
+    let warm = domain
+        .mapping(
+            &ctx(TENANT, Role::Developer),
+            &env_id(0),
+            &n8n_id(0, 0),
+            observe(0, 0, u64::MAX - 7, false),
+        )
+        .await?;
+    let warm_position = warm.position.context("the warm-up appended nothing")?;
+    anyhow::ensure!(
+        wait_delivered(&lasts, warm_position, Duration::from_secs(10)).await,
+        "the subscribers did not receive the warm-up event"
+    );
+    let warm_cursor = store
+        .cursor_after_position(warm_position)
+        .await?
+        .context("warm-up cursor")?;
+
+    // Steady appends.
+    let total = (args.rate as u64 * args.seconds) as usize;
+    let period = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let acked = Arc::new(Mutex::new(HashMap::<i64, DateTime<Utc>>::new()));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let issued = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("appends", issued.clone(), total);
+    let base = mix(Utc::now().timestamp_micros() as u64) % (u64::MAX / 4);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        ticker.tick().await;
+        issued.fetch_add(1, Ordering::Relaxed);
+        let (domain, acked, errors) = (domain.clone(), acked.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            // A different cell each time (10,000 of them), skipping the warm-up's.
+            let (e, c) = mapping_parts(1 + i % (MAPPINGS - 1));
+            let r = domain
+                .mapping(
+                    &ctx(TENANT, Role::Developer),
+                    &env_id(e),
+                    &n8n_id(e, c),
+                    observe(e, c, base + i as u64, false),
+                )
+                .await;
+            let at = Utc::now();
+            match r {
+                Ok(committed) => {
+                    // Single-event commands: the position is the event's.
+                    if let (Some(p), 1) = (committed.position, committed.events.len()) {
+                        acked.lock().unwrap().insert(p, at);
+                    }
+                }
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("  append failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+    let issuing = started.elapsed();
+    for task in tasks {
+        task.await?;
+    }
+    drop(progress);
+
+    // What the log holds for the tenant after the warm-up, in delivery order.
+    let mut expected = vec![];
+    let mut cursor = warm_cursor;
+    loop {
+        let events = store.read_after(cursor, 1000).await?;
+        let Some(last) = events.last() else { break };
+        cursor = last.cursor();
+        expected.extend(
+            events
+                .iter()
+                .filter(|e| e.tenant() == TENANT)
+                .map(|e| e.position),
+        );
+    }
+    let last_expected = expected.iter().copied().max().unwrap_or(warm_position);
+    let drained_in_time = wait_delivered(&lasts, last_expected, DRAIN_TIMEOUT).await;
+    // A moment for anything unexpected (duplicates) to arrive too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(true);
+    let (ws_received, ws_problems) = ws_task.await?;
+    let (sse_received, sse_problems) = sse_task.await?;
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let websocket = delivery_figures(ws_received, ws_problems, warm_position, &expected, &acked);
+    let sse = delivery_figures(sse_received, sse_problems, warm_position, &expected, &acked);
+    for (name, v) in [("websocket", &websocket), ("sse", &sse)] {
+        eprintln!(
+            "  {name}: {}/{} events, p50 {} ms, p99 {} ms, max {} ms (from commit ack: p50 {} ms, p99 {} ms); ok {}",
+            v["received"],
+            v["expected"],
+            v["p50_ms"],
+            v["p99_ms"],
+            v["max_ms"],
+            v["from_commit_ack"]["p50_ms"],
+            v["from_commit_ack"]["p99_ms"],
+            v["ok"]
+        );
+    }
+    Ok(json!({
+        "rate_target": args.rate,
+        "rate_achieved": (total as f64 / issuing.as_secs_f64()).round(),
+        "seconds": round3(issuing.as_secs_f64()),
+        "commands": total,
+        "command_errors": errors.load(Ordering::Relaxed),
+        "events_appended": expected.len(),
+        "drained_in_time": drained_in_time,
+        "websocket": websocket,
+        "sse": sse,
+    }))
+}
+
+// ----------------------------------------------------------------------------------
+
+async fn count_events(store: &Store) -> anyhow::Result<i64> {
+    let sql = "SELECT count(*) FROM events";
+    Ok(match store {
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await?,
+    })
+}
+
+async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
+    let store = &service.store;
+    let existing = count_events(store).await?;
+    let mut population = if existing > 0 {
+        eprintln!("reusing a populated log: {existing} events (population skipped)");
+        json!({ "reused": true })
+    } else {
+        eprintln!(
+            "populating: {ENVIRONMENTS} environments, {CANONICALS} canonical workflows, {MAPPINGS} mappings ({} clients)",
+            args.clients
+        );
+        let p = populate(&service.domain, args.clients).await?;
+        eprintln!(
+            "  {} commands in {} s ({} errors)",
+            p["commands"], p["seconds"], p["errors"]
+        );
+        p
+    };
+    let head = store.head().await?.position;
+    eprintln!("waiting for the projections to reach position {head}");
+    let t = Instant::now();
+    for name in [projections::matrix::NAME, projections::environments::NAME] {
+        service
+            .projections
+            .wait_for(name, head, Duration::from_secs(600))
+            .await
+            .with_context(|| format!("projection {name} catching up"))?;
+    }
+    eprintln!("  caught up in {:.1} s", t.elapsed().as_secs_f64());
+    population["environments"] = json!(ENVIRONMENTS);
+    population["canonical_workflows"] = json!(CANONICALS);
+    population["mappings"] = json!(MAPPINGS);
+    population["events"] = json!(count_events(store).await?);
+
+    let matrix = if args.skip_matrix {
+        Value::Null
+    } else {
+        eprintln!("matrix: {} clients", args.clients);
+        measure_matrix(service, args).await?
+    };
+    let mutations = if args.skip_mutations {
+        Value::Null
+    } else {
+        eprintln!(
+            "mutations: {} incident lifecycles from {} clients",
+            args.lifecycles, args.clients
+        );
+        measure_mutations(service, args).await?
+    };
+    let delivery = if args.skip_delivery {
+        Value::Null
+    } else {
+        eprintln!(
+            "delivery: {} commands/s for {} s, one WebSocket and one SSE subscriber",
+            args.rate, args.seconds
+        );
+        measure_delivery(service, args).await?
+    };
+
+    let matrix_p99 = matrix["first_page"]["p99_ms"].as_f64();
+    let matrix_ok = matrix["failures"] == 0 && matrix["check_failures"] == 0;
+    let ws_p99 = delivery["websocket"]["p99_ms"].as_f64();
+    let sse_p99 = delivery["sse"]["p99_ms"].as_f64();
+    let delivery_ok = !delivery.is_null()
+        && delivery["websocket"]["ok"] == true
+        && delivery["sse"]["ok"] == true
+        && delivery["command_errors"] == 0
+        && delivery["drained_in_time"] == true;
+    let delivery_p99 = match (ws_p99, sse_p99) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    };
+    Ok(json!({
+        "benchmark": "api",
+        "backend": args.backend,
+        "clients": args.clients,
+        "population": population,
+        "matrix": matrix,
+        "mutations": mutations,
+        "delivery": delivery,
+        "targets": {
+            "matrix_first_page_p99_ms": {
+                "target": MATRIX_TARGET_MS,
+                "value": matrix_p99,
+                "failures": matrix["failures"].as_u64().map(|f| f + matrix["check_failures"].as_u64().unwrap_or(0)),
+                "met": matrix_p99.map(|p| p <= MATRIX_TARGET_MS && matrix_ok),
+            },
+            "delivery_p99_ms": {
+                "target": DELIVERY_TARGET_MS,
+                "websocket": ws_p99,
+                "sse": sse_p99,
+                "complete": (!delivery.is_null()).then_some(delivery_ok),
+                "met": delivery_p99.map(|p| p <= DELIVERY_TARGET_MS && delivery_ok),
+            },
+        },
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.clients > 0 && args.rate > 0 && args.page > 0 && args.page <= 200,
+        "--clients and --rate must be positive, --page within 1..=200"
+    );
+    anyhow::ensure!(
+        DEEP_AFTER % args.page == 0,
+        "--page must divide {DEEP_AFTER} (the deep page starts after row {DEEP_AFTER})"
+    );
+    let temp = tempfile::tempdir()?;
+    let (store, cleanup) = match args.backend.as_str() {
+        "sqlite" => {
+            let path = match &args.database {
+                Some(path) => std::path::PathBuf::from(path),
+                None => temp.path().join("bench.db"),
+            };
+            let url = format!("sqlite://{}", path.display());
+            (Store::connect(&url, args.pool.unwrap_or(4)).await?, None)
+        }
+        "postgres" => {
+            let database = match &args.database {
+                Some(name) => name.clone(),
+                None => format!("wfo_bench_{}", uuid::Uuid::new_v4().simple()),
+            };
+            let admin = Store::connect(&args.pg_url, 1).await?;
+            if let Store::Postgres(PgStore { pool, .. }) = &admin {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(&database)
+                .fetch_one(pool)
+                .await?;
+                if !exists {
+                    sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+                        .execute(pool)
+                        .await?;
+                }
+            }
+            let url = workflowops::store::with_database(&args.pg_url, &database);
+            let keep = args.database.is_some();
+            match Store::connect(&url, args.pool.unwrap_or(16)).await {
+                Ok(store) => (store, (!keep).then_some((admin, database))),
+                Err(e) => {
+                    if !keep {
+                        drop_database(&admin, &database).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        other => anyhow::bail!("unknown backend {other} (sqlite or postgres)"),
+    };
+    let report = async {
+        store.migrate().await?;
+        let service = Service::start(store.clone()).await?;
+        eprintln!("service on {}", service.base);
+        let report = run(&args, &service).await;
+        service.stop().await;
+        report
+    }
+    .await;
+    store.close().await;
+    // The database goes whether or not the run succeeded.
+    if let Some((admin, database)) = &cleanup {
+        drop_database(admin, database).await;
+    }
+    println!("{}", report?);
+    Ok(())
+}
+
+async fn drop_database(admin: &Store, database: &str) {
+    if let Store::Postgres(PgStore { pool, .. }) = admin {
+        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(pool)
+            .await
+        {
+            eprintln!("could not drop {database}: {e}");
+        }
+    }
+}
