@@ -178,7 +178,12 @@ impl Store {
     /// Connects to `postgres://…` or `sqlite:…` (`sqlite://path` or `sqlite::memory:`).
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Store, StoreError> {
         if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(database_url)?.application_name("workflowops");
+            // The read models are small and hot: index reads cost about what sequential
+            // ones do, and the default planner cost (4) chose full scans of the matrix
+            // cells for a 50-row page (5.9 ms against 3.0 ms with the index).
+            let options = PgConnectOptions::from_str(database_url)?
+                .application_name("workflowops")
+                .options([("random_page_cost", "1.1")]);
             // No ping before every acquire: that is an extra round trip per query (a
             // broken connection still fails the query, which the caller sees).
             let pool = PgPoolOptions::new()
