@@ -60,13 +60,11 @@ use std::time::{Duration, Instant};
 
 use aggregates::canonical::CanonicalCommand;
 use aggregates::command::{Actor, Role};
-use aggregates::content::ContentHash;
 use aggregates::environment::{
     EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
 };
 use aggregates::ids::{LocalId, TenantId};
 use aggregates::incident::{AffectedWorkflow, IncidentCommand, IncidentPolicy, IncidentStatus};
-use aggregates::mapping::{MappingCommand, Observation};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Parser;
@@ -79,6 +77,10 @@ use workflowops::auth::Auth;
 use workflowops::bus::CommandContext;
 use workflowops::store::{PgStore, Store};
 use workflowops::Application;
+
+#[path = "common/matrix_data.rs"]
+mod matrix_data;
+use matrix_data::*;
 
 // The same allocator as the service binary.
 #[global_allocator]
@@ -141,28 +143,10 @@ struct Args {
 
 /// The signing secret of the benchmark's service.
 const SECRET: &[u8] = b"bench-api-secret-0123456789abcdef-0123456789";
-const TENANT: &str = "bench";
 /// The mutation phase's tenant (its environments stay out of `bench`'s matrix).
 const OPS_TENANT: &str = "bench-ops";
-const ENVIRONMENTS: usize = 10;
-const CANONICALS: usize = 1000;
-const MAPPINGS: usize = ENVIRONMENTS * CANONICALS;
 /// The deep page starts after this many rows.
 const DEEP_AFTER: usize = 500;
-const FILTER_ENVIRONMENTS: usize = 3;
-const FILTER_SEARCH: &str = "sync";
-const FAMILIES: [&str; 10] = [
-    "Order sync",
-    "Invoice export",
-    "Lead router",
-    "Slack alert",
-    "Contact sync",
-    "Inventory check",
-    "Payment retry",
-    "Ticket triage",
-    "Stock sync",
-    "Report digest",
-];
 const MATRIX_TARGET_MS: f64 = 30.0;
 const DELIVERY_TARGET_MS: f64 = 100.0;
 /// Longest a subscriber may take to deliver the last appended event.
@@ -180,82 +164,6 @@ const EVENT_FIELDS: &str =
 
 // ----------------------------------------------------------------------------------
 // Deterministic data (as bench_projections)
-
-fn mix(mut x: u64) -> u64 {
-    // splitmix64
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// A well-formed content hash (64 lowercase hex) derived from `seed`.
-fn hash(seed: u64) -> ContentHash {
-    let text = format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        mix(seed),
-        mix(seed ^ 1),
-        mix(seed ^ 2),
-        mix(seed ^ 3)
-    );
-    ContentHash::parse(&text).expect("64 hex characters")
-}
-
-fn id(s: impl Into<String>) -> LocalId {
-    LocalId::parse(s).expect("valid local id")
-}
-
-fn env_id(e: usize) -> LocalId {
-    id(format!("env-{e:02}"))
-}
-
-fn canonical_id(c: usize) -> LocalId {
-    id(format!("wf-{c:04}"))
-}
-
-fn canonical_name(c: usize) -> String {
-    format!("{} {c:04}", FAMILIES[c % FAMILIES.len()])
-}
-
-/// Mapping `m` is canonical `m % CANONICALS` in environment `m / CANONICALS`.
-fn mapping_parts(m: usize) -> (usize, usize) {
-    (m / CANONICALS, m % CANONICALS)
-}
-
-fn n8n_id(e: usize, c: usize) -> LocalId {
-    id(format!("n8n-{e:02}-{c:04}"))
-}
-
-fn git_hash(c: usize) -> ContentHash {
-    hash(1_000_000 + c as u64)
-}
-
-/// Whether the cell (environment `e`, canonical `c`) differs from Git (~1 in 7).
-fn drifted(e: usize, c: usize) -> bool {
-    mix(((e as u64) << 32) | c as u64) % 7 == 0
-}
-
-fn observation(e: usize, c: usize, version: u64) -> Observation {
-    let content_hash = if drifted(e, c) {
-        hash(mix(((e * CANONICALS + c) as u64) << 20 | version))
-    } else {
-        git_hash(c)
-    };
-    Observation {
-        name: canonical_name(c),
-        content_hash,
-        n8n_updated_at: Some(Utc::now()),
-    }
-}
-
-fn observe(e: usize, c: usize, version: u64, auto_link: bool) -> MappingCommand {
-    MappingCommand::Observe {
-        environment_id: env_id(e),
-        n8n_workflow_id: n8n_id(e, c),
-        observation: observation(e, c, version),
-        auto_link: auto_link.then(|| canonical_id(c)),
-    }
-}
 
 fn register(e: usize, name: String, class: EnvironmentClass) -> EnvironmentCommand {
     EnvironmentCommand::Register {
