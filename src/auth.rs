@@ -195,14 +195,26 @@ pub fn load_secret(
     configured: Option<&str>,
     data_dir: &Path,
 ) -> anyhow::Result<(Vec<u8>, SecretSource)> {
+    load_key(configured, "WORKFLOWOPS_JWT_SECRET", data_dir, SECRET_FILE)
+}
+
+/// A service key: `configured` (the value of `variable`) if set, else the data
+/// directory's `file` (hex), generated (0600) when missing. At least
+/// [`MIN_SECRET_BYTES`] bytes either way.
+pub fn load_key(
+    configured: Option<&str>,
+    variable: &str,
+    data_dir: &Path,
+    file: &str,
+) -> anyhow::Result<(Vec<u8>, SecretSource)> {
     if let Some(secret) = configured.filter(|s| !s.is_empty()) {
         anyhow::ensure!(
             secret.len() >= MIN_SECRET_BYTES,
-            "WORKFLOWOPS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+            "{variable} must be at least {MIN_SECRET_BYTES} bytes"
         );
         return Ok((secret.as_bytes().to_vec(), SecretSource::Environment));
     }
-    let path = data_dir.join(SECRET_FILE);
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let secret = hex::decode(text.trim())
@@ -218,7 +230,7 @@ pub fn load_secret(
             std::fs::create_dir_all(data_dir)?;
             let mut secret = vec![0u8; MIN_SECRET_BYTES];
             getrandom::getrandom(&mut secret)
-                .map_err(|e| anyhow::anyhow!("no randomness for the signing secret: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("no randomness for {file}: {e}"))?;
             write_private(&path, &hex::encode(&secret))?;
             Ok((secret, SecretSource::Generated(path)))
         }

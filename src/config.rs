@@ -68,6 +68,20 @@ pub struct Config {
         global = true
     )]
     pub jwt_secret: Option<String>,
+    /// Key that seals the environments' credentials (n8n API keys, Git tokens); at
+    /// least 32 bytes. Default: `secret-key` in the data directory, generated on first
+    /// use. Losing it makes the stored credentials unreadable.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_key: Option<String>,
+    /// The GitHub API root for GitHub repositories: GitHub Enterprise's
+    /// `https://ghe.example.com/api/v3`. Unset: api.github.com.
+    #[arg(long, env = "WORKFLOWOPS_GITHUB_API_URL", global = true)]
+    pub github_api_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -107,6 +121,17 @@ pub enum Command {
 impl Config {
     /// The token signer, with the secret from the environment or the data directory
     /// (generated there on first use).
+    /// The key that seals stored credentials.
+    pub fn secret_key(&self) -> anyhow::Result<Vec<u8>> {
+        let (key, _) = crate::auth::load_key(
+            self.secret_key.as_deref(),
+            "WORKFLOWOPS_SECRET_KEY",
+            &self.data_dir,
+            "secret-key",
+        )?;
+        Ok(key)
+    }
+
     pub fn auth(&self) -> anyhow::Result<(crate::auth::Auth, crate::auth::SecretSource)> {
         let (secret, source) =
             crate::auth::load_secret(self.jwt_secret.as_deref(), &self.data_dir)?;

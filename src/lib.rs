@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod connectors;
 pub mod feed;
 pub mod graphql;
 pub mod http;
@@ -13,6 +14,8 @@ pub mod metrics;
 pub mod promote;
 pub mod read_side;
 pub mod response_cache;
+pub mod secrets;
+pub mod sync;
 pub use projections::store;
 pub mod telemetry;
 
@@ -34,6 +37,8 @@ pub struct Application {
     feed: feed::EventFeed,
     tail: tokio::task::JoinHandle<()>,
     domain: app::Domain,
+    secrets: secrets::SecretStore,
+    github_api_url: Option<String>,
 }
 
 impl Application {
@@ -45,7 +50,26 @@ impl Application {
             batch_size: config.projector_batch,
             ..Default::default()
         };
-        Self::with_options(store, config.listen, auth, options).await
+        let mut app = Self::with_options(store, config.listen, auth, options).await?;
+        app.set_secret_key(&config.secret_key()?);
+        app.github_api_url = config.github_api_url.clone();
+        Ok(app)
+    }
+
+    /// The key that seals stored credentials. Until it is set, a random one (fine
+    /// for tests; credentials stored with it cannot be read by another process).
+    pub fn set_secret_key(&mut self, key: &[u8]) {
+        self.secrets = secrets::SecretStore::new(self.store.clone(), key);
+    }
+
+    pub fn secrets(&self) -> &secrets::SecretStore {
+        &self.secrets
+    }
+
+    /// The GitHub API root GitHub repositories are read through (GitHub
+    /// Enterprise, or a test server); api.github.com when unset.
+    pub fn set_github_api_url(&mut self, url: Option<String>) {
+        self.github_api_url = url;
     }
 
     pub async fn with_store(
@@ -66,6 +90,9 @@ impl Application {
         let (projections, projector) = read_side::start(&store, options);
         let (feed, tail) = feed::EventFeed::start(store.clone());
         let domain = app::Domain::new(bus::CommandBus::new(store.clone()));
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key)?;
+        let secrets = secrets::SecretStore::new(store.clone(), &key);
         Ok(Application {
             listener,
             store,
@@ -75,6 +102,8 @@ impl Application {
             feed,
             tail,
             domain,
+            secrets,
+            github_api_url: None,
         })
     }
 
@@ -108,6 +137,8 @@ impl Application {
             projections: self.projections.clone(),
             feed: self.feed.clone(),
             metrics: metrics.clone(),
+            secrets: self.secrets.clone(),
+            github_api_url: self.github_api_url.clone(),
         }));
         let router = http::router(http::AppState {
             store: self.store.clone(),

@@ -502,3 +502,28 @@ pub async fn mapping(
     )
     .await
 }
+
+/// Every mapping (cell) of one environment of `tenant`, by n8n workflow id.
+pub async fn environment_cells(
+    store: &Store,
+    tenant: &str,
+    environment_id: &str,
+) -> Result<Vec<MatrixCell>, QueryError> {
+    let mut sql = select::<MatrixCell>(Dialect::of(store));
+    let t = sql.arg(tenant);
+    let e = sql.arg(environment_id);
+    sql.push(&format!(
+        " WHERE tenant = {t} AND environment_id = {e} ORDER BY n8n_workflow_id"
+    ));
+    Ok(sql.fetch(store).await?)
+}
+
+/// Every canonical workflow of `tenant` that is not deleted, by id.
+pub async fn canonical_rows(store: &Store, tenant: &str) -> Result<Vec<MatrixRow>, QueryError> {
+    let mut sql = select::<MatrixRow>(Dialect::of(store));
+    let t = sql.arg(tenant);
+    sql.push(&format!(
+        " WHERE tenant = {t} AND kind = '{KIND_CANONICAL}' AND status <> 'deleted' ORDER BY id"
+    ));
+    Ok(sql.fetch(store).await?)
+}

@@ -11,6 +11,7 @@ use super::types::{
     opt_time, state, time, DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider,
 };
 use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use crate::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
 
@@ -174,15 +175,85 @@ impl EnvironmentMutation {
         id: &aggregates::ids::LocalId,
         command: EnvironmentCommand,
     ) -> async_graphql::Result<EnvironmentPayload> {
+        Self::execute_with_secrets(ctx, id, command, None, None).await
+    }
+
+    /// Seals the credentials given, runs the command with their ids, and removes
+    /// them again if the command is refused (nothing refers to them then).
+    async fn execute_with_secrets(
+        ctx: &Context<'_>,
+        id: &aggregates::ids::LocalId,
+        mut command: EnvironmentCommand,
+        n8n_api_key: Option<String>,
+        git_token: Option<String>,
+    ) -> async_graphql::Result<EnvironmentPayload> {
         let name = aggregates::DomainCommand::name(&command);
         let caller = caller(ctx)?;
-        let committed = run(ctx, name, async {
-            Ok(services(ctx)
+        let services = services(ctx);
+        let tenant = &caller.principal.tenant;
+        // Only an admin may register or change environments: check before storing
+        // anything (the bus checks again).
+        if !caller
+            .principal
+            .role
+            .satisfies(aggregates::DomainCommand::required_role(&command))
+        {
+            return Err(ApiError::forbidden(format!("{name} requires the admin role")).into());
+        }
+        let mut sealed = Vec::new();
+        for (kind, value) in [
+            (SecretKind::N8nApiKey, n8n_api_key),
+            (SecretKind::GitToken, git_token),
+        ] {
+            let Some(value) = value else { continue };
+            if value.trim().is_empty() {
+                let field = match kind {
+                    SecretKind::N8nApiKey => "n8nApiKey",
+                    SecretKind::GitToken => "gitToken",
+                };
+                return Err(ApiError::validation(field, "must not be blank").into());
+            }
+            let secret_id = services
+                .secrets
+                .put(tenant, kind, &Secret::new(value))
+                .await
+                .map_err(ApiError::from)?;
+            if let EnvironmentCommand::Register {
+                n8n_secret_ref,
+                git_secret_ref,
+                ..
+            }
+            | EnvironmentCommand::Update {
+                n8n_secret_ref,
+                git_secret_ref,
+                ..
+            } = &mut command
+            {
+                match kind {
+                    SecretKind::N8nApiKey => *n8n_secret_ref = Some(secret_id.clone()),
+                    SecretKind::GitToken => *git_secret_ref = Some(secret_id.clone()),
+                }
+            }
+            sealed.push(secret_id);
+        }
+        let result = run(ctx, name, async {
+            Ok(services
                 .domain
                 .environment(&caller.command_context(), id, command)
                 .await?)
         })
-        .await?;
+        .await;
+        let committed = match result {
+            Ok(committed) => committed,
+            Err(error) => {
+                for secret_id in &sealed {
+                    if let Err(e) = services.secrets.delete(tenant, secret_id).await {
+                        tracing::warn!(error = %e, "cannot remove an unused credential");
+                    }
+                }
+                return Err(error.into());
+            }
+        };
         Ok(EnvironmentPayload {
             id: id.to_string(),
             position: committed.position,
@@ -192,7 +263,9 @@ impl EnvironmentMutation {
 
 #[Object]
 impl EnvironmentMutation {
-    /// Registers an n8n instance (admin). `id` defaults to a new UUID.
+    /// Registers an n8n instance (admin). `id` defaults to a new UUID. The n8n API key
+    /// and the Git token are sealed in their own table; no answer shows them again.
+    #[allow(clippy::too_many_arguments)]
     async fn register_environment(
         &self,
         ctx: &Context<'_>,
@@ -201,6 +274,8 @@ impl EnvironmentMutation {
         class: EnvironmentClass,
         #[graphql(name = "n8nBaseUrl")] n8n_base_url: String,
         git: Option<GitInput>,
+        #[graphql(name = "n8nApiKey", secret)] n8n_api_key: Option<String>,
+        #[graphql(secret)] git_token: Option<String>,
     ) -> async_graphql::Result<EnvironmentPayload> {
         let id = match id {
             Some(id) => local_id("id", &id)?,
@@ -214,10 +289,12 @@ impl EnvironmentMutation {
             n8n_secret_ref: None,
             git_secret_ref: None,
         };
-        Self::execute(ctx, &id, command).await
+        Self::execute_with_secrets(ctx, &id, command, n8n_api_key, git_token).await
     }
 
-    /// Changes an environment (admin). `removeGit: true` removes its Git configuration.
+    #[allow(clippy::too_many_arguments)]
+    /// Changes an environment (admin). `removeGit: true` removes its Git configuration;
+    /// a new `n8nApiKey` or `gitToken` replaces the stored one.
     async fn update_environment(
         &self,
         ctx: &Context<'_>,
@@ -226,6 +303,8 @@ impl EnvironmentMutation {
         #[graphql(name = "n8nBaseUrl")] n8n_base_url: Option<String>,
         git: Option<GitInput>,
         #[graphql(default)] remove_git: bool,
+        #[graphql(name = "n8nApiKey", secret)] n8n_api_key: Option<String>,
+        #[graphql(secret)] git_token: Option<String>,
     ) -> async_graphql::Result<EnvironmentPayload> {
         let id = local_id("id", &id)?;
         if remove_git && git.is_some() {
@@ -243,7 +322,7 @@ impl EnvironmentMutation {
             n8n_secret_ref: None,
             git_secret_ref: None,
         };
-        Self::execute(ctx, &id, command).await
+        Self::execute_with_secrets(ctx, &id, command, n8n_api_key, git_token).await
     }
 
     /// Takes an environment out of service (admin); its history stays.

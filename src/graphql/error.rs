@@ -33,6 +33,11 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unauthenticated(String),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// n8n or Git failed.
+    #[error(transparent)]
+    Upstream(#[from] crate::connectors::UpstreamError),
     /// The promotion was recorded as failed: a blocking gate did not pass.
     #[error("promotion {promotion_id} blocked by: {}", blocked(.results))]
     GateBlocked {
@@ -85,10 +90,12 @@ impl ApiError {
             ApiError::Wait(WaitError::Timeout { .. }) => ErrorCode::Conflict,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::GateBlocked { .. } => ErrorCode::GateBlocked,
+            ApiError::Upstream(_) => ErrorCode::Upstream,
             ApiError::Query(QueryError::Store(_))
             | ApiError::Wait(_)
             | ApiError::Feed(FeedError::Store(_))
-            | ApiError::Store(_) => ErrorCode::Internal,
+            | ApiError::Store(_)
+            | ApiError::Secret(_) => ErrorCode::Internal,
         }
     }
 
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::Domain(e) => e.retryable(),
             // the read model is behind: the same query succeeds a little later
             ApiError::Wait(WaitError::Timeout { .. }) => true,
+            ApiError::Upstream(e) => e.retryable(),
             _ => false,
         }
     }

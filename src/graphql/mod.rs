@@ -13,6 +13,7 @@ mod incidents;
 mod matrix;
 mod pipelines;
 mod promotions;
+mod sync;
 mod types;
 
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub struct MutationRoot(
     incidents::IncidentMutation,
     promotions::PromotionMutation,
     pipelines::PipelineMutation,
+    sync::SyncMutation,
 );
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -67,6 +69,9 @@ pub struct Services {
     pub projections: projections::ProjectorHandle,
     pub feed: EventFeed,
     pub metrics: Metrics,
+    pub secrets: crate::secrets::SecretStore,
+    /// The GitHub API root for GitHub repositories (`None`: api.github.com).
+    pub github_api_url: Option<String>,
 }
 
 /// The verified caller of one request (or one WebSocket connection).

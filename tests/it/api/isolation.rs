@@ -845,6 +845,19 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
             json!({ "id": id }),
         )
         .await;
+        // syncing reads n8n and Git with A's credentials: B must not get that far
+        walk.refused(
+            "syncEnvironment",
+            "mutation($id: ID!) { syncEnvironment(environmentId: $id) { position events environment { id } } }",
+            json!({ "id": id }),
+        )
+        .await;
+        walk.refused(
+            "syncRepository",
+            "mutation($id: ID!) { syncRepository(environmentId: $id) { position events commitSha environment { id } } }",
+            json!({ "id": id }),
+        )
+        .await;
     }
 
     const MAPPING: &str =

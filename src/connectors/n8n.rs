@@ -1,0 +1,932 @@
+//! The n8n connector: n8n's public REST API (`/api/v1`) over reqwest.
+//!
+//! - Authentication: the `X-N8N-API-KEY` header. The key lives only in that header
+//!   value (marked sensitive); `Debug`, errors and traces never show it.
+//! - Listing pages through `GET /api/v1/workflows?limit=&cursor=` (`{data, nextCursor}`)
+//!   until `nextCursor` is null, absent or empty; a cursor seen twice ends the listing
+//!   with [`UpstreamError::Malformed`] instead of looping.
+//! - `POST` and `PUT` bodies are reduced by [`update_body`] to what n8n's schema accepts:
+//!   n8n rejects any other property with 400 "request/body must NOT have additional
+//!   properties", including settings keys that its own `GET` returns.
+//! - Every attempt has the policy's timeout. Timeouts, connection errors, 429 (waiting
+//!   `Retry-After`, capped at `max_delay`) and 5xx are retried with
+//!   [`RetryPolicy::backoff`]; other 4xx never are.
+//! - `create_workflow` is not idempotent: it is retried only when n8n cannot have
+//!   created anything (the connection could not be made, or 429). After a timeout, a
+//!   broken connection or a 5xx the workflow may exist: the error is returned at once
+//!   and the caller must look before creating again.
+//! - Redirects are not followed (the API key would travel to the redirect's target);
+//!   a 3xx answer is [`UpstreamError::Malformed`] naming the status.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Map, Value};
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use super::{RetryPolicy, UpstreamError};
+
+/// The `service` of every error this client returns.
+pub const SERVICE: &str = "n8n";
+
+/// The header n8n reads the API key from.
+pub const API_KEY_HEADER: &str = "X-N8N-API-KEY";
+
+/// n8n's largest page (`limit` above it is answered with 400); also the default here.
+pub const MAX_PAGE_SIZE: u32 = 250;
+
+/// Top-level fields of a workflow that n8n's `POST /workflows` and
+/// `PUT /workflows/{id}` accept (DOMAIN.md §5). Newer n8n versions accept a few more
+/// (`description`, `pinData`, `nodeGroups`, `externalId`), older ones do not, so they
+/// are never sent.
+pub const BODY_FIELDS: [&str; 5] = ["name", "nodes", "connections", "settings", "staticData"];
+
+/// Workflow settings keys sent to n8n: those of the public API's `workflowSettings`
+/// schema (`additionalProperties: false`) that long-deployed n8n versions know.
+/// The newest schema also has `redactionPolicy`, `customTelemetryTags` and
+/// `workerPoolOverride*`; they are left out because older instances reject them.
+/// `GET` also returns keys no schema accepts (`binaryMode`, `timeSavedMode`,
+/// `credentialResolverId`, …): dropped as well.
+pub const SETTINGS_KEYS: [&str; 12] = [
+    "saveExecutionProgress",
+    "saveManualExecutions",
+    "saveDataErrorExecution",
+    "saveDataSuccessExecution",
+    "executionTimeout",
+    "errorWorkflow",
+    "timezone",
+    "executionOrder",
+    "callerPolicy",
+    "callerIds",
+    "timeSavedPerExecution",
+    "availableInMCP",
+];
+
+/// Node properties n8n's `node` schema accepts (`additionalProperties: false`); the
+/// read-only `createdAt`/`updatedAt` and anything else a `GET` may carry are dropped.
+pub const NODE_KEYS: [&str; 18] = [
+    "id",
+    "name",
+    "webhookId",
+    "disabled",
+    "notesInFlow",
+    "notes",
+    "type",
+    "typeVersion",
+    "executeOnce",
+    "alwaysOutputData",
+    "retryOnFail",
+    "maxTries",
+    "waitBetweenTries",
+    "continueOnFail",
+    "onError",
+    "position",
+    "parameters",
+    "credentials",
+];
+
+/// Longest n8n error message kept in [`UpstreamError::Rejected`].
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The body n8n's `PUT /workflows/{id}` (and `POST /workflows`) accepts, from a
+/// workflow as n8n's `GET` returns it or as stored in Git: only [`BODY_FIELDS`];
+/// `settings` reduced to [`SETTINGS_KEYS`] without null values (and `{}` when absent,
+/// since n8n requires it); every node reduced to [`NODE_KEYS`]; `staticData` only
+/// when not null. Everything else (`id`, `active`, `tags`, `versionId`, `createdAt`,
+/// `updatedAt`, `pinData`, `meta`, `shared`, `activeVersion`, …) is dropped. A value
+/// that is not an object gives `{"settings": {}}` (n8n then names what is missing).
+pub fn update_body(workflow: &Value) -> Value {
+    let mut body = Map::new();
+    let Some(source) = workflow.as_object() else {
+        body.insert("settings".into(), Value::Object(Map::new()));
+        return Value::Object(body);
+    };
+    if let Some(name) = source.get("name") {
+        body.insert("name".into(), name.clone());
+    }
+    if let Some(nodes) = source.get("nodes") {
+        let nodes = match nodes {
+            Value::Array(nodes) => Value::Array(nodes.iter().map(node_body).collect()),
+            other => other.clone(),
+        };
+        body.insert("nodes".into(), nodes);
+    }
+    if let Some(connections) = source.get("connections") {
+        body.insert("connections".into(), connections.clone());
+    }
+    let settings: Map<String, Value> = match source.get("settings") {
+        Some(Value::Object(settings)) => settings
+            .iter()
+            .filter(|(key, value)| SETTINGS_KEYS.contains(&key.as_str()) && !value.is_null())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+        _ => Map::new(),
+    };
+    body.insert("settings".into(), Value::Object(settings));
+    match source.get("staticData") {
+        None | Some(Value::Null) => {}
+        Some(data) => {
+            body.insert("staticData".into(), data.clone());
+        }
+    }
+    Value::Object(body)
+}
+
+fn node_body(node: &Value) -> Value {
+    match node {
+        Value::Object(node) => Value::Object(
+            node.iter()
+                .filter(|(key, _)| NODE_KEYS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A client of one n8n instance's public API. Cheap to clone (the connection pool is
+/// shared).
+#[derive(Clone)]
+pub struct N8nClient {
+    http: reqwest::Client,
+    /// `{base}/api/v1`, without credentials' display concerns (may hold userinfo,
+    /// which reqwest sends as basic auth).
+    api: Url,
+    /// The base URL for messages: no credentials, no query.
+    shown: String,
+    key: HeaderValue,
+    key_text: String,
+    policy: RetryPolicy,
+    page_size: u32,
+}
+
+impl fmt::Debug for N8nClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("N8nClient")
+            .field("base_url", &self.shown)
+            .field("api_key", &"<redacted>")
+            .field("policy", &self.policy)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
+}
+
+/// How a call may be retried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Idempotence {
+    /// GET, PUT, activate, deactivate: any transient failure is retried.
+    Idempotent,
+    /// DELETE: retried like the above; a 404 after an attempt that may have reached
+    /// n8n means that attempt deleted it.
+    Delete,
+    /// POST create: retried only when nothing can have been created.
+    Create,
+}
+
+struct Call<'a> {
+    method: Method,
+    url: Url,
+    body: Option<&'a Value>,
+    /// For `NotFound`.
+    what: String,
+    idempotence: Idempotence,
+}
+
+/// One failed attempt.
+struct Failure {
+    error: UpstreamError,
+    /// Whether another attempt may help.
+    transient: bool,
+    /// Whether n8n may have acted on the request.
+    may_have_acted: bool,
+    /// The server's `Retry-After`, when it sent one.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn permanent(error: UpstreamError) -> Failure {
+        Failure {
+            error,
+            transient: false,
+            may_have_acted: false,
+            retry_after: None,
+        }
+    }
+}
+
+impl N8nClient {
+    /// A client for the n8n at `base_url` (for example `https://n8n.example.com`, or
+    /// with a path prefix; a trailing `/api/v1` is accepted too). Fails with
+    /// [`UpstreamError::Local`] when the URL is not an absolute http(s) URL or the key
+    /// cannot be an HTTP header value; neither message repeats the URL or the key.
+    pub fn new(
+        base_url: &str,
+        api_key: impl Into<String>,
+        policy: RetryPolicy,
+    ) -> Result<N8nClient, UpstreamError> {
+        let local = |message: &str| UpstreamError::Local {
+            service: SERVICE,
+            message: message.to_string(),
+        };
+        let invalid_url = "invalid base URL (expected http(s)://host[:port][/path])";
+        let mut api = Url::parse(base_url.trim()).map_err(|_| local(invalid_url))?;
+        if !matches!(api.scheme(), "http" | "https") || api.cannot_be_a_base() {
+            return Err(local(invalid_url));
+        }
+        if api.host_str().is_none_or(str::is_empty) {
+            return Err(local(invalid_url));
+        }
+        api.set_query(None);
+        api.set_fragment(None);
+        let path = api.path().trim_end_matches('/').to_string();
+        let base_path = path.strip_suffix("/api/v1").unwrap_or(&path).to_string();
+        api.set_path(&format!("{base_path}/api/v1"));
+
+        let mut shown = api.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        shown.set_path(&base_path);
+        let shown = shown.as_str().trim_end_matches('/').to_string();
+
+        let key_text = api_key.into();
+        let mut key = HeaderValue::from_str(&key_text)
+            .map_err(|_| local("the API key has characters an HTTP header cannot carry"))?;
+        key.set_sensitive(true);
+
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(policy.timeout)
+            .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|_| local("cannot build the HTTP client"))?;
+        Ok(N8nClient {
+            http,
+            api,
+            shown,
+            key,
+            key_text,
+            policy,
+            page_size: MAX_PAGE_SIZE,
+        })
+    }
+
+    /// The same client with another page size for [`list_workflows`](Self::list_workflows),
+    /// clamped to `1..=250`.
+    pub fn with_page_size(mut self, page_size: u32) -> N8nClient {
+        self.page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        self
+    }
+
+    /// The base URL without credentials or query (as shown in messages).
+    pub fn base_url(&self) -> &str {
+        &self.shown
+    }
+
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// Every workflow (`GET /api/v1/workflows`, all pages), full objects as n8n lists
+    /// them. A workflow listed twice (it moved between pages while paging) appears
+    /// once, in its latest form.
+    pub async fn list_workflows(&self) -> Result<Vec<Value>, UpstreamError> {
+        let mut workflows: Vec<Value> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        let mut seen_cursors: HashSet<String> = HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url(&["workflows"]);
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("limit", &self.page_size.to_string());
+                if let Some(cursor) = &cursor {
+                    query.append_pair("cursor", cursor);
+                }
+            }
+            let page = self
+                .execute(Call {
+                    method: Method::GET,
+                    url,
+                    body: None,
+                    what: format!("the public API at {}/api/v1", self.shown),
+                    idempotence: Idempotence::Idempotent,
+                })
+                .await?;
+            let (items, next) = parse_page(page)?;
+            let empty = items.is_empty();
+            for item in items {
+                match workflow_id(&item) {
+                    Some(id) => match position.get(&id) {
+                        Some(&at) => workflows[at] = item,
+                        None => {
+                            position.insert(id, workflows.len());
+                            workflows.push(item);
+                        }
+                    },
+                    None => workflows.push(item),
+                }
+            }
+            match next {
+                None => return Ok(workflows),
+                Some(next) => {
+                    if empty {
+                        return Err(malformed("an empty page of workflows with a next cursor"));
+                    }
+                    if !seen_cursors.insert(next.clone()) {
+                        return Err(malformed("a pagination cursor it had already sent"));
+                    }
+                    cursor = Some(next);
+                }
+            }
+        }
+    }
+
+    /// `GET /api/v1/workflows/{id}`.
+    pub async fn get_workflow(&self, id: &str) -> Result<Value, UpstreamError> {
+        let value = self
+            .execute(self.workflow_call(Method::GET, id, &[], None, Idempotence::Idempotent))
+            .await?;
+        expect_object(value)
+    }
+
+    /// `POST /api/v1/workflows` with [`update_body`] of `workflow`; the created
+    /// workflow (with its new `id`). See the module docs for when it is retried.
+    pub async fn create_workflow(&self, workflow: &Value) -> Result<Value, UpstreamError> {
+        let body = update_body(workflow);
+        let value = self
+            .execute(Call {
+                method: Method::POST,
+                url: self.url(&["workflows"]),
+                body: Some(&body),
+                what: format!("the public API at {}/api/v1", self.shown),
+                idempotence: Idempotence::Create,
+            })
+            .await?;
+        expect_object(value)
+    }
+
+    /// `PUT /api/v1/workflows/{id}` with [`update_body`] of `workflow`; the workflow
+    /// as n8n stored it.
+    pub async fn update_workflow(
+        &self,
+        id: &str,
+        workflow: &Value,
+    ) -> Result<Value, UpstreamError> {
+        let body = update_body(workflow);
+        let value = self
+            .execute(self.workflow_call(Method::PUT, id, &[], Some(&body), Idempotence::Idempotent))
+            .await?;
+        expect_object(value)
+    }
+
+    /// `DELETE /api/v1/workflows/{id}`. A 404 is `NotFound`, except after an attempt
+    /// that timed out or failed on n8n's side: that attempt deleted it.
+    pub async fn delete_workflow(&self, id: &str) -> Result<(), UpstreamError> {
+        self.execute(self.workflow_call(Method::DELETE, id, &[], None, Idempotence::Delete))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /api/v1/workflows/{id}/activate`; the workflow.
+    pub async fn activate(&self, id: &str) -> Result<Value, UpstreamError> {
+        let value = self
+            .execute(self.workflow_call(
+                Method::POST,
+                id,
+                &["activate"],
+                None,
+                Idempotence::Idempotent,
+            ))
+            .await?;
+        expect_object(value)
+    }
+
+    /// `POST /api/v1/workflows/{id}/deactivate`; the workflow.
+    pub async fn deactivate(&self, id: &str) -> Result<Value, UpstreamError> {
+        let value = self
+            .execute(self.workflow_call(
+                Method::POST,
+                id,
+                &["deactivate"],
+                None,
+                Idempotence::Idempotent,
+            ))
+            .await?;
+        expect_object(value)
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.api.clone();
+        url.path_segments_mut()
+            .expect("checked in new: the base URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    fn workflow_call<'a>(
+        &self,
+        method: Method,
+        id: &str,
+        suffix: &[&str],
+        body: Option<&'a Value>,
+        idempotence: Idempotence,
+    ) -> Call<'a> {
+        let mut segments = vec!["workflows", id];
+        segments.extend_from_slice(suffix);
+        Call {
+            method,
+            url: self.url(&segments),
+            body,
+            what: format!("workflow {id}"),
+            idempotence,
+        }
+    }
+
+    /// Runs one call with retries; `Ok(None)` only for a DELETE whose earlier attempt
+    /// did the work.
+    async fn execute(&self, call: Call<'_>) -> Result<Option<Value>, UpstreamError> {
+        let span = tracing::info_span!(
+            "n8n.request",
+            method = %call.method,
+            path = %call.url.path(),
+            status = Empty,
+            attempt = Empty,
+        );
+        async {
+            let attempts = self.policy.attempts.max(1);
+            let mut acted_before = false;
+            let mut attempt = 1;
+            loop {
+                span.record("attempt", attempt);
+                let failure = match self.attempt(&call, &span).await {
+                    Ok(value) => return Ok(Some(value)),
+                    Err(failure) => failure,
+                };
+                if call.idempotence == Idempotence::Delete
+                    && acted_before
+                    && matches!(failure.error, UpstreamError::NotFound { .. })
+                {
+                    tracing::debug!("already deleted by an earlier attempt");
+                    return Ok(None);
+                }
+                acted_before |= failure.may_have_acted;
+                let retry = failure.transient
+                    && attempt < attempts
+                    && !(call.idempotence == Idempotence::Create && failure.may_have_acted);
+                if !retry {
+                    tracing::debug!(error = %failure.error, "n8n call failed");
+                    return Err(failure.error);
+                }
+                let wait = failure
+                    .retry_after
+                    .unwrap_or_else(|| self.policy.backoff(attempt))
+                    .min(self.policy.max_delay);
+                tracing::debug!(
+                    error = %failure.error,
+                    wait_ms = wait.as_millis() as u64,
+                    "n8n call failed; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+        .instrument(span.clone())
+        .await
+    }
+
+    async fn attempt(&self, call: &Call<'_>, span: &tracing::Span) -> Result<Value, Failure> {
+        let mut request = self
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .header(API_KEY_HEADER, self.key.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        };
+        let (status, headers, body) =
+            match tokio::time::timeout(self.policy.timeout, exchange).await {
+                Err(_) => return Err(self.timeout()),
+                Ok(Err(error)) => return Err(self.transport(error)),
+                Ok(Ok(answer)) => answer,
+            };
+        span.record("status", status.as_u16());
+
+        if status.is_success() {
+            if call.method == Method::DELETE {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&body)
+                .map_err(|e| Failure::permanent(malformed(&format!("invalid JSON ({e})"))));
+        }
+        let code = status.as_u16();
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(Failure::permanent(UpstreamError::Unauthorized {
+                    service: SERVICE,
+                    status: code,
+                }))
+            }
+            StatusCode::NOT_FOUND => Err(Failure::permanent(UpstreamError::NotFound {
+                service: SERVICE,
+                what: call.what.clone(),
+            })),
+            StatusCode::TOO_MANY_REQUESTS => Err(Failure {
+                error: UpstreamError::RateLimited { service: SERVICE },
+                transient: true,
+                may_have_acted: false,
+                retry_after: retry_after(&headers),
+            }),
+            _ if status.is_server_error() => Err(Failure {
+                error: UpstreamError::Unavailable {
+                    service: SERVICE,
+                    status: code,
+                },
+                transient: true,
+                may_have_acted: true,
+                retry_after: if status == StatusCode::SERVICE_UNAVAILABLE {
+                    retry_after(&headers)
+                } else {
+                    None
+                },
+            }),
+            _ if status.is_client_error() => Err(Failure::permanent(UpstreamError::Rejected {
+                service: SERVICE,
+                status: code,
+                message: self.rejection_message(status, &body),
+            })),
+            _ => Err(Failure::permanent(malformed(&format!(
+                "status {code} (redirects are not followed: is the base URL the final one?)"
+            )))),
+        }
+    }
+
+    fn timeout(&self) -> Failure {
+        Failure {
+            error: UpstreamError::Timeout {
+                service: SERVICE,
+                timeout: self.policy.timeout,
+            },
+            transient: true,
+            may_have_acted: true,
+            retry_after: None,
+        }
+    }
+
+    /// A reqwest error as an `UpstreamError`, without the URL.
+    fn transport(&self, error: reqwest::Error) -> Failure {
+        if error.is_timeout() {
+            return self.timeout();
+        }
+        let connect = error.is_connect();
+        let error = error.without_url();
+        let mut chain = Vec::new();
+        let mut source: Option<&dyn std::error::Error> = Some(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !text.is_empty() && !chain.iter().any(|known: &String| known.contains(&text)) {
+                chain.push(text);
+            }
+            source = cause.source();
+        }
+        let message = self.redact(&format!("{}: {}", self.shown, chain.join(": ")));
+        Failure {
+            error: UpstreamError::Unreachable {
+                service: SERVICE,
+                message,
+            },
+            transient: true,
+            // Not connected: nothing was sent. Otherwise the request may have arrived.
+            may_have_acted: !connect,
+            retry_after: None,
+        }
+    }
+
+    fn rejection_message(&self, status: StatusCode, body: &[u8]) -> String {
+        let message = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|value| {
+                value
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .filter(|message| !message.trim().is_empty())
+            .unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no message")
+                    .to_string()
+            });
+        truncate(&self.redact(&message), MAX_MESSAGE_CHARS)
+    }
+
+    /// Defence in depth: should a server ever echo the key, it does not travel on.
+    fn redact(&self, text: &str) -> String {
+        if self.key_text.len() >= 4 && text.contains(&self.key_text) {
+            text.replace(&self.key_text, "<redacted>")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn malformed(message: &str) -> UpstreamError {
+    UpstreamError::Malformed {
+        service: SERVICE,
+        message: message.to_string(),
+    }
+}
+
+fn expect_object(value: Option<Value>) -> Result<Value, UpstreamError> {
+    match value {
+        Some(value @ Value::Object(_)) => Ok(value),
+        _ => Err(malformed("a workflow that is not a JSON object")),
+    }
+}
+
+/// `{ "data": [...], "nextCursor": "…" | null }` → the items and the next cursor
+/// (`None` when null, absent or empty).
+fn parse_page(page: Option<Value>) -> Result<(Vec<Value>, Option<String>), UpstreamError> {
+    let Some(Value::Object(mut page)) = page else {
+        return Err(malformed("a workflow page that is not a JSON object"));
+    };
+    let items = match page.remove("data") {
+        Some(Value::Array(items)) => items,
+        _ => return Err(malformed("a workflow page without a `data` array")),
+    };
+    if items.iter().any(|item| !item.is_object()) {
+        return Err(malformed(
+            "a workflow page with an entry that is not an object",
+        ));
+    }
+    let next = match page.remove("nextCursor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(cursor)) if cursor.is_empty() => None,
+        Some(Value::String(cursor)) => Some(cursor),
+        Some(_) => return Err(malformed("a `nextCursor` that is not a string")),
+    };
+    Ok((items, next))
+}
+
+/// n8n ids are strings; very old instances used numbers.
+fn workflow_id(workflow: &Value) -> Option<String> {
+    match workflow.get("id")? {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3); a date in the past is
+/// no wait.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn as_n8n_get_returns() -> Value {
+        json!({
+            "id": "Rp7Dw3Kx5Ny1Tq9Z",
+            "name": "Daily Revenue Report",
+            "active": true,
+            "isArchived": false,
+            "createdAt": "2024-01-15T07:30:44.210Z",
+            "updatedAt": "2025-02-03T11:05:17.362Z",
+            "versionId": "3f1c2a9e-8b7d-4c6e-a5f4-1d2e3c4b5a69",
+            "activeVersionId": "3f1c2a9e-8b7d-4c6e-a5f4-1d2e3c4b5a69",
+            "versionCounter": 7,
+            "triggerCount": 1,
+            "nodes": [{
+                "id": "2b9e4f17-a6c3-4d80-9e51-c7f3a0b8d264",
+                "name": "Schedule Trigger",
+                "type": "n8n-nodes-base.scheduleTrigger",
+                "typeVersion": 1.2,
+                "position": [0, 0],
+                "parameters": {"rule": {"interval": [{"field": "hours"}]}},
+                "createdAt": "2024-01-15T07:30:44.210Z",
+                "extendsCredential": "x"
+            }],
+            "connections": {},
+            "settings": {
+                "executionOrder": "v1",
+                "timezone": "Europe/Berlin",
+                "errorWorkflow": null,
+                "binaryMode": "separate",
+                "timeSavedMode": "fixed",
+                "credentialResolverId": "abc",
+                "callerPolicy": "workflowsFromSameOwner",
+                "availableInMCP": false
+            },
+            "staticData": {"node:Schedule Trigger": {"recurrenceRules": []}},
+            "meta": {"templateCredsSetupCompleted": true},
+            "pinData": {},
+            "tags": [{"id": "1", "name": "finance"}],
+            "shared": [],
+            "nodeGroups": [],
+            "activeVersion": {"versionId": "3f1c"}
+        })
+    }
+
+    #[test]
+    fn update_body_keeps_only_what_n8n_accepts() {
+        let body = update_body(&as_n8n_get_returns());
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["connections", "name", "nodes", "settings", "staticData"]
+        );
+        assert_eq!(
+            body["settings"],
+            json!({
+                "executionOrder": "v1",
+                "timezone": "Europe/Berlin",
+                "callerPolicy": "workflowsFromSameOwner",
+                "availableInMCP": false
+            })
+        );
+        let node = body["nodes"][0].as_object().unwrap();
+        assert!(!node.contains_key("createdAt"));
+        assert!(!node.contains_key("extendsCredential"));
+        assert_eq!(node["name"], "Schedule Trigger");
+        assert_eq!(node["id"], "2b9e4f17-a6c3-4d80-9e51-c7f3a0b8d264");
+        assert_eq!(node["parameters"]["rule"]["interval"][0]["field"], "hours");
+        assert_eq!(body["staticData"], as_n8n_get_returns()["staticData"]);
+    }
+
+    #[test]
+    fn update_body_adds_the_required_settings_and_skips_null_static_data() {
+        let body = update_body(&json!({
+            "name": "x", "nodes": [], "connections": {}, "staticData": null, "id": "1"
+        }));
+        assert_eq!(
+            body,
+            json!({"name": "x", "nodes": [], "connections": {}, "settings": {}})
+        );
+        assert_eq!(update_body(&json!([1, 2])), json!({"settings": {}}));
+        // Every accepted settings key survives.
+        let all: Map<String, Value> = SETTINGS_KEYS
+            .iter()
+            .map(|key| (key.to_string(), json!(1)))
+            .collect();
+        let body = update_body(&json!({"settings": all.clone()}));
+        assert_eq!(body["settings"], Value::Object(all));
+    }
+
+    #[test]
+    fn update_body_is_idempotent() {
+        let once = update_body(&as_n8n_get_returns());
+        assert_eq!(update_body(&once), once);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key_and_base_url_hides_credentials() {
+        let client = N8nClient::new(
+            "https://ops:hunter2@n8n.example.com/base/?token=abc#x",
+            "n8n_api_supersecret",
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("supersecret"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(client.base_url(), "https://n8n.example.com/base");
+        assert_eq!(
+            client.url(&["workflows", "a/b c"]).path(),
+            "/base/api/v1/workflows/a%2Fb%20c"
+        );
+        let same = N8nClient::new(
+            "https://n8n.example.com/api/v1/",
+            "k",
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            same.url(&["workflows"]).as_str(),
+            "https://n8n.example.com/api/v1/workflows"
+        );
+        assert_eq!(same.base_url(), "https://n8n.example.com");
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_without_echoing_it() {
+        for url in ["n8n.example.com", "ftp://x", "mailto:a@b", "http://"] {
+            let error = N8nClient::new(url, "k", RetryPolicy::default()).unwrap_err();
+            assert!(
+                matches!(error, UpstreamError::Local { .. }),
+                "{url}: {error:?}"
+            );
+        }
+        let error = N8nClient::new(
+            "https://n8n.example.com",
+            "bad\nkey",
+            RetryPolicy::default(),
+        )
+        .unwrap_err();
+        assert!(!format!("{error:?}").contains("bad\nkey"));
+    }
+
+    #[test]
+    fn page_size_is_clamped() {
+        let client = N8nClient::new("http://127.0.0.1:1", "k", RetryPolicy::default()).unwrap();
+        assert_eq!(client.page_size(), 250);
+        assert_eq!(client.clone().with_page_size(1000).page_size(), 250);
+        assert_eq!(client.with_page_size(0).page_size(), 1);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        let wait = retry_after(&headers).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn pages_are_checked() {
+        let (items, next) =
+            parse_page(Some(json!({"data": [{"id": "a"}], "nextCursor": "abc"}))).unwrap();
+        assert_eq!((items.len(), next.as_deref()), (1, Some("abc")));
+        assert_eq!(parse_page(Some(json!({"data": []}))).unwrap().1, None);
+        assert_eq!(
+            parse_page(Some(json!({"data": [], "nextCursor": ""})))
+                .unwrap()
+                .1,
+            None
+        );
+        for bad in [
+            json!([]),
+            json!({"items": []}),
+            json!({"data": {}}),
+            json!({"data": [1]}),
+            json!({"data": [], "nextCursor": 5}),
+        ] {
+            assert!(matches!(
+                parse_page(Some(bad)),
+                Err(UpstreamError::Malformed { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn messages_are_truncated_on_char_boundaries() {
+        let long = "é".repeat(400);
+        let cut = truncate(&long, 300);
+        assert_eq!(cut.chars().count(), 301);
+        assert_eq!(truncate("short", 300), "short");
+    }
+}

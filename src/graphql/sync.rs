@@ -1,0 +1,171 @@
+//! Sync mutations: read an environment's n8n (and, with the Git connectors, its
+//! repository) and record what changed.
+
+use async_graphql::{Context, Object, SimpleObject, ID};
+
+use super::environments::{self, Environment};
+use super::{caller, local_id, read_back, run, services, ApiError};
+use crate::sync::{self, SyncError, SyncServices};
+
+/// What `syncEnvironment` saw and recorded.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct EnvironmentSyncPayload {
+    /// Global position of the last event appended (null when nothing changed).
+    pub position: Option<i64>,
+    #[graphql(skip)]
+    pub environment_id: String,
+    /// Workflows n8n returned.
+    pub workflows_seen: i64,
+    /// New mappings.
+    pub discovered: i64,
+    /// Mappings whose content or name changed (or that reappeared).
+    pub changed: i64,
+    /// Mappings linked to a canonical workflow by this sync (auto-link).
+    pub linked: i64,
+    /// Mappings gone from n8n.
+    pub missing: i64,
+    /// Content hashes several canonical workflows claim: never linked on.
+    pub collisions: Vec<String>,
+    /// Workflows n8n returned that could not be recorded, and why.
+    pub rejected: Vec<String>,
+    /// Events appended (0 when nothing changed).
+    pub events: i64,
+}
+
+#[async_graphql::ComplexObject]
+impl EnvironmentSyncPayload {
+    async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
+        let read = environments::load(ctx, &self.environment_id);
+        Ok(read_back(ctx, projections::environments::NAME, self.position, read).await?)
+    }
+}
+
+/// What `syncRepository` read and recorded.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct RepositorySyncPayload {
+    /// Global position of the last event appended (null when nothing changed).
+    pub position: Option<i64>,
+    #[graphql(skip)]
+    pub environment_id: String,
+    /// The commit the folder was read at.
+    pub commit_sha: String,
+    /// Workflow files (`{slug}.json`; sidecars not counted).
+    pub files_seen: i64,
+    /// Canonical workflows created from Git.
+    pub created: i64,
+    pub renamed: i64,
+    /// Canonical workflows whose Git content changed.
+    pub updated: i64,
+    /// Linked mappings of this environment given the new Git hash.
+    pub mappings_updated: i64,
+    /// Files that could not be used, and why.
+    pub rejected: Vec<String>,
+    /// Events appended (0 when nothing changed).
+    pub events: i64,
+}
+
+#[async_graphql::ComplexObject]
+impl RepositorySyncPayload {
+    async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
+        let read = environments::load(ctx, &self.environment_id);
+        Ok(read_back(ctx, projections::environments::NAME, self.position, read).await?)
+    }
+}
+
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Command(e) => ApiError::Command(e),
+            SyncError::Upstream(e) => ApiError::Upstream(e),
+            SyncError::Query(e) => ApiError::Query(e),
+            SyncError::Wait(e) => ApiError::Wait(e),
+            SyncError::Secret(e) => ApiError::Secret(e),
+        }
+    }
+}
+
+pub(crate) fn sync_services(ctx: &Context<'_>) -> SyncServices {
+    let services = services(ctx);
+    SyncServices {
+        domain: services.domain.clone(),
+        store: services.store.clone(),
+        projections: services.projections.clone(),
+        secrets: services.secrets.clone(),
+        policy: Default::default(),
+        github_api_url: services.github_api_url.clone(),
+    }
+}
+
+#[derive(Default)]
+pub struct SyncMutation;
+
+#[Object]
+impl SyncMutation {
+    /// Reads every workflow of the environment's n8n (developer) and records what
+    /// changed: new workflows (auto-linked through the hash registry), changed ones,
+    /// and those gone from n8n. Finding nothing new appends nothing. n8n failures are
+    /// `UPSTREAM` (retryable when transient).
+    async fn sync_environment(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+    ) -> async_graphql::Result<EnvironmentSyncPayload> {
+        let id = local_id("environmentId", &environment_id)?;
+        let caller = caller(ctx)?;
+        let services = sync_services(ctx);
+        let report = run(ctx, "environment.sync", async {
+            sync::sync_environment(&services, &caller.command_context(), &id)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await?;
+        Ok(EnvironmentSyncPayload {
+            position: report.position,
+            environment_id: id.to_string(),
+            workflows_seen: report.workflows_seen.into(),
+            discovered: report.discovered.into(),
+            changed: report.changed.into(),
+            linked: report.linked.into(),
+            missing: report.missing.into(),
+            collisions: report.collisions,
+            rejected: report.rejected,
+            events: report.events.into(),
+        })
+    }
+
+    /// Reads the environment's Git folder (developer): `{slug}.json` with its sidecar
+    /// `{slug}.wfo.json` (`canonical_id`, `canonical_slug`, tags). Creates the
+    /// canonical workflows it does not know, records new Git versions and renames,
+    /// and gives this environment's linked mappings their Git hash. Files that cannot
+    /// be used are listed in `rejected`; the rest proceeds. Git failures are
+    /// `UPSTREAM`.
+    async fn sync_repository(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+    ) -> async_graphql::Result<RepositorySyncPayload> {
+        let id = local_id("environmentId", &environment_id)?;
+        let caller = caller(ctx)?;
+        let services = sync_services(ctx);
+        let report = run(ctx, "repository.sync", async {
+            sync::sync_repository(&services, &caller.command_context(), &id)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await?;
+        Ok(RepositorySyncPayload {
+            position: report.position,
+            environment_id: id.to_string(),
+            commit_sha: report.commit_sha,
+            files_seen: report.files_seen.into(),
+            created: report.created.into(),
+            renamed: report.renamed.into(),
+            updated: report.updated.into(),
+            mappings_updated: report.mappings_updated.into(),
+            rejected: report.rejected,
+            events: report.events.into(),
+        })
+    }
+}

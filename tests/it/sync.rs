@@ -1,0 +1,228 @@
+//! Environment and repository sync through the API, against a fake n8n on loopback
+//! and a real local Git repository: discovery, auto-link through the hash registry,
+//! idempotent re-syncs (zero events), changes, disappearance, upstream faults that
+//! leave nothing half-written, and credentials that never come back out.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::api::{code, Api};
+use crate::fakes::n8n::{sample_workflow, FakeN8n};
+use crate::support::{both_backends, Kind};
+
+const TENANT: &str = "acme";
+const API_KEY: &str = "n8n_api_key_SECRET_1234567890";
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A local repository whose `workflows/` folder holds `workflow` as `{slug}.json`
+/// with its sidecar.
+fn repository(workflow: &Value, slug: &str, canonical_id: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    let folder = dir.path().join("workflows");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Git holds the workflow as exported: no instance fields
+    let mut exported = workflow.clone();
+    for key in ["id", "createdAt", "updatedAt", "versionId", "active"] {
+        exported.as_object_mut().unwrap().remove(key);
+    }
+    std::fs::write(
+        folder.join(format!("{slug}.json")),
+        serde_json::to_vec_pretty(&exported).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join(format!("{slug}.wfo.json")),
+        json!({ "canonical_id": canonical_id, "canonical_slug": slug, "tags": ["payments"] })
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(folder.join("broken.json"), "{ not json").unwrap();
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "workflows"]);
+    dir
+}
+
+const SYNC_ENV: &str = "mutation { syncEnvironment(environmentId: \"production\") {
+    position workflowsSeen discovered changed linked missing collisions rejected events } }";
+const SYNC_REPO: &str = "mutation { syncRepository(environmentId: \"production\") {
+    position commitSha filesSeen created renamed updated mappingsUpdated rejected events } }";
+
+async fn matrix(api: &Api, token: &str, position: Option<i64>) -> Vec<Value> {
+    let data = api
+        .ok(
+            token,
+            "query($p: Int) { workflowMatrix(minPosition: $p) { edges { node { canonicalId name untracked
+               cells { environmentId mappingStatus syncState n8nWorkflowId } } } } }",
+            json!({ "p": position }),
+        )
+        .await;
+    data["workflowMatrix"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect()
+}
+
+async fn sync_from_n8n_and_git(kind: Kind) {
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "admin-1");
+    let developer = api.token(TENANT, "developer", "dev-1");
+    let n8n = FakeN8n::start(API_KEY).await;
+    let payment = sample_workflow(1);
+    let payment_id = n8n.insert(payment.clone());
+    let untracked_id = n8n.insert(sample_workflow(2));
+    let repo = repository(
+        &n8n.workflow(&payment_id).unwrap(),
+        "payment-gateway",
+        "payment_gateway",
+    );
+
+    let registered = api
+        .gql(
+            &admin,
+            "mutation($url: String!, $key: String!, $repo: String!) {
+               registerEnvironment(id: \"production\", name: \"Production\", class: PRODUCTION,
+                 n8nBaseUrl: $url, n8nApiKey: $key,
+                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
+            json!({ "url": n8n.base_url(), "key": API_KEY, "repo": repo.path().to_str().unwrap() }),
+        )
+        .await;
+    assert!(registered.get("errors").is_none(), "{registered}");
+
+    // Git first: the canonical workflow, with the sidecar's id; the broken file is reported
+    let data = api.ok(&developer, SYNC_REPO, json!({})).await;
+    let report = &data["syncRepository"];
+    assert_eq!(report["filesSeen"], 2, "{report}");
+    assert_eq!(report["created"], 1);
+    let rejected = report["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0].as_str().unwrap().contains("broken.json"),
+        "{report}"
+    );
+    assert_eq!(report["commitSha"].as_str().unwrap().len(), 40);
+
+    // then n8n: both workflows discovered, the payment gateway auto-linked by its hash
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    let report = &data["syncEnvironment"];
+    assert_eq!(
+        (
+            report["workflowsSeen"].clone(),
+            report["discovered"].clone(),
+            report["linked"].clone()
+        ),
+        (json!(2), json!(2), json!(1)),
+        "{report}"
+    );
+    let position = report["position"].as_i64();
+    let rows = matrix(&api, &developer, position).await;
+    let canonical = rows
+        .iter()
+        .find(|r| r["canonicalId"] == "payment_gateway")
+        .unwrap();
+    assert_eq!(canonical["cells"][0]["mappingStatus"], "LINKED");
+    assert_eq!(canonical["cells"][0]["syncState"], "IN_SYNC");
+    assert_eq!(canonical["cells"][0]["n8nWorkflowId"], payment_id);
+    assert!(rows
+        .iter()
+        .any(|r| r["untracked"] == true && r["cells"][0]["n8nWorkflowId"] == untracked_id));
+
+    // Git again: the newly linked mapping learns its Git hash
+    let data = api.ok(&developer, SYNC_REPO, json!({})).await;
+    assert_eq!(data["syncRepository"]["mappingsUpdated"], 1, "{data}");
+    assert_eq!(data["syncRepository"]["created"], 0);
+
+    // nothing new: nothing appended, from either side
+    let before = api.event_count().await;
+    for query in [SYNC_ENV, SYNC_REPO] {
+        let data = api.ok(&developer, query, json!({})).await;
+        let report = data.as_object().unwrap().values().next().unwrap();
+        assert_eq!(report["events"], 0, "{report}");
+        assert_eq!(report["position"], Value::Null);
+    }
+    assert_eq!(api.event_count().await, before);
+
+    // a hotfix in n8n: the cell drifts
+    n8n.modify(&payment_id, |w| {
+        w["nodes"][0]["parameters"]["hotfix"] = json!("https://api-new.example.com/charge");
+        w["updatedAt"] = json!("2026-11-20T15:22:00.000Z");
+    });
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    assert_eq!(data["syncEnvironment"]["changed"], 1, "{data}");
+    let rows = matrix(
+        &api,
+        &developer,
+        data["syncEnvironment"]["position"].as_i64(),
+    )
+    .await;
+    let canonical = rows
+        .iter()
+        .find(|r| r["canonicalId"] == "payment_gateway")
+        .unwrap();
+    assert_eq!(canonical["cells"][0]["syncState"], "DRIFT");
+
+    // a workflow deleted in n8n: missing
+    n8n.remove(&untracked_id);
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    assert_eq!(data["syncEnvironment"]["missing"], 1, "{data}");
+
+    // n8n failing: UPSTREAM, retryable, nothing recorded
+    let before = api.event_count().await;
+    n8n.fail_next(100, 503);
+    let error = api.err(&developer, SYNC_ENV, json!({})).await;
+    assert_eq!(code(&error), "UPSTREAM", "{error}");
+    assert_eq!(error["extensions"]["retryable"], true);
+    n8n.clear_faults();
+    // a wrong key: UPSTREAM, not retryable, and the key never appears
+    api.ok(
+        &admin,
+        "mutation { updateEnvironment(id: \"production\", n8nApiKey: \"wrong-key-0000\") { position } }",
+        json!({}),
+    )
+    .await;
+    let error = api.err(&developer, SYNC_ENV, json!({})).await;
+    assert_eq!(code(&error), "UPSTREAM", "{error}");
+    assert_eq!(error["extensions"]["retryable"], false);
+    assert!(!error.to_string().contains("wrong-key"), "{error}");
+    assert_eq!(
+        api.event_count().await,
+        before + 1,
+        "only the key change was recorded"
+    );
+
+    // viewers cannot sync
+    let viewer = api.token(TENANT, "viewer", "v");
+    let error = api.err(&viewer, SYNC_ENV, json!({})).await;
+    assert_eq!(code(&error), "FORBIDDEN");
+
+    // the credentials are in no event, no response
+    let data = api
+        .ok(
+            &admin,
+            "{ eventHistory(aggregateType: \"environment\", aggregateId: \"production\") { payload metadata } }",
+            json!({}),
+        )
+        .await;
+    let history = data.to_string();
+    assert!(!history.contains(API_KEY) && !history.contains("wrong-key"));
+    assert!(
+        history.contains("n8n_secret_ref"),
+        "events refer to the sealed secret"
+    );
+    api.stop().await;
+}
+
+both_backends!(sync_from_n8n_and_git);
