@@ -358,7 +358,10 @@ impl Domain {
                     let update = IncidentCommand::UpdateDrift {
                         affected_workflows: affected_workflows.clone(),
                     };
-                    match self.incident(ctx, &active, update, false).await {
+                    match self
+                        .incident(&system_ctx(ctx, "drift"), &active, update, false)
+                        .await
+                    {
                         Ok(committed) => return Ok((active, committed)),
                         // reserved but never opened (a crash between the two steps): open it now
                         Err(CommandError::Refused(DomainError::NotFound {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod connectors;
+pub mod drift;
 pub mod feed;
 pub mod graphql;
 pub mod http;

@@ -79,7 +79,7 @@ pub struct EnvironmentSyncReport {
 }
 
 /// Waits until the read models have applied everything committed so far.
-async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncError> {
+pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncError> {
     let last = services
         .store
         .last_position()
@@ -95,7 +95,7 @@ async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncErr
 }
 
 /// The environment, which must exist and be active.
-async fn environment(
+pub(crate) async fn environment(
     services: &SyncServices,
     ctx: &CommandContext,
     environment_id: &LocalId,

@@ -159,7 +159,7 @@ impl IncidentQuery {
     }
 }
 
-async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Incident>, ApiError> {
+pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Incident>, ApiError> {
     let row = model::incident(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Incident))
 }

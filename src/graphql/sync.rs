@@ -74,6 +74,65 @@ impl RepositorySyncPayload {
     }
 }
 
+#[derive(SimpleObject)]
+pub struct DiffSummary {
+    pub nodes_added: Vec<String>,
+    pub nodes_removed: Vec<String>,
+    pub nodes_modified: Vec<String>,
+    pub connections_changed: bool,
+    pub settings_changed: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct DriftedWorkflow {
+    /// The canonical id when the workflow is mapped, else its n8n id.
+    pub workflow_id: ID,
+    #[graphql(name = "n8nWorkflowId")]
+    pub n8n_workflow_id: ID,
+    pub name: String,
+    /// Matched to Git by name: the workflow has no mapping.
+    pub matched_by_name: bool,
+    pub diff: DiffSummary,
+}
+
+/// What `checkDrift` found and recorded.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct DriftCheckPayload {
+    /// Global position of the last event appended.
+    pub position: Option<i64>,
+    #[graphql(skip)]
+    pub environment_id: String,
+    pub in_sync: i64,
+    pub with_drift: i64,
+    pub not_in_git: i64,
+    pub drifted: Vec<DriftedWorkflow>,
+    /// n8n ids of the runtime workflows with no Git counterpart.
+    pub not_in_git_workflows: Vec<ID>,
+    /// The incident opened or updated, if the policy opens one.
+    #[graphql(skip)]
+    pub incident_id: Option<String>,
+}
+
+#[async_graphql::ComplexObject]
+impl DriftCheckPayload {
+    async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
+        let read = environments::load(ctx, &self.environment_id);
+        Ok(read_back(ctx, projections::environments::NAME, self.position, read).await?)
+    }
+
+    async fn incident(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::incidents::Incident>> {
+        let Some(id) = self.incident_id.clone() else {
+            return Ok(None);
+        };
+        let read = super::incidents::load(ctx, &id);
+        Ok(read_back(ctx, projections::incidents::NAME, self.position, read).await?)
+    }
+}
+
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
@@ -166,6 +225,54 @@ impl SyncMutation {
             mappings_updated: report.mappings_updated.into(),
             rejected: report.rejected,
             events: report.events.into(),
+        })
+    }
+
+    /// Compares what the environment's n8n runs with its Git folder now (developer;
+    /// non-dev environments with Git): counts in sync, drifted and not in Git, with a
+    /// per-workflow diff. The check is recorded on the environment and drift opens or
+    /// updates its incident per the drift policy. When n8n or Git cannot be read the
+    /// check is recorded as failed (status `ERROR`, the last counts kept) and the
+    /// answer is `UPSTREAM`.
+    async fn check_drift(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+    ) -> async_graphql::Result<DriftCheckPayload> {
+        let id = local_id("environmentId", &environment_id)?;
+        let caller = caller(ctx)?;
+        let services = sync_services(ctx);
+        let report = run(ctx, "environment.check_drift", async {
+            crate::drift::check_drift(&services, &caller.command_context(), &id)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await?;
+        Ok(DriftCheckPayload {
+            position: report.position,
+            environment_id: id.to_string(),
+            in_sync: report.in_sync.into(),
+            with_drift: report.with_drift.into(),
+            not_in_git: report.not_in_git.into(),
+            drifted: report
+                .drifted
+                .into_iter()
+                .map(|w| DriftedWorkflow {
+                    workflow_id: ID(w.workflow_id),
+                    n8n_workflow_id: ID(w.n8n_workflow_id),
+                    name: w.name,
+                    matched_by_name: w.matched_by_name,
+                    diff: DiffSummary {
+                        nodes_added: w.diff.nodes_added,
+                        nodes_removed: w.diff.nodes_removed,
+                        nodes_modified: w.diff.nodes_modified,
+                        connections_changed: w.diff.connections_changed,
+                        settings_changed: w.diff.settings_changed,
+                    },
+                })
+                .collect(),
+            not_in_git_workflows: report.not_in_git_workflows.into_iter().map(ID).collect(),
+            incident_id: report.incident_id,
         })
     }
 }

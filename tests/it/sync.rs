@@ -174,6 +174,81 @@ async fn sync_from_n8n_and_git(kind: Kind) {
         .unwrap();
     assert_eq!(canonical["cells"][0]["syncState"], "DRIFT");
 
+    // the drift check (Scenario 3): one drifted, one not in Git; an incident opens
+    let data = api
+        .ok(
+            &developer,
+            "mutation { checkDrift(environmentId: \"production\") { position inSync withDrift notInGit
+               drifted { workflowId n8nWorkflowId name matchedByName diff { nodesAdded nodesRemoved nodesModified connectionsChanged settingsChanged } }
+               notInGitWorkflows incident { id status severity affectedWorkflows { workflowId } }
+               environment { driftStatus counts { inSync withDrift notInGit } activeIncident { id } } } }",
+            json!({}),
+        )
+        .await;
+    let check = &data["checkDrift"];
+    assert_eq!(
+        (
+            check["inSync"].clone(),
+            check["withDrift"].clone(),
+            check["notInGit"].clone()
+        ),
+        (json!(0), json!(1), json!(1)),
+        "{check}"
+    );
+    let drifted = &check["drifted"][0];
+    assert_eq!(drifted["workflowId"], "payment_gateway");
+    assert_eq!(drifted["matchedByName"], false);
+    assert_eq!(
+        drifted["diff"]["nodesModified"].as_array().unwrap().len(),
+        1,
+        "{drifted}"
+    );
+    assert_eq!(check["notInGitWorkflows"], json!([untracked_id]));
+    assert_eq!(check["incident"]["status"], "DETECTED");
+    assert_eq!(check["incident"]["severity"], "LOW");
+    assert_eq!(check["environment"]["driftStatus"], "DRIFT_INCIDENT_ACTIVE");
+    assert_eq!(
+        check["environment"]["counts"],
+        json!({ "inSync": 0, "withDrift": 1, "notInGit": 1 })
+    );
+    let incident = check["incident"]["id"].clone();
+    // checked again: the same incident is updated, not a second one opened
+    let data = api
+        .ok(
+            &developer,
+            "mutation { checkDrift(environmentId: \"production\") { incident { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["checkDrift"]["incident"]["id"], incident);
+    // n8n down: the check is recorded as failed (ERROR), the counts stay
+    n8n.fail_next(100, 502);
+    let error = api
+        .err(
+            &developer,
+            "mutation { checkDrift(environmentId: \"production\") { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&error), "UPSTREAM", "{error}");
+    n8n.clear_faults();
+    let data = api
+        .ok(
+            &developer,
+            "query($p: Int) { environment(id: \"production\", minPosition: $p) { driftStatus lastDriftCheckError counts { withDrift notInGit } } }",
+            json!({ "p": api.store.store.last_position().await.unwrap() }),
+        )
+        .await;
+    assert_eq!(data["environment"]["driftStatus"], "ERROR", "{data}");
+    assert!(data["environment"]["lastDriftCheckError"]
+        .as_str()
+        .unwrap()
+        .contains("n8n"));
+    assert_eq!(
+        data["environment"]["counts"],
+        json!({ "withDrift": 1, "notInGit": 1 })
+    );
+
     // a workflow deleted in n8n: missing
     n8n.remove(&untracked_id);
     let data = api.ok(&developer, SYNC_ENV, json!({})).await;

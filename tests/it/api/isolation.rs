@@ -853,6 +853,12 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
         )
         .await;
         walk.refused(
+            "checkDrift",
+            "mutation($id: ID!) { checkDrift(environmentId: $id) { position withDrift incident { id } environment { id } } }",
+            json!({ "id": id }),
+        )
+        .await;
+        walk.refused(
             "syncRepository",
             "mutation($id: ID!) { syncRepository(environmentId: $id) { position events commitSha environment { id } } }",
             json!({ "id": id }),
