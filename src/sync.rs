@@ -618,3 +618,199 @@ pub async fn sync_repository(
     }
     Ok(report)
 }
+
+/// What onboarding did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnboardReport {
+    pub canonical_id: String,
+    pub slug: String,
+    pub git_path: String,
+    pub commit_sha: String,
+    pub position: Option<i64>,
+}
+
+/// Top-level fields of an n8n workflow that belong to the instance, not to the
+/// workflow: left out of the file committed to Git (the content hash ignores them).
+const INSTANCE_FIELDS: &[&str] = &[
+    "id",
+    "createdAt",
+    "updatedAt",
+    "versionId",
+    "activeVersionId",
+    "activeVersion",
+    "triggerCount",
+    "shared",
+    "scopes",
+    "isArchived",
+    "active",
+    "homeProject",
+    "usedCredentials",
+];
+
+/// Scenario 4: an untracked workflow becomes a canonical workflow. The workflow is
+/// read from n8n, a canonical workflow is created (its slug from the name, with a
+/// suffix on a collision), the JSON and its sidecar are committed to the
+/// environment's Git folder in one commit, the Git version is recorded, and the
+/// mapping is linked.
+///
+/// The canonical id is derived from the environment and the n8n id, so onboarding
+/// again after a failure (Git unreachable, say) picks up where it stopped instead
+/// of creating a second canonical workflow.
+pub async fn onboard_workflow(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    n8n_workflow_id: &LocalId,
+) -> Result<OnboardReport, SyncError> {
+    if !ctx.actor.role.satisfies(aggregates::Role::Developer) {
+        return Err(DomainError::Forbidden("onboarding requires the developer role".into()).into());
+    }
+    let environment = environment(services, ctx, environment_id).await?;
+    let mapping_aggregate =
+        aggregates::ids::aggregate_id(&ctx.tenant, &[environment_id, n8n_workflow_id]);
+    let mapping = services
+        .domain
+        .bus()
+        .load::<aggregates::mapping::WorkflowMapping>(&mapping_aggregate)
+        .await?
+        .state;
+    if !mapping.exists {
+        return Err(DomainError::NotFound {
+            kind: "workflow mapping",
+            id: format!("{environment_id}:{n8n_workflow_id}"),
+        }
+        .into());
+    }
+    if mapping.status != aggregates::mapping::MappingStatus::Untracked {
+        return Err(DomainError::validation(
+            "n8n_workflow_id",
+            format!(
+                "only an untracked workflow can be onboarded (this one is {})",
+                mapping.status
+            ),
+        )
+        .into());
+    }
+    let (repository, git) = git_repository(services, ctx, &environment).await?;
+    let client = n8n_client(services, ctx, &environment).await?;
+    let workflow = client.get_workflow(n8n_workflow_id.as_str()).await?;
+    let hash = content_hash(&workflow)
+        .map_err(|e| DomainError::validation("n8n_workflow_id", format!("not a workflow: {e}")))?;
+    let name = workflow
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(mapping.name.as_str())
+        .to_string();
+
+    let system = CommandContext {
+        tenant: ctx.tenant.clone(),
+        actor: aggregates::Actor::system("onboarding"),
+        correlation_id: ctx.correlation_id.clone(),
+        causation_id: ctx.causation_id.clone(),
+    };
+    let canonical_id = LocalId::parse(format!("{environment_id}.{n8n_workflow_id}"))?;
+    let canonical_aggregate = aggregates::ids::aggregate_id(&ctx.tenant, &[&canonical_id]);
+    let mut position = None;
+    let mut canonical = services
+        .domain
+        .bus()
+        .load::<aggregates::canonical::CanonicalWorkflow>(&canonical_aggregate)
+        .await?
+        .state;
+    if !canonical.created {
+        let committed = services
+            .domain
+            .canonical(
+                &system,
+                &canonical_id,
+                CanonicalCommand::Create {
+                    canonical_id: canonical_id.clone(),
+                    name: name.clone(),
+                    slug: None,
+                    git_path: None,
+                },
+            )
+            .await?;
+        position = committed.position;
+        canonical = committed.state;
+    }
+    let slug = canonical
+        .slug
+        .clone()
+        .ok_or_else(|| DomainError::validation("slug", "the canonical workflow has no slug"))?;
+    let folder = git.folder.trim_matches('/');
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let git_path = format!("{prefix}{}.json", slug.as_str());
+    let sidecar_path = format!("{prefix}{}{SIDECAR_SUFFIX}", slug.as_str());
+    let mut exported = workflow.clone();
+    if let Some(object) = exported.as_object_mut() {
+        for field in INSTANCE_FIELDS {
+            object.remove(*field);
+        }
+    }
+    let tags: Vec<String> = workflow
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).or(t.as_str()))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let sidecar = Sidecar {
+        canonical_id: canonical_id.to_string(),
+        canonical_slug: Some(slug.as_str().to_string()),
+        tags,
+    };
+    let files = vec![
+        (git_path.clone(), pretty(&exported)),
+        (sidecar_path, pretty(&sidecar)),
+    ];
+    let message = format!("Onboard {name} from {environment_id}");
+    let commit_sha = repository.commit_files(&files, &message).await?;
+    let steps: Vec<(LocalId, CanonicalCommand)> = vec![(
+        canonical_id.clone(),
+        CanonicalCommand::RecordGitVersion {
+            git_content_hash: hash.clone(),
+            commit_sha: commit_sha.clone(),
+            git_path: git_path.clone(),
+        },
+    )];
+    for (id, command) in steps {
+        let committed = services.domain.canonical(&system, &id, command).await?;
+        position = position.max(committed.position);
+    }
+    for command in [
+        MappingCommand::Link {
+            canonical_id: canonical_id.clone(),
+        },
+        MappingCommand::ObserveGitHash {
+            git_content_hash: hash,
+        },
+    ] {
+        let committed = services
+            .domain
+            .mapping(ctx, environment_id, n8n_workflow_id, command)
+            .await?;
+        position = position.max(committed.position);
+    }
+    Ok(OnboardReport {
+        canonical_id: canonical_id.to_string(),
+        slug: slug.as_str().to_string(),
+        git_path,
+        commit_sha,
+        position,
+    })
+}
+
+/// JSON as committed to Git: pretty, with a final newline.
+fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}

@@ -245,30 +245,37 @@ impl WorkflowMappingPayload {
         self.position
     }
     async fn mapping(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<WorkflowMapping>> {
-        let read = async {
-            let cell = model::mapping(
-                &services(ctx).store,
-                caller(ctx)?.tenant(),
-                &self.environment_id,
-                &self.n8n_workflow_id,
-            )
-            .await?;
-            cell.map(|cell| {
-                Ok(WorkflowMapping {
-                    environment_id: ID(cell.environment_id),
-                    n8n_workflow_id: ID(cell.n8n_workflow_id),
-                    canonical_id: cell.canonical_id.map(ID),
-                    name: cell.name,
-                    status: state(&cell.status)?,
-                    env_content_hash: cell.env_content_hash,
-                    git_content_hash: cell.git_content_hash,
-                    since: time(&cell.status_since),
-                })
-            })
-            .transpose()
-        };
+        let read = load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
         Ok(read_back(ctx, model::NAME, self.position, read).await?)
     }
+}
+
+/// One mapping as its read model shows it.
+pub(crate) async fn load_mapping(
+    ctx: &Context<'_>,
+    environment_id: &str,
+    n8n_workflow_id: &str,
+) -> Result<Option<WorkflowMapping>, ApiError> {
+    let cell = model::mapping(
+        &services(ctx).store,
+        caller(ctx)?.tenant(),
+        environment_id,
+        n8n_workflow_id,
+    )
+    .await?;
+    cell.map(|cell| {
+        Ok(WorkflowMapping {
+            environment_id: ID(cell.environment_id),
+            n8n_workflow_id: ID(cell.n8n_workflow_id),
+            canonical_id: cell.canonical_id.map(ID),
+            name: cell.name,
+            status: state(&cell.status)?,
+            env_content_hash: cell.env_content_hash,
+            git_content_hash: cell.git_content_hash,
+            since: time(&cell.status_since),
+        })
+    })
+    .transpose()
 }
 
 #[derive(Default)]

@@ -10,7 +10,7 @@ mod audit;
 mod environments;
 pub mod error;
 mod incidents;
-mod matrix;
+pub(crate) mod matrix;
 mod pipelines;
 mod promotions;
 mod sync;

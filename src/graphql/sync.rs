@@ -133,6 +133,35 @@ impl DriftCheckPayload {
     }
 }
 
+/// What `onboardWorkflow` did.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct OnboardWorkflowPayload {
+    /// Global position of the last event appended.
+    pub position: Option<i64>,
+    pub canonical_id: ID,
+    pub slug: String,
+    /// The workflow's file in Git (its sidecar is next to it).
+    pub git_path: String,
+    pub commit_sha: String,
+    #[graphql(skip)]
+    pub environment_id: String,
+    #[graphql(skip)]
+    pub n8n_workflow_id: String,
+}
+
+#[async_graphql::ComplexObject]
+impl OnboardWorkflowPayload {
+    /// The mapping, now linked to the new canonical workflow.
+    async fn mapping(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::matrix::WorkflowMapping>> {
+        let read = super::matrix::load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
+        Ok(read_back(ctx, projections::matrix::NAME, self.position, read).await?)
+    }
+}
+
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
@@ -273,6 +302,43 @@ impl SyncMutation {
                 .collect(),
             not_in_git_workflows: report.not_in_git_workflows.into_iter().map(ID).collect(),
             incident_id: report.incident_id,
+        })
+    }
+
+    /// Onboards an untracked workflow (developer; Scenario 4): a canonical workflow
+    /// is created (slug from the name, a suffix on a collision), the workflow's JSON
+    /// and its sidecar are committed to the environment's Git folder in one commit,
+    /// and the mapping is linked. Repeating it after a failure resumes where it
+    /// stopped.
+    async fn onboard_workflow(
+        &self,
+        ctx: &Context<'_>,
+        environment_id: ID,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+    ) -> async_graphql::Result<OnboardWorkflowPayload> {
+        let environment = local_id("environmentId", &environment_id)?;
+        let workflow = local_id("n8nWorkflowId", &n8n_workflow_id)?;
+        let caller = caller(ctx)?;
+        let services = sync_services(ctx);
+        let report = run(ctx, "workflow.onboard", async {
+            sync::onboard_workflow(
+                &services,
+                &caller.command_context(),
+                &environment,
+                &workflow,
+            )
+            .await
+            .map_err(ApiError::from)
+        })
+        .await?;
+        Ok(OnboardWorkflowPayload {
+            position: report.position,
+            canonical_id: ID(report.canonical_id),
+            slug: report.slug,
+            git_path: report.git_path,
+            commit_sha: report.commit_sha,
+            environment_id: environment.to_string(),
+            n8n_workflow_id: workflow.to_string(),
         })
     }
 }

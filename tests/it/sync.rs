@@ -300,4 +300,107 @@ async fn sync_from_n8n_and_git(kind: Kind) {
     api.stop().await;
 }
 
-both_backends!(sync_from_n8n_and_git);
+/// Scenario 4: an untracked workflow is onboarded: a canonical workflow (its slug
+/// suffixed, since Git already has one of that name), its JSON and sidecar committed
+/// to Git in one commit, the mapping linked; the next syncs find nothing new.
+async fn onboarding_commits_to_git_and_links(kind: Kind) {
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "admin-1");
+    let developer = api.token(TENANT, "developer", "dev-1");
+    let n8n = FakeN8n::start(API_KEY).await;
+    // Git knows a "Payment Gateway"; production runs another workflow of that name
+    let mut in_git = sample_workflow(1);
+    in_git["name"] = json!("Payment Gateway");
+    let repo = repository(&in_git, "payment-gateway", "payment_gateway");
+    let mut hotfixed = sample_workflow(2);
+    hotfixed["name"] = json!("Payment Gateway");
+    let n8n_id = n8n.insert(hotfixed);
+    let registered = api
+        .gql(
+            &admin,
+            "mutation($url: String!, $key: String!, $repo: String!) {
+               registerEnvironment(id: \"production\", name: \"Production\", class: PRODUCTION,
+                 n8nBaseUrl: $url, n8nApiKey: $key,
+                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
+            json!({ "url": n8n.base_url(), "key": API_KEY, "repo": repo.path().to_str().unwrap() }),
+        )
+        .await;
+    assert!(registered.get("errors").is_none(), "{registered}");
+    api.ok(&developer, SYNC_REPO, json!({})).await;
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    assert_eq!(
+        data["syncEnvironment"]["linked"], 0,
+        "different content: not linked"
+    );
+
+    let onboard = "mutation($w: ID!) { onboardWorkflow(environmentId: \"production\", n8nWorkflowId: $w) {
+        position canonicalId slug gitPath commitSha mapping { status canonicalId gitContentHash envContentHash } } }";
+    let data = api.ok(&developer, onboard, json!({ "w": n8n_id })).await;
+    let onboarded = &data["onboardWorkflow"];
+    assert_eq!(
+        onboarded["slug"], "payment-gateway-2",
+        "a slug collision gets a suffix"
+    );
+    assert_eq!(onboarded["gitPath"], "workflows/payment-gateway-2.json");
+    assert_eq!(onboarded["mapping"]["status"], "LINKED");
+    assert_eq!(
+        onboarded["mapping"]["canonicalId"],
+        onboarded["canonicalId"]
+    );
+    assert_eq!(
+        onboarded["mapping"]["gitContentHash"],
+        onboarded["mapping"]["envContentHash"]
+    );
+    // in Git: one new commit with both files, the sidecar naming the canonical workflow
+    let log = Command::new("git")
+        .args(["log", "--format=%H %s", "-n", "1", "--name-only"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8(log.stdout).unwrap();
+    assert!(
+        log.starts_with(onboarded["commitSha"].as_str().unwrap()),
+        "{log}"
+    );
+    assert!(
+        log.contains("Onboard Payment Gateway from production"),
+        "{log}"
+    );
+    assert!(
+        log.contains("workflows/payment-gateway-2.json")
+            && log.contains("workflows/payment-gateway-2.wfo.json")
+    );
+    let sidecar: Value = serde_json::from_slice(
+        &std::fs::read(repo.path().join("workflows/payment-gateway-2.wfo.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["canonical_id"], onboarded["canonicalId"]);
+    assert_eq!(sidecar["canonical_slug"], "payment-gateway-2");
+
+    // nothing new for either sync, and the drift check finds it in sync
+    let before = api.event_count().await;
+    for query in [SYNC_REPO, SYNC_ENV] {
+        let data = api.ok(&developer, query, json!({})).await;
+        let report = data.as_object().unwrap().values().next().unwrap();
+        assert_eq!(report["events"], 0, "{report}");
+    }
+    assert_eq!(api.event_count().await, before);
+    let data = api
+        .ok(
+            &developer,
+            "mutation { checkDrift(environmentId: \"production\") { inSync withDrift notInGit } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["checkDrift"],
+        json!({ "inSync": 1, "withDrift": 0, "notInGit": 0 })
+    );
+
+    // a linked workflow cannot be onboarded again
+    let error = api.err(&developer, onboard, json!({ "w": n8n_id })).await;
+    assert_eq!(code(&error), "VALIDATION", "{error}");
+    api.stop().await;
+}
+
+both_backends!(sync_from_n8n_and_git, onboarding_commits_to_git_and_links);

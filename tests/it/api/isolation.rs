@@ -889,6 +889,13 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
             )
             .await;
         }
+        walk.refused(
+            "onboardWorkflow",
+            "mutation($e: ID!, $w: ID!) { onboardWorkflow(environmentId: $e, n8nWorkflowId: $w) {
+               position canonicalId slug gitPath commitSha mapping { status } } }",
+            json!({ "e": "prod", "w": workflow }),
+        )
+        .await;
     }
 
     const INCIDENT: &str =
