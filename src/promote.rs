@@ -53,22 +53,15 @@ pub async fn catch_up(
     store: &Store,
     projections: &projections::ProjectorHandle,
 ) -> Result<(), PromoteError> {
-    let last = store
-        .last_position()
-        .await
-        .map_err(projections::query::QueryError::from)?;
-    for name in [
+    let names = [
         projections::matrix::NAME,
         projections::environments::NAME,
         projections::incidents::NAME,
         projections::policies::NAME,
-    ] {
-        projections
-            .wait_for(name, last, CATCH_UP)
-            .await
-            .map_err(PromoteError::Wait)?;
-    }
-    Ok(())
+    ];
+    crate::read_side::catch_up(store, projections, &names, CATCH_UP)
+        .await
+        .map_err(PromoteError::Wait)
 }
 
 /// How long a promotion waits for the read models.

@@ -80,17 +80,60 @@ pub struct EnvironmentSyncReport {
 
 /// Waits until the read models have applied everything committed so far.
 pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncError> {
-    let last = services
-        .store
-        .last_position()
+    crate::read_side::catch_up(
+        &services.store,
+        &services.projections,
+        names,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs mapping commands of one environment, [`CONCURRENCY`] at a time.
+async fn run_mapping_commands(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    commands: Vec<(LocalId, MappingCommand)>,
+) -> Vec<Result<crate::bus::Committed<aggregates::mapping::WorkflowMapping>, CommandError>> {
+    let domain = &services.domain;
+    futures::stream::iter(commands)
+        .map(|(n8n_id, command)| async move {
+            domain.mapping(ctx, environment_id, &n8n_id, command).await
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
         .await
-        .map_err(projections::query::QueryError::from)?;
-    for name in names {
-        services
-            .projections
-            .wait_for(name, last, std::time::Duration::from_secs(10))
-            .await?;
+}
+
+/// Records a sync on the environment when it changed something (a sync that finds
+/// nothing new appends nothing); adds its event to `events` and `position`.
+async fn record_sync(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    kind: SyncKind,
+    workflows_seen: u32,
+    events: &mut u32,
+    position: &mut Option<i64>,
+) -> Result<(), SyncError> {
+    if *events == 0 {
+        return Ok(());
     }
+    let committed = services
+        .domain
+        .environment(
+            ctx,
+            environment_id,
+            EnvironmentCommand::RecordSync {
+                kind,
+                workflows_seen,
+            },
+        )
+        .await?;
+    *events += committed.events.len() as u32;
+    *position = (*position).max(committed.position);
     Ok(())
 }
 
@@ -300,14 +343,7 @@ pub async fn sync_environment(
     report.collisions = collisions.into_iter().collect();
     report.collisions.sort();
 
-    let domain = &services.domain;
-    let results: Vec<_> = futures::stream::iter(commands)
-        .map(|(n8n_id, command)| async move {
-            domain.mapping(ctx, environment_id, &n8n_id, command).await
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let results = run_mapping_commands(services, ctx, environment_id, commands).await;
     for result in results {
         let committed = result?;
         report.events += committed.events.len() as u32;
@@ -321,20 +357,16 @@ pub async fn sync_environment(
         }
         report.position = report.position.max(committed.position);
     }
-    if report.events > 0 {
-        let committed = domain
-            .environment(
-                ctx,
-                environment_id,
-                EnvironmentCommand::RecordSync {
-                    kind: SyncKind::Environment,
-                    workflows_seen: report.workflows_seen,
-                },
-            )
-            .await?;
-        report.events += committed.events.len() as u32;
-        report.position = report.position.max(committed.position);
-    }
+    record_sync(
+        services,
+        ctx,
+        environment_id,
+        SyncKind::Environment,
+        report.workflows_seen,
+        &mut report.events,
+        &mut report.position,
+    )
+    .await?;
     Ok(report)
 }
 
@@ -586,14 +618,7 @@ pub async fn sync_repository(
             },
         ));
     }
-    let domain = &services.domain;
-    let results: Vec<_> = futures::stream::iter(updates)
-        .map(|(n8n_id, command)| async move {
-            domain.mapping(ctx, environment_id, &n8n_id, command).await
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let results = run_mapping_commands(services, ctx, environment_id, updates).await;
     for result in results {
         let committed = result?;
         if !committed.events.is_empty() {
@@ -602,20 +627,16 @@ pub async fn sync_repository(
         report.events += committed.events.len() as u32;
         report.position = report.position.max(committed.position);
     }
-    if report.events > 0 {
-        let committed = domain
-            .environment(
-                ctx,
-                environment_id,
-                EnvironmentCommand::RecordSync {
-                    kind: SyncKind::Repository,
-                    workflows_seen: report.files_seen,
-                },
-            )
-            .await?;
-        report.events += committed.events.len() as u32;
-        report.position = report.position.max(committed.position);
-    }
+    record_sync(
+        services,
+        ctx,
+        environment_id,
+        SyncKind::Repository,
+        report.files_seen,
+        &mut report.events,
+        &mut report.position,
+    )
+    .await?;
     Ok(report)
 }
 

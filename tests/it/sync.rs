@@ -54,6 +54,21 @@ fn repository(workflow: &Value, slug: &str, canonical_id: &str) -> tempfile::Tem
     dir
 }
 
+/// Registers `production` with the fake n8n (and its key) and the local repository.
+async fn register_production(api: &Api, admin: &str, n8n: &FakeN8n, repo: &Path) {
+    let registered = api
+        .gql(
+            admin,
+            "mutation($url: String!, $key: String!, $repo: String!) {
+               registerEnvironment(id: \"production\", name: \"Production\", class: PRODUCTION,
+                 n8nBaseUrl: $url, n8nApiKey: $key,
+                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
+            json!({ "url": n8n.base_url(), "key": API_KEY, "repo": repo.to_str().unwrap() }),
+        )
+        .await;
+    assert!(registered.get("errors").is_none(), "{registered}");
+}
+
 const SYNC_ENV: &str = "mutation { syncEnvironment(environmentId: \"production\") {
     position workflowsSeen discovered changed linked missing collisions rejected events } }";
 const SYNC_REPO: &str = "mutation { syncRepository(environmentId: \"production\") {
@@ -90,17 +105,7 @@ async fn sync_from_n8n_and_git(kind: Kind) {
         "payment_gateway",
     );
 
-    let registered = api
-        .gql(
-            &admin,
-            "mutation($url: String!, $key: String!, $repo: String!) {
-               registerEnvironment(id: \"production\", name: \"Production\", class: PRODUCTION,
-                 n8nBaseUrl: $url, n8nApiKey: $key,
-                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
-            json!({ "url": n8n.base_url(), "key": API_KEY, "repo": repo.path().to_str().unwrap() }),
-        )
-        .await;
-    assert!(registered.get("errors").is_none(), "{registered}");
+    register_production(&api, &admin, &n8n, repo.path()).await;
 
     // Git first: the canonical workflow, with the sidecar's id; the broken file is reported
     let data = api.ok(&developer, SYNC_REPO, json!({})).await;
@@ -315,17 +320,7 @@ async fn onboarding_commits_to_git_and_links(kind: Kind) {
     let mut hotfixed = sample_workflow(2);
     hotfixed["name"] = json!("Payment Gateway");
     let n8n_id = n8n.insert(hotfixed);
-    let registered = api
-        .gql(
-            &admin,
-            "mutation($url: String!, $key: String!, $repo: String!) {
-               registerEnvironment(id: \"production\", name: \"Production\", class: PRODUCTION,
-                 n8nBaseUrl: $url, n8nApiKey: $key,
-                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
-            json!({ "url": n8n.base_url(), "key": API_KEY, "repo": repo.path().to_str().unwrap() }),
-        )
-        .await;
-    assert!(registered.get("errors").is_none(), "{registered}");
+    register_production(&api, &admin, &n8n, repo.path()).await;
     api.ok(&developer, SYNC_REPO, json!({})).await;
     let data = api.ok(&developer, SYNC_ENV, json!({})).await;
     assert_eq!(
