@@ -90,6 +90,28 @@ pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<
     Ok(())
 }
 
+/// Records that a sync could not read n8n or Git, then hands the error back.
+async fn record_failure(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    kind: SyncKind,
+    error: UpstreamError,
+) -> SyncError {
+    let command = EnvironmentCommand::RecordSyncFailure {
+        kind,
+        cause: error.to_string(),
+    };
+    if let Err(e) = services
+        .domain
+        .environment(ctx, environment_id, command)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record a failed sync");
+    }
+    SyncError::Upstream(error)
+}
+
 /// Runs mapping commands of one environment, [`CONCURRENCY`] at a time.
 async fn run_mapping_commands(
     services: &SyncServices,
@@ -107,20 +129,16 @@ async fn run_mapping_commands(
         .await
 }
 
-/// Records a sync on the environment when it changed something (a sync that finds
-/// nothing new appends nothing); adds its event to `events` and `position`.
+/// Records a sync of `kind` on the environment. Called only when the sync changed
+/// something or clears an earlier failure: a sync that finds nothing new appends
+/// nothing. Returns the events appended and the position of the last one.
 async fn record_sync(
     services: &SyncServices,
     ctx: &CommandContext,
     environment_id: &LocalId,
     kind: SyncKind,
     workflows_seen: u32,
-    events: &mut u32,
-    position: &mut Option<i64>,
-) -> Result<(), SyncError> {
-    if *events == 0 {
-        return Ok(());
-    }
+) -> Result<(u32, Option<i64>), SyncError> {
     let committed = services
         .domain
         .environment(
@@ -132,9 +150,7 @@ async fn record_sync(
             },
         )
         .await?;
-    *events += committed.events.len() as u32;
-    *position = (*position).max(committed.position);
-    Ok(())
+    Ok((committed.events.len() as u32, committed.position))
 }
 
 /// The environment, which must exist and be active.
@@ -253,7 +269,14 @@ pub async fn sync_environment(
     if !ctx.actor.role.satisfies(required) {
         return Err(DomainError::Forbidden("syncing requires the developer role".into()).into());
     }
-    let workflows = client.list_workflows().await?;
+    let workflows = match client.list_workflows().await {
+        Ok(workflows) => workflows,
+        Err(error) => {
+            return Err(
+                record_failure(services, ctx, environment_id, SyncKind::Environment, error).await,
+            )
+        }
+    };
     catch_up(services, &[projections::matrix::NAME]).await?;
     let tenant = ctx.tenant.as_str();
     let (cells, canonicals) = tokio::try_join!(
@@ -357,16 +380,19 @@ pub async fn sync_environment(
         }
         report.position = report.position.max(committed.position);
     }
-    record_sync(
-        services,
-        ctx,
-        environment_id,
-        SyncKind::Environment,
-        report.workflows_seen,
-        &mut report.events,
-        &mut report.position,
-    )
-    .await?;
+    // nothing new and no failure to clear: nothing appended
+    if report.events > 0 || environment.last_sync_error.is_some() {
+        let (events, position) = record_sync(
+            services,
+            ctx,
+            environment_id,
+            SyncKind::Environment,
+            report.workflows_seen,
+        )
+        .await?;
+        report.events += events;
+        report.position = report.position.max(position);
+    }
     Ok(report)
 }
 
@@ -460,7 +486,14 @@ pub async fn sync_repository(
     }
     let environment = environment(services, ctx, environment_id).await?;
     let (repository, git) = git_repository(services, ctx, &environment).await?;
-    let snapshot = repository.read_folder(&git.folder).await?;
+    let snapshot = match repository.read_folder(&git.folder).await {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            return Err(
+                record_failure(services, ctx, environment_id, SyncKind::Repository, error).await,
+            )
+        }
+    };
     catch_up(services, &[projections::matrix::NAME]).await?;
     let tenant = ctx.tenant.as_str();
     let (cells, canonicals) = tokio::try_join!(
@@ -627,16 +660,19 @@ pub async fn sync_repository(
         report.events += committed.events.len() as u32;
         report.position = report.position.max(committed.position);
     }
-    record_sync(
-        services,
-        ctx,
-        environment_id,
-        SyncKind::Repository,
-        report.files_seen,
-        &mut report.events,
-        &mut report.position,
-    )
-    .await?;
+    // nothing new and no failure to clear: nothing appended
+    if report.events > 0 || environment.last_repository_sync_error.is_some() {
+        let (events, position) = record_sync(
+            services,
+            ctx,
+            environment_id,
+            SyncKind::Repository,
+            report.files_seen,
+        )
+        .await?;
+        report.events += events;
+        report.position = report.position.max(position);
+    }
     Ok(report)
 }
 

@@ -130,6 +130,12 @@ pub enum EnvironmentCommand {
         kind: SyncKind,
         workflows_seen: u32,
     },
+    /// A sync could not read n8n or Git; the cause is shown on the environment until
+    /// a sync of that kind succeeds.
+    RecordSyncFailure {
+        kind: SyncKind,
+        cause: String,
+    },
     RecordDriftCheck {
         outcome: DriftCheckOutcome,
     },
@@ -146,7 +152,9 @@ impl DomainCommand for EnvironmentCommand {
         use EnvironmentCommand::*;
         match self {
             Register { .. } | Update { .. } | Deactivate { .. } | Reactivate => Role::Admin,
-            RecordSync { .. } | RecordDriftCheck { .. } => Role::Developer,
+            RecordSync { .. } | RecordSyncFailure { .. } | RecordDriftCheck { .. } => {
+                Role::Developer
+            }
             ReserveIncidentSlot { .. } | ReleaseIncidentSlot { .. } => Role::System,
         }
     }
@@ -164,6 +172,7 @@ impl DomainCommand for EnvironmentCommand {
             Deactivate { .. } => "environment.deactivate",
             Reactivate => "environment.reactivate",
             RecordSync { .. } => "environment.record_sync",
+            RecordSyncFailure { .. } => "environment.record_sync_failure",
             RecordDriftCheck { .. } => "environment.record_drift_check",
             ReserveIncidentSlot { .. } => "environment.reserve_incident_slot",
             ReleaseIncidentSlot { .. } => "environment.release_incident_slot",
@@ -206,6 +215,11 @@ pub enum EnvironmentEvent {
         workflows_seen: u32,
         at: DateTime<Utc>,
     },
+    SyncFailed {
+        kind: SyncKind,
+        cause: String,
+        at: DateTime<Utc>,
+    },
     DriftChecked {
         counts: DriftCounts,
         at: DateTime<Utc>,
@@ -233,6 +247,7 @@ impl DomainEvent for EnvironmentEvent {
             SyncRecorded { .. } => "environment.sync_recorded",
             DriftChecked { .. } => "environment.drift_checked",
             DriftCheckFailed { .. } => "environment.drift_check_failed",
+            SyncFailed { .. } => "environment.sync_failed",
             IncidentSlotReserved { .. } => "environment.incident_slot_reserved",
             IncidentSlotReleased { .. } => "environment.incident_slot_released",
         }
@@ -258,6 +273,12 @@ pub struct Environment {
     pub last_drift_check_at: Option<DateTime<Utc>>,
     pub last_drift_error: Option<String>,
     pub last_sync_at: Option<DateTime<Utc>>,
+    /// Why the last environment sync failed (cleared by one that succeeds).
+    #[serde(default)]
+    pub last_sync_error: Option<String>,
+    /// Why the last repository sync failed (cleared by one that succeeds).
+    #[serde(default)]
+    pub last_repository_sync_error: Option<String>,
 }
 
 const MAX_NAME: usize = 100;
@@ -406,6 +427,11 @@ impl Environment {
                 workflows_seen,
                 at,
             }]),
+            RecordSyncFailure { kind, cause } => Ok(vec![EnvironmentEvent::SyncFailed {
+                kind,
+                cause: require_text("cause", Some(&cause))?,
+                at,
+            }]),
             RecordDriftCheck { outcome } => {
                 if self.class == EnvironmentClass::Dev || self.git.is_none() {
                     return Err(DomainError::validation(
@@ -506,7 +532,17 @@ impl Aggregate for Environment {
             }
             Deactivated { .. } => self.status = EnvironmentStatus::Deactivated,
             Reactivated { .. } => self.status = EnvironmentStatus::Active,
-            SyncRecorded { at, .. } => self.last_sync_at = Some(at),
+            SyncRecorded { kind, at, .. } => match kind {
+                SyncKind::Environment => {
+                    self.last_sync_at = Some(at);
+                    self.last_sync_error = None;
+                }
+                SyncKind::Repository => self.last_repository_sync_error = None,
+            },
+            SyncFailed { kind, cause, .. } => match kind {
+                SyncKind::Environment => self.last_sync_error = Some(cause),
+                SyncKind::Repository => self.last_repository_sync_error = Some(cause),
+            },
             DriftChecked { counts, at } => {
                 self.counts = counts;
                 self.last_drift_check_at = Some(at);
@@ -790,5 +826,44 @@ mod tests {
             *name = None;
         }
         assert_eq!(env.decide(issue(renamed)).unwrap(), vec![]);
+    }
+
+    /// A failed sync is shown until a sync of the same kind succeeds.
+    #[test]
+    fn sync_failures_are_kept_until_a_sync_succeeds() {
+        let mut env = Environment::default();
+        env.apply(registered(EnvironmentClass::Production));
+        let fail = |kind| EnvironmentCommand::RecordSyncFailure {
+            kind,
+            cause: "n8n failed (503)".into(),
+        };
+        for event in env.decide(issue(fail(SyncKind::Environment))).unwrap() {
+            env.apply(event);
+        }
+        for event in env.decide(issue(fail(SyncKind::Repository))).unwrap() {
+            env.apply(event);
+        }
+        assert_eq!(env.last_sync_error.as_deref(), Some("n8n failed (503)"));
+        assert!(env.last_repository_sync_error.is_some());
+        let blank = EnvironmentCommand::RecordSyncFailure {
+            kind: SyncKind::Environment,
+            cause: " ".into(),
+        };
+        assert!(matches!(
+            env.decide(issue(blank)),
+            Err(DomainError::Validation { .. })
+        ));
+        let ok = EnvironmentCommand::RecordSync {
+            kind: SyncKind::Environment,
+            workflows_seen: 3,
+        };
+        for event in env.decide(issue(ok)).unwrap() {
+            env.apply(event);
+        }
+        assert_eq!(env.last_sync_error, None);
+        assert!(
+            env.last_repository_sync_error.is_some(),
+            "a repository failure stays until a repository sync succeeds"
+        );
     }
 }

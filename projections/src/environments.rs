@@ -45,6 +45,8 @@ read_model_row! {
         pub last_drift_check_error: Option<String>,
         pub last_sync_at: Option<String>,
         pub last_repository_sync_at: Option<String>,
+        pub last_sync_error: Option<String>,
+        pub last_repository_sync_error: Option<String>,
         pub active_incident_id: Option<String>,
         pub active_incident_status: Option<String>,
         pub registered_at: String,
@@ -139,6 +141,8 @@ impl EnvironmentStatusProjection {
                 last_drift_check_error: None,
                 last_sync_at: None,
                 last_repository_sync_at: None,
+                last_sync_error: None,
+                last_repository_sync_error: None,
                 active_incident_id: None,
                 active_incident_status: None,
                 registered_at: at.clone(),
@@ -173,11 +177,17 @@ impl EnvironmentStatusProjection {
             EnvironmentEvent::SyncRecorded { kind, at, .. } => match kind {
                 SyncKind::Environment => {
                     row.last_sync_at = Some(crate::sql::fmt_time(*at));
+                    row.last_sync_error = None;
                     row.onboarded = true;
                 }
                 SyncKind::Repository => {
-                    row.last_repository_sync_at = Some(crate::sql::fmt_time(*at))
+                    row.last_repository_sync_at = Some(crate::sql::fmt_time(*at));
+                    row.last_repository_sync_error = None;
                 }
+            },
+            EnvironmentEvent::SyncFailed { kind, cause, .. } => match kind {
+                SyncKind::Environment => row.last_sync_error = Some(cause.clone()),
+                SyncKind::Repository => row.last_repository_sync_error = Some(cause.clone()),
             },
             EnvironmentEvent::DriftChecked { counts, at } => {
                 row.in_sync = counts.in_sync.into();

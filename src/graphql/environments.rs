@@ -84,6 +84,14 @@ impl Environment {
     async fn last_repository_sync_at(&self) -> Option<DateTime<Utc>> {
         opt_time(&self.0.last_repository_sync_at)
     }
+    /// Why the last environment sync could not read n8n (until one succeeds).
+    async fn last_sync_error(&self) -> Option<&str> {
+        self.0.last_sync_error.as_deref()
+    }
+    /// Why the last repository sync could not read Git (until one succeeds).
+    async fn last_repository_sync_error(&self) -> Option<&str> {
+        self.0.last_repository_sync_error.as_deref()
+    }
     async fn registered_at(&self) -> Option<DateTime<Utc>> {
         time(&self.0.registered_at)
     }

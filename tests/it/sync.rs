@@ -259,13 +259,49 @@ async fn sync_from_n8n_and_git(kind: Kind) {
     let data = api.ok(&developer, SYNC_ENV, json!({})).await;
     assert_eq!(data["syncEnvironment"]["missing"], 1, "{data}");
 
-    // n8n failing: UPSTREAM, retryable, nothing recorded
+    // n8n failing: UPSTREAM, retryable; the failure is shown on the environment and
+    // nothing else is recorded
     let before = api.event_count().await;
     n8n.fail_next(100, 503);
     let error = api.err(&developer, SYNC_ENV, json!({})).await;
     assert_eq!(code(&error), "UPSTREAM", "{error}");
     assert_eq!(error["extensions"]["retryable"], true);
     n8n.clear_faults();
+    assert_eq!(
+        api.event_count().await,
+        before + 1,
+        "only the failure is recorded"
+    );
+    let last = api.store.store.last_position().await.unwrap();
+    let data = api
+        .ok(
+            &developer,
+            "query($p: Int) { environment(id: \"production\", minPosition: $p) { lastSyncError } }",
+            json!({ "p": last }),
+        )
+        .await;
+    assert!(
+        data["environment"]["lastSyncError"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{data}"
+    );
+    // the next sync that works clears it, even with nothing new to record
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    let position = data["syncEnvironment"]["position"].as_i64();
+    assert!(
+        position.is_some(),
+        "clearing the failure is recorded: {data}"
+    );
+    let data = api
+        .ok(
+            &developer,
+            "query($p: Int) { environment(id: \"production\", minPosition: $p) { lastSyncError } }",
+            json!({ "p": position }),
+        )
+        .await;
+    assert_eq!(data["environment"]["lastSyncError"], Value::Null);
+    let before = api.event_count().await;
     // a wrong key: UPSTREAM, not retryable, and the key never appears
     api.ok(
         &admin,
@@ -279,8 +315,8 @@ async fn sync_from_n8n_and_git(kind: Kind) {
     assert!(!error.to_string().contains("wrong-key"), "{error}");
     assert_eq!(
         api.event_count().await,
-        before + 1,
-        "only the key change was recorded"
+        before + 2,
+        "the key change and the failed sync"
     );
 
     // viewers cannot sync
