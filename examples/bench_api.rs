@@ -78,8 +78,11 @@ use workflowops::bus::CommandContext;
 use workflowops::store::{PgStore, Store};
 use workflowops::Application;
 
+#[path = "common/bench_store.rs"]
+mod bench_store;
 #[path = "common/matrix_data.rs"]
 mod matrix_data;
+use bench_store::BenchStore;
 use matrix_data::*;
 
 // The same allocator as the service binary.
@@ -1558,48 +1561,15 @@ async fn main() -> anyhow::Result<()> {
         "--page must divide {DEEP_AFTER} (the deep page starts after row {DEEP_AFTER})"
     );
     let temp = tempfile::tempdir()?;
-    let (store, cleanup) = match args.backend.as_str() {
-        "sqlite" => {
-            let path = match &args.database {
-                Some(path) => std::path::PathBuf::from(path),
-                None => temp.path().join("bench.db"),
-            };
-            let url = format!("sqlite://{}", path.display());
-            (Store::connect(&url, args.pool.unwrap_or(4)).await?, None)
-        }
-        "postgres" => {
-            let database = match &args.database {
-                Some(name) => name.clone(),
-                None => format!("wfo_bench_{}", uuid::Uuid::new_v4().simple()),
-            };
-            let admin = Store::connect(&args.pg_url, 1).await?;
-            if let Store::Postgres(PgStore { pool, .. }) = &admin {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-                )
-                .bind(&database)
-                .fetch_one(pool)
-                .await?;
-                if !exists {
-                    sqlx::query(&format!("CREATE DATABASE \"{database}\""))
-                        .execute(pool)
-                        .await?;
-                }
-            }
-            let url = workflowops::store::with_database(&args.pg_url, &database);
-            let keep = args.database.is_some();
-            match Store::connect(&url, args.pool.unwrap_or(16)).await {
-                Ok(store) => (store, (!keep).then_some((admin, database))),
-                Err(e) => {
-                    if !keep {
-                        drop_database(&admin, &database).await;
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        other => anyhow::bail!("unknown backend {other} (sqlite or postgres)"),
-    };
+    let bench = BenchStore::open(
+        &args.backend,
+        args.database.as_deref(),
+        args.pool,
+        &args.pg_url,
+        temp.path(),
+    )
+    .await?;
+    let store = bench.store.clone();
     let report = async {
         store.migrate().await?;
         let service = Service::start(store.clone()).await?;
@@ -1609,22 +1579,8 @@ async fn main() -> anyhow::Result<()> {
         report
     }
     .await;
-    store.close().await;
-    // The database goes whether or not the run succeeded.
-    if let Some((admin, database)) = &cleanup {
-        drop_database(admin, database).await;
-    }
+    // the database goes whether or not the run succeeded
+    bench.finish().await;
     println!("{}", report?);
     Ok(())
-}
-
-async fn drop_database(admin: &Store, database: &str) {
-    if let Store::Postgres(PgStore { pool, .. }) = admin {
-        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-            .execute(pool)
-            .await
-        {
-            eprintln!("could not drop {database}: {e}");
-        }
-    }
 }
