@@ -127,12 +127,47 @@ pub struct Loaded<A> {
 pub struct CommandBus {
     store: Store,
     repository: Arc<AnyRepository>,
+    clock: Clock,
+}
+
+/// The time commands are issued at: the server's clock, plus an offset that only
+/// tests move (to reach SLA steps and retention ages without waiting for them).
+#[derive(Clone, Default)]
+pub struct Clock {
+    offset_micros: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Clock {
+    /// Now, at the microsecond precision both backends keep.
+    pub fn now(&self) -> DateTime<Utc> {
+        let offset = self
+            .offset_micros
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = Utc::now().timestamp_micros().saturating_add(offset);
+        DateTime::from_timestamp_micros(now).unwrap_or_else(Utc::now)
+    }
+
+    /// Moves this clock (and every clone of it) forward by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        let micros = by.num_microseconds().unwrap_or(i64::MAX);
+        self.offset_micros
+            .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl CommandBus {
     pub fn new(store: Store) -> Self {
         let repository = Arc::new(store.repository());
-        CommandBus { store, repository }
+        CommandBus {
+            store,
+            repository,
+            clock: Clock::default(),
+        }
+    }
+
+    /// The clock commands are issued by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn store(&self) -> &Store {
@@ -198,7 +233,7 @@ impl CommandBus {
             last_hash,
         } = self.load::<A>(&id).await?;
 
-        let at = now();
+        let at = self.clock.now();
         let metadata = metadata(ctx, &command, admin_override, at);
         let issued = Issued {
             actor: ctx.actor.clone(),
@@ -275,12 +310,6 @@ impl CommandBus {
             }
         }
     }
-}
-
-/// Server time, at the microsecond precision both backends keep.
-fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 fn local_part(aggregate_id: &str) -> &str {

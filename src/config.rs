@@ -82,6 +82,61 @@ pub struct Config {
     /// `https://ghe.example.com/api/v3`. Unset: api.github.com.
     #[arg(long, env = "WORKFLOWOPS_GITHUB_API_URL", global = true)]
     pub github_api_url: Option<String>,
+    /// How often every non-dev environment with Git is checked for drift
+    /// (`30s`, `5m`, `1h`…; `off` disables).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_DRIFT_CHECK_INTERVAL",
+        default_value = "5m",
+        global = true
+    )]
+    pub drift_check_interval: Interval,
+    /// How often open incidents' SLA state is escalated (`off` disables).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_SLA_INTERVAL",
+        default_value = "1m",
+        global = true
+    )]
+    pub sla_interval: Interval,
+    /// How often closed incidents' snapshot payloads are purged by policy (`off`
+    /// disables).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_RETENTION_INTERVAL",
+        default_value = "24h",
+        global = true
+    )]
+    pub retention_interval: Interval,
+    /// How often every active environment is synced from Git and n8n (default off).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_SYNC_INTERVAL",
+        default_value = "off",
+        global = true
+    )]
+    pub sync_interval: Interval,
+}
+
+/// A scheduler interval: a duration (`90s`, `5m`, `1h 30m`, `500ms`) or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Option<std::time::Duration>);
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") || s == "0" {
+            return Ok(Interval(None));
+        }
+        let every = humantime::parse_duration(s)
+            .map_err(|e| format!("{e} (a duration such as 30s, 5m or 1h, or `off`)"))?;
+        if every < std::time::Duration::from_millis(100) {
+            return Err("an interval is at least 100ms (or `off`)".into());
+        }
+        Ok(Interval(Some(every)))
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -119,6 +174,16 @@ pub enum Command {
 }
 
 impl Config {
+    /// The schedulers' intervals.
+    pub fn intervals(&self) -> crate::scheduler::Intervals {
+        crate::scheduler::Intervals {
+            drift_check: self.drift_check_interval.0,
+            sla: self.sla_interval.0,
+            retention: self.retention_interval.0,
+            environment_sync: self.sync_interval.0,
+        }
+    }
+
     /// The token signer, with the secret from the environment or the data directory
     /// (generated there on first use).
     /// The key that seals stored credentials.
@@ -156,5 +221,41 @@ impl Config {
                 Store::open_sqlite(&self.data_dir.join(SQLITE_FILE)).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Interval;
+
+    #[test]
+    fn intervals_parse_durations_and_off() {
+        let parse = |s: &str| s.parse::<Interval>();
+        assert_eq!(parse("5m"), Ok(Interval(Some(Duration::from_secs(300)))));
+        assert_eq!(
+            parse("1h 30m"),
+            Ok(Interval(Some(Duration::from_secs(5400))))
+        );
+        assert_eq!(
+            parse("250ms"),
+            Ok(Interval(Some(Duration::from_millis(250))))
+        );
+        assert_eq!(parse("off"), Ok(Interval(None)));
+        assert_eq!(parse("OFF"), Ok(Interval(None)));
+        assert_eq!(parse("0"), Ok(Interval(None)));
+        assert!(parse("10ms").unwrap_err().contains("at least 100ms"));
+        assert!(parse("often").unwrap_err().contains("30s"));
+    }
+
+    #[test]
+    fn default_intervals_follow_the_domain() {
+        use clap::Parser;
+        let cli = super::Cli::parse_from(["workflowops", "serve"]);
+        assert_eq!(
+            cli.config.intervals(),
+            crate::scheduler::Intervals::default()
+        );
     }
 }

@@ -19,10 +19,10 @@ use aggregates::ids::LocalId;
 use aggregates::incident::AffectedWorkflow;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::bus::CommandContext;
 use crate::connectors::UpstreamError;
+use crate::snapshots::Snapshots;
 use crate::sync::{self, SyncError, SyncServices, SIDECAR_SUFFIX};
 
 /// How one workflow differs from Git.
@@ -254,9 +254,22 @@ pub async fn check_drift(
                     name: w.name.clone(),
                 })
                 .collect();
-            // the snapshot: what drifted and how; the event keeps its digest
-            let snapshot = serde_json::to_vec(&report.drifted).unwrap_or_default();
-            let digest = hex::encode(Sha256::digest(&snapshot));
+            // the snapshot: what drifted and how, kept outside the log so that
+            // retention can purge it; the incident's event keeps its digest
+            let snapshot = serde_json::json!({
+                "environment_id": environment_id.as_str(),
+                "taken_at": services.domain.bus().clock().now(),
+                "in_sync": report.in_sync,
+                "with_drift": report.with_drift,
+                "not_in_git": report.not_in_git,
+                "drifted": report.drifted,
+                "not_in_git_workflows": report.not_in_git_workflows,
+            })
+            .to_string();
+            let digest = Snapshots::new(services.store.clone())
+                .put(ctx.tenant.as_str(), &snapshot)
+                .await
+                .map_err(projections::query::QueryError::from)?;
             let (incident, committed) = services
                 .domain
                 .report_drift(

@@ -15,7 +15,9 @@ pub mod metrics;
 pub mod promote;
 pub mod read_side;
 pub mod response_cache;
+pub mod scheduler;
 pub mod secrets;
+pub mod snapshots;
 pub mod sync;
 pub use projections::store;
 pub mod telemetry;
@@ -27,6 +29,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::store::Store;
+
+/// How long stopping the service waits for a scheduler tick in progress.
+const SCHEDULER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The running service: a bound listener, its router and its background tasks.
 pub struct Application {
@@ -40,6 +45,10 @@ pub struct Application {
     domain: app::Domain,
     secrets: secrets::SecretStore,
     github_api_url: Option<String>,
+    metrics: metrics::Metrics,
+    intervals: scheduler::Intervals,
+    /// Built on first use, from the configuration set by then.
+    scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
 
 impl Application {
@@ -54,6 +63,7 @@ impl Application {
         let mut app = Self::with_options(store, config.listen, auth, options).await?;
         app.set_secret_key(&config.secret_key()?);
         app.github_api_url = config.github_api_url.clone();
+        app.intervals = config.intervals();
         Ok(app)
     }
 
@@ -61,6 +71,32 @@ impl Application {
     /// for tests; credentials stored with it cannot be read by another process).
     pub fn set_secret_key(&mut self, key: &[u8]) {
         self.secrets = secrets::SecretStore::new(self.store.clone(), key);
+        self.scheduler = Default::default();
+    }
+
+    /// How often the schedulers run once the service runs (all off unless set; the
+    /// service's configuration sets them).
+    pub fn set_scheduler_intervals(&mut self, intervals: scheduler::Intervals) {
+        self.intervals = intervals;
+    }
+
+    /// The schedulers of this process (the ones `run_until_stopped` starts), to read
+    /// their counts or run a tick or a job by hand.
+    pub fn scheduler(&self) -> scheduler::Scheduler {
+        self.scheduler
+            .get_or_init(|| scheduler::Scheduler::new(self.sync_services(), self.metrics.clone()))
+            .clone()
+    }
+
+    fn sync_services(&self) -> sync::SyncServices {
+        sync::SyncServices {
+            domain: self.domain.clone(),
+            store: self.store.clone(),
+            projections: self.projections.clone(),
+            secrets: self.secrets.clone(),
+            policy: Default::default(),
+            github_api_url: self.github_api_url.clone(),
+        }
     }
 
     pub fn secrets(&self) -> &secrets::SecretStore {
@@ -71,6 +107,7 @@ impl Application {
     /// Enterprise, or a test server); api.github.com when unset.
     pub fn set_github_api_url(&mut self, url: Option<String>) {
         self.github_api_url = url;
+        self.scheduler = Default::default();
     }
 
     pub async fn with_store(
@@ -105,6 +142,9 @@ impl Application {
             domain,
             secrets,
             github_api_url: None,
+            metrics: metrics::Metrics::new(),
+            intervals: scheduler::Intervals::off(),
+            scheduler: Default::default(),
         })
     }
 
@@ -131,7 +171,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let metrics = metrics::Metrics::new();
+        let metrics = self.metrics.clone();
+        let schedulers = self.scheduler().start(self.intervals);
         let schema = graphql::schema(Some(graphql::Services {
             store: self.store.clone(),
             domain: self.domain.clone(),
@@ -158,6 +199,8 @@ impl Application {
                 feed.close();
             })
             .await;
+        // a tick in progress finishes first (it may wait for the read models)
+        schedulers.stop(SCHEDULER_GRACE).await;
         // An in-flight batch rolls back; the next start resumes from its checkpoint.
         self.projector.abort();
         self.tail.abort();

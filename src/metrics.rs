@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text (OpenMetrics) for requests, command outcomes by
-//! error code, open event streams and projection lag.
+//! error code, open event streams, projection lag and scheduler ticks.
 
 use std::sync::Arc;
 
@@ -28,6 +28,12 @@ struct CommandLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TickLabels {
+    job: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionLabels {
     projection: String,
 }
@@ -42,6 +48,7 @@ struct Inner {
     checkpoints: Family<ProjectionLabels, Gauge>,
     lag: Family<ProjectionLabels, Gauge>,
     failed: Family<ProjectionLabels, Gauge>,
+    ticks: Family<TickLabels, Counter>,
 }
 
 /// Cheap to clone; every clone records into the same registry.
@@ -107,6 +114,13 @@ impl Metrics {
             "1 when the projection stopped on an event it cannot apply",
             failed.clone(),
         );
+        let ticks = Family::<TickLabels, Counter>::default();
+        registry.register(
+            "scheduler_ticks",
+            "Scheduler tick attempts by job and outcome (ok, partial, error, busy: \
+             another process runs the job, already_run: another process ran the slot)",
+            ticks.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -117,6 +131,7 @@ impl Metrics {
             checkpoints,
             lag,
             failed,
+            ticks,
         }))
     }
 
@@ -135,6 +150,13 @@ impl Metrics {
         self.0
             .commands
             .get_or_create(&CommandLabels { command, code })
+            .inc();
+    }
+
+    pub fn scheduler_tick(&self, job: &'static str, outcome: &'static str) {
+        self.0
+            .ticks
+            .get_or_create(&TickLabels { job, outcome })
             .inc();
     }
 

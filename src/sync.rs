@@ -210,12 +210,17 @@ struct Seen {
     observation: Observation,
 }
 
+/// The id n8n lists a workflow under (very old instances used numbers).
+fn listed_id(workflow: &Value) -> Option<String> {
+    match workflow.get("id") {
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(Value::Number(id)) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
 fn seen(workflow: &Value) -> Result<Seen, String> {
-    let id = match workflow.get("id") {
-        Some(Value::String(id)) => id.clone(),
-        Some(Value::Number(id)) => id.to_string(),
-        _ => return Err("a workflow without an id".to_string()),
-    };
+    let id = listed_id(workflow).ok_or_else(|| "a workflow without an id".to_string())?;
     let id = LocalId::parse(&id).map_err(|_| format!("workflow id {id:?} is not a valid id"))?;
     let name = workflow
         .get("name")
@@ -305,6 +310,12 @@ pub async fn sync_environment(
         let seen = match seen(workflow) {
             Ok(seen) => seen,
             Err(reason) => {
+                // n8n still lists it: it is not gone, so what was recorded of it
+                // stays as it is (it must not be marked missing because this one
+                // answer cannot be used)
+                if let Some(id) = listed_id(workflow) {
+                    present.insert(id);
+                }
                 report.rejected.push(reason);
                 continue;
             }
@@ -520,6 +531,19 @@ pub async fn sync_repository(
         causation_id: ctx.causation_id.clone(),
     };
     let mut git_hashes: HashMap<String, ContentHash> = HashMap::new();
+    // The canonical id a workflow file of this snapshot names (its sidecar's, else
+    // its slug), and the file that holds each canonical id in this sync.
+    let names = |path: &str| -> Option<String> {
+        files.get(path)?;
+        let stem = path.strip_suffix(".json")?;
+        match files.get(format!("{stem}{SIDECAR_SUFFIX}").as_str()) {
+            Some(bytes) => serde_json::from_slice::<Sidecar>(bytes)
+                .ok()
+                .map(|s| s.canonical_id),
+            None => Some(stem.rsplit('/').next().unwrap_or(stem).to_string()),
+        }
+    };
+    let mut held: HashMap<String, String> = HashMap::new();
     for file in &snapshot.files {
         let path = file.path.as_str();
         let Some(slug) = path
@@ -570,6 +594,27 @@ pub async fn sync_repository(
                 .push(format!("{path}: the sidecar names an invalid canonical id"));
             continue;
         };
+        // Two files naming one canonical workflow (a copied sidecar, say): the file
+        // the canonical workflow already records keeps it, else the first by path;
+        // the other is reported. Otherwise every sync would move the canonical
+        // workflow from one file to the other and back (renames, new Git versions,
+        // and the linked mappings given the wrong file's hash).
+        let holder = held.get(canonical_id.as_str()).cloned().or_else(|| {
+            canonicals
+                .get(canonical_id.as_str())
+                .and_then(|row| row.git_path.as_deref())
+                .filter(|recorded| {
+                    *recorded != path && names(recorded).as_deref() == Some(canonical_id.as_str())
+                })
+                .map(str::to_string)
+        });
+        if let Some(holder) = holder {
+            report.rejected.push(format!(
+                "{path}: canonical id {canonical_id} is already held by {holder}"
+            ));
+            continue;
+        }
+        held.insert(canonical_id.to_string(), path.to_string());
         let name = workflow
             .get("name")
             .and_then(Value::as_str)
@@ -612,6 +657,7 @@ pub async fn sync_repository(
                 report.updated += 1;
             }
         }
+        let mut refused = false;
         for command in commands {
             match services
                 .domain
@@ -625,12 +671,16 @@ pub async fn sync_repository(
                 // a refused file is reported; the rest of the sync proceeds
                 Err(CommandError::Refused(e)) => {
                     report.rejected.push(format!("{path}: {e}"));
+                    refused = true;
                     break;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        git_hashes.insert(canonical_id.to_string(), hash);
+        // the linked mappings learn only a Git hash the canonical workflow recorded
+        if !refused {
+            git_hashes.insert(canonical_id.to_string(), hash);
+        }
     }
     // this environment's linked mappings learn their canonical workflow's Git hash
     let mut updates = Vec::new();

@@ -345,3 +345,11 @@ pub async fn environment(
     sql.push(&format!(" WHERE id = {id} AND tenant = {t}"));
     Ok(sql.fetch(store).await?.into_iter().next())
 }
+
+/// Active environments of every tenant, by tenant and name: what the schedulers
+/// visit (each job then picks the ones it applies to).
+pub async fn active_environments(store: &Store) -> Result<Vec<EnvironmentRow>, QueryError> {
+    let mut sql = select::<EnvironmentRow>(Dialect::of(store));
+    sql.push(" WHERE status = 'active' ORDER BY tenant, name, id");
+    Ok(sql.fetch(store).await?)
+}

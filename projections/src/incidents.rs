@@ -7,7 +7,7 @@ use crate::event::{json_text, name, Envelope};
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::ApplyError;
-use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
+use crate::sql::{fmt_time, select, Dialect, KeyedRow, Rows, Tx};
 use crate::store::Store;
 
 pub const NAME: &str = "incidents";
@@ -44,6 +44,9 @@ read_model_row! {
         pub admin_override: bool,
         pub payload_purged: bool,
         pub updated_at: String,
+        /// SHA-256 of the drift snapshot taken at detection (its payload lives in
+        /// `drift_snapshots` until retention purges it).
+        pub snapshot_digest: Option<String>,
     }
 }
 
@@ -76,6 +79,7 @@ impl Incidents {
                     affected_workflows,
                     detected_at,
                     sla_deadline,
+                    snapshot_digest,
                     ..
                 },
             ) => IncidentRow {
@@ -104,6 +108,7 @@ impl Incidents {
                 admin_override: false,
                 payload_purged: false,
                 updated_at: event.at(),
+                snapshot_digest: snapshot_digest.clone(),
             },
             (Some(row), _) => row,
             (None, _) => {
@@ -235,4 +240,45 @@ pub async fn incident(
     incident_id: &str,
 ) -> Result<Option<IncidentRow>, QueryError> {
     by_id(store, tenant, incident_id).await
+}
+
+/// Open incidents (any tenant) whose SLA state can still move: the TTL job's work.
+pub async fn sla_candidates(store: &Store) -> Result<Vec<IncidentRow>, QueryError> {
+    let mut sql = select::<IncidentRow>(Dialect::of(store));
+    sql.push(" WHERE status <> 'closed' AND sla_state <> 'expired' ORDER BY tenant, id");
+    Ok(sql.fetch(store).await?)
+}
+
+/// Closed incidents (any tenant) whose snapshot payload has not been purged yet: the
+/// retention job's candidates (each is then checked against its policy's days).
+pub async fn retention_candidates(store: &Store) -> Result<Vec<IncidentRow>, QueryError> {
+    let mut sql = select::<IncidentRow>(Dialect::of(store));
+    let purged = sql.arg(false);
+    sql.push(&format!(
+        " WHERE status = 'closed' AND payload_purged = {purged} \
+         AND snapshot_digest IS NOT NULL ORDER BY closed_at, id"
+    ));
+    Ok(sql.fetch(store).await?)
+}
+
+/// Whether an incident of `tenant` other than `except` still needs the snapshot
+/// payload `digest` (two detections can take the same snapshot).
+pub async fn snapshot_in_use(
+    store: &Store,
+    tenant: &str,
+    digest: &str,
+    except: &str,
+) -> Result<bool, QueryError> {
+    let mut sql = select::<IncidentRow>(Dialect::of(store));
+    let (t, d, e, purged) = (
+        sql.arg(tenant),
+        sql.arg(digest),
+        sql.arg(except),
+        sql.arg(false),
+    );
+    sql.push(&format!(
+        " WHERE tenant = {t} AND snapshot_digest = {d} AND id <> {e} \
+         AND payload_purged = {purged} LIMIT 1"
+    ));
+    Ok(!sql.fetch::<IncidentRow>(store).await?.is_empty())
 }

@@ -309,6 +309,18 @@ impl Sql {
         query
     }
 
+    /// Runs the statement on the store's pool and returns the rows it changed (a
+    /// write: on SQLite it waits for the store's write turn).
+    pub async fn execute(&self, store: &Store) -> Result<u64, sqlx::Error> {
+        Ok(match store {
+            Store::Postgres(PgStore { pool, .. }) => self.pg().execute(pool).await?.rows_affected(),
+            Store::Sqlite(sqlite @ SqliteStore { pool, .. }) => {
+                let _turn = sqlite.write_turn().await;
+                self.sqlite().execute(pool).await?.rows_affected()
+            }
+        })
+    }
+
     /// Runs the query on the store's pool and decodes its rows.
     pub async fn fetch<R: Row>(&self, store: &Store) -> Result<Vec<R>, sqlx::Error> {
         match store {

@@ -114,6 +114,31 @@ impl Incident {
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
         time(&self.0.updated_at)
     }
+    /// SHA-256 of the drift snapshot taken at detection (the log keeps it after a
+    /// purge, so the snapshot stays verifiable against it).
+    async fn snapshot_digest(&self) -> Option<&str> {
+        self.0.snapshot_digest.as_deref()
+    }
+    /// The drift snapshot taken at detection: the check's counts and each drifted
+    /// workflow with its diff. Null once retention purged it.
+    async fn snapshot(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Option<async_graphql::Json<serde_json::Value>>, ApiError> {
+        let Some(digest) = self.0.snapshot_digest.as_deref() else {
+            return Ok(None);
+        };
+        if self.0.payload_purged {
+            return Ok(None);
+        }
+        let payload = crate::snapshots::Snapshots::new(services(ctx).store.clone())
+            .get(&self.0.tenant, digest)
+            .await
+            .map_err(|e| ApiError::Store(e.into()))?;
+        Ok(payload
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .map(async_graphql::Json))
+    }
 }
 
 #[derive(Default)]

@@ -13,5 +13,7 @@ mod invariants;
 mod n8n;
 mod props;
 mod read_models;
+mod scenarios;
+mod schedulers;
 mod support;
 mod sync;

@@ -19,6 +19,9 @@ use crate::support::{Kind, TestStore};
 
 /// The signing secret of every test service.
 pub const SECRET: &[u8] = b"api-tests-secret-0123456789abcdef-0123456789";
+/// The key that seals stored credentials in every test service (so that a second
+/// process on the same database can read them).
+pub const SECRET_KEY: &[u8] = b"api-tests-credentials-key-0123456789abcdef";
 
 /// A running service and a client for it.
 pub struct Api {
@@ -27,6 +30,10 @@ pub struct Api {
     pub auth: Auth,
     pub domain: Domain,
     pub store: TestStore,
+    /// The service's read models (for driving `workflowops::sync` in process).
+    pub projections: projections::ProjectorHandle,
+    /// The service's sealed credentials (the same key as the running service).
+    pub secrets: workflowops::secrets::SecretStore,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -34,17 +41,27 @@ pub struct Api {
 
 impl Api {
     pub async fn start(kind: Kind) -> Api {
+        Self::start_with_github(kind, None).await
+    }
+
+    /// Like [`Api::start`], with GitHub repositories read through this API root (a
+    /// fake GitHub on loopback) instead of api.github.com.
+    pub async fn start_with_github(kind: Kind, github_api_url: Option<String>) -> Api {
         let store = TestStore::new(kind).await;
         let auth = Auth::new(SECRET);
-        let app = Application::with_store(
+        let mut app = Application::with_store(
             store.store.clone(),
             "127.0.0.1:0".parse().unwrap(),
             auth.clone(),
         )
         .await
         .expect("start the service");
+        app.set_github_api_url(github_api_url);
+        app.set_secret_key(SECRET_KEY);
         let addr = app.local_addr().unwrap();
         let domain = app.domain().clone();
+        let projections = app.projections().clone();
+        let secrets = app.secrets().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -55,6 +72,8 @@ impl Api {
             auth,
             domain,
             store,
+            projections,
+            secrets,
             http: reqwest::Client::new(),
             stop: Some(stop),
             server: Some(server),
