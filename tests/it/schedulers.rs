@@ -263,9 +263,97 @@ async fn sla_job_honours_enforce_sla(kind: Kind) {
     api.stop().await;
 }
 
+/// The periodic sync links what Git and n8n agree on and, run again, appends
+/// nothing; with a revoked n8n key both jobs record the failure on the environment,
+/// count it, and lose nothing.
+async fn sync_job_and_upstream_failures(kind: Kind) {
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "alice");
+    let workflow = sample_workflow(11);
+    let (n8n, repo) = drifted(&workflow).await;
+    // n8n runs exactly what Git holds: in sync once linked
+    let id = n8n.workflows()[0]["id"].as_str().unwrap().to_string();
+    n8n.modify(&id, |w| w["nodes"] = workflow["nodes"].clone());
+    register_production(&api, &admin, &n8n, repo.path()).await;
+    let jobs = scheduler(&api);
+
+    let report = ran(&jobs, Job::EnvironmentSync, 1).await;
+    assert_eq!((report.visited, report.acted, report.failed), (1, 1, 0));
+    let last = api.store.store.last_position().await.unwrap();
+    let data = api
+        .ok(
+            &admin,
+            "query($p: Int) { workflowMatrix(minPosition: $p) { edges { node {
+               canonicalId cells { mappingStatus syncState } } } } }",
+            json!({ "p": last }),
+        )
+        .await;
+    let rows = data["workflowMatrix"]["edges"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{data}");
+    assert_eq!(
+        rows[0]["node"]["cells"][0],
+        json!({ "mappingStatus": "LINKED", "syncState": "IN_SYNC" })
+    );
+    let events = api.event_count().await;
+    let report = ran(&jobs, Job::EnvironmentSync, 2).await;
+    assert_eq!(report.failed, 0);
+    assert_eq!(
+        api.event_count().await,
+        events,
+        "nothing new, nothing appended"
+    );
+
+    // the key is revoked in n8n's place: both jobs fail on this environment
+    api.ok(
+        &admin,
+        "mutation { updateEnvironment(id: \"production\", n8nApiKey: \"revoked-key-0000\") { position } }",
+        json!({}),
+    )
+    .await;
+    let before = api.event_count().await;
+    let report = ran(&jobs, Job::DriftCheck, 1).await;
+    assert_eq!((report.visited, report.acted, report.failed), (1, 0, 1));
+    let report = ran(&jobs, Job::EnvironmentSync, 3).await;
+    assert_eq!((report.visited, report.acted, report.failed), (1, 0, 1));
+    // one failure event each, nothing else
+    assert_eq!(api.event_count().await, before + 2);
+    assert_eq!(
+        count_of_type(&api.store.store, "environment.drift_check_failed").await,
+        1
+    );
+    assert_eq!(
+        count_of_type(&api.store.store, "environment.sync_failed").await,
+        1
+    );
+    let last = api.store.store.last_position().await.unwrap();
+    let data = api
+        .ok(
+            &admin,
+            "query($p: Int) { environment(id: \"production\", minPosition: $p) {
+               driftStatus lastDriftCheckError lastSyncError } }",
+            json!({ "p": last }),
+        )
+        .await;
+    let environment = &data["environment"];
+    assert_eq!(environment["driftStatus"], "ERROR", "{environment}");
+    for field in ["lastDriftCheckError", "lastSyncError"] {
+        let cause = environment[field].as_str().unwrap();
+        assert!(
+            cause.contains("401") || cause.to_lowercase().contains("unauthorized"),
+            "{cause}"
+        );
+        assert!(
+            !cause.contains("revoked-key"),
+            "no secret in the cause: {cause}"
+        );
+    }
+    api.stop().await;
+}
+
 both_backends!(
     jobs_check_drift_escalate_and_purge,
-    sla_job_honours_enforce_sla
+    sla_job_honours_enforce_sla,
+    sync_job_and_upstream_failures
 );
 
 /// A second service process on the database of `api`, with these schedulers.

@@ -145,9 +145,9 @@ async fn sync_from_n8n_and_git(kind: Kind) {
         .iter()
         .any(|r| r["untracked"] == true && r["cells"][0]["n8nWorkflowId"] == untracked_id));
 
-    // Git again: the newly linked mapping learns its Git hash
+    // Git again: the auto-linked mapping learned its Git hash when it was linked
     let data = api.ok(&developer, SYNC_REPO, json!({})).await;
-    assert_eq!(data["syncRepository"]["mappingsUpdated"], 1, "{data}");
+    assert_eq!(data["syncRepository"]["mappingsUpdated"], 0, "{data}");
     assert_eq!(data["syncRepository"]["created"], 0);
 
     // nothing new: nothing appended, from either side
