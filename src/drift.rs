@@ -54,6 +54,9 @@ pub struct DriftReport {
     pub drifted: Vec<DriftedWorkflow>,
     /// Runtime workflows with no Git counterpart (n8n ids).
     pub not_in_git_workflows: Vec<String>,
+    /// Workflows left out of the comparison, with the cause: n8n answers in a shape
+    /// n8n never produces, Git files that are not workflow JSON.
+    pub rejected: Vec<String>,
     /// The incident opened or updated (none when there is no drift or the policy
     /// opens none).
     pub incident_id: Option<String>,
@@ -93,6 +96,13 @@ pub fn diff(runtime: &Value, git: &Value) -> DiffSummary {
     summary.connections_changed = runtime.get("connections") != git.get("connections");
     summary.settings_changed = runtime.get("settings") != git.get("settings");
     summary
+}
+
+/// A workflow file of the Git folder, hashed once.
+#[derive(Clone)]
+struct GitWorkflow {
+    hash: aggregates::content::ContentHash,
+    workflow: std::sync::Arc<Value>,
 }
 
 /// Runs one drift check of `environment_id` and records it.
@@ -136,9 +146,10 @@ pub async fn check_drift(
         Err(other) => return Err(other),
     };
 
-    // Git's workflows by canonical id and by name
-    let mut by_canonical: HashMap<String, Value> = HashMap::new();
-    let mut by_name: HashMap<String, Value> = HashMap::new();
+    let mut report = DriftReport::default();
+    // Git's workflows (path, content hash, JSON) by canonical id and by name
+    let mut by_canonical: HashMap<String, GitWorkflow> = HashMap::new();
+    let mut by_name: HashMap<String, GitWorkflow> = HashMap::new();
     let files: HashMap<&str, &[u8]> = snapshot
         .files
         .iter()
@@ -152,18 +163,37 @@ pub async fn check_drift(
         else {
             continue;
         };
-        let Ok(workflow) = serde_json::from_slice::<Value>(&file.content) else {
-            continue;
+        let workflow = match serde_json::from_slice::<Value>(&file.content) {
+            Ok(workflow) => workflow,
+            Err(e) => {
+                report
+                    .rejected
+                    .push(format!("{}: not JSON ({e})", file.path));
+                continue;
+            }
+        };
+        let hash = match content_hash(&workflow) {
+            Ok(hash) => hash,
+            Err(e) => {
+                report
+                    .rejected
+                    .push(format!("{}: not a workflow ({e})", file.path));
+                continue;
+            }
+        };
+        let git = GitWorkflow {
+            hash,
+            workflow: std::sync::Arc::new(workflow),
         };
         let slug = stem.rsplit('/').next().unwrap_or(stem);
         let canonical = files
             .get(format!("{stem}{SIDECAR_SUFFIX}").as_str())
             .and_then(|bytes| serde_json::from_slice::<sync::Sidecar>(bytes).ok())
             .map_or_else(|| slug.to_string(), |s| s.canonical_id);
-        if let Some(name) = workflow.get("name").and_then(Value::as_str) {
-            by_name.insert(name.to_string(), workflow.clone());
+        if let Some(name) = git.workflow.get("name").and_then(Value::as_str) {
+            by_name.insert(name.to_string(), git.clone());
         }
-        by_canonical.insert(canonical, workflow);
+        by_canonical.insert(canonical, git);
     }
     sync::catch_up(services, &[projections::matrix::NAME]).await?;
     let cells = projections::matrix::environment_cells(
@@ -178,20 +208,16 @@ pub async fn check_drift(
         .map(|c| (c.n8n_workflow_id.clone(), c))
         .collect();
 
-    let mut report = DriftReport::default();
     for workflow in &workflows {
-        let Some(n8n_id) = workflow.get("id").and_then(|id| {
-            id.as_str()
-                .map(str::to_string)
-                .or_else(|| id.as_number().map(|n| n.to_string()))
-        }) else {
-            continue;
+        let seen = match sync::seen(workflow) {
+            Ok(seen) => seen,
+            Err(reason) => {
+                report.rejected.push(reason);
+                continue;
+            }
         };
-        let name = workflow
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let n8n_id = seen.id.to_string();
+        let name = seen.observation.name;
         let cell = mapped.get(&n8n_id);
         if cell.is_some_and(|c| c.status == "ignored") {
             continue;
@@ -206,11 +232,7 @@ pub async fn check_drift(
             report.not_in_git_workflows.push(n8n_id);
             continue;
         };
-        let same = matches!(
-            (content_hash(workflow), content_hash(git)),
-            (Ok(a), Ok(b)) if a == b
-        );
-        if same {
+        if seen.observation.content_hash == git.hash {
             report.in_sync += 1;
         } else {
             report.with_drift += 1;
@@ -219,7 +241,7 @@ pub async fn check_drift(
                 n8n_workflow_id: n8n_id,
                 name,
                 matched_by_name: by_name_only,
-                diff: diff(workflow, git),
+                diff: diff(workflow, &git.workflow),
             });
         }
     }

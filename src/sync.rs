@@ -205,9 +205,9 @@ pub async fn n8n_client(
 }
 
 /// One workflow as n8n returned it, reduced to what the store records.
-struct Seen {
-    id: LocalId,
-    observation: Observation,
+pub(crate) struct Seen {
+    pub(crate) id: LocalId,
+    pub(crate) observation: Observation,
 }
 
 /// The id n8n lists a workflow under (very old instances used numbers).
@@ -219,7 +219,9 @@ fn listed_id(workflow: &Value) -> Option<String> {
     }
 }
 
-fn seen(workflow: &Value) -> Result<Seen, String> {
+/// A listed workflow as a sync records it, or why it cannot be used (a shape n8n
+/// never produces: no id, no name, nodes that are not a list…).
+pub(crate) fn seen(workflow: &Value) -> Result<Seen, String> {
     let id = listed_id(workflow).ok_or_else(|| "a workflow without an id".to_string())?;
     let id = LocalId::parse(&id).map_err(|_| format!("workflow id {id:?} is not a valid id"))?;
     let name = workflow

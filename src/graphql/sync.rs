@@ -109,6 +109,9 @@ pub struct DriftCheckPayload {
     pub drifted: Vec<DriftedWorkflow>,
     /// n8n ids of the runtime workflows with no Git counterpart.
     pub not_in_git_workflows: Vec<ID>,
+    /// Workflows left out of the comparison, with the cause (n8n answers in a shape
+    /// n8n never produces, Git files that are not workflow JSON).
+    pub rejected: Vec<String>,
     /// The incident opened or updated, if the policy opens one.
     #[graphql(skip)]
     pub incident_id: Option<String>,
@@ -301,6 +304,7 @@ impl SyncMutation {
                 })
                 .collect(),
             not_in_git_workflows: report.not_in_git_workflows.into_iter().map(ID).collect(),
+            rejected: report.rejected,
             incident_id: report.incident_id,
         })
     }

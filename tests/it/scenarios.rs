@@ -764,16 +764,17 @@ async fn bad_input_is_reported_and_the_rest_proceeds(kind: Kind) {
     );
     let rejected = strings(&report["rejected"]);
     assert_eq!(rejected.len(), 6, "{report}");
-    for cause in [
+    let causes = [
         format!("workflow {alpha} cannot be hashed: workflow field `nodes` is invalid: is missing"),
         format!("workflow {beta} has no name"),
         format!("workflow {gamma} cannot be hashed: workflow field `nodes` is invalid: must be an array"),
         format!("workflow {duplicated} cannot be hashed: workflow has more than one node named"),
         "a workflow without an id".to_string(),
         "workflow id \"wf 11/../x\" is not a valid id".to_string(),
-    ] {
+    ];
+    for cause in &causes {
         assert!(
-            rejected.iter().any(|r| r.starts_with(&cause)),
+            rejected.iter().any(|r| r.starts_with(cause.as_str())),
             "{cause:?} should be reported: {rejected:?}"
         );
     }
@@ -786,6 +787,27 @@ async fn bad_input_is_reported_and_the_rest_proceeds(kind: Kind) {
     assert_eq!(rows(&m).len(), rows(&before.matrix).len() + 1);
     let data = api.ok(&developer, SYNC_ENV, json!({})).await;
     assert_eq!(data["syncEnvironment"]["events"], 0, "{data}");
+    // the drift check leaves the same six out, with the same causes, and compares
+    // the rest (the good one is not in Git)
+    let data = api
+        .ok(
+            &developer,
+            "mutation { checkDrift(environmentId: \"staging\") { notInGitWorkflows rejected } }",
+            json!({}),
+        )
+        .await;
+    let check = &data["checkDrift"];
+    let rejected = strings(&check["rejected"]);
+    for cause in &causes {
+        assert!(
+            rejected.iter().any(|r| r.starts_with(cause.as_str())),
+            "{cause:?} should be reported by the drift check: {rejected:?}"
+        );
+    }
+    assert!(
+        strings(&check["notInGitWorkflows"]).contains(&good),
+        "{check}"
+    );
 
     // a page n8n would never send (an entry that is not a workflow object): the
     // whole answer is refused, recorded as a failed sync, and nothing else changes
