@@ -1201,7 +1201,51 @@ async fn slow_upstreams_time_out_and_leave_nothing_half_written(kind: Kind) {
     api.stop().await;
 }
 
+/// An n8n nobody answers at (a closed port): each operation that needs it answers
+/// `UPSTREAM` (retryable) with the cause, records it on the environment, and appends
+/// nothing else.
+async fn unreachable_n8n_is_reported_on_the_environment(kind: Kind) {
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "admin-1");
+    // a port that was just free: nothing listens there
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    api.ok(
+        &admin,
+        "mutation($url: String!) { registerEnvironment(id: \"dev\", name: \"Dev\", class: DEV,
+           n8nBaseUrl: $url, n8nApiKey: \"a-key-for-nobody\") { position } }",
+        json!({ "url": format!("http://{closed}") }),
+    )
+    .await;
+    let before = baseline(&api, &admin).await;
+    let error = upstream(
+        &api,
+        &admin,
+        "mutation { syncEnvironment(environmentId: \"dev\") { position } }",
+        true,
+    )
+    .await;
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("unreachable"), "{error}");
+    assert!(!message.contains("a-key-for-nobody"), "{error}");
+    assert_only_appended(&api, &admin, &before, &["environment.sync_failed"]).await;
+    let last = api.store.store.last_position().await.unwrap();
+    let data = api
+        .ok(
+            &admin,
+            "query($p: Int) { environment(id: \"dev\", minPosition: $p) { lastSyncError } }",
+            json!({ "p": last }),
+        )
+        .await;
+    let cause = data["environment"]["lastSyncError"].as_str().unwrap();
+    assert!(cause.contains("unreachable"), "{cause}");
+    api.stop().await;
+}
+
 both_backends!(
+    unreachable_n8n_is_reported_on_the_environment,
     first_time_setup_with_github_sync,
     bad_input_is_reported_and_the_rest_proceeds,
     github_faults_leave_nothing_half_written,
