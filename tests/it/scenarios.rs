@@ -246,6 +246,24 @@ async fn upstream(api: &Api, token: &str, query: &str, retryable: bool) -> Value
     error
 }
 
+/// A drift check that cannot read n8n or Git: `UPSTREAM` (with `retryable`), only
+/// `environment.drift_check_failed` appended, the status `ERROR` and the last counts
+/// kept. Returns the error and the environment.
+async fn failed_drift_check(api: &Api, token: &str, retryable: bool) -> (Value, Value) {
+    let before = baseline(api, token).await;
+    let counts = environment(api, token).await["counts"].clone();
+    assert!(
+        counts["inSync"].is_number(),
+        "an earlier check left counts: {counts}"
+    );
+    let error = upstream(api, token, CHECK_DRIFT, retryable).await;
+    assert_only_appended(api, token, &before, &["environment.drift_check_failed"]).await;
+    let env = environment(api, token).await;
+    assert_eq!(env["driftStatus"], "ERROR", "{env}");
+    assert_eq!(env["counts"], counts, "the last counts stay");
+    (error, env)
+}
+
 /// What the store and the matrix looked like at some point.
 struct Baseline {
     position: i64,
@@ -965,22 +983,7 @@ async fn github_faults_leave_nothing_half_written(kind: Kind) {
         "{error}"
     );
     assert_only_appended(&api, &developer, &before, &["environment.sync_failed"]).await;
-    let before = baseline(&api, &developer).await;
-    upstream(&api, &developer, CHECK_DRIFT, false).await;
-    assert_only_appended(
-        &api,
-        &developer,
-        &before,
-        &["environment.drift_check_failed"],
-    )
-    .await;
-    let env = environment(&api, &developer).await;
-    assert_eq!(env["driftStatus"], "ERROR", "{env}");
-    assert_eq!(
-        env["counts"],
-        json!({ "inSync": 2, "withDrift": 0, "notInGit": 1 }),
-        "the last counts stay"
-    );
+    let (_, env) = failed_drift_check(&api, &developer, false).await;
     let texts = format!("{error} {env} {}", whole_log(&api).await);
     assert!(!texts.contains(revoked) && !texts.contains(GH_TOKEN));
     api.ok(&admin, update_token, json!({ "t": GH_TOKEN })).await;
@@ -1004,17 +1007,9 @@ async fn github_faults_leave_nothing_half_written(kind: Kind) {
         .await;
 
     // the drift check with GitHub failing (n8n fine): recorded as failed, retryable
-    let before = baseline(&api, &developer).await;
     github.fail_next(4, github::Fault::Status(502));
-    upstream(&api, &developer, CHECK_DRIFT, true).await;
-    assert_only_appended(
-        &api,
-        &developer,
-        &before,
-        &["environment.drift_check_failed"],
-    )
-    .await;
-    assert!(environment(&api, &developer).await["lastDriftCheckError"]
+    let (_, env) = failed_drift_check(&api, &developer, true).await;
+    assert!(env["lastDriftCheckError"]
         .as_str()
         .is_some_and(|e| e.contains("github failed (502)")));
 
@@ -1076,22 +1071,8 @@ async fn n8n_faults_leave_nothing_half_written(kind: Kind) {
     assert_eq!(n8n.request_count(), 1, "not retried");
     assert_only_appended(&api, &developer, &before, &["environment.sync_failed"]).await;
 
-    let before = baseline(&api, &developer).await;
     n8n.malformed_next(1);
-    upstream(&api, &developer, CHECK_DRIFT, false).await;
-    assert_only_appended(
-        &api,
-        &developer,
-        &before,
-        &["environment.drift_check_failed"],
-    )
-    .await;
-    let env = environment(&api, &developer).await;
-    assert_eq!(env["driftStatus"], "ERROR", "{env}");
-    assert_eq!(
-        env["counts"],
-        json!({ "inSync": 2, "withDrift": 0, "notInGit": 1 })
-    );
+    failed_drift_check(&api, &developer, false).await;
 
     // n8n answers again
     n8n.clear_faults();
