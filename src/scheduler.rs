@@ -294,23 +294,13 @@ impl Scheduler {
                 if !got {
                     return Ok(self.skipped(job, Tick::Busy));
                 }
-                Some(conn)
+                Some(JobLock(Some(conn)))
             }
             Store::Sqlite(_) => None,
         };
         let outcome = self.claimed_run(job, slot).await;
-        if let Some(conn) = lock.as_mut() {
-            let unlocked =
-                sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-                    .bind(lock_key(job))
-                    .fetch_one(&mut **conn)
-                    .await;
-            if !matches!(unlocked, Ok(true)) {
-                // closing the session releases whatever it still holds
-                if let Some(conn) = lock.take() {
-                    drop(conn.detach());
-                }
-            }
+        if let Some(lock) = lock.as_mut() {
+            lock.release(job).await;
         }
         outcome
     }
@@ -334,7 +324,8 @@ impl Scheduler {
         }
         // a panic in a job must not leave the lock held: run it as its own task
         let scheduler = self.clone();
-        let run = tokio::spawn(async move { scheduler.run(job).await }).await;
+        let mut task = AbortOnDrop(tokio::spawn(async move { scheduler.run(job).await }));
+        let run = (&mut task.0).await;
         let (outcome, result) = match run {
             Ok(Ok(report)) => (
                 serde_json::to_string(&report).unwrap_or_default(),
@@ -636,6 +627,44 @@ fn count(
                 %error,
                 "scheduled run failed for an incident"
             );
+        }
+    }
+}
+
+/// A job's run, aborted if the tick waiting for it is cancelled (so no run goes on
+/// without the lock).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A job's advisory lock and the session holding it. Unless released, dropping it
+/// (the tick was cancelled, or unlocking failed) closes the session instead of
+/// returning it to the pool, and PostgreSQL releases the lock with the session.
+struct JobLock(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl JobLock {
+    async fn release(&mut self, job: Job) {
+        let Some(conn) = self.0.as_mut() else { return };
+        let unlocked =
+            sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(lock_key(job))
+                .fetch_one(&mut **conn)
+                .await;
+        if matches!(unlocked, Ok(true)) {
+            // unlocked: the connection goes back to the pool
+            drop(self.0.take());
+        }
+    }
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
         }
     }
 }

@@ -453,3 +453,64 @@ async fn two_instances_run_each_tick_once() {
     assert_eq!(lists, ticks.len());
     api.stop().await;
 }
+
+/// While another session holds a job's advisory lock, a tick of that job is `Busy`
+/// and claims nothing; a tick cancelled mid-run (its future dropped) gives the lock
+/// up with its session, so the job is not blocked for every process afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_skips_and_a_cancelled_tick_releases_it() {
+    let api = Api::start(Kind::Postgres).await;
+    let admin = api.token(TENANT, "admin", "alice");
+    let (n8n, repo) = drifted(&sample_workflow(2)).await;
+    register_production(&api, &admin, &n8n, repo.path()).await;
+    let jobs = scheduler(&api);
+    let Store::Postgres(pg) = &api.store.store else {
+        unreachable!()
+    };
+    let mut other = pg.pool.acquire().await.unwrap();
+    let lock = "SELECT pg_try_advisory_lock(hashtextextended('workflowops.scheduler.sla', 0))";
+    let held: bool = sqlx::query_scalar(lock)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert!(held);
+    assert_eq!(jobs.tick(Job::Sla, 1).await.unwrap(), Tick::Busy);
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert!(matches!(
+        jobs.tick(Job::Sla, 1).await.unwrap(),
+        Tick::Ran(_)
+    ));
+
+    // a drift check stuck on a slow n8n, cancelled while it holds the lock
+    n8n.slow_next(1, Duration::from_secs(3));
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(500), jobs.tick(Job::DriftCheck, 1)).await;
+    assert!(cancelled.is_err(), "the tick was still running");
+    // the session that held the lock is closed: another process gets the lock
+    let elsewhere = Scheduler::new(
+        workflowops::sync::SyncServices {
+            domain: api.domain.clone(),
+            store: Store::connect(&api.store.url, 4).await.unwrap(),
+            projections: api.projections.clone(),
+            secrets: api.secrets.clone(),
+            policy: Default::default(),
+            github_api_url: None,
+        },
+        workflowops::metrics::Metrics::new(),
+    );
+    let mut ran = None;
+    for _ in 0..50 {
+        match elsewhere.tick(Job::DriftCheck, 2).await.unwrap() {
+            Tick::Busy => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => {
+                ran = Some(other);
+                break;
+            }
+        }
+    }
+    assert!(matches!(ran, Some(Tick::Ran(_))), "{ran:?}");
+    api.stop().await;
+}
