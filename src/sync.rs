@@ -12,7 +12,7 @@ use aggregates::content::{content_hash, ContentHash};
 use aggregates::environment::{Environment, EnvironmentCommand, GitProvider, SyncKind};
 use aggregates::error::DomainError;
 use aggregates::ids::{LocalId, Slug};
-use aggregates::mapping::{MappingCommand, MappingEvent, Observation};
+use aggregates::mapping::{MappingCommand, Observation};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
@@ -380,9 +380,6 @@ pub async fn sync_environment(
     report.collisions.sort();
 
     let results = run_mapping_commands(services, ctx, environment_id, commands).await;
-    // An auto-link matched the canonical workflow's Git hash: the mapping learns it
-    // now, or the next repository sync would (and a repeated sync would not be quiet).
-    let mut git_hashes = Vec::new();
     for result in results {
         let committed = result?;
         report.events += committed.events.len() as u32;
@@ -394,31 +391,6 @@ pub async fn sync_environment(
         }) {
             report.linked += 1;
         }
-        let auto_linked = committed.events.iter().any(|(_, e)| {
-            matches!(
-                e,
-                MappingEvent::Discovered {
-                    auto_linked: true,
-                    ..
-                } | MappingEvent::Linked { auto: true, .. }
-            )
-        });
-        let mapping = &committed.state;
-        if let (true, Some(hash)) = (auto_linked, &mapping.env_content_hash) {
-            if mapping.git_content_hash.as_ref() != Some(hash) {
-                git_hashes.push((
-                    LocalId::parse(mapping.n8n_workflow_id.as_str())?,
-                    MappingCommand::ObserveGitHash {
-                        git_content_hash: hash.clone(),
-                    },
-                ));
-            }
-        }
-        report.position = report.position.max(committed.position);
-    }
-    for result in run_mapping_commands(services, ctx, environment_id, git_hashes).await {
-        let committed = result?;
-        report.events += committed.events.len() as u32;
         report.position = report.position.max(committed.position);
     }
     // nothing new and no failure to clear: nothing appended

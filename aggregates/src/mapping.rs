@@ -538,7 +538,7 @@ impl Aggregate for WorkflowMapping {
                 observation,
                 canonical_id,
                 status,
-                ..
+                auto_linked,
             } => {
                 self.exists = true;
                 self.environment_id = environment_id;
@@ -547,6 +547,9 @@ impl Aggregate for WorkflowMapping {
                 self.canonical_id = canonical_id;
                 self.present = true;
                 self.status = status;
+                if auto_linked {
+                    self.git_content_hash = self.env_content_hash.clone();
+                }
             }
             ContentObserved { observation } => self.observed(observation),
             GitHashObserved { git_content_hash } => self.git_content_hash = Some(git_content_hash),
@@ -565,9 +568,16 @@ impl Aggregate for WorkflowMapping {
                 self.canonical_id = canonical_id;
                 self.status = to;
             }
-            Linked { canonical_id, .. } => {
+            Linked {
+                canonical_id, auto, ..
+            } => {
                 self.canonical_id = Some(canonical_id);
                 self.status = MappingStatus::Linked;
+                if auto {
+                    // auto-link means the content is the canonical workflow's Git
+                    // content: the mapping knows its Git hash from here on
+                    self.git_content_hash = self.env_content_hash.clone();
+                }
             }
             Unlinked { .. } => {
                 self.canonical_id = None;

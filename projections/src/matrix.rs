@@ -215,6 +215,10 @@ impl WorkflowMatrix {
             }
         };
         match e {
+            // auto-linked: the content is the canonical workflow's Git content
+            MappingEvent::Discovered {
+                auto_linked: true, ..
+            } => cell.git_content_hash = cell.env_content_hash.clone(),
             MappingEvent::Discovered { .. } => {}
             MappingEvent::ContentObserved { observation } => observe(&mut cell, observation),
             MappingEvent::GitHashObserved { git_content_hash } => {
@@ -228,8 +232,13 @@ impl WorkflowMatrix {
                 observe(&mut cell, observation);
                 cell.canonical_id = canonical_id.clone();
             }
-            MappingEvent::Linked { canonical_id, .. } => {
-                cell.canonical_id = Some(canonical_id.clone())
+            MappingEvent::Linked {
+                canonical_id, auto, ..
+            } => {
+                cell.canonical_id = Some(canonical_id.clone());
+                if *auto {
+                    cell.git_content_hash = cell.env_content_hash.clone();
+                }
             }
             MappingEvent::Unlinked { .. } => cell.canonical_id = None,
             MappingEvent::Unignored { canonical_id, .. } => {

@@ -386,3 +386,36 @@ fn leaving_linked_is_flagged_for_slot_release() {
     }
     .leaves_linked());
 }
+
+#[test]
+fn an_auto_linked_mapping_knows_its_git_hash() {
+    let r: Arc<dyn Reservations> = Arc::new(InMemoryReservations::default());
+    let same = MappingCommand::ObserveGitHash {
+        git_content_hash: hash(1),
+    };
+    // discovered already linked by its hash: repository sync has nothing to add
+    assert_eq!(
+        run(vec![discovered(true)], same.clone(), r.clone()),
+        Ok(vec![])
+    );
+    // linked later by an observation that matched: the same
+    let linked_later = vec![
+        discovered(false),
+        MappingEvent::Linked {
+            from: MappingStatus::Untracked,
+            canonical_id: "c1".into(),
+            auto: true,
+        },
+    ];
+    assert_eq!(run(linked_later, same.clone(), r.clone()), Ok(vec![]));
+    // linked by hand: the Git hash is learned from Git
+    let by_hand = vec![
+        discovered(false),
+        MappingEvent::Linked {
+            from: MappingStatus::Untracked,
+            canonical_id: "c1".into(),
+            auto: false,
+        },
+    ];
+    assert_eq!(run(by_hand, same, r).unwrap().len(), 1);
+}
