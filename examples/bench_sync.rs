@@ -1,0 +1,963 @@
+//! Sync benchmark: environment sync, repository sync and drift checks end to end
+//! through the real service over HTTP, against fake n8n servers on loopback and a real
+//! local Git repository.
+//!
+//!   cargo run --release --example bench_sync -- --backend sqlite
+//!   cargo run --release --example bench_sync -- --backend postgres
+//!
+//! PostgreSQL: a fresh database is created on `--pg-url`'s server and dropped after.
+//! SQLite: a file in a temporary directory. The service is `Application::with_store`
+//! (the service's default pool sizes, 16 on PostgreSQL and 4 on SQLite, and projector
+//! options) on 127.0.0.1:0; tokens are minted with a fixed secret. Every mutation is
+//! timed client-side, from sending the request to having read the whole answer. The
+//! fake n8n is the integration tests' (`tests/it/fakes/n8n.rs`: n8n's public API
+//! shapes, cursor paging, 250 per page at most); the Git repository is a working copy
+//! made with the `git` CLI in a temporary directory. The fakes, the service, its
+//! database and the client share the machine. Progress goes to stderr; the last line
+//! of stdout is one JSON object.
+//!
+//! **Workflows**: `--workflows` (1,000) realistic n8n workflows: the two fixtures of
+//! `aggregates/testdata` (`sample_workflow`: a scheduled report and a webhook order
+//! sync, 6–7 nodes, credentials, pinned data, tags), a quarter of them with their
+//! nodes (and connections) repeated twice and a quarter four times, so 7 to 30 KB
+//! each. Git holds each as `workflows/{slug}.json` (the instance fields removed, as
+//! exported) with its sidecar `{slug}.wfo.json` (`canonical_id`, `canonical_slug`).
+//!
+//! **1. first sync** (`--rounds` times, each on a fresh tenant): `registerEnvironment`
+//! (PRODUCTION, local Git, the fake's API key), then `syncRepository` (reported:
+//! creates the canonical workflows), then `syncEnvironment`: every workflow discovered
+//! and auto-linked through the hash registry. The mutation selects
+//! `environment { … }`, so its answer comes once the environment-status read model has
+//! applied the sync (read-your-writes); before commanding, the sync waits for the
+//! matrix to have applied the whole log. Also reported: the time until the matrix
+//! shows the sync (`workflowMatrix(minPosition:)` right after the answer), and where
+//! the time went: the events the sync appended by type, with the first and last
+//! `recordedAt` after the request was sent (`first_sync_phases`). Target:
+//! ≤ 2 s. Then `syncRepository` again (reported; it finds nothing new when the
+//! environment sync gave the linked mappings their Git hash).
+//!
+//! **2. unchanged sync**: `syncEnvironment` again `--repeats` times with nothing
+//! changed in n8n; the log's event count is read before and after. Target: ≤ 0.5 s
+//! and 0 events.
+//!
+//! **3. drift check** (report only): `--environments` (10) environments of one tenant,
+//! alternately STAGING and PRODUCTION, each with its own fake n8n holding the
+//! workflows and the same local Git repository, synced (not timed); then `--drifted`
+//! workflows per environment are edited in its n8n (a hotfix in one node), and
+//! `checkDrift` runs on each environment one after the other, then on all of them at
+//! once. Every answer is checked (in sync / drifted / not in Git counts).
+//!
+//! **Breakdown** (after the rounds, median of 3): the parts of a sync measured alone,
+//! with the calls the service makes: the fake's pages fetched as bytes (the fake n8n
+//! and HTTP only, `n8n_fetch_ms`) and parsed into JSON values (`parse_ms`); the whole
+//! listing through `N8nClient` (both, `n8n_list_ms`); hashing what it returns; reading
+//! the Git folder through `LocalGitRepository`; and the two read-model queries a sync
+//! makes (an environment's cells, the canonical rows).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use serde_json::{json, Value};
+use workflowops::auth::Auth;
+use workflowops::connectors::git::{GitRepository, LocalGitRepository};
+use workflowops::connectors::n8n::N8nClient;
+use workflowops::connectors::RetryPolicy;
+use workflowops::store::{LogCursor, Store};
+use workflowops::Application;
+
+#[path = "common/bench_store.rs"]
+mod bench_store;
+#[path = "../tests/it/fakes/n8n.rs"]
+mod fake_n8n;
+use bench_store::BenchStore;
+use fake_n8n::{sample_workflow, FakeN8n};
+
+// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// sqlite or postgres
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    /// Workflows in each n8n and in Git.
+    #[arg(long, default_value_t = 1000)]
+    workflows: usize,
+    /// Workflows per page the fake n8n answers at most (n8n's maximum is 250).
+    #[arg(long, default_value_t = 250)]
+    page_size: usize,
+    /// First syncs measured, each on a fresh tenant.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Unchanged syncs measured per round.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Environments of the drift check.
+    #[arg(long, default_value_t = 10)]
+    environments: usize,
+    /// Workflows edited in each environment's n8n before the drift check.
+    #[arg(long, default_value_t = 10)]
+    drifted: usize,
+    #[arg(long)]
+    skip_drift: bool,
+    /// Connection pool size (default: as the service, 16 on PostgreSQL and 4 on SQLite).
+    #[arg(long)]
+    pool: Option<u32>,
+    /// Server to create the benchmark database on.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pg_url: String,
+}
+
+/// The signing secret of the benchmark's service.
+const SECRET: &[u8] = b"bench-sync-secret-0123456789abcdef-0123456789";
+const API_KEY: &str = "n8n_api_key_bench_0123456789";
+const FOLDER: &str = "workflows";
+const DRIFT_TENANT: &str = "bench-drift";
+const FIRST_SYNC_TARGET_MS: f64 = 2000.0;
+const UNCHANGED_SYNC_TARGET_MS: f64 = 500.0;
+/// Top-level fields of an n8n workflow that Git does not hold (as exported).
+const INSTANCE_FIELDS: [&str; 7] = [
+    "id",
+    "createdAt",
+    "updatedAt",
+    "versionId",
+    "active",
+    "isArchived",
+    "triggerCount",
+];
+
+const SYNC_ENV: &str = "mutation($e: ID!) { syncEnvironment(environmentId: $e) {
+    position workflowsSeen discovered changed linked missing collisions rejected events
+    environment { lastSyncAt linkedMappings } } }";
+const SYNC_REPO: &str = "mutation($e: ID!) { syncRepository(environmentId: $e) {
+    position commitSha filesSeen created renamed updated mappingsUpdated rejected events
+    environment { lastRepositorySyncAt } } }";
+const CHECK_DRIFT: &str = "mutation($e: ID!) { checkDrift(environmentId: $e) {
+    position inSync withDrift notInGit
+    drifted { workflowId n8nWorkflowId name matchedByName diff { nodesAdded nodesRemoved nodesModified connectionsChanged settingsChanged } }
+    notInGitWorkflows incident { id status severity }
+    environment { driftStatus counts { inSync withDrift notInGit } } } }";
+const REGISTER: &str = "mutation($id: ID!, $name: String!, $class: EnvironmentClass!, $url: String!, $key: String!, $repo: String!) {
+    registerEnvironment(id: $id, name: $name, class: $class, n8nBaseUrl: $url, n8nApiKey: $key,
+      git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }";
+const MATRIX_AFTER: &str = "query($p: Int) { workflowMatrix(first: 1, minPosition: $p) {
+    edges { node { canonicalId } } } }";
+
+// ----------------------------------------------------------------------------------
+// Workflows and the Git repository
+
+/// Workflow `n` as n8n's API returns it: `sample_workflow(n)` with its nodes and
+/// connections repeated 1, 1, 2 or 4 times (renamed, moved on the canvas).
+fn workflow(n: usize) -> Value {
+    let mut workflow = sample_workflow(n);
+    let copies = [1, 1, 2, 4][n % 4];
+    let nodes = workflow["nodes"].as_array().cloned().unwrap_or_default();
+    let connections = workflow["connections"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for copy in 1..copies {
+        let rename = |name: &str| format!("{name} ({})", copy + 1);
+        for node in &nodes {
+            let mut node = node.clone();
+            node["name"] = json!(rename(node["name"].as_str().unwrap_or("Node")));
+            node["id"] = json!(format!("{n:08x}-{copy:04x}-4000-8000-000000000000"));
+            let x = node["position"][0].as_i64().unwrap_or(0);
+            let y = node["position"][1].as_i64().unwrap_or(0);
+            node["position"] = json!([x, y + 400 * copy as i64]);
+            if let Some(path) = node["parameters"]["path"].as_str() {
+                node["parameters"]["path"] = json!(format!("{path}-{}", copy + 1));
+            }
+            if node.get("webhookId").is_some() {
+                node["webhookId"] = json!(format!("{n:08x}-{copy:04x}-4000-9000-000000000000"));
+            }
+            workflow["nodes"].as_array_mut().expect("nodes").push(node);
+        }
+        for (source, outputs) in &connections {
+            let mut outputs = outputs.clone();
+            for kind in outputs
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|o| o.values_mut())
+            {
+                for branch in kind.as_array_mut().into_iter().flatten() {
+                    for target in branch.as_array_mut().into_iter().flatten() {
+                        if let Some(name) = target["node"].as_str() {
+                            target["node"] = json!(rename(name));
+                        }
+                    }
+                }
+            }
+            workflow["connections"][rename(source)] = outputs;
+        }
+    }
+    workflow
+}
+
+fn slug(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').to_string()
+}
+
+fn canonical_id(n: usize) -> String {
+    format!("wf-{n:04}")
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("git")
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .context("running git")?;
+    anyhow::ensure!(status.success(), "git {args:?} failed");
+    Ok(())
+}
+
+/// A local working copy on `main` whose `workflows/` folder holds every workflow as
+/// exported, with its sidecar.
+fn repository(dir: &Path, workflows: &[Value]) -> anyhow::Result<()> {
+    git(dir, &["init", "-q", "-b", "main"])?;
+    let folder = dir.join(FOLDER);
+    std::fs::create_dir_all(&folder)?;
+    for (n, workflow) in workflows.iter().enumerate() {
+        let mut exported = workflow.clone();
+        let object = exported.as_object_mut().expect("an object");
+        for field in INSTANCE_FIELDS {
+            object.remove(field);
+        }
+        let slug = slug(workflow["name"].as_str().expect("a name"));
+        let mut bytes = serde_json::to_vec_pretty(&exported)?;
+        bytes.push(b'\n');
+        std::fs::write(folder.join(format!("{slug}.json")), bytes)?;
+        let sidecar = json!({
+            "canonical_id": canonical_id(n),
+            "canonical_slug": slug,
+            "tags": ["bench"],
+        });
+        std::fs::write(
+            folder.join(format!("{slug}.wfo.json")),
+            serde_json::to_vec_pretty(&sidecar)?,
+        )?;
+    }
+    git(dir, &["add", "."])?;
+    git(dir, &["commit", "-q", "-m", "workflows"])?;
+    Ok(())
+}
+
+/// A fake n8n holding `workflows` (listing order = `n`), paging at `page_size`.
+async fn fake_n8n(workflows: &[Value], page_size: usize) -> FakeN8n {
+    let n8n = FakeN8n::start(API_KEY).await;
+    n8n.set_page_size_cap(page_size);
+    n8n.insert_many(workflows.iter().cloned());
+    n8n
+}
+
+// ----------------------------------------------------------------------------------
+// Figures
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn ms(d: Duration) -> f64 {
+    round1(d.as_secs_f64() * 1000.0)
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => round1((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+fn max(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(0.0, f64::max)
+}
+
+// ----------------------------------------------------------------------------------
+// The service and its client
+
+struct Service {
+    base: String,
+    auth: Auth,
+    store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Service {
+    async fn start(store: Store) -> anyhow::Result<Service> {
+        let auth = Auth::new(SECRET);
+        let app =
+            Application::with_store(store.clone(), "127.0.0.1:0".parse()?, auth.clone()).await?;
+        let addr = app.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Service {
+            base: format!("http://{addr}"),
+            auth,
+            store,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// A GraphQL client with an admin token of `tenant`.
+    fn client(&self, tenant: &str) -> anyhow::Result<Client> {
+        let token = self.auth.mint(
+            tenant,
+            "admin",
+            "bench-admin",
+            Duration::from_secs(24 * 3600),
+        )?;
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()?,
+            url: format!("{}/graphql", self.base),
+            token,
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(Duration::from_secs(10), server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("the service stopped with an error: {e}"),
+                Ok(Err(e)) => eprintln!("the service task failed: {e}"),
+                Err(_) => eprintln!("the service did not stop within 10 s"),
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    /// Runs one operation that must succeed; returns its time (sending the request to
+    /// having read the whole body) and its `data`.
+    async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<(Duration, Value)> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let elapsed = started.elapsed();
+        let body: Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("HTTP {status}: not JSON"))?;
+        if let Some(errors) = body.get("errors") {
+            anyhow::bail!("HTTP {status}: {errors}");
+        }
+        anyhow::ensure!(status.is_success(), "HTTP {status}: {body}");
+        Ok((elapsed, body["data"].clone()))
+    }
+
+    async fn register(
+        &self,
+        id: &str,
+        class: &str,
+        n8n: &FakeN8n,
+        repo: &Path,
+    ) -> anyhow::Result<()> {
+        self.gql(
+            REGISTER,
+            json!({
+                "id": id,
+                "name": format!("Environment {id}"),
+                "class": class,
+                "url": n8n.base_url(),
+                "key": API_KEY,
+                "repo": repo.to_str().context("a UTF-8 path")?,
+            }),
+        )
+        .await
+        .with_context(|| format!("registering {id}"))?;
+        Ok(())
+    }
+
+    async fn sync_environment(&self, environment: &str) -> anyhow::Result<(Duration, Value)> {
+        let (elapsed, data) = self
+            .gql(SYNC_ENV, json!({ "e": environment }))
+            .await
+            .with_context(|| format!("syncEnvironment({environment})"))?;
+        Ok((elapsed, data["syncEnvironment"].clone()))
+    }
+
+    async fn sync_repository(&self, environment: &str) -> anyhow::Result<(Duration, Value)> {
+        let (elapsed, data) = self
+            .gql(SYNC_REPO, json!({ "e": environment }))
+            .await
+            .with_context(|| format!("syncRepository({environment})"))?;
+        Ok((elapsed, data["syncRepository"].clone()))
+    }
+
+    async fn check_drift(&self, environment: &str) -> anyhow::Result<(Duration, Value)> {
+        let (elapsed, data) = self
+            .gql(CHECK_DRIFT, json!({ "e": environment }))
+            .await
+            .with_context(|| format!("checkDrift({environment})"))?;
+        Ok((elapsed, data["checkDrift"].clone()))
+    }
+}
+
+/// `field` of a payload as a number.
+fn int(payload: &Value, field: &str) -> i64 {
+    payload[field].as_i64().unwrap_or(-1)
+}
+
+fn none(payload: &Value, field: &str) -> bool {
+    payload[field].as_array().is_some_and(Vec::is_empty)
+}
+
+// ----------------------------------------------------------------------------------
+// 1 and 2: first sync and unchanged sync
+
+async fn round(
+    service: &Service,
+    args: &Args,
+    r: usize,
+    n8n: &FakeN8n,
+    repo: &Path,
+) -> anyhow::Result<Value> {
+    let n = args.workflows as i64;
+    let tenant = format!("bench-{r}");
+    let client = service.client(&tenant)?;
+    let store = &service.store;
+    client
+        .register("production", "PRODUCTION", n8n, repo)
+        .await?;
+
+    // the repository first, so that the environment sync links
+    let before = store.event_count().await?;
+    let (repository, report) = client.sync_repository("production").await?;
+    let repository_events = store.event_count().await? - before;
+    anyhow::ensure!(
+        int(&report, "filesSeen") == n && int(&report, "created") == n && none(&report, "rejected"),
+        "repository sync: {report}"
+    );
+    let repository_reported = int(&report, "events");
+    eprintln!(
+        "  round {r}: syncRepository {:.0} ms ({} canonical workflows, {repository_events} events; the answer says {repository_reported})",
+        ms(repository),
+        report["created"]
+    );
+
+    // the first environment sync: every workflow discovered and auto-linked
+    let before = store.event_count().await?;
+    let cursor = store.head().await?;
+    let sent_at = Utc::now();
+    let started = Instant::now();
+    let (first, report) = client.sync_environment("production").await?;
+    let (_, _) = client
+        .gql(MATRIX_AFTER, json!({ "p": report["position"] }))
+        .await
+        .context("the matrix after the first sync")?;
+    let matrix_visible = started.elapsed();
+    let first_events = store.event_count().await? - before;
+    anyhow::ensure!(
+        int(&report, "workflowsSeen") == n
+            && int(&report, "discovered") == n
+            && int(&report, "linked") == n
+            && none(&report, "rejected")
+            && none(&report, "collisions")
+            && report["environment"]["linkedMappings"] == n,
+        "first environment sync: {report} ({first_events} events in the log)"
+    );
+    let first_reported = int(&report, "events");
+    let first_phases = phases(store, cursor, &tenant, sent_at).await?;
+    eprintln!(
+        "  round {r}: syncEnvironment (first) {:.0} ms, in the matrix after {:.0} ms ({} linked, {first_events} events; the answer says {first_reported})",
+        ms(first),
+        ms(matrix_visible),
+        report["linked"]
+    );
+    for phase in first_phases.as_array().into_iter().flatten() {
+        eprintln!(
+            "    {} {} × {}: {} → {} ms after sending",
+            phase["aggregate_type"],
+            phase["event_type"],
+            phase["events"],
+            phase["first_ms"],
+            phase["last_ms"]
+        );
+    }
+
+    // Git again, after linking (the linked mappings already know their Git hash
+    // when the environment sync gave it to them)
+    let before = store.event_count().await?;
+    let (resync, report) = client.sync_repository("production").await?;
+    let resync_log_events = store.event_count().await? - before;
+    anyhow::ensure!(
+        int(&report, "created") == 0 && none(&report, "rejected"),
+        "repository sync after linking: {report}"
+    );
+    let resync_events = int(&report, "events");
+    let resync_mappings = int(&report, "mappingsUpdated");
+    eprintln!(
+        "  round {r}: syncRepository (after linking) {:.0} ms ({resync_mappings} mappings given their Git hash, {resync_log_events} events)",
+        ms(resync)
+    );
+
+    // nothing changed: nothing appended
+    let before = store.event_count().await?;
+    let mut unchanged = vec![];
+    for _ in 0..args.repeats {
+        let (elapsed, report) = client.sync_environment("production").await?;
+        anyhow::ensure!(
+            int(&report, "events") == 0
+                && report["position"].is_null()
+                && int(&report, "workflowsSeen") == n,
+            "unchanged sync: {report}"
+        );
+        unchanged.push(ms(elapsed));
+    }
+    let unchanged_events = store.event_count().await? - before;
+    eprintln!(
+        "  round {r}: syncEnvironment (unchanged) {unchanged:?} ms, {unchanged_events} events"
+    );
+    // and from Git
+    let (repository_unchanged, report) = client.sync_repository("production").await?;
+    anyhow::ensure!(
+        int(&report, "events") == 0,
+        "unchanged repository sync: {report}"
+    );
+
+    Ok(json!({
+        "tenant": tenant,
+        "repository_sync_ms": ms(repository),
+        "repository_sync_events": repository_events,
+        "repository_sync_events_reported": repository_reported,
+        "first_sync_ms": ms(first),
+        "first_sync_matrix_visible_ms": ms(matrix_visible),
+        "first_sync_events": first_events,
+        "first_sync_events_reported": first_reported,
+        "first_sync_phases": first_phases,
+        "repository_resync_ms": ms(resync),
+        "repository_resync_events": resync_log_events,
+        "repository_resync_events_reported": resync_events,
+        "repository_resync_mappings_updated": resync_mappings,
+        "unchanged_sync_ms": unchanged,
+        "unchanged_sync_events": unchanged_events,
+        "repository_unchanged_ms": ms(repository_unchanged),
+    }))
+}
+
+/// The events of `tenant` after `cursor` by aggregate and event type: how many, and
+/// when the first and the last were recorded (`recorded_at`, the service's clock, set
+/// as its command runs), in ms after `sent_at`.
+async fn phases(
+    store: &Store,
+    mut cursor: LogCursor,
+    tenant: &str,
+    sent_at: DateTime<Utc>,
+) -> anyhow::Result<Value> {
+    let mut groups: Vec<(String, String, usize, f64, f64)> = vec![];
+    loop {
+        let events = store.read_after(cursor, 1000).await?;
+        let Some(last) = events.last() else { break };
+        cursor = last.cursor();
+        for event in events.iter().filter(|e| e.tenant() == tenant) {
+            let at = round1(
+                (event.recorded_at - sent_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1000.0,
+            );
+            match groups
+                .iter_mut()
+                .find(|g| g.0 == event.aggregate_type && g.1 == event.event_type)
+            {
+                Some(group) => {
+                    group.2 += 1;
+                    group.3 = group.3.min(at);
+                    group.4 = group.4.max(at);
+                }
+                None => groups.push((
+                    event.aggregate_type.clone(),
+                    event.event_type.clone(),
+                    1,
+                    at,
+                    at,
+                )),
+            }
+        }
+    }
+    groups.sort_by(|a, b| a.3.total_cmp(&b.3));
+    Ok(groups
+        .into_iter()
+        .map(|(aggregate_type, event_type, events, first, last)| {
+            json!({
+                "aggregate_type": aggregate_type,
+                "event_type": event_type,
+                "events": events,
+                "first_ms": first,
+                "last_ms": last,
+            })
+        })
+        .collect())
+}
+
+// ----------------------------------------------------------------------------------
+// 3: drift check
+
+async fn drift(
+    service: &Service,
+    args: &Args,
+    workflows: &[Value],
+    repo: &Path,
+) -> anyhow::Result<Value> {
+    let client = service.client(DRIFT_TENANT)?;
+    let n = args.workflows as i64;
+    let setup = Instant::now();
+    let mut fakes = Vec::with_capacity(args.environments);
+    for e in 0..args.environments {
+        let n8n = fake_n8n(workflows, args.page_size).await;
+        let class = if e % 2 == 0 { "STAGING" } else { "PRODUCTION" };
+        client.register(&env_id(e), class, &n8n, repo).await?;
+        fakes.push(n8n);
+    }
+    // the steady state: canonical workflows from Git, every environment linked
+    client.sync_repository(&env_id(0)).await?;
+    for e in 0..args.environments {
+        let (_, report) = client.sync_environment(&env_id(e)).await?;
+        anyhow::ensure!(int(&report, "linked") == n, "{}: {report}", env_id(e));
+        client.sync_repository(&env_id(e)).await?;
+    }
+    // hotfixes in n8n
+    let drifted = args.drifted.min(args.workflows);
+    for (e, n8n) in fakes.iter().enumerate() {
+        for k in 0..drifted {
+            let w = (e * 37 + k * 97) % args.workflows;
+            let id = workflows[w]["id"].as_str().expect("an id");
+            let edited = n8n.modify(id, |w| {
+                w["nodes"][1]["parameters"]["hotfix"] = json!(format!("hotfix {e}-{k}"));
+            });
+            anyhow::ensure!(edited, "workflow {id} in the fake");
+        }
+    }
+    let setup = setup.elapsed();
+    eprintln!(
+        "  {} environments set up and synced in {:.1} s",
+        args.environments,
+        setup.as_secs_f64()
+    );
+
+    let check = |report: &Value, e: usize| {
+        anyhow::ensure!(
+            int(report, "inSync") == n - drifted as i64
+                && int(report, "withDrift") == drifted as i64
+                && int(report, "notInGit") == 0,
+            "checkDrift({}): {report}",
+            env_id(e)
+        );
+        Ok(())
+    };
+
+    // one after the other
+    let started = Instant::now();
+    let mut sequential = vec![];
+    for e in 0..args.environments {
+        let (elapsed, report) = client.check_drift(&env_id(e)).await?;
+        check(&report, e)?;
+        sequential.push(ms(elapsed));
+    }
+    let sequential_total = started.elapsed();
+    eprintln!(
+        "  checkDrift one after the other: {:.0} ms in all, {sequential:?} ms",
+        ms(sequential_total)
+    );
+
+    // all at once
+    let started = Instant::now();
+    let results = futures::future::join_all((0..args.environments).map(|e| {
+        let client = client.clone();
+        async move { client.check_drift(&env_id(e)).await }
+    }))
+    .await;
+    let concurrent_total = started.elapsed();
+    let mut concurrent = vec![];
+    for (e, result) in results.into_iter().enumerate() {
+        let (elapsed, report) = result?;
+        check(&report, e)?;
+        concurrent.push(ms(elapsed));
+    }
+    eprintln!(
+        "  checkDrift all at once: {:.0} ms in all, {concurrent:?} ms",
+        ms(concurrent_total)
+    );
+    Ok(json!({
+        "environments": args.environments,
+        "workflows_each": args.workflows,
+        "drifted_each": drifted,
+        "setup_s": round1(setup.as_secs_f64()),
+        "sequential": {
+            "total_ms": ms(sequential_total),
+            "per_environment_ms": sequential,
+            "median_ms": median(&sequential),
+            "max_ms": max(&sequential),
+        },
+        "concurrent": {
+            "total_ms": ms(concurrent_total),
+            "per_environment_ms": concurrent,
+            "median_ms": median(&concurrent),
+            "max_ms": max(&concurrent),
+        },
+    }))
+}
+
+fn env_id(e: usize) -> String {
+    format!("env-{e:02}")
+}
+
+#[derive(serde::Deserialize)]
+struct NextCursor {
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+// ----------------------------------------------------------------------------------
+// Breakdown: what a sync does besides commanding, measured alone
+
+async fn breakdown(
+    store: &Store,
+    n8n: &FakeN8n,
+    repo: &Path,
+    tenant: &str,
+) -> anyhow::Result<Value> {
+    const TIMES: usize = 3;
+    let client = N8nClient::new(&n8n.base_url(), API_KEY, RetryPolicy::default())?;
+    let git = LocalGitRepository::new(repo, "main")?;
+    let http = reqwest::Client::new();
+    let (mut list, mut hash, mut read, mut queries) = (vec![], vec![], vec![], vec![]);
+    let (mut fetch, mut parse) = (vec![], vec![]);
+    let mut bytes = 0;
+    for _ in 0..TIMES {
+        // the fake and HTTP alone: every page's bytes, only the cursor looked at
+        let started = Instant::now();
+        let mut pages = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/api/v1/workflows?limit={}",
+                n8n.base_url(),
+                fake_n8n::MAX_LIMIT
+            );
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = http
+                .get(&url)
+                .header("X-N8N-API-KEY", API_KEY)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            let next: NextCursor = serde_json::from_slice(&page)?;
+            pages.push(page);
+            match next.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        fetch.push(ms(started.elapsed()));
+        let started = Instant::now();
+        for page in &pages {
+            let _: Value = serde_json::from_slice(page)?;
+        }
+        parse.push(ms(started.elapsed()));
+
+        let started = Instant::now();
+        let workflows = client.list_workflows().await?;
+        list.push(ms(started.elapsed()));
+        let started = Instant::now();
+        for workflow in &workflows {
+            aggregates::content::content_hash(workflow)?;
+        }
+        hash.push(ms(started.elapsed()));
+        bytes = workflows
+            .iter()
+            .map(|w| serde_json::to_vec(w).map(|v| v.len()).unwrap_or(0))
+            .sum::<usize>();
+        let started = Instant::now();
+        git.read_folder(FOLDER).await?;
+        read.push(ms(started.elapsed()));
+        let started = Instant::now();
+        let (cells, rows) = tokio::try_join!(
+            projections::matrix::environment_cells(store, tenant, "production"),
+            projections::matrix::canonical_rows(store, tenant),
+        )?;
+        queries.push(ms(started.elapsed()));
+        anyhow::ensure!(!cells.is_empty() && !rows.is_empty(), "read models filled");
+    }
+    let figures = json!({
+        "n8n_fetch_ms": median(&fetch),
+        "parse_ms": median(&parse),
+        "n8n_list_ms": median(&list),
+        "n8n_list_megabytes": round1(bytes as f64 / 1e6),
+        "hash_ms": median(&hash),
+        "git_read_ms": median(&read),
+        "read_model_queries_ms": median(&queries),
+    });
+    eprintln!("  {figures}");
+    Ok(figures)
+}
+
+// ----------------------------------------------------------------------------------
+
+async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
+    let temp = tempfile::tempdir()?;
+    let workflows: Vec<Value> = (0..args.workflows).map(workflow).collect();
+    let n8n = fake_n8n(&workflows, args.page_size).await;
+    // n8n's copies (ids, timestamps and the rest filled in) are what Git exports
+    let stored = n8n.workflows();
+    let average_kb = stored
+        .iter()
+        .map(|w| serde_json::to_vec(w).map(|v| v.len()).unwrap_or(0))
+        .sum::<usize>() as f64
+        / stored.len().max(1) as f64
+        / 1000.0;
+    let repo = temp.path().join("repository");
+    std::fs::create_dir_all(&repo)?;
+    repository(&repo, &stored)?;
+    eprintln!(
+        "{} workflows ({average_kb:.1} KB on average as n8n lists them), {} per page; Git at {}",
+        args.workflows,
+        args.page_size,
+        repo.display()
+    );
+
+    eprintln!("1–2. first and unchanged sync, {} rounds", args.rounds);
+    let mut rounds = vec![];
+    for r in 1..=args.rounds {
+        rounds.push(round(service, args, r, &n8n, &repo).await?);
+    }
+    let column =
+        |field: &str| -> Vec<f64> { rounds.iter().filter_map(|r| r[field].as_f64()).collect() };
+    let unchanged: Vec<f64> = rounds
+        .iter()
+        .flat_map(|r| {
+            r["unchanged_sync_ms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let unchanged_events: i64 = rounds
+        .iter()
+        .map(|r| r["unchanged_sync_events"].as_i64().unwrap_or(-1))
+        .sum();
+
+    eprintln!("breakdown (each part alone, median of 3)");
+    let breakdown = breakdown(&service.store, &n8n, &repo, "bench-1").await?;
+
+    let drift = if args.skip_drift {
+        Value::Null
+    } else {
+        eprintln!(
+            "3. drift check: {} environments × {} workflows, {} drifted each",
+            args.environments, args.workflows, args.drifted
+        );
+        drift(service, args, &stored, &repo).await?
+    };
+
+    let first = median(&column("first_sync_ms"));
+    let unchanged_median = median(&unchanged);
+    let unchanged_max = max(&unchanged);
+    Ok(json!({
+        "benchmark": "sync",
+        "backend": args.backend,
+        "workflows": args.workflows,
+        "page_size": args.page_size,
+        "average_workflow_kb": round1(average_kb),
+        "rounds": rounds,
+        "repository_sync_ms": { "median": median(&column("repository_sync_ms")), "max": max(&column("repository_sync_ms")) },
+        "first_sync_ms": { "median": first, "max": max(&column("first_sync_ms")) },
+        "first_sync_matrix_visible_ms": { "median": median(&column("first_sync_matrix_visible_ms")), "max": max(&column("first_sync_matrix_visible_ms")) },
+        "repository_resync_ms": { "median": median(&column("repository_resync_ms")), "max": max(&column("repository_resync_ms")) },
+        "unchanged_sync_ms": { "median": unchanged_median, "max": unchanged_max, "n": unchanged.len() },
+        "repository_unchanged_ms": { "median": median(&column("repository_unchanged_ms")) },
+        "breakdown": breakdown,
+        "drift": drift,
+        "targets": {
+            "first_sync_ms": {
+                "target": FIRST_SYNC_TARGET_MS,
+                "value": first,
+                "met": first <= FIRST_SYNC_TARGET_MS,
+            },
+            "unchanged_sync_ms": {
+                "target": UNCHANGED_SYNC_TARGET_MS,
+                "value": unchanged_median,
+                "events_appended": unchanged_events,
+                "met": unchanged_median <= UNCHANGED_SYNC_TARGET_MS && unchanged_events == 0,
+            },
+        },
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.workflows > 0 && args.rounds > 0 && args.repeats > 0,
+        "--workflows, --rounds and --repeats must be positive"
+    );
+    anyhow::ensure!(
+        (1..=fake_n8n::MAX_LIMIT).contains(&args.page_size),
+        "--page-size within 1..={}",
+        fake_n8n::MAX_LIMIT
+    );
+    let temp = tempfile::tempdir()?;
+    let bench = BenchStore::open(&args.backend, None, args.pool, &args.pg_url, temp.path()).await?;
+    let store = bench.store.clone();
+    let report = async {
+        store.migrate().await?;
+        let service = Service::start(store.clone()).await?;
+        eprintln!("service on {}", service.base);
+        let report = run(&args, &service).await;
+        service.stop().await;
+        report
+    }
+    .await;
+    // the database goes whether or not the run succeeded
+    bench.finish().await;
+    println!("{}", report?);
+    Ok(())
+}
