@@ -133,8 +133,10 @@ pub async fn check_drift(
     let read = async {
         let client = sync::n8n_client(services, ctx, &environment).await?;
         let (repository, git) = sync::git_repository(services, ctx, &environment).await?;
-        let (workflows, snapshot) =
-            tokio::try_join!(client.list_workflows(), repository.read_folder(&git.folder))?;
+        let (workflows, snapshot) = tokio::try_join!(
+            client.list_workflows_with(sync::seen),
+            repository.read_folder(&git.folder)
+        )?;
         Ok::<_, SyncError>((workflows, snapshot))
     };
     let (workflows, snapshot) = match read.await {
@@ -208,16 +210,16 @@ pub async fn check_drift(
         .map(|c| (c.n8n_workflow_id.clone(), c))
         .collect();
 
-    for workflow in &workflows {
-        let seen = match sync::seen(workflow) {
+    for (workflow, seen) in &workflows {
+        let seen = match seen {
             Ok(seen) => seen,
             Err(reason) => {
-                report.rejected.push(reason);
+                report.rejected.push(reason.clone());
                 continue;
             }
         };
         let n8n_id = seen.id.to_string();
-        let name = seen.observation.name;
+        let name = seen.observation.name.clone();
         let cell = mapped.get(&n8n_id);
         if cell.is_some_and(|c| c.status == "ignored") {
             continue;

@@ -276,7 +276,8 @@ pub async fn sync_environment(
     if !ctx.actor.role.satisfies(required) {
         return Err(DomainError::Forbidden("syncing requires the developer role".into()).into());
     }
-    let workflows = match client.list_workflows().await {
+    // hashed page by page while the next page arrives
+    let workflows = match client.list_workflows_with(seen).await {
         Ok(workflows) => workflows,
         Err(error) => {
             return Err(
@@ -308,14 +309,14 @@ pub async fn sync_environment(
     let mut commands = Vec::new();
     let mut present = HashSet::new();
     let mut collisions = HashSet::new();
-    for workflow in &workflows {
-        let seen = match seen(workflow) {
+    for (workflow, seen) in workflows {
+        let seen = match seen {
             Ok(seen) => seen,
             Err(reason) => {
                 // n8n still lists it: it is not gone, so what was recorded of it
                 // stays as it is (it must not be marked missing because this one
                 // answer cannot be used)
-                if let Some(id) = listed_id(workflow) {
+                if let Some(id) = listed_id(&workflow) {
                     present.insert(id);
                 }
                 report.rejected.push(reason);

@@ -298,44 +298,34 @@ impl N8nClient {
     /// them. A workflow listed twice (it moved between pages while paging) appears
     /// once, in its latest form.
     pub async fn list_workflows(&self) -> Result<Vec<Value>, UpstreamError> {
-        let mut workflows: Vec<Value> = Vec::new();
+        let listed = self.list_workflows_with(|_| ()).await?;
+        Ok(listed.into_iter().map(|(workflow, ())| workflow).collect())
+    }
+
+    /// [`list_workflows`](Self::list_workflows), with `each` applied to every workflow
+    /// page by page while the next page is already being fetched and parsed (a sync
+    /// hashes page 1 while n8n sends page 2). A workflow listed twice keeps its last
+    /// listing and the value computed from it.
+    pub async fn list_workflows_with<T, F>(
+        &self,
+        mut each: F,
+    ) -> Result<Vec<(Value, T)>, UpstreamError>
+    where
+        F: FnMut(&Value) -> T,
+    {
+        let mut workflows: Vec<(Value, T)> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
         let mut seen_cursors: HashSet<String> = HashSet::new();
-        let mut cursor: Option<String> = None;
+        let mut fetching = self.fetch_page(None);
         loop {
-            let mut url = self.url(&["workflows"]);
-            {
-                let mut query = url.query_pairs_mut();
-                query.append_pair("limit", &self.page_size.to_string());
-                if let Some(cursor) = &cursor {
-                    query.append_pair("cursor", cursor);
-                }
-            }
-            let page = self
-                .execute(Call {
-                    method: Method::GET,
-                    url,
-                    body: None,
-                    what: format!("the public API at {}/api/v1", self.shown),
-                    idempotence: Idempotence::Idempotent,
-                })
-                .await?;
-            let (items, next) = parse_page(page)?;
+            let (items, next) = fetching.await.map_err(|e| UpstreamError::Local {
+                service: SERVICE,
+                message: format!("listing workflows stopped: {e}"),
+            })??;
             let empty = items.is_empty();
-            for item in items {
-                match workflow_id(&item) {
-                    Some(id) => match position.get(&id) {
-                        Some(&at) => workflows[at] = item,
-                        None => {
-                            position.insert(id, workflows.len());
-                            workflows.push(item);
-                        }
-                    },
-                    None => workflows.push(item),
-                }
-            }
-            match next {
-                None => return Ok(workflows),
+            // ask for the next page before working on this one
+            let more = match next {
+                None => None,
                 Some(next) => {
                     if empty {
                         return Err(malformed("an empty page of workflows with a next cursor"));
@@ -343,10 +333,53 @@ impl N8nClient {
                     if !seen_cursors.insert(next.clone()) {
                         return Err(malformed("a pagination cursor it had already sent"));
                     }
-                    cursor = Some(next);
+                    Some(self.fetch_page(Some(next)))
+                }
+            };
+            for item in items {
+                let value = each(&item);
+                match workflow_id(&item) {
+                    Some(id) => match position.get(&id) {
+                        Some(&at) => workflows[at] = (item, value),
+                        None => {
+                            position.insert(id, workflows.len());
+                            workflows.push((item, value));
+                        }
+                    },
+                    None => workflows.push((item, value)),
                 }
             }
+            match more {
+                None => return Ok(workflows),
+                Some(more) => fetching = more,
+            }
         }
+    }
+
+    /// One page of `GET /api/v1/workflows`, fetched and parsed in a task of its own
+    /// (aborted if the listing is dropped).
+    fn fetch_page(&self, cursor: Option<String>) -> PageTask {
+        let client = self.clone();
+        PageTask(tokio::spawn(async move {
+            let mut url = client.url(&["workflows"]);
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("limit", &client.page_size.to_string());
+                if let Some(cursor) = &cursor {
+                    query.append_pair("cursor", cursor);
+                }
+            }
+            let page = client
+                .execute(Call {
+                    method: Method::GET,
+                    url,
+                    body: None,
+                    what: format!("the public API at {}/api/v1", client.shown),
+                    idempotence: Idempotence::Idempotent,
+                })
+                .await?;
+            parse_page(page)
+        }))
     }
 
     /// `GET /api/v1/workflows/{id}`.
@@ -660,9 +693,32 @@ fn expect_object(value: Option<Value>) -> Result<Value, UpstreamError> {
     }
 }
 
+/// One page of workflows and the cursor of the next.
+type Page = (Vec<Value>, Option<String>);
+
+/// A page being fetched; dropping it aborts the fetch.
+struct PageTask(tokio::task::JoinHandle<Result<Page, UpstreamError>>);
+
+impl std::future::Future for PageTask {
+    type Output = Result<Result<Page, UpstreamError>, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for PageTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `{ "data": [...], "nextCursor": "…" | null }` → the items and the next cursor
 /// (`None` when null, absent or empty).
-fn parse_page(page: Option<Value>) -> Result<(Vec<Value>, Option<String>), UpstreamError> {
+fn parse_page(page: Option<Value>) -> Result<Page, UpstreamError> {
     let Some(Value::Object(mut page)) = page else {
         return Err(malformed("a workflow page that is not a JSON object"));
     };
