@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use aggregates::content::{content_hash, normalize};
+use aggregates::content::normalize;
 use aggregates::environment::{
     DriftCheckOutcome, DriftCounts, EnvironmentClass, EnvironmentCommand,
 };
@@ -165,21 +165,10 @@ pub async fn check_drift(
         else {
             continue;
         };
-        let workflow = match serde_json::from_slice::<Value>(&file.content) {
-            Ok(workflow) => workflow,
-            Err(e) => {
-                report
-                    .rejected
-                    .push(format!("{}: not JSON ({e})", file.path));
-                continue;
-            }
-        };
-        let hash = match content_hash(&workflow) {
-            Ok(hash) => hash,
-            Err(e) => {
-                report
-                    .rejected
-                    .push(format!("{}: not a workflow ({e})", file.path));
+        let (workflow, hash) = match sync::git_workflow(&file.path, &file.content) {
+            Ok(read) => read,
+            Err(reason) => {
+                report.rejected.push(reason);
                 continue;
             }
         };

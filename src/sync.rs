@@ -219,6 +219,14 @@ fn listed_id(workflow: &Value) -> Option<String> {
     }
 }
 
+/// A workflow file from Git and its content hash, or why it is not one.
+pub(crate) fn git_workflow(path: &str, content: &[u8]) -> Result<(Value, ContentHash), String> {
+    let workflow: Value =
+        serde_json::from_slice(content).map_err(|e| format!("{path}: not JSON ({e})"))?;
+    let hash = content_hash(&workflow).map_err(|e| format!("{path}: not a workflow ({e})"))?;
+    Ok((workflow, hash))
+}
+
 /// A listed workflow as a sync records it, or why it cannot be used (a shape n8n
 /// never produces: no id, no name, nodes that are not a list…).
 pub(crate) fn seen(workflow: &Value) -> Result<Seen, String> {
@@ -558,19 +566,10 @@ pub async fn sync_repository(
             continue;
         };
         report.files_seen += 1;
-        let workflow: Value = match serde_json::from_slice(&file.content) {
-            Ok(workflow) => workflow,
-            Err(e) => {
-                report.rejected.push(format!("{path}: not JSON ({e})"));
-                continue;
-            }
-        };
-        let hash = match content_hash(&workflow) {
-            Ok(hash) => hash,
-            Err(e) => {
-                report
-                    .rejected
-                    .push(format!("{path}: not a workflow ({e})"));
+        let (workflow, hash) = match git_workflow(path, &file.content) {
+            Ok(read) => read,
+            Err(reason) => {
+                report.rejected.push(reason);
                 continue;
             }
         };
