@@ -29,7 +29,9 @@ pub struct EnvironmentSyncPayload {
     pub collisions: Vec<String>,
     /// Workflows n8n returned that could not be recorded, and why.
     pub rejected: Vec<String>,
-    /// Events appended (0 when nothing changed).
+    /// Events appended to the mappings, canonical workflows and the environment (0
+    /// when nothing changed). The uniqueness reservations these commands claim (link
+    /// slots, slugs) are events too and are not counted here.
     pub events: i64,
 }
 
@@ -62,7 +64,9 @@ pub struct RepositorySyncPayload {
     pub mappings_updated: i64,
     /// Files that could not be used, and why.
     pub rejected: Vec<String>,
-    /// Events appended (0 when nothing changed).
+    /// Events appended to the mappings, canonical workflows and the environment (0
+    /// when nothing changed). The uniqueness reservations these commands claim (link
+    /// slots, slugs) are events too and are not counted here.
     pub events: i64,
 }
 
