@@ -26,9 +26,9 @@ use std::time::Duration;
 use aggregates::ids::{LocalId, TenantId};
 use aggregates::incident::{IncidentCommand, SlaState};
 use aggregates::Actor;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
-use projections::sql::{fmt_time, Dialect, Sql};
+use projections::sql::{fmt_time, parse_time as time, Dialect, Sql};
 use serde::Serialize;
 
 use crate::bus::CommandContext;
@@ -671,12 +671,6 @@ impl Drop for JobLock {
 
 fn lock_key(job: Job) -> String {
     format!("workflowops.scheduler.{}", job.as_str())
-}
-
-fn time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Effective drift policies by (tenant, environment), read once per run.

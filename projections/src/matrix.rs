@@ -372,9 +372,7 @@ pub struct MatrixRowView {
 }
 
 fn parse_time(s: &Option<String>) -> Option<DateTime<Utc>> {
-    s.as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
+    s.as_deref().and_then(crate::sql::parse_time)
 }
 
 fn view(row: &MatrixRow, cell: MatrixCell) -> CellView {

@@ -161,6 +161,13 @@ pub fn fmt_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// A stored time (RFC 3339, as [`fmt_time`] writes it) back as a `DateTime`.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// An open read-model transaction on either backend.
 pub enum Tx {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),

@@ -30,9 +30,7 @@ pub fn first(first: Option<i32>) -> i64 {
 
 /// A stored time (RFC 3339) as a `DateTime`.
 pub fn time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    projections::sql::parse_time(text)
 }
 
 pub fn opt_time(text: &Option<String>) -> Option<DateTime<Utc>> {
