@@ -116,6 +116,46 @@ pub struct Config {
         global = true
     )]
     pub sync_interval: Interval,
+    /// The most a GraphQL request may take (`15s`, `1m`…): a query past it is
+    /// cancelled and answered `DEADLINE_EXCEEDED`.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_REQUEST_DEADLINE",
+        default_value = "15s",
+        value_parser = parse_deadline,
+        global = true
+    )]
+    pub request_deadline: std::time::Duration,
+    /// GraphQL requests one tenant may have in flight (more wait up to 1 s, then
+    /// get `RATE_LIMITED`).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_TENANT_CONCURRENCY",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        global = true
+    )]
+    pub tenant_concurrency: u32,
+    /// Of those, requests with a field that walks or replays the event log
+    /// (`verifyEventLog`, `eventHistory`, `aggregateAt`…).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_TENANT_EXPENSIVE_CONCURRENCY",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1_000),
+        global = true
+    )]
+    pub tenant_expensive_concurrency: u32,
+}
+
+fn parse_deadline(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < std::time::Duration::from_millis(100)
+        || duration > std::time::Duration::from_secs(3600)
+    {
+        return Err("a request deadline is between 100ms and 1h".into());
+    }
+    Ok(duration)
 }
 
 /// A scheduler interval: a duration (`90s`, `5m`, `1h 30m`, `500ms`) or `off`.
@@ -174,6 +214,16 @@ pub enum Command {
 }
 
 impl Config {
+    /// The admission limits of GraphQL requests.
+    pub fn limits(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            per_tenant: self.tenant_concurrency as usize,
+            per_tenant_expensive: self.tenant_expensive_concurrency as usize,
+            deadline: self.request_deadline,
+            ..Default::default()
+        }
+    }
+
     /// The schedulers' intervals.
     pub fn intervals(&self) -> crate::scheduler::Intervals {
         crate::scheduler::Intervals {

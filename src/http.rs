@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub feed: crate::feed::EventFeed,
     pub cache: std::sync::Arc<crate::response_cache::ResponseCache>,
+    /// Per-tenant slots and the request deadline.
+    pub admission: crate::admission::Admission,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +70,23 @@ fn request_error(status: StatusCode, code: &str, message: impl Into<String>) -> 
     }
     response
 }
+
+/// A refusal the client should retry after a second: the tenant's slots were
+/// taken (429) or the deadline passed (503).
+fn retry_later(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "errors": [{ "message": message.into(),
+        "extensions": { "code": code, "retryable": true } }] });
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Code of a request refused because its tenant has too many in flight.
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// Code of a request that did not finish within its deadline.
+pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 
 fn unauthenticated(error: AuthError) -> Response {
     request_error(
@@ -103,7 +122,7 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, body: Body) 
     let started = Instant::now();
     let request_id = new_request_id();
     let span = tracing::info_span!("graphql", request_id = %request_id);
-    let mut response = execute(&state, &headers, body, &request_id)
+    let mut response = execute(&state, &headers, body, &request_id, started)
         .instrument(span)
         .await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -117,7 +136,13 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, body: Body) 
     response
 }
 
-async fn execute(state: &AppState, headers: &HeaderMap, body: Body, request_id: &str) -> Response {
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &str,
+    started: Instant,
+) -> Response {
     let principal = match authenticate(&state.auth, headers) {
         Ok(principal) => principal,
         Err(error) => return unauthenticated(error),
@@ -144,7 +169,7 @@ async fn execute(state: &AppState, headers: &HeaderMap, body: Body, request_id: 
             )
         }
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+    let mut request: async_graphql::Request = match serde_json::from_slice(&bytes) {
         Ok(request) => request,
         Err(e) => {
             return request_error(
@@ -162,14 +187,107 @@ async fn execute(state: &AppState, headers: &HeaderMap, body: Body, request_id: 
             return json_body(body);
         }
     }
+    // What the request may cost is decided before anything expensive runs.
+    let checked = match crate::graphql::guard::check(
+        &request.query,
+        &request.variables,
+        request.operation_name.as_deref(),
+    ) {
+        Ok((document, checked)) => {
+            request.set_parsed_query(document);
+            checked
+        }
+        Err(refusal) => {
+            state.metrics.refused("cost");
+            let mut response =
+                async_graphql::Response::from_errors(vec![refusal.into_server_error()]);
+            label_errors(&mut response.errors, request_id);
+            return match serde_json::to_vec(&response) {
+                Ok(body) => json_body(Bytes::from(body)),
+                Err(_) => request_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error",
+                ),
+            };
+        }
+    };
+    let permit = match state.admission.admit(&tenant, checked.expensive).await {
+        Ok(permit) => permit,
+        Err(busy) => {
+            state.metrics.refused("tenant_concurrency");
+            return retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMITED,
+                busy.to_string(),
+            );
+        }
+    };
     let caller = Caller {
         principal,
         request_id: request_id.to_string(),
     };
     let request = request
         .data(caller)
-        .data(Loaders::new(&state.store, &tenant));
-    let mut response = state.schema.execute(request).await;
+        .data(Loaders::new(&state.store, &tenant))
+        .data(crate::graphql::guard::Prechecked);
+    let deadline = state.admission.limits().deadline;
+    let remaining = deadline.saturating_sub(started.elapsed());
+    let schema = state.schema.clone();
+    // Its own task: a panic cannot take the connection down, and a query ends
+    // with its request (dropped when the client goes away, or at the deadline).
+    let task = tokio::spawn(
+        async move {
+            let response = schema.execute(request).await;
+            drop(permit);
+            response
+        }
+        .in_current_span(),
+    );
+    let mutation = checked.kind == Some(async_graphql::parser::types::OperationType::Mutation);
+    let outcome = if mutation {
+        // never cut between a mutation's commands: it runs to its end
+        tokio::time::timeout(remaining, task).await
+    } else {
+        let mut task = crate::admission::AbortOnDrop(task);
+        tokio::time::timeout(remaining, &mut task.0).await
+    };
+    let mut response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(join_error)) => {
+            tracing::error!(cause = %join_error, "request execution failed");
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                format!("internal error (request id {request_id})"),
+            );
+        }
+        Err(_) => {
+            state.metrics.refused("deadline");
+            let message = if mutation {
+                format!(
+                    "the mutation did not finish within the request deadline ({} s); it is not \
+                     cut short and goes on to its end (its events carry correlation id \
+                     {request_id}): check its outcome before retrying",
+                    deadline.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "the request did not finish within its deadline ({} s) and was cancelled; \
+                     retry later or ask for less",
+                    deadline.as_secs_f64()
+                )
+            };
+            return retry_later(StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED, message);
+        }
+    };
+    if response
+        .errors
+        .iter()
+        .any(|e| e.message.contains("too complex") || e.message.contains("too deep"))
+    {
+        state.metrics.refused("cost");
+    }
     label_errors(&mut response.errors, request_id);
     let body = match serde_json::to_vec(&response) {
         Ok(body) => Bytes::from(body),

@@ -2,6 +2,7 @@
 //! with CQRS projections. `main.rs` only boots; everything lives here so tests and
 //! helper binaries reuse it.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bus;
@@ -47,6 +48,7 @@ pub struct Application {
     github_api_url: Option<String>,
     metrics: metrics::Metrics,
     intervals: scheduler::Intervals,
+    admission: admission::Admission,
     /// Built on first use, from the configuration set by then.
     scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
@@ -64,6 +66,7 @@ impl Application {
         app.set_secret_key(&config.secret_key()?);
         app.github_api_url = config.github_api_url.clone();
         app.intervals = config.intervals();
+        app.admission = admission::Admission::new(config.limits());
         Ok(app)
     }
 
@@ -144,8 +147,15 @@ impl Application {
             github_api_url: None,
             metrics: metrics::Metrics::new(),
             intervals: scheduler::Intervals::off(),
+            admission: admission::Admission::new(Default::default()),
             scheduler: Default::default(),
         })
+    }
+
+    /// Per-tenant request slots and the request deadline (defaults: see
+    /// [`admission::Limits`]).
+    pub fn set_limits(&mut self, limits: admission::Limits) {
+        self.admission = admission::Admission::new(limits);
     }
 
     /// The commands this process runs (tests drive the domain directly with it).
@@ -181,6 +191,7 @@ impl Application {
             metrics: metrics.clone(),
             secrets: self.secrets.clone(),
             github_api_url: self.github_api_url.clone(),
+            admission: self.admission.clone(),
         }));
         let router = http::router(http::AppState {
             store: self.store.clone(),
@@ -190,6 +201,7 @@ impl Application {
             metrics,
             feed: self.feed.clone(),
             cache: Default::default(),
+            admission: self.admission.clone(),
         });
         let feed = self.feed.clone();
         let served = axum::serve(self.listener, router)

@@ -34,6 +34,11 @@ struct TickLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionLabels {
     projection: String,
 }
@@ -49,6 +54,7 @@ struct Inner {
     lag: Family<ProjectionLabels, Gauge>,
     failed: Family<ProjectionLabels, Gauge>,
     ticks: Family<TickLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
 }
 
 /// Cheap to clone; every clone records into the same registry.
@@ -121,6 +127,14 @@ impl Metrics {
              another process runs the job, already_run: another process ran the slot)",
             ticks.clone(),
         );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "requests_refused",
+            "GraphQL requests refused before or during execution, by reason (cost: over a \
+             limit on size, expansion or expensive fields; tenant_concurrency: the tenant's \
+             requests in flight; deadline: not finished within the request deadline)",
+            refused.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -132,6 +146,7 @@ impl Metrics {
             lag,
             failed,
             ticks,
+            refused,
         }))
     }
 
@@ -157,6 +172,14 @@ impl Metrics {
         self.0
             .ticks
             .get_or_create(&TickLabels { job, outcome })
+            .inc();
+    }
+
+    /// A request refused for `reason` (`cost`, `tenant_concurrency`, `deadline`).
+    pub fn refused(&self, reason: &'static str) {
+        self.0
+            .refused
+            .get_or_create(&RefusalLabels { reason })
             .inc();
     }
 

@@ -168,7 +168,9 @@ impl AuditQuery {
         Ok(connection(page, AuditEntry::from))
     }
 
-    /// One aggregate's events in sequence order, straight from the log.
+    /// One aggregate's events in sequence order, straight from the log. Replays
+    /// history: at most 10 such fields (with `aggregateAt`) per request.
+    #[graphql(complexity = "super::guard::Expensive::Replay.complexity() + child_complexity")]
     async fn event_history(
         &self,
         ctx: &Context<'_>,
@@ -187,7 +189,9 @@ impl AuditQuery {
     }
 
     /// An aggregate's state replayed up to a time (`at`) and/or a global position;
-    /// null if it had no events by then.
+    /// null if it had no events by then. At most 10 such fields (with
+    /// `eventHistory`) per request.
+    #[graphql(complexity = "super::guard::Expensive::Replay.complexity() + child_complexity")]
     async fn aggregate_at(
         &self,
         ctx: &Context<'_>,
@@ -215,7 +219,9 @@ impl AuditQuery {
         }))
     }
 
-    /// Walks the hash chain of every aggregate of the caller's tenant.
+    /// Walks the hash chain of every aggregate of the caller's tenant. Walks the
+    /// log: one such field per request, one such request per tenant at a time.
+    #[graphql(complexity = "super::guard::Expensive::LogWalk.complexity() + child_complexity")]
     async fn verify_event_log(
         &self,
         ctx: &Context<'_>,

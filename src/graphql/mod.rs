@@ -9,6 +9,7 @@
 mod audit;
 mod environments;
 pub mod error;
+pub mod guard;
 mod incidents;
 pub(crate) mod matrix;
 mod pipelines;
@@ -34,7 +35,9 @@ pub use error::{ApiError, ApiResult};
 /// Deepest selection accepted (GraphiQL's introspection query needs 13).
 pub const MAX_DEPTH: usize = 16;
 /// Most expensive query accepted: each field costs 1, list fields multiply their
-/// children by their page size.
+/// children by their page size, and fields that walk or replay the event log cost
+/// what [`guard::Expensive::complexity`] says (checked before validation:
+/// [`guard`]).
 pub const MAX_COMPLEXITY: usize = 20_000;
 /// Longest a query waits for `minPosition` (and a payload for its object).
 pub const READ_WAIT: Duration = Duration::from_secs(5);
@@ -72,6 +75,9 @@ pub struct Services {
     pub secrets: crate::secrets::SecretStore,
     /// The GitHub API root for GitHub repositories (`None`: api.github.com).
     pub github_api_url: Option<String>,
+    /// Per-tenant slots and deadlines (operations over the WebSocket use it here;
+    /// the HTTP handler admits its requests before they reach the schema).
+    pub admission: crate::admission::Admission,
 }
 
 /// The verified caller of one request (or one WebSocket connection).
@@ -106,7 +112,8 @@ pub fn schema(services: Option<Services>) -> ApiSchema {
         SubscriptionRoot,
     )
     .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY);
+    .limit_complexity(MAX_COMPLEXITY)
+    .extension(guard::Guard);
     if let Some(services) = services {
         builder = builder.data(services);
     }

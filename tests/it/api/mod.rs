@@ -2,6 +2,7 @@
 //! fresh database per test.
 
 mod bad_input;
+mod hardening;
 mod isolation;
 mod promotions;
 mod service;
@@ -47,6 +48,19 @@ impl Api {
     /// Like [`Api::start`], with GitHub repositories read through this API root (a
     /// fake GitHub on loopback) instead of api.github.com.
     pub async fn start_with_github(kind: Kind, github_api_url: Option<String>) -> Api {
+        Self::start_with(kind, github_api_url, None).await
+    }
+
+    /// Like [`Api::start`], with these admission limits (per-tenant slots, deadline).
+    pub async fn start_with_limits(kind: Kind, limits: workflowops::admission::Limits) -> Api {
+        Self::start_with(kind, None, Some(limits)).await
+    }
+
+    async fn start_with(
+        kind: Kind,
+        github_api_url: Option<String>,
+        limits: Option<workflowops::admission::Limits>,
+    ) -> Api {
         let store = TestStore::new(kind).await;
         let auth = Auth::new(SECRET);
         let mut app = Application::with_store(
@@ -58,6 +72,9 @@ impl Api {
         .expect("start the service");
         app.set_github_api_url(github_api_url);
         app.set_secret_key(SECRET_KEY);
+        if let Some(limits) = limits {
+            app.set_limits(limits);
+        }
         let addr = app.local_addr().unwrap();
         let domain = app.domain().clone();
         let projections = app.projections().clone();
