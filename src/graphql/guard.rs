@@ -536,9 +536,14 @@ impl async_graphql::extensions::Extension for GuardExtension {
             }
             refusal.into_server_error()
         };
+        // Our own parse, checked, replaces async-graphql's (`next`): its parse step
+        // also walks the recursion depth through every fragment spread, which is
+        // exponential in the very documents refused here.
+        let _ = next;
         lex(query).map_err(refused)?;
         variables_nul(variables).map_err(refused)?;
-        let document = next.run(ctx, query, variables).await?;
+        let document = async_graphql::parser::parse_query(query)
+            .map_err(|e| refused(Refusal::new(format!("malformed query: {e}"))))?;
         let operations = check_document(&document).map_err(refused)?;
         *self.operations.lock().unwrap_or_else(|e| e.into_inner()) = Some(operations);
         Ok(document)
@@ -764,5 +769,28 @@ mod tests {
         assert_eq!(checked.kind, Some(OperationType::Mutation));
         let (_, checked) = check(document, &Variables::default(), None).unwrap();
         assert_eq!(checked.kind, None);
+    }
+}
+#[cfg(test)]
+mod extension_tests {
+    /// Without the extension checking first, async-graphql's own parse step walks
+    /// 2^30 fragment spreads (minutes of CPU) before anything refuses this.
+    #[tokio::test]
+    async fn the_extension_refuses_before_async_graphql_parses() {
+        use futures::StreamExt;
+        let schema = crate::graphql::schema(None);
+        let mut query = String::from("query { ...F0 }\n");
+        for level in 0..30 {
+            query.push_str(&format!(
+                "fragment F{level} on QueryRoot {{ ...F{next} ...F{next} }}\n",
+                next = level + 1
+            ));
+        }
+        query.push_str("fragment F30 on QueryRoot { environments { id } }\n");
+        let response = schema.execute(query.clone()).await;
+        assert!(format!("{:?}", response.errors).contains("once its fragments are expanded"));
+        let response = schema.execute_stream(query).next().await.unwrap();
+        assert!(format!("{:?}", response.errors).contains("once its fragments are expanded"));
+        assert!(schema.execute("{ __typename }").await.errors.is_empty());
     }
 }

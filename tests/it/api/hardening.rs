@@ -426,11 +426,97 @@ async fn a_mutation_past_its_deadline_runs_to_its_end(kind: Kind) {
     api.stop().await;
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next message that is not a ping or a `complete`.
+async fn ws_next(socket: &mut Socket) -> Value {
+    use futures::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the socket is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            // "complete" closes an operation already answered
+            if value["type"] != "ping" && value["type"] != "complete" {
+                return value;
+            }
+        }
+    }
+}
+
+/// Operations over the WebSocket pass the same checks before validation.
+async fn websocket_operations_are_checked_too(kind: Kind) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let api = Api::start(kind).await;
+    let viewer = api.token("acme", "viewer", "vera");
+    let mut request = format!("ws://{}/graphql/ws", api.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({ "type": "connection_init",
+        "payload": { "Authorization": format!("Bearer {viewer}") } });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    assert_eq!(ws_next(&mut socket).await["type"], "connection_ack");
+    let cases = [
+        (doubling(30), json!({}), "once its fragments are expanded"),
+        (
+            "query($s: String) { workflowMatrix(search: $s) { nodes { canonicalId } } }"
+                .to_string(),
+            json!({ "s": "a\u{0}b" }),
+            "NUL",
+        ),
+    ];
+    for (n, (query, variables, hint)) in cases.into_iter().enumerate() {
+        let subscribe = json!({ "id": n.to_string(), "type": "subscribe",
+            "payload": { "query": query, "variables": variables } });
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .unwrap();
+        let answer = ws_next(&mut socket).await;
+        let errors = match answer["type"].as_str() {
+            Some("error") => answer["payload"].clone(),
+            Some("next") => answer["payload"]["errors"].clone(),
+            _ => panic!("unexpected {answer}"),
+        };
+        assert!(errors.to_string().contains(hint), "{hint}: {answer}");
+        assert!(errors.to_string().contains("VALIDATION"), "{answer}");
+    }
+    // a plain query is answered
+    let subscribe = json!({ "id": "ok", "type": "subscribe",
+        "payload": { "query": "{ environments { id } }" } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    let answer = ws_next(&mut socket).await;
+    assert_eq!(answer["type"], "next", "{answer}");
+    assert_eq!(
+        answer["payload"]["data"]["environments"],
+        json!([]),
+        "{answer}"
+    );
+    let _ = socket.close(None).await;
+    api.stop().await;
+}
+
 both_backends!(
     cost_is_bounded_before_validation,
     nul_is_refused_in_every_argument,
     a_busy_tenant_waits_alone,
     a_mutation_past_its_deadline_runs_to_its_end,
+    websocket_operations_are_checked_too,
 );
 
 /// PostgreSQL can hold a query deterministically (a table lock): a query past its
