@@ -16,6 +16,7 @@ pub mod promote;
 pub mod read_side;
 pub mod response_cache;
 pub mod scheduler;
+pub mod sealer;
 pub mod secrets;
 pub mod snapshots;
 pub mod sync;
@@ -33,6 +34,9 @@ use crate::store::Store;
 /// How long stopping the service waits for a scheduler tick in progress.
 const SCHEDULER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How often the log digest is sealed unless configured.
+pub const DEFAULT_SEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The running service: a bound listener, its router and its background tasks.
 pub struct Application {
     listener: TcpListener,
@@ -47,6 +51,8 @@ pub struct Application {
     github_api_url: Option<String>,
     metrics: metrics::Metrics,
     intervals: scheduler::Intervals,
+    /// How often the log digest is sealed (`None`: never; the head is kept anyway).
+    seal_interval: Option<std::time::Duration>,
     /// Built on first use, from the configuration set by then.
     scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
@@ -64,6 +70,7 @@ impl Application {
         app.set_secret_key(&config.secret_key()?);
         app.github_api_url = config.github_api_url.clone();
         app.intervals = config.intervals();
+        app.seal_interval = config.seal_interval.0;
         Ok(app)
     }
 
@@ -78,6 +85,12 @@ impl Application {
     /// service's configuration sets them).
     pub fn set_scheduler_intervals(&mut self, intervals: scheduler::Intervals) {
         self.intervals = intervals;
+    }
+
+    /// How often the log digest is sealed once the service runs (default 1 minute;
+    /// `None`: only on demand).
+    pub fn set_seal_interval(&mut self, every: Option<std::time::Duration>) {
+        self.seal_interval = every;
     }
 
     /// The schedulers of this process (the ones `run_until_stopped` starts), to read
@@ -144,6 +157,7 @@ impl Application {
             github_api_url: None,
             metrics: metrics::Metrics::new(),
             intervals: scheduler::Intervals::off(),
+            seal_interval: Some(DEFAULT_SEAL_INTERVAL),
             scheduler: Default::default(),
         })
     }
@@ -173,6 +187,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let metrics = self.metrics.clone();
         let schedulers = self.scheduler().start(self.intervals);
+        let sealer = sealer::start(self.store.clone(), self.seal_interval);
         let schema = graphql::schema(Some(graphql::Services {
             store: self.store.clone(),
             domain: self.domain.clone(),
@@ -204,6 +219,8 @@ impl Application {
         // An in-flight batch rolls back; the next start resumes from its checkpoint.
         self.projector.abort();
         self.tail.abort();
+        // Its writes are single statements: stopping it anywhere leaves the head whole.
+        sealer.abort();
         served
     }
 }
