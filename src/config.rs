@@ -277,7 +277,10 @@ mod tests {
             cli.config.intervals(),
             crate::scheduler::Intervals::default()
         );
-        assert_eq!(cli.config.seal_interval, Interval(Some(Duration::from_secs(60))));
+        assert_eq!(
+            cli.config.seal_interval,
+            Interval(Some(Duration::from_secs(60)))
+        );
         let cli = super::Cli::parse_from(["workflowops", "serve", "--seal-interval", "off"]);
         assert_eq!(cli.config.seal_interval, Interval(None));
     }

@@ -164,7 +164,11 @@ fn verify_outcome(report: &VerifyReport) -> ExitCode {
             "; log digest recomputed over {} events matches {} seals{}",
             digest.events,
             digest.seals_checked,
-            if digest.head_checked { " and the head" } else { "" }
+            if digest.head_checked {
+                " and the head"
+            } else {
+                ""
+            }
         ));
         if let Some(through) = digest.sealed_through {
             summary.push_str(&format!(" (sealed through position {through})"));

@@ -128,10 +128,14 @@ async fn sealed_log(t: &TestStore) -> (Vec<StoredEvent>, ExternalDigest) {
 async fn exec(store: &Store, sql: &str) {
     match store {
         Store::Postgres(PgStore { pool, .. }) => {
-            pool.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            pool.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         Store::Sqlite(SqliteStore { pool, .. }) => {
-            pool.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            pool.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
     }
 }
@@ -198,7 +202,11 @@ async fn forge_prod_with_recomputed_hashes(t: &TestStore) {
         .await
         .unwrap();
     assert_eq!(prod.len(), 2);
-    assert!(prod[0].payload.get("name").is_some(), "{:?}", prod[0].payload);
+    assert!(
+        prod[0].payload.get("name").is_some(),
+        "{:?}",
+        prod[0].payload
+    );
     prod[0].payload["name"] = json!("Forged");
     rechain(&mut prod);
     for event in &prod {
@@ -323,7 +331,11 @@ async fn deleting_the_last_event_of_a_stream_is_caught(kind: Kind) {
 async fn deleting_a_whole_stream_is_caught(kind: Kind) {
     let t = TestStore::new(kind).await;
     let (events, _) = sealed_log(&t).await;
-    exec(&t.store, "DELETE FROM events WHERE aggregate_id = 'acme:stage'").await;
+    exec(
+        &t.store,
+        "DELETE FROM events WHERE aggregate_id = 'acme:stage'",
+    )
+    .await;
     assert_eq!(t.store.event_count().await.unwrap(), EVENTS as i64 - 2);
     let report = assert_only_the_digest_catches_it(&t, "deleted stream").await;
     let mismatch = report.digest.unwrap().first_mismatch.unwrap();
@@ -395,7 +407,10 @@ async fn an_inserted_event_is_caught(kind: Kind) {
         .into_iter()
         .map(|e| e.aggregate_id)
         .collect();
-    assert_eq!(order[2], "acme:ghost", "inserted before the head: {order:?}");
+    assert_eq!(
+        order[2], "acme:ghost",
+        "inserted before the head: {order:?}"
+    );
     assert_only_the_digest_catches_it(&t, "inserted event").await;
 }
 
@@ -481,7 +496,7 @@ async fn a_full_rewrite_passes_plain_verify_but_not_an_external_digest(kind: Kin
     }
     let log_id: LogId = t.store.log_id().await.unwrap().unwrap();
     let seals = t.store.seals(LogCursor::START, 100).await.unwrap();
-    let (head_cursor, ..) = t.store.digest_head().await.unwrap().unwrap();
+    let head_cursor = t.store.digest_head().await.unwrap().unwrap().cursor;
     assert!(!seals.is_empty());
     let mut state = RunningDigest::genesis(&log_id);
     let mut rewritten = 0;
@@ -514,7 +529,11 @@ async fn a_full_rewrite_passes_plain_verify_but_not_an_external_digest(kind: Kin
             rewritten += 1;
         }
     }
-    assert_eq!(rewritten, seals.len() + 1, "every seal and the head rewritten");
+    assert_eq!(
+        rewritten,
+        seals.len() + 1,
+        "every seal and the head rewritten"
+    );
 
     // the documented limit: everything in the database agrees again
     let report = t.store.verify().await.unwrap();
@@ -531,7 +550,10 @@ async fn a_full_rewrite_passes_plain_verify_but_not_an_external_digest(kind: Kin
     );
     let (code, stdout, stderr) = cli(&t, &["verify", "--digest", &digest.to_string()]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("the digest given does not match"), "{stderr}");
+    assert!(
+        stderr.contains("the digest given does not match"),
+        "{stderr}"
+    );
     let json: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["digest"]["external"]["ok"], false);
 }
@@ -543,8 +565,14 @@ async fn bad_digests_are_refused_with_exit_code_2(kind: Kind) {
     let (hex_part, _) = good.split_once('@').unwrap();
     let mut cases: Vec<(String, &str)> = vec![
         ("nonsense".into(), "no `@`"),
-        (format!("{}@{}", &hex_part[..90], digest.position), "not 96 hex"),
-        (format!("{}xyz@{}", &hex_part[..93], digest.position), "not hexadecimal"),
+        (
+            format!("{}@{}", &hex_part[..90], digest.position),
+            "not 96 hex",
+        ),
+        (
+            format!("{}xyz@{}", &hex_part[..93], digest.position),
+            "not hexadecimal",
+        ),
         (format!("{hex_part}@minus-one"), "position"),
         (format!("{hex_part}@-3"), "position"),
     ];
@@ -561,7 +589,10 @@ async fn bad_digests_are_refused_with_exit_code_2(kind: Kind) {
     for (input, says) in &cases {
         let (code, stdout, stderr) = cli(&t, &["verify", "--digest", input]);
         assert_eq!(code, 2, "{input}: {stderr}");
-        assert!(stderr.contains(says), "{input}: expected {says:?} in {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{input}: expected {says:?} in {stderr}"
+        );
         assert!(stdout.is_empty(), "{input}: no report: {stdout}");
     }
     assert!(matches!(
@@ -583,13 +614,15 @@ async fn bad_digests_are_refused_with_exit_code_2(kind: Kind) {
 async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
     let t = TestStore::new(kind).await;
     let (events, _) = sealed_log(&t).await;
-    let drop_hash = |position: i64| match &t.store {
+    let drop_hash = |position: i64| {
+        match &t.store {
         Store::Postgres(_) => format!(
             "UPDATE events SET metadata = (metadata::jsonb - 'hash')::json WHERE position = {position}"
         ),
         Store::Sqlite(_) => format!(
             "UPDATE events SET metadata = json_remove(metadata, '$.hash') WHERE position = {position}"
         ),
+    }
     };
     // acme:prod's first event loses its hash: its successor cannot be chained
     exec(&t.store, &drop_hash(events[PROD_1].position)).await;
@@ -627,7 +660,11 @@ async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
         matches!(&refused, CommandError::Persistence(m) if m.contains("no valid chain hash")),
         "{refused:?}"
     );
-    assert_eq!(t.store.event_count().await.unwrap(), before, "nothing appended");
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing appended"
+    );
     // a malformed (not just missing) hash is refused alike
     let malformed = match &t.store {
         Store::Postgres(_) => format!(
@@ -650,7 +687,11 @@ async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
         matches!(&refused, CommandError::Persistence(m) if m.contains("no valid chain hash")),
         "{refused:?}"
     );
-    assert_eq!(t.store.event_count().await.unwrap(), before, "nothing appended");
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing appended"
+    );
     // untouched aggregates still take commands
     t.domain()
         .environment(&admin("acme"), &id("dev"), record_sync())
@@ -692,7 +733,10 @@ async fn the_digest_command_round_trips_into_verify(kind: Kind) {
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["digest"]["external"]["ok"], true);
-    assert!(stderr.contains("is the one the digest given was taken from"), "{stderr}");
+    assert!(
+        stderr.contains("is the one the digest given was taken from"),
+        "{stderr}"
+    );
 }
 
 async fn the_sealer_keeps_the_head_and_seals_in_serve(kind: Kind) {
@@ -710,8 +754,8 @@ async fn the_sealer_keeps_the_head_and_seals_in_serve(kind: Kind) {
     }));
 
     let head_events = || async {
-        let (_, events, digest, updated_at) = t.store.digest_head().await.unwrap().unwrap();
-        (events, digest, updated_at)
+        let head = t.store.digest_head().await.unwrap().unwrap();
+        (head.events, head.digest, head.updated_at)
     };
     assert_eq!(head_events().await.0, 0);
     let alice = admin("acme");
@@ -731,7 +775,10 @@ async fn the_sealer_keeps_the_head_and_seals_in_serve(kind: Kind) {
                 assert!(digest.is_some() && updated_at.is_some());
                 break;
             }
-            assert!(Instant::now() < deadline, "the head did not advance: {events}");
+            assert!(
+                Instant::now() < deadline,
+                "the head did not advance: {events}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -176,6 +176,8 @@ mod tests {
         );
         assert_eq!(h1.len(), 64);
         assert!(is_chain_hash(&h1) && is_chain_hash(GENESIS));
-        assert!(!is_chain_hash(&h1.to_uppercase()) && !is_chain_hash("") && !is_chain_hash(&h1[1..]));
+        assert!(
+            !is_chain_hash(&h1.to_uppercase()) && !is_chain_hash("") && !is_chain_hash(&h1[1..])
+        );
     }
 }

@@ -151,7 +151,9 @@ impl FromStr for ExternalDigest {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         let Some((hex_part, position)) = text.split_once('@') else {
-            return Err(MalformedDigest("no `@` between the digest and its position".into()));
+            return Err(MalformedDigest(
+                "no `@` between the digest and its position".into(),
+            ));
         };
         if hex_part.len() != 96 {
             return Err(MalformedDigest(format!(
@@ -280,9 +282,7 @@ pub struct ExternalCheck {
 /// Why `verify --digest` could not check the log against a digest (not tampering).
 #[derive(Debug, thiserror::Error)]
 pub enum DigestCheckError {
-    #[error(
-        "the digest is from another database: its log id is {given}, this log's is {this}"
-    )]
+    #[error("the digest is from another database: its log id is {given}, this log's is {this}")]
     OtherLog { given: String, this: String },
     #[error(
         "no event at position {0} in this log: the digest's position is wrong (the log \
@@ -308,13 +308,21 @@ struct Checkpoint {
     sealed_at: Option<String>,
 }
 
-/// The head row as stored.
-struct HeadRow {
-    cursor: LogCursor,
-    events: i64,
-    digest: Option<String>,
-    updated_at: Option<String>,
+/// The digest head as stored: the running state through `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DigestHead {
+    pub cursor: LogCursor,
+    pub events: i64,
+    /// 64 lowercase hex digits; `None` before the first event.
+    pub digest: Option<String>,
+    /// When it last moved.
+    pub updated_at: Option<String>,
 }
+
+/// A head row: tx_id, position, events, digest, updated_at.
+type HeadTuple = (i64, i64, i64, Option<String>, Option<String>);
+/// A seal row: tx_id, position, events, digest, sealed_at, kind.
+type SealTuple = (i64, i64, i64, String, String, String);
 
 const PG_ROWS: &str = "SELECT tx_id::text::bigint AS tx_id, position, \
        CASE WHEN json_typeof(metadata->'hash') = 'string' THEN metadata->>'hash' END AS hash \
@@ -369,17 +377,21 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DigestRow>, StoreError> {
         let rows: Vec<(i64, i64, Option<String>)> = match self {
-            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as(PG_ROWS)
-                .bind(after.tx_id.to_string())
-                .bind(after.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?,
-            Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_as(SQLITE_ROWS)
-                .bind(after.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?,
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_as(PG_ROWS)
+                    .bind(after.tx_id.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_as(SQLITE_ROWS)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
         };
         Ok(rows
             .into_iter()
@@ -390,16 +402,20 @@ impl Store {
             .collect())
     }
 
-    async fn head_row(&self) -> Result<Option<HeadRow>, StoreError> {
-        let sql = "SELECT tx_id, position, events, digest, updated_at FROM log_digest_head WHERE id = 1";
-        let row: Option<(i64, i64, i64, Option<String>, Option<String>)> =
-            on_store!(self, |pool| sqlx::query_as(sql).fetch_optional(pool).await?);
-        Ok(row.map(|(tx_id, position, events, digest, updated_at)| HeadRow {
-            cursor: LogCursor { tx_id, position },
-            events,
-            digest,
-            updated_at,
-        }))
+    async fn head_row(&self) -> Result<Option<DigestHead>, StoreError> {
+        let sql =
+            "SELECT tx_id, position, events, digest, updated_at FROM log_digest_head WHERE id = 1";
+        let row: Option<HeadTuple> = on_store!(self, |pool| sqlx::query_as(sql)
+            .fetch_optional(pool)
+            .await?);
+        Ok(
+            row.map(|(tx_id, position, events, digest, updated_at)| DigestHead {
+                cursor: LogCursor { tx_id, position },
+                events,
+                digest,
+                updated_at,
+            }),
+        )
     }
 
     /// The head as a running digest (errors if it is missing or malformed).
@@ -408,7 +424,10 @@ impl Store {
             position: 0,
             message: format!("the log digest head {message}"),
         };
-        let head = self.head_row().await?.ok_or_else(|| corrupt("is missing"))?;
+        let head = self
+            .head_row()
+            .await?
+            .ok_or_else(|| corrupt("is missing"))?;
         let mut state = RunningDigest::genesis(log_id);
         match head.digest {
             None if head.events == 0 && head.cursor == LogCursor::START => Ok(state),
@@ -535,18 +554,23 @@ impl Store {
     }
 
     async fn seal_at(&self, cursor: LogCursor) -> Result<Option<Seal>, StoreError> {
-        let sql = format!("SELECT {SEAL_COLUMNS} FROM log_seals WHERE tx_id = $1 AND position = $2");
-        let row: Option<(i64, i64, i64, String, String, String)> = match self {
-            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as(&sql)
-                .bind(cursor.tx_id)
-                .bind(cursor.position)
-                .fetch_optional(pool)
-                .await?,
-            Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_as(&sqlite_sql(&sql))
-                .bind(cursor.tx_id)
-                .bind(cursor.position)
-                .fetch_optional(pool)
-                .await?,
+        let sql =
+            format!("SELECT {SEAL_COLUMNS} FROM log_seals WHERE tx_id = $1 AND position = $2");
+        let row: Option<SealTuple> = match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_as(&sql)
+                    .bind(cursor.tx_id)
+                    .bind(cursor.position)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_as(&sqlite_sql(&sql))
+                    .bind(cursor.tx_id)
+                    .bind(cursor.position)
+                    .fetch_optional(pool)
+                    .await?
+            }
         };
         Ok(row.map(seal_from))
     }
@@ -585,32 +609,30 @@ impl Store {
             "SELECT {SEAL_COLUMNS} FROM log_seals WHERE (tx_id, position) > ($1, $2) \
              ORDER BY tx_id, position LIMIT $3"
         );
-        let rows: Vec<(i64, i64, i64, String, String, String)> = match self {
-            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as(&sql)
-                .bind(after.tx_id)
-                .bind(after.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?,
-            Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_as(&sqlite_sql(&sql))
-                .bind(after.tx_id)
-                .bind(after.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?,
+        let rows: Vec<SealTuple> = match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_as(&sql)
+                    .bind(after.tx_id)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_as(&sqlite_sql(&sql))
+                    .bind(after.tx_id)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
         };
         Ok(rows.into_iter().map(seal_from).collect())
     }
 
-    /// The digest head as stored: cursor, events, digest (hex; `None` before the
-    /// first event) and when it was last moved.
-    pub async fn digest_head(
-        &self,
-    ) -> Result<Option<(LogCursor, i64, Option<String>, Option<String>)>, StoreError> {
-        Ok(self
-            .head_row()
-            .await?
-            .map(|h| (h.cursor, h.events, h.digest, h.updated_at)))
+    /// The digest head as stored (`None` if its row was removed).
+    pub async fn digest_head(&self) -> Result<Option<DigestHead>, StoreError> {
+        self.head_row().await
     }
 
     /// Recomputes the digest over the whole log in global order (in batches) and
@@ -778,7 +800,7 @@ impl SealPages {
     }
 }
 
-fn seal_from((tx_id, position, events, digest, sealed_at, kind): (i64, i64, i64, String, String, String)) -> Seal {
+fn seal_from((tx_id, position, events, digest, sealed_at, kind): SealTuple) -> Seal {
     Seal {
         cursor: LogCursor { tx_id, position },
         events,
@@ -796,7 +818,12 @@ impl DigestReport {
     }
 
     /// Compares a checkpoint with the digest recomputed through its cursor.
-    fn check(&mut self, checkpoint: &Checkpoint, state: &RunningDigest, last_match: &mut Option<i64>) {
+    fn check(
+        &mut self,
+        checkpoint: &Checkpoint,
+        state: &RunningDigest,
+        last_match: &mut Option<i64>,
+    ) {
         let position = checkpoint.cursor.position;
         match checkpoint.kind {
             "head" => self.head_checked = true,
@@ -888,7 +915,10 @@ mod tests {
             (&format!("{}@1", "zz".repeat(48)), "not hexadecimal"),
             (&format!("{}@-1", "ab".repeat(48)), "position"),
             (&format!("{}@", "ab".repeat(48)), "position"),
-            (&format!("{}@99999999999999999999", "ab".repeat(48)), "position"),
+            (
+                &format!("{}@99999999999999999999", "ab".repeat(48)),
+                "position",
+            ),
             (&format!("{}@1@2", "ab".repeat(48)), "position"),
         ] {
             let error = bad.parse::<ExternalDigest>().unwrap_err().to_string();

@@ -839,7 +839,10 @@ async fn b_reads_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
     );
     assert_eq!(position, answer["position"].to_string(), "{data}");
     let position = answer["position"].as_i64().unwrap();
-    assert!(position > 0 && position <= last_position(walk.api).await, "{data}");
+    assert!(
+        position > 0 && position <= last_position(walk.api).await,
+        "{data}"
+    );
 }
 
 /// B tries every change on A's objects; creating with an id of A makes B's own.
