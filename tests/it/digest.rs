@@ -261,9 +261,30 @@ async fn assert_only_the_digest_catches_it(t: &TestStore, what: &str) -> VerifyR
     report
 }
 
+/// Seal rows, counted straight from the table.
+async fn seal_rows(store: &Store) -> i64 {
+    const SQL: &str = "SELECT COUNT(*) FROM log_seals";
+    match store {
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+        Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+    }
+    .unwrap()
+}
+
 async fn an_intact_sealed_log_verifies(kind: Kind) {
     let t = TestStore::new(kind).await;
+    // the empty log's digest is D_0 at position 0; nothing is recorded for it
+    let empty = t.store.seal().await.unwrap();
+    assert_eq!((empty.seal.cursor.position, empty.seal.events), (0, 0));
+    assert_eq!(seal_rows(&t.store).await, 0);
+    let genesis: ExternalDigest = empty.external().parse().unwrap();
+    assert_eq!(
+        empty.seal.digest,
+        RunningDigest::genesis(&genesis.log_id).hex()
+    );
+
     let (events, digest) = sealed_log(&t).await;
+    assert!(seal_rows(&t.store).await >= 1);
     // more events after the seal: the log still verifies, and the head catches up
     t.domain()
         .environment(&admin("acme"), &id("stage"), record_sync())
@@ -285,9 +306,11 @@ async fn an_intact_sealed_log_verifies(kind: Kind) {
     assert_eq!(part.sealed_through, Some(after.position));
     assert_eq!(part.log_id, Some(digest.log_id.to_string()));
     // an earlier digest still proves the log up to its position
-    let report = t.store.verify_with_digest(&digest).await.unwrap();
-    assert!(report.ok, "{report:?}");
-    assert!(report.digest.unwrap().external.unwrap().ok);
+    for earlier in [&digest, &genesis] {
+        let report = t.store.verify_with_digest(earlier).await.unwrap();
+        assert!(report.ok, "{report:?}");
+        assert!(report.digest.unwrap().external.unwrap().ok);
+    }
     let (code, _, stderr) = cli(&t, &["verify"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(

@@ -577,10 +577,22 @@ impl Store {
 
     /// Seals on demand: extends the head to the current end of the log and records
     /// an `on_demand` seal there (idempotent: a seal already at that cursor, of any
-    /// kind, is returned as it is).
+    /// kind, is returned as it is). An empty log records nothing and returns `D_0`
+    /// at position 0.
     pub async fn seal(&self) -> Result<SealedDigest, StoreError> {
         let log_id = self.require_log_id().await?;
         let state = self.advance_digest().await?;
+        if state.events == 0 {
+            // Nothing to seal: the empty log's digest is D_0, at position 0.
+            let seal = Seal {
+                cursor: LogCursor::START,
+                events: 0,
+                digest: state.hex(),
+                sealed_at: crate::sql::fmt_time(Utc::now()),
+                kind: SealKind::OnDemand.as_str().to_string(),
+            };
+            return Ok(SealedDigest { seal, log_id });
+        }
         self.insert_seal(&state, SealKind::OnDemand).await?;
         let seal = self
             .seal_at(state.cursor)
