@@ -116,7 +116,8 @@ pub struct Committed<A: Aggregate> {
     pub position: Option<i64>,
 }
 
-/// A loaded aggregate: its state, last sequence and last chain hash.
+/// A loaded aggregate: its state, last sequence and last chain hash (as stored: empty
+/// if the last event has none; `execute` refuses to chain after an invalid one).
 pub struct Loaded<A> {
     pub state: A,
     pub sequence: i64,
@@ -266,6 +267,14 @@ impl CommandBus {
             });
         }
 
+        if !chain::is_chain_hash(&last_hash) {
+            // Chaining to a missing or malformed hash would make the new events
+            // unverifiable too: refuse, append nothing.
+            return Err(CommandError::Persistence(format!(
+                "{id} #{sequence}: the stored event has no valid chain hash, so nothing can be \
+                 chained after it; the log was altered (run `workflowops verify`)"
+            )));
+        }
         let rows = serialize::<A>(&id, sequence, &last_hash, &events, &metadata, at)?;
         let position = self.store.append(&rows).await.map_err(|e| match e {
             AppendError::Conflict => CommandError::Conflict {

@@ -146,6 +146,16 @@ pub struct Config {
         global = true
     )]
     pub tenant_expensive_concurrency: u32,
+    /// How often the log digest is sealed into an immutable row (`off` disables; the
+    /// digest head is kept up to date either way, and `workflowops digest` seals on
+    /// demand).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_SEAL_INTERVAL",
+        default_value = "1m",
+        global = true
+    )]
+    pub seal_interval: Interval,
 }
 
 fn parse_deadline(text: &str) -> Result<std::time::Duration, String> {
@@ -185,9 +195,19 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Walk every aggregate's hash chain; exits 1 and names the first broken event if
-    /// the log was altered.
-    Verify,
+    /// Walk every aggregate's hash chain and recompute the log digest against every
+    /// seal and the digest head; exits 1 and names the first broken event or seal if
+    /// the log was altered, 2 if it could not check.
+    Verify {
+        /// A digest printed by `workflowops digest` (HEX@POSITION), kept outside the
+        /// database: also proves the log up to its position is the one it was taken
+        /// from.
+        #[arg(long, value_name = "HEX@POSITION")]
+        digest: Option<String>,
+    },
+    /// Seal the log digest now and print it (JSON); keep the `HEX@POSITION` it prints
+    /// outside the database for `verify --digest`.
+    Digest,
     /// Empty read models and replay them from position 0 (all of them, or the named
     /// one). Prints a JSON report. A running service picks the reset up by itself.
     Rebuild {
@@ -307,5 +327,11 @@ mod tests {
             cli.config.intervals(),
             crate::scheduler::Intervals::default()
         );
+        assert_eq!(
+            cli.config.seal_interval,
+            Interval(Some(Duration::from_secs(60)))
+        );
+        let cli = super::Cli::parse_from(["workflowops", "serve", "--seal-interval", "off"]);
+        assert_eq!(cli.config.seal_interval, Interval(None));
     }
 }

@@ -17,6 +17,7 @@ pub mod promote;
 pub mod read_side;
 pub mod response_cache;
 pub mod scheduler;
+pub mod sealer;
 pub mod secrets;
 pub mod snapshots;
 pub mod sync;
@@ -34,6 +35,9 @@ use crate::store::Store;
 /// How long stopping the service waits for a scheduler tick in progress.
 const SCHEDULER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How often the log digest is sealed unless configured.
+pub const DEFAULT_SEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The running service: a bound listener, its router and its background tasks.
 pub struct Application {
     listener: TcpListener,
@@ -49,6 +53,8 @@ pub struct Application {
     metrics: metrics::Metrics,
     intervals: scheduler::Intervals,
     admission: admission::Admission,
+    /// How often the log digest is sealed (`None`: never; the head is kept anyway).
+    seal_interval: Option<std::time::Duration>,
     /// Built on first use, from the configuration set by then.
     scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
@@ -67,6 +73,7 @@ impl Application {
         app.github_api_url = config.github_api_url.clone();
         app.intervals = config.intervals();
         app.admission = admission::Admission::new(config.limits());
+        app.seal_interval = config.seal_interval.0;
         Ok(app)
     }
 
@@ -81,6 +88,12 @@ impl Application {
     /// service's configuration sets them).
     pub fn set_scheduler_intervals(&mut self, intervals: scheduler::Intervals) {
         self.intervals = intervals;
+    }
+
+    /// How often the log digest is sealed once the service runs (default 1 minute;
+    /// `None`: only on demand).
+    pub fn set_seal_interval(&mut self, every: Option<std::time::Duration>) {
+        self.seal_interval = every;
     }
 
     /// The schedulers of this process (the ones `run_until_stopped` starts), to read
@@ -148,6 +161,7 @@ impl Application {
             metrics: metrics::Metrics::new(),
             intervals: scheduler::Intervals::off(),
             admission: admission::Admission::new(Default::default()),
+            seal_interval: Some(DEFAULT_SEAL_INTERVAL),
             scheduler: Default::default(),
         })
     }
@@ -183,6 +197,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let metrics = self.metrics.clone();
         let schedulers = self.scheduler().start(self.intervals);
+        let sealer = sealer::start(self.store.clone(), self.seal_interval);
         let schema = graphql::schema(Some(graphql::Services {
             store: self.store.clone(),
             domain: self.domain.clone(),
@@ -216,6 +231,8 @@ impl Application {
         // An in-flight batch rolls back; the next start resumes from its checkpoint.
         self.projector.abort();
         self.tail.abort();
+        // Its writes are single statements: stopping it anywhere leaves the head whole.
+        sealer.abort();
         served
     }
 }

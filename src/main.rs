@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use workflowops::auth::SecretSource;
 use workflowops::config::{Cli, Command};
+use workflowops::store::digest::ExternalDigest;
+use workflowops::store::VerifyReport;
 use workflowops::{telemetry, Application};
 
 #[tokio::main]
@@ -85,24 +87,101 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", workflowops::graphql::sdl());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify => {
+        Command::Verify { digest } => {
+            // Bad input is refused before touching the database (exit 2).
+            let external = digest
+                .as_deref()
+                .map(str::parse::<ExternalDigest>)
+                .transpose()?;
             let store = cli.config.open_store().await?;
             store.migrate().await?;
-            let report = store.verify().await?;
+            let report = match &external {
+                None => store.verify().await?,
+                Some(external) => store.verify_with_digest(external).await?,
+            };
             println!("{}", serde_json::to_string(&report)?);
-            if let Some(position) = report.first_broken_position {
-                eprintln!(
-                    "event log verification FAILED: first broken event at position {position}"
-                );
-                return Ok(ExitCode::from(1));
-            }
+            Ok(verify_outcome(&report))
+        }
+        Command::Digest => {
+            let store = cli.config.open_store().await?;
+            store.migrate().await?;
+            let sealed = store.seal().await?;
+            let external = sealed.external();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "position": sealed.seal.cursor.position,
+                    "digest": external,
+                    "sealed_at": sealed.seal.sealed_at,
+                    "events": sealed.seal.events,
+                    "log_id": sealed.log_id.to_string(),
+                })
+            );
             eprintln!(
-                "event log verified: {} events, every chain intact",
-                report.checked_events
+                "log digest through position {}: {external}\n\
+                 Keep it outside this database (a ticket, a notebook, another system): \
+                 `workflowops verify --digest {external}` later proves the log up to \
+                 position {} is unchanged, even by someone who can rewrite the database.",
+                sealed.seal.cursor.position, sealed.seal.cursor.position
             );
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints what `verify` found on stderr and picks the exit code: 0 intact, 1 altered.
+fn verify_outcome(report: &VerifyReport) -> ExitCode {
+    let mut failed = false;
+    if let Some(position) = report.first_broken_position {
+        failed = true;
+        eprintln!("event log verification FAILED: first broken event at position {position}");
+    }
+    if let Some(digest) = &report.digest {
+        if let Some(mismatch) = &digest.first_mismatch {
+            failed = true;
+            eprintln!(
+                "event log verification FAILED: log digest mismatch ({} through position {}): {}",
+                mismatch.checkpoint, mismatch.position, mismatch.reason
+            );
+        }
+        if let Some(external) = digest.external.as_ref().filter(|e| !e.ok) {
+            failed = true;
+            eprintln!(
+                "event log verification FAILED: the digest given does not match: {}",
+                external.reason.as_deref().unwrap_or("mismatch")
+            );
+        }
+    }
+    if failed || !report.ok {
+        return ExitCode::from(1);
+    }
+    let mut summary = format!(
+        "event log verified: {} events, every chain intact",
+        report.checked_events
+    );
+    if let Some(digest) = &report.digest {
+        summary.push_str(&format!(
+            "; log digest recomputed over {} events matches {} seals{}",
+            digest.events,
+            digest.seals_checked,
+            if digest.head_checked {
+                " and the head"
+            } else {
+                ""
+            }
+        ));
+        if let Some(through) = digest.sealed_through {
+            summary.push_str(&format!(" (sealed through position {through})"));
+        }
+        if let Some(external) = &digest.external {
+            summary.push_str(&format!(
+                "; the log up to position {} is the one the digest given was taken from",
+                external.position
+            ));
+        }
+    }
+    eprintln!("{summary}");
+    ExitCode::SUCCESS
 }
 
 async fn shutdown_signal() {

@@ -7,6 +7,7 @@
 //! put into each request's data by the HTTP layer as a [`Caller`].
 
 mod audit;
+mod digest;
 mod environments;
 pub mod error;
 pub mod guard;
@@ -50,6 +51,7 @@ pub struct QueryRoot(
     promotions::PromotionQuery,
     pipelines::PipelineQuery,
     audit::AuditQuery,
+    digest::DigestQuery,
 );
 
 #[derive(MergedObject, Default)]

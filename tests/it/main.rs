@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod config_models;
 mod conformance;
+mod digest;
 mod fakes;
 mod gap;
 mod git;

@@ -16,6 +16,13 @@ pub const HASH_KEY: &str = "hash";
 /// The "previous hash" of an aggregate's first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Whether `text` is a chain hash: 64 lowercase hex digits. An event whose previous
+/// event has no such hash cannot be chained (verify reports it, the bus refuses to
+/// append after it).
+pub fn is_chain_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The fields of one event that the chain covers.
 pub struct ChainedEvent<'a> {
     pub aggregate_type: &'a str,
@@ -79,7 +86,8 @@ pub fn hash_parts(
     canonical_metadata: &[u8],
 ) -> String {
     let mut hasher = Sha256::new();
-    // A malformed previous hash still chains (to its text), and verify reports it.
+    // A malformed previous hash still hashes (to its text) here; callers check it
+    // with `is_chain_hash` first (the bus refuses, verify reports).
     match hex::decode(previous) {
         Ok(bytes) => hasher.update(bytes),
         Err(_) => hasher.update(previous.as_bytes()),
@@ -167,5 +175,9 @@ mod tests {
             "chained to the previous hash"
         );
         assert_eq!(h1.len(), 64);
+        assert!(is_chain_hash(&h1) && is_chain_hash(GENESIS));
+        assert!(
+            !is_chain_hash(&h1.to_uppercase()) && !is_chain_hash("") && !is_chain_hash(&h1[1..])
+        );
     }
 }

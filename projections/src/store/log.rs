@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::Row;
 
-use super::chain::{ChainedEvent, GENESIS, HASH_KEY};
+use super::chain::{is_chain_hash, ChainedEvent, GENESIS, HASH_KEY};
+use super::digest::{DigestCheckError, DigestReport, ExternalCheck, ExternalDigest};
 use super::{PgStore, SqliteStore, Store, StoreError};
 
 /// One stored event with its place in the global log.
@@ -58,14 +59,21 @@ impl LogCursor {
     };
 }
 
-/// Outcome of walking every aggregate's hash chain.
+/// Outcome of walking every aggregate's hash chain and (for the whole log) the log
+/// digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
+    /// Every chain intact and, when checked, the digest matching every seal, the head
+    /// and any digest given.
     pub ok: bool,
     pub checked_events: u64,
+    /// The first event whose chain link is broken (the digest part names its own).
     pub first_broken_position: Option<i64>,
     /// The broken links found (at most [`MAX_REPORTED`]), in the order walked.
     pub broken: Vec<BrokenLink>,
+    /// The log digest recomputed and compared (`None` for one tenant's chains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -367,9 +375,86 @@ impl Store {
 
     /// Walks every aggregate's chain in bounded batches and reports broken links:
     /// a hash that does not match the event's content, a missing hash, a sequence gap,
-    /// or a row whose JSON no longer parses.
+    /// or a row whose JSON no longer parses. Then recomputes the log digest in global
+    /// order and compares it with every seal and the head (see [`super::digest`]):
+    /// that catches what the chains cannot (a removed tail or stream, an inserted or
+    /// moved event, hashes recomputed after an edit).
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        self.verify_chains(None).await
+        let mut report = self.verify_chains(None).await?;
+        let (digest, _) = self.verify_digest(None).await?;
+        report.ok &= digest.ok;
+        report.digest = Some(digest);
+        Ok(report)
+    }
+
+    /// [`verify`](Store::verify), and proof that the log up to the digest's position
+    /// is the one `external` was taken from: the recomputed digest there equals it.
+    /// A digest of another database, or a position with no event in a log that
+    /// otherwise verifies, is an error (the input is wrong); a digest of this log that
+    /// does not match is tampering (`ok` false).
+    pub async fn verify_with_digest(
+        &self,
+        external: &ExternalDigest,
+    ) -> Result<VerifyReport, DigestCheckError> {
+        if let Some(this) = self.log_id().await? {
+            if this != external.log_id {
+                return Err(DigestCheckError::OtherLog {
+                    given: external.log_id.to_string(),
+                    this: this.to_string(),
+                });
+            }
+        }
+        let target = self.cursor_after_position(external.position).await?;
+        let mut report = self.verify_chains(None).await?;
+        let (mut digest, captured) = self.verify_digest(target).await?;
+        let check = match (target, captured) {
+            (None, _) => {
+                if report.ok && digest.ok {
+                    return Err(DigestCheckError::NoEvent(external.position));
+                }
+                ExternalCheck {
+                    digest: external.to_string(),
+                    position: external.position,
+                    ok: false,
+                    reason: Some(format!(
+                        "no event at position {}: the log was altered (see the other findings)",
+                        external.position
+                    )),
+                }
+            }
+            (Some(_), None) => ExternalCheck {
+                digest: external.to_string(),
+                position: external.position,
+                ok: false,
+                reason: Some(format!(
+                    "the event at position {} is not in the readable log",
+                    external.position
+                )),
+            },
+            (Some(_), Some(state)) if state.value == external.digest => ExternalCheck {
+                digest: external.to_string(),
+                position: external.position,
+                ok: true,
+                reason: None,
+            },
+            (Some(_), Some(state)) => ExternalCheck {
+                digest: external.to_string(),
+                position: external.position,
+                ok: false,
+                reason: Some(format!(
+                    "the log up to position {} is not the one the digest was taken from \
+                     (recomputed over {} events: {})",
+                    external.position,
+                    state.events,
+                    state.hex()
+                )),
+            },
+        };
+        digest.ok &= check.ok;
+        digest.external = Some(check);
+        report.ok &= digest.ok;
+        report.digest = Some(digest);
+        Ok(report)
     }
 
     /// [`verify`](Store::verify) restricted to one tenant's aggregates.
@@ -383,6 +468,7 @@ impl Store {
             checked_events: 0,
             first_broken_position: None,
             broken: vec![],
+            digest: None,
         };
         let mut after = (String::new(), String::new(), 0_i64);
         // (aggregate_type, aggregate_id, sequence, stored hash) of the previous row
@@ -417,6 +503,12 @@ impl Store {
                     ));
                 }
                 let stored_hash = match raw.parse() {
+                    Ok(event) if !is_chain_hash(&previous_hash) => {
+                        problem.get_or_insert_with(|| {
+                            "previous event has no valid chain hash; cannot chain".to_string()
+                        });
+                        event.hash().unwrap_or_default().to_string()
+                    }
                     Ok(event) => {
                         let stored = event.hash().unwrap_or_default().to_string();
                         let computed = ChainedEvent {
@@ -431,6 +523,10 @@ impl Store {
                         .hash(&previous_hash);
                         if stored.is_empty() {
                             problem.get_or_insert_with(|| "no hash in metadata".to_string());
+                        } else if !is_chain_hash(&stored) {
+                            problem.get_or_insert_with(|| {
+                                "hash is not 64 lowercase hex digits".to_string()
+                            });
                         } else if stored != computed {
                             problem.get_or_insert_with(|| {
                                 "hash does not match the event's content".to_string()

@@ -5,11 +5,13 @@
 //! default); [`AnyRepository`] picks one at run time. The database adds the global
 //! log on top of their table: a position, the time, and on PostgreSQL the writing
 //! transaction, read gap-safe by [`Store::read_after`]. Each event's metadata carries
-//! a SHA-256 chained to the previous event of its aggregate ([`chain`]), walked by
-//! [`Store::verify`].
+//! a SHA-256 chained to the previous event of its aggregate ([`chain`]), and the log
+//! as a whole has a running digest, sealed periodically and on demand ([`digest`]);
+//! [`Store::verify`] walks both.
 
 mod append;
 pub mod chain;
+pub mod digest;
 mod log;
 mod repo;
 
@@ -22,7 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use append::{AppendError, NewEvent};
-pub use log::{LogCursor, StoredEvent, VerifyReport};
+pub use log::{BrokenLink, LogCursor, StoredEvent, VerifyReport};
 pub use repo::AnyRepository;
 
 /// File name of the embedded database inside the data directory.

@@ -818,6 +818,35 @@ async fn b_reads_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
         json!({ "ok": true, "checkedEvents": 0, "firstBrokenPosition": null, "broken": [] }),
         "B, which has no events, verifies none of A's"
     );
+
+    // The log digest covers every tenant's events, but all B learns is a hash and a
+    // global position (positions are global in every event B sees anyway).
+    let data = walk
+        .read(
+            "logDigest",
+            "{ logDigest { position digest sealedAt events } }",
+            json!({}),
+        )
+        .await;
+    let answer = data["logDigest"].as_object().unwrap();
+    let keys: BTreeSet<&str> = answer.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["digest", "events", "position", "sealedAt"]),
+        "{data}"
+    );
+    let digest = answer["digest"].as_str().unwrap();
+    let (hex_part, position) = digest.split_once('@').unwrap();
+    assert!(
+        hex_part.len() == 96 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a hash only: {data}"
+    );
+    assert_eq!(position, answer["position"].to_string(), "{data}");
+    let position = answer["position"].as_i64().unwrap();
+    assert!(
+        position > 0 && position <= last_position(walk.api).await,
+        "{data}"
+    );
 }
 
 /// B tries every change on A's objects; creating with an id of A makes B's own.

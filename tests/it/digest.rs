@@ -1,0 +1,868 @@
+//! The log digest: a log sealed through the real command path, then tampered with by
+//! raw SQL as an attacker with write access would, and `verify` (library and binary)
+//! must say so. One test per tampering the hash chains alone cannot see, plus the
+//! limits: a full rewrite passes plain `verify` and fails `verify --digest`.
+
+use std::time::{Duration, Instant};
+
+use aggregates::environment::{EnvironmentCommand, SyncKind};
+use projections::store::chain::{ChainedEvent, GENESIS, HASH_KEY};
+use projections::store::digest::{DigestCheckError, ExternalDigest, LogId, RunningDigest};
+use serde_json::{json, Map, Value};
+use sqlx::Executor;
+use workflowops::bus::CommandError;
+use workflowops::store::{LogCursor, PgStore, SqliteStore, Store, StoredEvent, VerifyReport};
+
+use crate::conformance::{read_all, register};
+use crate::support::{admin, both_backends, id, Kind, TestStore};
+
+both_backends!(
+    an_intact_sealed_log_verifies,
+    deleting_the_last_event_of_a_stream_is_caught,
+    deleting_a_whole_stream_is_caught,
+    an_edit_with_recomputed_hashes_is_caught,
+    an_inserted_event_is_caught,
+    a_reordered_event_is_caught,
+    a_full_rewrite_passes_plain_verify_but_not_an_external_digest,
+    bad_digests_are_refused_with_exit_code_2,
+    a_missing_previous_hash_is_reported_and_blocks_appends,
+    the_digest_command_round_trips_into_verify,
+    the_sealer_keeps_the_head_and_seals_in_serve,
+    log_digest_through_graphql_seals_and_verifies,
+);
+
+/// Events of the log built by [`build_log`], by index.
+const PROD_1: usize = 0;
+const STAGE_1: usize = 1;
+const DEV_1: usize = 2;
+const GLOBEX_1: usize = 3;
+const STAGE_2: usize = 4;
+const PROD_2: usize = 5;
+const EVENTS: usize = 6;
+
+/// Six events through the command path: acme's prod (2 events, the last one last in
+/// the log), stage (2), dev (1), and globex's prod (1).
+async fn build_log(t: &TestStore) -> Vec<StoredEvent> {
+    let domain = t.domain();
+    let alice = admin("acme");
+    domain
+        .environment(&alice, &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    domain
+        .environment(&alice, &id("stage"), register("Staging"))
+        .await
+        .unwrap();
+    domain
+        .environment(&alice, &id("dev"), register("Development"))
+        .await
+        .unwrap();
+    domain
+        .environment(&admin("globex"), &id("prod"), register("Globex"))
+        .await
+        .unwrap();
+    domain
+        .environment(&alice, &id("stage"), record_sync())
+        .await
+        .unwrap();
+    let deactivate = EnvironmentCommand::Deactivate {
+        reason: Some("maintenance".into()),
+    };
+    domain
+        .environment(&alice, &id("prod"), deactivate)
+        .await
+        .unwrap();
+    let events = read_all(&t.store, EVENTS).await;
+    let shape: Vec<(&str, i64)> = events
+        .iter()
+        .map(|e| (e.aggregate_id.as_str(), e.sequence))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("acme:prod", 1),
+            ("acme:stage", 1),
+            ("acme:dev", 1),
+            ("globex:prod", 1),
+            ("acme:stage", 2),
+            ("acme:prod", 2),
+        ]
+    );
+    events
+}
+
+fn record_sync() -> EnvironmentCommand {
+    EnvironmentCommand::RecordSync {
+        kind: SyncKind::Environment,
+        workflows_seen: 3,
+    }
+}
+
+/// Seals on demand until the seal covers `expected` events (on PostgreSQL another
+/// test's open transaction can hold the readers' horizon back for a moment).
+async fn seal_all(store: &Store, expected: i64) -> ExternalDigest {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sealed = store.seal().await.unwrap();
+        if sealed.seal.events >= expected || Instant::now() > deadline {
+            assert_eq!(sealed.seal.events, expected, "the seal covers the log");
+            return sealed.external().parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A built and sealed log: its events and the digest taken.
+async fn sealed_log(t: &TestStore) -> (Vec<StoredEvent>, ExternalDigest) {
+    let events = build_log(t).await;
+    let digest = seal_all(&t.store, EVENTS as i64).await;
+    assert_eq!(digest.position, events[PROD_2].position);
+    let report = t.store.verify().await.unwrap();
+    assert!(report.ok, "the untouched log verifies: {report:?}");
+    let digest_part = report.digest.as_ref().unwrap();
+    assert!(digest_part.seals_checked >= 1 && digest_part.head_checked);
+    (events, digest)
+}
+
+/// Runs raw SQL (possibly several statements) as an attacker would.
+async fn exec(store: &Store, sql: &str) {
+    match store {
+        Store::Postgres(PgStore { pool, .. }) => {
+            pool.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        Store::Sqlite(SqliteStore { pool, .. }) => {
+            pool.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+}
+
+async fn try_exec(store: &Store, sql: &str) -> Result<(), String> {
+    let result = match store {
+        Store::Postgres(PgStore { pool, .. }) => pool.execute(sql).await.map(|_| ()),
+        Store::Sqlite(SqliteStore { pool, .. }) => pool.execute(sql).await.map(|_| ()),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn json_literal(store: &Store, value: &Value) -> String {
+    match store {
+        Store::Postgres(_) => format!("{}::json", quote(&value.to_string())),
+        Store::Sqlite(_) => quote(&value.to_string()),
+    }
+}
+
+/// Replaces an event's payload and metadata in place.
+async fn rewrite(store: &Store, position: i64, payload: &Value, metadata: &Map<String, Value>) {
+    let metadata = Value::Object(metadata.clone());
+    exec(
+        store,
+        &format!(
+            "UPDATE events SET payload = {}, metadata = {} WHERE position = {position}",
+            json_literal(store, payload),
+            json_literal(store, &metadata)
+        ),
+    )
+    .await;
+}
+
+/// An aggregate's events with hashes recomputed in sequence order (what anyone can do:
+/// the chain has no secret).
+fn rechain(events: &mut [StoredEvent]) {
+    let mut previous = GENESIS.to_string();
+    for event in events.iter_mut() {
+        event.metadata.remove(HASH_KEY);
+        let hash = ChainedEvent {
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            sequence: event.sequence,
+            event_type: &event.event_type,
+            event_version: &event.event_version,
+            payload: &event.payload,
+            metadata: &event.metadata,
+        }
+        .hash(&previous);
+        event.metadata.insert(HASH_KEY.into(), json!(hash));
+        previous = hash;
+    }
+}
+
+/// Edits acme:prod's first event and recomputes both of its hashes.
+async fn forge_prod_with_recomputed_hashes(t: &TestStore) {
+    let mut prod = t
+        .store
+        .aggregate_events("environment", "acme:prod")
+        .await
+        .unwrap();
+    assert_eq!(prod.len(), 2);
+    assert!(
+        prod[0].payload.get("name").is_some(),
+        "{:?}",
+        prod[0].payload
+    );
+    prod[0].payload["name"] = json!("Forged");
+    rechain(&mut prod);
+    for event in &prod {
+        rewrite(&t.store, event.position, &event.payload, &event.metadata).await;
+    }
+}
+
+/// Runs the binary against the store; returns (exit code, stdout, stderr).
+fn cli(t: &TestStore, args: &[&str]) -> (i32, String, String) {
+    let output = crate::cli::workflowops()
+        .args(args)
+        .env("DATABASE_URL", &t.url)
+        .output()
+        .expect("run workflowops");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+    )
+}
+
+/// The chains are intact (the tampering is invisible to them), the digest is not:
+/// the library names a mismatching seal or the head, and `verify` exits 1.
+async fn assert_only_the_digest_catches_it(t: &TestStore, what: &str) -> VerifyReport {
+    let report = t.store.verify().await.unwrap();
+    assert!(
+        report.broken.is_empty() && report.first_broken_position.is_none(),
+        "{what}: the chains alone do not see it: {report:?}"
+    );
+    assert!(!report.ok, "{what}: verify must fail: {report:?}");
+    let digest = report.digest.as_ref().unwrap();
+    assert!(!digest.ok);
+    let mismatch = digest.first_mismatch.as_ref().expect("a first mismatch");
+    assert!(
+        ["seal", "head"].contains(&mismatch.checkpoint.as_str()) && !mismatch.reason.is_empty(),
+        "{what}: {mismatch:?}"
+    );
+    let (code, stdout, stderr) = cli(t, &["verify"]);
+    assert_eq!(code, 1, "{what}: verify exits 1: {stderr}");
+    assert!(stderr.contains("log digest mismatch"), "{what}: {stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(
+        json["digest"]["first_mismatch"]["position"],
+        mismatch.position
+    );
+    for key in ["checked_events", "first_broken_position", "broken"] {
+        assert!(json.get(key).is_some(), "the report keeps {key}: {json}");
+    }
+    report
+}
+
+/// Seal rows, counted straight from the table.
+async fn seal_rows(store: &Store) -> i64 {
+    const SQL: &str = "SELECT COUNT(*) FROM log_seals";
+    match store {
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+        Store::Sqlite(SqliteStore { pool, .. }) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+    }
+    .unwrap()
+}
+
+async fn an_intact_sealed_log_verifies(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    // the empty log's digest is D_0 at position 0; nothing is recorded for it
+    let empty = t.store.seal().await.unwrap();
+    assert_eq!((empty.seal.cursor.position, empty.seal.events), (0, 0));
+    assert_eq!(seal_rows(&t.store).await, 0);
+    let genesis: ExternalDigest = empty.external().parse().unwrap();
+    assert_eq!(
+        empty.seal.digest,
+        RunningDigest::genesis(&genesis.log_id).hex()
+    );
+
+    let (events, digest) = sealed_log(&t).await;
+    assert!(seal_rows(&t.store).await >= 1);
+    // more events after the seal: the log still verifies, and the head catches up
+    t.domain()
+        .environment(&admin("acme"), &id("stage"), record_sync())
+        .await
+        .unwrap();
+    let after = seal_all(&t.store, EVENTS as i64 + 1).await;
+    assert!(after.position > digest.position);
+
+    let seals = t.store.seals(LogCursor::START, 100).await.unwrap();
+    assert!(seals.len() >= 2, "two on-demand seals at least: {seals:?}");
+    assert!(seals.iter().all(|s| s.kind == "on_demand"));
+    let report = t.store.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked_events, EVENTS as u64 + 1);
+    let part = report.digest.unwrap();
+    assert_eq!(part.events, EVENTS as u64 + 1, "every event digested");
+    assert_eq!(part.seals_checked, seals.len() as u64);
+    assert!(part.head_checked);
+    assert_eq!(part.sealed_through, Some(after.position));
+    assert_eq!(part.log_id, Some(digest.log_id.to_string()));
+    // an earlier digest still proves the log up to its position
+    for earlier in [&digest, &genesis] {
+        let report = t.store.verify_with_digest(earlier).await.unwrap();
+        assert!(report.ok, "{report:?}");
+        assert!(report.digest.unwrap().external.unwrap().ok);
+    }
+    let (code, _, stderr) = cli(&t, &["verify"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("matches {} seals and the head", seals.len())),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(&t, &["verify", "--digest", &digest.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(events.len() == EVENTS);
+
+    // seals are immutable
+    let refused = try_exec(&t.store, "UPDATE log_seals SET events = events + 1").await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("immutable")),
+        "{refused:?}"
+    );
+    let refused = try_exec(&t.store, "DELETE FROM log_seals").await;
+    assert!(refused.is_err(), "seals cannot be deleted");
+}
+
+async fn deleting_the_last_event_of_a_stream_is_caught(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (events, digest) = sealed_log(&t).await;
+    // acme:prod's last event is also the log's last: the chain has nothing after it
+    let victim = &events[PROD_2];
+    exec(
+        &t.store,
+        &format!("DELETE FROM events WHERE position = {}", victim.position),
+    )
+    .await;
+    let report = assert_only_the_digest_catches_it(&t, "deleted last event").await;
+    let mismatch = report.digest.unwrap().first_mismatch.unwrap();
+    assert_eq!(mismatch.position, victim.position);
+    assert!(mismatch.reason.contains("covers 6 events"), "{mismatch:?}");
+    // the external digest names a position that is gone: tampering (1), not bad
+    // input, because the seals in the database show it
+    let (code, _, stderr) = cli(&t, &["verify", "--digest", &digest.to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+}
+
+async fn deleting_a_whole_stream_is_caught(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (events, _) = sealed_log(&t).await;
+    exec(
+        &t.store,
+        "DELETE FROM events WHERE aggregate_id = 'acme:stage'",
+    )
+    .await;
+    assert_eq!(t.store.event_count().await.unwrap(), EVENTS as i64 - 2);
+    let report = assert_only_the_digest_catches_it(&t, "deleted stream").await;
+    let mismatch = report.digest.unwrap().first_mismatch.unwrap();
+    assert!(mismatch.position >= events[STAGE_2].position);
+}
+
+async fn an_edit_with_recomputed_hashes_is_caught(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    sealed_log(&t).await;
+    forge_prod_with_recomputed_hashes(&t).await;
+    let report = assert_only_the_digest_catches_it(&t, "edit + recomputed hashes").await;
+    let mismatch = report.digest.unwrap().first_mismatch.unwrap();
+    assert!(mismatch.reason.contains("does not match"), "{mismatch:?}");
+}
+
+async fn an_inserted_event_is_caught(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (events, _) = sealed_log(&t).await;
+    // a new stream with a perfectly valid chain, copied from acme:dev's registration
+    let mut ghost = events[DEV_1].clone();
+    ghost.aggregate_id = "acme:ghost".into();
+    ghost.payload["name"] = json!("Ghost");
+    let mut one = [ghost];
+    rechain(&mut one);
+    let ghost = &one[0];
+    let columns =
+        "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata";
+    let values = format!(
+        "{}, {}, 1, {}, {}, {}, {}",
+        quote(&ghost.aggregate_type),
+        quote(&ghost.aggregate_id),
+        quote(&ghost.event_type),
+        quote(&ghost.event_version),
+        json_literal(&t.store, &ghost.payload),
+        json_literal(&t.store, &Value::Object(ghost.metadata.clone())),
+    );
+    // placed right after acme:stage's first event, well before the head
+    let after = &events[STAGE_1];
+    match &t.store {
+        Store::Sqlite(_) => {
+            let at = after.position + 1;
+            exec(
+                &t.store,
+                &format!(
+                    "UPDATE events SET position = -position WHERE position >= {at};
+                     UPDATE events SET position = 1 - position WHERE position < 0;
+                     INSERT INTO events ({columns}, position) VALUES ({values}, {at});"
+                ),
+            )
+            .await;
+        }
+        Store::Postgres(_) => {
+            // same transaction id as that event, a free position: between it and
+            // the next transaction's events in (tx_id, position) order
+            let position = events[PROD_2].position + 1000;
+            exec(
+                &t.store,
+                &format!(
+                    "INSERT INTO events ({columns}, position, tx_id) OVERRIDING SYSTEM VALUE \
+                     VALUES ({values}, {position}, '{}'::xid8)",
+                    after.tx_id.unwrap()
+                ),
+            )
+            .await;
+        }
+    }
+    let order: Vec<String> = read_all(&t.store, EVENTS + 1)
+        .await
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(
+        order[2], "acme:ghost",
+        "inserted before the head: {order:?}"
+    );
+    assert_only_the_digest_catches_it(&t, "inserted event").await;
+}
+
+async fn a_reordered_event_is_caught(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (events, _) = sealed_log(&t).await;
+    let (a, b) = (&events[STAGE_1], &events[GLOBEX_1]);
+    assert_ne!(a.aggregate_id, b.aggregate_id);
+    match &t.store {
+        Store::Sqlite(_) => {
+            exec(
+                &t.store,
+                &format!(
+                    "UPDATE events SET position = -1 WHERE position = {a};
+                     UPDATE events SET position = {a} WHERE position = {b};
+                     UPDATE events SET position = {b} WHERE position = -1;",
+                    a = a.position,
+                    b = b.position
+                ),
+            )
+            .await;
+        }
+        Store::Postgres(_) => {
+            // positions are an identity column: move the rows out and back in, each
+            // in the other's place (transaction id and position)
+            exec(
+                &t.store,
+                &format!(
+                    "BEGIN;
+                     CREATE TEMP TABLE moved AS SELECT * FROM events WHERE position IN ({a}, {b});
+                     DELETE FROM events WHERE position IN ({a}, {b});
+                     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                         event_version, payload, metadata, position, tx_id, recorded_at)
+                       OVERRIDING SYSTEM VALUE
+                       SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
+                         payload, metadata,
+                         CASE WHEN position = {a} THEN {b} ELSE {a} END,
+                         CASE WHEN position = {a} THEN '{tb}'::xid8 ELSE '{ta}'::xid8 END,
+                         recorded_at
+                       FROM moved;
+                     DROP TABLE moved;
+                     COMMIT;",
+                    a = a.position,
+                    b = b.position,
+                    ta = a.tx_id.unwrap(),
+                    tb = b.tx_id.unwrap(),
+                ),
+            )
+            .await;
+        }
+    }
+    let order: Vec<String> = read_all(&t.store, EVENTS)
+        .await
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(order[STAGE_1], "globex:prod", "swapped: {order:?}");
+    assert_eq!(order[GLOBEX_1], "acme:stage", "swapped: {order:?}");
+    assert_only_the_digest_catches_it(&t, "reordered events").await;
+}
+
+async fn a_full_rewrite_passes_plain_verify_but_not_an_external_digest(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (_, digest) = sealed_log(&t).await;
+    forge_prod_with_recomputed_hashes(&t).await;
+    // The attacker also recomputes the digest tables (dropping the seals' guard).
+    match &t.store {
+        Store::Postgres(_) => {
+            exec(
+                &t.store,
+                "DROP TRIGGER log_seals_immutable ON log_seals; \
+                 DROP TRIGGER log_seals_no_truncate ON log_seals;",
+            )
+            .await
+        }
+        Store::Sqlite(_) => {
+            exec(
+                &t.store,
+                "DROP TRIGGER log_seals_no_update; DROP TRIGGER log_seals_no_delete;",
+            )
+            .await
+        }
+    }
+    let log_id: LogId = t.store.log_id().await.unwrap().unwrap();
+    let seals = t.store.seals(LogCursor::START, 100).await.unwrap();
+    let head_cursor = t.store.digest_head().await.unwrap().unwrap().cursor;
+    assert!(!seals.is_empty());
+    let mut state = RunningDigest::genesis(&log_id);
+    let mut rewritten = 0;
+    for event in read_all(&t.store, EVENTS).await {
+        state.push(event.cursor(), event.hash().unwrap());
+        let (tx_id, position) = (event.cursor().tx_id, event.position);
+        if seals.iter().any(|s| s.cursor == event.cursor()) {
+            exec(
+                &t.store,
+                &format!(
+                    "UPDATE log_seals SET digest = '{}', events = {} \
+                     WHERE tx_id = {tx_id} AND position = {position}",
+                    state.hex(),
+                    state.events
+                ),
+            )
+            .await;
+            rewritten += 1;
+        }
+        if head_cursor == event.cursor() {
+            exec(
+                &t.store,
+                &format!(
+                    "UPDATE log_digest_head SET digest = '{}', events = {}",
+                    state.hex(),
+                    state.events
+                ),
+            )
+            .await;
+            rewritten += 1;
+        }
+    }
+    assert_eq!(
+        rewritten,
+        seals.len() + 1,
+        "every seal and the head rewritten"
+    );
+
+    // the documented limit: everything in the database agrees again
+    let report = t.store.verify().await.unwrap();
+    assert!(report.ok, "a full rewrite passes plain verify: {report:?}");
+    assert_eq!(cli(&t, &["verify"]).0, 0);
+    // … but not the digest kept outside
+    let report = t.store.verify_with_digest(&digest).await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    let external = report.digest.unwrap().external.unwrap();
+    assert!(!external.ok);
+    assert!(
+        external.reason.as_deref().unwrap().contains("not the one"),
+        "{external:?}"
+    );
+    let (code, stdout, stderr) = cli(&t, &["verify", "--digest", &digest.to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the digest given does not match"),
+        "{stderr}"
+    );
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["digest"]["external"]["ok"], false);
+}
+
+async fn bad_digests_are_refused_with_exit_code_2(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (events, digest) = sealed_log(&t).await;
+    let good = digest.to_string();
+    let (hex_part, _) = good.split_once('@').unwrap();
+    let mut cases: Vec<(String, &str)> = vec![
+        ("nonsense".into(), "no `@`"),
+        (
+            format!("{}@{}", &hex_part[..90], digest.position),
+            "not 96 hex",
+        ),
+        (
+            format!("{}xyz@{}", &hex_part[..93], digest.position),
+            "not hexadecimal",
+        ),
+        (format!("{hex_part}@minus-one"), "position"),
+        (format!("{hex_part}@-3"), "position"),
+    ];
+    // a position with no event: past the end of the log
+    let missing = events[PROD_2].position + 1000;
+    cases.push((format!("{hex_part}@{missing}"), "no event at position"));
+    // a digest of another database (another log id), same shape
+    let other = TestStore::new(kind).await;
+    build_log(&other).await;
+    let foreign = seal_all(&other.store, EVENTS as i64).await;
+    assert_ne!(foreign.log_id, digest.log_id);
+    cases.push((foreign.to_string(), "another database"));
+
+    for (input, says) in &cases {
+        let (code, stdout, stderr) = cli(&t, &["verify", "--digest", input]);
+        assert_eq!(code, 2, "{input}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{input}: expected {says:?} in {stderr}"
+        );
+        assert!(stdout.is_empty(), "{input}: no report: {stdout}");
+    }
+    assert!(matches!(
+        t.store.verify_with_digest(&foreign).await,
+        Err(DigestCheckError::OtherLog { .. })
+    ));
+    let nowhere = ExternalDigest {
+        position: missing,
+        ..digest
+    };
+    assert!(matches!(
+        t.store.verify_with_digest(&nowhere).await,
+        Err(DigestCheckError::NoEvent(p)) if p == missing
+    ));
+    // the real one still passes: the refusals were about the input
+    assert_eq!(cli(&t, &["verify", "--digest", &good]).0, 0);
+}
+
+async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (events, _) = sealed_log(&t).await;
+    let drop_hash = |position: i64| {
+        match &t.store {
+        Store::Postgres(_) => format!(
+            "UPDATE events SET metadata = (metadata::jsonb - 'hash')::json WHERE position = {position}"
+        ),
+        Store::Sqlite(_) => format!(
+            "UPDATE events SET metadata = json_remove(metadata, '$.hash') WHERE position = {position}"
+        ),
+    }
+    };
+    // acme:prod's first event loses its hash: its successor cannot be chained
+    exec(&t.store, &drop_hash(events[PROD_1].position)).await;
+    let report = t.store.verify().await.unwrap();
+    assert!(!report.ok);
+    let reasons: Vec<(i64, &str)> = report
+        .broken
+        .iter()
+        .map(|b| (b.position, b.reason.as_str()))
+        .collect();
+    assert!(
+        reasons.contains(&(events[PROD_1].position, "no hash in metadata")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(
+            events[PROD_2].position,
+            "previous event has no valid chain hash; cannot chain"
+        )),
+        "{reasons:?}"
+    );
+    assert_eq!(report.first_broken_position, Some(events[PROD_1].position));
+    let (code, _, stderr) = cli(&t, &["verify"]);
+    assert_eq!(code, 1, "{stderr}");
+
+    // acme:stage's last event loses its hash: the bus refuses to chain after it
+    exec(&t.store, &drop_hash(events[STAGE_2].position)).await;
+    let before = t.store.event_count().await.unwrap();
+    let refused = t
+        .domain()
+        .environment(&admin("acme"), &id("stage"), record_sync())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, CommandError::Persistence(m) if m.contains("no valid chain hash")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing appended"
+    );
+    // a malformed (not just missing) hash is refused alike
+    let malformed = match &t.store {
+        Store::Postgres(_) => format!(
+            "UPDATE events SET metadata = jsonb_set(metadata::jsonb, '{{hash}}', '\"ABC\"')::json \
+             WHERE position = {}",
+            events[GLOBEX_1].position
+        ),
+        Store::Sqlite(_) => format!(
+            "UPDATE events SET metadata = json_set(metadata, '$.hash', 'ABC') WHERE position = {}",
+            events[GLOBEX_1].position
+        ),
+    };
+    exec(&t.store, &malformed).await;
+    let refused = t
+        .domain()
+        .environment(&admin("globex"), &id("prod"), record_sync())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, CommandError::Persistence(m) if m.contains("no valid chain hash")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing appended"
+    );
+    // untouched aggregates still take commands
+    t.domain()
+        .environment(&admin("acme"), &id("dev"), record_sync())
+        .await
+        .unwrap();
+}
+
+async fn the_digest_command_round_trips_into_verify(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let events = build_log(&t).await;
+    // the binary seals what its readers see: wait for the whole log to be visible
+    seal_all(&t.store, EVENTS as i64).await;
+    let (code, stdout, stderr) = cli(&t, &["digest"]);
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    let text = printed["digest"].as_str().unwrap();
+    let digest: ExternalDigest = text.parse().unwrap();
+    assert_eq!(printed["position"], events[PROD_2].position);
+    assert_eq!(digest.position, events[PROD_2].position);
+    assert_eq!(printed["events"], EVENTS as i64);
+    assert_eq!(printed["log_id"], digest.log_id.to_string());
+    assert_eq!(
+        Some(digest.log_id),
+        t.store.log_id().await.unwrap(),
+        "the log id of this database"
+    );
+    assert!(printed["sealed_at"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(stderr.contains(text), "{stderr}");
+    assert!(stderr.contains("outside"), "{stderr}");
+    // idempotent: no new events, the same seal
+    let seals = t.store.seals(LogCursor::START, 100).await.unwrap();
+    let (_, again, _) = cli(&t, &["digest"]);
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again, printed);
+    assert_eq!(t.store.seals(LogCursor::START, 100).await.unwrap(), seals);
+
+    let (code, stdout, stderr) = cli(&t, &["verify", "--digest", text]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["digest"]["external"]["ok"], true);
+    assert!(
+        stderr.contains("is the one the digest given was taken from"),
+        "{stderr}"
+    );
+}
+
+async fn the_sealer_keeps_the_head_and_seals_in_serve(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let auth = workflowops::auth::Auth::new(&[7u8; 32]);
+    let mut app =
+        workflowops::Application::with_store(t.store.clone(), "127.0.0.1:0".parse().unwrap(), auth)
+            .await
+            .unwrap();
+    app.set_seal_interval(Some(Duration::from_millis(400)));
+    let domain = app.domain().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    let head_events = || async {
+        let head = t.store.digest_head().await.unwrap().unwrap();
+        (head.events, head.digest, head.updated_at)
+    };
+    assert_eq!(head_events().await.0, 0);
+    let alice = admin("acme");
+    let mut last = 0;
+    for (n, name) in ["prod", "stage", "dev"].into_iter().enumerate() {
+        last = domain
+            .environment(&alice, &id(name), register(name))
+            .await
+            .unwrap()
+            .position
+            .unwrap();
+        // the head follows each append, with no seal asked for
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (events, digest, updated_at) = head_events().await;
+            if events == n as i64 + 1 {
+                assert!(digest.is_some() && updated_at.is_some());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the head did not advance: {events}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // the periodic seal catches up with the head
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seals = loop {
+        let seals = t.store.seals(LogCursor::START, 100).await.unwrap();
+        if seals.last().is_some_and(|s| s.cursor.position == last) {
+            break seals;
+        }
+        assert!(Instant::now() < deadline, "no periodic seal: {seals:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(seals.iter().all(|s| s.kind == "periodic"), "{seals:?}");
+    assert_eq!(seals.last().unwrap().events, 3);
+    // nothing new: no new seal
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(t.store.seals(LogCursor::START, 100).await.unwrap(), seals);
+    let report = t.store.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert!(report.digest.unwrap().seals_checked >= 1);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the service stops with its sealer")
+        .unwrap()
+        .unwrap();
+}
+
+async fn log_digest_through_graphql_seals_and_verifies(kind: Kind) {
+    let api = crate::api::Api::start(kind).await;
+    let admin_token = api.token("acme", "admin", "alice@acme");
+    let position = crate::api::register_environment(&api, &admin_token, "prod", "PRODUCTION").await;
+    crate::api::register_environment(&api, &admin_token, "stage", "STAGING").await;
+    let total = api.event_count().await;
+    assert!(total >= 2);
+    let viewer = api.token("globex", "viewer", "viewer@globex");
+    let query = "{ logDigest { position digest sealedAt events } }";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let data = loop {
+        let data = api.ok(&viewer, query, json!({})).await;
+        if data["logDigest"]["events"] == total || Instant::now() > deadline {
+            break data;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let answer = &data["logDigest"];
+    assert_eq!(answer["events"], total, "{data}");
+    let last = api.store.store.last_position().await.unwrap();
+    assert!(answer["position"].as_i64().unwrap() > position);
+    assert_eq!(answer["position"], last);
+    assert!(answer["sealedAt"].as_str().is_some());
+    let digest: ExternalDigest = answer["digest"].as_str().unwrap().parse().unwrap();
+    assert_eq!(digest.position, last);
+    let seals = api.store.store.seals(LogCursor::START, 100).await.unwrap();
+    assert!(
+        seals.iter().any(|s| s.cursor.position == last),
+        "sealed on demand: {seals:?}"
+    );
+    let report = api.store.store.verify_with_digest(&digest).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    api.stop().await;
+}
