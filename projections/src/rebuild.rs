@@ -190,11 +190,10 @@ impl Live {
                 Ok(Live::Postgres { schema })
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
-                let file: String = sqlx::query_scalar(
-                    "SELECT file FROM pragma_database_list WHERE name = 'main'",
-                )
-                .fetch_one(pool)
-                .await?;
+                let file: String =
+                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                        .fetch_one(pool)
+                        .await?;
                 if file.is_empty() {
                     return Err(RebuildError::InMemory);
                 }
@@ -381,8 +380,12 @@ async fn claim(
                 heartbeat,
             });
         }
-        tracing::warn!(projection = name, since = started_at, heartbeat,
-            "taking over a rebuild that stopped without cleaning up");
+        tracing::warn!(
+            projection = name,
+            since = started_at,
+            heartbeat,
+            "taking over a rebuild that stopped without cleaning up"
+        );
         if !stale_runs.contains(&old_run) {
             stale_runs.push(old_run);
             stale_shadows.push(old_shadow);
@@ -523,11 +526,12 @@ async fn sqlite_primary_key(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
 ) -> Result<Vec<String>, RebuildError> {
-    let key: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM pragma_table_info(?1, 'main') WHERE pk > 0 ORDER BY pk")
-            .bind(table)
-            .fetch_all(conn)
-            .await?;
+    let key: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM pragma_table_info(?1, 'main') WHERE pk > 0 ORDER BY pk",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await?;
     if key.is_empty() {
         return Err(RebuildError::Schema(format!(
             "table {table} is missing or has no primary key"
@@ -558,7 +562,7 @@ async fn create_shadow(
                 // with its primary key only: the projections upsert and look up by
                 // key, and nothing queries the shadow, so the other indexes would
                 // only cost.
-                let key = pg_primary_key(&mut *tx, schema, table).await?;
+                let key = pg_primary_key(&mut tx, schema, table).await?;
                 sqlx::query(&format!(
                     "CREATE UNLOGGED TABLE {s}.{table} \
                      (LIKE {l}.{table} INCLUDING ALL EXCLUDING INDEXES)"
@@ -655,7 +659,9 @@ async fn create_shadow(
             tx.commit().await?;
             Ok(shadow_store)
         }
-        _ => Err(RebuildError::Schema("store and live database disagree".into())),
+        _ => Err(RebuildError::Schema(
+            "store and live database disagree".into(),
+        )),
     }
 }
 
@@ -690,7 +696,9 @@ impl Job<'_> {
     ) -> Result<(RebuildOutcome, Vec<Swapped>), RebuildError> {
         let started = Instant::now();
         let shadow_store = create_shadow(self.store, self.live, self.shadow, self.tables).await?;
-        let result = self.replay_and_swap(&shadow_store, projections, started).await;
+        let result = self
+            .replay_and_swap(&shadow_store, projections, started)
+            .await;
         shadow_store.close().await;
         result
     }
@@ -726,7 +734,10 @@ impl Job<'_> {
                     if outcome.swap_attempts >= SWAP_ATTEMPTS {
                         return Err(RebuildError::KeptMoving(outcome.swap_attempts));
                     }
-                    tracing::info!(?ahead, "the live projectors moved on: catching up the shadow");
+                    tracing::info!(
+                        ?ahead,
+                        "the live projectors moved on: catching up the shadow"
+                    );
                     self.replay(&mut projector, &mut outcome.events).await?;
                 }
             }
@@ -734,7 +745,11 @@ impl Job<'_> {
     }
 
     /// Applies batches to the shadow until it has every event committed so far.
-    async fn replay(&self, projector: &mut Projector, events: &mut u64) -> Result<(), RebuildError> {
+    async fn replay(
+        &self,
+        projector: &mut Projector,
+        events: &mut u64,
+    ) -> Result<(), RebuildError> {
         let mut target = self.store.last_position().await?;
         // A crashed rebuild's connection may hold a shadow lock a little longer
         // (until the server notices it is gone): the runtime tries again each poll.
@@ -843,7 +858,9 @@ impl Job<'_> {
         for (name, tx_id, position) in &live_rows {
             let Some((_, s_tx, s_pos)) = shadow_rows.iter().find(|(n, ..)| n == name) else {
                 tx.rollback().await?;
-                return Err(RebuildError::Schema(format!("no shadow checkpoint of {name}")));
+                return Err(RebuildError::Schema(format!(
+                    "no shadow checkpoint of {name}"
+                )));
             };
             if (*tx_id, *position) > (*s_tx, *s_pos) {
                 ahead.push(name.clone());
@@ -857,9 +874,9 @@ impl Job<'_> {
         for table in self.tables {
             let key = match (&mut tx, self.live) {
                 (Tx::Postgres(conn), Live::Postgres { schema }) => {
-                    pg_primary_key(&mut **conn, schema, table).await?
+                    pg_primary_key(conn, schema, table).await?
                 }
-                (Tx::Sqlite(conn), _) => sqlite_primary_key(&mut **conn, table).await?,
+                (Tx::Sqlite(conn), _) => sqlite_primary_key(conn, table).await?,
                 _ => unreachable!("the swap runs on the live backend"),
             }
             .join(", ");

@@ -190,7 +190,10 @@ async fn baseline(api: &Api) -> BTreeMap<&'static str, Counts> {
         ("matrix cells", total(|c| c.matrix_cells)),
         ("incidents", total(|c| c.incidents)),
     ] {
-        assert!(n > 0, "the workload left no {what}: the test would prove nothing");
+        assert!(
+            n > 0,
+            "the workload left no {what}: the test would prove nothing"
+        );
     }
     all
 }
@@ -265,7 +268,10 @@ async fn dump_all(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
 
 async fn wait_all(api: &Api, position: i64) {
     for name in projections::NAMES {
-        api.projections.wait_for(name, position, WAIT).await.unwrap();
+        api.projections
+            .wait_for(name, position, WAIT)
+            .await
+            .unwrap();
     }
 }
 
@@ -344,7 +350,10 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
     wait_all(&api, last).await;
     let before = baseline(&api).await;
     let tables_before = dump_all(&api.store.store).await;
-    let version_before = api.projections.read_version().expect("every projection runs here");
+    let version_before = api
+        .projections
+        .read_version()
+        .expect("every projection runs here");
     let generations = |api: &Api| -> BTreeMap<String, i64> {
         api.projections
             .status()
@@ -374,7 +383,10 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
     let during = clients.requests() - requests_before;
     let fewest = clients.stop().await;
 
-    assert!(during >= 20, "the clients asked only {during} times during the rebuilds");
+    assert!(
+        during >= 20,
+        "the clients asked only {during} times during the rebuilds"
+    );
     for tenant in TENANTS {
         assert!(
             fewest[tenant].at_least(&before[tenant]),
@@ -386,7 +398,10 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
     assert_eq!(all.events as usize, events, "{all:?}");
     assert_eq!(one.events as usize, events, "{one:?}");
     assert_eq!(all.projections.len(), projections::NAMES.len());
-    assert_eq!(all.rows_copied, 0, "the rebuilt read models equal the live ones");
+    assert_eq!(
+        all.rows_copied, 0,
+        "the rebuilt read models equal the live ones"
+    );
     assert_eq!(
         dump_all(&api.store.store).await,
         tables_before,
@@ -398,7 +413,13 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let status = generations(&api);
-        let expected = |name: &str| if name == projections::environments::NAME { 2 } else { 1 };
+        let expected = |name: &str| {
+            if name == projections::environments::NAME {
+                2
+            } else {
+                1
+            }
+        };
         if status.iter().all(|(name, g)| *g == expected(name)) {
             break;
         }
@@ -415,7 +436,11 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
         assert_eq!(status.checkpoint, stored[&status.name].0, "{}", status.name);
     }
     assert_ne!(api.projections.read_version(), Some(version_before));
-    assert_eq!(event_count(&api.store.store).await, events, "no append was needed");
+    assert_eq!(
+        event_count(&api.store.store).await,
+        events,
+        "no append was needed"
+    );
 
     for tenant in TENANTS {
         let token = api.token(tenant, "viewer", "watcher");
@@ -423,7 +448,10 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
         assert_eq!(at_head, before[tenant], "{tenant}: minPosition at the head");
     }
     assert!(rebuild_progress(&api.store.store).await.unwrap().is_empty());
-    assert!(shadows(&api.store).await.is_empty(), "the shadows were dropped");
+    assert!(
+        shadows(&api.store).await.is_empty(),
+        "the shadows were dropped"
+    );
     elsewhere.close().await;
     api.stop().await;
 }
@@ -475,9 +503,10 @@ async fn second_rebuild_is_refused_and_a_crashed_one_taken_over(kind: Kind) {
     // One rebuild, paused after its first batch.
     let (options, mut reached, release) = pause_after_first_batch();
     let store = t.store.clone();
-    let first = tokio::spawn(async move {
-        workflowops::read_side::rebuild_with(&store, &[], options).await
-    });
+    let first =
+        tokio::spawn(
+            async move { workflowops::read_side::rebuild_with(&store, &[], options).await },
+        );
     let progress = reached.recv().await.expect("the rebuild replays");
     assert_eq!(progress.len(), projections::NAMES.len());
     let recorded = rebuild_progress(&t.store).await.unwrap();
@@ -485,16 +514,17 @@ async fn second_rebuild_is_refused_and_a_crashed_one_taken_over(kind: Kind) {
     for p in &recorded {
         assert!(!p.stale, "{p:?}");
         assert!(p.position > 0 && p.position < p.target, "{p:?}");
-        assert!(p.target >= events as i64 && p.events == SMALL_BATCHES, "{p:?}");
+        assert!(
+            p.target >= events as i64 && p.events == SMALL_BATCHES,
+            "{p:?}"
+        );
     }
     assert_eq!(shadows(&t).await.len(), 1);
 
-    let second = workflowops::read_side::rebuild(
-        &t.store,
-        &[projections::incidents::NAME.to_string()],
-    )
-    .await
-    .expect_err("a second rebuild of the same projection is refused");
+    let second =
+        workflowops::read_side::rebuild(&t.store, &[projections::incidents::NAME.to_string()])
+            .await
+            .expect_err("a second rebuild of the same projection is refused");
     let message = format!("{second:#}");
     assert!(
         message.contains("a rebuild of incidents is already running since"),
@@ -546,7 +576,10 @@ async fn second_rebuild_is_refused_and_a_crashed_one_taken_over(kind: Kind) {
         .expect("a stale rebuild is taken over");
     assert_eq!(report.events as usize, events);
     assert!(rebuild_progress(&t.store).await.unwrap().is_empty());
-    assert!(shadows(&t).await.is_empty(), "the crashed shadow was dropped");
+    assert!(
+        shadows(&t).await.is_empty(),
+        "the crashed shadow was dropped"
+    );
     assert_eq!(dump_all(&t.store).await, tables);
 }
 
@@ -629,11 +662,18 @@ async fn appends_during_a_live_rebuild_all_reach_the_read_models(kind: Kind) {
     wait_all(&api, last).await;
     let token = api.token("acme", "viewer", "watcher");
     let at_head = counts(&api.http, &api.base, &token, 2, Some(last)).await;
-    assert!(at_head.environments > before["acme"].environments, "{at_head:?}");
+    assert!(
+        at_head.environments > before["acme"].environments,
+        "{at_head:?}"
+    );
     api.shutdown().await;
     let live = dump_all(&api.store.store).await;
     let events = event_count(&api.store.store).await;
     assert_eq!(live["audit"].len(), events, "one audit row per event");
-    assert_eq!(live, plain_replay(&api.store.store).await, "live = a plain replay of the log");
+    assert_eq!(
+        live,
+        plain_replay(&api.store.store).await,
+        "live = a plain replay of the log"
+    );
     elsewhere.close().await;
 }
