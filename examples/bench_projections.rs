@@ -27,8 +27,9 @@
 //! environment drift checks. Each client owns its mappings and incidents, so there are
 //! no write conflicts to retry.
 //!
-//! **1. rebuild** — `read_side::rebuild(&store, &[])`: every read model emptied and
-//! replayed from position 0 in one process. Reported as events/s (target ≥ 50,000).
+//! **1. rebuild** — `read_side::rebuild(&store, &[])`: every read model replayed from
+//! position 0 into a shadow and swapped in (what `workflowops rebuild` does), in one
+//! process. Reported as events/s (target ≥ 50,000), swap included.
 //!
 //! **2. matrix** — with the projections caught up: latency of `matrix_page` for the
 //! first 100-row page, the last page reached through `after` cursors (rows 901–1000),

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use projections::rebuild::{RebuildOptions, RebuildProgress};
 use projections::{Projector, ProjectorHandle, ProjectorOptions};
 use serde::Serialize;
 
@@ -24,13 +25,27 @@ pub struct RebuildReport {
     pub events: u64,
     pub seconds: f64,
     pub events_per_second: f64,
-    /// Projections another process runs: reset here, replayed there.
-    pub replayed_elsewhere: Vec<String>,
+    /// The swap transaction: how long the live checkpoints were locked (serving
+    /// projectors wait; queries never do).
+    pub swap_seconds: f64,
+    /// Live rows the swap deleted or inserted (0 when the rebuilt read models equal
+    /// the live ones).
+    pub rows_copied: u64,
 }
 
-/// Empties the named read models (all when `names` is empty) and replays them from
-/// position 0 to the end of the log.
+/// Rebuilds the named read models (all when `names` is empty) from position 0 into a
+/// shadow and swaps them in with one transaction: safe while services run, which keep
+/// answering from the complete old read models until the swap commits.
 pub async fn rebuild(store: &Store, names: &[String]) -> anyhow::Result<RebuildReport> {
+    rebuild_with(store, names, RebuildOptions::default()).await
+}
+
+/// [`rebuild`] with its tuning (batch size, a progress hook).
+pub async fn rebuild_with(
+    store: &Store,
+    names: &[String],
+    mut options: RebuildOptions,
+) -> anyhow::Result<RebuildReport> {
     let names: Vec<String> = if names.is_empty() {
         projections::NAMES.iter().map(|n| n.to_string()).collect()
     } else {
@@ -46,49 +61,38 @@ pub async fn rebuild(store: &Store, names: &[String]) -> anyhow::Result<RebuildR
             ),
         }
     }
-    let tables: Vec<_> = selected.iter().map(|p| (p.name(), p.tables())).collect();
+    if options.on_progress.is_none() {
+        options.on_progress = Some(std::sync::Arc::new(|progress: Vec<RebuildProgress>| {
+            if let Some(first) = progress.iter().min_by_key(|p| p.position) {
+                tracing::info!(
+                    position = first.position,
+                    target = first.target,
+                    events = first.events,
+                    "rebuilding"
+                );
+            }
+            Box::pin(async {})
+        }));
+    }
     let started = Instant::now();
-    for projection in &selected {
-        projections::runtime::reset(store, projection.as_ref())
-            .await
-            .with_context(|| format!("resetting {}", projection.name()))?;
-    }
-    let options = ProjectorOptions {
-        batch_size: 50000,
-        ..ProjectorOptions::default()
-    };
-    let mut projector = Projector::new(store.clone(), selected, options);
-    let events = projector.catch_up().await?;
-    for (name, tables) in tables {
-        projections::runtime::analyze(store, tables)
-            .await
-            .with_context(|| format!("analyzing {name}"))?;
-    }
+    let outcome = projections::rebuild::rebuild(store, selected, options).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let replayed_elsewhere = projector
-        .handle()
-        .status()
-        .into_iter()
-        .filter(|s| !s.running_here)
-        .map(|s| s.name)
-        .collect();
-    for status in projector.handle().status() {
-        if let Some(failure) = status.failed {
-            bail!(
-                "projection {} stopped at position {} ({}): {}",
-                status.name,
-                failure.position,
-                failure.event,
-                failure.error
-            );
-        }
-    }
+    tracing::info!(
+        events = outcome.events,
+        replay_seconds = outcome.replay_seconds,
+        swap_seconds = outcome.swap_seconds,
+        swap_attempts = outcome.swap_attempts,
+        rows_copied = outcome.rows_copied,
+        maintenance_seconds = outcome.maintenance_seconds,
+        "rebuilt and swapped in"
+    );
     Ok(RebuildReport {
         projections: names,
-        events,
+        events: outcome.events,
         seconds,
-        events_per_second: events as f64 / seconds.max(1e-9),
-        replayed_elsewhere,
+        events_per_second: outcome.events as f64 / seconds.max(1e-9),
+        swap_seconds: outcome.swap_seconds,
+        rows_copied: outcome.rows_copied,
     })
 }
 

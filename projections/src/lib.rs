@@ -20,6 +20,7 @@ pub mod pipelines;
 pub mod policies;
 pub mod promotions;
 pub mod query;
+pub mod rebuild;
 pub mod runtime;
 pub mod sql;
 pub mod store;

@@ -14,7 +14,11 @@
 //!   projection picks the one runner; the compare-and-set makes a double apply
 //!   impossible even if two runners ever believed they held it.
 //! - New events wake the reader ([`Store::wakeup`]: `LISTEN/NOTIFY`, or the append
-//!   signal on SQLite); polling is the fallback.
+//!   signal on SQLite); polling is the fallback. With nothing new to apply, the
+//!   runner compares the stored checkpoints of the projections it runs with its own
+//!   (one query): a live rebuild ([`crate::rebuild`]) swapped in elsewhere bumps a
+//!   checkpoint's generation, and the runner reloads at once instead of at its next
+//!   batch.
 //! - A projection that meets an event it cannot apply stops there: its status names
 //!   the position, the event and the error, the checkpoint stays before the event,
 //!   and the other projections go on.
@@ -30,7 +34,7 @@ use serde::Serialize;
 use sqlx::Connection;
 
 use crate::event::Envelope;
-use crate::sql::{fmt_time, Bind, Dialect, Sql, Tx};
+use crate::sql::{fmt_time, Dialect, Sql, Tx};
 use crate::store::{LogCursor, PgStore, Store, StoreError};
 
 /// Why a projection could not apply an event.
@@ -83,6 +87,8 @@ pub struct ProjectionStatus {
     /// This process runs it (holds its lock).
     pub running_here: bool,
     pub failed: Option<Failure>,
+    /// How many rebuilds were swapped in (the checkpoint row's generation).
+    pub generation: i64,
 }
 
 /// Tuning of a [`Projector`].
@@ -92,13 +98,21 @@ pub struct ProjectorOptions {
     pub batch_size: i64,
     /// Poll interval when no wake-up arrives (and lock retry interval).
     pub poll: Duration,
+    /// Prefix of the PostgreSQL advisory lock each projection takes
+    /// (`{lock_namespace}.{name}`). A live rebuild's projector replays into shadow
+    /// tables under its own namespace while the service holds the default locks.
+    pub lock_namespace: String,
 }
+
+/// The advisory locks of the projectors that run the live read models.
+pub const LIVE_LOCKS: &str = "workflowops.projection";
 
 impl Default for ProjectorOptions {
     fn default() -> Self {
         ProjectorOptions {
             batch_size: 1000,
             poll: Duration::from_millis(500),
+            lock_namespace: LIVE_LOCKS.to_string(),
         }
     }
 }
@@ -113,6 +127,8 @@ const LOCK_CHECK: Duration = Duration::from_secs(5);
 struct Slot {
     projection: Box<dyn Projection>,
     checkpoint: LogCursor,
+    /// The checkpoint row's generation when loaded (bumped by each rebuild swap).
+    generation: i64,
     applied: i64,
     owned: bool,
     /// The checkpoint row changed under us (a rebuild): reload before applying.
@@ -132,7 +148,9 @@ pub struct ProjectorHandle {
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Read a batch of this many events from the log and applied it.
+    /// Read a batch of this many events from the log and applied it. `Applied(0)`:
+    /// nothing new, but a checkpoint moved elsewhere (a rebuild was swapped in) and
+    /// the next step reloads it.
     Applied(usize),
     /// Nothing new to apply (or nothing this process may run).
     Idle,
@@ -142,7 +160,8 @@ pub enum Step {
 enum Outcome {
     /// Committed; this many events of the batch were new to it.
     Applied(usize),
-    /// Its checkpoint row moved (a rebuild elsewhere): reload before applying.
+    /// Its checkpoint row moved (a rebuild swapped in elsewhere, a lost lock):
+    /// reload before applying.
     Moved,
     /// It met an event it cannot apply: nothing of the batch was committed for it.
     Failed(Failure),
@@ -170,9 +189,17 @@ pub struct Projector {
 }
 
 const CHECKPOINT_COLUMNS: &str =
-    "tx_id, position, events_applied, failed_position, failed_event, failed_error";
+    "tx_id, position, events_applied, failed_position, failed_event, failed_error, generation";
 
-type CheckpointRow = (i64, i64, i64, Option<i64>, Option<String>, Option<String>);
+type CheckpointRow = (
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 type NamedCheckpointRow = (
     String,
     i64,
@@ -181,9 +208,10 @@ type NamedCheckpointRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
+    i64,
 );
 
-async fn ensure_checkpoint_row(store: &Store, name: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn ensure_checkpoint_row(store: &Store, name: &str) -> Result<(), sqlx::Error> {
     let mut sql = Sql::new(Dialect::of(store));
     let n = sql.arg(name);
     sql.push(&format!(
@@ -260,8 +288,8 @@ async fn apply_in(
     last: LogCursor,
 ) -> Result<Outcome, sqlx::Error> {
     let name = slot.projection.name();
-    let (tx_id, position, ..) = read_checkpoint(tx, name, true).await?;
-    if (LogCursor { tx_id, position }) != slot.checkpoint {
+    let (tx_id, position, .., generation) = read_checkpoint(tx, name, true).await?;
+    if (LogCursor { tx_id, position }) != slot.checkpoint || generation != slot.generation {
         tracing::info!(
             projection = name,
             "checkpoint moved elsewhere (rebuild?): reloading"
@@ -330,7 +358,7 @@ pub async fn stored_checkpoints(
     };
     Ok(rows
         .into_iter()
-        .map(|(name, tx_id, position, applied, fp, fe, ferr)| {
+        .map(|(name, tx_id, position, applied, fp, fe, ferr, _)| {
             let failed = fp.map(|position| Failure {
                 position,
                 event: fe.unwrap_or_default(),
@@ -384,6 +412,7 @@ impl Projector {
             .map(|projection| Slot {
                 projection,
                 checkpoint: LogCursor::START,
+                generation: 0,
                 applied: 0,
                 owned: false,
                 reload: false,
@@ -424,6 +453,7 @@ impl Projector {
                         events_applied: slot.applied,
                         running_here: slot.owned,
                         failed: slot.failed.clone(),
+                        generation: slot.generation,
                     },
                 );
             }
@@ -474,7 +504,7 @@ impl Projector {
                         sqlx::query_scalar::<_, bool>(
                             "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
                         )
-                        .bind(format!("workflowops.projection.{name}"))
+                        .bind(format!("{}.{name}", self.options.lock_namespace))
                         .fetch_one(&mut *conn)
                         .await?
                     }
@@ -491,11 +521,12 @@ impl Projector {
                 changed = true;
                 ensure_checkpoint_row(&self.store, name).await?;
                 let mut tx = Tx::begin(&self.store).await?;
-                let (tx_id, position, applied, fp, fe, ferr) =
+                let (tx_id, position, applied, fp, fe, ferr, generation) =
                     read_checkpoint(&mut tx, name, false).await?;
                 tx.rollback().await?;
                 let slot = &mut self.slots[i];
                 slot.checkpoint = LogCursor { tx_id, position };
+                slot.generation = generation;
                 slot.applied = applied;
                 // A stored failure is retried once per start: the cause may be fixed.
                 slot.failed = None;
@@ -511,6 +542,41 @@ impl Projector {
             self.publish();
         }
         Ok(())
+    }
+
+    /// Nothing to apply: checks whether a projection this process runs was moved
+    /// elsewhere (a rebuild swapped in, whose checkpoint may equal ours: hence the
+    /// generation). One query over the checkpoint rows; a moved projection is
+    /// reloaded by the next step, which also publishes it (its status, and a new
+    /// [`ProjectorHandle::read_version`]).
+    async fn idle(&mut self) -> Result<Step, StoreError> {
+        if !self.slots.iter().any(|s| s.owned) {
+            return Ok(Step::Idle);
+        }
+        let sql = "SELECT name, tx_id, position, generation FROM projection_checkpoints";
+        let rows: Vec<(String, i64, i64, i64)> = match &self.store {
+            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as(sql).fetch_all(pool).await?,
+            Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
+        };
+        let mut moved = false;
+        for (name, tx_id, position, generation) in rows {
+            let Some(slot) = self
+                .slots
+                .iter_mut()
+                .find(|s| s.owned && s.projection.name() == name)
+            else {
+                continue;
+            };
+            if (LogCursor { tx_id, position }) != slot.checkpoint || generation != slot.generation {
+                tracing::info!(
+                    projection = slot.projection.name(),
+                    "checkpoint moved elsewhere (rebuild?): reloading"
+                );
+                slot.reload = true;
+                moved = true;
+            }
+        }
+        Ok(if moved { Step::Applied(0) } else { Step::Idle })
     }
 
     /// The batch after `from`: the one read ahead if it starts there, else read now.
@@ -536,11 +602,11 @@ impl Projector {
             .filter(|&i| self.slots[i].owned && self.slots[i].failed.is_none())
             .collect();
         let Some(from) = active.iter().map(|&i| self.slots[i].checkpoint).min() else {
-            return Ok(Step::Idle);
+            return self.idle().await;
         };
         let batch = self.read_batch(from).await?;
         let Some(last) = batch.last().map(Envelope::cursor) else {
-            return Ok(Step::Idle);
+            return self.idle().await;
         };
         if batch.len() as i64 >= self.options.batch_size {
             // More is waiting: read it while this batch is applied.
@@ -798,44 +864,6 @@ pub async fn analyze(store: &Store, tables: &[&str]) -> Result<(), StoreError> {
             }
         }
     }
-    Ok(())
-}
-
-/// Empties a projection's tables and moves its checkpoint back to the start, in one
-/// transaction. Whoever runs the projection notices (its checkpoint moved) and
-/// replays it from position 0.
-pub async fn reset(store: &Store, projection: &dyn Projection) -> Result<(), StoreError> {
-    ensure_checkpoint_row(store, projection.name()).await?;
-    let turn = match store {
-        Store::Sqlite(sqlite) => Some(sqlite.write_turn().await),
-        Store::Postgres(_) => None,
-    };
-    let mut tx = Tx::begin(store).await?;
-    if tx.backend() == Dialect::Postgres {
-        // TRUNCATE waits for every reader of the table: give up rather than hang.
-        tx.execute("SET LOCAL lock_timeout = '30s'").await?;
-    }
-    for table in projection.tables() {
-        // TRUNCATE on PostgreSQL: no dead rows left behind for vacuum and no per-row
-        // work (it waits for readers of the table, then is instant).
-        tx.execute(&match tx.backend() {
-            Dialect::Postgres => format!("TRUNCATE {table}"),
-            Dialect::Sqlite => format!("DELETE FROM {table}"),
-        })
-        .await?;
-    }
-    let mut sql = Sql::new(tx.backend());
-    let text = format!(
-        "UPDATE projection_checkpoints SET tx_id = 0, position = 0, events_applied = 0, \
-         updated_at = {}, failed_position = NULL, failed_event = NULL, failed_error = NULL \
-         WHERE name = {}",
-        sql.arg(Bind::Text(Some(fmt_time(Utc::now())))),
-        sql.arg(projection.name()),
-    );
-    sql.push(&text);
-    tx.run(&sql).await?;
-    tx.commit().await?;
-    drop(turn);
     Ok(())
 }
 

@@ -182,6 +182,18 @@ impl Tx {
         })
     }
 
+    /// Like [`Tx::begin`], but on SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a transaction that reads, then writes what it read, cannot
+    /// meet another writer's commit in between.
+    pub async fn begin_immediate(store: &Store) -> Result<Tx, sqlx::Error> {
+        Ok(match store {
+            Store::Postgres(PgStore { pool, .. }) => Tx::Postgres(pool.begin().await?),
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
+            }
+        })
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.commit().await,
@@ -217,6 +229,40 @@ impl Tx {
         match self {
             Tx::Postgres(tx) => decode_rows(&sql.pg().fetch_all(&mut **tx).await?, R::TABLE),
             Tx::Sqlite(tx) => decode_rows(&sql.sqlite().fetch_all(&mut **tx).await?, R::TABLE),
+        }
+    }
+
+    /// Runs a built query and decodes its rows as tuples (or any `FromRow`).
+    pub async fn fetch_as<T>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        match self {
+            Tx::Postgres(tx) => {
+                let mut query = sqlx::query_as::<_, T>(&sql.text);
+                for bind in &sql.binds {
+                    query = match bind {
+                        Bind::Text(v) => query.bind(v.clone()),
+                        Bind::Int(v) => query.bind(*v),
+                        Bind::Bool(v) => query.bind(*v),
+                    };
+                }
+                query.fetch_all(&mut **tx).await
+            }
+            Tx::Sqlite(tx) => {
+                let mut query = sqlx::query_as::<_, T>(&sql.text);
+                for bind in &sql.binds {
+                    query = match bind {
+                        Bind::Text(v) => query.bind(v.clone()),
+                        Bind::Int(v) => query.bind(*v),
+                        Bind::Bool(v) => query.bind(*v),
+                    };
+                }
+                query.fetch_all(&mut **tx).await
+            }
         }
     }
 

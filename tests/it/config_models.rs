@@ -106,7 +106,7 @@ async fn assert_rebuild_equals_live(t: &TestStore, task: tokio::task::JoinHandle
     )
     .await
     .unwrap();
-    assert!(report.replayed_elsewhere.is_empty(), "{report:?}");
+    assert!(report.events > 0, "{report:?}");
     assert_eq!(
         config_tables(&t.store).await,
         live,

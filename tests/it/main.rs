@@ -14,6 +14,7 @@ mod invariants;
 mod n8n;
 mod props;
 mod read_models;
+mod rebuild_live;
 mod scenarios;
 mod schedulers;
 mod support;

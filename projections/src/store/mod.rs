@@ -82,7 +82,7 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    fn new(pool: PgPool) -> PgStore {
+    pub(crate) fn new(pool: PgPool) -> PgStore {
         let (sender, receiver) = tokio::sync::watch::channel(0);
         tokio::spawn(notify_appends(pool.clone(), receiver));
         PgStore {

@@ -148,6 +148,12 @@ impl Api {
     }
 
     pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    /// Stops the service (its projector included) and keeps the database, for
+    /// inspecting it afterwards.
+    pub async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
