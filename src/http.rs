@@ -571,15 +571,45 @@ async fn health() -> Json<Value> {
 }
 
 /// The service can do its work: the database answers and no projection has stopped.
+/// Rebuilds in progress are listed with their progress (`rebuilding`); they do not
+/// make the service unready, since queries keep reading the complete old read
+/// models until the rebuilt ones are swapped in.
 async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => {
             let projections = state.projections.status();
             let stopped = projections.iter().any(|p| p.failed.is_some());
+            let rebuilding = match projections::rebuild::rebuild_progress(&state.store).await {
+                Ok(rebuilds) => rebuilds
+                    .into_iter()
+                    .map(|r| {
+                        let progress = if r.target > 0 {
+                            (r.position as f64 / r.target as f64).clamp(0.0, 1.0)
+                        } else {
+                            0.0
+                        };
+                        json!({
+                            "projection": r.projection,
+                            "startedAt": r.started_at,
+                            "updatedAt": r.updated_at,
+                            "position": r.position,
+                            "target": r.target,
+                            "events": r.events,
+                            "progress": (progress * 1000.0).round() / 1000.0,
+                            "stale": r.stale,
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness: cannot read rebuild progress");
+                    vec![]
+                }
+            };
             let body = Json(json!({
                 "status": if stopped { "degraded" } else { "ready" },
                 "database": state.store.backend().as_str(),
                 "projections": projections,
+                "rebuilding": rebuilding,
             }));
             if stopped {
                 (StatusCode::SERVICE_UNAVAILABLE, body).into_response()

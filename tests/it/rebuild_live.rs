@@ -25,6 +25,7 @@ use crate::read_models::{dump, event_count, head, rows_of, workload};
 use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
 
 both_backends!(
+    ready_reports_a_rebuild_in_progress,
     live_rebuild_never_serves_emptier_read_models,
     second_rebuild_is_refused_and_a_crashed_one_taken_over,
     appends_during_a_live_rebuild_all_reach_the_read_models
@@ -676,4 +677,54 @@ async fn appends_during_a_live_rebuild_all_reach_the_read_models(kind: Kind) {
         "live = a plain replay of the log"
     );
     elsewhere.close().await;
+}
+
+/// `GET /ready` lists a rebuild in progress with its progress, and stays 200: the
+/// service still serves the complete old read models.
+async fn ready_reports_a_rebuild_in_progress(kind: Kind) {
+    let api = Api::start(kind).await;
+    populate(&api.store, 150, 100).await;
+    wait_all(&api, head(&api.store.store).await).await;
+    let ready = || async {
+        let response = api
+            .http
+            .get(format!("{}/ready", api.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, body) = ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rebuilding"], serde_json::json!([]), "{body}");
+
+    let (options, mut reached, release) = pause_after_first_batch();
+    let store = api.store.store.clone();
+    let rebuild = tokio::spawn(async move {
+        workflowops::read_side::rebuild_with(
+            &store,
+            &[projections::audit::NAME.to_string()],
+            options,
+        )
+        .await
+    });
+    reached.recv().await.expect("the rebuild replays");
+    let (status, body) = ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+    let rebuilding = body["rebuilding"].as_array().unwrap();
+    assert_eq!(rebuilding.len(), 1, "{body}");
+    let entry = &rebuilding[0];
+    assert_eq!(entry["projection"], projections::audit::NAME, "{body}");
+    let progress = entry["progress"].as_f64().unwrap();
+    assert!(progress > 0.0 && progress < 1.0, "{body}");
+    assert!(entry["position"].as_i64().unwrap() < entry["target"].as_i64().unwrap());
+    assert_eq!(entry["stale"], false);
+    release.add_permits(1);
+    rebuild.await.unwrap().expect("the rebuild completes");
+    let (status, body) = ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rebuilding"], serde_json::json!([]), "{body}");
+    api.stop().await;
 }
