@@ -880,18 +880,40 @@ impl Job<'_> {
                 _ => unreachable!("the swap runs on the live backend"),
             }
             .join(", ");
-            let deleted = tx
-                .execute(&format!(
-                    "DELETE FROM {l}.{table} WHERE ({key}) IN (SELECT {key} FROM \
-                     (SELECT * FROM {l}.{table} EXCEPT SELECT * FROM {s}.{table}) AS d)"
-                ))
-                .await?;
-            let inserted = tx
-                .execute(&format!(
-                    "INSERT INTO {l}.{table} \
-                     SELECT * FROM {s}.{table} EXCEPT SELECT * FROM {l}.{table}"
-                ))
-                .await?;
+            // An empty live table (a first build, or one emptied by hand) takes the
+            // shadow's rows as they are: no difference to compute.
+            let mut probe = Sql::new(tx.backend());
+            probe.push(&format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM {l}.{table} LIMIT 1) AS any_row"
+            ));
+            let (live_rows,): (i64,) = tx
+                .fetch_as::<(i64,)>(&probe)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or((0,));
+            let (deleted, inserted) = if live_rows == 0 {
+                let inserted = tx
+                    .execute(&format!(
+                        "INSERT INTO {l}.{table} SELECT * FROM {s}.{table}"
+                    ))
+                    .await?;
+                (0, inserted)
+            } else {
+                let deleted = tx
+                    .execute(&format!(
+                        "DELETE FROM {l}.{table} WHERE ({key}) IN (SELECT {key} FROM \
+                         (SELECT * FROM {l}.{table} EXCEPT SELECT * FROM {s}.{table}) AS d)"
+                    ))
+                    .await?;
+                let inserted = tx
+                    .execute(&format!(
+                        "INSERT INTO {l}.{table} \
+                         SELECT * FROM {s}.{table} EXCEPT SELECT * FROM {l}.{table}"
+                    ))
+                    .await?;
+                (deleted, inserted)
+            };
             swapped.push(Swapped {
                 table,
                 deleted,
