@@ -1,4 +1,11 @@
-import json, subprocess, sys, time, threading, urllib.request, statistics
+"""Probes what hostile queries cost the service (README: Request cost).
+
+Usage: probe_cost.py BASE_URL TOKEN. Sends fragments that double at every level and
+1,000 aliases of verifyEventLog (each must be refused as VALIDATION, or the probe
+fails), then times a light query alone and while two clients send the 30-level query
+back to back. The last line is JSON.
+"""
+import json, sys, time, threading, urllib.request, urllib.error, statistics
 base = sys.argv[1]; token = sys.argv[2]
 def post(query, variables=None):
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -23,11 +30,13 @@ for levels in (20, 22, 30):
         dt, out = post(doubling(levels)); ts.append(dt)
     res[f"doubling_{levels}_ms"] = round(statistics.median(ts)*1000, 2)
     res[f"doubling_{levels}_code"] = out["errors"][0]["extensions"]["code"]
+    assert res[f"doubling_{levels}_code"] == "VALIDATION", out
 aliases = "{" + "".join(f" v{n}: verifyEventLog {{ ok }}" for n in range(1000)) + " }"
 ts=[]
 for _ in range(5):
     dt, out = post(aliases); ts.append(dt)
 res["aliases_1000_ms"] = round(statistics.median(ts)*1000, 2); res["aliases_code"] = out["errors"][0]["extensions"]["code"]
+assert res["aliases_code"] == "VALIDATION", out
 # light query latency alone, then while two 30-level requests arrive repeatedly
 def light(n):
     ts=[]
