@@ -136,12 +136,22 @@ pub fn check(
     variables: &Variables,
     operation_name: Option<&str>,
 ) -> Result<(ExecutableDocument, Checked), Refusal> {
+    let (document, operations) = parse_and_check(query, variables)?;
+    Ok((document, choose(&operations, operation_name)))
+}
+
+/// Lexer limits, variables, our own parse, then the document: everything
+/// [`check`] and the extension do before async-graphql sees the request.
+fn parse_and_check(
+    query: &str,
+    variables: &Variables,
+) -> Result<(ExecutableDocument, Vec<Operation>), Refusal> {
     lex(query)?;
     variables_nul(variables)?;
     let document = async_graphql::parser::parse_query(query)
         .map_err(|e| Refusal::new(format!("malformed query: {e}")))?;
     let operations = check_document(&document)?;
-    Ok((document, choose(&operations, operation_name)))
+    Ok((document, operations))
 }
 
 /// One operation of a checked document.
@@ -169,7 +179,7 @@ pub fn choose(operations: &[Operation], operation_name: Option<&str>) -> Checked
 
 fn variables_nul(variables: &Variables) -> Result<(), Refusal> {
     for (name, value) in variables.iter() {
-        const_nul(value, &mut format!("${name}"))?;
+        nul(value, &mut format!("${name}"))?;
     }
     Ok(())
 }
@@ -198,7 +208,7 @@ pub fn check_document(document: &ExecutableDocument) -> Result<Vec<Operation>, R
     for (name, operation) in document.operations.iter() {
         for variable in &operation.node.variable_definitions {
             if let Some(default) = &variable.node.default_value {
-                const_nul(&default.node, &mut format!("${}", variable.node.name.node))?;
+                nul(&default.node, &mut format!("${}", variable.node.name.node))?;
             }
         }
         for directive in &operation.node.directives {
@@ -363,61 +373,66 @@ fn arguments_nul(
         } else {
             format!("{prefix} {}", name.node)
         };
-        value_nul(&value.node, &mut path)?;
+        nul(&value.node, &mut path)?;
     }
     Ok(())
 }
 
-fn value_nul(value: &Value, path: &mut String) -> Result<(), Refusal> {
-    match value {
-        Value::String(s) if s.contains('\0') => Err(Refusal::nul(path.clone())),
-        Value::List(items) => {
-            for item in items {
-                value_nul(item, path)?;
-            }
-            Ok(())
-        }
-        Value::Object(fields) => {
-            for (key, item) in fields {
-                let len = path.len();
-                path.push('.');
-                path.push_str(key);
-                if key.contains('\0') {
-                    return Err(Refusal::nul(path.clone()));
-                }
-                value_nul(item, path)?;
-                path.truncate(len);
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
+/// The two value trees a request holds: literals in the document (which may name
+/// variables) and variables' values. Both are walked by [`nul`].
+trait Tree: Sized {
+    fn text(&self) -> Option<&str>;
+    fn items(&self) -> &[Self];
+    fn fields(&self) -> Vec<(&str, &Self)>;
 }
 
-fn const_nul(value: &ConstValue, path: &mut String) -> Result<(), Refusal> {
-    match value {
-        ConstValue::String(s) if s.contains('\0') => Err(Refusal::nul(path.clone())),
-        ConstValue::List(items) => {
-            for item in items {
-                const_nul(item, path)?;
-            }
-            Ok(())
-        }
-        ConstValue::Object(fields) => {
-            for (key, item) in fields {
-                let len = path.len();
-                path.push('.');
-                path.push_str(key);
-                if key.contains('\0') {
-                    return Err(Refusal::nul(path.clone()));
+macro_rules! tree {
+    ($value:ident) => {
+        impl Tree for $value {
+            fn text(&self) -> Option<&str> {
+                match self {
+                    $value::String(s) => Some(s),
+                    _ => None,
                 }
-                const_nul(item, path)?;
-                path.truncate(len);
             }
-            Ok(())
+            fn items(&self) -> &[Self] {
+                match self {
+                    $value::List(items) => items,
+                    _ => &[],
+                }
+            }
+            fn fields(&self) -> Vec<(&str, &Self)> {
+                match self {
+                    $value::Object(fields) => fields.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                    _ => Vec::new(),
+                }
+            }
         }
-        _ => Ok(()),
+    };
+}
+tree!(Value);
+tree!(ConstValue);
+
+/// Refuses a NUL character anywhere in `value` (strings and object keys), naming
+/// its path.
+fn nul<T: Tree>(value: &T, path: &mut String) -> Result<(), Refusal> {
+    if value.text().is_some_and(|s| s.contains('\0')) {
+        return Err(Refusal::nul(path.clone()));
     }
+    for item in value.items() {
+        nul(item, path)?;
+    }
+    for (key, item) in value.fields() {
+        let len = path.len();
+        path.push('.');
+        path.push_str(key);
+        if key.contains('\0') {
+            return Err(Refusal::nul(path.clone()));
+        }
+        nul(item, path)?;
+        path.truncate(len);
+    }
+    Ok(())
 }
 
 /// Counts tokens and bracket nesting in one pass (GraphQL's lexical grammar:
@@ -540,11 +555,7 @@ impl async_graphql::extensions::Extension for GuardExtension {
         // also walks the recursion depth through every fragment spread, which is
         // exponential in the very documents refused here.
         let _ = next;
-        lex(query).map_err(refused)?;
-        variables_nul(variables).map_err(refused)?;
-        let document = async_graphql::parser::parse_query(query)
-            .map_err(|e| refused(Refusal::new(format!("malformed query: {e}"))))?;
-        let operations = check_document(&document).map_err(refused)?;
+        let (document, operations) = parse_and_check(query, variables).map_err(refused)?;
         *self.operations.lock().unwrap_or_else(|e| e.into_inner()) = Some(operations);
         Ok(document)
     }
