@@ -59,23 +59,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::command::{Actor, Role};
 use aggregates::environment::{
     EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
 };
-use aggregates::ids::{LocalId, TenantId};
 use aggregates::incident::{AffectedWorkflow, IncidentCommand, IncidentPolicy, IncidentStatus};
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, TenantId};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Parser;
+use eventstore::{PgStore, Store};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use workflowops::app::Domain;
-use workflowops::auth::Auth;
-use workflowops::bus::CommandContext;
-use workflowops::store::{PgStore, Store};
+use workflowops::command::bus::CommandContext;
+use workflowops::command::domain::Domain;
+use workflowops::http::auth::Auth;
 use workflowops::Application;
 
 #[path = "common/bench_store.rs"]
@@ -1472,7 +1472,10 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
     let head = store.head().await?.position;
     eprintln!("waiting for the projections to reach position {head}");
     let t = Instant::now();
-    for name in [projections::matrix::NAME, projections::environments::NAME] {
+    for name in [
+        projections::models::matrix::NAME,
+        projections::models::environments::NAME,
+    ] {
         service
             .projections
             .wait_for(name, head, Duration::from_secs(600))

@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregates::command::{Actor, Role};
-use aggregates::ids::{LocalId, TenantId};
 use aggregates::incident::{
     AffectedWorkflow, DriftIncident, IncidentCommand, IncidentPolicy, ResolutionType,
 };
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, TenantId};
 use clap::Parser;
-use workflowops::bus::{CommandBus, CommandContext};
-use workflowops::store::{PgStore, Store};
+use eventstore::{PgStore, Store};
+use workflowops::command::bus::{CommandBus, CommandContext};
 
 // The same allocator as the service binary.
 #[global_allocator]
@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             }
             let pool_size = args.pool.unwrap_or(args.clients as u32 + 2);
-            let url = workflowops::store::with_database(&args.pg_url, &database);
+            let url = eventstore::with_database(&args.pg_url, &database);
             (
                 Store::connect(&url, pool_size).await?,
                 Some((admin, database)),

@@ -56,24 +56,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::command::{Actor, Role};
 use aggregates::environment::{
     DriftCheckOutcome, DriftCounts, Environment, EnvironmentClass, EnvironmentCommand, GitProvider,
     GitTarget,
 };
-use aggregates::ids::{LocalId, TenantId};
 use aggregates::incident::{
     AffectedWorkflow, DriftIncident, IncidentCommand, IncidentPolicy, ResolutionType,
 };
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, TenantId};
 use aggregates::mapping::MappingCommand;
 use anyhow::Context;
 use clap::Parser;
-use projections::matrix::{self, MatrixFilter};
+use eventstore::{PgStore, Store};
+use projections::models::matrix::{self, MatrixFilter};
 use projections::{Projector, ProjectorOptions};
 use serde_json::{json, Value};
-use workflowops::app::Domain;
-use workflowops::bus::{CommandBus, CommandContext};
-use workflowops::store::{PgStore, Store};
+use workflowops::command::bus::{CommandBus, CommandContext};
+use workflowops::command::domain::Domain;
 
 #[path = "common/bench_store.rs"]
 mod bench_store;

@@ -69,12 +69,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Parser;
+use eventstore::{LogCursor, Store};
 use serde_json::{json, Value};
-use workflowops::auth::Auth;
 use workflowops::connectors::git::{GitRepository, LocalGitRepository};
 use workflowops::connectors::n8n::N8nClient;
 use workflowops::connectors::RetryPolicy;
-use workflowops::store::{LogCursor, Store};
+use workflowops::http::auth::Auth;
 use workflowops::Application;
 
 #[path = "common/bench_store.rs"]
@@ -858,8 +858,8 @@ async fn breakdown(
         read.push(ms(started.elapsed()));
         let started = Instant::now();
         let (cells, rows) = tokio::try_join!(
-            projections::matrix::environment_cells(store, tenant, "production"),
-            projections::matrix::canonical_rows(store, tenant),
+            projections::models::matrix::environment_cells(store, tenant, "production"),
+            projections::models::matrix::canonical_rows(store, tenant),
         )?;
         queries.push(ms(started.elapsed()));
         anyhow::ensure!(!cells.is_empty() && !rows.is_empty(), "read models filled");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::store::{Store, StoreError, SQLITE_FILE};
+use eventstore::{Store, StoreError, SQLITE_FILE};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -235,8 +235,8 @@ pub enum Command {
 
 impl Config {
     /// The admission limits of GraphQL requests.
-    pub fn limits(&self) -> crate::admission::Limits {
-        crate::admission::Limits {
+    pub fn limits(&self) -> crate::http::admission::Limits {
+        crate::http::admission::Limits {
             per_tenant: self.tenant_concurrency as usize,
             per_tenant_expensive: self.tenant_expensive_concurrency as usize,
             deadline: self.request_deadline,
@@ -258,7 +258,7 @@ impl Config {
     /// (generated there on first use).
     /// The key that seals stored credentials.
     pub fn secret_key(&self) -> anyhow::Result<Vec<u8>> {
-        let (key, _) = crate::auth::load_key(
+        let (key, _) = crate::http::auth::load_key(
             self.secret_key.as_deref(),
             "WORKFLOWOPS_SECRET_KEY",
             &self.data_dir,
@@ -267,10 +267,12 @@ impl Config {
         Ok(key)
     }
 
-    pub fn auth(&self) -> anyhow::Result<(crate::auth::Auth, crate::auth::SecretSource)> {
+    pub fn auth(
+        &self,
+    ) -> anyhow::Result<(crate::http::auth::Auth, crate::http::auth::SecretSource)> {
         let (secret, source) =
-            crate::auth::load_secret(self.jwt_secret.as_deref(), &self.data_dir)?;
-        Ok((crate::auth::Auth::new(&secret), source))
+            crate::http::auth::load_secret(self.jwt_secret.as_deref(), &self.data_dir)?;
+        Ok((crate::http::auth::Auth::new(&secret), source))
     }
 
     /// Opens the configured store (SQLite in the data directory by default).

@@ -2,27 +2,16 @@
 //! with CQRS projections. `main.rs` only boots; everything lives here so tests and
 //! helper binaries reuse it.
 
-pub mod admission;
-pub mod app;
-pub mod auth;
-pub mod bus;
+pub mod command;
 pub mod config;
 pub mod connectors;
-pub mod drift;
-pub mod feed;
 pub mod graphql;
 pub mod http;
-pub mod metrics;
-pub mod promote;
 pub mod read_side;
-pub mod response_cache;
 pub mod scheduler;
-pub mod sealer;
-pub mod secrets;
-pub mod snapshots;
-pub mod sync;
-pub use projections::store;
+pub mod storage;
 pub mod telemetry;
+pub mod workflows;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,7 +19,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::store::Store;
+use eventstore::Store;
 
 /// How long stopping the service waits for a scheduler tick in progress.
 const SCHEDULER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -42,17 +31,17 @@ pub const DEFAULT_SEAL_INTERVAL: std::time::Duration = std::time::Duration::from
 pub struct Application {
     listener: TcpListener,
     store: Store,
-    auth: auth::Auth,
+    auth: http::auth::Auth,
     projections: projections::ProjectorHandle,
     projector: tokio::task::JoinHandle<()>,
-    feed: feed::EventFeed,
+    feed: http::feed::EventFeed,
     tail: tokio::task::JoinHandle<()>,
-    domain: app::Domain,
-    secrets: secrets::SecretStore,
+    domain: command::domain::Domain,
+    secrets: storage::secrets::SecretStore,
     github_api_url: Option<String>,
-    metrics: metrics::Metrics,
+    metrics: http::metrics::Metrics,
     intervals: scheduler::Intervals,
-    admission: admission::Admission,
+    admission: http::admission::Admission,
     /// How often the log digest is sealed (`None`: never; the head is kept anyway).
     seal_interval: Option<std::time::Duration>,
     /// Built on first use, from the configuration set by then.
@@ -61,7 +50,7 @@ pub struct Application {
 
 impl Application {
     /// Opens and migrates the store, then binds the listener (port 0 picks a free port).
-    pub async fn build(config: &Config, auth: auth::Auth) -> anyhow::Result<Application> {
+    pub async fn build(config: &Config, auth: http::auth::Auth) -> anyhow::Result<Application> {
         let store = config.open_store().await?;
         store.migrate().await?;
         let options = projections::ProjectorOptions {
@@ -72,7 +61,7 @@ impl Application {
         app.set_secret_key(&config.secret_key()?);
         app.github_api_url = config.github_api_url.clone();
         app.intervals = config.intervals();
-        app.admission = admission::Admission::new(config.limits());
+        app.admission = http::admission::Admission::new(config.limits());
         app.seal_interval = config.seal_interval.0;
         Ok(app)
     }
@@ -80,7 +69,7 @@ impl Application {
     /// The key that seals stored credentials. Until it is set, a random one (fine
     /// for tests; credentials stored with it cannot be read by another process).
     pub fn set_secret_key(&mut self, key: &[u8]) {
-        self.secrets = secrets::SecretStore::new(self.store.clone(), key);
+        self.secrets = storage::secrets::SecretStore::new(self.store.clone(), key);
         self.scheduler = Default::default();
     }
 
@@ -104,8 +93,8 @@ impl Application {
             .clone()
     }
 
-    fn sync_services(&self) -> sync::SyncServices {
-        sync::SyncServices {
+    fn sync_services(&self) -> workflows::sync::SyncServices {
+        workflows::sync::SyncServices {
             domain: self.domain.clone(),
             store: self.store.clone(),
             projections: self.projections.clone(),
@@ -115,7 +104,7 @@ impl Application {
         }
     }
 
-    pub fn secrets(&self) -> &secrets::SecretStore {
+    pub fn secrets(&self) -> &storage::secrets::SecretStore {
         &self.secrets
     }
 
@@ -129,7 +118,7 @@ impl Application {
     pub async fn with_store(
         store: Store,
         listen: SocketAddr,
-        auth: auth::Auth,
+        auth: http::auth::Auth,
     ) -> anyhow::Result<Application> {
         Self::with_options(store, listen, auth, Default::default()).await
     }
@@ -137,16 +126,16 @@ impl Application {
     pub async fn with_options(
         store: Store,
         listen: SocketAddr,
-        auth: auth::Auth,
+        auth: http::auth::Auth,
         options: projections::ProjectorOptions,
     ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen).await?;
         let (projections, projector) = read_side::start(&store, options);
-        let (feed, tail) = feed::EventFeed::start(store.clone());
-        let domain = app::Domain::new(bus::CommandBus::new(store.clone()));
+        let (feed, tail) = http::feed::EventFeed::start(store.clone());
+        let domain = command::domain::Domain::new(command::bus::CommandBus::new(store.clone()));
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key)?;
-        let secrets = secrets::SecretStore::new(store.clone(), &key);
+        let secrets = storage::secrets::SecretStore::new(store.clone(), &key);
         Ok(Application {
             listener,
             store,
@@ -158,22 +147,22 @@ impl Application {
             domain,
             secrets,
             github_api_url: None,
-            metrics: metrics::Metrics::new(),
+            metrics: http::metrics::Metrics::new(),
             intervals: scheduler::Intervals::off(),
-            admission: admission::Admission::new(Default::default()),
+            admission: http::admission::Admission::new(Default::default()),
             seal_interval: Some(DEFAULT_SEAL_INTERVAL),
             scheduler: Default::default(),
         })
     }
 
     /// Per-tenant request slots and the request deadline (defaults: see
-    /// [`admission::Limits`]).
-    pub fn set_limits(&mut self, limits: admission::Limits) {
-        self.admission = admission::Admission::new(limits);
+    /// [`http::admission::Limits`]).
+    pub fn set_limits(&mut self, limits: http::admission::Limits) {
+        self.admission = http::admission::Admission::new(limits);
     }
 
     /// The commands this process runs (tests drive the domain directly with it).
-    pub fn domain(&self) -> &app::Domain {
+    pub fn domain(&self) -> &command::domain::Domain {
         &self.domain
     }
 
@@ -197,7 +186,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let metrics = self.metrics.clone();
         let schedulers = self.scheduler().start(self.intervals);
-        let sealer = sealer::start(self.store.clone(), self.seal_interval);
+        let sealer = scheduler::sealer::start(self.store.clone(), self.seal_interval);
         let schema = graphql::schema(Some(graphql::Services {
             store: self.store.clone(),
             domain: self.domain.clone(),

@@ -8,10 +8,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 use clap::Parser;
-use workflowops::auth::SecretSource;
+use eventstore::digest::ExternalDigest;
+use eventstore::VerifyReport;
 use workflowops::config::{Cli, Command};
-use workflowops::store::digest::ExternalDigest;
-use workflowops::store::VerifyReport;
+use workflowops::http::auth::SecretSource;
 use workflowops::{telemetry, Application};
 
 #[tokio::main]

@@ -8,7 +8,7 @@ use projections::rebuild::{RebuildOptions, RebuildProgress};
 use projections::{Projector, ProjectorHandle, ProjectorOptions};
 use serde::Serialize;
 
-use crate::store::Store;
+use eventstore::Store;
 
 /// Starts every read model's projector on the runtime.
 pub fn start(

@@ -2,15 +2,12 @@
 //! tables and workflow content identity.
 //!
 //! Pure by design: no I/O, no clock, no database. Time and actor arrive in the
-//! command envelope ([`command::Issued`]); facts that need a lookup arrive through an
+//! command envelope ([`kernel::command::Issued`]); facts that need a lookup arrive through an
 //! aggregate's `Services` trait, implemented by the service crate.
 
 pub mod canonical_json;
-pub mod command;
 pub mod content;
-pub mod error;
-pub mod ids;
-pub mod transitions;
+pub mod kernel;
 
 pub mod canonical;
 pub mod deployment;
@@ -22,5 +19,5 @@ pub mod policy;
 pub mod promotion;
 pub mod reservation;
 
-pub use command::{Actor, DomainCommand, Issued, Role};
-pub use error::{DomainError, ErrorCode};
+pub use kernel::command::{Actor, DomainCommand, Issued, Role};
+pub use kernel::error::{DomainError, ErrorCode};

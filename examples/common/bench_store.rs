@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use workflowops::store::{PgStore, Store};
+use eventstore::{PgStore, Store};
 
 pub struct BenchStore {
     pub store: Store,
@@ -53,7 +53,7 @@ impl BenchStore {
                             .await?;
                     }
                 }
-                let url = workflowops::store::with_database(pg_url, &name);
+                let url = eventstore::with_database(pg_url, &name);
                 let keep = database.is_some();
                 match Store::connect(&url, pool.unwrap_or(16)).await {
                     Ok(store) => Ok(BenchStore {

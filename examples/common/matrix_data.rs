@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use aggregates::content::ContentHash;
-use aggregates::ids::LocalId;
+use aggregates::kernel::ids::LocalId;
 use aggregates::mapping::{MappingCommand, Observation};
 use chrono::Utc;
 

@@ -13,7 +13,7 @@ use cqrs_es::Aggregate;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::store::{LogCursor, StoredEvent};
+use eventstore::{LogCursor, StoredEvent};
 
 /// The domain event inside a stored event.
 #[derive(Debug, Clone)]

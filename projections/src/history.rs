@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::query::QueryError;
-use crate::store::{Store, StoredEvent};
+use eventstore::{Store, StoredEvent};
 
 /// The aggregate types whose state can be replayed.
 pub const AGGREGATE_TYPES: &[&str] = &[
@@ -80,7 +80,7 @@ fn replay<A: Aggregate + Serialize>(events: &[StoredEvent]) -> Result<Value, Que
     let mut state = A::default();
     for stored in events {
         let event: A::Event = serde_json::from_value(stored.payload.clone()).map_err(|e| {
-            QueryError::Store(crate::store::StoreError::Corrupt {
+            QueryError::Store(eventstore::StoreError::Corrupt {
                 position: stored.position,
                 message: format!("cannot replay: {e}"),
             })

@@ -1,9 +1,10 @@
 //! What the read queries share: pages, opaque cursors, limits and errors.
 
+use crate::sql::QueryRows as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::store::StoreError;
+use eventstore::StoreError;
 
 /// Largest page a query returns; asking for more is refused (`VALIDATION`).
 pub const MAX_PAGE: i64 = 200;
@@ -97,7 +98,7 @@ pub fn like_pattern(term: &str) -> String {
 /// newest first by `time_column` then id, with equality filters on text columns
 /// (`None` = no filter).
 pub async fn newest_first<R: crate::sql::KeyedRow>(
-    store: &crate::store::Store,
+    store: &eventstore::Store,
     tenant: &str,
     time_column: &str,
     filters: &[(&str, Option<String>)],
@@ -138,7 +139,7 @@ pub async fn newest_first<R: crate::sql::KeyedRow>(
 /// The rows of `tenant` with these local ids (at most [`MAX_PAGE`] per call; ids of
 /// other tenants or unknown ids are simply absent). For DataLoaders.
 pub async fn by_ids<R: crate::sql::KeyedRow>(
-    store: &crate::store::Store,
+    store: &eventstore::Store,
     tenant: &str,
     local_ids: &[String],
 ) -> Result<Vec<R>, QueryError> {
@@ -156,7 +157,7 @@ pub async fn by_ids<R: crate::sql::KeyedRow>(
 
 /// One row of `tenant` by its local id (`None` if it is not the tenant's).
 pub async fn by_id<R: crate::sql::KeyedRow>(
-    store: &crate::store::Store,
+    store: &eventstore::Store,
     tenant: &str,
     local_id: &str,
 ) -> Result<Option<R>, QueryError> {

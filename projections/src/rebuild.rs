@@ -48,7 +48,7 @@ use crate::runtime::{
     ProjectorOptions, Step,
 };
 use crate::sql::{fmt_time, parse_time, Dialect, Sql, Tx};
-use crate::store::{PgStore, SqliteStore, Store, StoreError, EVENTS_CHANNEL};
+use eventstore::{PgStore, SqliteStore, Store, StoreError, EVENTS_CHANNEL};
 
 /// A rebuild whose heartbeat is older than this has stopped (crashed): the next
 /// rebuild of its projections takes over.
@@ -641,11 +641,7 @@ async fn create_shadow(
             sql.push(&format!(
                 "SELECT name, sql FROM live.sqlite_master WHERE type = 'table' AND name IN ({list})"
             ));
-            let shadow_store = Store::Sqlite(SqliteStore {
-                pool: shadow_pool,
-                writer: Default::default(),
-                appended: Arc::new(tokio::sync::watch::channel(0).0),
-            });
+            let shadow_store = Store::Sqlite(SqliteStore::new(shadow_pool));
             let mut tx = Tx::begin(&shadow_store).await?;
             let ddl: Vec<(String, String)> = tx.fetch_as(&sql).await?;
             for table in &all {

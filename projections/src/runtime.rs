@@ -35,7 +35,7 @@ use sqlx::Connection;
 
 use crate::event::Envelope;
 use crate::sql::{fmt_time, Dialect, Sql, Tx};
-use crate::store::{LogCursor, PgStore, Store, StoreError};
+use eventstore::{LogCursor, PgStore, Store, StoreError};
 
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]

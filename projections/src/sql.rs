@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use eventstore::{PgStore, SqliteStore, Store};
 
-use crate::store::{PgStore, SqliteStore, Store};
+pub use eventstore::sql::{fmt_time, parse_time, Bind, Dialect, Sql, Tx};
 
 /// The SQL type of a read-model column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,226 +156,32 @@ pub trait KeyedRow: Row {
     fn id(&self) -> &str;
 }
 
-/// Formats a time the way every read model stores it.
-pub fn fmt_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// Decoding query results as read-model rows, for the shared statement builder and
+/// transaction (which know nothing of rows).
+#[allow(async_fn_in_trait)]
+pub trait FetchRows {
+    /// Runs the query and decodes its rows as `R`.
+    async fn fetch<R: Row>(&mut self, sql: &Sql) -> Result<Vec<R>, sqlx::Error>;
 }
 
-/// A stored time (RFC 3339, as [`fmt_time`] writes it) back as a `DateTime`.
-pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// An open read-model transaction on either backend.
-pub enum Tx {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-}
-
-impl Tx {
-    pub async fn begin(store: &Store) -> Result<Tx, sqlx::Error> {
-        Ok(match store {
-            Store::Postgres(PgStore { pool, .. }) => Tx::Postgres(pool.begin().await?),
-            Store::Sqlite(SqliteStore { pool, .. }) => Tx::Sqlite(pool.begin().await?),
-        })
-    }
-
-    /// Like [`Tx::begin`], but on SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`): a transaction that reads, then writes what it read, cannot
-    /// meet another writer's commit in between.
-    pub async fn begin_immediate(store: &Store) -> Result<Tx, sqlx::Error> {
-        Ok(match store {
-            Store::Postgres(PgStore { pool, .. }) => Tx::Postgres(pool.begin().await?),
-            Store::Sqlite(SqliteStore { pool, .. }) => {
-                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
-            }
-        })
-    }
-
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Postgres(tx) => tx.commit().await,
-            Tx::Sqlite(tx) => tx.commit().await,
-        }
-    }
-
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Postgres(tx) => tx.rollback().await,
-            Tx::Sqlite(tx) => tx.rollback().await,
-        }
-    }
-
-    /// Runs a statement without results (plain SQL, no parameters).
-    pub async fn execute(&mut self, sql: &str) -> Result<u64, sqlx::Error> {
-        Ok(match self {
-            Tx::Postgres(tx) => sqlx::query(sql).execute(&mut **tx).await?.rows_affected(),
-            Tx::Sqlite(tx) => sqlx::query(sql).execute(&mut **tx).await?.rows_affected(),
-        })
-    }
-
-    /// Runs a built statement without results.
-    pub async fn run(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
-        Ok(match self {
-            Tx::Postgres(tx) => sql.pg().execute(&mut **tx).await?.rows_affected(),
-            Tx::Sqlite(tx) => sql.sqlite().execute(&mut **tx).await?.rows_affected(),
-        })
-    }
-
-    /// Runs a built query and decodes its rows as `R`.
-    pub async fn fetch<R: Row>(&mut self, sql: &Sql) -> Result<Vec<R>, sqlx::Error> {
+impl FetchRows for Tx {
+    async fn fetch<R: Row>(&mut self, sql: &Sql) -> Result<Vec<R>, sqlx::Error> {
         match self {
             Tx::Postgres(tx) => decode_rows(&sql.pg().fetch_all(&mut **tx).await?, R::TABLE),
             Tx::Sqlite(tx) => decode_rows(&sql.sqlite().fetch_all(&mut **tx).await?, R::TABLE),
         }
     }
-
-    /// Runs a built query and decodes its rows as tuples (or any `FromRow`).
-    pub async fn fetch_as<T>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error>
-    where
-        T: Send
-            + Unpin
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
-    {
-        match self {
-            Tx::Postgres(tx) => {
-                let mut query = sqlx::query_as::<_, T>(&sql.text);
-                for bind in &sql.binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                        Bind::Bool(v) => query.bind(*v),
-                    };
-                }
-                query.fetch_all(&mut **tx).await
-            }
-            Tx::Sqlite(tx) => {
-                let mut query = sqlx::query_as::<_, T>(&sql.text);
-                for bind in &sql.binds {
-                    query = match bind {
-                        Bind::Text(v) => query.bind(v.clone()),
-                        Bind::Int(v) => query.bind(*v),
-                        Bind::Bool(v) => query.bind(*v),
-                    };
-                }
-                query.fetch_all(&mut **tx).await
-            }
-        }
-    }
-
-    pub fn backend(&self) -> Dialect {
-        match self {
-            Tx::Postgres(_) => Dialect::Postgres,
-            Tx::Sqlite(_) => Dialect::Sqlite,
-        }
-    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Postgres,
-    Sqlite,
+/// Running a shared statement on the store's pool and decoding its rows as
+/// read-model rows.
+#[allow(async_fn_in_trait)]
+pub trait QueryRows {
+    async fn fetch<R: Row>(&self, store: &Store) -> Result<Vec<R>, sqlx::Error>;
 }
 
-impl Dialect {
-    pub fn of(store: &Store) -> Dialect {
-        match store {
-            Store::Postgres(_) => Dialect::Postgres,
-            Store::Sqlite(_) => Dialect::Sqlite,
-        }
-    }
-}
-
-/// A value bound to a statement.
-#[derive(Debug, Clone)]
-pub enum Bind {
-    Text(Option<String>),
-    Int(Option<i64>),
-    Bool(Option<bool>),
-}
-
-/// A statement with its parameters, written once for both backends: [`Sql::arg`]
-/// returns the placeholder (`$n` or `?n`) for the value it binds.
-#[derive(Debug, Clone)]
-pub struct Sql {
-    dialect: Dialect,
-    pub text: String,
-    binds: Vec<Bind>,
-}
-
-impl Sql {
-    pub fn new(dialect: Dialect) -> Sql {
-        Sql {
-            dialect,
-            text: String::new(),
-            binds: Vec::new(),
-        }
-    }
-
-    pub fn push(&mut self, text: &str) -> &mut Sql {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Binds a value and returns its placeholder.
-    pub fn arg(&mut self, value: impl Into<Bind>) -> String {
-        self.binds.push(value.into());
-        match self.dialect {
-            Dialect::Postgres => format!("${}", self.binds.len()),
-            Dialect::Sqlite => format!("?{}", self.binds.len()),
-        }
-    }
-
-    /// Placeholders for a list, for `IN (…)`.
-    pub fn args(&mut self, values: &[String]) -> String {
-        values
-            .iter()
-            .map(|v| self.arg(v.clone()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn pg(&self) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        let mut query = sqlx::query(&self.text);
-        for bind in &self.binds {
-            query = match bind {
-                Bind::Text(v) => query.bind(v.clone()),
-                Bind::Int(v) => query.bind(*v),
-                Bind::Bool(v) => query.bind(*v),
-            };
-        }
-        query
-    }
-
-    fn sqlite(&self) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-        let mut query = sqlx::query(&self.text);
-        for bind in &self.binds {
-            query = match bind {
-                Bind::Text(v) => query.bind(v.clone()),
-                Bind::Int(v) => query.bind(*v),
-                Bind::Bool(v) => query.bind(*v),
-            };
-        }
-        query
-    }
-
-    /// Runs the statement on the store's pool and returns the rows it changed (a
-    /// write: on SQLite it waits for the store's write turn).
-    pub async fn execute(&self, store: &Store) -> Result<u64, sqlx::Error> {
-        Ok(match store {
-            Store::Postgres(PgStore { pool, .. }) => self.pg().execute(pool).await?.rows_affected(),
-            Store::Sqlite(sqlite @ SqliteStore { pool, .. }) => {
-                let _turn = sqlite.write_turn().await;
-                self.sqlite().execute(pool).await?.rows_affected()
-            }
-        })
-    }
-
-    /// Runs the query on the store's pool and decodes its rows.
-    pub async fn fetch<R: Row>(&self, store: &Store) -> Result<Vec<R>, sqlx::Error> {
+impl QueryRows for Sql {
+    async fn fetch<R: Row>(&self, store: &Store) -> Result<Vec<R>, sqlx::Error> {
         match store {
             Store::Postgres(PgStore { pool, .. }) => {
                 decode_rows(&self.pg().fetch_all(pool).await?, R::TABLE)
@@ -384,32 +190,6 @@ impl Sql {
                 decode_rows(&self.sqlite().fetch_all(pool).await?, R::TABLE)
             }
         }
-    }
-}
-
-impl From<String> for Bind {
-    fn from(v: String) -> Bind {
-        Bind::Text(Some(v))
-    }
-}
-impl From<&str> for Bind {
-    fn from(v: &str) -> Bind {
-        Bind::Text(Some(v.to_string()))
-    }
-}
-impl From<Option<String>> for Bind {
-    fn from(v: Option<String>) -> Bind {
-        Bind::Text(v)
-    }
-}
-impl From<i64> for Bind {
-    fn from(v: i64) -> Bind {
-        Bind::Int(Some(v))
-    }
-}
-impl From<bool> for Bind {
-    fn from(v: bool) -> Bind {
-        Bind::Bool(Some(v))
     }
 }
 

@@ -7,13 +7,13 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, Json, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use projections::audit::{self as model, AuditEntry as AuditRow, AuditFilter};
 use projections::history::{self, AsOf};
+use projections::models::audit::{self as model, AuditEntry as AuditRow, AuditFilter};
 
 use super::types::connection;
 use super::{caller, services, wait_for, ApiError};
-use crate::feed::{local_id, Filter};
-use crate::store::StoredEvent;
+use crate::http::feed::{local_id, Filter};
+use eventstore::StoredEvent;
 
 #[derive(SimpleObject)]
 pub struct AuditEntry {
@@ -287,7 +287,7 @@ impl SubscriptionRoot {
 }
 
 /// Counts open subscriptions for `/metrics`.
-struct SubscriberGuard(crate::metrics::Metrics);
+struct SubscriberGuard(crate::http::metrics::Metrics);
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {

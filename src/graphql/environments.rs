@@ -4,14 +4,14 @@
 use aggregates::environment::{EnvironmentCommand, GitTarget};
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use projections::environments::{self as model, EnvironmentRow};
+use projections::models::environments::{self as model, EnvironmentRow};
 
 use super::incidents::Incident;
 use super::types::{
     opt_time, state, time, DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider,
 };
 use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
-use crate::secrets::{Secret, SecretKind};
+use crate::storage::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
 
@@ -180,7 +180,7 @@ pub struct EnvironmentMutation;
 impl EnvironmentMutation {
     async fn execute(
         ctx: &Context<'_>,
-        id: &aggregates::ids::LocalId,
+        id: &aggregates::kernel::ids::LocalId,
         command: EnvironmentCommand,
     ) -> async_graphql::Result<EnvironmentPayload> {
         Self::execute_with_secrets(ctx, id, command, None, None).await
@@ -190,7 +190,7 @@ impl EnvironmentMutation {
     /// them again if the command is refused (nothing refers to them then).
     async fn execute_with_secrets(
         ctx: &Context<'_>,
-        id: &aggregates::ids::LocalId,
+        id: &aggregates::kernel::ids::LocalId,
         mut command: EnvironmentCommand,
         n8n_api_key: Option<String>,
         git_token: Option<String>,

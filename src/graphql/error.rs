@@ -3,12 +3,12 @@
 //! `retryable` always. Internal failures are logged with their cause; the client gets
 //! a generic message, and the HTTP layer adds the request id to it.
 
-use aggregates::error::{DomainError, ErrorCode};
+use aggregates::kernel::error::{DomainError, ErrorCode};
 use async_graphql::ErrorExtensions;
 
-use crate::bus::CommandError;
-use crate::feed::FeedError;
-use crate::store::StoreError;
+use crate::command::bus::CommandError;
+use crate::http::feed::FeedError;
+use eventstore::StoreError;
 use projections::query::QueryError;
 use projections::runtime::WaitError;
 
@@ -34,7 +34,7 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthenticated(String),
     #[error(transparent)]
-    Secret(#[from] crate::secrets::SecretError),
+    Secret(#[from] crate::storage::secrets::SecretError),
     /// n8n or Git failed.
     #[error(transparent)]
     Upstream(#[from] crate::connectors::UpstreamError),

@@ -5,7 +5,7 @@ use aggregates::incident::IncidentCommand;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use projections::incidents::{self as model, IncidentRow};
+use projections::models::incidents::{self as model, IncidentRow};
 
 use super::environments::Environment;
 use super::types::{
@@ -131,7 +131,7 @@ impl Incident {
         if self.0.payload_purged {
             return Ok(None);
         }
-        let payload = crate::snapshots::Snapshots::new(services(ctx).store.clone())
+        let payload = crate::storage::payloads::Snapshots::new(services(ctx).store.clone())
             .get(&self.0.tenant, digest)
             .await
             .map_err(|e| ApiError::Store(e.into()))?;

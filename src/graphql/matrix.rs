@@ -7,7 +7,7 @@ use aggregates::mapping::MappingCommand;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use projections::matrix::{self as model, CellView, MatrixFilter, MatrixRowView};
+use projections::models::matrix::{self as model, CellView, MatrixFilter, MatrixRowView};
 
 use super::types::{connection, opt_time, state, time, MappingStatus, SyncState};
 use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
@@ -163,7 +163,7 @@ impl MatrixQuery {
                 super::types::first(first),
                 after.as_deref()
             ),
-            projections::environments::environments(store, tenant),
+            projections::models::environments::environments(store, tenant),
         )
         .map_err(ApiError::from)?;
         let columns: Vec<String> = environments

@@ -15,6 +15,7 @@ mod incidents;
 pub(crate) mod matrix;
 mod pipelines;
 mod promotions;
+pub mod response_cache;
 mod sync;
 mod types;
 
@@ -23,12 +24,12 @@ use std::time::Duration;
 use aggregates::Actor;
 use async_graphql::{Context, MergedObject, Schema};
 
-use crate::app::Domain;
-use crate::auth::Principal;
-use crate::bus::CommandContext;
-use crate::feed::EventFeed;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::command::bus::CommandContext;
+use crate::command::domain::Domain;
+use crate::http::auth::Principal;
+use crate::http::feed::EventFeed;
+use crate::http::metrics::Metrics;
+use eventstore::Store;
 
 pub use audit::SubscriptionRoot;
 pub use error::{ApiError, ApiResult};
@@ -74,12 +75,12 @@ pub struct Services {
     pub projections: projections::ProjectorHandle,
     pub feed: EventFeed,
     pub metrics: Metrics,
-    pub secrets: crate::secrets::SecretStore,
+    pub secrets: crate::storage::secrets::SecretStore,
     /// The GitHub API root for GitHub repositories (`None`: api.github.com).
     pub github_api_url: Option<String>,
     /// Per-tenant slots and deadlines (operations over the WebSocket use it here;
     /// the HTTP handler admits its requests before they reach the schema).
-    pub admission: crate::admission::Admission,
+    pub admission: crate::http::admission::Admission,
 }
 
 /// The verified caller of one request (or one WebSocket connection).
@@ -176,7 +177,7 @@ impl<R: projections::sql::KeyedRow> async_graphql::dataloader::Loader<String> fo
             .map_err(ApiError::from)?;
         Ok(rows
             .into_iter()
-            .map(|row| (crate::feed::local_id(row.id()).to_string(), row))
+            .map(|row| (crate::http::feed::local_id(row.id()).to_string(), row))
             .collect())
     }
 }
@@ -185,9 +186,9 @@ pub type Loader<R> = async_graphql::dataloader::DataLoader<RowLoader<R>>;
 
 /// A request's loaders, keyed by the caller's tenant.
 pub struct Loaders {
-    pub environments: Loader<projections::environments::EnvironmentRow>,
-    pub incidents: Loader<projections::incidents::IncidentRow>,
-    pub promotions: Loader<projections::promotions::PromotionRow>,
+    pub environments: Loader<projections::models::environments::EnvironmentRow>,
+    pub incidents: Loader<projections::models::incidents::IncidentRow>,
+    pub promotions: Loader<projections::models::promotions::PromotionRow>,
 }
 
 impl Loaders {
@@ -216,8 +217,8 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> ApiResult<&'a Loaders> {
 }
 
 /// Parses an id argument (a local id: letters, digits, `-`, `_`, `.`).
-pub(crate) fn local_id(field: &str, value: &str) -> ApiResult<aggregates::ids::LocalId> {
-    aggregates::ids::LocalId::parse(value).map_err(|e| match e {
+pub(crate) fn local_id(field: &str, value: &str) -> ApiResult<aggregates::kernel::ids::LocalId> {
+    aggregates::kernel::ids::LocalId::parse(value).map_err(|e| match e {
         aggregates::DomainError::Validation { message, .. } => ApiError::validation(field, message),
         other => ApiError::Domain(other),
     })

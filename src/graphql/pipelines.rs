@@ -6,13 +6,13 @@ use aggregates::policy::{DriftPolicyCommand, DriftPolicySettings, PolicyScope};
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use projections::pipelines::{self as model, PipelineRow};
-use projections::policies::{self as policies_model, PolicySource};
+use projections::models::pipelines::{self as model, PipelineRow};
+use projections::models::policies::{self as policies_model, PolicySource};
 
 use super::promotions::PromotionPayload;
 use super::types::{connection, time};
 use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
-use crate::promote::{self, Change, PromoteError, PromotionRequest};
+use crate::workflows::promotion::{self, Change, PromoteError, PromotionRequest};
 
 /// DOMAIN.md §5's gates of one stage.
 #[derive(SimpleObject, Clone, Copy)]
@@ -124,7 +124,7 @@ impl Pipeline {
     /// The stages in promotion order.
     async fn stages(&self) -> async_graphql::Result<Vec<Stage>> {
         let stages = self.0.stages().map_err(|e| {
-            ApiError::Store(crate::store::StoreError::Corrupt {
+            ApiError::Store(eventstore::StoreError::Corrupt {
                 position: 0,
                 message: format!("pipeline stages: {e}"),
             })
@@ -419,7 +419,7 @@ pub struct PipelineMutation;
 
 async fn pipeline_command(
     ctx: &Context<'_>,
-    id: &aggregates::ids::LocalId,
+    id: &aggregates::kernel::ids::LocalId,
     command: PipelineCommand,
 ) -> async_graphql::Result<PipelinePayload> {
     let caller = caller(ctx)?;
@@ -557,22 +557,26 @@ impl PipelineMutation {
         }
         let source = local_id("sourceEnvironmentId", &source_environment_id)?;
         let target = local_id("targetEnvironmentId", &target_environment_id)?;
-        wait_for(ctx, projections::matrix::NAME, min_position).await?;
+        wait_for(ctx, projections::models::matrix::NAME, min_position).await?;
         let store = &services(ctx).store;
-        promote::catch_up(store, &services(ctx).projections)
+        promotion::catch_up(store, &services(ctx).projections)
             .await
             .map_err(ApiError::from)?;
         for environment in [&source, &target] {
-            if projections::environments::environment(store, caller.tenant(), environment.as_str())
-                .await
-                .map_err(ApiError::from)?
-                .is_none()
+            if projections::models::environments::environment(
+                store,
+                caller.tenant(),
+                environment.as_str(),
+            )
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
             {
                 return Err(ApiError::not_found("environment", environment.as_str()).into());
             }
         }
         let comparisons =
-            promote::compare(store, caller.tenant(), source.as_str(), target.as_str())
+            promotion::compare(store, caller.tenant(), source.as_str(), target.as_str())
                 .await
                 .map_err(ApiError::from)?;
         Ok(ComparePromotionPayload {
@@ -629,7 +633,7 @@ impl PipelineMutation {
         let id = request.promotion_id.to_string();
         let services = services(ctx);
         let committed = run(ctx, "promotion.create", async {
-            promote::create(
+            promotion::create(
                 &services.domain,
                 &services.store,
                 &services.projections,

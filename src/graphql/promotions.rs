@@ -5,8 +5,8 @@ use aggregates::promotion::PromotionCommand;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
-use projections::deployments::{self as deployments_model, DeploymentRow};
-use projections::promotions::{self as model, PromotionRow};
+use projections::models::deployments::{self as deployments_model, DeploymentRow};
+use projections::models::promotions::{self as model, PromotionRow};
 
 use super::types::{
     connection, json_list, opt_time, state, time, DeploymentStatus, DeploymentWorkflow, GateResult,

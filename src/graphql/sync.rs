@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::environments::{self, Environment};
 use super::{caller, local_id, read_back, run, services, ApiError};
-use crate::sync::{self, SyncError, SyncServices};
+use crate::workflows::sync::{self, SyncError, SyncServices};
 
 /// What `syncEnvironment` saw and recorded.
 #[derive(SimpleObject)]
@@ -39,7 +39,13 @@ pub struct EnvironmentSyncPayload {
 impl EnvironmentSyncPayload {
     async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
         let read = environments::load(ctx, &self.environment_id);
-        Ok(read_back(ctx, projections::environments::NAME, self.position, read).await?)
+        Ok(read_back(
+            ctx,
+            projections::models::environments::NAME,
+            self.position,
+            read,
+        )
+        .await?)
     }
 }
 
@@ -74,7 +80,13 @@ pub struct RepositorySyncPayload {
 impl RepositorySyncPayload {
     async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
         let read = environments::load(ctx, &self.environment_id);
-        Ok(read_back(ctx, projections::environments::NAME, self.position, read).await?)
+        Ok(read_back(
+            ctx,
+            projections::models::environments::NAME,
+            self.position,
+            read,
+        )
+        .await?)
     }
 }
 
@@ -125,7 +137,13 @@ pub struct DriftCheckPayload {
 impl DriftCheckPayload {
     async fn environment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Environment>> {
         let read = environments::load(ctx, &self.environment_id);
-        Ok(read_back(ctx, projections::environments::NAME, self.position, read).await?)
+        Ok(read_back(
+            ctx,
+            projections::models::environments::NAME,
+            self.position,
+            read,
+        )
+        .await?)
     }
 
     async fn incident(
@@ -136,7 +154,13 @@ impl DriftCheckPayload {
             return Ok(None);
         };
         let read = super::incidents::load(ctx, &id);
-        Ok(read_back(ctx, projections::incidents::NAME, self.position, read).await?)
+        Ok(read_back(
+            ctx,
+            projections::models::incidents::NAME,
+            self.position,
+            read,
+        )
+        .await?)
     }
 }
 
@@ -165,7 +189,7 @@ impl OnboardWorkflowPayload {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<super::matrix::WorkflowMapping>> {
         let read = super::matrix::load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
-        Ok(read_back(ctx, projections::matrix::NAME, self.position, read).await?)
+        Ok(read_back(ctx, projections::models::matrix::NAME, self.position, read).await?)
     }
 }
 
@@ -279,7 +303,7 @@ impl SyncMutation {
         let caller = caller(ctx)?;
         let services = sync_services(ctx);
         let report = run(ctx, "environment.check_drift", async {
-            crate::drift::check_drift(&services, &caller.command_context(), &id)
+            crate::workflows::drift::check_drift(&services, &caller.command_context(), &id)
                 .await
                 .map_err(ApiError::from)
         })

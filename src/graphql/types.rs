@@ -40,7 +40,7 @@ pub fn opt_time(text: &Option<String>) -> Option<DateTime<Utc>> {
 /// A stored state name (`pending_approval`) as its API enum (`PENDING_APPROVAL`).
 pub fn state<T: DeserializeOwned>(name: &str) -> Result<T, ApiError> {
     serde_json::from_value(Value::String(name.to_string())).map_err(|_| {
-        ApiError::Store(crate::store::StoreError::Corrupt {
+        ApiError::Store(eventstore::StoreError::Corrupt {
             position: 0,
             message: format!("unknown state name {name:?} in a read model"),
         })

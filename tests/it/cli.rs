@@ -79,7 +79,7 @@ async fn serve_with_no_configuration_runs_on_sqlite_in_the_data_dir() {
 #[tokio::test]
 async fn app_on_port_zero_answers_health_ready_and_unknown_routes() {
     let t = TestStore::postgres().await;
-    let auth = workflowops::auth::Auth::new(&[7u8; 32]);
+    let auth = workflowops::http::auth::Auth::new(&[7u8; 32]);
     let app = Application::with_store(t.store.clone(), "127.0.0.1:0".parse().unwrap(), auth)
         .await
         .unwrap();
@@ -139,10 +139,13 @@ async fn serve_once(dir: &std::path::Path) -> String {
     out
 }
 
-fn data_dir_auth(dir: &std::path::Path) -> workflowops::auth::Auth {
-    let (secret, source) = workflowops::auth::load_secret(None, dir).unwrap();
-    assert!(matches!(source, workflowops::auth::SecretSource::File(_)));
-    workflowops::auth::Auth::new(&secret)
+fn data_dir_auth(dir: &std::path::Path) -> workflowops::http::auth::Auth {
+    let (secret, source) = workflowops::http::auth::load_secret(None, dir).unwrap();
+    assert!(matches!(
+        source,
+        workflowops::http::auth::SecretSource::File(_)
+    ));
+    workflowops::http::auth::Auth::new(&secret)
 }
 
 #[tokio::test]
@@ -160,7 +163,7 @@ async fn first_start_generates_the_secret_and_prints_one_admin_token() {
     let who = data_dir_auth(&data_dir).verify(&token).unwrap();
     assert_eq!(
         (who.tenant.as_str(), who.role),
-        ("default", aggregates::command::Role::Admin)
+        ("default", aggregates::kernel::command::Role::Admin)
     );
     // Later starts keep the secret and print no token.
     let second = serve_once(cwd.path()).await;
@@ -186,7 +189,7 @@ async fn token_command_mints_tokens_the_service_accepts() {
     let who = data_dir_auth(dir.path()).verify(token.trim()).unwrap();
     assert_eq!(who.subject, "dev@acme");
     assert_eq!(who.tenant.as_str(), "acme");
-    assert_eq!(who.role, aggregates::command::Role::Developer);
+    assert_eq!(who.role, aggregates::kernel::command::Role::Developer);
 
     for (tenant, role, expected) in [
         ("acme", "system", "role must be viewer, developer or admin"),
@@ -260,7 +263,7 @@ async fn rebuild_replays_the_log_and_refuses_unknown_projections() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["events"], 1);
     assert_eq!(report["projections"][0], "environment_status");
-    let env = projections::environments::environment(&t.store, "acme", "prod")
+    let env = projections::models::environments::environment(&t.store, "acme", "prod")
         .await
         .unwrap()
         .expect("rebuilt from the log");

@@ -2,20 +2,21 @@
 //! and queries (pages, tenant isolation, the effective-policy fallback), the audit
 //! trail and history of the new aggregates, and rebuild = live for their tables.
 
+use projections::sql::QueryRows as _;
 use std::time::Duration;
 
-use aggregates::command::Role;
-use aggregates::error::DomainError;
 use aggregates::incident::SeverityTtls;
+use aggregates::kernel::command::Role;
+use aggregates::kernel::error::DomainError;
 use aggregates::pipeline::{Pipeline, PipelineCommand, PipelineStage, StageGates};
 use aggregates::policy::{DriftPolicy, DriftPolicyCommand, DriftPolicySettings, PolicyScope};
-use projections::pipelines::{pipeline, pipelines, PipelineRow};
-use projections::policies::{drift_policies, drift_policy, DriftPolicyRow, PolicySource};
+use eventstore::Store;
+use projections::models::pipelines::{pipeline, pipelines, PipelineRow};
+use projections::models::policies::{drift_policies, drift_policy, DriftPolicyRow, PolicySource};
 use projections::query::QueryError;
 use projections::sql::{select, Dialect, Row};
 use projections::{Projector, ProjectorHandle, ProjectorOptions};
-use workflowops::bus::{CommandBus, CommandContext, CommandError};
-use workflowops::store::Store;
+use workflowops::command::bus::{CommandBus, CommandContext, CommandError};
 
 use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
 
@@ -100,8 +101,8 @@ async fn assert_rebuild_equals_live(t: &TestStore, task: tokio::task::JoinHandle
     let report = workflowops::read_side::rebuild(
         &t.store,
         &[
-            projections::pipelines::NAME.to_string(),
-            projections::policies::NAME.to_string(),
+            projections::models::pipelines::NAME.to_string(),
+            projections::models::policies::NAME.to_string(),
         ],
     )
     .await
@@ -248,8 +249,13 @@ async fn pipelines_read_model(kind: Kind) {
     )
     .await
     .unwrap();
-    wait(&handle, projections::pipelines::NAME, last).await;
-    wait(&handle, projections::pipelines::NAME, globex_position).await;
+    wait(&handle, projections::models::pipelines::NAME, last).await;
+    wait(
+        &handle,
+        projections::models::pipelines::NAME,
+        globex_position,
+    )
+    .await;
 
     // name order, case-insensitive, two per page
     let first = pipelines(&t.store, "acme", 2, None).await.unwrap();
@@ -294,7 +300,7 @@ async fn pipelines_read_model(kind: Kind) {
     ));
 
     // the audit trail shows the lifecycle move; history replays the aggregate
-    let deactivations: Vec<String> = rows_of::<projections::audit::AuditEntry>(&t.store)
+    let deactivations: Vec<String> = rows_of::<projections::models::audit::AuditEntry>(&t.store)
         .await
         .into_iter()
         .filter(|r| r.contains("\"event_type\":\"pipeline.deactivated\""))
@@ -396,8 +402,8 @@ async fn drift_policy_read_model(kind: Kind) {
     )
     .await
     .unwrap();
-    wait(&handle, projections::policies::NAME, last).await;
-    wait(&handle, projections::policies::NAME, globex).await;
+    wait(&handle, projections::models::policies::NAME, last).await;
+    wait(&handle, projections::models::policies::NAME, globex).await;
 
     let for_prod = drift_policy(&t.store, "acme", Some("prod")).await.unwrap();
     assert_eq!(for_prod.source, PolicySource::Environment);
@@ -470,18 +476,18 @@ async fn drift_policy_read_model(kind: Kind) {
         }
     };
     let cleared = clear(&prod).await;
-    wait(&handle, projections::policies::NAME, cleared).await;
+    wait(&handle, projections::models::policies::NAME, cleared).await;
     let for_prod = drift_policy(&t.store, "acme", Some("prod")).await.unwrap();
     assert_eq!(for_prod.source, PolicySource::Tenant);
     assert_eq!(for_prod.policy, tenant_policy);
     let cleared = clear(&tenant).await;
-    wait(&handle, projections::policies::NAME, cleared).await;
+    wait(&handle, projections::models::policies::NAME, cleared).await;
     assert_eq!(clear(&tenant).await, None, "nothing left to clear");
     let for_prod = drift_policy(&t.store, "acme", Some("prod")).await.unwrap();
     assert_eq!(for_prod.source, PolicySource::Default);
     // set again after a clear: recorded again
     let reset = set_policy(&bus, &acme, &prod, prod_policy).await.unwrap();
-    wait(&handle, projections::policies::NAME, reset).await;
+    wait(&handle, projections::models::policies::NAME, reset).await;
     assert_eq!(
         drift_policy(&t.store, "acme", Some("prod"))
             .await

@@ -3,17 +3,19 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aggregates::command::Role;
 use aggregates::environment::{
-    Environment, EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
+    Environment, EnvironmentClass, EnvironmentCommand, EnvironmentEvent, GitProvider, GitTarget,
+    SyncKind,
 };
-use aggregates::error::DomainError;
-use aggregates::incident::{IncidentCommand, ResolutionType};
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
-use workflowops::bus::CommandError;
-use workflowops::store::{LogCursor, PgStore, Store, StoredEvent};
+use aggregates::incident::{
+    DriftIncident, IncidentCommand, IncidentEvent, IncidentStatus, ResolutionType,
+};
+use aggregates::kernel::command::Role;
+use aggregates::kernel::error::DomainError;
+use eventstore::{LogCursor, PgStore, Store, StoredEvent};
+use workflowops::command::bus::CommandError;
 
-use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
+use crate::support::{admin, both_backends, ctx, envelope, id, Kind, TestStore};
 
 both_backends!(
     append_and_load_carry_metadata_and_chain,
@@ -23,6 +25,8 @@ both_backends!(
     concurrent_writes_conflict_but_never_lose_or_duplicate,
     global_log_returns_every_event_once_in_commit_order,
     verify_names_the_tampered_event,
+    commit_refuses_transitions_outside_the_table,
+    commit_refuses_another_tenants_aggregate,
 );
 
 pub fn register(name: &str) -> EnvironmentCommand {
@@ -63,7 +67,9 @@ pub async fn read_all(store: &Store, expected: usize) -> Vec<StoredEvent> {
 }
 
 /// Registers environment `prod` of tenant `acme` and opens a drift incident on it.
-async fn incident_on_prod(domain: &workflowops::app::Domain) -> aggregates::ids::LocalId {
+async fn incident_on_prod(
+    domain: &workflowops::command::domain::Domain,
+) -> aggregates::kernel::ids::LocalId {
     domain
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
@@ -144,8 +150,8 @@ async fn append_and_load_carry_metadata_and_chain(kind: Kind) {
     assert_eq!(events[0].payload["n8n_secret_ref"], "secret-1");
     // replay gives the same state
     let loaded = t.bus().load::<Environment>("acme:prod").await.unwrap();
-    assert_eq!(loaded.state, second.state);
-    assert_eq!(loaded.sequence, 2);
+    assert_eq!(loaded.state(), &second.state);
+    assert_eq!(loaded.sequence(), 2);
 }
 
 async fn refusals_append_nothing(kind: Kind) {
@@ -275,7 +281,7 @@ async fn ids_are_tenant_scoped(kind: Kind) {
         .load::<Environment>("acme:prod")
         .await
         .unwrap()
-        .state;
+        .into_state();
     assert_eq!(acme.name, "Acme production");
     let events = read_all(&t.store, 2).await;
     let tenants: HashSet<&str> = events.iter().map(|e| e.tenant()).collect();
@@ -289,25 +295,27 @@ async fn duplicate_sequence_is_a_conflict(kind: Kind) {
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
         .unwrap();
-    let stale = SerializedEvent::new(
-        "acme:prod".into(),
-        1,
-        "environment".into(),
-        "environment.deactivated".into(),
-        "1".into(),
-        serde_json::json!({"type": "deactivated", "from": "active", "reason": null}),
-        serde_json::json!({}),
-    );
-    let result = t
-        .store
-        .repository()
-        .persist::<Environment>(&[stale], None)
-        .await;
+    // Two writers load the same state; the first commit wins, the second finds its
+    // sequence taken and stores nothing.
+    let first = t.store.load::<Environment>("acme:prod").await.unwrap();
+    let second = t.store.load::<Environment>("acme:prod").await.unwrap();
+    let deactivate = || {
+        vec![EnvironmentEvent::Deactivated {
+            from: aggregates::environment::EnvironmentStatus::Active,
+            reason: None,
+        }]
+    };
+    let envelope = envelope("acme", Role::Admin);
+    t.store
+        .commit(first, deactivate(), &envelope)
+        .await
+        .unwrap();
+    let result = t.store.commit(second, deactivate(), &envelope).await;
     assert!(
-        matches!(result, Err(PersistenceError::OptimisticLockError)),
+        matches!(result, Err(eventstore::CommitError::Conflict { .. })),
         "{result:?}"
     );
-    assert_eq!(count(&t.store, "environment", "acme:prod").await, 1);
+    assert_eq!(count(&t.store, "environment", "acme:prod").await, 2);
 }
 
 async fn concurrent_writes_conflict_but_never_lose_or_duplicate(kind: Kind) {
@@ -469,7 +477,7 @@ async fn verify_names_the_tampered_event(kind: Kind) {
                 .await
                 .unwrap();
         }
-        Store::Sqlite(workflowops::store::SqliteStore { pool, .. }) => {
+        Store::Sqlite(eventstore::SqliteStore { pool, .. }) => {
             sqlx::query("UPDATE events SET payload = ?1 WHERE position = ?2")
                 .bind(forged)
                 .bind(victim.position)
@@ -507,4 +515,125 @@ fn run_verify(database_url: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The store's commit is the only public write, and it checks the table whatever
+/// produced the events: an event that moves an incident from `detected` straight to
+/// `stabilized` (not in the table) is refused and nothing is stored; the same event
+/// under an admin's override is allowed, and an override asked for by a developer
+/// counts for nothing.
+async fn commit_refuses_transitions_outside_the_table(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let incident = incident_on_prod(&t.domain()).await;
+    let aggregate = format!("acme:{incident}");
+    let stabilized = || {
+        vec![IncidentEvent::Stabilized {
+            from: IncidentStatus::Detected,
+            reason: Some("forged".into()),
+            at: chrono::Utc::now(),
+            admin_override: false,
+        }]
+    };
+    let before = t.store.event_count().await.unwrap();
+
+    for (role, admin_override) in [
+        (Role::Admin, false),
+        (Role::Developer, true),
+        (Role::System, true),
+    ] {
+        let loaded = t.store.load::<DriftIncident>(&aggregate).await.unwrap();
+        let mut envelope = envelope("acme", role);
+        envelope.admin_override = admin_override;
+        let refused = t
+            .store
+            .commit(loaded, stabilized(), &envelope)
+            .await
+            .unwrap_err();
+        match &refused {
+            eventstore::CommitError::Refused(DomainError::InvalidTransition {
+                machine,
+                from,
+                to,
+                allowed,
+            }) => {
+                assert_eq!(
+                    (*machine, from.as_str(), to.as_str()),
+                    ("incident", "detected", "stabilized")
+                );
+                assert_eq!(allowed, &["acknowledged", "closed"]);
+            }
+            other => panic!("{role:?}: expected an invalid transition, got {other:?}"),
+        }
+        assert_eq!(
+            t.store.event_count().await.unwrap(),
+            before,
+            "nothing stored"
+        );
+    }
+    // what the API answers for it
+    let refused: workflowops::command::bus::CommandError = t
+        .store
+        .commit(
+            t.store.load::<DriftIncident>(&aggregate).await.unwrap(),
+            stabilized(),
+            &envelope("acme", Role::Admin),
+        )
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(refused.code(), aggregates::ErrorCode::InvalidTransition);
+
+    // an admin's override is the one way outside the table (never out of a terminal state)
+    let loaded = t.store.load::<DriftIncident>(&aggregate).await.unwrap();
+    let mut admin_override = envelope("acme", Role::Admin);
+    admin_override.admin_override = true;
+    let committed = t
+        .store
+        .commit(loaded, stabilized(), &admin_override)
+        .await
+        .unwrap();
+    assert_eq!(committed.state.status, IncidentStatus::Stabilized);
+    assert_eq!(t.store.event_count().await.unwrap(), before + 1);
+    let stored = t
+        .store
+        .aggregate_events("incident", &aggregate)
+        .await
+        .unwrap();
+    assert_eq!(stored.last().unwrap().metadata["admin_override"], true);
+    assert!(t.store.verify().await.unwrap().ok);
+}
+
+/// A loaded aggregate of one tenant cannot be committed to under another's envelope.
+async fn commit_refuses_another_tenants_aggregate(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    t.domain()
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let before = t.store.event_count().await.unwrap();
+    let loaded = t.store.load::<Environment>("acme:prod").await.unwrap();
+    let refused = t
+        .store
+        .commit(
+            loaded,
+            vec![EnvironmentEvent::Deactivated {
+                from: aggregates::environment::EnvironmentStatus::Active,
+                reason: None,
+            }],
+            &envelope("globex", Role::Admin),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            eventstore::CommitError::Refused(DomainError::Forbidden(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing stored"
+    );
 }

@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use aggregates::environment::{EnvironmentCommand, SyncKind};
-use projections::store::chain::{ChainedEvent, GENESIS, HASH_KEY};
-use projections::store::digest::{DigestCheckError, ExternalDigest, LogId, RunningDigest};
+use eventstore::chain::{ChainedEvent, GENESIS, HASH_KEY};
+use eventstore::digest::{DigestCheckError, ExternalDigest, LogId, RunningDigest};
+use eventstore::{LogCursor, PgStore, SqliteStore, Store, StoredEvent, VerifyReport};
 use serde_json::{json, Map, Value};
 use sqlx::Executor;
-use workflowops::bus::CommandError;
-use workflowops::store::{LogCursor, PgStore, SqliteStore, Store, StoredEvent, VerifyReport};
+use workflowops::command::bus::CommandError;
 
 use crate::conformance::{read_all, register};
 use crate::support::{admin, both_backends, id, Kind, TestStore};
@@ -680,7 +680,10 @@ async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, CommandError::Persistence(m) if m.contains("no valid chain hash")),
+        matches!(
+            &refused,
+            CommandError::Damaged(eventstore::CommitError::BrokenChain { .. })
+        ) && refused.to_string().contains("no valid chain hash"),
         "{refused:?}"
     );
     assert_eq!(
@@ -707,7 +710,10 @@ async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, CommandError::Persistence(m) if m.contains("no valid chain hash")),
+        matches!(
+            &refused,
+            CommandError::Damaged(eventstore::CommitError::BrokenChain { .. })
+        ) && refused.to_string().contains("no valid chain hash"),
         "{refused:?}"
     );
     assert_eq!(
@@ -764,7 +770,7 @@ async fn the_digest_command_round_trips_into_verify(kind: Kind) {
 
 async fn the_sealer_keeps_the_head_and_seals_in_serve(kind: Kind) {
     let t = TestStore::new(kind).await;
-    let auth = workflowops::auth::Auth::new(&[7u8; 32]);
+    let auth = workflowops::http::auth::Auth::new(&[7u8; 32]);
     let mut app =
         workflowops::Application::with_store(t.store.clone(), "127.0.0.1:0".parse().unwrap(), auth)
             .await

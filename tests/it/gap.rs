@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use eventstore::{LogCursor, PgStore, Store, StoredEvent};
 use sqlx::{PgPool, Postgres, Transaction};
-use workflowops::store::{LogCursor, PgStore, Store, StoredEvent};
 
 use crate::support::TestStore;
 

@@ -3,14 +3,14 @@
 use std::collections::HashSet;
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::command::Role;
 use aggregates::content::ContentHash;
 use aggregates::environment::{Environment, EnvironmentCommand};
-use aggregates::error::DomainError;
 use aggregates::incident::{AffectedWorkflow, DriftIncident, IncidentCommand, ResolutionType};
+use aggregates::kernel::command::Role;
+use aggregates::kernel::error::DomainError;
 use aggregates::mapping::{MappingCommand, MappingStatus, Observation, WorkflowMapping};
-use workflowops::app::Domain;
-use workflowops::bus::CommandError;
+use workflowops::command::bus::CommandError;
+use workflowops::command::domain::Domain;
 
 use crate::conformance::register;
 use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
@@ -174,7 +174,7 @@ async fn linked_mappings(_t: &TestStore, domain: &Domain, workflows: &[String]) 
             .load::<WorkflowMapping>(&format!("acme:prod:{wf}"))
             .await
             .unwrap()
-            .state;
+            .into_state();
         if mapping.status == MappingStatus::Linked {
             linked.push(wf.clone());
         }
@@ -238,7 +238,7 @@ async fn one_active_incident_per_environment(kind: Kind) {
         .load::<Environment>("acme:prod")
         .await
         .unwrap()
-        .state;
+        .into_state();
     assert_eq!(env.active_incident.as_deref(), Some(incident_id.as_str()));
 
     // closing frees the slot; the next drift opens a new incident
@@ -255,7 +255,7 @@ async fn one_active_incident_per_environment(kind: Kind) {
         .load::<Environment>("acme:prod")
         .await
         .unwrap()
-        .state;
+        .into_state();
     assert_eq!(env.active_incident, None);
     let (next, _) = domain
         .report_drift(
@@ -314,7 +314,7 @@ async fn incident_slot_recovers_from_interrupted_steps(kind: Kind) {
         .load::<Environment>("acme:prod")
         .await
         .unwrap()
-        .state;
+        .into_state();
     assert_eq!(env.active_incident.as_deref(), Some(fresh.as_str()));
 
     // an unknown environment is NOT_FOUND and appends nothing

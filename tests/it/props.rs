@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use aggregates::command::Role;
 use aggregates::content::ContentHash;
 use aggregates::deployment::{
     Deployment, DeploymentCommand, DeploymentEvent, DeploymentStatus, WorkflowDeployStatus,
@@ -14,14 +13,15 @@ use aggregates::incident::{
     ApprovalRequirements, IncidentCommand, IncidentEvent, IncidentPolicy, IncidentStatus,
     ResolutionType,
 };
+use aggregates::kernel::command::Role;
+use aggregates::kernel::transitions::{allowed_targets, is_terminal, StateMachine, StatusChange};
 use aggregates::mapping::{MappingCommand, MappingEvent, MappingStatus, Observation};
 use aggregates::promotion::{
     GateResult, Promotion, PromotionCommand, PromotionEvent, PromotionStatus, PromotionWorkflow,
 };
-use aggregates::transitions::{allowed_targets, is_terminal, StateMachine, StatusChange};
 use chrono::{Duration, Utc};
+use eventstore::StoredEvent;
 use proptest::prelude::*;
-use workflowops::store::StoredEvent;
 
 use crate::conformance::register;
 use crate::support::{admin, ctx, id, TestStore};
@@ -216,10 +216,10 @@ fn deployment_command(action: u8) -> DeploymentCommand {
 
 /// Issues one random operation for `tenant` (refusals are expected and ignored).
 pub(crate) async fn apply_op(
-    domain: &workflowops::app::Domain,
+    domain: &workflowops::command::domain::Domain,
     tenant: &str,
     op: Op,
-    incidents: &mut Vec<aggregates::ids::LocalId>,
+    incidents: &mut Vec<aggregates::kernel::ids::LocalId>,
 ) {
     let policy = IncidentPolicy {
         approvals: ApprovalRequirements {

@@ -2,25 +2,26 @@
 //! safety, a poisoned event, read-your-writes, history, and (PostgreSQL) two
 //! projector processes on one database.
 
+use projections::sql::QueryRows as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::command::Role;
 use aggregates::content::ContentHash;
 use aggregates::environment::{DriftCheckOutcome, DriftCounts, EnvironmentCommand, SyncKind};
 use aggregates::incident::{IncidentCommand, IncidentPolicy};
+use aggregates::kernel::command::Role;
 use aggregates::mapping::{MappingCommand, Observation};
+use eventstore::{PgStore, Store};
 use futures::future::BoxFuture;
-use projections::matrix::{matrix_page, MatrixFilter};
+use projections::models::matrix::{matrix_page, MatrixFilter};
 use projections::query::QueryError;
 use projections::runtime::{ApplyError, Step, WaitError};
 use projections::sql::{select, Dialect, Row, Tx};
 use projections::{Projection, Projector, ProjectorOptions};
 use proptest::strategy::{Strategy, ValueTree};
-use workflowops::store::{PgStore, Store};
 
 use crate::conformance::register;
 use crate::support::{admin, ctx, id, Kind, TestStore};
@@ -38,7 +39,7 @@ pub(crate) async fn rows_of<R: Row + serde::Serialize>(store: &Store) -> Vec<Str
 
 /// Every read-model table, row by row.
 pub(crate) async fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
-    use projections::*;
+    use projections::models::*;
     BTreeMap::from([
         ("matrix_rows", rows_of::<matrix::MatrixRow>(store).await),
         ("matrix_cells", rows_of::<matrix::MatrixCell>(store).await),
@@ -106,7 +107,7 @@ fn observe(n8n_id: &str, name: &str, n: u32, auto_link: Option<&str>) -> Mapping
 pub(crate) async fn workload(t: &TestStore, ops_per_tenant: usize) {
     let domain = t.domain();
     let tenants = ["acme", "globex", "initech"];
-    let mut incidents: Vec<Vec<aggregates::ids::LocalId>> = vec![vec![]; tenants.len()];
+    let mut incidents: Vec<Vec<aggregates::kernel::ids::LocalId>> = vec![vec![]; tenants.len()];
     for tenant in tenants {
         domain
             .environment(&admin(tenant), &id("prod"), register("Production"))
@@ -271,16 +272,19 @@ async fn failure_mid_batch_loses_nothing(kind: Kind) {
     // a batch applied twice would hit its primary key).
     for p in list.iter_mut() {
         let name = p.name();
-        if name == projections::matrix::NAME || name == projections::audit::NAME {
-            let inner = std::mem::replace(p, Box::new(projections::audit::AuditTrail::default()));
+        if name == projections::models::matrix::NAME || name == projections::models::audit::NAME {
+            let inner = std::mem::replace(
+                p,
+                Box::new(projections::models::audit::AuditTrail::default()),
+            );
             *p = Box::new(Flaky {
                 inner,
-                flushes: if name == projections::matrix::NAME {
+                flushes: if name == projections::models::matrix::NAME {
                     flushes.clone()
                 } else {
                     audit_flushes.clone()
                 },
-                fail_on: if name == projections::matrix::NAME {
+                fail_on: if name == projections::models::matrix::NAME {
                     &[2, 5]
                 } else {
                     &[4]
@@ -304,11 +308,11 @@ async fn failure_mid_batch_loses_nothing(kind: Kind) {
             // A "restart": a new runner resumes from the stored checkpoints.
             let mut list = projections::all();
             for p in list.iter_mut() {
-                if p.name() == projections::audit::NAME {
+                if p.name() == projections::models::audit::NAME {
                     *p = Box::new(Flaky {
                         inner: std::mem::replace(
                             p,
-                            Box::new(projections::audit::AuditTrail::default()),
+                            Box::new(projections::models::audit::AuditTrail::default()),
                         ),
                         flushes: audit_flushes.clone(),
                         fail_on: &[4],
@@ -374,14 +378,18 @@ async fn unappliable_event_stops_one_projection(kind: Kind) {
     // Projections that do not read mappings go past it.
     handle
         .wait_for(
-            projections::incidents::NAME,
+            projections::models::incidents::NAME,
             opened.1.position.unwrap(),
             WAIT,
         )
         .await
         .unwrap();
     let err = handle
-        .wait_for(projections::matrix::NAME, opened.1.position.unwrap(), WAIT)
+        .wait_for(
+            projections::models::matrix::NAME,
+            opened.1.position.unwrap(),
+            WAIT,
+        )
         .await
         .unwrap_err();
     let WaitError::Failed { failure, .. } = err else {
@@ -392,7 +400,7 @@ async fn unappliable_event_stops_one_projection(kind: Kind) {
     let status = handle.status();
     let matrix = status
         .iter()
-        .find(|s| s.name == projections::matrix::NAME)
+        .find(|s| s.name == projections::models::matrix::NAME)
         .unwrap();
     assert!(
         matrix.checkpoint.position < poison,
@@ -403,7 +411,7 @@ async fn unappliable_event_stops_one_projection(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(
-        stored[projections::matrix::NAME]
+        stored[projections::models::matrix::NAME]
             .2
             .as_ref()
             .map(|f| f.position),
@@ -481,7 +489,11 @@ async fn matrix_and_environment_status(kind: Kind) {
         .await
         .unwrap();
     handle
-        .wait_for(projections::matrix::NAME, last.position.unwrap(), WAIT)
+        .wait_for(
+            projections::models::matrix::NAME,
+            last.position.unwrap(),
+            WAIT,
+        )
         .await
         .unwrap();
 
@@ -592,7 +604,7 @@ async fn matrix_and_environment_status(kind: Kind) {
     let env = |t: &TestStore| {
         let store = t.store.clone();
         async move {
-            projections::environments::environment(&store, "acme", "prod")
+            projections::models::environments::environment(&store, "acme", "prod")
                 .await
                 .unwrap()
                 .unwrap()
@@ -631,7 +643,7 @@ async fn matrix_and_environment_status(kind: Kind) {
         .unwrap();
     handle
         .wait_for(
-            projections::environments::NAME,
+            projections::models::environments::NAME,
             checked.position.unwrap(),
             WAIT,
         )
@@ -657,7 +669,7 @@ async fn matrix_and_environment_status(kind: Kind) {
         .unwrap();
     handle
         .wait_for(
-            projections::environments::NAME,
+            projections::models::environments::NAME,
             opened.position.unwrap(),
             WAIT,
         )
@@ -689,12 +701,16 @@ async fn matrix_and_environment_status(kind: Kind) {
         .await
         .unwrap();
     handle
-        .wait_for(projections::audit::NAME, acked.position.unwrap(), WAIT)
+        .wait_for(
+            projections::models::audit::NAME,
+            acked.position.unwrap(),
+            WAIT,
+        )
         .await
         .unwrap();
     handle
         .wait_for(
-            projections::environments::NAME,
+            projections::models::environments::NAME,
             acked.position.unwrap(),
             WAIT,
         )
@@ -704,7 +720,7 @@ async fn matrix_and_environment_status(kind: Kind) {
         env(&t).await.drift_status,
         projections::drift_status::DriftStatus::DriftIncidentAcknowledged
     );
-    let incident = projections::incidents::incident(&t.store, "acme", incident_id.as_str())
+    let incident = projections::models::incidents::incident(&t.store, "acme", incident_id.as_str())
         .await
         .unwrap()
         .unwrap();
@@ -714,12 +730,12 @@ async fn matrix_and_environment_status(kind: Kind) {
     );
 
     // The audit trail of the incident, in log order, with from/to and reason.
-    let filter = projections::audit::AuditFilter {
+    let filter = projections::models::audit::AuditFilter {
         aggregate_type: Some("incident".into()),
         aggregate_id: Some(incident_id.as_str().into()),
         ..Default::default()
     };
-    let trail = projections::audit::audit_trail(&t.store, "acme", &filter, 50, None)
+    let trail = projections::models::audit::audit_trail(&t.store, "acme", &filter, 50, None)
         .await
         .unwrap();
     let steps: Vec<_> = trail
@@ -747,7 +763,7 @@ async fn matrix_and_environment_status(kind: Kind) {
     assert_eq!(trail.items[1].reason.as_deref(), Some("looking"));
     assert_eq!(trail.items[1].actor_role, "developer");
     assert!(trail.items[1].correlation_id.is_some());
-    let other = projections::audit::audit_trail(&t.store, "globex", &filter, 50, None)
+    let other = projections::models::audit::audit_trail(&t.store, "globex", &filter, 50, None)
         .await
         .unwrap();
     assert!(other.items.is_empty(), "another tenant sees nothing");
@@ -780,7 +796,7 @@ async fn read_your_writes_and_history(kind: Kind) {
     let err = idle
         .handle()
         .wait_for(
-            projections::incidents::NAME,
+            projections::models::incidents::NAME,
             opened.position.unwrap(),
             Duration::from_millis(100),
         )
@@ -789,7 +805,7 @@ async fn read_your_writes_and_history(kind: Kind) {
     assert!(matches!(err, WaitError::Timeout { .. }), "{err}");
     let err = idle
         .handle()
-        .wait_for(projections::incidents::NAME, 1_000_000, WAIT)
+        .wait_for(projections::models::incidents::NAME, 1_000_000, WAIT)
         .await
         .unwrap_err();
     assert!(
@@ -820,10 +836,14 @@ async fn read_your_writes_and_history(kind: Kind) {
         .unwrap();
     // Read-your-writes: once the wait returns, the read model shows the write.
     handle
-        .wait_for(projections::incidents::NAME, acked.position.unwrap(), WAIT)
+        .wait_for(
+            projections::models::incidents::NAME,
+            acked.position.unwrap(),
+            WAIT,
+        )
         .await
         .unwrap();
-    let row = projections::incidents::incident(&t.store, "acme", incident_id.as_str())
+    let row = projections::models::incidents::incident(&t.store, "acme", incident_id.as_str())
         .await
         .unwrap()
         .unwrap();
@@ -948,7 +968,7 @@ async fn other_processes_appends_wake_the_projector_postgres() {
     // The first step runs at once (and after the listener is up).
     handle
         .wait_for(
-            projections::environments::NAME,
+            projections::models::environments::NAME,
             first.position.unwrap(),
             WAIT,
         )
@@ -961,7 +981,7 @@ async fn other_processes_appends_wake_the_projector_postgres() {
             .unwrap();
         handle
             .wait_for(
-                projections::environments::NAME,
+                projections::models::environments::NAME,
                 next.position.unwrap(),
                 Duration::from_secs(20),
             )

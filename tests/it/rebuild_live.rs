@@ -9,15 +9,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aggregates::command::Role;
 use aggregates::environment::{EnvironmentCommand, SyncKind};
+use aggregates::kernel::command::Role;
 use aggregates::pipeline::{Pipeline, PipelineCommand, PipelineStage, StageGates};
+use eventstore::{PgStore, Store};
 use projections::rebuild::{rebuild_progress, RebuildOptions, RebuildProgress};
 use projections::{Projector, ProjectorOptions};
 use serde_json::{json, Value};
-use workflowops::app::Domain;
-use workflowops::bus::CommandBus;
-use workflowops::store::{PgStore, Store};
+use workflowops::command::bus::CommandBus;
+use workflowops::command::domain::Domain;
 
 use crate::api::Api;
 use crate::conformance::register;
@@ -258,11 +258,11 @@ async fn dump_all(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
     let mut all = dump(store).await;
     all.insert(
         "pipelines",
-        rows_of::<projections::pipelines::PipelineRow>(store).await,
+        rows_of::<projections::models::pipelines::PipelineRow>(store).await,
     );
     all.insert(
         "drift_policies",
-        rows_of::<projections::policies::DriftPolicyRow>(store).await,
+        rows_of::<projections::models::policies::DriftPolicyRow>(store).await,
     );
     all
 }
@@ -376,7 +376,7 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
         .expect("rebuild every read model");
     let one = workflowops::read_side::rebuild_with(
         &elsewhere,
-        &[projections::environments::NAME.to_string()],
+        &[projections::models::environments::NAME.to_string()],
         options,
     )
     .await
@@ -415,7 +415,7 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
     loop {
         let status = generations(&api);
         let expected = |name: &str| {
-            if name == projections::environments::NAME {
+            if name == projections::models::environments::NAME {
                 2
             } else {
                 1
@@ -522,10 +522,12 @@ async fn second_rebuild_is_refused_and_a_crashed_one_taken_over(kind: Kind) {
     }
     assert_eq!(shadows(&t).await.len(), 1);
 
-    let second =
-        workflowops::read_side::rebuild(&t.store, &[projections::incidents::NAME.to_string()])
-            .await
-            .expect_err("a second rebuild of the same projection is refused");
+    let second = workflowops::read_side::rebuild(
+        &t.store,
+        &[projections::models::incidents::NAME.to_string()],
+    )
+    .await
+    .expect_err("a second rebuild of the same projection is refused");
     let message = format!("{second:#}");
     assert!(
         message.contains("a rebuild of incidents is already running since"),
@@ -544,7 +546,7 @@ async fn second_rebuild_is_refused_and_a_crashed_one_taken_over(kind: Kind) {
     let crashed = tokio::spawn(async move {
         workflowops::read_side::rebuild_with(
             &store,
-            &[projections::matrix::NAME.to_string()],
+            &[projections::models::matrix::NAME.to_string()],
             options,
         )
         .await
@@ -704,7 +706,7 @@ async fn ready_reports_a_rebuild_in_progress(kind: Kind) {
     let rebuild = tokio::spawn(async move {
         workflowops::read_side::rebuild_with(
             &store,
-            &[projections::audit::NAME.to_string()],
+            &[projections::models::audit::NAME.to_string()],
             options,
         )
         .await
@@ -716,7 +718,11 @@ async fn ready_reports_a_rebuild_in_progress(kind: Kind) {
     let rebuilding = body["rebuilding"].as_array().unwrap();
     assert_eq!(rebuilding.len(), 1, "{body}");
     let entry = &rebuilding[0];
-    assert_eq!(entry["projection"], projections::audit::NAME, "{body}");
+    assert_eq!(
+        entry["projection"],
+        projections::models::audit::NAME,
+        "{body}"
+    );
     let progress = entry["progress"].as_f64().unwrap();
     assert!(progress > 0.0 && progress < 1.0, "{body}");
     assert!(entry["position"].as_i64().unwrap() < entry["target"].as_i64().unwrap());

@@ -14,14 +14,14 @@
 
 use std::time::Duration;
 
-use aggregates::command::{Actor, Role};
-use aggregates::ids::{LocalId, TenantId};
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, TenantId};
 use axum::http::Method;
+use eventstore::{PgStore, SqliteStore, Store};
 use serde_json::{json, Value};
-use workflowops::bus::CommandContext;
+use workflowops::command::bus::CommandContext;
 use workflowops::connectors::{RetryPolicy, UpstreamError};
-use workflowops::store::{PgStore, SqliteStore, Store};
-use workflowops::sync::{SyncError, SyncServices};
+use workflowops::workflows::sync::{SyncError, SyncServices};
 
 use crate::api::{code, Api};
 use crate::fakes::github::{self, FakeGitHub};
@@ -1124,19 +1124,19 @@ async fn slow_upstreams_time_out_and_leave_nothing_half_written(kind: Kind) {
 
     let before = baseline(&api, &developer).await;
     n8n.slow_next(2, Duration::from_millis(1500));
-    let result = workflowops::sync::sync_environment(&services, &ctx, &staging).await;
+    let result = workflowops::workflows::sync::sync_environment(&services, &ctx, &staging).await;
     timed_out(result.map(drop), "n8n");
     assert_only_appended(&api, &developer, &before, &["environment.sync_failed"]).await;
 
     let before = baseline(&api, &developer).await;
     github.fail_next(2, github::Fault::Slow(Duration::from_millis(1500)));
-    let result = workflowops::sync::sync_repository(&services, &ctx, &staging).await;
+    let result = workflowops::workflows::sync::sync_repository(&services, &ctx, &staging).await;
     timed_out(result.map(drop), "github");
     assert_only_appended(&api, &developer, &before, &["environment.sync_failed"]).await;
 
     let before = baseline(&api, &developer).await;
     n8n.slow_next(2, Duration::from_millis(1500));
-    let result = workflowops::drift::check_drift(&services, &ctx, &staging).await;
+    let result = workflowops::workflows::drift::check_drift(&services, &ctx, &staging).await;
     timed_out(result.map(drop), "n8n");
     assert_only_appended(
         &api,
@@ -1156,16 +1156,16 @@ async fn slow_upstreams_time_out_and_leave_nothing_half_written(kind: Kind) {
 
     // an answer slower than usual but within the timeout is just waited for
     n8n.slow_next(1, Duration::from_millis(100));
-    let report = workflowops::sync::sync_environment(&services, &ctx, &staging)
+    let report = workflowops::workflows::sync::sync_environment(&services, &ctx, &staging)
         .await
         .unwrap();
     assert_eq!(report.workflows_seen, 3);
     assert_eq!(report.rejected, Vec::<String>::new());
-    let report = workflowops::sync::sync_repository(&services, &ctx, &staging)
+    let report = workflowops::workflows::sync::sync_repository(&services, &ctx, &staging)
         .await
         .unwrap();
     assert_eq!(report.files_seen, 2);
-    let report = workflowops::drift::check_drift(&services, &ctx, &staging)
+    let report = workflowops::workflows::drift::check_drift(&services, &ctx, &staging)
         .await
         .unwrap();
     assert_eq!((report.in_sync, report.not_in_git), (2, 1));

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use eventstore::Store;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use workflowops::auth::Auth;
+use workflowops::http::auth::Auth;
 use workflowops::scheduler::{Intervals, Job, Scheduler, Tick};
-use workflowops::store::Store;
 use workflowops::Application;
 
 use crate::api::{Api, SECRET, SECRET_KEY};
@@ -69,7 +69,7 @@ async fn register_production(api: &Api, admin: &str, n8n: &FakeN8n, repo: &Path)
 /// The schedulers of the service behind `api` (the same clock, store and read models).
 fn scheduler(api: &Api) -> Scheduler {
     Scheduler::new(
-        workflowops::sync::SyncServices {
+        workflowops::workflows::sync::SyncServices {
             domain: api.domain.clone(),
             store: api.store.store.clone(),
             projections: api.projections.clone(),
@@ -77,7 +77,7 @@ fn scheduler(api: &Api) -> Scheduler {
             policy: Default::default(),
             github_api_url: None,
         },
-        workflowops::metrics::Metrics::new(),
+        workflowops::http::metrics::Metrics::new(),
     )
 }
 
@@ -135,7 +135,7 @@ async fn jobs_check_drift_escalate_and_purge(kind: Kind) {
     );
     // the digest in the log is the SHA-256 of the stored payload
     let digest = incident["snapshotDigest"].as_str().unwrap().to_string();
-    let stored = workflowops::snapshots::Snapshots::new(api.store.store.clone())
+    let stored = workflowops::storage::payloads::Snapshots::new(api.store.store.clone())
         .get(TENANT, &digest)
         .await
         .unwrap()
@@ -491,7 +491,7 @@ async fn a_held_lock_skips_and_a_cancelled_tick_releases_it() {
     assert!(cancelled.is_err(), "the tick was still running");
     // the session that held the lock is closed: another process gets the lock
     let elsewhere = Scheduler::new(
-        workflowops::sync::SyncServices {
+        workflowops::workflows::sync::SyncServices {
             domain: api.domain.clone(),
             store: Store::connect(&api.store.url, 4).await.unwrap(),
             projections: api.projections.clone(),
@@ -499,7 +499,7 @@ async fn a_held_lock_skips_and_a_cancelled_tick_releases_it() {
             policy: Default::default(),
             github_api_url: None,
         },
-        workflowops::metrics::Metrics::new(),
+        workflowops::http::metrics::Metrics::new(),
     );
     let mut ran = None;
     for _ in 0..50 {

@@ -1,10 +1,10 @@
 //! Test fixtures: fresh stores on both backends, and command contexts.
 
-use aggregates::command::{Actor, Role};
-use aggregates::ids::{LocalId, TenantId};
-use workflowops::app::Domain;
-use workflowops::bus::{CommandBus, CommandContext};
-use workflowops::store::{PgStore, Store};
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, TenantId};
+use eventstore::{PgStore, Store};
+use workflowops::command::bus::{CommandBus, CommandContext};
+use workflowops::command::domain::Domain;
 
 pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -86,7 +86,7 @@ impl TestStore {
 }
 
 fn database_url(database: &str) -> String {
-    workflowops::store::with_database(&admin_url(), database)
+    eventstore::with_database(&admin_url(), database)
 }
 
 impl Drop for TestStore {
@@ -130,7 +130,7 @@ pub async fn count_of_type(store: &Store, event_type: &str) -> i64 {
                 .await
                 .unwrap()
         }
-        Store::Sqlite(workflowops::store::SqliteStore { pool, .. }) => {
+        Store::Sqlite(eventstore::SqliteStore { pool, .. }) => {
             sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = ?1")
                 .bind(event_type)
                 .fetch_one(pool)
@@ -160,6 +160,22 @@ pub fn ctx(tenant_name: &str, role: Role) -> CommandContext {
 
 pub fn admin(tenant_name: &str) -> CommandContext {
     ctx(tenant_name, Role::Admin)
+}
+
+/// The envelope a command of `role` in `tenant_name` commits under (for tests that
+/// call the store's commit directly).
+pub fn envelope(tenant_name: &str, role: Role) -> eventstore::Envelope {
+    let ctx = ctx(tenant_name, role);
+    eventstore::Envelope {
+        tenant: ctx.tenant,
+        actor: ctx.actor,
+        correlation_id: ctx.correlation_id,
+        causation_id: None,
+        command: "test",
+        reason: None,
+        admin_override: false,
+        at: chrono::Utc::now(),
+    }
 }
 
 /// Runs a test body once per backend (SQLite, then PostgreSQL).

@@ -4,8 +4,8 @@ use chrono::TimeZone;
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::command::Actor;
-use crate::transitions::table_tests;
+use crate::kernel::command::Actor;
+use crate::kernel::transitions::table_tests;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()

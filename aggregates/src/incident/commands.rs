@@ -2,8 +2,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{IncidentPolicy, ResolutionType};
-use crate::command::{DomainCommand, Role};
-use crate::ids::LocalId;
+use crate::kernel::command::{DomainCommand, Role};
+use crate::kernel::ids::LocalId;
 
 /// A workflow affected by drift, as the drift check saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

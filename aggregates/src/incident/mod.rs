@@ -4,6 +4,15 @@
 
 mod commands;
 mod events;
+impl Lifecycle for DriftIncident {
+    fn check_step(before: &Self, after: &Self, admin_override: bool) -> Result<(), DomainError> {
+        let status = |a: &Self| a.opened.then_some(a.status);
+        let sla = |a: &Self| a.opened.then_some(a.sla_state);
+        transitions::step(status(before), status(after), admin_override)?;
+        transitions::step(sla(before), sla(after), admin_override)
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -15,9 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use commands::{AffectedWorkflow, IncidentCommand};
 pub use events::{IncidentEvent, PendingAction};
 
-use crate::command::Issued;
-use crate::error::{non_blank, DomainError};
-use crate::transitions::{self, StateMachine};
+use crate::kernel::command::Issued;
+use crate::kernel::error::{non_blank, DomainError};
+use crate::kernel::transitions::{self, Lifecycle, StateMachine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -523,7 +532,7 @@ impl DriftIncident {
                 resolution_type,
             } => {
                 self.require_open()?;
-                let reason = crate::error::require_text("reason", reason.as_deref())?;
+                let reason = crate::kernel::error::require_text("reason", reason.as_deref())?;
                 let action = PendingAction::Close {
                     reason,
                     resolution_type,
@@ -562,7 +571,7 @@ impl DriftIncident {
             } => {
                 issued.actor.require_admin("rejecting")?;
                 self.pending(approval_id)?;
-                let reason = crate::error::require_text("reason", reason.as_deref())?;
+                let reason = crate::kernel::error::require_text("reason", reason.as_deref())?;
                 Ok(vec![IncidentEvent::ApprovalRejected {
                     approval_id,
                     rejected_by: actor,

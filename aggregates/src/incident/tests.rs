@@ -4,9 +4,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::command::{Actor, Role};
-use crate::ids::LocalId;
-use crate::transitions::table_tests;
+use crate::kernel::command::{Actor, Role};
+use crate::kernel::ids::LocalId;
+use crate::kernel::transitions::table_tests;
 
 type Fx = TestFramework<DriftIncident>;
 

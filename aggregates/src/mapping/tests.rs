@@ -3,9 +3,9 @@
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::command::Actor;
+use crate::kernel::command::Actor;
+use crate::kernel::transitions::table_tests::{self, Coverage};
 use crate::reservation::InMemoryReservations;
-use crate::transitions::table_tests::{self, Coverage};
 
 const ENV: &str = "prod";
 const WF: &str = "wf1";

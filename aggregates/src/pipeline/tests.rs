@@ -4,8 +4,8 @@ use chrono::{TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::command::Actor;
-use crate::transitions::table_tests;
+use crate::kernel::command::Actor;
+use crate::kernel::transitions::table_tests;
 
 type Fx = TestFramework<Pipeline>;
 

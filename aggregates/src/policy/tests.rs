@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::command::Actor;
+use crate::kernel::command::Actor;
 
 type Fx = TestFramework<DriftPolicy>;
 

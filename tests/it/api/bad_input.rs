@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use aggregates::command::Role;
 use aggregates::incident::{AffectedWorkflow, IncidentPolicy};
+use aggregates::kernel::command::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{json, Value};
-use workflowops::auth::{Auth, Claims};
+use workflowops::http::auth::{Auth, Claims};
 
 use super::isolation::{event_total, last_position, ws_connect, ws_receive, ws_send, Received};
 use super::{code, register_environment, Api, SECRET};

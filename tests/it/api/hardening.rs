@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use workflowops::admission::Limits;
+use workflowops::http::admission::Limits;
 
 use super::{code, Api};
 use crate::fakes::n8n::FakeN8n;
@@ -525,7 +525,7 @@ mod postgres_only {
     use super::*;
 
     async fn lock(api: &Api, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
-        let workflowops::store::Store::Postgres(pg) = &api.store.store else {
+        let eventstore::Store::Postgres(pg) = &api.store.store else {
             panic!("PostgreSQL only")
         };
         let mut tx = pg.pool.begin().await.unwrap();

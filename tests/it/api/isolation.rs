@@ -19,18 +19,18 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::command::{Actor, Role};
 use aggregates::content::ContentHash;
-use aggregates::ids::{LocalId, Slug, TenantId};
 use aggregates::incident::{AffectedWorkflow, ApprovalRequirements, IncidentPolicy};
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, Slug, TenantId};
 use aggregates::mapping::{MappingCommand, Observation};
 use aggregates::promotion::{PromotionCommand, PromotionWorkflow};
+use eventstore::{PgStore, SqliteStore, Store};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use workflowops::bus::CommandContext;
-use workflowops::store::{PgStore, SqliteStore, Store};
+use workflowops::command::bus::CommandContext;
 
 use super::{code, Api};
 use crate::support::{both_backends, Kind};

@@ -12,8 +12,8 @@ mod walkthrough;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use workflowops::app::Domain;
-use workflowops::auth::Auth;
+use workflowops::command::domain::Domain;
+use workflowops::http::auth::Auth;
 use workflowops::Application;
 
 use crate::support::{Kind, TestStore};
@@ -31,10 +31,10 @@ pub struct Api {
     pub auth: Auth,
     pub domain: Domain,
     pub store: TestStore,
-    /// The service's read models (for driving `workflowops::sync` in process).
+    /// The service's read models (for driving `workflowops::workflows::sync` in process).
     pub projections: projections::ProjectorHandle,
     /// The service's sealed credentials (the same key as the running service).
-    pub secrets: workflowops::secrets::SecretStore,
+    pub secrets: workflowops::storage::secrets::SecretStore,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -52,14 +52,17 @@ impl Api {
     }
 
     /// Like [`Api::start`], with these admission limits (per-tenant slots, deadline).
-    pub async fn start_with_limits(kind: Kind, limits: workflowops::admission::Limits) -> Api {
+    pub async fn start_with_limits(
+        kind: Kind,
+        limits: workflowops::http::admission::Limits,
+    ) -> Api {
         Self::start_with(kind, None, Some(limits)).await
     }
 
     async fn start_with(
         kind: Kind,
         github_api_url: Option<String>,
-        limits: Option<workflowops::admission::Limits>,
+        limits: Option<workflowops::http::admission::Limits>,
     ) -> Api {
         let store = TestStore::new(kind).await;
         let auth = Auth::new(SECRET);

@@ -3,8 +3,8 @@
 //! deployment, and the promotion and deployment state machines' refusals.
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::command::Role;
 use aggregates::content::ContentHash;
+use aggregates::kernel::command::Role;
 use aggregates::mapping::{MappingCommand, Observation};
 use serde_json::{json, Value};
 

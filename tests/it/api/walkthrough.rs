@@ -2,8 +2,8 @@
 //! through GraphQL from an open incident to `closed`, then checked in the audit
 //! trail; and every invalid incident transition refused with its allowed targets.
 
-use aggregates::command::Role;
 use aggregates::incident::{AffectedWorkflow, IncidentPolicy};
+use aggregates::kernel::command::Role;
 use serde_json::{json, Value};
 
 use super::{code, register_environment, Api};

@@ -1,0 +1,169 @@
+//! The audit trail: one row per event, in log order — who did what to which
+//! aggregate, when, with which role and reason, and whether an admin overrode the
+//! transition table (DOMAIN.md §1).
+
+use crate::sql::QueryRows as _;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Decoded, Envelope};
+use crate::query::{decode_cursor, page, page_size, Page, QueryError};
+use crate::read_model_row;
+use crate::runtime::{ApplyError, Projection};
+use crate::sql::{select, write_rows, Dialect, Tx};
+use eventstore::Store;
+
+pub const NAME: &str = "audit_trail";
+
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AuditEntry in "rm_audit" {
+        pub position: i64,
+        pub tenant: String,
+        pub recorded_at: String,
+        pub actor: String,
+        pub actor_role: String,
+        pub aggregate_type: String,
+        pub aggregate_id: String,
+        pub sequence: i64,
+        pub event_type: String,
+        pub from_status: Option<String>,
+        pub to_status: Option<String>,
+        pub reason: Option<String>,
+        pub admin_override: bool,
+        pub correlation_id: Option<String>,
+        pub causation_id: Option<String>,
+        /// The writing transaction (PostgreSQL; 0 on SQLite): log order is
+        /// (tx_id, position).
+        pub tx_id: i64,
+    }
+}
+
+/// Append-only: a batch's entries are inserted with a plain `INSERT`, so applying an
+/// event twice would fail on the primary key instead of passing unnoticed.
+#[derive(Default)]
+pub struct AuditTrail {
+    pending: Vec<AuditEntry>,
+}
+
+impl Projection for AuditTrail {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_audit"]
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        _tx: &'a mut Tx,
+        event: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            if let Decoded::Undecodable(error) = &event.event {
+                return Err(ApplyError::Event(format!("undecodable payload: {error}")));
+            }
+            let stored = &event.stored;
+            let change = event.status_change();
+            // The override flag is in the metadata; incident events also carry it.
+            let admin_override = event.meta_bool("admin_override")
+                || stored
+                    .payload
+                    .get("admin_override")
+                    .and_then(|v| v.as_bool())
+                    == Some(true);
+            self.pending.push(AuditEntry {
+                position: stored.position,
+                tenant: event.tenant().to_string(),
+                recorded_at: event.at(),
+                actor: event.meta_str("actor").unwrap_or_default(),
+                actor_role: event.meta_str("actor_role").unwrap_or_default(),
+                aggregate_type: stored.aggregate_type.clone(),
+                aggregate_id: event.local_id().to_string(),
+                sequence: stored.sequence,
+                event_type: stored.event_type.clone(),
+                from_status: change.as_ref().and_then(|(from, _)| from.clone()),
+                to_status: change.map(|(_, to)| to),
+                reason: event.meta_str("reason"),
+                admin_override,
+                correlation_id: event.meta_str("correlation_id"),
+                causation_id: event.meta_str("causation_id"),
+                tx_id: stored.tx_id.unwrap_or(0),
+            });
+            Ok(())
+        })
+    }
+
+    fn flush<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let rows: Vec<&AuditEntry> = self.pending.iter().collect();
+            write_rows(tx, &rows, false).await
+        })
+    }
+
+    fn committed(&mut self) {
+        self.pending.clear();
+    }
+
+    fn rolled_back(&mut self) {
+        self.pending.clear();
+    }
+
+    fn reset(&mut self, _empty: bool) {
+        self.pending.clear();
+    }
+}
+
+/// What part of the trail to read. Times are RFC 3339; `to` is exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub aggregate_type: Option<String>,
+    /// The aggregate's id without the tenant.
+    pub aggregate_id: Option<String>,
+    pub actor: Option<String>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A page of `tenant`'s audit trail in log order.
+pub async fn audit_trail(
+    store: &Store,
+    tenant: &str,
+    filter: &AuditFilter,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<AuditEntry>, QueryError> {
+    let limit = page_size(first)?;
+    let mut sql = select::<AuditEntry>(Dialect::of(store));
+    let t = sql.arg(tenant);
+    sql.push(&format!(" WHERE tenant = {t}"));
+    let text_filters = [
+        ("aggregate_type", &filter.aggregate_type),
+        ("aggregate_id", &filter.aggregate_id),
+        ("actor", &filter.actor),
+    ];
+    for (column, value) in text_filters {
+        if let Some(value) = value {
+            let v = sql.arg(value.clone());
+            sql.push(&format!(" AND {column} = {v}"));
+        }
+    }
+    if let Some(from) = filter.from {
+        let v = sql.arg(crate::sql::fmt_time(from));
+        sql.push(&format!(" AND recorded_at >= {v}"));
+    }
+    if let Some(to) = filter.to {
+        let v = sql.arg(crate::sql::fmt_time(to));
+        sql.push(&format!(" AND recorded_at < {v}"));
+    }
+    if let Some(after) = after {
+        let (tx_id, position): (i64, i64) = decode_cursor(after)?;
+        let (a, b) = (sql.arg(tx_id), sql.arg(position));
+        sql.push(&format!(" AND (tx_id, position) > ({a}, {b})"));
+    }
+    let l = sql.arg(limit + 1);
+    sql.push(&format!(" ORDER BY tx_id, position LIMIT {l}"));
+    let rows: Vec<AuditEntry> = sql.fetch(store).await?;
+    Ok(page(rows, limit, |e| (e.tx_id, e.position)))
+}

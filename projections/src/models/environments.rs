@@ -1,0 +1,356 @@
+//! Environment status: each environment's drift status in the order of DOMAIN.md
+//! §2.5, since when it has been in it, its counts, its active incident, and its last
+//! drift check and syncs.
+//!
+//! The status is derived from facts this projection keeps (Git configured, last
+//! check failed, onboarded, active incident, linked mappings, counts) and recomputed
+//! whenever one changes; `drift_status_since` moves only when the status does. All
+//! times are event times, so a rebuild gives the same table.
+
+use crate::sql::QueryRows as _;
+use aggregates::environment::{EnvironmentEvent, SyncKind};
+use aggregates::incident::{IncidentEvent, IncidentStatus};
+use aggregates::mapping::{MappingEvent, MappingStatus};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::drift_status::{drift_status, DriftStatus, EnvironmentFacts};
+use crate::event::{name, Decoded, Envelope};
+use crate::query::QueryError;
+use crate::read_model_row;
+use crate::runtime::{ApplyError, Projection};
+use crate::sql::{select, Dialect, KeyedRow, Rows, Tx};
+use eventstore::Store;
+
+pub const NAME: &str = "environment_status";
+
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct EnvironmentRow in "rm_environments" {
+        /// The environment's aggregate id.
+        pub id: String,
+        pub tenant: String,
+        pub environment_id: String,
+        pub name: String,
+        pub class: String,
+        pub status: String,
+        pub git_configured: bool,
+        pub onboarded: bool,
+        pub drift_status: DriftStatus,
+        pub drift_status_since: String,
+        pub in_sync: i64,
+        pub with_drift: i64,
+        pub not_in_git: i64,
+        pub linked_mappings: i64,
+        pub last_drift_check_at: Option<String>,
+        pub last_drift_check_error: Option<String>,
+        pub last_sync_at: Option<String>,
+        pub last_repository_sync_at: Option<String>,
+        pub last_sync_error: Option<String>,
+        pub last_repository_sync_error: Option<String>,
+        pub active_incident_id: Option<String>,
+        pub active_incident_status: Option<String>,
+        pub registered_at: String,
+        pub updated_at: String,
+    }
+}
+
+impl KeyedRow for EnvironmentRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+read_model_row! {
+    /// Which environment an incident belongs to.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct IncidentEnvironment in "rm_environment_incidents" {
+        pub id: String,
+        pub environment_row: String,
+    }
+}
+
+impl KeyedRow for IncidentEnvironment {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[derive(Default)]
+pub struct EnvironmentStatusProjection {
+    environments: Rows<EnvironmentRow>,
+    incidents: Rows<IncidentEnvironment>,
+}
+
+fn status_of(s: &str) -> Option<IncidentStatus> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
+fn recompute(row: &mut EnvironmentRow, at: &str) {
+    let status = drift_status(&EnvironmentFacts {
+        git_configured: row.git_configured,
+        last_check_failed: row.last_drift_check_error.is_some(),
+        onboarded: row.onboarded,
+        active_incident: row.active_incident_status.as_deref().and_then(status_of),
+        linked_mappings: row.linked_mappings.max(0) as u32,
+        counts: aggregates::environment::DriftCounts {
+            in_sync: row.in_sync as u32,
+            with_drift: row.with_drift as u32,
+            not_in_git: row.not_in_git as u32,
+        },
+    });
+    if status != row.drift_status {
+        row.drift_status = status;
+        row.drift_status_since = at.to_string();
+    }
+}
+
+impl EnvironmentStatusProjection {
+    async fn apply_environment(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &EnvironmentEvent,
+    ) -> Result<Option<EnvironmentRow>, ApplyError> {
+        let id = &event.stored.aggregate_id;
+        let at = event.at();
+        let mut row = match (self.environments.get(tx, id).await?, e) {
+            (
+                None,
+                EnvironmentEvent::Registered {
+                    name: env_name,
+                    class,
+                    git,
+                    ..
+                },
+            ) => EnvironmentRow {
+                id: id.clone(),
+                tenant: event.tenant().to_string(),
+                environment_id: event.local_id().to_string(),
+                name: env_name.clone(),
+                class: name(class),
+                status: "active".into(),
+                git_configured: git.is_some(),
+                onboarded: false,
+                drift_status: DriftStatus::Unknown,
+                drift_status_since: at.clone(),
+                in_sync: 0,
+                with_drift: 0,
+                not_in_git: 0,
+                linked_mappings: 0,
+                last_drift_check_at: None,
+                last_drift_check_error: None,
+                last_sync_at: None,
+                last_repository_sync_at: None,
+                last_sync_error: None,
+                last_repository_sync_error: None,
+                active_incident_id: None,
+                active_incident_status: None,
+                registered_at: at.clone(),
+                updated_at: at.clone(),
+            },
+            (Some(row), _) => row,
+            (None, _) => {
+                return Err(ApplyError::Event(format!(
+                    "environment {id} was never registered"
+                )))
+            }
+        };
+        match e {
+            EnvironmentEvent::Registered { .. } => {}
+            EnvironmentEvent::Updated {
+                name,
+                git,
+                git_removed,
+                ..
+            } => {
+                if let Some(name) = name {
+                    row.name = name.clone();
+                }
+                if *git_removed {
+                    row.git_configured = false;
+                } else if git.is_some() {
+                    row.git_configured = true;
+                }
+            }
+            EnvironmentEvent::Deactivated { .. } => row.status = "deactivated".into(),
+            EnvironmentEvent::Reactivated { .. } => row.status = "active".into(),
+            EnvironmentEvent::SyncRecorded { kind, at, .. } => match kind {
+                SyncKind::Environment => {
+                    row.last_sync_at = Some(crate::sql::fmt_time(*at));
+                    row.last_sync_error = None;
+                    row.onboarded = true;
+                }
+                SyncKind::Repository => {
+                    row.last_repository_sync_at = Some(crate::sql::fmt_time(*at));
+                    row.last_repository_sync_error = None;
+                }
+            },
+            EnvironmentEvent::SyncFailed { kind, cause, .. } => match kind {
+                SyncKind::Environment => row.last_sync_error = Some(cause.clone()),
+                SyncKind::Repository => row.last_repository_sync_error = Some(cause.clone()),
+            },
+            EnvironmentEvent::DriftChecked { counts, at } => {
+                row.in_sync = counts.in_sync.into();
+                row.with_drift = counts.with_drift.into();
+                row.not_in_git = counts.not_in_git.into();
+                row.last_drift_check_at = Some(crate::sql::fmt_time(*at));
+                row.last_drift_check_error = None;
+            }
+            EnvironmentEvent::DriftCheckFailed { cause, at } => {
+                row.last_drift_check_at = Some(crate::sql::fmt_time(*at));
+                row.last_drift_check_error = Some(cause.clone());
+            }
+            // The incident becomes active when it is opened (incident.detected);
+            // a reserved slot whose incident was never opened shows nothing.
+            EnvironmentEvent::IncidentSlotReserved { .. } => {}
+            EnvironmentEvent::IncidentSlotReleased { incident_id } => {
+                if row.active_incident_id.as_deref() == Some(incident_id) {
+                    row.active_incident_id = None;
+                    row.active_incident_status = None;
+                }
+            }
+        }
+        Ok(Some(row))
+    }
+
+    async fn apply_incident(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &IncidentEvent,
+    ) -> Result<Option<EnvironmentRow>, ApplyError> {
+        let incident = &event.stored.aggregate_id;
+        let env_row = match e {
+            IncidentEvent::Detected { environment_id, .. } => {
+                let env_row = format!("{}:{environment_id}", event.tenant());
+                self.incidents.put(IncidentEnvironment {
+                    id: incident.clone(),
+                    environment_row: env_row.clone(),
+                });
+                env_row
+            }
+            _ => match self.incidents.get(tx, incident).await? {
+                Some(index) => index.environment_row,
+                None => return Ok(None),
+            },
+        };
+        let Some((_, to)) = e.status_change() else {
+            return Ok(None);
+        };
+        let Some(mut row) = self.environments.get(tx, &env_row).await? else {
+            return Ok(None);
+        };
+        let local = event.local_id().to_string();
+        if to == IncidentStatus::Detected {
+            row.active_incident_id = Some(local);
+            row.active_incident_status = Some(name(&to));
+        } else if row.active_incident_id.as_deref() == Some(local.as_str()) {
+            if to == IncidentStatus::Closed {
+                row.active_incident_id = None;
+                row.active_incident_status = None;
+            } else {
+                row.active_incident_status = Some(name(&to));
+            }
+        } else {
+            return Ok(None);
+        }
+        Ok(Some(row))
+    }
+
+    async fn apply_mapping(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &MappingEvent,
+    ) -> Result<Option<EnvironmentRow>, ApplyError> {
+        let Some((from, to)) = e.status_change() else {
+            return Ok(None);
+        };
+        let delta =
+            i64::from(to == MappingStatus::Linked) - i64::from(from == Some(MappingStatus::Linked));
+        if delta == 0 {
+            return Ok(None);
+        }
+        // Mapping ids are `tenant:environment:n8n id`.
+        let Some((env_row, _)) = event.stored.aggregate_id.rsplit_once(':') else {
+            return Ok(None);
+        };
+        let Some(mut row) = self.environments.get(tx, env_row).await? else {
+            return Ok(None);
+        };
+        row.linked_mappings += delta;
+        Ok(Some(row))
+    }
+}
+
+impl Projection for EnvironmentStatusProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_environments", "rm_environment_incidents"]
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        event: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            let changed = match &event.event {
+                Decoded::Environment(e) => self.apply_environment(tx, event, e).await?,
+                Decoded::Incident(e) => self.apply_incident(tx, event, e).await?,
+                Decoded::Mapping(e) => self.apply_mapping(tx, event, e).await?,
+                Decoded::Undecodable(error)
+                    if matches!(
+                        event.stored.aggregate_type.as_str(),
+                        "environment" | "incident" | "workflow_mapping"
+                    ) =>
+                {
+                    return Err(ApplyError::Event(format!("undecodable payload: {error}")))
+                }
+                _ => None,
+            };
+            if let Some(mut row) = changed {
+                let at = event.at();
+                recompute(&mut row, &at);
+                row.updated_at = at;
+                self.environments.put(row);
+            }
+            Ok(())
+        })
+    }
+
+    crate::row_tables!(environments, incidents);
+}
+
+/// Every environment of `tenant`, by name.
+pub async fn environments(store: &Store, tenant: &str) -> Result<Vec<EnvironmentRow>, QueryError> {
+    let mut sql = select::<EnvironmentRow>(Dialect::of(store));
+    let t = sql.arg(tenant);
+    sql.push(&format!(" WHERE tenant = {t} ORDER BY name, id"));
+    Ok(sql.fetch(store).await?)
+}
+
+/// One environment of `tenant` (`None` if it is not the tenant's).
+pub async fn environment(
+    store: &Store,
+    tenant: &str,
+    environment_id: &str,
+) -> Result<Option<EnvironmentRow>, QueryError> {
+    let mut sql = select::<EnvironmentRow>(Dialect::of(store));
+    let id = sql.arg(format!("{tenant}:{environment_id}"));
+    let t = sql.arg(tenant);
+    sql.push(&format!(" WHERE id = {id} AND tenant = {t}"));
+    Ok(sql.fetch(store).await?.into_iter().next())
+}
+
+/// Active environments of every tenant, by tenant and name: what the schedulers
+/// visit (each job then picks the ones it applies to).
+pub async fn active_environments(store: &Store) -> Result<Vec<EnvironmentRow>, QueryError> {
+    let mut sql = select::<EnvironmentRow>(Dialect::of(store));
+    sql.push(" WHERE status = 'active' ORDER BY tenant, name, id");
+    Ok(sql.fetch(store).await?)
+}

@@ -1,0 +1,285 @@
+//! Incidents: each drift incident's current state, SLA and timestamps.
+
+use crate::sql::QueryRows as _;
+use aggregates::incident::{IncidentEvent, SlaState};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{json_text, name, Envelope};
+use crate::query::{by_id, newest_first, Page, QueryError};
+use crate::read_model_row;
+use crate::runtime::ApplyError;
+use crate::sql::{fmt_time, select, Dialect, KeyedRow, Rows, Tx};
+use eventstore::Store;
+
+pub const NAME: &str = "incidents";
+
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct IncidentRow in "rm_incidents" {
+        pub id: String,
+        pub tenant: String,
+        pub incident_id: String,
+        pub environment_id: String,
+        pub status: String,
+        pub severity: String,
+        pub sla_state: String,
+        pub sla_deadline: String,
+        pub affected_count: i64,
+        /// JSON list of `{workflow_id, name}`.
+        pub affected_workflows: String,
+        pub detected_at: String,
+        pub acknowledged_at: Option<String>,
+        pub stabilized_at: Option<String>,
+        pub reconciled_at: Option<String>,
+        pub closed_at: Option<String>,
+        pub owner_user_id: Option<String>,
+        pub ticket_ref: Option<String>,
+        pub expires_at: Option<String>,
+        pub resolution_type: Option<String>,
+        pub resolution_details: Option<String>,
+        /// The reason given with the latest transition.
+        pub reason: Option<String>,
+        /// JSON of the pending approval request, if one waits.
+        pub pending_approval: Option<String>,
+        /// Some transition of this incident was an admin override.
+        pub admin_override: bool,
+        pub payload_purged: bool,
+        pub updated_at: String,
+        /// SHA-256 of the drift snapshot taken at detection (its payload lives in
+        /// `drift_snapshots` until retention purges it).
+        pub snapshot_digest: Option<String>,
+    }
+}
+
+impl KeyedRow for IncidentRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[derive(Default)]
+pub struct Incidents {
+    incidents: Rows<IncidentRow>,
+}
+
+impl Incidents {
+    async fn fold(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &IncidentEvent,
+    ) -> Result<(), ApplyError> {
+        use IncidentEvent::*;
+        let id = &event.stored.aggregate_id;
+        let mut row = match (self.incidents.get(tx, id).await?, e) {
+            (
+                None,
+                Detected {
+                    environment_id,
+                    severity,
+                    affected_workflows,
+                    detected_at,
+                    sla_deadline,
+                    snapshot_digest,
+                    ..
+                },
+            ) => IncidentRow {
+                id: id.clone(),
+                tenant: event.tenant().to_string(),
+                incident_id: event.local_id().to_string(),
+                environment_id: environment_id.clone(),
+                status: "detected".into(),
+                severity: name(severity),
+                sla_state: name(&SlaState::OnTrack),
+                sla_deadline: fmt_time(*sla_deadline),
+                affected_count: affected_workflows.len() as i64,
+                affected_workflows: json_text(affected_workflows),
+                detected_at: fmt_time(*detected_at),
+                acknowledged_at: None,
+                stabilized_at: None,
+                reconciled_at: None,
+                closed_at: None,
+                owner_user_id: None,
+                ticket_ref: None,
+                expires_at: None,
+                resolution_type: None,
+                resolution_details: None,
+                reason: None,
+                pending_approval: None,
+                admin_override: false,
+                payload_purged: false,
+                updated_at: event.at(),
+                snapshot_digest: snapshot_digest.clone(),
+            },
+            (Some(row), _) => row,
+            (None, _) => {
+                return Err(ApplyError::Event(format!(
+                    "incident {id} was never detected"
+                )))
+            }
+        };
+        match e {
+            Detected { .. } => {}
+            DriftUpdated {
+                severity,
+                affected_workflows,
+            } => {
+                row.severity = name(severity);
+                row.affected_count = affected_workflows.len() as i64;
+                row.affected_workflows = json_text(affected_workflows);
+            }
+            ApprovalRequested { .. } => {
+                row.pending_approval = Some(json_text(&event.stored.payload))
+            }
+            ApprovalGranted { .. } => row.pending_approval = None,
+            ApprovalRejected { reason, .. } => {
+                row.pending_approval = None;
+                row.reason = Some(reason.clone());
+            }
+            Acknowledged {
+                reason,
+                owner_user_id,
+                ticket_ref,
+                expires_at,
+                at,
+                admin_override,
+                ..
+            } => {
+                row.acknowledged_at = Some(fmt_time(*at));
+                row.reason = reason.clone();
+                row.owner_user_id = owner_user_id.clone();
+                row.ticket_ref = ticket_ref.clone();
+                row.expires_at = expires_at.map(fmt_time);
+                row.admin_override |= admin_override;
+            }
+            Stabilized {
+                reason,
+                at,
+                admin_override,
+                ..
+            } => {
+                row.stabilized_at = Some(fmt_time(*at));
+                row.reason = reason.clone();
+                row.admin_override |= admin_override;
+            }
+            Reconciled {
+                resolution_type,
+                resolution_details,
+                at,
+                admin_override,
+                ..
+            } => {
+                row.reconciled_at = Some(fmt_time(*at));
+                row.resolution_type = Some(name(resolution_type));
+                row.resolution_details = resolution_details.clone();
+                row.admin_override |= admin_override;
+            }
+            Closed {
+                reason,
+                resolution_type,
+                at,
+                admin_override,
+                ..
+            } => {
+                row.closed_at = Some(fmt_time(*at));
+                row.reason = Some(reason.clone());
+                row.resolution_type = Some(name(resolution_type));
+                row.admin_override |= admin_override;
+            }
+            TtlExtended {
+                new_deadline,
+                sla_state,
+                reason,
+                ..
+            } => {
+                row.sla_deadline = fmt_time(*new_deadline);
+                row.sla_state = name(sla_state);
+                if reason.is_some() {
+                    row.reason = reason.clone();
+                }
+            }
+            SlaEscalated { to, .. } => row.sla_state = name(to),
+            SnapshotPayloadPurged { .. } => row.payload_purged = true,
+        }
+        if let Some((_, to)) = e.status_change() {
+            row.status = name(&to);
+        }
+        row.updated_at = event.at();
+        self.incidents.put(row);
+        Ok(())
+    }
+}
+
+crate::single_aggregate_projection!(
+    Incidents,
+    NAME,
+    "rm_incidents",
+    incidents,
+    Incident,
+    "incident"
+);
+
+/// Incidents of `tenant`, newest first, optionally of one environment and status.
+pub async fn incidents(
+    store: &Store,
+    tenant: &str,
+    environment_id: Option<&str>,
+    status: Option<&str>,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<IncidentRow>, QueryError> {
+    let filters = [
+        ("environment_id", environment_id.map(str::to_string)),
+        ("status", status.map(str::to_string)),
+    ];
+    newest_first(store, tenant, "detected_at", &filters, first, after).await
+}
+
+pub async fn incident(
+    store: &Store,
+    tenant: &str,
+    incident_id: &str,
+) -> Result<Option<IncidentRow>, QueryError> {
+    by_id(store, tenant, incident_id).await
+}
+
+/// Open incidents (any tenant) whose SLA state can still move: the TTL job's work.
+pub async fn sla_candidates(store: &Store) -> Result<Vec<IncidentRow>, QueryError> {
+    let mut sql = select::<IncidentRow>(Dialect::of(store));
+    sql.push(" WHERE status <> 'closed' AND sla_state <> 'expired' ORDER BY tenant, id");
+    Ok(sql.fetch(store).await?)
+}
+
+/// Closed incidents (any tenant) whose snapshot payload has not been purged yet: the
+/// retention job's candidates (each is then checked against its policy's days).
+pub async fn retention_candidates(store: &Store) -> Result<Vec<IncidentRow>, QueryError> {
+    let mut sql = select::<IncidentRow>(Dialect::of(store));
+    let purged = sql.arg(false);
+    sql.push(&format!(
+        " WHERE status = 'closed' AND payload_purged = {purged} \
+         AND snapshot_digest IS NOT NULL ORDER BY closed_at, id"
+    ));
+    Ok(sql.fetch(store).await?)
+}
+
+/// Whether an incident of `tenant` other than `except` still needs the snapshot
+/// payload `digest` (two detections can take the same snapshot).
+pub async fn snapshot_in_use(
+    store: &Store,
+    tenant: &str,
+    digest: &str,
+    except: &str,
+) -> Result<bool, QueryError> {
+    let mut sql = select::<IncidentRow>(Dialect::of(store));
+    let (t, d, e, purged) = (
+        sql.arg(tenant),
+        sql.arg(digest),
+        sql.arg(except),
+        sql.arg(false),
+    );
+    sql.push(&format!(
+        " WHERE tenant = {t} AND snapshot_digest = {d} AND id <> {e} \
+         AND payload_purged = {purged} LIMIT 1"
+    ));
+    Ok(!sql.fetch::<IncidentRow>(store).await?.is_empty())
+}

@@ -1,0 +1,537 @@
+//! The workflow matrix: which workflow runs where, in which state.
+//!
+//! Rows are canonical workflows, plus one row per untracked workflow of an
+//! environment (a mapping with no canonical id); cells are mappings, one per
+//! (environment, n8n workflow), attached to their canonical workflow's row. The
+//! display state (IN_SYNC / DRIFT / OUT_OF_DATE) is computed when read, never stored
+//! (DOMAIN.md §2.1). Pages are keyset-paginated on (lowercased name, id), so a page
+//! costs the same however many rows there are.
+
+use crate::sql::QueryRows as _;
+use aggregates::canonical::CanonicalEvent;
+use aggregates::mapping::{MappingEvent, MappingStatus, Observation};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::display::{sync_state, CellFacts, SyncState};
+use crate::event::{name, Decoded, Envelope};
+use crate::query::{decode_cursor, like_pattern, page, page_size, Page, QueryError};
+use crate::read_model_row;
+use crate::runtime::{ApplyError, Projection};
+use crate::sql::{fmt_time, select, Dialect, KeyedRow, Rows, Sql, Tx};
+use eventstore::Store;
+
+pub const NAME: &str = "workflow_matrix";
+pub const KIND_CANONICAL: &str = "canonical";
+pub const KIND_UNTRACKED: &str = "untracked";
+
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct MatrixRow in "rm_matrix_rows" {
+        /// The canonical workflow's aggregate id, or the untracked mapping's.
+        pub id: String,
+        pub tenant: String,
+        pub kind: String,
+        pub canonical_id: Option<String>,
+        /// Untracked rows: the environment and n8n workflow.
+        pub environment_id: Option<String>,
+        pub n8n_workflow_id: Option<String>,
+        pub name: String,
+        pub sort_key: String,
+        pub slug: Option<String>,
+        /// Canonical: `active` / `deleted`; untracked: the mapping's status.
+        pub status: String,
+        pub git_path: Option<String>,
+        pub git_content_hash: Option<String>,
+        pub git_commit_sha: Option<String>,
+        pub git_changed_at: Option<String>,
+        pub created_at: String,
+        pub updated_at: String,
+    }
+}
+
+impl KeyedRow for MatrixRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+read_model_row! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct MatrixCell in "rm_matrix_cells" {
+        /// The mapping's aggregate id.
+        pub id: String,
+        pub tenant: String,
+        pub row_id: String,
+        pub environment_id: String,
+        pub n8n_workflow_id: String,
+        pub canonical_id: Option<String>,
+        pub name: String,
+        pub status: String,
+        pub env_content_hash: Option<String>,
+        pub git_content_hash: Option<String>,
+        /// When n8n last changed the workflow.
+        pub env_changed_at: Option<String>,
+        /// When the mapping entered its status.
+        pub status_since: String,
+        pub updated_at: String,
+    }
+}
+
+impl KeyedRow for MatrixCell {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The matrix projection.
+#[derive(Default)]
+pub struct WorkflowMatrix {
+    rows: Rows<MatrixRow>,
+    cells: Rows<MatrixCell>,
+}
+
+fn canonical_row_id(tenant: &str, canonical_id: &str) -> String {
+    format!("{tenant}:{canonical_id}")
+}
+
+fn observe(cell: &mut MatrixCell, observation: &Observation) {
+    cell.name = observation.name.clone();
+    cell.env_content_hash = Some(observation.content_hash.as_str().to_string());
+    cell.env_changed_at = observation.n8n_updated_at.map(fmt_time);
+}
+
+impl WorkflowMatrix {
+    async fn apply_canonical(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &CanonicalEvent,
+    ) -> Result<(), ApplyError> {
+        let id = &event.stored.aggregate_id;
+        let at = event.at();
+        let existing = self.rows.get(tx, id).await?;
+        let mut row = match (existing, e) {
+            (
+                None,
+                CanonicalEvent::Created {
+                    name,
+                    slug,
+                    git_path,
+                },
+            ) => MatrixRow {
+                id: id.clone(),
+                tenant: event.tenant().to_string(),
+                kind: KIND_CANONICAL.into(),
+                canonical_id: Some(event.local_id().to_string()),
+                environment_id: None,
+                n8n_workflow_id: None,
+                name: name.clone(),
+                sort_key: name.to_lowercase(),
+                slug: Some(slug.as_str().to_string()),
+                status: "active".into(),
+                git_path: git_path.clone(),
+                git_content_hash: None,
+                git_commit_sha: None,
+                git_changed_at: None,
+                created_at: at.clone(),
+                updated_at: at.clone(),
+            },
+            (Some(row), _) => row,
+            (None, _) => {
+                return Err(ApplyError::Event(format!(
+                    "canonical workflow {id} was never created"
+                )))
+            }
+        };
+        match e {
+            CanonicalEvent::Created { .. } => {}
+            CanonicalEvent::Renamed { name } => {
+                row.name = name.clone();
+                row.sort_key = name.to_lowercase();
+            }
+            CanonicalEvent::GitVersionRecorded {
+                git_content_hash,
+                commit_sha,
+                git_path,
+            } => {
+                row.git_content_hash = Some(git_content_hash.as_str().to_string());
+                row.git_commit_sha = Some(commit_sha.clone());
+                row.git_path = Some(git_path.clone());
+                row.git_changed_at = Some(at.clone());
+            }
+            CanonicalEvent::Deleted { .. } => row.status = "deleted".into(),
+        }
+        row.updated_at = at;
+        self.rows.put(row);
+        Ok(())
+    }
+
+    async fn apply_mapping(
+        &mut self,
+        tx: &mut Tx,
+        event: &Envelope,
+        e: &MappingEvent,
+    ) -> Result<(), ApplyError> {
+        let id = &event.stored.aggregate_id;
+        let tenant = event.tenant();
+        let at = event.at();
+        let previous = self.cells.get(tx, id).await?;
+        let mut cell = match (&previous, e) {
+            (
+                None,
+                MappingEvent::Discovered {
+                    environment_id,
+                    n8n_workflow_id,
+                    observation,
+                    canonical_id,
+                    status,
+                    ..
+                },
+            ) => {
+                let mut cell = MatrixCell {
+                    id: id.clone(),
+                    tenant: tenant.to_string(),
+                    row_id: String::new(),
+                    environment_id: environment_id.clone(),
+                    n8n_workflow_id: n8n_workflow_id.clone(),
+                    canonical_id: canonical_id.clone(),
+                    name: String::new(),
+                    status: name(status),
+                    env_content_hash: None,
+                    git_content_hash: None,
+                    env_changed_at: None,
+                    status_since: at.clone(),
+                    updated_at: at.clone(),
+                };
+                observe(&mut cell, observation);
+                cell
+            }
+            (Some(cell), _) => cell.clone(),
+            (None, _) => {
+                return Err(ApplyError::Event(format!(
+                    "mapping {id} was never discovered"
+                )))
+            }
+        };
+        match e {
+            // auto-linked: the content is the canonical workflow's Git content
+            MappingEvent::Discovered {
+                auto_linked: true, ..
+            } => cell.git_content_hash = cell.env_content_hash.clone(),
+            MappingEvent::Discovered { .. } => {}
+            MappingEvent::ContentObserved { observation } => observe(&mut cell, observation),
+            MappingEvent::GitHashObserved { git_content_hash } => {
+                cell.git_content_hash = Some(git_content_hash.as_str().to_string())
+            }
+            MappingEvent::Reappeared {
+                observation,
+                canonical_id,
+                ..
+            } => {
+                observe(&mut cell, observation);
+                cell.canonical_id = canonical_id.clone();
+            }
+            MappingEvent::Linked {
+                canonical_id, auto, ..
+            } => {
+                cell.canonical_id = Some(canonical_id.clone());
+                if *auto {
+                    cell.git_content_hash = cell.env_content_hash.clone();
+                }
+            }
+            MappingEvent::Unlinked { .. } => cell.canonical_id = None,
+            MappingEvent::Unignored { canonical_id, .. } => {
+                cell.canonical_id = canonical_id.clone()
+            }
+            MappingEvent::Disappeared { .. }
+            | MappingEvent::Ignored { .. }
+            | MappingEvent::Deleted { .. } => {}
+        }
+        if let Some((_, to)) = e.status_change() {
+            cell.status = name(&to);
+            cell.status_since = at.clone();
+        }
+        cell.row_id = match &cell.canonical_id {
+            Some(canonical) => canonical_row_id(tenant, canonical),
+            None => id.clone(),
+        };
+        cell.updated_at = at.clone();
+
+        // An untracked row exists exactly while the mapping has no canonical id and is
+        // not deleted.
+        let untracked = |c: &MatrixCell| c.canonical_id.is_none() && c.status != "deleted";
+        if untracked(&cell) {
+            let created_at = match &previous {
+                Some(p) if untracked(p) => self
+                    .rows
+                    .get(tx, id)
+                    .await?
+                    .map_or_else(|| at.clone(), |r| r.created_at),
+                _ => at.clone(),
+            };
+            self.rows.put(MatrixRow {
+                id: id.clone(),
+                tenant: tenant.to_string(),
+                kind: KIND_UNTRACKED.into(),
+                canonical_id: None,
+                environment_id: Some(cell.environment_id.clone()),
+                n8n_workflow_id: Some(cell.n8n_workflow_id.clone()),
+                name: cell.name.clone(),
+                sort_key: cell.name.to_lowercase(),
+                slug: None,
+                status: cell.status.clone(),
+                git_path: None,
+                git_content_hash: None,
+                git_commit_sha: None,
+                git_changed_at: None,
+                created_at,
+                updated_at: at,
+            });
+        } else if previous.as_ref().is_some_and(untracked) {
+            self.rows.delete(id);
+        }
+        self.cells.put(cell);
+        Ok(())
+    }
+}
+
+impl Projection for WorkflowMatrix {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_matrix_rows", "rm_matrix_cells"]
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        event: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            match &event.event {
+                Decoded::Canonical(e) => self.apply_canonical(tx, event, e).await,
+                Decoded::Mapping(e) => self.apply_mapping(tx, event, e).await,
+                Decoded::Undecodable(error)
+                    if matches!(
+                        event.stored.aggregate_type.as_str(),
+                        "canonical_workflow" | "workflow_mapping"
+                    ) =>
+                {
+                    Err(ApplyError::Event(format!("undecodable payload: {error}")))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
+    crate::row_tables!(rows, cells);
+}
+
+// ----------------------------------------------------------------------------------
+// Queries
+
+/// Which rows a matrix page shows.
+#[derive(Debug, Clone, Default)]
+pub struct MatrixFilter {
+    /// Only rows with a cell in one of these environments (and only those cells).
+    /// An unknown environment simply matches nothing.
+    pub environment_ids: Option<Vec<String>>,
+    /// Case-insensitive substring of the name.
+    pub search: Option<String>,
+    /// Only rows with a linked cell whose environment differs from Git (DRIFT or
+    /// OUT_OF_DATE).
+    pub only_drift: bool,
+    /// Leave out the rows of untracked workflows.
+    pub canonical_only: bool,
+    /// Only the rows of untracked workflows.
+    pub untracked_only: bool,
+    /// Only rows in this status (`active` canonical workflows; an untracked row has
+    /// its mapping's status).
+    pub row_status: Option<String>,
+}
+
+/// A cell as a client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellView {
+    #[serde(flatten)]
+    pub cell: MatrixCell,
+    /// The Git hash the cell is compared with: the mapping's own observation, else
+    /// the canonical workflow's latest Git version.
+    pub effective_git_content_hash: Option<String>,
+    pub sync_state: SyncState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatrixRowView {
+    #[serde(flatten)]
+    pub row: MatrixRow,
+    pub cells: Vec<CellView>,
+}
+
+fn parse_time(s: &Option<String>) -> Option<DateTime<Utc>> {
+    s.as_deref().and_then(crate::sql::parse_time)
+}
+
+fn view(row: &MatrixRow, cell: MatrixCell) -> CellView {
+    let git = cell
+        .git_content_hash
+        .clone()
+        .or_else(|| row.git_content_hash.clone());
+    let status =
+        serde_json::from_value::<MappingStatus>(serde_json::Value::String(cell.status.clone()))
+            .unwrap_or(MappingStatus::Untracked);
+    let sync_state = sync_state(&CellFacts {
+        status,
+        env_content_hash: cell.env_content_hash.as_deref(),
+        git_content_hash: git.as_deref(),
+        env_changed_at: parse_time(&cell.env_changed_at),
+        git_changed_at: parse_time(&row.git_changed_at),
+    });
+    CellView {
+        cell,
+        effective_git_content_hash: git,
+        sync_state,
+    }
+}
+
+/// A page of the matrix for `tenant`, in name order.
+pub async fn matrix_page(
+    store: &Store,
+    tenant: &str,
+    filter: &MatrixFilter,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<MatrixRowView>, QueryError> {
+    let limit = page_size(first)?;
+    let dialect = Dialect::of(store);
+    let mut sql = select::<MatrixRow>(dialect);
+    // Qualify the table so the EXISTS sub-queries can refer to it.
+    sql.text = sql
+        .text
+        .replace("FROM rm_matrix_rows", "FROM rm_matrix_rows r");
+    let t = sql.arg(tenant);
+    sql.push(&format!(" WHERE r.tenant = {t} AND r.status <> 'deleted'"));
+    if filter.canonical_only {
+        sql.push(&format!(" AND r.kind = '{KIND_CANONICAL}'"));
+    }
+    if filter.untracked_only {
+        sql.push(&format!(" AND r.kind = '{KIND_UNTRACKED}'"));
+    }
+    if let Some(status) = &filter.row_status {
+        let v = sql.arg(status.clone());
+        sql.push(&format!(" AND r.status = {v}"));
+    }
+    if let Some(after) = after {
+        let (sort_key, id): (String, String) = decode_cursor(after)?;
+        let (s, i) = (sql.arg(sort_key), sql.arg(id));
+        sql.push(&format!(" AND (r.sort_key, r.id) > ({s}, {i})"));
+    }
+    if let Some(term) = filter.search.as_deref().filter(|t| !t.is_empty()) {
+        let p = sql.arg(like_pattern(term));
+        sql.push(&format!(" AND r.sort_key LIKE {p} ESCAPE '\\'"));
+    }
+    let env_clause = |sql: &mut Sql| match &filter.environment_ids {
+        Some(ids) if !ids.is_empty() => format!(" AND c.environment_id IN ({})", sql.args(ids)),
+        Some(_) => " AND 1 = 0".to_string(),
+        None => String::new(),
+    };
+    if filter.environment_ids.is_some() {
+        let envs = env_clause(&mut sql);
+        sql.push(&format!(
+            " AND EXISTS (SELECT 1 FROM rm_matrix_cells c WHERE c.row_id = r.id{envs})"
+        ));
+    }
+    if filter.only_drift {
+        let envs = env_clause(&mut sql);
+        sql.push(&format!(
+            " AND EXISTS (SELECT 1 FROM rm_matrix_cells c WHERE c.row_id = r.id \
+             AND c.status = 'linked' AND c.env_content_hash IS NOT NULL \
+             AND COALESCE(c.git_content_hash, r.git_content_hash) IS NOT NULL \
+             AND c.env_content_hash <> COALESCE(c.git_content_hash, r.git_content_hash){envs})"
+        ));
+    }
+    let l = sql.arg(limit + 1);
+    sql.push(&format!(" ORDER BY r.sort_key, r.id LIMIT {l}"));
+    let rows: Vec<MatrixRow> = sql.fetch(store).await?;
+    let rows = page(rows, limit, |r| (r.sort_key.clone(), r.id.clone()));
+
+    let mut cells: Vec<MatrixCell> = Vec::new();
+    if !rows.items.is_empty() {
+        let ids: Vec<String> = rows.items.iter().map(|r| r.id.clone()).collect();
+        let mut sql = select::<MatrixCell>(dialect);
+        let list = sql.args(&ids);
+        sql.push(&format!(" WHERE row_id IN ({list})"));
+        if let Some(envs) = filter.environment_ids.as_ref().filter(|e| !e.is_empty()) {
+            let list = sql.args(envs);
+            sql.push(&format!(" AND environment_id IN ({list})"));
+        }
+        sql.push(" ORDER BY row_id, environment_id, id");
+        cells = sql.fetch(store).await?;
+    }
+    let mut by_row: std::collections::HashMap<String, Vec<MatrixCell>> = Default::default();
+    for cell in cells {
+        by_row.entry(cell.row_id.clone()).or_default().push(cell);
+    }
+    Ok(Page {
+        items: rows
+            .items
+            .into_iter()
+            .map(|row| {
+                let cells = by_row
+                    .remove(&row.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| view(&row, c))
+                    .collect();
+                MatrixRowView { row, cells }
+            })
+            .collect(),
+        end_cursor: rows.end_cursor,
+        cursors: rows.cursors,
+        has_next_page: rows.has_next_page,
+    })
+}
+
+/// One mapping's cell: the n8n workflow `n8n_workflow_id` of `environment_id`.
+pub async fn mapping(
+    store: &Store,
+    tenant: &str,
+    environment_id: &str,
+    n8n_workflow_id: &str,
+) -> Result<Option<MatrixCell>, QueryError> {
+    crate::query::by_id(
+        store,
+        tenant,
+        &format!("{environment_id}:{n8n_workflow_id}"),
+    )
+    .await
+}
+
+/// Every mapping (cell) of one environment of `tenant`, by n8n workflow id.
+pub async fn environment_cells(
+    store: &Store,
+    tenant: &str,
+    environment_id: &str,
+) -> Result<Vec<MatrixCell>, QueryError> {
+    let mut sql = select::<MatrixCell>(Dialect::of(store));
+    let t = sql.arg(tenant);
+    let e = sql.arg(environment_id);
+    sql.push(&format!(
+        " WHERE tenant = {t} AND environment_id = {e} ORDER BY n8n_workflow_id"
+    ));
+    Ok(sql.fetch(store).await?)
+}
+
+/// Every canonical workflow of `tenant` that is not deleted, by id.
+pub async fn canonical_rows(store: &Store, tenant: &str) -> Result<Vec<MatrixRow>, QueryError> {
+    let mut sql = select::<MatrixRow>(Dialect::of(store));
+    let t = sql.arg(tenant);
+    sql.push(&format!(
+        " WHERE tenant = {t} AND kind = '{KIND_CANONICAL}' AND status <> 'deleted' ORDER BY id"
+    ));
+    Ok(sql.fetch(store).await?)
+}

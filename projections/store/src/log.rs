@@ -1,0 +1,564 @@
+//! The global log: every event in commit-safe order, and chain verification.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::Row;
+
+use super::chain::{is_chain_hash, ChainedEvent, GENESIS, HASH_KEY};
+use super::digest::{DigestCheckError, DigestReport, ExternalCheck, ExternalDigest};
+use super::{PgStore, SqliteStore, Store, StoreError};
+
+/// One stored event with its place in the global log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub position: i64,
+    /// The writing transaction (PostgreSQL); `None` on SQLite.
+    pub tx_id: Option<i64>,
+    pub recorded_at: DateTime<Utc>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Map<String, Value>,
+}
+
+impl StoredEvent {
+    /// The event's chain hash.
+    pub fn hash(&self) -> Option<&str> {
+        self.metadata.get(HASH_KEY).and_then(Value::as_str)
+    }
+
+    /// The tenant that owns the event (aggregate ids are `tenant:…`).
+    pub fn tenant(&self) -> &str {
+        aggregates::kernel::ids::tenant_of(&self.aggregate_id)
+    }
+
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor {
+            tx_id: self.tx_id.unwrap_or(0),
+            position: self.position,
+        }
+    }
+}
+
+/// Where a reader of the global log stands. On PostgreSQL the order is
+/// (transaction id, position); on SQLite it is the position alone (`tx_id` = 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+pub struct LogCursor {
+    pub tx_id: i64,
+    pub position: i64,
+}
+
+impl LogCursor {
+    pub const START: LogCursor = LogCursor {
+        tx_id: 0,
+        position: 0,
+    };
+}
+
+/// Outcome of walking every aggregate's hash chain and (for the whole log) the log
+/// digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Every chain intact and, when checked, the digest matching every seal, the head
+    /// and any digest given.
+    pub ok: bool,
+    pub checked_events: u64,
+    /// The first event whose chain link is broken (the digest part names its own).
+    pub first_broken_position: Option<i64>,
+    /// The broken links found (at most [`MAX_REPORTED`]), in the order walked.
+    pub broken: Vec<BrokenLink>,
+    /// The log digest recomputed and compared (`None` for one tenant's chains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub reason: String,
+}
+
+/// Broken links listed in a report; the count and first position stay exact.
+pub const MAX_REPORTED: usize = 100;
+const BATCH: i64 = 1000;
+
+/// A row as the database returns it, before JSON is parsed.
+struct RawEvent {
+    position: i64,
+    tx_id: Option<i64>,
+    recorded_at: Option<DateTime<Utc>>,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: String,
+    metadata: String,
+}
+
+impl RawEvent {
+    fn parse(self) -> Result<StoredEvent, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            position: self.position,
+            message,
+        };
+        let payload: Value =
+            serde_json::from_str(&self.payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+        let metadata: Map<String, Value> =
+            serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let recorded_at = match self.recorded_at {
+            Some(at) => at,
+            None => metadata
+                .get("recorded_at")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| corrupt("recorded_at missing".into()))?,
+        };
+        Ok(StoredEvent {
+            position: self.position,
+            tx_id: self.tx_id,
+            recorded_at,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload,
+            metadata,
+        })
+    }
+}
+
+const PG_COLUMNS: &str =
+    "position, tx_id::text::bigint AS tx_id, recorded_at, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload::text AS payload, metadata::text AS metadata";
+const SQLITE_COLUMNS: &str =
+    "position, recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata";
+
+fn pg_row(row: &sqlx::postgres::PgRow) -> Result<RawEvent, sqlx::Error> {
+    Ok(RawEvent {
+        position: row.try_get("position")?,
+        tx_id: Some(row.try_get("tx_id")?),
+        recorded_at: Some(row.try_get("recorded_at")?),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, sqlx::Error> {
+    let recorded_at: Option<String> = row.try_get("recorded_at")?;
+    Ok(RawEvent {
+        position: row.try_get("position")?,
+        tx_id: None,
+        recorded_at: recorded_at
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+/// Runs `SELECT <columns> FROM events <tail>` on either backend and returns the raw
+/// rows. `tail` is written once with `$n` placeholders (rewritten to `?n` for SQLite).
+macro_rules! select_events {
+    ($store:expr, $tail:expr $(, $bind:expr)* $(,)?) => {
+        match $store {
+            Store::Postgres(PgStore { pool, .. }) => {
+                let sql = format!("SELECT {PG_COLUMNS} FROM events {}", $tail);
+                let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
+                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events {}", $tail.replace('$', "?"));
+                let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
+                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Up to `limit` events after `after`, in an order no checkpoint can skip.
+    ///
+    /// PostgreSQL allocates positions before commit, so a plain `position > n` cursor
+    /// would skip a transaction that commits after a later one. Reading in
+    /// (transaction id, position) order and only below the oldest transaction still
+    /// running (`pg_snapshot_xmin`) returns an event only once nothing before it can
+    /// still appear. SQLite has one writer at a time: its position order is commit order.
+    pub async fn read_after(
+        &self,
+        after: LogCursor,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let raw = match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events \
+                     WHERE (tx_id, position) > ($1::text::xid8, $2) \
+                       AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY events.tx_id, events.position LIMIT $3"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after.tx_id.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+                let rows = sqlx::query(&sql)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        raw.into_iter().map(RawEvent::parse).collect()
+    }
+
+    /// The highest position of a committed event (0 for an empty log). Unlike
+    /// [`head`](Store::head) it does not wait for older transactions still running:
+    /// it is what "everything committed so far" means to a read-your-writes wait.
+    pub async fn last_position(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?
+            }
+        })
+    }
+
+    /// How many events the log holds (committed ones).
+    pub async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// The cursor of the last event a reader can see now (in [`read_after`] order):
+    /// reading after it returns only events appended from here on.
+    ///
+    /// [`read_after`]: Store::read_after
+    pub async fn head(&self) -> Result<LogCursor, StoreError> {
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as::<_, (i64, i64)>(
+                "SELECT tx_id::text::bigint, position FROM events \
+                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY tx_id DESC, position DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?
+            .map_or(LogCursor::START, |(tx_id, position)| LogCursor {
+                tx_id,
+                position,
+            }),
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
+                    .fetch_one(pool)
+                    .await?
+                    .map_or(LogCursor::START, |position| LogCursor {
+                        tx_id: 0,
+                        position,
+                    })
+            }
+        })
+    }
+
+    /// The cursor that resumes right after the event at `position`, if it exists.
+    pub async fn cursor_after_position(
+        &self,
+        position: i64,
+    ) -> Result<Option<LogCursor>, StoreError> {
+        if position <= 0 {
+            return Ok(Some(LogCursor::START));
+        }
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar::<_, i64>(
+                "SELECT tx_id::text::bigint FROM events WHERE position = $1",
+            )
+            .bind(position)
+            .fetch_optional(pool)
+            .await?
+            .map(|tx_id| LogCursor { tx_id, position }),
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, i64>("SELECT position FROM events WHERE position = ?1")
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|position| LogCursor { tx_id: 0, position })
+            }
+        })
+    }
+
+    /// One aggregate's events in sequence order.
+    pub async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let raw = select_events!(
+            self,
+            "WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+            aggregate_type,
+            aggregate_id,
+        );
+        raw.into_iter().map(RawEvent::parse).collect()
+    }
+
+    /// Keyset page of raw rows in (aggregate_type, aggregate_id, sequence) order.
+    /// With `tenant`, only that tenant's aggregates (ids `tenant:…`).
+    async fn chain_page(
+        &self,
+        after: &(String, String, i64),
+        tenant: Option<&str>,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        Ok(match tenant {
+            None => select_events!(
+                self,
+                "WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+                 ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
+                &after.0,
+                &after.1,
+                after.2,
+                BATCH,
+            ),
+            Some(tenant) => {
+                // tenants are `[a-z0-9_-]`: escape `_` for LIKE
+                let prefix = format!("{}:%", tenant.replace('_', "\\_"));
+                select_events!(
+                    self,
+                    "WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+                     AND aggregate_id LIKE $5 ESCAPE '\\' \
+                     ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
+                    &after.0,
+                    &after.1,
+                    after.2,
+                    BATCH,
+                    prefix,
+                )
+            }
+        })
+    }
+
+    /// Walks every aggregate's chain in bounded batches and reports broken links:
+    /// a hash that does not match the event's content, a missing hash, a sequence gap,
+    /// or a row whose JSON no longer parses. Then recomputes the log digest in global
+    /// order and compares it with every seal and the head (see [`super::digest`]):
+    /// that catches what the chains cannot (a removed tail or stream, an inserted or
+    /// moved event, hashes recomputed after an edit).
+    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let mut report = self.verify_chains(None).await?;
+        let (digest, _) = self.verify_digest(None).await?;
+        report.ok &= digest.ok;
+        report.digest = Some(digest);
+        Ok(report)
+    }
+
+    /// [`verify`](Store::verify), and proof that the log up to the digest's position
+    /// is the one `external` was taken from: the recomputed digest there equals it.
+    /// A digest of another database, or a position with no event in a log that
+    /// otherwise verifies, is an error (the input is wrong); a digest of this log that
+    /// does not match is tampering (`ok` false).
+    pub async fn verify_with_digest(
+        &self,
+        external: &ExternalDigest,
+    ) -> Result<VerifyReport, DigestCheckError> {
+        if let Some(this) = self.log_id().await? {
+            if this != external.log_id {
+                return Err(DigestCheckError::OtherLog {
+                    given: external.log_id.to_string(),
+                    this: this.to_string(),
+                });
+            }
+        }
+        let target = self.cursor_after_position(external.position).await?;
+        let mut report = self.verify_chains(None).await?;
+        let (mut digest, captured) = self.verify_digest(target).await?;
+        let check = match (target, captured) {
+            (None, _) => {
+                if report.ok && digest.ok {
+                    return Err(DigestCheckError::NoEvent(external.position));
+                }
+                ExternalCheck {
+                    digest: external.to_string(),
+                    position: external.position,
+                    ok: false,
+                    reason: Some(format!(
+                        "no event at position {}: the log was altered (see the other findings)",
+                        external.position
+                    )),
+                }
+            }
+            (Some(_), None) => ExternalCheck {
+                digest: external.to_string(),
+                position: external.position,
+                ok: false,
+                reason: Some(format!(
+                    "the event at position {} is not in the readable log",
+                    external.position
+                )),
+            },
+            (Some(_), Some(state)) if state.value == external.digest => ExternalCheck {
+                digest: external.to_string(),
+                position: external.position,
+                ok: true,
+                reason: None,
+            },
+            (Some(_), Some(state)) => ExternalCheck {
+                digest: external.to_string(),
+                position: external.position,
+                ok: false,
+                reason: Some(format!(
+                    "the log up to position {} is not the one the digest was taken from \
+                     (recomputed over {} events: {})",
+                    external.position,
+                    state.events,
+                    state.hex()
+                )),
+            },
+        };
+        digest.ok &= check.ok;
+        digest.external = Some(check);
+        report.ok &= digest.ok;
+        report.digest = Some(digest);
+        Ok(report)
+    }
+
+    /// [`verify`](Store::verify) restricted to one tenant's aggregates.
+    pub async fn verify_tenant(&self, tenant: &str) -> Result<VerifyReport, StoreError> {
+        self.verify_chains(Some(tenant)).await
+    }
+
+    async fn verify_chains(&self, tenant: Option<&str>) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport {
+            ok: true,
+            checked_events: 0,
+            first_broken_position: None,
+            broken: vec![],
+            digest: None,
+        };
+        let mut after = (String::new(), String::new(), 0_i64);
+        // (aggregate_type, aggregate_id, sequence, stored hash) of the previous row
+        let mut previous: Option<(String, String, i64, String)> = None;
+        loop {
+            let page = self.chain_page(&after, tenant).await?;
+            let Some(last) = page.last() else { break };
+            after = (
+                last.aggregate_type.clone(),
+                last.aggregate_id.clone(),
+                last.sequence,
+            );
+            for raw in page {
+                report.checked_events += 1;
+                let (position, aggregate_type, aggregate_id, sequence) = (
+                    raw.position,
+                    raw.aggregate_type.clone(),
+                    raw.aggregate_id.clone(),
+                    raw.sequence,
+                );
+                let same_aggregate = previous
+                    .as_ref()
+                    .is_some_and(|(t, id, _, _)| *t == aggregate_type && *id == aggregate_id);
+                let (expected_sequence, previous_hash) = match (&previous, same_aggregate) {
+                    (Some((_, _, seq, hash)), true) => (seq + 1, hash.clone()),
+                    _ => (1, GENESIS.to_string()),
+                };
+                let mut problem = None;
+                if sequence != expected_sequence {
+                    problem = Some(format!(
+                        "sequence {sequence} where {expected_sequence} was expected"
+                    ));
+                }
+                let stored_hash = match raw.parse() {
+                    Ok(event) if !is_chain_hash(&previous_hash) => {
+                        problem.get_or_insert_with(|| {
+                            "previous event has no valid chain hash; cannot chain".to_string()
+                        });
+                        event.hash().unwrap_or_default().to_string()
+                    }
+                    Ok(event) => {
+                        let stored = event.hash().unwrap_or_default().to_string();
+                        let computed = ChainedEvent {
+                            aggregate_type: &event.aggregate_type,
+                            aggregate_id: &event.aggregate_id,
+                            sequence: event.sequence,
+                            event_type: &event.event_type,
+                            event_version: &event.event_version,
+                            payload: &event.payload,
+                            metadata: &event.metadata,
+                        }
+                        .hash(&previous_hash);
+                        if stored.is_empty() {
+                            problem.get_or_insert_with(|| "no hash in metadata".to_string());
+                        } else if !is_chain_hash(&stored) {
+                            problem.get_or_insert_with(|| {
+                                "hash is not 64 lowercase hex digits".to_string()
+                            });
+                        } else if stored != computed {
+                            problem.get_or_insert_with(|| {
+                                "hash does not match the event's content".to_string()
+                            });
+                        }
+                        stored
+                    }
+                    Err(e) => {
+                        problem.get_or_insert_with(|| e.to_string());
+                        String::new()
+                    }
+                };
+                if let Some(reason) = problem {
+                    report.ok = false;
+                    report.first_broken_position = Some(
+                        report
+                            .first_broken_position
+                            .map_or(position, |p| p.min(position)),
+                    );
+                    if report.broken.len() < MAX_REPORTED {
+                        report.broken.push(BrokenLink {
+                            position,
+                            aggregate_type: aggregate_type.clone(),
+                            aggregate_id: aggregate_id.clone(),
+                            sequence,
+                            reason,
+                        });
+                    }
+                }
+                previous = Some((aggregate_type, aggregate_id, sequence, stored_hash));
+            }
+        }
+        Ok(report)
+    }
+}

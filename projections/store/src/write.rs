@@ -1,0 +1,334 @@
+//! The one way to write events: [`Store::commit`].
+//!
+//! A writer first [`load`](Store::load)s the aggregate: the store replays its stream
+//! and hands back a [`Loaded`] whose state, sequence and last chain hash only the
+//! store can set. The aggregate decides on that state (its `handle`), and the writer
+//! gives the resulting events back to `commit` together with the [`Envelope`] that
+//! says who issued them. `commit` then, before anything is stored:
+//!
+//! - refuses an aggregate id outside the envelope's tenant;
+//! - applies each event to the state before it and checks every status change the
+//!   event makes against that machine's `VALID_TRANSITIONS` table (an admin override
+//!   counts only when the envelope's actor is an admin) — the aggregates check their
+//!   tables when they decide; this check holds whatever produced the events;
+//! - refuses NUL characters (PostgreSQL's JSON cannot hold them);
+//! - refuses to chain after a stored event with a missing or malformed hash;
+//! - computes each event's chain hash from the loaded hash, so no caller can supply
+//!   (or forge) a previous hash.
+//!
+//! Then it appends all events in one statement (all or none). A sequence already
+//! taken by a concurrent writer is [`CommitError::Conflict`] and stores nothing.
+//!
+//! cqrs-es's `CqrsFramework` is not used because it gives every event of a command
+//! the same metadata (each needs its own chain hash) and returns nothing to the
+//! caller (mutations return the new state and the position of the last event).
+
+use aggregates::kernel::command::Actor;
+use aggregates::kernel::error::{non_blank, DomainError};
+use aggregates::kernel::ids::TenantId;
+use aggregates::kernel::transitions::Lifecycle;
+use aggregates::Role;
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
+use cqrs_es::{Aggregate, DomainEvent};
+use serde_json::{Map, Value};
+
+use crate::append::{AppendError, NewEvent};
+use crate::chain::{self, EventIdentity, GENESIS, HASH_KEY};
+use crate::{Store, StoreError};
+
+/// An aggregate as the store replayed it. Its fields are private: only
+/// [`Store::load`] makes one, so the state, sequence and previous hash a commit
+/// starts from are the stored ones.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    aggregate_id: String,
+    state: A,
+    sequence: i64,
+    /// As stored: empty if the last event has none (`commit` refuses to chain
+    /// after an invalid one).
+    last_hash: String,
+}
+
+impl<A> Loaded<A> {
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+
+    pub fn state(&self) -> &A {
+        &self.state
+    }
+
+    pub fn into_state(self) -> A {
+        self.state
+    }
+
+    /// The sequence of the last stored event (0 for an empty stream).
+    pub fn sequence(&self) -> i64 {
+        self.sequence
+    }
+}
+
+/// Who issued the events of one commit, and why: it becomes every event's metadata
+/// (DOMAIN.md §1).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub tenant: TenantId,
+    pub actor: Actor,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    /// The command's stable name.
+    pub command: &'static str,
+    /// The user's free-text reason, where the command takes one.
+    pub reason: Option<String>,
+    /// Asked for by the caller; honoured only when the actor is an admin.
+    pub admin_override: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl Envelope {
+    fn override_allowed(&self) -> bool {
+        self.admin_override && self.actor.role == Role::Admin
+    }
+
+    fn metadata(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("tenant_id".into(), self.tenant.as_str().into());
+        m.insert("actor".into(), self.actor.id.clone().into());
+        m.insert("actor_role".into(), self.actor.role.as_str().into());
+        m.insert(
+            "recorded_at".into(),
+            self.at.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
+        );
+        m.insert("correlation_id".into(), self.correlation_id.clone().into());
+        if let Some(causation) = &self.causation_id {
+            m.insert("causation_id".into(), causation.clone().into());
+        }
+        m.insert("command".into(), self.command.into());
+        if let Some(reason) = non_blank(self.reason.as_deref()) {
+            m.insert("reason".into(), reason.into());
+        }
+        m.insert("admin_override".into(), self.admin_override.into());
+        m
+    }
+}
+
+/// What a commit stored, and the aggregate's state afterwards.
+#[derive(Debug)]
+pub struct Committed<A: Aggregate> {
+    pub aggregate_id: String,
+    pub state: A,
+    /// (sequence, event) for each appended event; empty when nothing changed.
+    pub events: Vec<(i64, A::Event)>,
+    /// The aggregate's sequence after the command (0 for an empty stream).
+    pub sequence: i64,
+    /// Global position of the last appended event.
+    pub position: Option<i64>,
+}
+
+/// Why nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The events break a rule the store enforces: a transition outside its table,
+    /// another tenant's aggregate, NUL characters.
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    /// Another writer appended to the aggregate first; retry on fresh state.
+    #[error("concurrent write to {aggregate_id}; retry the command")]
+    Conflict { aggregate_id: String },
+    /// The stored stream ends in an event with no valid chain hash: nothing can be
+    /// chained after it.
+    #[error(
+        "{aggregate_id} #{sequence}: the stored event has no valid chain hash, so nothing \
+         can be chained after it; the log was altered (run `workflowops verify`)"
+    )]
+    BrokenChain { aggregate_id: String, sequence: i64 },
+    /// A stored event could not be read back, or a new one could not be encoded.
+    #[error("{0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CommitError {
+    fn from_persistence(error: PersistenceError, aggregate_id: &str) -> Self {
+        match error {
+            PersistenceError::OptimisticLockError => CommitError::Conflict {
+                aggregate_id: aggregate_id.to_string(),
+            },
+            other => CommitError::Corrupt(format!("{aggregate_id}: {other}")),
+        }
+    }
+}
+
+impl Store {
+    /// Replays an aggregate from its events (postgres-es or sqlite-es reads them).
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, CommitError> {
+        let stored = self
+            .repository()
+            .get_events::<A>(aggregate_id)
+            .await
+            .map_err(|e| CommitError::from_persistence(e, aggregate_id))?;
+        let mut loaded = Loaded {
+            aggregate_id: aggregate_id.to_string(),
+            state: A::default(),
+            sequence: 0,
+            last_hash: GENESIS.to_string(),
+        };
+        for event in stored {
+            let payload: A::Event = serde_json::from_value(event.payload).map_err(|e| {
+                CommitError::Corrupt(format!(
+                    "{aggregate_id} #{}: undecodable {}: {e}",
+                    event.sequence, event.event_type
+                ))
+            })?;
+            loaded.state.apply(payload);
+            loaded.sequence = event.sequence as i64;
+            loaded.last_hash = event
+                .metadata
+                .get(HASH_KEY)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+        }
+        Ok(loaded)
+    }
+
+    /// Stores `events` after `loaded`, checked as the module explains, in one
+    /// statement. No events: nothing is stored and the state is returned as loaded.
+    pub async fn commit<A>(
+        &self,
+        loaded: Loaded<A>,
+        events: Vec<A::Event>,
+        envelope: &Envelope,
+    ) -> Result<Committed<A>, CommitError>
+    where
+        A: Aggregate + Lifecycle + Clone,
+        A::Event: Clone,
+    {
+        let Loaded {
+            aggregate_id,
+            mut state,
+            sequence,
+            last_hash,
+        } = loaded;
+        if events.is_empty() {
+            return Ok(Committed {
+                aggregate_id,
+                state,
+                events: vec![],
+                sequence,
+                position: None,
+            });
+        }
+        if aggregate_id.split_once(':').map(|(tenant, _)| tenant) != Some(envelope.tenant.as_str())
+        {
+            return Err(DomainError::Forbidden(format!(
+                "{aggregate_id} is not an aggregate of tenant {}",
+                envelope.tenant.as_str()
+            ))
+            .into());
+        }
+        let admin_override = envelope.override_allowed();
+        let metadata = envelope.metadata();
+        reject_nul_in(&metadata)?;
+        let canonical_metadata = chain::canonical_metadata(&metadata);
+        let metadata_text = String::from_utf8_lossy(&canonical_metadata);
+        if !chain::is_chain_hash(&last_hash) {
+            // Chaining to a missing or malformed hash would make the new events
+            // unverifiable too.
+            return Err(CommitError::BrokenChain {
+                aggregate_id,
+                sequence,
+            });
+        }
+
+        let mut previous = last_hash;
+        let mut rows = Vec::with_capacity(events.len());
+        let mut numbered = Vec::with_capacity(events.len());
+        for (offset, event) in events.into_iter().enumerate() {
+            let before = state.clone();
+            let value = serde_json::to_value(&event).map_err(|e| {
+                CommitError::Corrupt(format!("cannot serialize {}: {e}", event.event_type()))
+            })?;
+            reject_nul(&value)?;
+            let sequence = sequence + 1 + offset as i64;
+            // The table check: the state this event leaves against the one before.
+            state.apply(event.clone());
+            A::check_step(&before, &state, admin_override)?;
+            let payload = aggregates::canonical_json::to_canonical_vec(&value);
+            let (event_type, event_version) = (event.event_type(), event.event_version());
+            let identity = EventIdentity {
+                aggregate_type: A::TYPE,
+                aggregate_id: &aggregate_id,
+                sequence,
+                event_type: &event_type,
+                event_version: &event_version,
+            };
+            let hash = chain::hash_parts(&previous, &identity, &payload, &canonical_metadata);
+            // `{"hash":"…",` + the rest of the canonical metadata object
+            let metadata = match metadata_text.strip_prefix('{') {
+                Some("}") | None => format!("{{\"{HASH_KEY}\":\"{hash}\"}}"),
+                Some(rest) => format!("{{\"{HASH_KEY}\":\"{hash}\",{rest}"),
+            };
+            rows.push(NewEvent {
+                aggregate_type: A::TYPE.to_string(),
+                aggregate_id: aggregate_id.clone(),
+                sequence,
+                event_type,
+                event_version,
+                payload: String::from_utf8(payload)
+                    .map_err(|e| CommitError::Corrupt(e.to_string()))?,
+                metadata,
+                recorded_at: envelope.at,
+            });
+            numbered.push((sequence, event));
+            previous = hash;
+        }
+
+        let position = self.append(&rows).await.map_err(|e| match e {
+            AppendError::Conflict => CommitError::Conflict {
+                aggregate_id: aggregate_id.clone(),
+            },
+            AppendError::Store(e) => CommitError::Store(e),
+        })?;
+        let last = sequence + numbered.len() as i64;
+        Ok(Committed {
+            aggregate_id,
+            state,
+            events: numbered,
+            sequence: last,
+            position: Some(position),
+        })
+    }
+}
+
+fn nul_refusal(field: impl Into<String>) -> DomainError {
+    DomainError::validation(field, "must not contain NUL characters")
+}
+
+fn reject_nul_in(map: &Map<String, Value>) -> Result<(), DomainError> {
+    map.iter().try_for_each(|(k, v)| {
+        if k.contains('\0') {
+            return Err(nul_refusal("metadata"));
+        }
+        reject_nul(v).map_err(|_| nul_refusal(k.clone()))
+    })
+}
+
+/// PostgreSQL's JSON cannot hold NUL characters; refuse them as bad input instead of
+/// failing at the database.
+fn reject_nul(value: &Value) -> Result<(), DomainError> {
+    match value {
+        Value::String(s) if s.contains('\0') => Err(nul_refusal("text")),
+        Value::Array(items) => items.iter().try_for_each(reject_nul),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                Err(nul_refusal(k.replace('\0', "")))
+            } else {
+                reject_nul(v).map_err(|_| nul_refusal(k.clone()))
+            }
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,701 @@
+//! Schedulers (DOMAIN.md §6): drift check, TTL/SLA escalation, retention and an
+//! optional periodic environment sync, each at its own configurable interval.
+//!
+//! Time is cut into slots of one interval, counted from the Unix epoch, so every
+//! process agrees on them. At each slot boundary a process tries the job's tick:
+//!
+//! 1. On PostgreSQL it takes the job's advisory lock (`pg_try_advisory_lock`) on a
+//!    connection it holds for the run: while one process runs a job, no other runs
+//!    the same job, even when a run outlasts its interval. A busy lock skips.
+//! 2. It claims the slot: `INSERT INTO scheduler_ticks (job, slot, …) ON CONFLICT DO
+//!    NOTHING`. Only the process whose insert landed runs the tick, so each tick runs
+//!    once across processes even when they do not overlap in time (and on SQLite,
+//!    where there is no advisory lock).
+//! 3. It runs the job, records how it ended on the tick's row, and unlocks.
+//!
+//! Every run has one correlation id, shared by all the events it causes, and acts as
+//! `system:<job>`. A failure on one environment or incident is logged and counted;
+//! the run goes on with the others.
+
+pub mod sealer;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::incident::{IncidentCommand, SlaState};
+use aggregates::kernel::ids::{LocalId, TenantId};
+use aggregates::Actor;
+use chrono::Utc;
+use eventstore::sql::{fmt_time, parse_time as time, Dialect, Sql};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::command::bus::CommandContext;
+use crate::http::metrics::Metrics;
+use crate::storage::payloads::Snapshots;
+use crate::workflows::sync::{SyncError, SyncServices};
+use eventstore::{PgStore, Store};
+
+/// Environments checked or synced at once by one run.
+const CONCURRENCY: usize = 4;
+/// Payloads no incident refers to are deleted after this long.
+const UNREFERENCED_SNAPSHOT_GRACE: chrono::Duration = chrono::Duration::days(1);
+/// Tick rows are kept this long (they say which process ran what, and how it ended).
+const TICK_HISTORY: chrono::Duration = chrono::Duration::days(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    DriftCheck,
+    Sla,
+    Retention,
+    EnvironmentSync,
+}
+
+impl Job {
+    pub const ALL: [Job; 4] = [
+        Job::DriftCheck,
+        Job::Sla,
+        Job::Retention,
+        Job::EnvironmentSync,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Job::DriftCheck => "drift_check",
+            Job::Sla => "sla",
+            Job::Retention => "retention",
+            Job::EnvironmentSync => "environment_sync",
+        }
+    }
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How often each job runs; `None` turns a job off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    pub drift_check: Option<Duration>,
+    pub sla: Option<Duration>,
+    pub retention: Option<Duration>,
+    pub environment_sync: Option<Duration>,
+}
+
+impl Default for Intervals {
+    /// DOMAIN.md §6: drift 5 min, TTL/SLA 1 min, retention daily, sync off.
+    fn default() -> Self {
+        Intervals {
+            drift_check: Some(Duration::from_secs(5 * 60)),
+            sla: Some(Duration::from_secs(60)),
+            retention: Some(Duration::from_secs(24 * 3600)),
+            environment_sync: None,
+        }
+    }
+}
+
+impl Intervals {
+    /// Every job off (tests drive ticks by hand).
+    pub fn off() -> Intervals {
+        Intervals {
+            drift_check: None,
+            sla: None,
+            retention: None,
+            environment_sync: None,
+        }
+    }
+
+    pub fn of(&self, job: Job) -> Option<Duration> {
+        match job {
+            Job::DriftCheck => self.drift_check,
+            Job::Sla => self.sla,
+            Job::Retention => self.retention,
+            Job::EnvironmentSync => self.environment_sync,
+        }
+    }
+}
+
+/// What one run of a job did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    /// Environments or incidents the job looked at.
+    pub visited: u64,
+    /// … of which it changed something for (checked, escalated, purged, synced).
+    pub acted: u64,
+    /// … of which failed (logged with their cause).
+    pub failed: u64,
+    /// Payloads deleted (retention).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub payloads_deleted: u64,
+    /// The correlation id of the run's events.
+    pub correlation_id: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How one tick attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tick {
+    Ran(RunReport),
+    /// Another process runs this job right now (its advisory lock is held).
+    Busy,
+    /// Another process already ran this slot.
+    AlreadyRun,
+}
+
+/// Per-process counts of tick attempts (also in `/metrics`).
+#[derive(Debug, Default)]
+pub struct TickCounts {
+    pub ran: AtomicU64,
+    pub busy: AtomicU64,
+    pub already_run: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Query(#[from] projections::query::QueryError),
+    #[error("read models: {0}")]
+    Wait(#[from] projections::runtime::WaitError),
+    #[error("job panicked: {0}")]
+    Panicked(String),
+}
+
+/// The running job loops of [`Scheduler::start`].
+pub struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops the loops: each finishes the tick it is running (for up to `grace`; then
+    /// it is aborted, and its slot stays claimed without an outcome).
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// The schedulers of one process.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    services: SyncServices,
+    metrics: Metrics,
+    /// Names this process in `scheduler_ticks`.
+    instance: String,
+    counts: HashMap<Job, TickCounts>,
+}
+
+impl Scheduler {
+    pub fn new(services: SyncServices, metrics: Metrics) -> Scheduler {
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Scheduler {
+            inner: Arc::new(Inner {
+                services,
+                metrics,
+                instance,
+                counts: Job::ALL
+                    .iter()
+                    .map(|j| (*j, TickCounts::default()))
+                    .collect(),
+            }),
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub fn counts(&self, job: Job) -> &TickCounts {
+        &self.inner.counts[&job]
+    }
+
+    /// Starts one task per enabled job; each ticks at its slot boundaries until
+    /// [`Running::stop`].
+    pub fn start(&self, intervals: Intervals) -> Running {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = Job::ALL
+            .iter()
+            .filter_map(|&job| Some((job, intervals.of(job)?)))
+            .filter(|(_, every)| !every.is_zero())
+            .map(|(job, every)| {
+                let scheduler = self.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { scheduler.every(job, every, stopped).await })
+            })
+            .collect();
+        Running { tasks, stop }
+    }
+
+    async fn every(
+        self,
+        job: Job,
+        every: Duration,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
+        tracing::info!(%job, every_ms, "scheduler started");
+        loop {
+            let now = Utc::now().timestamp_millis();
+            let slot = now / every_ms + 1;
+            let wait = u64::try_from(slot.saturating_mul(every_ms) - now).unwrap_or(0);
+            // stopping waits for a tick in progress, never interrupts it
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = stopped.wait_for(|stop| *stop) => return,
+            }
+            match self.tick(job, slot).await {
+                Ok(Tick::Ran(report)) => tracing::info!(%job, slot, ?report, "tick ran"),
+                Ok(other) => tracing::debug!(%job, slot, outcome = ?other, "tick skipped"),
+                Err(error) => {
+                    self.inner.counts[&job]
+                        .errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.inner.metrics.scheduler_tick(job.as_str(), "error");
+                    tracing::warn!(%job, slot, %error, "tick failed")
+                }
+            }
+        }
+    }
+
+    /// One tick of `job` for `slot`: lock, claim, run, record (see the module docs).
+    pub async fn tick(&self, job: Job, slot: i64) -> Result<Tick, SchedulerError> {
+        let store = &self.inner.services.store;
+        let mut lock = match store {
+            Store::Postgres(PgStore { pool, .. }) => {
+                let mut conn = pool.acquire().await?;
+                let got: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                        .bind(lock_key(job))
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if !got {
+                    return Ok(self.skipped(job, Tick::Busy));
+                }
+                Some(JobLock(Some(conn)))
+            }
+            Store::Sqlite(_) => None,
+        };
+        let outcome = self.claimed_run(job, slot).await;
+        if let Some(lock) = lock.as_mut() {
+            lock.release(job).await;
+        }
+        outcome
+    }
+
+    async fn claimed_run(&self, job: Job, slot: i64) -> Result<Tick, SchedulerError> {
+        let store = &self.inner.services.store;
+        let mut claim = Sql::new(Dialect::of(store));
+        let args = [
+            claim.arg(job.as_str()),
+            claim.arg(slot),
+            claim.arg(self.inner.instance.as_str()),
+            claim.arg(fmt_time(Utc::now())),
+        ];
+        claim.push(&format!(
+            "INSERT INTO scheduler_ticks (job, slot, instance, started_at) VALUES ({}) \
+             ON CONFLICT (job, slot) DO NOTHING",
+            args.join(", ")
+        ));
+        if claim.execute(store).await? == 0 {
+            return Ok(self.skipped(job, Tick::AlreadyRun));
+        }
+        // a panic in a job must not leave the lock held: run it as its own task
+        let scheduler = self.clone();
+        let mut task = AbortOnDrop(tokio::spawn(async move { scheduler.run(job).await }));
+        let run = (&mut task.0).await;
+        let (outcome, result) = match run {
+            Ok(Ok(report)) => (
+                serde_json::to_string(&report).unwrap_or_default(),
+                Ok(Tick::Ran(report)),
+            ),
+            Ok(Err(e)) => (format!("error: {e}"), Err(e)),
+            Err(e) => (
+                format!("error: job panicked: {e}"),
+                Err(SchedulerError::Panicked(e.to_string())),
+            ),
+        };
+        let mut finish = Sql::new(Dialect::of(store));
+        let (at, text, j, s) = (
+            finish.arg(fmt_time(Utc::now())),
+            finish.arg(outcome),
+            finish.arg(job.as_str()),
+            finish.arg(slot),
+        );
+        finish.push(&format!(
+            "UPDATE scheduler_ticks SET finished_at = {at}, outcome = {text} \
+             WHERE job = {j} AND slot = {s}"
+        ));
+        finish.execute(store).await?;
+        if let Ok(Tick::Ran(report)) = &result {
+            self.inner.counts[&job].ran.fetch_add(1, Ordering::Relaxed);
+            let label = if report.failed > 0 { "partial" } else { "ok" };
+            self.inner.metrics.scheduler_tick(job.as_str(), label);
+        }
+        result
+    }
+
+    fn skipped(&self, job: Job, tick: Tick) -> Tick {
+        let (counter, label) = match tick {
+            Tick::Busy => (&self.inner.counts[&job].busy, "busy"),
+            _ => (&self.inner.counts[&job].already_run, "already_run"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.scheduler_tick(job.as_str(), label);
+        tick
+    }
+
+    /// The job's work, now (without locking or claiming a slot).
+    pub async fn run(&self, job: Job) -> Result<RunReport, SchedulerError> {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let mut report = match job {
+            Job::DriftCheck => self.drift_check(&correlation_id).await?,
+            Job::Sla => self.sla(&correlation_id).await?,
+            Job::Retention => self.retention(&correlation_id).await?,
+            Job::EnvironmentSync => self.environment_sync(&correlation_id).await?,
+        };
+        report.correlation_id = correlation_id;
+        Ok(report)
+    }
+
+    /// Waits until the read model `name` has applied everything committed so far.
+    async fn catch_up(&self, name: &str) -> Result<(), SchedulerError> {
+        let services = &self.inner.services;
+        crate::read_side::catch_up(
+            &services.store,
+            &services.projections,
+            &[name],
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn ctx(&self, tenant: &str, job: Job, correlation_id: &str) -> Result<CommandContext, String> {
+        let tenant = TenantId::parse(tenant).map_err(|e| e.to_string())?;
+        let mut ctx = CommandContext::new(tenant, Actor::system(job.as_str()));
+        ctx.correlation_id = correlation_id.to_string();
+        Ok(ctx)
+    }
+
+    /// Runs `work` for each environment `applies` accepts, a few at a time.
+    async fn per_environment<F, Fut>(
+        &self,
+        job: Job,
+        correlation_id: &str,
+        applies: impl Fn(&projections::models::environments::EnvironmentRow) -> bool,
+        work: F,
+    ) -> Result<RunReport, SchedulerError>
+    where
+        F: Fn(CommandContext, LocalId) -> Fut,
+        Fut: std::future::Future<Output = Result<(), SyncError>>,
+    {
+        let services = &self.inner.services;
+        self.catch_up(projections::models::environments::NAME)
+            .await?;
+        let environments = projections::models::environments::active_environments(&services.store)
+            .await?
+            .into_iter()
+            .filter(|row| applies(row))
+            .collect::<Vec<_>>();
+        let mut report = RunReport {
+            visited: environments.len() as u64,
+            ..Default::default()
+        };
+        let results = futures::stream::iter(environments)
+            .map(|row| {
+                let ctx = self.ctx(&row.tenant, job, correlation_id);
+                let id = LocalId::parse(row.environment_id.as_str());
+                let work = &work;
+                async move {
+                    let outcome = match (ctx, id.map_err(|e| e.to_string())) {
+                        (Ok(ctx), Ok(id)) => work(ctx, id).await.map_err(|e| e.to_string()),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    };
+                    (row, outcome)
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (row, outcome) in results {
+            match outcome {
+                Ok(()) => report.acted += 1,
+                Err(error) => {
+                    report.failed += 1;
+                    tracing::warn!(
+                        %job,
+                        tenant = %row.tenant,
+                        environment = %row.environment_id,
+                        %error,
+                        "scheduled run failed for an environment"
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drift check of every active non-dev environment with Git configured.
+    async fn drift_check(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
+        let services = &self.inner.services;
+        self.per_environment(
+            Job::DriftCheck,
+            correlation_id,
+            |row| row.class != "dev" && row.git_configured,
+            |ctx, id| async move {
+                crate::workflows::drift::check_drift(services, &ctx, &id)
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await
+    }
+
+    /// Repository sync (where Git is configured), then environment sync, of every
+    /// active environment.
+    async fn environment_sync(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
+        let services = &self.inner.services;
+        self.per_environment(
+            Job::EnvironmentSync,
+            correlation_id,
+            |_| true,
+            |ctx, id| async move {
+                let git = crate::workflows::sync::environment(services, &ctx, &id)
+                    .await?
+                    .git
+                    .is_some();
+                if git {
+                    crate::workflows::sync::sync_repository(services, &ctx, &id).await?;
+                }
+                crate::workflows::sync::sync_environment(services, &ctx, &id)
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await
+    }
+
+    /// Moves open incidents' SLA state (where their policy enforces the SLA).
+    async fn sla(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
+        let services = &self.inner.services;
+        self.catch_up(projections::models::incidents::NAME).await?;
+        let now = services.domain.bus().clock().now();
+        let mut report = RunReport::default();
+        let mut policies = PolicyCache::default();
+        for row in projections::models::incidents::sla_candidates(&services.store).await? {
+            let due = match (
+                time(&row.detected_at),
+                time(&row.sla_deadline),
+                row.sla_state.parse::<SlaState>(),
+            ) {
+                (Some(detected), Some(deadline), Ok(current)) => {
+                    SlaState::at(detected, deadline, now) > current
+                }
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            report.visited += 1;
+            let policy = policies
+                .get(&services.store, &row.tenant, &row.environment_id)
+                .await?;
+            if !policy.enforce_sla {
+                continue;
+            }
+            let result = self
+                .incident_command(&row, Job::Sla, correlation_id, IncidentCommand::EvaluateSla)
+                .await;
+            count(&mut report, Job::Sla, &row, result);
+        }
+        Ok(report)
+    }
+
+    /// Purges the snapshot payloads of incidents closed longer than their policy's
+    /// `closed_incident_retention_days`: `incident.payload_purged` first, then the
+    /// payload (a failure in between leaves a payload that the next run deletes as
+    /// unreferenced, never an incident that claims a payload it lost).
+    async fn retention(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
+        let services = &self.inner.services;
+        self.catch_up(projections::models::incidents::NAME).await?;
+        let snapshots = Snapshots::new(services.store.clone());
+        let now = services.domain.bus().clock().now();
+        let mut report = RunReport::default();
+        let mut policies = PolicyCache::default();
+        for row in projections::models::incidents::retention_candidates(&services.store).await? {
+            let (Some(closed_at), Some(digest)) = (
+                row.closed_at.as_deref().and_then(time),
+                row.snapshot_digest.clone(),
+            ) else {
+                continue;
+            };
+            let days = policies
+                .get(&services.store, &row.tenant, &row.environment_id)
+                .await?
+                .closed_incident_retention_days;
+            if closed_at + chrono::Duration::days(i64::from(days)) > now {
+                continue;
+            }
+            report.visited += 1;
+            let command = IncidentCommand::PurgeSnapshotPayload {
+                retention_days: days,
+            };
+            let result = self
+                .incident_command(&row, Job::Retention, correlation_id, command)
+                .await;
+            let purged = result.is_ok();
+            count(&mut report, Job::Retention, &row, result);
+            if purged
+                && !projections::models::incidents::snapshot_in_use(
+                    &services.store,
+                    &row.tenant,
+                    &digest,
+                    &row.id,
+                )
+                .await?
+            {
+                report.payloads_deleted += snapshots.delete(&row.tenant, &digest).await?;
+            }
+        }
+        report.payloads_deleted += snapshots
+            .delete_unreferenced(now - UNREFERENCED_SNAPSHOT_GRACE)
+            .await?;
+        let mut prune = Sql::new(Dialect::of(&services.store));
+        let before = prune.arg(fmt_time(now - TICK_HISTORY));
+        prune.push(&format!(
+            "DELETE FROM scheduler_ticks WHERE started_at < {before}"
+        ));
+        prune.execute(&services.store).await?;
+        Ok(report)
+    }
+
+    async fn incident_command(
+        &self,
+        row: &projections::models::incidents::IncidentRow,
+        job: Job,
+        correlation_id: &str,
+        command: IncidentCommand,
+    ) -> Result<(), String> {
+        let ctx = self.ctx(&row.tenant, job, correlation_id)?;
+        let id = LocalId::parse(row.incident_id.as_str()).map_err(|e| e.to_string())?;
+        self.inner
+            .services
+            .domain
+            .incident(&ctx, &id, command, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn count(
+    report: &mut RunReport,
+    job: Job,
+    row: &projections::models::incidents::IncidentRow,
+    result: Result<(), String>,
+) {
+    match result {
+        Ok(()) => report.acted += 1,
+        Err(error) => {
+            report.failed += 1;
+            tracing::warn!(
+                %job,
+                tenant = %row.tenant,
+                incident = %row.incident_id,
+                %error,
+                "scheduled run failed for an incident"
+            );
+        }
+    }
+}
+
+/// A job's run, aborted if the tick waiting for it is cancelled (so no run goes on
+/// without the lock).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A job's advisory lock and the session holding it. Unless released, dropping it
+/// (the tick was cancelled, or unlocking failed) closes the session instead of
+/// returning it to the pool, and PostgreSQL releases the lock with the session.
+struct JobLock(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl JobLock {
+    async fn release(&mut self, job: Job) {
+        let Some(conn) = self.0.as_mut() else { return };
+        let unlocked =
+            sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(lock_key(job))
+                .fetch_one(&mut **conn)
+                .await;
+        if matches!(unlocked, Ok(true)) {
+            // unlocked: the connection goes back to the pool
+            drop(self.0.take());
+        }
+    }
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+fn lock_key(job: Job) -> String {
+    format!("workflowops.scheduler.{}", job.as_str())
+}
+
+/// Effective drift policies by (tenant, environment), read once per run.
+#[derive(Default)]
+struct PolicyCache(HashMap<(String, String), aggregates::policy::DriftPolicySettings>);
+
+impl PolicyCache {
+    async fn get(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        environment_id: &str,
+    ) -> Result<aggregates::policy::DriftPolicySettings, SchedulerError> {
+        let key = (tenant.to_string(), environment_id.to_string());
+        if let Some(policy) = self.0.get(&key) {
+            return Ok(*policy);
+        }
+        let policy =
+            projections::models::policies::drift_policy(store, tenant, Some(environment_id))
+                .await?
+                .policy;
+        self.0.insert(key, policy);
+        Ok(policy)
+    }
+}

@@ -1,0 +1,385 @@
+//! Creating a promotion (DOMAIN.md §5, up to the approval): compare the source and
+//! target environments, pick the workflows, check the pipeline stage's gates, and
+//! record the promotion and its gate results.
+//!
+//! Comparison and gates read the read models (the matrix, the environment status,
+//! the incidents): they describe the situation the promotion was created in, and the
+//! results are kept in the promotion's events, so the decision stays explainable.
+//! The gates that need n8n (`credentials_exist`, `allow_placeholder_credentials`) are
+//! checked when the promotion runs, by the deployment.
+
+use aggregates::kernel::error::DomainError;
+use aggregates::kernel::ids::LocalId;
+use aggregates::pipeline::{Pipeline, StageGates};
+use aggregates::promotion::{GateResult, PromotionCommand, PromotionWorkflow};
+use projections::display::SyncState;
+use projections::models::matrix::{matrix_page, MatrixFilter};
+use projections::query::MAX_PAGE;
+
+use crate::command::bus::{CommandContext, CommandError, Committed};
+use crate::command::domain::Domain;
+use eventstore::Store;
+
+/// How a canonical workflow differs between the source and the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Change {
+    /// In the source, not in the target: promoting creates it.
+    New,
+    /// In both, with different content: promoting updates the target.
+    Changed,
+    /// The same content in both: nothing to push.
+    Unchanged,
+    /// No linked workflow in the source: nothing to promote.
+    NotInSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub canonical_id: String,
+    pub name: String,
+    pub change: Change,
+    pub source_content_hash: Option<String>,
+    pub target_content_hash: Option<String>,
+    /// The target differs from Git and changed after it: a hotfix promoting would
+    /// overwrite.
+    pub target_hotfix: bool,
+}
+
+/// Waits until the read models the comparison and the gates read have applied
+/// everything committed so far, so a decision never rests on a stale view (an
+/// incident opened a moment ago blocks a promotion created now).
+pub async fn catch_up(
+    store: &Store,
+    projections: &projections::ProjectorHandle,
+) -> Result<(), PromoteError> {
+    let names = [
+        projections::models::matrix::NAME,
+        projections::models::environments::NAME,
+        projections::models::incidents::NAME,
+        projections::models::policies::NAME,
+    ];
+    crate::read_side::catch_up(store, projections, &names, CATCH_UP)
+        .await
+        .map_err(PromoteError::Wait)
+}
+
+/// How long a promotion waits for the read models.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every canonical workflow of the tenant, compared between `source` and `target`
+/// (linked mappings only), in name order.
+pub async fn compare(
+    store: &Store,
+    tenant: &str,
+    source: &str,
+    target: &str,
+) -> Result<Vec<Comparison>, projections::query::QueryError> {
+    let filter = MatrixFilter {
+        environment_ids: Some(vec![source.to_string(), target.to_string()]),
+        canonical_only: true,
+        row_status: Some("active".into()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = matrix_page(store, tenant, &filter, MAX_PAGE, after.as_deref()).await?;
+        for view in page.items {
+            let linked = |environment: &str| {
+                view.cells
+                    .iter()
+                    .find(|c| c.cell.environment_id == environment && c.cell.status == "linked")
+            };
+            let (source_cell, target_cell) = (linked(source), linked(target));
+            let source_hash = source_cell.and_then(|c| c.cell.env_content_hash.clone());
+            let target_hash = target_cell.and_then(|c| c.cell.env_content_hash.clone());
+            let change = match (&source_cell, &target_cell) {
+                (None, _) => Change::NotInSource,
+                (Some(_), None) => Change::New,
+                (Some(_), Some(_)) if source_hash == target_hash => Change::Unchanged,
+                (Some(_), Some(_)) => Change::Changed,
+            };
+            out.push(Comparison {
+                canonical_id: view.row.canonical_id.clone().unwrap_or_default(),
+                name: view.row.name.clone(),
+                change,
+                source_content_hash: source_hash,
+                target_content_hash: target_hash,
+                target_hotfix: target_cell.is_some_and(|c| c.sync_state == SyncState::Drift),
+            });
+        }
+        if !page.has_next_page {
+            return Ok(out);
+        }
+        after = page.end_cursor;
+    }
+}
+
+/// What a client asks for.
+pub struct PromotionRequest {
+    pub promotion_id: LocalId,
+    pub pipeline_id: LocalId,
+    pub source_environment_id: LocalId,
+    pub target_environment_id: LocalId,
+    /// Canonical ids to promote; `None` = every NEW or CHANGED workflow.
+    pub workflow_ids: Option<Vec<String>>,
+    pub bypass_validation: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Query(#[from] projections::query::QueryError),
+    #[error(transparent)]
+    Wait(projections::runtime::WaitError),
+    /// Recorded as failed: a blocking gate did not pass.
+    #[error("a blocking gate failed: {}", .results.iter().filter(|r| r.blocking && !r.passed).map(|r| r.gate.as_str()).collect::<Vec<_>>().join(", "))]
+    GateBlocked {
+        promotion_id: LocalId,
+        position: Option<i64>,
+        results: Vec<GateResult>,
+    },
+}
+
+impl From<DomainError> for PromoteError {
+    fn from(e: DomainError) -> Self {
+        PromoteError::Command(e.into())
+    }
+}
+
+/// Creates a promotion and records its gate results. Returns the last commit (the
+/// gate results), or `GateBlocked` when the promotion was recorded as failed.
+pub async fn create(
+    domain: &Domain,
+    store: &Store,
+    projections: &projections::ProjectorHandle,
+    ctx: &CommandContext,
+    request: PromotionRequest,
+) -> Result<Committed<aggregates::promotion::Promotion>, PromoteError> {
+    let required = aggregates::DomainCommand::required_role(&PromotionCommand::Approve);
+    if !ctx.actor.role.satisfies(required) {
+        return Err(
+            DomainError::Forbidden("creating a promotion requires the admin role".into()).into(),
+        );
+    }
+    let tenant = ctx.tenant.as_str();
+    let pipeline_aggregate =
+        aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&request.pipeline_id]);
+    let pipeline = domain
+        .bus()
+        .load::<Pipeline>(&pipeline_aggregate)
+        .await?
+        .into_state();
+    if !pipeline.created {
+        return Err(DomainError::NotFound {
+            kind: "pipeline",
+            id: request.pipeline_id.to_string(),
+        }
+        .into());
+    }
+    if !pipeline.is_active() {
+        return Err(DomainError::validation("pipeline_id", "the pipeline is deactivated").into());
+    }
+    let (source, target) = (
+        request.source_environment_id.as_str(),
+        request.target_environment_id.as_str(),
+    );
+    let stage = pipeline.stage(source, target).ok_or_else(|| {
+        DomainError::validation(
+            "target_environment_id",
+            format!("the pipeline has no stage from {source} to {target}"),
+        )
+    })?;
+    let gates = stage.gates;
+    for environment in [source, target] {
+        if projections::models::environments::environment(store, tenant, environment)
+            .await?
+            .is_none()
+        {
+            return Err(DomainError::NotFound {
+                kind: "environment",
+                id: environment.to_string(),
+            }
+            .into());
+        }
+    }
+    catch_up(store, projections).await?;
+    let comparisons = compare(store, tenant, source, target).await?;
+    let selected: Vec<&Comparison> = match &request.workflow_ids {
+        Some(ids) => {
+            let mut selected = Vec::with_capacity(ids.len());
+            for id in ids {
+                match comparisons.iter().find(|c| c.canonical_id == *id) {
+                    Some(c) if c.change != Change::NotInSource => selected.push(c),
+                    _ => {
+                        return Err(DomainError::validation(
+                            "workflow_ids",
+                            format!("{id} has no linked workflow in {source}"),
+                        )
+                        .into())
+                    }
+                }
+            }
+            selected
+        }
+        None => comparisons
+            .iter()
+            .filter(|c| matches!(c.change, Change::New | Change::Changed))
+            .collect(),
+    };
+    if selected.is_empty() {
+        return Err(DomainError::validation(
+            "workflow_ids",
+            format!("nothing to promote: {target} already runs what {source} runs"),
+        )
+        .into());
+    }
+    let workflows = selected
+        .iter()
+        .map(|c| PromotionWorkflow {
+            canonical_id: c.canonical_id.clone(),
+            name: c.name.clone(),
+            source_content_hash: c.source_content_hash.clone(),
+        })
+        .collect();
+    let results = evaluate_gates(store, tenant, &gates, target, &selected).await?;
+    domain
+        .promotion(
+            ctx,
+            &request.promotion_id,
+            PromotionCommand::Create {
+                pipeline_id: request.pipeline_id.clone(),
+                source_environment_id: request.source_environment_id.clone(),
+                target_environment_id: request.target_environment_id.clone(),
+                workflows,
+                requires_approval: gates.require_approval,
+                allow_self_approval: gates.allow_self_approval,
+                bypass_validation: request.bypass_validation,
+            },
+        )
+        .await?;
+    let committed = domain
+        .promotion(
+            ctx,
+            &request.promotion_id,
+            PromotionCommand::RecordGateResults {
+                results: results.clone(),
+            },
+        )
+        .await?;
+    if committed.state.status == aggregates::promotion::PromotionStatus::Failed {
+        return Err(PromoteError::GateBlocked {
+            promotion_id: request.promotion_id,
+            position: committed.position,
+            results,
+        });
+    }
+    Ok(committed)
+}
+
+fn gate(name: &str, passed: bool, message: impl Into<String>) -> GateResult {
+    GateResult {
+        gate: name.to_string(),
+        passed,
+        blocking: true,
+        message: Some(message.into()),
+    }
+}
+
+/// The stage's gates that the recorded state can answer, plus the tenant's drift
+/// policy (`block_on_active_drift`, `enforce_ttl` apply when either asks for them).
+async fn evaluate_gates(
+    store: &Store,
+    tenant: &str,
+    gates: &StageGates,
+    target: &str,
+    selected: &[&Comparison],
+) -> Result<Vec<GateResult>, projections::query::QueryError> {
+    let policy = projections::models::policies::drift_policy(store, tenant, Some(target))
+        .await?
+        .policy;
+    let environment = projections::models::environments::environment(store, tenant, target).await?;
+    let Some(environment) = environment else {
+        return Ok(vec![gate(
+            "target_environment_healthy",
+            false,
+            "unknown environment",
+        )]);
+    };
+    let mut results = Vec::new();
+    let healthy = environment.status == "active"
+        && environment.drift_status != projections::drift_status::DriftStatus::Error;
+    results.push(gate(
+        "target_environment_healthy",
+        healthy,
+        if healthy {
+            "active, last drift check succeeded".to_string()
+        } else if environment.status != "active" {
+            format!("{target} is {}", environment.status)
+        } else {
+            format!(
+                "the last drift check failed: {}",
+                environment
+                    .last_drift_check_error
+                    .as_deref()
+                    .unwrap_or("unknown cause")
+            )
+        },
+    ));
+    if gates.require_clean_drift {
+        let clean = environment.with_drift == 0 && environment.not_in_git == 0;
+        results.push(gate(
+            "require_clean_drift",
+            clean,
+            format!(
+                "{} with drift, {} not in Git",
+                environment.with_drift, environment.not_in_git
+            ),
+        ));
+    }
+    let incident = match &environment.active_incident_id {
+        Some(id) => projections::models::incidents::incident(store, tenant, id).await?,
+        None => None,
+    };
+    if gates.block_on_active_drift || policy.block_on_active_drift {
+        results.push(gate(
+            "block_on_active_drift",
+            incident.is_none(),
+            match &incident {
+                Some(i) => format!("incident {} is {}", i.incident_id, i.status),
+                None => "no active incident".to_string(),
+            },
+        ));
+    }
+    if gates.enforce_ttl || policy.enforce_ttl {
+        let expired = incident.as_ref().is_some_and(|i| i.sla_state == "expired");
+        results.push(gate(
+            "enforce_ttl",
+            !expired,
+            if expired {
+                "the target's incident is past its TTL".to_string()
+            } else {
+                "no expired incident".to_string()
+            },
+        ));
+    }
+    let hotfixes: Vec<&str> = selected
+        .iter()
+        .filter(|c| c.target_hotfix)
+        .map(|c| c.name.as_str())
+        .collect();
+    results.push(GateResult {
+        gate: "allow_overwriting_hotfixes".into(),
+        passed: gates.allow_overwriting_hotfixes || hotfixes.is_empty(),
+        blocking: !gates.allow_overwriting_hotfixes,
+        message: Some(if hotfixes.is_empty() {
+            "no target workflow changed outside Git".to_string()
+        } else {
+            format!("changed in {target} outside Git: {}", hotfixes.join(", "))
+        }),
+    });
+    Ok(results)
+}

@@ -1,0 +1,934 @@
+//! Environment sync (n8n → store) and repository sync (Git → store), DOMAIN.md §4.
+//!
+//! A sync compares what it reads with the read models first and sends a command only
+//! for what changed, so a sync that finds nothing new appends nothing (and costs one
+//! read of n8n or Git and two queries). Commands go through the aggregates as always:
+//! the read models only decide which commands are worth sending.
+
+use std::collections::{HashMap, HashSet};
+
+use aggregates::canonical::CanonicalCommand;
+use aggregates::content::{content_hash, ContentHash};
+use aggregates::environment::{Environment, EnvironmentCommand, GitProvider, SyncKind};
+use aggregates::kernel::error::DomainError;
+use aggregates::kernel::ids::{LocalId, Slug};
+use aggregates::mapping::{MappingCommand, Observation};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::command::bus::{CommandContext, CommandError};
+use crate::command::domain::Domain;
+use crate::connectors::git::{GitHubRepository, GitRepository, LocalGitRepository};
+use crate::connectors::n8n::N8nClient;
+use crate::connectors::{RetryPolicy, UpstreamError};
+use crate::storage::secrets::{SecretError, SecretStore};
+use eventstore::Store;
+
+/// Commands a sync runs at the same time.
+const CONCURRENCY: usize = 16;
+
+/// What a sync needs besides the domain.
+#[derive(Clone)]
+pub struct SyncServices {
+    pub domain: Domain,
+    pub store: Store,
+    pub projections: projections::ProjectorHandle,
+    pub secrets: SecretStore,
+    pub policy: RetryPolicy,
+    /// The GitHub API root (`None`: api.github.com; GitHub Enterprise:
+    /// `https://ghe.example.com/api/v3`).
+    pub github_api_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Query(#[from] projections::query::QueryError),
+    #[error(transparent)]
+    Wait(#[from] projections::runtime::WaitError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+impl From<DomainError> for SyncError {
+    fn from(e: DomainError) -> Self {
+        SyncError::Command(e.into())
+    }
+}
+
+/// What an environment sync saw and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnvironmentSyncReport {
+    pub workflows_seen: u32,
+    pub discovered: u32,
+    pub changed: u32,
+    pub linked: u32,
+    pub missing: u32,
+    /// Content hashes that more than one canonical workflow claims: never linked on.
+    pub collisions: Vec<String>,
+    /// Workflows n8n returned that cannot be recorded (no id, not a workflow).
+    pub rejected: Vec<String>,
+    pub events: u32,
+    pub position: Option<i64>,
+}
+
+/// Waits until the read models have applied everything committed so far.
+pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncError> {
+    crate::read_side::catch_up(
+        &services.store,
+        &services.projections,
+        names,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records that a sync could not read n8n or Git, then hands the error back.
+async fn record_failure(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    kind: SyncKind,
+    error: UpstreamError,
+) -> SyncError {
+    let command = EnvironmentCommand::RecordSyncFailure {
+        kind,
+        cause: error.to_string(),
+    };
+    if let Err(e) = services
+        .domain
+        .environment(ctx, environment_id, command)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record a failed sync");
+    }
+    SyncError::Upstream(error)
+}
+
+/// Runs mapping commands of one environment, [`CONCURRENCY`] at a time.
+async fn run_mapping_commands(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    commands: Vec<(LocalId, MappingCommand)>,
+) -> Vec<Result<crate::command::bus::Committed<aggregates::mapping::WorkflowMapping>, CommandError>>
+{
+    let domain = &services.domain;
+    futures::stream::iter(commands)
+        .map(|(n8n_id, command)| async move {
+            domain.mapping(ctx, environment_id, &n8n_id, command).await
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Records a sync of `kind` on the environment. Called only when the sync changed
+/// something or clears an earlier failure: a sync that finds nothing new appends
+/// nothing. Returns the events appended and the position of the last one.
+async fn record_sync(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    kind: SyncKind,
+    workflows_seen: u32,
+) -> Result<(u32, Option<i64>), SyncError> {
+    let committed = services
+        .domain
+        .environment(
+            ctx,
+            environment_id,
+            EnvironmentCommand::RecordSync {
+                kind,
+                workflows_seen,
+            },
+        )
+        .await?;
+    Ok((committed.events.len() as u32, committed.position))
+}
+
+/// The environment, which must exist and be active.
+pub(crate) async fn environment(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+) -> Result<Environment, SyncError> {
+    let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id]);
+    let environment = services
+        .domain
+        .bus()
+        .load::<Environment>(&aggregate)
+        .await?
+        .into_state();
+    if !environment.registered {
+        return Err(DomainError::NotFound {
+            kind: "environment",
+            id: environment_id.to_string(),
+        }
+        .into());
+    }
+    if environment.status != aggregates::environment::EnvironmentStatus::Active {
+        return Err(
+            DomainError::validation("environment_id", "the environment is deactivated").into(),
+        );
+    }
+    Ok(environment)
+}
+
+/// The n8n client of an environment, with its stored API key.
+pub async fn n8n_client(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment: &Environment,
+) -> Result<N8nClient, SyncError> {
+    let key = match &environment.n8n_secret_ref {
+        Some(id) => services.secrets.get(&ctx.tenant, id).await?,
+        None => None,
+    };
+    let key = key.ok_or_else(|| {
+        DomainError::validation(
+            "n8n_api_key",
+            "the environment has no n8n API key (updateEnvironment sets one)",
+        )
+    })?;
+    Ok(N8nClient::new(
+        &environment.n8n_base_url,
+        key.expose(),
+        services.policy,
+    )?)
+}
+
+/// One workflow as n8n returned it, reduced to what the store records.
+pub(crate) struct Seen {
+    pub(crate) id: LocalId,
+    pub(crate) observation: Observation,
+}
+
+/// The id n8n lists a workflow under (very old instances used numbers).
+fn listed_id(workflow: &Value) -> Option<String> {
+    match workflow.get("id") {
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(Value::Number(id)) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// A workflow file from Git and its content hash, or why it is not one.
+pub(crate) fn git_workflow(path: &str, content: &[u8]) -> Result<(Value, ContentHash), String> {
+    let workflow: Value =
+        serde_json::from_slice(content).map_err(|e| format!("{path}: not JSON ({e})"))?;
+    let hash = content_hash(&workflow).map_err(|e| format!("{path}: not a workflow ({e})"))?;
+    Ok((workflow, hash))
+}
+
+/// A listed workflow as a sync records it, or why it cannot be used (a shape n8n
+/// never produces: no id, no name, nodes that are not a list…).
+pub(crate) fn seen(workflow: &Value) -> Result<Seen, String> {
+    let id = listed_id(workflow).ok_or_else(|| "a workflow without an id".to_string())?;
+    let id = LocalId::parse(&id).map_err(|_| format!("workflow id {id:?} is not a valid id"))?;
+    let name = workflow
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("workflow {id} has no name"))?
+        .to_string();
+    let content_hash =
+        content_hash(workflow).map_err(|e| format!("workflow {id} cannot be hashed: {e}"))?;
+    let n8n_updated_at = workflow
+        .get("updatedAt")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    Ok(Seen {
+        id,
+        observation: Observation {
+            name,
+            content_hash,
+            n8n_updated_at,
+        },
+    })
+}
+
+/// The hash registry of DOMAIN.md §3: content hash → the canonical workflows whose
+/// Git version has it. A hash with more than one is a collision, never linked on.
+fn registry(rows: &[projections::models::matrix::MatrixRow]) -> HashMap<String, Vec<String>> {
+    let mut registry: HashMap<String, Vec<String>> = HashMap::new();
+    for row in rows {
+        if let (Some(hash), Some(id)) = (&row.git_content_hash, &row.canonical_id) {
+            registry.entry(hash.clone()).or_default().push(id.clone());
+        }
+    }
+    registry
+}
+
+/// Reads every workflow of the environment's n8n and records what changed: new
+/// workflows (auto-linked when the hash registry names exactly one live canonical
+/// workflow the environment has not linked yet), changed content or names, and
+/// workflows gone from n8n (missing). Nothing new: nothing appended.
+pub async fn sync_environment(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+) -> Result<EnvironmentSyncReport, SyncError> {
+    let environment = environment(services, ctx, environment_id).await?;
+    let client = n8n_client(services, ctx, &environment).await?;
+    let required = aggregates::DomainCommand::required_role(&EnvironmentCommand::RecordSync {
+        kind: SyncKind::Environment,
+        workflows_seen: 0,
+    });
+    if !ctx.actor.role.satisfies(required) {
+        return Err(DomainError::Forbidden("syncing requires the developer role".into()).into());
+    }
+    // hashed page by page while the next page arrives
+    let workflows = match client.list_workflows_with(seen).await {
+        Ok(workflows) => workflows,
+        Err(error) => {
+            return Err(
+                record_failure(services, ctx, environment_id, SyncKind::Environment, error).await,
+            )
+        }
+    };
+    catch_up(services, &[projections::models::matrix::NAME]).await?;
+    let tenant = ctx.tenant.as_str();
+    let (cells, canonicals) = tokio::try_join!(
+        projections::models::matrix::environment_cells(
+            &services.store,
+            tenant,
+            environment_id.as_str()
+        ),
+        projections::models::matrix::canonical_rows(&services.store, tenant),
+    )?;
+    let registry = registry(&canonicals);
+    let linked: HashSet<String> = cells
+        .iter()
+        .filter(|c| c.status == "linked")
+        .filter_map(|c| c.canonical_id.clone())
+        .collect();
+    let cells: HashMap<String, projections::models::matrix::MatrixCell> = cells
+        .into_iter()
+        .map(|c| (c.n8n_workflow_id.clone(), c))
+        .collect();
+
+    let mut report = EnvironmentSyncReport {
+        workflows_seen: workflows.len() as u32,
+        ..Default::default()
+    };
+    let mut commands = Vec::new();
+    let mut present = HashSet::new();
+    let mut collisions = HashSet::new();
+    for (workflow, seen) in workflows {
+        let seen = match seen {
+            Ok(seen) => seen,
+            Err(reason) => {
+                // n8n still lists it: it is not gone, so what was recorded of it
+                // stays as it is (it must not be marked missing because this one
+                // answer cannot be used)
+                if let Some(id) = listed_id(&workflow) {
+                    present.insert(id);
+                }
+                report.rejected.push(reason);
+                continue;
+            }
+        };
+        present.insert(seen.id.to_string());
+        let cell = cells.get(seen.id.as_str());
+        let unchanged = cell.is_some_and(|cell| {
+            cell.status != "missing"
+                && cell.name == seen.observation.name
+                && cell.env_content_hash.as_deref() == Some(seen.observation.content_hash.as_str())
+                && cell.env_changed_at
+                    == seen
+                        .observation
+                        .n8n_updated_at
+                        .map(eventstore::sql::fmt_time)
+        });
+        if unchanged {
+            continue;
+        }
+        let candidates = registry
+            .get(seen.observation.content_hash.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if candidates.len() > 1 {
+            collisions.insert(seen.observation.content_hash.as_str().to_string());
+        }
+        // auto-link: exactly one live canonical, not linked in this environment yet
+        // (the link slot decides under concurrency)
+        let auto_link = match candidates.as_slice() {
+            [only] if !linked.contains(only) => LocalId::parse(only.as_str()).ok(),
+            _ => None,
+        };
+        match cell {
+            None => report.discovered += 1,
+            Some(_) => report.changed += 1,
+        }
+        commands.push((
+            seen.id.clone(),
+            MappingCommand::Observe {
+                environment_id: environment_id.clone(),
+                n8n_workflow_id: seen.id,
+                observation: seen.observation,
+                auto_link,
+            },
+        ));
+    }
+    for (n8n_id, cell) in &cells {
+        if !present.contains(n8n_id) && !matches!(cell.status.as_str(), "missing" | "deleted") {
+            if cell.status == "ignored" && cell.env_content_hash.is_none() {
+                continue;
+            }
+            report.missing += 1;
+            commands.push((
+                LocalId::parse(n8n_id.as_str())?,
+                MappingCommand::ObserveMissing,
+            ));
+        }
+    }
+    report.collisions = collisions.into_iter().collect();
+    report.collisions.sort();
+
+    let results = run_mapping_commands(services, ctx, environment_id, commands).await;
+    for result in results {
+        let committed = result?;
+        report.events += committed.events.len() as u32;
+        if committed.events.iter().any(|(_, e)| {
+            matches!(
+                e.status_change(),
+                Some((_, aggregates::mapping::MappingStatus::Linked))
+            )
+        }) {
+            report.linked += 1;
+        }
+        report.position = report.position.max(committed.position);
+    }
+    // nothing new and no failure to clear: nothing appended
+    if report.events > 0 || environment.last_sync_error.is_some() {
+        let (events, position) = record_sync(
+            services,
+            ctx,
+            environment_id,
+            SyncKind::Environment,
+            report.workflows_seen,
+        )
+        .await?;
+        report.events += events;
+        report.position = report.position.max(position);
+    }
+    Ok(report)
+}
+
+/// What a repository sync saw and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepositorySyncReport {
+    /// The commit the folder was read at.
+    pub commit_sha: String,
+    /// Workflow files (`{slug}.json`, sidecars not counted).
+    pub files_seen: u32,
+    pub created: u32,
+    pub renamed: u32,
+    /// Canonical workflows whose Git content changed.
+    pub updated: u32,
+    /// Linked mappings of this environment given the new Git hash.
+    pub mappings_updated: u32,
+    /// Files that cannot be used, and why (not JSON, a bad sidecar, …).
+    pub rejected: Vec<String>,
+    pub events: u32,
+    pub position: Option<i64>,
+}
+
+/// The sidecar next to `{slug}.json`: `{slug}.wfo.json`.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct Sidecar {
+    pub canonical_id: String,
+    #[serde(default)]
+    pub canonical_slug: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+pub const SIDECAR_SUFFIX: &str = ".wfo.json";
+
+/// The Git repository of an environment, with its stored token.
+pub async fn git_repository(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment: &Environment,
+) -> Result<(Box<dyn GitRepository>, aggregates::environment::GitTarget), SyncError> {
+    let git = environment.git.clone().ok_or_else(|| {
+        DomainError::validation("git", "the environment has no Git repository configured")
+    })?;
+    let config =
+        |e: crate::connectors::git::GitConfigError| DomainError::validation("git", e.to_string());
+    let repository: Box<dyn GitRepository> = match git.provider {
+        GitProvider::Github => {
+            let token = match &environment.git_secret_ref {
+                Some(id) => services.secrets.get(&ctx.tenant, id).await?,
+                None => None,
+            }
+            .ok_or_else(|| {
+                DomainError::validation(
+                    "git_token",
+                    "the environment has no Git token (updateEnvironment sets one)",
+                )
+            })?;
+            Box::new(
+                GitHubRepository::new(
+                    services.github_api_url.as_deref(),
+                    &git.repository,
+                    &git.branch,
+                    token.expose(),
+                    services.policy,
+                )
+                .map_err(config)?,
+            )
+        }
+        GitProvider::Local => {
+            Box::new(LocalGitRepository::new(&git.repository, &git.branch).map_err(config)?)
+        }
+    };
+    Ok((repository, git))
+}
+
+/// Reads the environment's Git folder and records the canonical workflows it holds:
+/// new ones (with the sidecar's canonical id and slug), renames, new Git versions,
+/// and the Git hash of this environment's linked mappings. Nothing new: nothing
+/// appended. A file that cannot be used is reported and skipped; the rest proceeds.
+pub async fn sync_repository(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+) -> Result<RepositorySyncReport, SyncError> {
+    let required = aggregates::DomainCommand::required_role(&EnvironmentCommand::RecordSync {
+        kind: SyncKind::Repository,
+        workflows_seen: 0,
+    });
+    if !ctx.actor.role.satisfies(required) {
+        return Err(DomainError::Forbidden("syncing requires the developer role".into()).into());
+    }
+    let environment = environment(services, ctx, environment_id).await?;
+    let (repository, git) = git_repository(services, ctx, &environment).await?;
+    let snapshot = match repository.read_folder(&git.folder).await {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            return Err(
+                record_failure(services, ctx, environment_id, SyncKind::Repository, error).await,
+            )
+        }
+    };
+    catch_up(services, &[projections::models::matrix::NAME]).await?;
+    let tenant = ctx.tenant.as_str();
+    let (cells, canonicals) = tokio::try_join!(
+        projections::models::matrix::environment_cells(
+            &services.store,
+            tenant,
+            environment_id.as_str()
+        ),
+        projections::models::matrix::canonical_rows(&services.store, tenant),
+    )?;
+    let canonicals: HashMap<String, projections::models::matrix::MatrixRow> = canonicals
+        .into_iter()
+        .filter_map(|row| Some((row.canonical_id.clone()?, row)))
+        .collect();
+    let files: HashMap<&str, &[u8]> = snapshot
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.content.as_slice()))
+        .collect();
+    let mut report = RepositorySyncReport {
+        commit_sha: snapshot.commit_sha.clone(),
+        ..Default::default()
+    };
+    let system = CommandContext {
+        tenant: ctx.tenant.clone(),
+        actor: aggregates::Actor::system("repository-sync"),
+        correlation_id: ctx.correlation_id.clone(),
+        causation_id: ctx.causation_id.clone(),
+    };
+    let mut git_hashes: HashMap<String, ContentHash> = HashMap::new();
+    // The canonical id a workflow file of this snapshot names (its sidecar's, else
+    // its slug), and the file that holds each canonical id in this sync.
+    let names = |path: &str| -> Option<String> {
+        files.get(path)?;
+        let stem = path.strip_suffix(".json")?;
+        match files.get(format!("{stem}{SIDECAR_SUFFIX}").as_str()) {
+            Some(bytes) => serde_json::from_slice::<Sidecar>(bytes)
+                .ok()
+                .map(|s| s.canonical_id),
+            None => Some(stem.rsplit('/').next().unwrap_or(stem).to_string()),
+        }
+    };
+    let mut held: HashMap<String, String> = HashMap::new();
+    for file in &snapshot.files {
+        let path = file.path.as_str();
+        let Some(slug) = path
+            .rsplit('/')
+            .next()
+            .filter(|name| !name.ends_with(SIDECAR_SUFFIX))
+            .and_then(|name| name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        report.files_seen += 1;
+        let (workflow, hash) = match git_workflow(path, &file.content) {
+            Ok(read) => read,
+            Err(reason) => {
+                report.rejected.push(reason);
+                continue;
+            }
+        };
+        let sidecar_path = format!("{}{SIDECAR_SUFFIX}", &path[..path.len() - ".json".len()]);
+        let sidecar = match files.get(sidecar_path.as_str()) {
+            None => None,
+            Some(bytes) => match serde_json::from_slice::<Sidecar>(bytes) {
+                Ok(sidecar) => Some(sidecar),
+                Err(e) => {
+                    report
+                        .rejected
+                        .push(format!("{sidecar_path}: not a sidecar ({e})"));
+                    continue;
+                }
+            },
+        };
+        let canonical_id = match &sidecar {
+            Some(sidecar) => LocalId::parse(sidecar.canonical_id.as_str()),
+            None => LocalId::parse(slug),
+        };
+        let Ok(canonical_id) = canonical_id else {
+            report
+                .rejected
+                .push(format!("{path}: the sidecar names an invalid canonical id"));
+            continue;
+        };
+        // Two files naming one canonical workflow (a copied sidecar, say): the file
+        // the canonical workflow already records keeps it, else the first by path;
+        // the other is reported. Otherwise every sync would move the canonical
+        // workflow from one file to the other and back (renames, new Git versions,
+        // and the linked mappings given the wrong file's hash).
+        let holder = held.get(canonical_id.as_str()).cloned().or_else(|| {
+            canonicals
+                .get(canonical_id.as_str())
+                .and_then(|row| row.git_path.as_deref())
+                .filter(|recorded| {
+                    *recorded != path && names(recorded).as_deref() == Some(canonical_id.as_str())
+                })
+                .map(str::to_string)
+        });
+        if let Some(holder) = holder {
+            report.rejected.push(format!(
+                "{path}: canonical id {canonical_id} is already held by {holder}"
+            ));
+            continue;
+        }
+        held.insert(canonical_id.to_string(), path.to_string());
+        let name = workflow
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(slug)
+            .to_string();
+        let preferred_slug = sidecar
+            .as_ref()
+            .and_then(|s| s.canonical_slug.as_deref())
+            .unwrap_or(slug);
+        let existing = canonicals.get(canonical_id.as_str());
+        let mut commands = Vec::new();
+        match existing {
+            None => {
+                commands.push(CanonicalCommand::Create {
+                    canonical_id: canonical_id.clone(),
+                    name: name.clone(),
+                    slug: Slug::parse(preferred_slug).ok(),
+                    git_path: Some(path.to_string()),
+                });
+                report.created += 1;
+            }
+            Some(row) if row.name != name => {
+                commands.push(CanonicalCommand::Rename { name: name.clone() });
+                report.renamed += 1;
+            }
+            Some(_) => {}
+        }
+        let known = existing.is_some_and(|row| {
+            row.git_content_hash.as_deref() == Some(hash.as_str())
+                && row.git_path.as_deref() == Some(path)
+        });
+        if !known {
+            commands.push(CanonicalCommand::RecordGitVersion {
+                git_content_hash: hash.clone(),
+                commit_sha: snapshot.commit_sha.clone(),
+                git_path: path.to_string(),
+            });
+            if existing.is_some() {
+                report.updated += 1;
+            }
+        }
+        let mut refused = false;
+        for command in commands {
+            match services
+                .domain
+                .canonical(&system, &canonical_id, command)
+                .await
+            {
+                Ok(committed) => {
+                    report.events += committed.events.len() as u32;
+                    report.position = report.position.max(committed.position);
+                }
+                // a refused file is reported; the rest of the sync proceeds
+                Err(CommandError::Refused(e)) => {
+                    report.rejected.push(format!("{path}: {e}"));
+                    refused = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // the linked mappings learn only a Git hash the canonical workflow recorded
+        if !refused {
+            git_hashes.insert(canonical_id.to_string(), hash);
+        }
+    }
+    // this environment's linked mappings learn their canonical workflow's Git hash
+    let mut updates = Vec::new();
+    for cell in &cells {
+        let Some(canonical) = cell.canonical_id.as_deref() else {
+            continue;
+        };
+        let Some(hash) = git_hashes.get(canonical) else {
+            continue;
+        };
+        if cell.status == "deleted" || cell.git_content_hash.as_deref() == Some(hash.as_str()) {
+            continue;
+        }
+        updates.push((
+            LocalId::parse(cell.n8n_workflow_id.as_str())?,
+            MappingCommand::ObserveGitHash {
+                git_content_hash: hash.clone(),
+            },
+        ));
+    }
+    let results = run_mapping_commands(services, ctx, environment_id, updates).await;
+    for result in results {
+        let committed = result?;
+        if !committed.events.is_empty() {
+            report.mappings_updated += 1;
+        }
+        report.events += committed.events.len() as u32;
+        report.position = report.position.max(committed.position);
+    }
+    // nothing new and no failure to clear: nothing appended
+    if report.events > 0 || environment.last_repository_sync_error.is_some() {
+        let (events, position) = record_sync(
+            services,
+            ctx,
+            environment_id,
+            SyncKind::Repository,
+            report.files_seen,
+        )
+        .await?;
+        report.events += events;
+        report.position = report.position.max(position);
+    }
+    Ok(report)
+}
+
+/// What onboarding did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnboardReport {
+    pub canonical_id: String,
+    pub slug: String,
+    pub git_path: String,
+    pub commit_sha: String,
+    pub position: Option<i64>,
+}
+
+/// Top-level fields of an n8n workflow that belong to the instance, not to the
+/// workflow: left out of the file committed to Git (the content hash ignores them).
+const INSTANCE_FIELDS: &[&str] = &[
+    "id",
+    "createdAt",
+    "updatedAt",
+    "versionId",
+    "activeVersionId",
+    "activeVersion",
+    "triggerCount",
+    "shared",
+    "scopes",
+    "isArchived",
+    "active",
+    "homeProject",
+    "usedCredentials",
+];
+
+/// Scenario 4: an untracked workflow becomes a canonical workflow. The workflow is
+/// read from n8n, a canonical workflow is created (its slug from the name, with a
+/// suffix on a collision), the JSON and its sidecar are committed to the
+/// environment's Git folder in one commit, the Git version is recorded, and the
+/// mapping is linked.
+///
+/// The canonical id is derived from the environment and the n8n id, so onboarding
+/// again after a failure (Git unreachable, say) picks up where it stopped instead
+/// of creating a second canonical workflow.
+pub async fn onboard_workflow(
+    services: &SyncServices,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+    n8n_workflow_id: &LocalId,
+) -> Result<OnboardReport, SyncError> {
+    if !ctx.actor.role.satisfies(aggregates::Role::Developer) {
+        return Err(DomainError::Forbidden("onboarding requires the developer role".into()).into());
+    }
+    let environment = environment(services, ctx, environment_id).await?;
+    let mapping_aggregate =
+        aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id, n8n_workflow_id]);
+    let mapping = services
+        .domain
+        .bus()
+        .load::<aggregates::mapping::WorkflowMapping>(&mapping_aggregate)
+        .await?
+        .into_state();
+    if !mapping.exists {
+        return Err(DomainError::NotFound {
+            kind: "workflow mapping",
+            id: format!("{environment_id}:{n8n_workflow_id}"),
+        }
+        .into());
+    }
+    if mapping.status != aggregates::mapping::MappingStatus::Untracked {
+        return Err(DomainError::validation(
+            "n8n_workflow_id",
+            format!(
+                "only an untracked workflow can be onboarded (this one is {})",
+                mapping.status
+            ),
+        )
+        .into());
+    }
+    let (repository, git) = git_repository(services, ctx, &environment).await?;
+    let client = n8n_client(services, ctx, &environment).await?;
+    let workflow = client.get_workflow(n8n_workflow_id.as_str()).await?;
+    let hash = content_hash(&workflow)
+        .map_err(|e| DomainError::validation("n8n_workflow_id", format!("not a workflow: {e}")))?;
+    let name = workflow
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(mapping.name.as_str())
+        .to_string();
+
+    let system = CommandContext {
+        tenant: ctx.tenant.clone(),
+        actor: aggregates::Actor::system("onboarding"),
+        correlation_id: ctx.correlation_id.clone(),
+        causation_id: ctx.causation_id.clone(),
+    };
+    let canonical_id = LocalId::parse(format!("{environment_id}.{n8n_workflow_id}"))?;
+    let canonical_aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&canonical_id]);
+    let mut position = None;
+    let mut canonical = services
+        .domain
+        .bus()
+        .load::<aggregates::canonical::CanonicalWorkflow>(&canonical_aggregate)
+        .await?
+        .into_state();
+    if !canonical.created {
+        let committed = services
+            .domain
+            .canonical(
+                &system,
+                &canonical_id,
+                CanonicalCommand::Create {
+                    canonical_id: canonical_id.clone(),
+                    name: name.clone(),
+                    slug: None,
+                    git_path: None,
+                },
+            )
+            .await?;
+        position = committed.position;
+        canonical = committed.state;
+    }
+    let slug = canonical
+        .slug
+        .clone()
+        .ok_or_else(|| DomainError::validation("slug", "the canonical workflow has no slug"))?;
+    let folder = git.folder.trim_matches('/');
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let git_path = format!("{prefix}{}.json", slug.as_str());
+    let sidecar_path = format!("{prefix}{}{SIDECAR_SUFFIX}", slug.as_str());
+    let mut exported = workflow.clone();
+    if let Some(object) = exported.as_object_mut() {
+        for field in INSTANCE_FIELDS {
+            object.remove(*field);
+        }
+    }
+    let tags: Vec<String> = workflow
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).or(t.as_str()))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let sidecar = Sidecar {
+        canonical_id: canonical_id.to_string(),
+        canonical_slug: Some(slug.as_str().to_string()),
+        tags,
+    };
+    let files = vec![
+        (git_path.clone(), pretty(&exported)),
+        (sidecar_path, pretty(&sidecar)),
+    ];
+    let message = format!("Onboard {name} from {environment_id}");
+    let commit_sha = repository.commit_files(&files, &message).await?;
+    let steps: Vec<(LocalId, CanonicalCommand)> = vec![(
+        canonical_id.clone(),
+        CanonicalCommand::RecordGitVersion {
+            git_content_hash: hash.clone(),
+            commit_sha: commit_sha.clone(),
+            git_path: git_path.clone(),
+        },
+    )];
+    for (id, command) in steps {
+        let committed = services.domain.canonical(&system, &id, command).await?;
+        position = position.max(committed.position);
+    }
+    for command in [
+        MappingCommand::Link {
+            canonical_id: canonical_id.clone(),
+        },
+        MappingCommand::ObserveGitHash {
+            git_content_hash: hash,
+        },
+    ] {
+        let committed = services
+            .domain
+            .mapping(ctx, environment_id, n8n_workflow_id, command)
+            .await?;
+        position = position.max(committed.position);
+    }
+    Ok(OnboardReport {
+        canonical_id: canonical_id.to_string(),
+        slug: slug.as_str().to_string(),
+        git_path,
+        commit_sha,
+        position,
+    })
+}
+
+/// JSON as committed to Git: pretty, with a final newline.
+fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
