@@ -238,6 +238,66 @@ impl<C: DomainCommand> RequiresRole for C {
     }
 }
 
+/// A use case that spans commands or reaches outside the service. Each requires
+/// the role of the command it leads to, so roles stay in one table (DOMAIN.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseCase {
+    SyncEnvironment,
+    SyncRepository,
+    OnboardWorkflow,
+    CheckDrift,
+    ComparePromotion,
+    CreatePromotion,
+    DeployPromotion,
+}
+
+impl RequiresRole for UseCase {
+    fn required_role(&self) -> Role {
+        use aggregates::deployment::DeploymentCommand;
+        use aggregates::environment::{DriftCheckOutcome, EnvironmentCommand, SyncKind};
+        use aggregates::promotion::PromotionCommand;
+        let sync = |kind| EnvironmentCommand::RecordSync {
+            kind,
+            workflows_seen: 0,
+        };
+        match self {
+            UseCase::SyncEnvironment => DomainCommand::required_role(&sync(SyncKind::Environment)),
+            UseCase::SyncRepository => DomainCommand::required_role(&sync(SyncKind::Repository)),
+            // onboarding records the workflow in Git and links it: a sync's role
+            UseCase::OnboardWorkflow => DomainCommand::required_role(&sync(SyncKind::Repository)),
+            UseCase::CheckDrift => {
+                DomainCommand::required_role(&EnvironmentCommand::RecordDriftCheck {
+                    outcome: DriftCheckOutcome::Failed {
+                        cause: String::new(),
+                    },
+                })
+            }
+            // comparing reads both environments through their connectors
+            UseCase::ComparePromotion => Role::Developer,
+            // creating a promotion decides its approval: an approver's role
+            UseCase::CreatePromotion => DomainCommand::required_role(&PromotionCommand::Approve),
+            UseCase::DeployPromotion => DomainCommand::required_role(&DeploymentCommand::Create {
+                promotion_id: aggregates::kernel::ids::LocalId::parse("p")
+                    .expect("a constant id is valid"),
+                scheduled_for: None,
+                workflows: vec![],
+            }),
+        }
+    }
+
+    fn what(&self) -> String {
+        match self {
+            UseCase::SyncEnvironment | UseCase::SyncRepository => "syncing",
+            UseCase::OnboardWorkflow => "onboarding",
+            UseCase::CheckDrift => "checking drift",
+            UseCase::ComparePromotion => "comparing environments",
+            UseCase::CreatePromotion => "creating a promotion",
+            UseCase::DeployPromotion => "deploying a promotion",
+        }
+        .to_string()
+    }
+}
+
 /// The one role check: refuses `FORBIDDEN` unless the actor's role satisfies what
 /// `action` requires (DOMAIN.md §7).
 pub fn authorize(ctx: &CommandContext, action: &impl RequiresRole) -> Result<(), DomainError> {

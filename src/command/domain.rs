@@ -29,6 +29,7 @@ use aggregates::reservation::{
 };
 use aggregates::Actor;
 
+use crate::command::bus::{authorize, UseCase};
 use crate::command::bus::{CommandBus, CommandContext, CommandError, Committed};
 
 /// Attempts for internal steps that may meet a concurrent write.
@@ -266,18 +267,7 @@ impl Domain {
         promotion_id: &LocalId,
         scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(LocalId, Committed<Deployment>), CommandError> {
-        let command = DeploymentCommand::Create {
-            promotion_id: promotion_id.clone(),
-            scheduled_for,
-            workflows: vec![],
-        };
-        let required = aggregates::DomainCommand::required_role(&command);
-        if !ctx.actor.role.satisfies(required) {
-            return Err(DomainError::Forbidden(
-                "deploying a promotion requires the admin role".into(),
-            )
-            .into());
-        }
+        authorize(ctx, &UseCase::DeployPromotion)?;
         let promotion_aggregate =
             aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[promotion_id]);
         let promotion = self

@@ -131,7 +131,7 @@ impl Incident {
         if self.0.payload_purged {
             return Ok(None);
         }
-        let payload = crate::storage::payloads::Snapshots::new(services(ctx).store.clone())
+        let payload = crate::storage::payloads::Payloads::new(services(ctx).store.clone())
             .get(&self.0.tenant, digest)
             .await
             .map_err(|e| ApiError::Store(e.into()))?;

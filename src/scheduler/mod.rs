@@ -17,6 +17,7 @@
 //! `system:<job>`. A failure on one environment or incident is logged and counted;
 //! the run goes on with the others.
 
+pub mod retention;
 pub mod sealer;
 
 use std::collections::HashMap;
@@ -35,7 +36,6 @@ use serde::Serialize;
 
 use crate::command::bus::CommandContext;
 use crate::http::metrics::Metrics;
-use crate::storage::payloads::Snapshots;
 use crate::workflows::sync::{SyncError, SyncServices};
 use eventstore::{PgStore, Store};
 
@@ -170,6 +170,10 @@ pub enum SchedulerError {
     Wait(#[from] projections::runtime::WaitError),
     #[error("job panicked: {0}")]
     Panicked(String),
+    #[error(transparent)]
+    Store(#[from] eventstore::StoreError),
+    #[error(transparent)]
+    Command(#[from] crate::command::bus::CommandError),
 }
 
 /// The running job loops of [`Scheduler::start`].
@@ -536,62 +540,9 @@ impl Scheduler {
         Ok(report)
     }
 
-    /// Purges the snapshot payloads of incidents closed longer than their policy's
-    /// `closed_incident_retention_days`: `incident.payload_purged` first, then the
-    /// payload (a failure in between leaves a payload that the next run deletes as
-    /// unreferenced, never an incident that claims a payload it lost).
+    /// See [`retention`]: decided from the log, never from a read model.
     async fn retention(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
-        let services = &self.inner.services;
-        self.catch_up(projections::models::incidents::NAME).await?;
-        let snapshots = Snapshots::new(services.store.clone());
-        let now = services.domain.bus().clock().now();
-        let mut report = RunReport::default();
-        let mut policies = PolicyCache::default();
-        for row in projections::models::incidents::retention_candidates(&services.store).await? {
-            let (Some(closed_at), Some(digest)) = (
-                row.closed_at.as_deref().and_then(time),
-                row.snapshot_digest.clone(),
-            ) else {
-                continue;
-            };
-            let days = policies
-                .get(&services.store, &row.tenant, &row.environment_id)
-                .await?
-                .closed_incident_retention_days;
-            if closed_at + chrono::Duration::days(i64::from(days)) > now {
-                continue;
-            }
-            report.visited += 1;
-            let command = IncidentCommand::PurgeSnapshotPayload {
-                retention_days: days,
-            };
-            let result = self
-                .incident_command(&row, Job::Retention, correlation_id, command)
-                .await;
-            let purged = result.is_ok();
-            count(&mut report, Job::Retention, &row, result);
-            if purged
-                && !projections::models::incidents::snapshot_in_use(
-                    &services.store,
-                    &row.tenant,
-                    &digest,
-                    &row.id,
-                )
-                .await?
-            {
-                report.payloads_deleted += snapshots.delete(&row.tenant, &digest).await?;
-            }
-        }
-        report.payloads_deleted += snapshots
-            .delete_unreferenced(now - UNREFERENCED_SNAPSHOT_GRACE)
-            .await?;
-        let mut prune = Sql::new(Dialect::of(&services.store));
-        let before = prune.arg(fmt_time(now - TICK_HISTORY));
-        prune.push(&format!(
-            "DELETE FROM scheduler_ticks WHERE started_at < {before}"
-        ));
-        prune.execute(&services.store).await?;
-        Ok(report)
+        retention::run(&self.inner.services.domain, correlation_id).await
     }
 
     async fn incident_command(

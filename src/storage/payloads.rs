@@ -1,10 +1,12 @@
-//! Drift snapshot payloads (DOMAIN.md §2.2, §6), outside the event log.
+//! Content-addressed payloads outside the event log (DOMAIN.md §2.2, §6): today
+//! the drift snapshots.
 //!
 //! A drift check that opens an incident stores what it saw (the drifted workflows
 //! and their diffs) here, under its SHA-256 digest; the incident's `detected` event
-//! keeps only the digest. Retention deletes a payload once every incident that
-//! refers to it has been closed long enough, and appends `incident.payload_purged`:
-//! the log is never edited, and its hash chain stays verifiable.
+//! keeps only the digest. Retention (`scheduler::retention`, decided from the log)
+//! deletes a payload once every incident that refers to it has been closed long
+//! enough, and appends `incident.payload_purged`: the log is never edited, and its
+//! hash chain stays verifiable.
 
 use chrono::{DateTime, Utc};
 use eventstore::sql::{fmt_time, Dialect, Sql};
@@ -14,7 +16,7 @@ use eventstore::Store;
 
 /// The payload store.
 #[derive(Clone)]
-pub struct Snapshots {
+pub struct Payloads {
     store: Store,
 }
 
@@ -23,13 +25,14 @@ pub fn digest(payload: &str) -> String {
     hex::encode(Sha256::digest(payload.as_bytes()))
 }
 
-impl Snapshots {
-    pub fn new(store: Store) -> Snapshots {
-        Snapshots { store }
+impl Payloads {
+    pub fn new(store: Store) -> Payloads {
+        Payloads { store }
     }
 
     /// Stores `payload` for `tenant` and returns its digest. Storing the same payload
-    /// twice keeps the first (same digest, same bytes).
+    /// twice keeps the bytes (same digest) and makes the payload young again, so the
+    /// grace period before an unreferenced payload is deleted starts over.
     pub async fn put(&self, tenant: &str, payload: &str) -> Result<String, sqlx::Error> {
         let digest = digest(payload);
         let mut sql = Sql::new(Dialect::of(&self.store));
@@ -41,7 +44,7 @@ impl Snapshots {
         ];
         sql.push(&format!(
             "INSERT INTO drift_snapshots (tenant, digest, payload, recorded_at) \
-             VALUES ({}) ON CONFLICT (tenant, digest) DO NOTHING",
+             VALUES ({}) ON CONFLICT (tenant, digest) DO UPDATE SET recorded_at = excluded.recorded_at",
             args.join(", ")
         ));
         sql.execute(&self.store).await?;
@@ -69,17 +72,39 @@ impl Snapshots {
         sql.execute(&self.store).await
     }
 
-    /// Deletes payloads stored before `before` that no unpurged incident refers to:
-    /// a check whose drift updated an incident that was already open (that incident
-    /// keeps its snapshot from detection), or a check whose incident command failed.
-    pub async fn delete_unreferenced(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    /// Deletes payloads stored before `before` for which `referenced(tenant, digest)`
+    /// is false: a check whose drift updated an incident that was already open (that
+    /// incident keeps its snapshot from detection), or a check whose incident
+    /// command failed. The caller decides what is referenced (from the log).
+    pub async fn delete_unreferenced(
+        &self,
+        before: DateTime<Utc>,
+        referenced: impl Fn(&str, &str) -> bool,
+    ) -> Result<u64, sqlx::Error> {
         let mut sql = Sql::new(Dialect::of(&self.store));
-        let (at, purged) = (sql.arg(fmt_time(before)), sql.arg(false));
+        let at = sql.arg(fmt_time(before));
         sql.push(&format!(
-            "DELETE FROM drift_snapshots WHERE recorded_at < {at} AND NOT EXISTS \
-             (SELECT 1 FROM rm_incidents i WHERE i.tenant = drift_snapshots.tenant \
-              AND i.snapshot_digest = drift_snapshots.digest AND i.payload_purged = {purged})"
+            "SELECT tenant, digest FROM drift_snapshots WHERE recorded_at < {at}"
         ));
-        sql.execute(&self.store).await
+        let old: Vec<(String, String)> = sql.fetch_as(&self.store).await?;
+        let mut deleted = 0;
+        for (tenant, digest) in old {
+            if referenced(&tenant, &digest) {
+                continue;
+            }
+            // still old: a payload stored again meanwhile is young, and kept
+            let mut sql = Sql::new(Dialect::of(&self.store));
+            let (t, d, at) = (
+                sql.arg(tenant.as_str()),
+                sql.arg(digest.as_str()),
+                sql.arg(fmt_time(before)),
+            );
+            sql.push(&format!(
+                "DELETE FROM drift_snapshots WHERE tenant = {t} AND digest = {d} \
+                 AND recorded_at < {at}"
+            ));
+            deleted += sql.execute(&self.store).await?;
+        }
+        Ok(deleted)
     }
 }

@@ -21,8 +21,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::command::bus::CommandContext;
+use crate::command::bus::{authorize, UseCase};
 use crate::connectors::UpstreamError;
-use crate::storage::payloads::Snapshots;
+use crate::storage::payloads::Payloads;
 use crate::workflows::sync::{self, SyncError, SyncServices, SIDECAR_SUFFIX};
 
 /// How one workflow differs from Git.
@@ -111,17 +112,7 @@ pub async fn check_drift(
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<DriftReport, SyncError> {
-    let required =
-        aggregates::DomainCommand::required_role(&EnvironmentCommand::RecordDriftCheck {
-            outcome: DriftCheckOutcome::Failed {
-                cause: String::new(),
-            },
-        });
-    if !ctx.actor.role.satisfies(required) {
-        return Err(
-            DomainError::Forbidden("checking drift requires the developer role".into()).into(),
-        );
-    }
+    authorize(ctx, &UseCase::CheckDrift)?;
     let environment = sync::environment(services, ctx, environment_id).await?;
     if environment.class == EnvironmentClass::Dev || environment.git.is_none() {
         return Err(DomainError::validation(
@@ -279,7 +270,7 @@ pub async fn check_drift(
                 "not_in_git_workflows": report.not_in_git_workflows,
             })
             .to_string();
-            let digest = Snapshots::new(services.store.clone())
+            let digest = Payloads::new(services.store.clone())
                 .put(ctx.tenant.as_str(), &snapshot)
                 .await
                 .map_err(projections::query::QueryError::from)?;

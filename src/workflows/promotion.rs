@@ -16,6 +16,7 @@ use projections::display::SyncState;
 use projections::models::matrix::{matrix_page, MatrixFilter};
 use projections::query::MAX_PAGE;
 
+use crate::command::bus::{authorize, UseCase};
 use crate::command::bus::{CommandContext, CommandError, Committed};
 use crate::command::domain::Domain;
 use eventstore::Store;
@@ -159,12 +160,7 @@ pub async fn create(
     ctx: &CommandContext,
     request: PromotionRequest,
 ) -> Result<Committed<aggregates::promotion::Promotion>, PromoteError> {
-    let required = aggregates::DomainCommand::required_role(&PromotionCommand::Approve);
-    if !ctx.actor.role.satisfies(required) {
-        return Err(
-            DomainError::Forbidden("creating a promotion requires the admin role".into()).into(),
-        );
-    }
+    authorize(ctx, &UseCase::CreatePromotion)?;
     let tenant = ctx.tenant.as_str();
     let pipeline_aggregate =
         aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&request.pipeline_id]);

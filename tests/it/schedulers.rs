@@ -135,7 +135,7 @@ async fn jobs_check_drift_escalate_and_purge(kind: Kind) {
     );
     // the digest in the log is the SHA-256 of the stored payload
     let digest = incident["snapshotDigest"].as_str().unwrap().to_string();
-    let stored = workflowops::storage::payloads::Snapshots::new(api.store.store.clone())
+    let stored = workflowops::storage::payloads::Payloads::new(api.store.store.clone())
         .get(TENANT, &digest)
         .await
         .unwrap()
@@ -351,6 +351,7 @@ async fn sync_job_and_upstream_failures(kind: Kind) {
 }
 
 both_backends!(
+    retention_decides_from_the_log_not_a_read_model,
     jobs_check_drift_escalate_and_purge,
     sla_job_honours_enforce_sla,
     sync_job_and_upstream_failures
@@ -512,5 +513,55 @@ async fn a_held_lock_skips_and_a_cancelled_tick_releases_it() {
         }
     }
     assert!(matches!(ran, Some(Tick::Ran(_))), "{ran:?}");
+    api.stop().await;
+}
+
+/// Retention never deletes evidence because a read model is empty: with the
+/// incidents table emptied (as a rebuild may leave it for a moment), the payload of
+/// an open incident survives, and a closed one past its retention is still purged.
+async fn retention_decides_from_the_log_not_a_read_model(kind: Kind) {
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "alice");
+    let (n8n, repo) = drifted(&sample_workflow(7)).await;
+    register_production(&api, &admin, &n8n, repo.path()).await;
+    let jobs = scheduler(&api);
+    assert_eq!(ran(&jobs, Job::DriftCheck, 1).await.acted, 1);
+    let incident = incidents(&api, &admin).await[0].clone();
+    let digest = incident["snapshotDigest"].as_str().unwrap().to_string();
+    let payloads = workflowops::storage::payloads::Payloads::new(api.store.store.clone());
+    let empty_read_model = || async {
+        let mut sql = eventstore::sql::Sql::new(eventstore::sql::Dialect::of(&api.store.store));
+        sql.push("DELETE FROM rm_incidents");
+        sql.execute(&api.store.store).await.unwrap();
+    };
+
+    // open, past the grace for unreferenced payloads, read model gone: kept
+    let clock = api.domain.bus().clock().clone();
+    clock.advance(chrono::Duration::days(2));
+    empty_read_model().await;
+    let report = ran(&jobs, Job::Retention, 1).await;
+    assert_eq!((report.visited, report.payloads_deleted), (0, 0));
+    assert!(payloads.get(TENANT, &digest).await.unwrap().is_some());
+
+    // closed 91 days ago, read model gone again: purged from what the log says
+    api.ok(
+        &admin,
+        "mutation($id: ID!) { closeIncident(id: $id, reason: \"reverted in n8n\",
+           resolutionType: REVERT) { position } }",
+        json!({ "id": incident["id"] }),
+    )
+    .await;
+    clock.advance(chrono::Duration::days(91));
+    empty_read_model().await;
+    let report = ran(&jobs, Job::Retention, 2).await;
+    assert_eq!(
+        (report.visited, report.acted, report.payloads_deleted),
+        (1, 1, 1)
+    );
+    assert!(payloads.get(TENANT, &digest).await.unwrap().is_none());
+    assert_eq!(
+        count_of_type(&api.store.store, "incident.payload_purged").await,
+        1
+    );
     api.stop().await;
 }

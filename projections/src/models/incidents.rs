@@ -249,37 +249,3 @@ pub async fn sla_candidates(store: &Store) -> Result<Vec<IncidentRow>, QueryErro
     sql.push(" WHERE status <> 'closed' AND sla_state <> 'expired' ORDER BY tenant, id");
     Ok(sql.fetch(store).await?)
 }
-
-/// Closed incidents (any tenant) whose snapshot payload has not been purged yet: the
-/// retention job's candidates (each is then checked against its policy's days).
-pub async fn retention_candidates(store: &Store) -> Result<Vec<IncidentRow>, QueryError> {
-    let mut sql = select::<IncidentRow>(Dialect::of(store));
-    let purged = sql.arg(false);
-    sql.push(&format!(
-        " WHERE status = 'closed' AND payload_purged = {purged} \
-         AND snapshot_digest IS NOT NULL ORDER BY closed_at, id"
-    ));
-    Ok(sql.fetch(store).await?)
-}
-
-/// Whether an incident of `tenant` other than `except` still needs the snapshot
-/// payload `digest` (two detections can take the same snapshot).
-pub async fn snapshot_in_use(
-    store: &Store,
-    tenant: &str,
-    digest: &str,
-    except: &str,
-) -> Result<bool, QueryError> {
-    let mut sql = select::<IncidentRow>(Dialect::of(store));
-    let (t, d, e, purged) = (
-        sql.arg(tenant),
-        sql.arg(digest),
-        sql.arg(except),
-        sql.arg(false),
-    );
-    sql.push(&format!(
-        " WHERE tenant = {t} AND snapshot_digest = {d} AND id <> {e} \
-         AND payload_purged = {purged} LIMIT 1"
-    ));
-    Ok(!sql.fetch::<IncidentRow>(store).await?.is_empty())
-}

@@ -323,6 +323,35 @@ impl Store {
         })
     }
 
+    /// The ids of every `aggregate_type` stream that holds no `event_type` event
+    /// (read from the log itself: write-side decisions such as retention never
+    /// depend on a read model).
+    pub async fn streams_without(
+        &self,
+        aggregate_type: &str,
+        event_type: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT aggregate_id FROM events WHERE aggregate_type = $1 \
+            GROUP BY aggregate_id \
+            HAVING SUM(CASE WHEN event_type = $2 THEN 1 ELSE 0 END) = 0 ORDER BY aggregate_id";
+        Ok(match self {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query_scalar::<_, String>(SQL)
+                    .bind(aggregate_type)
+                    .bind(event_type)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar::<_, String>(SQL)
+                    .bind(aggregate_type)
+                    .bind(event_type)
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
     /// One aggregate's events in sequence order.
     pub async fn aggregate_events(
         &self,
