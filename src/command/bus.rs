@@ -71,9 +71,9 @@ impl From<CommitError> for CommandError {
             CommitError::Refused(e) => CommandError::Refused(e),
             CommitError::Conflict { aggregate_id } => CommandError::Conflict { aggregate_id },
             CommitError::Store(e) => CommandError::Store(e),
-            damaged @ (CommitError::BrokenChain { .. } | CommitError::Corrupt(_)) => {
-                CommandError::Damaged(damaged)
-            }
+            damaged @ (CommitError::BrokenChain { .. }
+            | CommitError::ForgedChain { .. }
+            | CommitError::Corrupt(_)) => CommandError::Damaged(damaged),
         }
     }
 }

@@ -25,7 +25,7 @@ both_backends!(
     a_reordered_event_is_caught,
     a_full_rewrite_passes_plain_verify_but_not_an_external_digest,
     bad_digests_are_refused_with_exit_code_2,
-    a_missing_previous_hash_is_reported_and_blocks_appends,
+    a_missing_or_forged_previous_hash_blocks_appends,
     the_digest_command_round_trips_into_verify,
     the_sealer_keeps_the_head_and_seals_in_serve,
     log_digest_through_graphql_seals_and_verifies,
@@ -634,7 +634,7 @@ async fn bad_digests_are_refused_with_exit_code_2(kind: Kind) {
     assert_eq!(cli(&t, &["verify", "--digest", &good]).0, 0);
 }
 
-async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
+async fn a_missing_or_forged_previous_hash_blocks_appends(kind: Kind) {
     let t = TestStore::new(kind).await;
     let (events, _) = sealed_log(&t).await;
     let drop_hash = |position: i64| {
@@ -726,6 +726,38 @@ async fn a_missing_previous_hash_is_reported_and_blocks_appends(kind: Kind) {
         .environment(&admin("acme"), &id("dev"), record_sync())
         .await
         .unwrap();
+
+    // a forged hash (well formed, but not the hash of its event) is refused too:
+    // nothing is chained after it
+    let forge = match &t.store {
+        Store::Postgres(_) => "UPDATE events SET metadata = jsonb_set(metadata::jsonb, '{hash}', \
+             to_jsonb(repeat('a', 64)))::json \
+             WHERE aggregate_id = 'acme:dev' AND sequence = 2"
+            .to_string(),
+        Store::Sqlite(_) => "UPDATE events SET metadata = json_set(metadata, '$.hash', \
+             'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa') \
+             WHERE aggregate_id = 'acme:dev' AND sequence = 2"
+            .to_string(),
+    };
+    exec(&t.store, &forge).await;
+    let before = t.store.event_count().await.unwrap();
+    let refused = t
+        .domain()
+        .environment(&admin("acme"), &id("dev"), record_sync())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            CommandError::Damaged(eventstore::CommitError::ForgedChain { sequence: 2, .. })
+        ) && refused.to_string().contains("does not match its content"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing appended"
+    );
 }
 
 async fn the_digest_command_round_trips_into_verify(kind: Kind) {

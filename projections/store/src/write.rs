@@ -12,7 +12,8 @@
 //!   counts only when the envelope's actor is an admin) — the aggregates check their
 //!   tables when they decide; this check holds whatever produced the events;
 //! - refuses NUL characters (PostgreSQL's JSON cannot hold them);
-//! - refuses to chain after a stored event with a missing or malformed hash;
+//! - refuses to chain after a stored event with a missing or malformed hash, or
+//!   one that is not the hash of that event's content (checked when loading);
 //! - computes each event's chain hash from the loaded hash, so no caller can supply
 //!   (or forge) a previous hash.
 //!
@@ -48,6 +49,9 @@ pub struct Loaded<A> {
     /// As stored: empty if the last event has none (`commit` refuses to chain
     /// after an invalid one).
     last_hash: String,
+    /// Whether the last event's stored hash is the hash of its content after the
+    /// one before it (`commit` refuses to chain after a forged one).
+    last_hash_matches: bool,
 }
 
 impl<A> Loaded<A> {
@@ -143,6 +147,13 @@ pub enum CommitError {
          can be chained after it; the log was altered (run `workflowops verify`)"
     )]
     BrokenChain { aggregate_id: String, sequence: i64 },
+    /// The stored stream ends in an event whose hash is well formed but is not the
+    /// hash of its content: chaining after it would vouch for a forgery.
+    #[error(
+        "{aggregate_id} #{sequence}: the stored event's hash does not match its content, so \
+         nothing can be chained after it; the log was altered (run `workflowops verify`)"
+    )]
+    ForgedChain { aggregate_id: String, sequence: i64 },
     /// A stored event could not be read back, or a new one could not be encoded.
     #[error("{0}")]
     Corrupt(String),
@@ -174,8 +185,29 @@ impl Store {
             state: A::default(),
             sequence: 0,
             last_hash: GENESIS.to_string(),
+            last_hash_matches: true,
         };
+        let mut previous = GENESIS.to_string();
+        let last = stored.last().map(|e| e.sequence);
         for event in stored {
+            if Some(event.sequence) == last {
+                // The link a commit chains onto is checked against the content it
+                // covers: a stored hash replaced by another well-formed one is
+                // refused here, not chained after.
+                let stored_hash = event.metadata.get(HASH_KEY).and_then(Value::as_str);
+                let metadata = event.metadata.as_object().cloned().unwrap_or_default();
+                let computed = chain::ChainedEvent {
+                    aggregate_type: &event.aggregate_type,
+                    aggregate_id,
+                    sequence: event.sequence as i64,
+                    event_type: &event.event_type,
+                    event_version: &event.event_version,
+                    payload: &event.payload,
+                    metadata: &metadata,
+                }
+                .hash(&previous);
+                loaded.last_hash_matches = stored_hash == Some(computed.as_str());
+            }
             let payload: A::Event = serde_json::from_value(event.payload).map_err(|e| {
                 CommitError::Corrupt(format!(
                     "{aggregate_id} #{}: undecodable {}: {e}",
@@ -190,6 +222,7 @@ impl Store {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            previous.clone_from(&loaded.last_hash);
         }
         Ok(loaded)
     }
@@ -211,6 +244,7 @@ impl Store {
             mut state,
             sequence,
             last_hash,
+            last_hash_matches,
         } = loaded;
         if events.is_empty() {
             return Ok(Committed {
@@ -238,6 +272,12 @@ impl Store {
             // Chaining to a missing or malformed hash would make the new events
             // unverifiable too.
             return Err(CommitError::BrokenChain {
+                aggregate_id,
+                sequence,
+            });
+        }
+        if !last_hash_matches {
+            return Err(CommitError::ForgedChain {
                 aggregate_id,
                 sequence,
             });
