@@ -12,30 +12,26 @@
 use std::sync::Arc;
 
 use aggregates::canonical::{CanonicalCommand, CanonicalWorkflow};
-use aggregates::deployment::{Deployment, DeploymentCommand, DeploymentStatus};
+use aggregates::deployment::{Deployment, DeploymentCommand};
 use aggregates::environment::{Environment, EnvironmentCommand};
 use aggregates::incident::{
     AffectedWorkflow, DriftIncident, IncidentCommand, IncidentEvent, IncidentPolicy,
 };
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, Slug};
-use aggregates::kernel::transitions;
 use aggregates::mapping::{MappingCommand, MappingEvent, WorkflowMapping};
 use aggregates::pipeline::{Pipeline, PipelineCommand};
 use aggregates::policy::{DriftPolicy, DriftPolicyCommand, PolicyScope};
-use aggregates::promotion::{Promotion, PromotionCommand, PromotionStatus};
+use aggregates::promotion::{Promotion, PromotionCommand};
 use aggregates::reservation::{
     BoxFuture, LinkSlot, Reservation, ReservationCommand, ReservationKind, Reservations, SlugClaim,
 };
 use aggregates::Actor;
 
-use crate::command::bus::{authorize, UseCase};
 use crate::command::bus::{CommandBus, CommandContext, CommandError, Committed};
 
 /// Attempts for internal steps that may meet a concurrent write.
 const RETRIES: usize = 5;
-/// Deployments one promotion may have (all but the last cancelled).
-const MAX_DEPLOYMENTS: u32 = 20;
 
 #[derive(Clone)]
 pub struct Domain {
@@ -253,69 +249,6 @@ impl Domain {
         self.bus
             .execute::<DriftPolicy, _>(ctx, &[&scope.local_id()], command, false, &())
             .await
-    }
-
-    /// Creates the deployment of an approved promotion, now or at `scheduled_for`.
-    ///
-    /// Deployment ids are `{promotion}.{n}`: the first one whose stream is empty,
-    /// after every earlier one was cancelled. Two concurrent calls race for the same
-    /// id and the event store lets only one of them append, so a promotion never has
-    /// two live deployments.
-    pub async fn deploy_promotion(
-        &self,
-        ctx: &CommandContext,
-        promotion_id: &LocalId,
-        scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<(LocalId, Committed<Deployment>), CommandError> {
-        authorize(ctx, &UseCase::DeployPromotion)?;
-        let promotion_aggregate =
-            aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[promotion_id]);
-        let promotion = self
-            .bus
-            .load::<Promotion>(&promotion_aggregate)
-            .await?
-            .into_state();
-        if !promotion.created {
-            return Err(DomainError::NotFound {
-                kind: "promotion",
-                id: promotion_id.to_string(),
-            }
-            .into());
-        }
-        // Deploying moves the promotion to running when the deployment starts.
-        transitions::check(promotion.status, PromotionStatus::Running, false)?;
-        let workflows: Vec<(String, String)> = promotion
-            .workflows
-            .iter()
-            .map(|w| (w.canonical_id.clone(), w.name.clone()))
-            .collect();
-        for n in 1..=MAX_DEPLOYMENTS {
-            let id = LocalId::parse(format!("{promotion_id}.{n}"))?;
-            let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&id]);
-            let existing = self.bus.load::<Deployment>(&aggregate).await?.into_state();
-            if existing.created {
-                if existing.status == DeploymentStatus::Cancelled {
-                    continue;
-                }
-                return Err(DomainError::Conflict(format!(
-                    "promotion {promotion_id} already has deployment {id} ({})",
-                    existing.status
-                ))
-                .into());
-            }
-            let create = DeploymentCommand::Create {
-                promotion_id: promotion_id.clone(),
-                scheduled_for,
-                workflows: workflows.clone(),
-            };
-            let committed = self.deployment(ctx, &id, create).await?;
-            return Ok((id, committed));
-        }
-        Err(DomainError::validation(
-            "promotion_id",
-            format!("{MAX_DEPLOYMENTS} deployments of this promotion were cancelled; create a new promotion"),
-        )
-        .into())
     }
 
     /// Drift found on an environment: updates its active incident, or reserves the

@@ -329,10 +329,13 @@ impl PromotionMutation {
         let promotion_id = local_id("promotionId", &promotion_id)?;
         let caller = caller(ctx)?;
         let (id, committed) = run(ctx, "deployment.create", async {
-            Ok(services(ctx)
-                .domain
-                .deploy_promotion(&caller.command_context(), &promotion_id, scheduled_for)
-                .await?)
+            Ok(crate::workflows::promotion::deploy(
+                &services(ctx).domain,
+                &caller.command_context(),
+                &promotion_id,
+                scheduled_for,
+            )
+            .await?)
         })
         .await?;
         Ok(DeploymentPayload {

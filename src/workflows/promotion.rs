@@ -8,10 +8,14 @@
 //! The gates that need n8n (`credentials_exist`, `allow_placeholder_credentials`) are
 //! checked when the promotion runs, by the deployment.
 
+use aggregates::deployment::{Deployment, DeploymentCommand, DeploymentStatus};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::LocalId;
+use aggregates::kernel::transitions;
 use aggregates::pipeline::{Pipeline, StageGates};
-use aggregates::promotion::{GateResult, PromotionCommand, PromotionWorkflow};
+use aggregates::promotion::{
+    GateResult, Promotion, PromotionCommand, PromotionStatus, PromotionWorkflow,
+};
 use projections::display::SyncState;
 use projections::models::matrix::{matrix_page, MatrixFilter};
 use projections::query::MAX_PAGE;
@@ -378,4 +382,73 @@ async fn evaluate_gates(
         }),
     });
     Ok(results)
+}
+
+/// Deployments one promotion may have (all but the last cancelled).
+const MAX_DEPLOYMENTS: u32 = 20;
+
+/// Creates the deployment of an approved promotion, now or at `scheduled_for`.
+///
+/// Deployment ids are `{promotion}.{n}`: the first one whose stream is empty,
+/// after every earlier one was cancelled. Two concurrent calls race for the same
+/// id and the event store lets only one of them append, so a promotion never has
+/// two live deployments.
+pub async fn deploy(
+    domain: &Domain,
+    ctx: &CommandContext,
+    promotion_id: &LocalId,
+    scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(LocalId, Committed<Deployment>), CommandError> {
+    authorize(ctx, &UseCase::DeployPromotion)?;
+    let promotion_aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[promotion_id]);
+    let promotion = domain
+        .bus()
+        .load::<Promotion>(&promotion_aggregate)
+        .await?
+        .into_state();
+    if !promotion.created {
+        return Err(DomainError::NotFound {
+            kind: "promotion",
+            id: promotion_id.to_string(),
+        }
+        .into());
+    }
+    // Deploying moves the promotion to running when the deployment starts.
+    transitions::check(promotion.status, PromotionStatus::Running, false)?;
+    let workflows: Vec<(String, String)> = promotion
+        .workflows
+        .iter()
+        .map(|w| (w.canonical_id.clone(), w.name.clone()))
+        .collect();
+    for n in 1..=MAX_DEPLOYMENTS {
+        let id = LocalId::parse(format!("{promotion_id}.{n}"))?;
+        let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&id]);
+        let existing = domain
+            .bus()
+            .load::<Deployment>(&aggregate)
+            .await?
+            .into_state();
+        if existing.created {
+            if existing.status == DeploymentStatus::Cancelled {
+                continue;
+            }
+            return Err(DomainError::Conflict(format!(
+                "promotion {promotion_id} already has deployment {id} ({})",
+                existing.status
+            ))
+            .into());
+        }
+        let create = DeploymentCommand::Create {
+            promotion_id: promotion_id.clone(),
+            scheduled_for,
+            workflows: workflows.clone(),
+        };
+        let committed = domain.deployment(ctx, &id, create).await?;
+        return Ok((id, committed));
+    }
+    Err(DomainError::validation(
+        "promotion_id",
+        format!("{MAX_DEPLOYMENTS} deployments of this promotion were cancelled; create a new promotion"),
+    )
+    .into())
 }
