@@ -2,16 +2,22 @@
 //! file in Git. Its slug is unique per tenant (claimed through [`Reservations`]); a
 //! taken slug gets a suffix, never a silent overwrite.
 
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::content::ContentHash;
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, require_text, DomainError};
-use crate::kernel::ids::{LocalId, Slug};
+use crate::kernel::ids::Slug;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
 use crate::reservation::{ReservationKind, Reservations, SlugClaim};
 
@@ -34,90 +40,6 @@ impl StateMachine for CanonicalStatus {
     const INITIAL: &'static [Self] = &[Self::Active];
     const VALID_TRANSITIONS: &'static [(Self, &'static [Self])] =
         &[(Self::Active, &[Self::Deleted]), (Self::Deleted, &[])];
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum CanonicalCommand {
-    Create {
-        canonical_id: LocalId,
-        name: String,
-        /// Preferred slug (from a Git sidecar); derived from the name when absent.
-        slug: Option<Slug>,
-        git_path: Option<String>,
-    },
-    Rename {
-        name: String,
-    },
-    RecordGitVersion {
-        git_content_hash: ContentHash,
-        commit_sha: String,
-        git_path: String,
-    },
-    Delete {
-        reason: Option<String>,
-    },
-}
-
-impl DomainCommand for CanonicalCommand {
-    fn required_role(&self) -> Role {
-        match self {
-            CanonicalCommand::Create { .. } | CanonicalCommand::RecordGitVersion { .. } => {
-                Role::Developer
-            }
-            CanonicalCommand::Rename { .. } | CanonicalCommand::Delete { .. } => Role::Admin,
-        }
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            CanonicalCommand::Delete { reason } => reason.as_deref(),
-            _ => None,
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            CanonicalCommand::Create { .. } => "canonical.create",
-            CanonicalCommand::Rename { .. } => "canonical.rename",
-            CanonicalCommand::RecordGitVersion { .. } => "canonical.record_git_version",
-            CanonicalCommand::Delete { .. } => "canonical.delete",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum CanonicalEvent {
-    Created {
-        name: String,
-        slug: Slug,
-        git_path: Option<String>,
-    },
-    Renamed {
-        name: String,
-    },
-    GitVersionRecorded {
-        git_content_hash: ContentHash,
-        commit_sha: String,
-        git_path: String,
-    },
-    Deleted {
-        from: CanonicalStatus,
-        reason: Option<String>,
-    },
-}
-
-impl DomainEvent for CanonicalEvent {
-    fn event_type(&self) -> String {
-        match self {
-            CanonicalEvent::Created { .. } => "canonical.created",
-            CanonicalEvent::Renamed { .. } => "canonical.renamed",
-            CanonicalEvent::GitVersionRecorded { .. } => "canonical.git_version_recorded",
-            CanonicalEvent::Deleted { .. } => "canonical.deleted",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -280,7 +202,8 @@ mod tests {
     use cqrs_es::test::TestFramework;
 
     use super::*;
-    use crate::kernel::command::Actor;
+    use crate::kernel::command::{Actor, Role};
+    use crate::kernel::ids::LocalId;
     use crate::kernel::transitions::table_tests;
     use crate::reservation::InMemoryReservations;
 

@@ -2,14 +2,19 @@
 //! (`pending`) or at `scheduled_for` (`scheduled`), with a status per workflow that
 //! rolls up into the deployment's own.
 
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, DomainError};
-use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
 
 /// A running deployment older than this at start-up is marked failed (stale).
@@ -100,113 +105,6 @@ pub struct DeploymentWorkflow {
     pub name: String,
     pub status: WorkflowDeployStatus,
     pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeploymentCommand {
-    Create {
-        promotion_id: LocalId,
-        scheduled_for: Option<DateTime<Utc>>,
-        /// (workflow id, name) of each workflow the promotion deploys.
-        workflows: Vec<(String, String)>,
-    },
-    Start,
-    RecordWorkflowResult {
-        workflow_id: String,
-        status: WorkflowDeployStatus,
-        error: Option<String>,
-    },
-    Cancel {
-        reason: Option<String>,
-    },
-    /// Start-up sweep: a deployment still running after [`STALE_AFTER`] failed.
-    MarkStale,
-}
-
-impl DomainCommand for DeploymentCommand {
-    fn required_role(&self) -> Role {
-        match self {
-            DeploymentCommand::RecordWorkflowResult { .. } | DeploymentCommand::MarkStale => {
-                Role::System
-            }
-            _ => Role::Admin,
-        }
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            DeploymentCommand::Cancel { reason } => reason.as_deref(),
-            _ => None,
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            DeploymentCommand::Create { .. } => "deployment.create",
-            DeploymentCommand::Start => "deployment.start",
-            DeploymentCommand::RecordWorkflowResult { .. } => "deployment.record_workflow_result",
-            DeploymentCommand::Cancel { .. } => "deployment.cancel",
-            DeploymentCommand::MarkStale => "deployment.mark_stale",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DeploymentEvent {
-    Created {
-        promotion_id: String,
-        status: DeploymentStatus,
-        scheduled_for: Option<DateTime<Utc>>,
-        workflows: Vec<DeploymentWorkflow>,
-    },
-    Started {
-        from: DeploymentStatus,
-        at: DateTime<Utc>,
-    },
-    WorkflowResultRecorded {
-        workflow_id: String,
-        status: WorkflowDeployStatus,
-        error: Option<String>,
-    },
-    Finished {
-        from: DeploymentStatus,
-        to: DeploymentStatus,
-        at: DateTime<Utc>,
-        reason: Option<String>,
-    },
-    Cancelled {
-        from: DeploymentStatus,
-        reason: Option<String>,
-    },
-}
-
-impl DeploymentEvent {
-    pub fn status_change(&self) -> Option<(Option<DeploymentStatus>, DeploymentStatus)> {
-        match self {
-            DeploymentEvent::Created { status, .. } => Some((None, *status)),
-            DeploymentEvent::Started { from, .. } => Some((Some(*from), DeploymentStatus::Running)),
-            DeploymentEvent::Finished { from, to, .. } => Some((Some(*from), *to)),
-            DeploymentEvent::Cancelled { from, .. } => {
-                Some((Some(*from), DeploymentStatus::Cancelled))
-            }
-            DeploymentEvent::WorkflowResultRecorded { .. } => None,
-        }
-    }
-}
-
-impl DomainEvent for DeploymentEvent {
-    fn event_type(&self) -> String {
-        match self {
-            DeploymentEvent::Created { .. } => "deployment.created",
-            DeploymentEvent::Started { .. } => "deployment.started",
-            DeploymentEvent::WorkflowResultRecorded { .. } => "deployment.workflow_result_recorded",
-            DeploymentEvent::Finished { .. } => "deployment.finished",
-            DeploymentEvent::Cancelled { .. } => "deployment.cancelled",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,8 @@ use chrono::TimeZone;
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::kernel::command::Actor;
+use crate::kernel::command::{Actor, Role};
+use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::table_tests;
 
 fn t0() -> DateTime<Utc> {

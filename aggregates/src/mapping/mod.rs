@@ -12,15 +12,21 @@
 //! workflow even under concurrent commands. The service releases the slot after a
 //! committed event that leaves `linked` ([`MappingEvent::leaves_linked`]).
 
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::content::ContentHash;
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, DomainError};
 use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
@@ -73,165 +79,6 @@ pub struct Observation {
     pub name: String,
     pub content_hash: ContentHash,
     pub n8n_updated_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum MappingCommand {
-    /// A sync saw the workflow. `auto_link` is a canonical id that satisfies the hash
-    /// registry's conditions (resolved by the sync); it is used only if the mapping
-    /// can take the link slot.
-    Observe {
-        environment_id: LocalId,
-        n8n_workflow_id: LocalId,
-        observation: Observation,
-        auto_link: Option<LocalId>,
-    },
-    /// A sync no longer saw the workflow.
-    ObserveMissing,
-    /// A repository sync saw the linked canonical workflow's file with this hash.
-    ObserveGitHash {
-        git_content_hash: ContentHash,
-    },
-    Link {
-        canonical_id: LocalId,
-    },
-    Unlink {
-        reason: Option<String>,
-    },
-    Ignore {
-        reason: Option<String>,
-    },
-    Unignore,
-    Delete {
-        reason: Option<String>,
-    },
-}
-
-impl DomainCommand for MappingCommand {
-    fn required_role(&self) -> Role {
-        Role::Developer
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            MappingCommand::Unlink { reason }
-            | MappingCommand::Ignore { reason }
-            | MappingCommand::Delete { reason } => reason.as_deref(),
-            _ => None,
-        }
-    }
-    fn name(&self) -> &'static str {
-        use MappingCommand::*;
-        match self {
-            Observe { .. } => "mapping.observe",
-            ObserveMissing => "mapping.observe_missing",
-            ObserveGitHash { .. } => "mapping.observe_git_hash",
-            Link { .. } => "mapping.link",
-            Unlink { .. } => "mapping.unlink",
-            Ignore { .. } => "mapping.ignore",
-            Unignore => "mapping.unignore",
-            Delete { .. } => "mapping.delete",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum MappingEvent {
-    Discovered {
-        environment_id: String,
-        n8n_workflow_id: String,
-        #[serde(flatten)]
-        observation: Observation,
-        canonical_id: Option<String>,
-        status: MappingStatus,
-        auto_linked: bool,
-    },
-    ContentObserved {
-        #[serde(flatten)]
-        observation: Observation,
-    },
-    GitHashObserved {
-        git_content_hash: ContentHash,
-    },
-    Disappeared {
-        from: MappingStatus,
-        to: MappingStatus,
-    },
-    Reappeared {
-        from: MappingStatus,
-        to: MappingStatus,
-        #[serde(flatten)]
-        observation: Observation,
-        canonical_id: Option<String>,
-    },
-    Linked {
-        from: MappingStatus,
-        canonical_id: String,
-        auto: bool,
-    },
-    Unlinked {
-        from: MappingStatus,
-        canonical_id: String,
-        reason: Option<String>,
-    },
-    Ignored {
-        from: MappingStatus,
-        reason: Option<String>,
-    },
-    Unignored {
-        to: MappingStatus,
-        canonical_id: Option<String>,
-    },
-    Deleted {
-        from: MappingStatus,
-        reason: Option<String>,
-    },
-}
-
-impl MappingEvent {
-    /// `(from, to)` when the event changes the status (`from` is `None` at creation).
-    pub fn status_change(&self) -> Option<(Option<MappingStatus>, MappingStatus)> {
-        use MappingEvent::*;
-        let (from, to) = match self {
-            Discovered { status, .. } => return Some((None, *status)),
-            Disappeared { from, to } | Reappeared { from, to, .. } => (*from, *to),
-            Linked { from, .. } => (*from, MappingStatus::Linked),
-            Unlinked { from, .. } => (*from, MappingStatus::Untracked),
-            Ignored { from, .. } => (*from, MappingStatus::Ignored),
-            Unignored { to, .. } => (MappingStatus::Ignored, *to),
-            Deleted { from, .. } => (*from, MappingStatus::Deleted),
-            ContentObserved { .. } | GitHashObserved { .. } => return None,
-        };
-        (from != to).then_some((Some(from), to))
-    }
-
-    /// True when the event takes the mapping out of `linked`: its link slot must be
-    /// released once the event is committed.
-    pub fn leaves_linked(&self) -> bool {
-        matches!(self.status_change(), Some((Some(MappingStatus::Linked), to)) if to != MappingStatus::Linked)
-    }
-}
-
-impl DomainEvent for MappingEvent {
-    fn event_type(&self) -> String {
-        use MappingEvent::*;
-        match self {
-            Discovered { .. } => "mapping.discovered",
-            ContentObserved { .. } => "mapping.content_observed",
-            GitHashObserved { .. } => "mapping.git_hash_observed",
-            Disappeared { .. } => "mapping.disappeared",
-            Reappeared { .. } => "mapping.reappeared",
-            Linked { .. } => "mapping.linked",
-            Unlinked { .. } => "mapping.unlinked",
-            Ignored { .. } => "mapping.ignored",
-            Unignored { .. } => "mapping.unignored",
-            Deleted { .. } => "mapping.deleted",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,8 @@
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::kernel::command::Actor;
+use crate::kernel::command::{Actor, Role};
+use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::table_tests::{self, Coverage};
 use crate::reservation::InMemoryReservations;
 

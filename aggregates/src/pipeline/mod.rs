@@ -7,11 +7,17 @@
 //! target, no stage twice); whether the environments exist is the caller's check,
 //! as the aggregate does no lookups.
 
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, require_text, DomainError};
 use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
@@ -96,77 +102,6 @@ impl PipelineStage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum PipelineCommand {
-    Create {
-        name: String,
-        description: Option<String>,
-        stages: Vec<PipelineStage>,
-    },
-    /// `None` leaves a field as it is. A blank `description` removes it; `stages`
-    /// replaces the whole list.
-    Update {
-        name: Option<String>,
-        description: Option<String>,
-        stages: Option<Vec<PipelineStage>>,
-    },
-    Deactivate {
-        reason: Option<String>,
-    },
-    Reactivate,
-}
-
-impl DomainCommand for PipelineCommand {
-    /// Pipelines are admin configuration (DOMAIN.md §7).
-    fn required_role(&self) -> Role {
-        Role::Admin
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            PipelineCommand::Deactivate { reason } => reason.as_deref(),
-            _ => None,
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            PipelineCommand::Create { .. } => "pipeline.create",
-            PipelineCommand::Update { .. } => "pipeline.update",
-            PipelineCommand::Deactivate { .. } => "pipeline.deactivate",
-            PipelineCommand::Reactivate => "pipeline.reactivate",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum PipelineEvent {
-    Created {
-        name: String,
-        description: Option<String>,
-        stages: Vec<PipelineStage>,
-        created_by: String,
-    },
-    /// Only what changed. `description: Some(None)` removed the description; it is
-    /// stored as `null`, and an absent field means unchanged.
-    Updated {
-        name: Option<String>,
-        #[serde(
-            default,
-            skip_serializing_if = "Option::is_none",
-            deserialize_with = "present"
-        )]
-        description: Option<Option<String>>,
-        stages: Option<Vec<PipelineStage>>,
-    },
-    Deactivated {
-        from: PipelineStatus,
-        reason: Option<String>,
-    },
-    Reactivated {
-        from: PipelineStatus,
-    },
-}
-
 /// A field that is present deserializes to `Some` even when it is `null` (serde's
 /// `Option<Option<T>>` alone cannot tell `null` from absent).
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -175,34 +110,6 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
-}
-
-impl PipelineEvent {
-    pub fn status_change(&self) -> Option<(Option<PipelineStatus>, PipelineStatus)> {
-        match self {
-            PipelineEvent::Created { .. } => Some((None, PipelineStatus::Active)),
-            PipelineEvent::Deactivated { from, .. } => {
-                Some((Some(*from), PipelineStatus::Deactivated))
-            }
-            PipelineEvent::Reactivated { from } => Some((Some(*from), PipelineStatus::Active)),
-            PipelineEvent::Updated { .. } => None,
-        }
-    }
-}
-
-impl DomainEvent for PipelineEvent {
-    fn event_type(&self) -> String {
-        match self {
-            PipelineEvent::Created { .. } => "pipeline.created",
-            PipelineEvent::Updated { .. } => "pipeline.updated",
-            PipelineEvent::Deactivated { .. } => "pipeline.deactivated",
-            PipelineEvent::Reactivated { .. } => "pipeline.reactivated",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

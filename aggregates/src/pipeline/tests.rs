@@ -4,8 +4,9 @@ use chrono::{TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::kernel::command::Actor;
+use crate::kernel::command::{Actor, DomainCommand, Role};
 use crate::kernel::transitions::table_tests;
+use cqrs_es::DomainEvent;
 
 type Fx = TestFramework<Pipeline>;
 

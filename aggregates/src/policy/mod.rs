@@ -12,14 +12,20 @@
 //! of the tenant default, so what applies to an environment is always one recorded
 //! policy.
 
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use std::fmt;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::incident::{ApprovalRequirements, IncidentPolicy, SeverityTtls};
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, DomainError};
 use crate::kernel::ids::LocalId;
 
@@ -181,66 +187,6 @@ impl DriftPolicySettings {
             ));
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum DriftPolicyCommand {
-    /// Records the whole policy of the scope. The same policy again appends nothing.
-    Set {
-        policy: DriftPolicySettings,
-        reason: Option<String>,
-    },
-    /// Removes the scope's policy: an environment falls back to the tenant default,
-    /// the tenant to the built-in defaults. Nothing to remove appends nothing.
-    Clear { reason: Option<String> },
-}
-
-impl DomainCommand for DriftPolicyCommand {
-    /// Policies are admin configuration (DOMAIN.md §7).
-    fn required_role(&self) -> Role {
-        Role::Admin
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            DriftPolicyCommand::Set { reason, .. } | DriftPolicyCommand::Clear { reason } => {
-                reason.as_deref()
-            }
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            DriftPolicyCommand::Set { .. } => "drift_policy.set",
-            DriftPolicyCommand::Clear { .. } => "drift_policy.clear",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DriftPolicyEvent {
-    /// The full policy now in force for the scope.
-    PolicySet {
-        policy: DriftPolicySettings,
-        set_by: String,
-        reason: Option<String>,
-    },
-    PolicyCleared {
-        cleared_by: String,
-        reason: Option<String>,
-    },
-}
-
-impl DomainEvent for DriftPolicyEvent {
-    fn event_type(&self) -> String {
-        match self {
-            DriftPolicyEvent::PolicySet { .. } => "drift_policy.set",
-            DriftPolicyEvent::PolicyCleared { .. } => "drift_policy.cleared",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
     }
 }
 

@@ -4,7 +4,8 @@ use chrono::{TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::kernel::command::Actor;
+use crate::kernel::command::{Actor, DomainCommand, Role};
+use cqrs_es::DomainEvent;
 
 type Fx = TestFramework<DriftPolicy>;
 

@@ -6,6 +6,12 @@
 //! append to the same stream, optimistic concurrency lets exactly one win, and the
 //! loser retries and finds the key held.
 
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -13,10 +19,10 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::DomainError;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
 
@@ -61,44 +67,6 @@ impl StateMachine for ReservationStatus {
     const INITIAL: &'static [Self] = &[Self::Free];
     const VALID_TRANSITIONS: &'static [(Self, &'static [Self])] =
         &[(Self::Free, &[Self::Held]), (Self::Held, &[Self::Free])];
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReservationCommand {
-    Claim { holder: String },
-    Release { holder: String },
-}
-
-impl DomainCommand for ReservationCommand {
-    fn required_role(&self) -> Role {
-        Role::Developer
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            ReservationCommand::Claim { .. } => "reservation.claim",
-            ReservationCommand::Release { .. } => "reservation.release",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ReservationEvent {
-    Claimed { holder: String },
-    Released { holder: String },
-}
-
-impl DomainEvent for ReservationEvent {
-    fn event_type(&self) -> String {
-        match self {
-            ReservationEvent::Claimed { .. } => "reservation.claimed",
-            ReservationEvent::Released { .. } => "reservation.released",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
