@@ -483,6 +483,244 @@ mod tests {
         }
     }
 
+    /// A wider corpus than `arb_json`: every float bit pattern plus hand-picked
+    /// edge numbers, big integers, every control character, escapes, U+2028,
+    /// non-BMP characters, and object keys drawn from the same strings.
+    fn wide_json() -> impl Strategy<Value = Value> {
+        let edge_numbers = prop::sample::select(vec![
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1.0",
+            "1e21",
+            "1e20",
+            "1.5e-7",
+            "1e-7",
+            "0.1",
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "-1.7976931348623157e308",
+            "5e-324",
+            "2.2250738585072014e-308",
+            "9007199254740993",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "-1e-400",
+            "100000000000000000000000",
+            "0.000001",
+            "1e-6",
+            "12345.678e3",
+        ])
+        .prop_map(|text| serde_json::from_str::<Value>(text).unwrap());
+        let string = prop_oneof![
+            ".*",
+            "\\PC{0,12}",
+            "[\\x00-\\x1f\"\\\\/\\x7f\u{80}\u{9f}\u{e9}\u{2028}\u{2029}\u{fffd}\u{ff61}\u{1F600}a-cA-C]{0,10}",
+            any::<Vec<char>>().prop_map(|chars| chars.into_iter().collect::<String>()),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<u64>().prop_map(|bits| Value::from(f64::from_bits(bits))),
+            any::<f32>().prop_map(Value::from),
+            edge_numbers,
+            string.clone().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 96, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec((string.clone(), inner), 0..8)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    // --- pinned bytes ------------------------------------------------------
+    //
+    // Hard-coded expected bytes, not compared with another encoder: every content
+    // hash and every chain hash depends on them, so a serde_json update (or a
+    // feature some dependency switches on) that changes one byte must fail here.
+
+    fn canonical_of(json: &str) -> String {
+        let value: Value = serde_json::from_str(json).unwrap();
+        canonical_string(&value)
+    }
+
+    #[test]
+    fn pins_integers() {
+        for (value, bytes) in [
+            (json!(0), "0"),
+            (json!(1), "1"),
+            (json!(-1), "-1"),
+            (json!(i64::MIN), "-9223372036854775808"),
+            (json!(i64::MAX), "9223372036854775807"),
+            (json!(u64::MAX), "18446744073709551615"),
+            (json!(u64::MAX - 1), "18446744073709551614"),
+        ] {
+            assert_eq!(canonical_string(&value), bytes);
+        }
+        // As parsed: `-0` and integers beyond 64 bits become floats.
+        for (json, bytes) in [
+            ("-0", "-0.0"),
+            ("0", "0"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("18446744073709551616", "1.8446744073709552e+19"),
+            ("-9223372036854775809", "-9.223372036854776e+18"),
+            ("123456789012345678901234567890", "1.2345678901234568e+29"),
+        ] {
+            assert_eq!(canonical_of(json), bytes, "{json}");
+        }
+    }
+
+    #[test]
+    fn pins_floats() {
+        for (value, bytes) in [
+            (1.0, "1.0"),
+            (-1.0, "-1.0"),
+            (0.5, "0.5"),
+            (-0.0, "-0.0"),
+            // From 1e16 up the exponent carries a sign (so the serde_json in
+            // Cargo.lock prints; versions that printed with ryu wrote `1e21`).
+            (1e21, "1e+21"),
+            (1e20, "1e+20"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1e-5, "0.00001"),
+            (1.5e-7, "1.5e-7"),
+            (1e-7, "1e-7"),
+            (0.000001, "1e-6"),
+            (0.0001, "0.0001"),
+            (0.1, "0.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (2.5e-3, "0.0025"),
+            (12345.678e3, "12345678.0"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN, "-1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (5e-324, "5e-324"),
+            (9007199254740993.0, "9007199254740992.0"),
+        ] {
+            assert_eq!(canonical_string(&json!(value)), bytes, "{value:e}");
+        }
+        // Not numbers in JSON: a Value made from them is null.
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(canonical_string(&json!(value)), "null");
+        }
+        // Parsed text: exponent forms, trailing zeros and `E` all normalise.
+        for (json, bytes) in [
+            ("1.50", "1.5"),
+            ("1E2", "100.0"),
+            ("1e+2", "100.0"),
+            ("-2.25e-7", "-2.25e-7"),
+            ("0.0", "0.0"),
+            ("-0.0", "-0.0"),
+            ("1e-400", "0.0"),
+        ] {
+            assert_eq!(canonical_of(json), bytes, "{json}");
+        }
+    }
+
+    #[test]
+    fn pins_string_escapes() {
+        // Every control character U+0000..U+001F: short escapes for \b \t \n \f \r,
+        // `\u00xx` with lowercase hex for the others.
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        assert_eq!(
+            canonical_string(&json!(controls)),
+            concat!(
+                r#""\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000b\f\r"#,
+                r#"\u000e\u000f\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018"#,
+                r#"\u0019\u001a\u001b\u001c\u001d\u001e\u001f""#,
+            )
+        );
+        for (text, bytes) in [
+            ("\"", r#""\"""#),
+            ("\\", r#""\\""#),
+            ("/", r#""/""#),
+            ("a\"b\\c", r#""a\"b\\c""#),
+            // DEL, C1 controls, U+2028/U+2029, non-ASCII and emoji: verbatim UTF-8.
+            ("\u{7f}", "\"\u{7f}\""),
+            ("\u{85}\u{9f}", "\"\u{85}\u{9f}\""),
+            ("\u{2028}\u{2029}", "\"\u{2028}\u{2029}\""),
+            ("é ü ß 中文", "\"é ü ß 中文\""),
+            ("😀 \u{1F600}", "\"😀 😀\""),
+            ("\u{feff}\u{fffd}", "\"\u{feff}\u{fffd}\""),
+            ("", r#""""#),
+        ] {
+            assert_eq!(canonical_string(&json!(text)), bytes, "{text:?}");
+        }
+        // The same as bytes, for the non-ASCII cases.
+        assert_eq!(
+            to_canonical_vec(&json!("\u{2028}é😀\u{7f}")),
+            b"\"\xe2\x80\xa8\xc3\xa9\xf0\x9f\x98\x80\x7f\""
+        );
+        // Keys are escaped like values.
+        assert_eq!(canonical_of(r#"{"a\u0000\"\n":1}"#), r#"{"a\u0000\"\n":1}"#);
+        // Escapes in the input are decoded, then written in canonical form.
+        assert_eq!(
+            canonical_of(r#""\/\u0041\u00e9\ud83d\ude00\u2028\u001F""#),
+            "\"/Aé😀\u{2028}\\u001f\""
+        );
+    }
+
+    #[test]
+    fn pins_key_order() {
+        // By UTF-8 bytes: uppercase before lowercase, a prefix first, U+00E9 (C3 A9)
+        // after ASCII, U+FF61 (EF BD A1) before U+1F600 (F0 9F 98 80) although
+        // UTF-16 would put the surrogate pair (D83D) first.
+        let v = canonical_of(
+            r#"{"\ud83d\ude00":1,"\uff61":2,"ab":3,"a":4,"B":5,"\u00e9":6,"":7,"a b":8,"~":9,"\u007f":10}"#,
+        );
+        assert_eq!(
+            v,
+            "{\"\":7,\"B\":5,\"a\":4,\"a b\":8,\"ab\":3,\"~\":9,\"\u{7f}\":10,\"é\":6,\"\u{FF61}\":2,\"\u{1F600}\":1}"
+        );
+        // Nested objects and objects inside arrays too; duplicate keys: the last wins.
+        assert_eq!(
+            canonical_of(r#"{"z":[{"b":1,"a":2}],"y":{"d":{"f":1,"e":2},"c":0},"y":{"c":1}}"#),
+            r#"{"y":{"c":1},"z":[{"a":2,"b":1}]}"#
+        );
+    }
+
+    #[test]
+    fn map_keeps_keys_sorted() {
+        // Canonical bytes are serde_json's own compact output of a `Value`, which
+        // sorts keys only while serde_json's `preserve_order` feature is off. Should
+        // any crate in the build switch it on, this fails (then sort the maps
+        // before serializing).
+        let mut map = Map::new();
+        for key in ["b", "c", "a"] {
+            map.insert(key.to_owned(), Value::Null);
+        }
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["a", "b", "c"],
+            "serde_json/preserve_order is enabled"
+        );
+    }
+
+    proptest! {
+        // `PROPTEST_CASES=100000` for the one-off check before switching encoders.
+        #[test]
+        fn hand_encoder_equals_plain_serde_json(v in wide_json()) {
+            prop_assert_eq!(to_canonical_vec(&v), serde_json::to_vec(&v).unwrap());
+            let mut streamed = Vec::new();
+            write_canonical(&v, &mut streamed).unwrap();
+            prop_assert_eq!(streamed, serde_json::to_vec(&v).unwrap());
+        }
+    }
+
     proptest! {
         #[test]
         fn find_special_matches_a_byte_loop(
