@@ -20,15 +20,17 @@
 //!   per instance.
 //! * Nodes are ordered by name (UTF-8 bytes). Names must therefore be unique; n8n
 //!   never produces duplicates anyway.
-//! * The result is serialised with [`crate::canonical_json`] and hashed with SHA-256;
-//!   the hash is written as 64 lowercase hex characters.
+//! * The result is serialised in the canonical form of [`crate::canonical_json`]
+//!   (serde_json's compact output, keys in byte order) and hashed with SHA-256; the
+//!   hash is written as 64 lowercase hex characters.
 //!
 //! Malformed input is reported as a [`ContentError`], never a panic.
 //!
 //! Speed matters (hashing runs over every workflow of every environment), so hashing
 //! never builds a normalised copy: it validates the workflow into a small view of
 //! borrowed references (the kept keys, the nodes sorted by name) and streams the
-//! canonical bytes of that view through a small buffer into SHA-256.
+//! canonical bytes of that view (serialised by serde_json) through a small buffer
+//! into SHA-256.
 //! [`content_hash_bytes`] also skips `serde_json::Value`: a strict parser records
 //! the document as a flat token tape (strings without escapes stay slices of the
 //! input, object members are put in canonical order while parsing, numbers still go
@@ -36,14 +38,13 @@
 //! supplies the error message. [`normalize`] builds a `Value` for callers that want
 //! one; its canonical form hashes to the same content hash.
 
-use std::convert::Infallible;
 use std::fmt;
+use std::io::{BufWriter, Write};
 use std::sync::OnceLock;
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
-
-use crate::canonical_json::{self, Encoder, Sink};
 
 /// Top-level workflow keys that describe an n8n instance's copy of a workflow rather
 /// than the workflow itself, and so are left out of the content hash.
@@ -176,7 +177,7 @@ impl From<ContentHash> for String {
 
 /// Returns the normalised workflow (volatile keys dropped, credential ids dropped,
 /// nodes ordered by name). Its canonical form (see
-/// [`canonical_json::to_canonical_vec`]) is what [`content_hash`] hashes.
+/// [`crate::canonical_json::to_canonical_vec`]) is what [`content_hash`] hashes.
 pub fn normalize(workflow: &Value) -> Result<Value, ContentError> {
     Ok(fields_to_value(&normalized_view(workflow)?))
 }
@@ -210,7 +211,8 @@ pub fn content_hash_bytes(json: &[u8]) -> Result<ContentHash, ContentError> {
 
 /// A cheap handle to a node of a parsed JSON tree, so that one normalisation serves
 /// both `&serde_json::Value` and the [`Tape`] that [`content_hash_bytes`] parses into.
-trait JsonTree<'a>: Copy {
+/// Serializes in canonical form (see [`crate::canonical_json`]).
+trait JsonTree<'a>: Copy + Serialize {
     /// The JSON type with an article, for error messages ("an array").
     fn kind(self) -> &'static str;
     fn as_str(self) -> Option<&'a str>;
@@ -221,8 +223,6 @@ trait JsonTree<'a>: Copy {
     fn entries(self) -> Option<Vec<(&'a str, Self)>>;
     /// Object member lookup; `None` if missing or if this is not an object.
     fn get(self, key: &str) -> Option<Self>;
-    /// Appends the canonical form (see [`crate::canonical_json`]).
-    fn encode<S: Sink>(self, out: &mut Encoder<S>) -> Result<(), S::Error>;
 }
 
 /// Object fields of the normalised view, in canonical key order.
@@ -348,47 +348,32 @@ fn credential_refs<'a, J: JsonTree<'a>>(
         .collect()
 }
 
-fn encode_fields<'a, J: JsonTree<'a>, S: Sink>(
-    fields: &Fields<'a, J>,
-    out: &mut Encoder<S>,
-) -> Result<(), S::Error> {
-    out.byte(b'{');
-    for (i, (key, part)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.byte(b',');
-        }
-        out.string(key);
-        out.byte(b':');
-        match part {
-            Part::Verbatim(value) => value.encode(out)?,
-            Part::Nodes(nodes) => {
-                out.byte(b'[');
-                for (j, node) in nodes.iter().enumerate() {
-                    if j > 0 {
-                        out.byte(b',');
-                    }
-                    encode_fields(node, out)?;
-                }
-                out.byte(b']');
-            }
-            Part::Credentials(refs) => {
-                out.byte(b'{');
-                for (j, (cred_type, name)) in refs.iter().enumerate() {
-                    if j > 0 {
-                        out.byte(b',');
-                    }
-                    out.string(cred_type);
-                    out.raw(b":{\"name\":");
-                    out.string(name);
-                    out.byte(b'}');
-                }
-                out.byte(b'}');
-            }
-        }
-        out.checkpoint()?;
+/// The normalised view as a JSON object: serializes in canonical form.
+struct View<'v, 'a, J>(&'v Fields<'a, J>);
+
+impl<'a, J: JsonTree<'a>> Serialize for View<'_, 'a, J> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, part)| (key, part)))
     }
-    out.byte(b'}');
-    Ok(())
+}
+
+impl<'a, J: JsonTree<'a>> Serialize for Part<'a, J> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Part::Verbatim(value) => value.serialize(serializer),
+            Part::Nodes(nodes) => serializer.collect_seq(nodes.iter().map(View)),
+            Part::Credentials(refs) => serializer.collect_map(
+                refs.iter()
+                    .map(|(cred_type, name)| (cred_type, CredentialRef { name })),
+            ),
+        }
+    }
+}
+
+/// A node's reference to a credential, by name only.
+#[derive(Serialize)]
+struct CredentialRef<'r, 'a> {
+    name: &'r &'a str,
 }
 
 fn fields_to_value(fields: &Fields<'_, &Value>) -> Value {
@@ -414,22 +399,16 @@ fn fields_to_value(fields: &Fields<'_, &Value>) -> Value {
 
 fn hash_workflow<'a, J: JsonTree<'a>>(workflow: J) -> Result<ContentHash, ContentError> {
     let view = normalized_view(workflow)?;
-    let mut encoder = Encoder::new(HashSink(Sha256::new()));
-    let Ok(()) = encode_fields(&view, &mut encoder);
-    let Ok(HashSink(hasher)) = encoder.finish();
+    let mut hasher = Sha256::new();
+    // serde_json writes many short pieces: gather them into chunks for SHA-256.
+    let mut out = BufWriter::with_capacity(16 * 1024, &mut hasher);
+    let written = serde_json::to_writer(&mut out, &View(&view)).map_err(std::io::Error::from);
+    // SHA-256 takes every byte, and a parsed JSON tree always serializes.
+    written
+        .and_then(|()| out.flush())
+        .expect("canonical JSON streams into SHA-256");
+    drop(out);
     Ok(ContentHash(hex::encode(hasher.finalize())))
-}
-
-/// Feeds canonical output into SHA-256, a few kilobytes at a time.
-struct HashSink(Sha256);
-
-impl Sink for HashSink {
-    type Error = Infallible;
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
-        self.0.update(bytes);
-        Ok(())
-    }
 }
 
 impl<'a> JsonTree<'a> for &'a Value {
@@ -464,10 +443,6 @@ impl<'a> JsonTree<'a> for &'a Value {
 
     fn get(self, key: &str) -> Option<Self> {
         self.as_object()?.get(key)
-    }
-
-    fn encode<S: Sink>(self, out: &mut Encoder<S>) -> Result<(), S::Error> {
-        out.value(self)
     }
 }
 
@@ -753,7 +728,7 @@ impl<'a> Parser<'a> {
     /// Parses a string literal starting at the opening quote and pushes its token.
     fn string(&mut self) -> Option<()> {
         let start = self.pos + 1;
-        let mut i = canonical_json::find_special(self.bytes, start);
+        let mut i = find_special(self.bytes, start);
         if *self.bytes.get(i)? == b'"' {
             self.pos = i + 1;
             self.push(Kind::Str, start as u32, i as u32, 0);
@@ -784,7 +759,7 @@ impl<'a> Parser<'a> {
                 0..=0x1f => return None,
                 _ => {
                     let run = i;
-                    i = canonical_json::find_special(self.bytes, i);
+                    i = find_special(self.bytes, i);
                     decoded.push_str(src.get(run..i)?);
                 }
             }
@@ -942,54 +917,70 @@ impl<'t> JsonTree<'t> for TapeRef<'t> {
             at: members[i] as usize + 1,
         })
     }
+}
 
-    fn encode<S: Sink>(self, out: &mut Encoder<S>) -> Result<(), S::Error> {
-        encode_token(self.tape, self.at, out)
+/// Canonical form: the tape's objects already hold their members in canonical
+/// order, and its numbers are serde_json's.
+impl Serialize for TapeRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tape = self.tape;
+        let token = tape.tokens[self.at];
+        match token.kind {
+            Kind::Null => serializer.serialize_unit(),
+            Kind::True => serializer.serialize_bool(true),
+            Kind::False => serializer.serialize_bool(false),
+            Kind::Number => tape.numbers[token.a as usize].serialize(serializer),
+            Kind::Str | Kind::Escaped => serializer.serialize_str(tape.text(self.at)),
+            Kind::Array => {
+                let end = token.a as usize;
+                let mut at = self.at + 1;
+                serializer.collect_seq(std::iter::from_fn(|| {
+                    let item = (at < end).then_some(TapeRef { tape, at })?;
+                    at = tape.skip(at);
+                    Some(item)
+                }))
+            }
+            Kind::Object => serializer.collect_map(tape.members_of(self.at).iter().map(|&key| {
+                let key = key as usize;
+                (tape.text(key), TapeRef { tape, at: key + 1 })
+            })),
+        }
     }
 }
 
-fn encode_token<S: Sink>(tape: &Tape<'_>, at: usize, out: &mut Encoder<S>) -> Result<(), S::Error> {
-    let token = tape.tokens[at];
-    match token.kind {
-        Kind::Null => out.raw(b"null"),
-        Kind::True => out.raw(b"true"),
-        Kind::False => out.raw(b"false"),
-        Kind::Number => out.number(&tape.numbers[token.a as usize]),
-        Kind::Str => out.plain_string(tape.text(at)),
-        Kind::Escaped => out.string(tape.text(at)),
-        Kind::Array => {
-            out.byte(b'[');
-            let mut item = at + 1;
-            while item < token.a as usize {
-                if item > at + 1 {
-                    out.byte(b',');
-                }
-                encode_token(tape, item, out)?;
-                out.checkpoint()?;
-                item = tape.skip(item);
-            }
-            out.byte(b']');
+/// Index of the first byte at or after `i` that serde_json escapes in a string
+/// (`"`, `\` or a control character U+0000 to U+001F), or `bytes.len()` if there is
+/// none. Also the end of a run of plain content when parsing a string literal.
+///
+/// Checks eight bytes at a time: for a word `x`, `(x - ONES * n) & !x & HIGHS` is
+/// non-zero iff some byte of `x` is below `n` (for `n <= 0x80`), and its lowest set
+/// bit marks the first such byte (borrows only propagate upwards).
+fn find_special(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk);
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(ONES * 0x20) & !word))
+            & HIGHS;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
         }
-        Kind::Object => {
-            out.byte(b'{');
-            for (i, &key) in tape.members_of(at).iter().enumerate() {
-                if i > 0 {
-                    out.byte(b',');
-                }
-                let key = key as usize;
-                if tape.tokens[key].kind == Kind::Str {
-                    out.plain_string(tape.text(key));
-                } else {
-                    out.string(tape.text(key));
-                }
-                out.byte(b':');
-                encode_token(tape, key + 1, out)?;
-                out.checkpoint()?;
-            }
-            out.byte(b'}');
-        }
+        i += 8;
     }
-    Ok(())
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -1058,7 +1049,7 @@ mod tests {
             assert_eq!(hash_via_tape(&bytes), Some(Ok(from_value.clone())));
             assert_eq!(content_hash_bytes(&bytes).unwrap(), from_value);
         }
-        let canonical = canonical_json::to_canonical_vec(&normalize(workflow).unwrap());
+        let canonical = crate::canonical_json::to_canonical_vec(&normalize(workflow).unwrap());
         assert_eq!(hex::encode(Sha256::digest(&canonical)), from_value.as_str());
         from_value
     }
@@ -1856,6 +1847,37 @@ mod tests {
             })
     }
 
+    #[test]
+    fn find_special_finds_each_special_byte() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert_eq!(find_special(&bytes, 0), at, "{special:#x} at {at} of {len}");
+                }
+                assert_eq!(find_special(&vec![0xC3; len], 0), len);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_special_matches_a_byte_loop(
+            bytes in prop::collection::vec(
+                prop_oneof![any::<u8>(), 0x20u8..0x7f, 0x80u8..=0xff],
+                0..64,
+            ),
+            start in 0usize..70,
+        ) {
+            let expected = (start..bytes.len())
+                .find(|&i| bytes[i] < 0x20 || bytes[i] == b'"' || bytes[i] == b'\\')
+                .unwrap_or(bytes.len().max(start));
+            prop_assert_eq!(find_special(&bytes, start), expected);
+        }
+
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -1918,7 +1940,7 @@ mod tests {
             prop_assert!(checked.is_ok(), "{:?}", checked);
             prop_assert!(hash_via_tape(text.as_bytes()).is_some());
             if let Ok(hash) = &result {
-                let canonical = canonical_json::to_canonical_vec(&normalize(&workflow).unwrap());
+                let canonical = crate::canonical_json::to_canonical_vec(&normalize(&workflow).unwrap());
                 prop_assert_eq!(hex::encode(Sha256::digest(&canonical)), hash.as_str());
             } else {
                 prop_assert_eq!(normalize(&workflow).err(), result.err());

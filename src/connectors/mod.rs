@@ -5,8 +5,11 @@
 
 pub mod git;
 pub mod n8n;
+pub mod retry;
 
 use std::time::Duration;
+
+pub use retry::RetryPolicy;
 
 /// Why a call to n8n or Git failed (`UPSTREAM` for clients).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,43 +70,5 @@ impl UpstreamError {
                 | UpstreamError::Timeout { .. }
                 | UpstreamError::Unreachable { .. }
         )
-    }
-}
-
-/// Timeouts and retries of every outbound call.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Per attempt.
-    pub timeout: Duration,
-    /// Attempts in all (1 = no retry).
-    pub attempts: u32,
-    /// First backoff; doubled each retry, with full jitter.
-    pub base_delay: Duration,
-    /// Longest wait between attempts. A `Retry-After` within it is honoured; n8n's
-    /// longer ones are capped at it, while GitHub's longer ones fail the call at once
-    /// (`RateLimited`, retryable later): GitHub penalizes retrying before its reset.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            timeout: Duration::from_secs(10),
-            attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `retry` (1-based): exponential with full jitter.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
-        let cap = exp.min(self.max_delay);
-        let jitter = rand::random::<f64>();
-        cap.mul_f64(jitter)
     }
 }

@@ -8,9 +8,10 @@
 //! - `POST` and `PUT` bodies are reduced by [`update_body`] to what n8n's schema accepts:
 //!   n8n rejects any other property with 400 "request/body must NOT have additional
 //!   properties", including settings keys that its own `GET` returns.
-//! - Every attempt has the policy's timeout. Timeouts, connection errors, 429 (waiting
-//!   `Retry-After`, capped at `max_delay`) and 5xx are retried with
-//!   [`RetryPolicy::backoff`]; other 4xx never are.
+//! - Retries are the shared loop's ([`retry::run`]): every attempt has the policy's
+//!   timeout. Timeouts, connection errors, 429 and 5xx (waiting `Retry-After` on 429
+//!   and 503, capped at `max_delay`) are retried with [`RetryPolicy::backoff`]; other
+//!   4xx never are.
 //! - `create_workflow` is not idempotent: it is retried only when n8n cannot have
 //!   created anything (the connection could not be made, or 429). After a timeout, a
 //!   broken connection or a 5xx the workflow may exist: the error is returned at once
@@ -20,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RETRY_AFTER};
@@ -28,6 +30,7 @@ use serde_json::{Map, Value};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use super::retry::{self, LongWait};
 use super::{RetryPolicy, UpstreamError};
 
 /// The `service` of every error this client returns.
@@ -494,46 +497,48 @@ impl N8nClient {
             status = Empty,
             attempt = Empty,
         );
-        async {
-            let attempts = self.policy.attempts.max(1);
-            let mut acted_before = false;
-            let mut attempt = 1;
-            loop {
-                span.record("attempt", attempt);
-                let failure = match self.attempt(&call, &span).await {
+        // Whether an earlier attempt may have reached n8n (a DELETE's 404 after it
+        // means that attempt deleted it).
+        let acted_before = AtomicBool::new(false);
+        let (call, span_ref, acted) = (&call, &span, &acted_before);
+        let create = call.idempotence == Idempotence::Create;
+        let outcome = retry::run(
+            &self.policy,
+            LongWait::Cap,
+            |_| {
+                // A timed-out request may have arrived.
+                acted.store(true, Ordering::Relaxed);
+                let error = self.timeout().error;
+                if create {
+                    retry::Failure::permanent(error)
+                } else {
+                    retry::Failure::transient(error, None)
+                }
+            },
+            move |attempt| async move {
+                span_ref.record("attempt", attempt);
+                let failure = match self.attempt(call, span_ref).await {
                     Ok(value) => return Ok(Some(value)),
                     Err(failure) => failure,
                 };
                 if call.idempotence == Idempotence::Delete
-                    && acted_before
+                    && acted.load(Ordering::Relaxed)
                     && matches!(failure.error, UpstreamError::NotFound { .. })
                 {
                     tracing::debug!("already deleted by an earlier attempt");
                     return Ok(None);
                 }
-                acted_before |= failure.may_have_acted;
-                let retry = failure.transient
-                    && attempt < attempts
-                    && !(call.idempotence == Idempotence::Create && failure.may_have_acted);
-                if !retry {
-                    tracing::debug!(error = %failure.error, "n8n call failed");
-                    return Err(failure.error);
+                if failure.may_have_acted {
+                    acted.store(true, Ordering::Relaxed);
                 }
-                let wait = failure
-                    .retry_after
-                    .unwrap_or_else(|| self.policy.backoff(attempt))
-                    .min(self.policy.max_delay);
-                tracing::debug!(
-                    error = %failure.error,
-                    wait_ms = wait.as_millis() as u64,
-                    "n8n call failed; retrying"
-                );
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-        }
-        .instrument(span.clone())
-        .await
+                Err(retry::Failure {
+                    error: failure.error,
+                    retry: failure.transient && !(create && failure.may_have_acted),
+                    asked_wait: failure.retry_after,
+                })
+            },
+        );
+        outcome.instrument(span.clone()).await
     }
 
     async fn attempt(&self, call: &Call<'_>, span: &tracing::Span) -> Result<Value, Failure> {
@@ -552,12 +557,8 @@ impl N8nClient {
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, headers, body))
         };
-        let (status, headers, body) =
-            match tokio::time::timeout(self.policy.timeout, exchange).await {
-                Err(_) => return Err(self.timeout()),
-                Ok(Err(error)) => return Err(self.transport(error)),
-                Ok(Ok(answer)) => answer,
-            };
+        // The attempt's timeout is the retry loop's (`retry::run`).
+        let (status, headers, body) = exchange.await.map_err(|error| self.transport(error))?;
         span.record("status", status.as_u16());
 
         if status.is_success() {
@@ -583,7 +584,7 @@ impl N8nClient {
                 error: UpstreamError::RateLimited { service: SERVICE },
                 transient: true,
                 may_have_acted: false,
-                retry_after: retry_after(&headers),
+                retry_after: retry::asked_wait(code, retry_after(&headers)),
             }),
             _ if status.is_server_error() => Err(Failure {
                 error: UpstreamError::Unavailable {
@@ -592,11 +593,7 @@ impl N8nClient {
                 },
                 transient: true,
                 may_have_acted: true,
-                retry_after: if status == StatusCode::SERVICE_UNAVAILABLE {
-                    retry_after(&headers)
-                } else {
-                    None
-                },
+                retry_after: retry::asked_wait(code, retry_after(&headers)),
             }),
             _ if status.is_client_error() => Err(Failure::permanent(UpstreamError::Rejected {
                 service: SERVICE,
@@ -749,16 +746,9 @@ fn workflow_id(workflow: &Value) -> Option<String> {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3); a date in the past is
-/// no wait.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+/// The `Retry-After` header's text (read by [`retry::asked_wait`]).
+fn retry_after(headers: &HeaderMap) -> Option<&str> {
+    headers.get(RETRY_AFTER)?.to_str().ok()
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -930,26 +920,22 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_dates() {
+    fn retry_after_is_read_on_429_and_503() {
         let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
-        );
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers), Some("7"));
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30))
             .format("%a, %d %b %Y %H:%M:%S GMT")
             .to_string();
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        let wait = retry_after(&headers).unwrap();
+        let wait = retry::asked_wait(429, retry_after(&headers)).unwrap();
         assert!(
             wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
             "{wait:?}"
         );
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
+        assert!(retry::asked_wait(503, retry_after(&headers)).is_some());
+        assert_eq!(retry::asked_wait(500, retry_after(&headers)), None);
     }
 
     #[test]

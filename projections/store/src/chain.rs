@@ -7,6 +7,9 @@
 //! backend stores JSON: PostgreSQL's `json`-from-`jsonb` text and SQLite's text verify
 //! alike, and a log copied between backends still verifies.
 
+use std::io::{self, Write};
+
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -36,11 +39,10 @@ pub struct ChainedEvent<'a> {
 }
 
 impl ChainedEvent<'_> {
-    /// SHA-256(previous hash bytes ‖ canonical bytes), as lowercase hex.
+    /// SHA-256(previous hash bytes ‖ canonical bytes), as lowercase hex. The
+    /// canonical bytes are streamed into the hasher, never collected.
     pub fn hash(&self, previous: &str) -> String {
-        let metadata = canonical_metadata(self.metadata);
-        let payload = aggregates::canonical_json::to_canonical_vec(self.payload);
-        hash_parts(
+        hash_envelope(
             previous,
             &EventIdentity {
                 aggregate_type: self.aggregate_type,
@@ -49,20 +51,29 @@ impl ChainedEvent<'_> {
                 event_type: self.event_type,
                 event_version: self.event_version,
             },
-            &payload,
-            &metadata,
+            Canonical::Value(self.payload),
+            Canonical::Metadata(self.metadata),
         )
     }
 }
 
 /// Canonical bytes of metadata without its [`HASH_KEY`] entry.
 pub fn canonical_metadata(metadata: &Map<String, Value>) -> Vec<u8> {
-    let without_hash: Map<String, Value> = metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != HASH_KEY)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    aggregates::canonical_json::to_canonical_vec(&Value::Object(without_hash))
+    let mut bytes = Vec::with_capacity(64);
+    let Ok(()) = serde_json::to_writer(&mut bytes, &WithoutHash(metadata)) else {
+        unreachable!("a JSON map serializes into memory");
+    };
+    bytes
+}
+
+/// Metadata without its [`HASH_KEY`] entry, serialized in the map's (canonical)
+/// key order without copying it.
+struct WithoutHash<'a>(&'a Map<String, Value>);
+
+impl Serialize for WithoutHash<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().filter(|(key, _)| key.as_str() != HASH_KEY))
+    }
 }
 
 /// Where an event sits: its aggregate, sequence and type.
@@ -85,6 +96,39 @@ pub fn hash_parts(
     canonical_payload: &[u8],
     canonical_metadata: &[u8],
 ) -> String {
+    hash_envelope(
+        previous,
+        id,
+        Canonical::Bytes(canonical_payload),
+        Canonical::Bytes(canonical_metadata),
+    )
+}
+
+/// A part of the envelope: bytes already canonical, or a value to serialize.
+enum Canonical<'a> {
+    Bytes(&'a [u8]),
+    Value(&'a Value),
+    Metadata(&'a Map<String, Value>),
+}
+
+impl Canonical<'_> {
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            Canonical::Bytes(bytes) => out.write_all(bytes),
+            Canonical::Value(value) => Ok(serde_json::to_writer(out, value)?),
+            Canonical::Metadata(metadata) => {
+                Ok(serde_json::to_writer(out, &WithoutHash(metadata))?)
+            }
+        }
+    }
+}
+
+fn hash_envelope(
+    previous: &str,
+    id: &EventIdentity<'_>,
+    payload: Canonical<'_>,
+    metadata: Canonical<'_>,
+) -> String {
     let mut hasher = Sha256::new();
     // A malformed previous hash still hashes (to its text) here; callers check it
     // with `is_chain_hash` first (the bus refuses, verify reports).
@@ -92,22 +136,29 @@ pub fn hash_parts(
         Ok(bytes) => hasher.update(bytes),
         Err(_) => hasher.update(previous.as_bytes()),
     }
-    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    hasher.update(b"{\"aggregate_id\":");
-    hasher.update(text(id.aggregate_id));
-    hasher.update(b",\"aggregate_type\":");
-    hasher.update(text(id.aggregate_type));
-    hasher.update(b",\"event_type\":");
-    hasher.update(text(id.event_type));
-    hasher.update(b",\"event_version\":");
-    hasher.update(text(id.event_version));
-    hasher.update(b",\"metadata\":");
-    hasher.update(canonical_metadata);
-    hasher.update(b",\"payload\":");
-    hasher.update(canonical_payload);
-    hasher.update(b",\"sequence\":");
-    hasher.update(id.sequence.to_string());
-    hasher.update(b"}");
+    let mut out = io::BufWriter::with_capacity(4 * 1024, &mut hasher);
+    let written = (|| {
+        out.write_all(b"{\"aggregate_id\":")?;
+        serde_json::to_writer(&mut out, id.aggregate_id)?;
+        out.write_all(b",\"aggregate_type\":")?;
+        serde_json::to_writer(&mut out, id.aggregate_type)?;
+        out.write_all(b",\"event_type\":")?;
+        serde_json::to_writer(&mut out, id.event_type)?;
+        out.write_all(b",\"event_version\":")?;
+        serde_json::to_writer(&mut out, id.event_version)?;
+        out.write_all(b",\"metadata\":")?;
+        metadata.write_to(&mut out)?;
+        out.write_all(b",\"payload\":")?;
+        payload.write_to(&mut out)?;
+        out.write_all(b",\"sequence\":")?;
+        serde_json::to_writer(&mut out, &id.sequence)?;
+        out.write_all(b"}")?;
+        out.flush()
+    })();
+    // SHA-256 takes every byte, and strings, numbers and JSON values always
+    // serialize.
+    written.expect("canonical JSON streams into SHA-256");
+    drop(out);
     hex::encode(hasher.finalize())
 }
 
@@ -142,6 +193,66 @@ mod tests {
             metadata: &meta,
         };
         assert_eq!(event.hash(GENESIS), expected);
+    }
+
+    /// A fixed event's chain hash, hard-coded: stored history verifies only while
+    /// these bytes stay the same, so a dependency update that changes canonical
+    /// bytes (number format, escaping, key order) must fail here first.
+    #[test]
+    fn pins_a_chain_hash() {
+        let payload: Value = serde_json::from_str(
+            r#"{"z":"é\n\"\u0001\u2028","m":{"b":{},"a":[]},"a":[1,-2,2.5,1e21,null,true]}"#,
+        )
+        .unwrap();
+        let mut metadata = Map::new();
+        metadata.insert("at".into(), json!("2026-01-01T00:00:00Z"));
+        metadata.insert(HASH_KEY.into(), json!("not part of the hash"));
+        metadata.insert("actor".into(), json!("alice"));
+        let event = ChainedEvent {
+            aggregate_type: "incident",
+            aggregate_id: "acme:i-1",
+            sequence: 7,
+            event_type: "incident.detected",
+            event_version: "1",
+            payload: &payload,
+            metadata: &metadata,
+        };
+        // SHA-256(previous ‖ envelope) with this envelope:
+        // {"aggregate_id":"acme:i-1","aggregate_type":"incident",
+        //  "event_type":"incident.detected","event_version":"1",
+        //  "metadata":{"actor":"alice","at":"2026-01-01T00:00:00Z"},
+        //  "payload":{"a":[1,-2,2.5,1e+21,null,true],"m":{"a":[],"b":{}},
+        //  "z":"é\n\"\u0001<U+2028>"},"sequence":7}
+        let previous = "ab".repeat(32);
+        let pinned = "d2f8dd91674ce2676ab7102debe724641e21ad5fbd41a93a84930e6281f5c68e";
+        assert_eq!(event.hash(&previous), pinned);
+        assert_eq!(
+            event.hash(GENESIS),
+            "970131c9ea5ab9a242c96d1105b790970211cd715152478fac481a50d270495c"
+        );
+        // The command path: canonical bytes made once, then hashed.
+        let canonical_payload = aggregates::canonical_json::to_canonical_vec(&payload);
+        assert_eq!(
+            canonical_payload,
+            "{\"a\":[1,-2,2.5,1e+21,null,true],\"m\":{\"a\":[],\"b\":{}},\"z\":\"é\\n\\\"\\u0001\u{2028}\"}"
+                .as_bytes()
+        );
+        let canonical = canonical_metadata(&metadata);
+        assert_eq!(
+            canonical,
+            br#"{"actor":"alice","at":"2026-01-01T00:00:00Z"}"#
+        );
+        let identity = EventIdentity {
+            aggregate_type: "incident",
+            aggregate_id: "acme:i-1",
+            sequence: 7,
+            event_type: "incident.detected",
+            event_version: "1",
+        };
+        assert_eq!(
+            hash_parts(&previous, &identity, &canonical_payload, &canonical),
+            pinned
+        );
     }
 
     fn event<'a>(payload: &'a Value, metadata: &'a Map<String, Value>) -> ChainedEvent<'a> {

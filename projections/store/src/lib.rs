@@ -29,6 +29,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
+use url::Url;
 
 pub use log::{BrokenLink, LogCursor, StoredEvent, VerifyReport};
 pub use write::{CommitError, Committed, Envelope, Loaded};
@@ -326,42 +327,56 @@ impl Store {
     }
 }
 
-/// The same server URL pointing at another database, keeping any `?options`.
+/// The same server URL pointing at another database, keeping any `?options`. A
+/// URL that does not parse comes back unchanged (sqlx cannot connect with it
+/// either, as it parses URLs the same way).
 pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let server = match base
-        .find("://")
-        .and_then(|s| base[s + 3..].find('/').map(|slash| s + 3 + slash))
-    {
-        Some(slash) => &base[..slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_path(&format!("/{database}"));
+            parsed.into()
+        }
+        Err(_) => url.to_string(),
     }
 }
 
-/// A database URL with any password replaced, for messages and logs.
+/// A database URL with any password replaced, for messages and logs: the one in
+/// the user information and a `password` query option. A URL that does not parse
+/// loses everything between `://` and its last `@` instead.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
+    const HIDDEN: &str = "***";
+    let Ok(mut parsed) = Url::parse(url) else {
+        return match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}{HIDDEN}{}", &url[..scheme_end + 3], &url[at..])
             }
-        }
-        _ => url.to_string(),
+            _ => url.to_string(),
+        };
+    };
+    let password_option = |key: &str| key.eq_ignore_ascii_case("password");
+    let in_query = parsed.query_pairs().any(|(key, _)| password_option(&key));
+    if parsed.password().is_none() && !in_query {
+        // Nothing to hide: keep the text exactly as given.
+        return url.to_string();
     }
+    if parsed.password().is_some() && parsed.set_password(Some(HIDDEN)).is_err() {
+        return format!("{}://{HIDDEN}", parsed.scheme());
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if password_option(&key) {
+                    HIDDEN.to_string()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
 }
 
 #[cfg(test)]
@@ -387,5 +402,52 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(super::redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            super::redact_url("postgres://u@h:5432/db?sslmode=disable"),
+            "postgres://u@h:5432/db?sslmode=disable"
+        );
+        assert_eq!(super::redact_url("sqlite:data.db"), "sqlite:data.db");
+        // Percent-encoded passwords, and passwords given as an option.
+        assert_eq!(
+            super::redact_url("postgres://u:p%40ss%2Fw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact_url("postgres://u@h/db?sslmode=require&password=secret"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
+        // URLs that do not parse still lose everything before the last `@`.
+        for (url, shown) in [
+            ("postgres://u:pa/ss@h/db", "postgres://***@h/db"),
+            (
+                "postgres://u:secret@h:99999/db",
+                "postgres://***@h:99999/db",
+            ),
+            ("postgres://u:s@cr@t@[::1/db", "postgres://***@[::1/db"),
+        ] {
+            assert_eq!(super::redact_url(url), shown, "{url}");
+        }
+        for url in [
+            "postgres://u:secret@h:5432/db",
+            "postgres://u:secret@h/db?password=secret",
+            "postgres://u:secret@h:99999/db",
+            "postgres://u:se@cret@h/db",
+            "mysql://u:secret@h/db",
+        ] {
+            assert!(!super::redact_url(url).contains("secret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn database_swap_never_touches_credentials() {
+        assert_eq!(
+            super::with_database("postgres://u:p%40ss@h:5432/postgres", "wf_test_1"),
+            "postgres://u:p%40ss@h:5432/wf_test_1"
+        );
+        assert_eq!(
+            super::with_database("postgresql://u@h", "x"),
+            "postgresql://u@h/x"
+        );
+        assert_eq!(super::with_database("not a url", "x"), "not a url");
     }
 }

@@ -1,7 +1,7 @@
 //! GitHub and GitHub Enterprise through octocrab. octocrab's raw calls (`_get`,
 //! `_post`, `_patch`) with our own serde types: they give the status and headers
-//! (`Retry-After`, `x-ratelimit-*`) that the typed API hides, and our own retry
-//! loop replaces octocrab's (which retries without backoff and ignores
+//! (`Retry-After`, `x-ratelimit-*`) that the typed API hides, and the connectors'
+//! shared retry loop replaces octocrab's (which retries without backoff and ignores
 //! `Retry-After`).
 //!
 //! Reading a folder: the branch (`GET /repos/{o}/{r}/branches/{branch}`: head sha,
@@ -23,22 +23,27 @@
 //! alike (the Git data API cannot make a first commit).
 //!
 //! Retries: each call gets `RetryPolicy::timeout` (connect, request and body) and
-//! `attempts` tries; timeouts, connection failures, 5xx, 429 and rate-limited 403s
-//! are retried with exponential backoff and jitter; other 4xx never are. A wait the
-//! server asks for (`Retry-After`, or `x-ratelimit-reset` when
+//! `attempts` tries, in the connectors' shared retry loop (`connectors::retry`);
+//! timeouts, connection failures, 5xx, 429 and rate-limited 403s are retried with
+//! exponential backoff and full jitter; other 4xx never are. A wait the server asks
+//! for (`Retry-After` in seconds or as an HTTP date, or `x-ratelimit-reset` when
 //! `x-ratelimit-remaining` is 0) is honoured when it is within
 //! `RetryPolicy::max_delay`; when it is longer the call fails at once with
 //! `RateLimited` (retryable) rather than sleeping for minutes or retrying early,
 //! which GitHub's documentation warns can get an integration banned.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, Engine as _};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use octocrab::service::middleware::retry::RetryConfig;
 use octocrab::Octocrab;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -49,6 +54,7 @@ use super::{
     check_branch, check_files, folder_segments, join_path, sorted, GitConfigError, GitFile,
     GitRepository, GitSnapshot,
 };
+use crate::connectors::retry::{self, LongWait};
 use crate::connectors::{RetryPolicy, UpstreamError};
 
 const SERVICE: &str = "github";
@@ -348,49 +354,43 @@ impl GitHubRepository {
         let span = tracing::debug_span!("github.call", method = verb.as_str(), path = %path);
         async {
             let client = self.client().await?;
-            let attempts = self.policy.attempts.max(1);
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let sent =
-                    tokio::time::timeout(self.policy.timeout, send_once(client, verb, path, body))
-                        .await;
-                let (error, asked_wait) = match sent {
-                    Err(_) => (
+            let timeout = self.policy.timeout;
+            retry::run(
+                &self.policy,
+                LongWait::Fail,
+                |_| {
+                    retry::Failure::transient(
                         UpstreamError::Timeout {
                             service: SERVICE,
-                            timeout: self.policy.timeout,
+                            timeout,
                         },
                         None,
-                    ),
-                    Ok(Err(error)) => (error, None),
-                    Ok(Ok(answer)) => match classify(&answer, what) {
-                        None => {
-                            return serde_json::from_str(&answer.body).map_err(|e| {
-                                UpstreamError::Malformed {
-                                    service: SERVICE,
-                                    message: format!("{} {path}: {e}", verb.as_str()),
-                                }
-                            })
+                    )
+                },
+                |_| async {
+                    let answer = send_once(client, verb, path, body).await.map_err(|error| {
+                        retry::Failure {
+                            retry: error.retryable(),
+                            error,
+                            asked_wait: None,
                         }
-                        Some(failure) => failure,
-                    },
-                };
-                if !error.retryable() || attempt >= attempts {
-                    tracing::debug!(attempt, error = %error, "giving up");
-                    return Err(error);
-                }
-                let wait = match asked_wait {
-                    Some(wait) if wait > self.policy.max_delay => {
-                        tracing::debug!(?wait, "asked to wait longer than max_delay; giving up");
-                        return Err(error);
+                    })?;
+                    match classify(&answer, what) {
+                        None => serde_json::from_str(&answer.body).map_err(|e| {
+                            retry::Failure::permanent(UpstreamError::Malformed {
+                                service: SERVICE,
+                                message: format!("{} {path}: {e}", verb.as_str()),
+                            })
+                        }),
+                        Some((error, asked_wait)) => Err(retry::Failure {
+                            retry: error.retryable(),
+                            error,
+                            asked_wait,
+                        }),
                     }
-                    Some(wait) => wait,
-                    None => self.policy.backoff(attempt),
-                };
-                tracing::debug!(attempt, error = %error, ?wait, "retrying");
-                tokio::time::sleep(wait).await;
-            }
+                },
+            )
+            .await
         }
         .instrument(span)
         .await
@@ -525,10 +525,15 @@ fn classify(answer: &Answer, what: &str) -> Option<(UpstreamError, Option<Durati
             status,
             message: github_message(&answer.body),
         },
-        500..=599 => UpstreamError::Unavailable {
-            service: SERVICE,
-            status,
-        },
+        500..=599 => {
+            return Some((
+                UpstreamError::Unavailable {
+                    service: SERVICE,
+                    status,
+                },
+                retry::asked_wait(status, answer.retry_after.as_deref()),
+            ))
+        }
         _ => UpstreamError::Malformed {
             service: SERVICE,
             message: format!("unexpected status {status}"),
@@ -547,14 +552,14 @@ fn is_rate_limited(answer: &Answer) -> bool {
             .contains("rate limit")
 }
 
-/// `Retry-After` (seconds), else the primary limit's reset time.
+/// `Retry-After` (seconds or an HTTP date), else the primary limit's reset time.
 fn asked_wait(answer: &Answer) -> Option<Duration> {
-    if let Some(seconds) = answer
+    if let Some(wait) = answer
         .retry_after
         .as_deref()
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
     {
-        return Some(Duration::from_secs(seconds));
+        return Some(wait);
     }
     if answer.ratelimit_remaining.as_deref() == Some("0") {
         let reset = answer
@@ -640,67 +645,36 @@ fn is_repo_segment(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Everything but unreserved characters (RFC 3986) and `/` is percent-encoded.
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes everything but unreserved characters and `/`.
 fn encode_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, PATH).to_string()
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64; padding is written, and accepted but not required on reading.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        let sextet = |shift: u32| BASE64[((n >> shift) & 63) as usize] as char;
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-    out
+    BASE64.encode(bytes)
 }
 
-/// Standard base64 with padding; GitHub breaks it into lines, so whitespace is
-/// skipped.
+/// Standard base64; GitHub breaks it into lines, so whitespace is skipped.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits, mut padding) = (0u32, 0u32, 0u32);
-    for c in text.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding += 1;
-                continue;
-            }
-            b'\n' | b'\r' | b' ' | b'\t' => continue,
-            _ => return None,
-        };
-        if padding > 0 {
-            return None;
-        }
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    (padding <= 2 && bits < 6).then_some(out)
+    let compact: Vec<u8> = text
+        .bytes()
+        .filter(|b| !matches!(b, b'\n' | b'\r' | b' ' | b'\t'))
+        .collect();
+    BASE64.decode(compact).ok()
 }
 
 struct Head {
@@ -783,6 +757,8 @@ mod tests {
         assert_eq!(base64_encode(b"Man"), "TWFu");
         assert_eq!(base64_encode(b"Ma"), "TWE=");
         assert_eq!(base64_decode("TQ==").unwrap(), b"M");
+        assert_eq!(base64_decode("TQ").unwrap(), b"M");
+        assert_eq!(base64_decode("TW\r\nFu\n").unwrap(), b"Man");
         assert!(base64_decode("T").is_none());
         assert!(base64_decode("TQ==TQ==").is_none());
         assert!(base64_decode("T$==").is_none());
@@ -863,5 +839,7 @@ mod tests {
     #[test]
     fn paths_are_encoded() {
         assert_eq!(encode_path("feature/a b#c"), "feature/a%20b%23c");
+        assert_eq!(encode_path("a-b.c_d~e/f"), "a-b.c_d~e/f");
+        assert_eq!(encode_path("é%?"), "%C3%A9%25%3F");
     }
 }
