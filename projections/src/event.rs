@@ -9,6 +9,7 @@ use aggregates::mapping::{MappingEvent, WorkflowMapping};
 use aggregates::pipeline::{Pipeline, PipelineEvent};
 use aggregates::policy::{DriftPolicy, DriftPolicyEvent};
 use aggregates::promotion::{Promotion, PromotionEvent};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use serde_json::Value;
@@ -78,9 +79,9 @@ impl Envelope {
         id.split_once(':').map_or(id.as_str(), |(_, rest)| rest)
     }
 
-    /// When the event was recorded, as read models store times.
-    pub fn at(&self) -> String {
-        crate::sql::fmt_time(self.stored.recorded_at)
+    /// When the event was recorded, to the microsecond (what read models store).
+    pub fn at(&self) -> DateTime<Utc> {
+        self.stored.recorded_at.trunc_subsecs(6)
     }
 
     pub fn meta_str(&self, key: &str) -> Option<String> {
@@ -131,9 +132,4 @@ pub fn name<S: Serialize>(value: &S) -> String {
         Ok(other) => other.to_string(),
         Err(_) => String::new(),
     }
-}
-
-/// A JSON column's text.
-pub fn json_text<S: Serialize>(value: &S) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }

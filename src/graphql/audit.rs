@@ -38,7 +38,7 @@ impl From<AuditRow> for AuditEntry {
     fn from(row: AuditRow) -> Self {
         AuditEntry {
             position: row.position,
-            recorded_at: super::types::time(&row.recorded_at),
+            recorded_at: Some(row.recorded_at),
             actor: row.actor,
             actor_role: row.actor_role,
             aggregate_type: row.aggregate_type,

@@ -10,7 +10,7 @@ use projections::models::pipelines::{self as model, PipelineRow};
 use projections::models::policies::{self as policies_model, PolicySource};
 
 use super::promotions::PromotionPayload;
-use super::types::{connection, time};
+use super::types::connection;
 use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
 use crate::workflows::promotion::{self, Change, PromoteError, PromotionRequest};
 
@@ -122,21 +122,16 @@ impl Pipeline {
         self.0.description.as_deref()
     }
     /// The stages in promotion order.
-    async fn stages(&self) -> async_graphql::Result<Vec<Stage>> {
-        let stages = self.0.stages().map_err(|e| {
-            ApiError::Store(eventstore::StoreError::Corrupt {
-                position: 0,
-                message: format!("pipeline stages: {e}"),
-            })
-        })?;
-        Ok(stages
-            .into_iter()
+    async fn stages(&self) -> Vec<Stage> {
+        self.0
+            .stages
+            .iter()
             .map(|s| Stage {
-                source_environment_id: ID(s.source_environment_id),
-                target_environment_id: ID(s.target_environment_id),
+                source_environment_id: ID(s.source_environment_id.clone()),
+                target_environment_id: ID(s.target_environment_id.clone()),
                 gates: s.gates.into(),
             })
-            .collect())
+            .collect()
     }
     async fn active(&self) -> bool {
         self.0.active
@@ -145,10 +140,10 @@ impl Pipeline {
         &self.0.created_by
     }
     async fn created_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.created_at)
+        Some(self.0.created_at)
     }
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.updated_at)
+        Some(self.0.updated_at)
     }
 }
 
@@ -287,7 +282,7 @@ async fn load_policy(
             extend_ttl: p.approvals.extend_ttl,
         },
         updated_by: effective.updated_by,
-        updated_at: effective.updated_at.as_deref().and_then(time),
+        updated_at: effective.updated_at,
     })
 }
 

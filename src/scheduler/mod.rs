@@ -25,15 +25,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregates::environment::EnvironmentClass;
 use aggregates::incident::{IncidentCommand, SlaState};
+use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, TenantId};
 use aggregates::Actor;
 use chrono::Utc;
-use eventstore::sql::{fmt_time, parse_time as time, Dialect, Sql};
+use eventstore::sql::{fmt_time, Dialect, Sql};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::command::bus::CommandContext;
+use crate::command::bus::{CommandContext, CommandError};
 use crate::http::metrics::Metrics;
 use crate::storage::payloads::Snapshots;
 use crate::workflows::sync::{SyncError, SyncServices};
@@ -395,8 +397,13 @@ impl Scheduler {
         Ok(())
     }
 
-    fn ctx(&self, tenant: &str, job: Job, correlation_id: &str) -> Result<CommandContext, String> {
-        let tenant = TenantId::parse(tenant).map_err(|e| e.to_string())?;
+    fn ctx(
+        &self,
+        tenant: &str,
+        job: Job,
+        correlation_id: &str,
+    ) -> Result<CommandContext, DomainError> {
+        let tenant = TenantId::parse(tenant)?;
         let mut ctx = CommandContext::new(tenant, Actor::system(job.as_str()));
         ctx.correlation_id = correlation_id.to_string();
         Ok(ctx)
@@ -432,9 +439,9 @@ impl Scheduler {
                 let id = LocalId::parse(row.environment_id.as_str());
                 let work = &work;
                 async move {
-                    let outcome = match (ctx, id.map_err(|e| e.to_string())) {
-                        (Ok(ctx), Ok(id)) => work(ctx, id).await.map_err(|e| e.to_string()),
-                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    let outcome = match (ctx, id) {
+                        (Ok(ctx), Ok(id)) => work(ctx, id).await,
+                        (Err(e), _) | (_, Err(e)) => Err(SyncError::from(e)),
                     };
                     (row, outcome)
                 }
@@ -466,7 +473,7 @@ impl Scheduler {
         self.per_environment(
             Job::DriftCheck,
             correlation_id,
-            |row| row.class != "dev" && row.git_configured,
+            |row| row.class != EnvironmentClass::Dev && row.git_configured,
             |ctx, id| async move {
                 crate::workflows::drift::check_drift(services, &ctx, &id)
                     .await
@@ -508,16 +515,7 @@ impl Scheduler {
         let mut report = RunReport::default();
         let mut policies = PolicyCache::default();
         for row in projections::models::incidents::sla_candidates(&services.store).await? {
-            let due = match (
-                time(&row.detected_at),
-                time(&row.sla_deadline),
-                row.sla_state.parse::<SlaState>(),
-            ) {
-                (Some(detected), Some(deadline), Ok(current)) => {
-                    SlaState::at(detected, deadline, now) > current
-                }
-                _ => false,
-            };
+            let due = SlaState::at(row.detected_at, row.sla_deadline, now) > row.sla_state;
             if !due {
                 continue;
             }
@@ -548,10 +546,8 @@ impl Scheduler {
         let mut report = RunReport::default();
         let mut policies = PolicyCache::default();
         for row in projections::models::incidents::retention_candidates(&services.store).await? {
-            let (Some(closed_at), Some(digest)) = (
-                row.closed_at.as_deref().and_then(time),
-                row.snapshot_digest.clone(),
-            ) else {
+            let (Some(closed_at), Some(digest)) = (row.closed_at, row.snapshot_digest.clone())
+            else {
                 continue;
             };
             let days = policies
@@ -600,16 +596,15 @@ impl Scheduler {
         job: Job,
         correlation_id: &str,
         command: IncidentCommand,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let ctx = self.ctx(&row.tenant, job, correlation_id)?;
-        let id = LocalId::parse(row.incident_id.as_str()).map_err(|e| e.to_string())?;
+        let id = LocalId::parse(row.incident_id.as_str())?;
         self.inner
             .services
             .domain
             .incident(&ctx, &id, command, false)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -617,7 +612,7 @@ fn count(
     report: &mut RunReport,
     job: Job,
     row: &projections::models::incidents::IncidentRow,
-    result: Result<(), String>,
+    result: Result<(), CommandError>,
 ) {
     match result {
         Ok(()) => report.acted += 1,

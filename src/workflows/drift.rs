@@ -210,7 +210,7 @@ pub async fn check_drift(
         let n8n_id = seen.id.to_string();
         let name = seen.observation.name.clone();
         let cell = mapped.get(&n8n_id);
-        if cell.is_some_and(|c| c.status == "ignored") {
+        if cell.is_some_and(|c| c.status == aggregates::mapping::MappingStatus::Ignored) {
             continue;
         }
         let canonical = cell.and_then(|c| c.canonical_id.clone());

@@ -12,8 +12,8 @@ use aggregates::content::{content_hash, ContentHash};
 use aggregates::environment::{Environment, EnvironmentCommand, GitProvider, SyncKind};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, Slug};
-use aggregates::mapping::{MappingCommand, Observation};
-use chrono::{DateTime, Utc};
+use aggregates::mapping::{MappingCommand, MappingStatus, Observation};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -307,7 +307,7 @@ pub async fn sync_environment(
     let registry = registry(&canonicals);
     let linked: HashSet<String> = cells
         .iter()
-        .filter(|c| c.status == "linked")
+        .filter(|c| c.status == MappingStatus::Linked)
         .filter_map(|c| c.canonical_id.clone())
         .collect();
     let cells: HashMap<String, projections::models::matrix::MatrixCell> = cells
@@ -339,14 +339,15 @@ pub async fn sync_environment(
         present.insert(seen.id.to_string());
         let cell = cells.get(seen.id.as_str());
         let unchanged = cell.is_some_and(|cell| {
-            cell.status != "missing"
+            cell.status != MappingStatus::Missing
                 && cell.name == seen.observation.name
                 && cell.env_content_hash.as_deref() == Some(seen.observation.content_hash.as_str())
+                // the read model keeps times to the microsecond
                 && cell.env_changed_at
                     == seen
                         .observation
                         .n8n_updated_at
-                        .map(eventstore::sql::fmt_time)
+                        .map(|t| t.trunc_subsecs(6))
         });
         if unchanged {
             continue;
@@ -380,7 +381,7 @@ pub async fn sync_environment(
     }
     for (n8n_id, cell) in &cells {
         if !present.contains(n8n_id) && !matches!(cell.status.as_str(), "missing" | "deleted") {
-            if cell.status == "ignored" && cell.env_content_hash.is_none() {
+            if cell.status == MappingStatus::Ignored && cell.env_content_hash.is_none() {
                 continue;
             }
             report.missing += 1;
@@ -702,7 +703,9 @@ pub async fn sync_repository(
         let Some(hash) = git_hashes.get(canonical) else {
             continue;
         };
-        if cell.status == "deleted" || cell.git_content_hash.as_deref() == Some(hash.as_str()) {
+        if cell.status == MappingStatus::Deleted
+            || cell.git_content_hash.as_deref() == Some(hash.as_str())
+        {
             continue;
         }
         updates.push((
