@@ -69,7 +69,7 @@ impl Event {
     }
     /// The aggregate's id within the tenant.
     async fn aggregate_id(&self) -> ID {
-        ID(local_id(&self.0.aggregate_id).to_string())
+        ID(local_id(&self.0.aggregate_id))
     }
     async fn sequence(&self) -> i64 {
         self.0.sequence
@@ -241,7 +241,7 @@ impl AuditQuery {
                 .map(|b| BrokenLink {
                     position: b.position,
                     aggregate_type: b.aggregate_type,
-                    aggregate_id: ID(local_id(&b.aggregate_id).to_string()),
+                    aggregate_id: ID(local_id(&b.aggregate_id)),
                     sequence: b.sequence,
                     reason: b.reason,
                 })

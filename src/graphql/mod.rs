@@ -177,7 +177,7 @@ impl<R: projections::sql::KeyedRow> async_graphql::dataloader::Loader<String> fo
             .map_err(ApiError::from)?;
         Ok(rows
             .into_iter()
-            .map(|row| (crate::http::feed::local_id(row.id()).to_string(), row))
+            .map(|row| (crate::http::feed::local_id(row.id()), row))
             .collect())
     }
 }

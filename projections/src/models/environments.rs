@@ -269,11 +269,11 @@ impl EnvironmentStatusProjection {
         if delta == 0 {
             return Ok(None);
         }
-        // Mapping ids are `tenant:environment:n8n id`.
-        let Some((env_row, _)) = event.stored.aggregate_id.rsplit_once(':') else {
+        // A mapping belongs to its environment (`tenant:environment:n8n id`).
+        let Some(env_row) = event.id().and_then(|id| id.parent()) else {
             return Ok(None);
         };
-        let Some(mut row) = self.environments.get(tx, env_row).await? else {
+        let Some(mut row) = self.environments.get(tx, env_row.as_str()).await? else {
             return Ok(None);
         };
         row.linked_mappings += delta;
