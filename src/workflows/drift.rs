@@ -17,6 +17,7 @@ use aggregates::environment::{
 use aggregates::incident::AffectedWorkflow;
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::LocalId;
+use aggregates::mapping::MappingStatus;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -168,7 +169,7 @@ pub async fn check_drift(
         let (workflow, hash) = match sync::git_workflow(&file.path, &file.content) {
             Ok(read) => read,
             Err(reason) => {
-                report.rejected.push(reason);
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
@@ -195,7 +196,7 @@ pub async fn check_drift(
     .await?;
     let mapped: HashMap<String, projections::models::matrix::MatrixCell> = cells
         .into_iter()
-        .filter(|c| !matches!(c.status.as_str(), "ignored" | "deleted"))
+        .filter(|c| !matches!(c.status, MappingStatus::Ignored | MappingStatus::Deleted))
         .map(|c| (c.n8n_workflow_id.clone(), c))
         .collect();
 
@@ -203,14 +204,14 @@ pub async fn check_drift(
         let seen = match seen {
             Ok(seen) => seen,
             Err(reason) => {
-                report.rejected.push(reason.clone());
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
         let n8n_id = seen.id.to_string();
         let name = seen.observation.name.clone();
         let cell = mapped.get(&n8n_id);
-        if cell.is_some_and(|c| c.status == aggregates::mapping::MappingStatus::Ignored) {
+        if cell.is_some_and(|c| c.status == MappingStatus::Ignored) {
             continue;
         }
         let canonical = cell.and_then(|c| c.canonical_id.clone());

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::content::{content_hash, ContentHash};
+use aggregates::content::{content_hash, ContentError, ContentHash};
 use aggregates::environment::{Environment, EnvironmentCommand, GitProvider, SyncKind};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, Slug};
@@ -220,26 +220,51 @@ fn listed_id(workflow: &Value) -> Option<String> {
     }
 }
 
+/// Why a workflow n8n listed, or a file Git holds, cannot be recorded. A sync skips
+/// it and lists the reason in its report (`rejected`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Rejected {
+    #[error("{path}: not JSON ({reason})")]
+    NotJson { path: String, reason: String },
+    #[error("{path}: not a workflow ({source})")]
+    NotAWorkflow { path: String, source: ContentError },
+    #[error("a workflow without an id")]
+    NoId,
+    #[error("workflow id {0:?} is not a valid id")]
+    InvalidId(String),
+    #[error("workflow {0} has no name")]
+    NoName(LocalId),
+    #[error("workflow {id} cannot be hashed: {source}")]
+    Unhashable { id: LocalId, source: ContentError },
+}
+
 /// A workflow file from Git and its content hash, or why it is not one.
-pub(crate) fn git_workflow(path: &str, content: &[u8]) -> Result<(Value, ContentHash), String> {
-    let workflow: Value =
-        serde_json::from_slice(content).map_err(|e| format!("{path}: not JSON ({e})"))?;
-    let hash = content_hash(&workflow).map_err(|e| format!("{path}: not a workflow ({e})"))?;
+pub(crate) fn git_workflow(path: &str, content: &[u8]) -> Result<(Value, ContentHash), Rejected> {
+    let workflow: Value = serde_json::from_slice(content).map_err(|e| Rejected::NotJson {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    let hash = content_hash(&workflow).map_err(|source| Rejected::NotAWorkflow {
+        path: path.to_string(),
+        source,
+    })?;
     Ok((workflow, hash))
 }
 
 /// A listed workflow as a sync records it, or why it cannot be used (a shape n8n
 /// never produces: no id, no name, nodes that are not a list…).
-pub(crate) fn seen(workflow: &Value) -> Result<Seen, String> {
-    let id = listed_id(workflow).ok_or_else(|| "a workflow without an id".to_string())?;
-    let id = LocalId::parse(&id).map_err(|_| format!("workflow id {id:?} is not a valid id"))?;
+pub(crate) fn seen(workflow: &Value) -> Result<Seen, Rejected> {
+    let id = listed_id(workflow).ok_or(Rejected::NoId)?;
+    let id = LocalId::parse(&id).map_err(|_| Rejected::InvalidId(id))?;
     let name = workflow
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("workflow {id} has no name"))?
+        .ok_or_else(|| Rejected::NoName(id.clone()))?
         .to_string();
-    let content_hash =
-        content_hash(workflow).map_err(|e| format!("workflow {id} cannot be hashed: {e}"))?;
+    let content_hash = content_hash(workflow).map_err(|source| Rejected::Unhashable {
+        id: id.clone(),
+        source,
+    })?;
     let n8n_updated_at = workflow
         .get("updatedAt")
         .and_then(Value::as_str)
@@ -332,7 +357,7 @@ pub async fn sync_environment(
                 if let Some(id) = listed_id(&workflow) {
                     present.insert(id);
                 }
-                report.rejected.push(reason);
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
@@ -579,7 +604,7 @@ pub async fn sync_repository(
         let (workflow, hash) = match git_workflow(path, &file.content) {
             Ok(read) => read,
             Err(reason) => {
-                report.rejected.push(reason);
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
