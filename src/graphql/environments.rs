@@ -8,7 +8,7 @@ use projections::models::environments::{self as model, EnvironmentRow};
 
 use super::incidents::Incident;
 use super::types::{DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider};
-use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
 use crate::storage::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
@@ -110,7 +110,7 @@ impl EnvironmentQuery {
         min_position: Option<i64>,
     ) -> async_graphql::Result<Vec<Environment>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let rows = model::environments(&services(ctx).store, caller(ctx)?.tenant())
+        let rows = model::environments(&app(ctx)?.store, caller(ctx)?.tenant())
             .await
             .map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Environment).collect())
@@ -129,7 +129,7 @@ impl EnvironmentQuery {
 }
 
 pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Environment>, ApiError> {
-    let row = model::environment(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::environment(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Environment))
 }
 
@@ -195,7 +195,7 @@ impl EnvironmentMutation {
     ) -> async_graphql::Result<EnvironmentPayload> {
         let name = aggregates::DomainCommand::name(&command);
         let caller = caller(ctx)?;
-        let services = services(ctx);
+        let services = app(ctx)?;
         let tenant = &caller.principal.tenant;
         // Only an admin may register or change environments: check before storing
         // anything (the bus checks again).

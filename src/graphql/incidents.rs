@@ -11,7 +11,7 @@ use super::environments::Environment;
 use super::types::{
     connection, list, AffectedWorkflow, IncidentStatus, ResolutionType, Severity, SlaState,
 };
-use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
 
 pub struct Incident(pub IncidentRow);
 
@@ -126,7 +126,8 @@ impl Incident {
         if self.0.payload_purged {
             return Ok(None);
         }
-        let payload = crate::storage::payloads::Snapshots::new(services(ctx).store.clone())
+        let payload = app(ctx)?
+            .payloads
             .get(&self.0.tenant, digest)
             .await
             .map_err(|e| ApiError::Store(e.into()))?;
@@ -154,7 +155,7 @@ impl IncidentQuery {
     ) -> async_graphql::Result<Connection<String, Incident>> {
         wait_for(ctx, model::NAME, min_position).await?;
         let page = model::incidents(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             environment_id.as_ref().map(|id| id.as_str()),
             status.map(Into::into),
@@ -179,7 +180,7 @@ impl IncidentQuery {
 }
 
 pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Incident>, ApiError> {
-    let row = model::incident(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::incident(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Incident))
 }
 
@@ -212,7 +213,7 @@ async fn transition(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .incident(
                 &caller.command_context(),

@@ -12,7 +12,7 @@ use projections::models::matrix::{
 };
 
 use super::types::{connection, MappingStatus, SyncState};
-use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
+use super::{app, caller, local_id, read_back, run, wait_for, ApiError};
 
 /// A canonical workflow (or an untracked n8n workflow) and its state in each
 /// environment.
@@ -147,7 +147,7 @@ impl MatrixQuery {
     ) -> async_graphql::Result<Connection<String, MatrixRow>> {
         wait_for(ctx, model::NAME, min_position).await?;
         let tenant = caller(ctx)?.tenant();
-        let store = &services(ctx).store;
+        let store = &app(ctx)?.store;
         let environment_ids: Option<Vec<String>> =
             environment_ids.map(|ids| ids.into_iter().map(|id| id.0).collect());
         let filter = MatrixFilter {
@@ -198,7 +198,7 @@ impl MatrixQuery {
             ..Default::default()
         };
         let page = model::matrix_page(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             &filter,
             super::types::first(first),
@@ -259,7 +259,7 @@ pub(crate) async fn load_mapping(
     n8n_workflow_id: &str,
 ) -> Result<Option<WorkflowMapping>, ApiError> {
     let cell = model::mapping(
-        &services(ctx).store,
+        &app(ctx)?.store,
         caller(ctx)?.tenant(),
         environment_id,
         n8n_workflow_id,
@@ -291,7 +291,7 @@ async fn mapping(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .mapping(&caller.command_context(), &environment, &workflow, command)
             .await?)

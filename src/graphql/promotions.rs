@@ -12,7 +12,7 @@ use super::types::{
     connection, list, DeploymentStatus, DeploymentWorkflow, GateResult, PromotionStatus,
     PromotionWorkflow, WorkflowOutcome,
 };
-use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
 
 pub struct Promotion(pub PromotionRow);
 
@@ -148,7 +148,7 @@ impl PromotionQuery {
     ) -> async_graphql::Result<Connection<String, Promotion>> {
         wait_for(ctx, model::NAME, min_position).await?;
         let page = model::promotions(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             status.map(Into::into),
             target_environment_id.as_ref().map(|id| id.as_str()),
@@ -184,7 +184,7 @@ impl PromotionQuery {
     ) -> async_graphql::Result<Connection<String, Deployment>> {
         wait_for(ctx, deployments_model::NAME, min_position).await?;
         let page = deployments_model::deployments(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             promotion_id.as_ref().map(|id| id.as_str()),
             status.map(Into::into),
@@ -209,13 +209,12 @@ impl PromotionQuery {
 }
 
 async fn load_promotion(ctx: &Context<'_>, id: &str) -> Result<Option<Promotion>, ApiError> {
-    let row = model::promotion(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::promotion(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Promotion))
 }
 
 async fn load_deployment(ctx: &Context<'_>, id: &str) -> Result<Option<Deployment>, ApiError> {
-    let row =
-        deployments_model::deployment(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = deployments_model::deployment(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Deployment))
 }
 
@@ -276,7 +275,7 @@ async fn promotion_command(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .promotion(&caller.command_context(), &id, command)
             .await?)
@@ -331,7 +330,7 @@ impl PromotionMutation {
         let promotion_id = local_id("promotionId", &promotion_id)?;
         let caller = caller(ctx)?;
         let (id, committed) = run(ctx, "deployment.create", async {
-            Ok(services(ctx)
+            Ok(app(ctx)?
                 .domain
                 .deploy_promotion(&caller.command_context(), &promotion_id, scheduled_for)
                 .await?)
@@ -354,7 +353,7 @@ impl PromotionMutation {
         let caller = caller(ctx)?;
         let command = DeploymentCommand::Cancel { reason };
         let committed = run(ctx, "deployment.cancel", async {
-            Ok(services(ctx)
+            Ok(app(ctx)?
                 .domain
                 .deployment(&caller.command_context(), &id, command)
                 .await?)

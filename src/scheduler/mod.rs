@@ -36,9 +36,8 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::command::bus::{CommandContext, CommandError};
-use crate::http::metrics::Metrics;
-use crate::storage::payloads::Snapshots;
-use crate::workflows::sync::{SyncError, SyncServices};
+use crate::workflows::sync::SyncError;
+use crate::AppContext;
 use eventstore::{PgStore, Store};
 
 /// Environments checked or synced at once by one run.
@@ -201,15 +200,16 @@ pub struct Scheduler {
 }
 
 struct Inner {
-    services: SyncServices,
-    metrics: Metrics,
+    services: AppContext,
     /// Names this process in `scheduler_ticks`.
     instance: String,
     counts: HashMap<Job, TickCounts>,
 }
 
 impl Scheduler {
-    pub fn new(services: SyncServices, metrics: Metrics) -> Scheduler {
+    /// The schedulers over `context` (its store, domain, read models, connectors'
+    /// settings and metrics).
+    pub fn new(context: AppContext) -> Scheduler {
         let instance = format!(
             "{}-{}",
             std::process::id(),
@@ -217,8 +217,7 @@ impl Scheduler {
         );
         Scheduler {
             inner: Arc::new(Inner {
-                services,
-                metrics,
+                services: context,
                 instance,
                 counts: Job::ALL
                     .iter()
@@ -277,7 +276,10 @@ impl Scheduler {
                     self.inner.counts[&job]
                         .errors
                         .fetch_add(1, Ordering::Relaxed);
-                    self.inner.metrics.scheduler_tick(job.as_str(), "error");
+                    self.inner
+                        .services
+                        .metrics
+                        .scheduler_tick(job.as_str(), "error");
                     tracing::warn!(%job, slot, %error, "tick failed")
                 }
             }
@@ -356,7 +358,10 @@ impl Scheduler {
         if let Ok(Tick::Ran(report)) = &result {
             self.inner.counts[&job].ran.fetch_add(1, Ordering::Relaxed);
             let label = if report.failed > 0 { "partial" } else { "ok" };
-            self.inner.metrics.scheduler_tick(job.as_str(), label);
+            self.inner
+                .services
+                .metrics
+                .scheduler_tick(job.as_str(), label);
         }
         result
     }
@@ -367,7 +372,10 @@ impl Scheduler {
             _ => (&self.inner.counts[&job].already_run, "already_run"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.inner.metrics.scheduler_tick(job.as_str(), label);
+        self.inner
+            .services
+            .metrics
+            .scheduler_tick(job.as_str(), label);
         tick
     }
 
@@ -541,7 +549,7 @@ impl Scheduler {
     async fn retention(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
         let services = &self.inner.services;
         self.catch_up(projections::models::incidents::NAME).await?;
-        let snapshots = Snapshots::new(services.store.clone());
+        let snapshots = &services.payloads;
         let now = services.domain.bus().clock().now();
         let mut report = RunReport::default();
         let mut policies = PolicyCache::default();

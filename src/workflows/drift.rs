@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::command::bus::CommandContext;
 use crate::connectors::UpstreamError;
-use crate::storage::payloads::Snapshots;
-use crate::workflows::sync::{self, SyncError, SyncServices, SIDECAR_SUFFIX};
+use crate::workflows::sync::{self, SyncError, SIDECAR_SUFFIX};
+use crate::AppContext;
 
 /// How one workflow differs from Git.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -108,7 +108,7 @@ struct GitWorkflow {
 
 /// Runs one drift check of `environment_id` and records it.
 pub async fn check_drift(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<DriftReport, SyncError> {
@@ -280,7 +280,8 @@ pub async fn check_drift(
                 "not_in_git_workflows": report.not_in_git_workflows,
             })
             .to_string();
-            let digest = Snapshots::new(services.store.clone())
+            let digest = services
+                .payloads
                 .put(ctx.tenant.as_str(), &snapshot)
                 .await
                 .map_err(projections::query::QueryError::from)?;
@@ -308,7 +309,7 @@ fn failed(error: &UpstreamError) -> DriftCheckOutcome {
 }
 
 async fn record(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     outcome: DriftCheckOutcome,

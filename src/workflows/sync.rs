@@ -19,28 +19,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::command::bus::{CommandContext, CommandError};
-use crate::command::domain::Domain;
 use crate::connectors::git::{GitHubRepository, GitRepository, LocalGitRepository};
 use crate::connectors::n8n::N8nClient;
-use crate::connectors::{RetryPolicy, UpstreamError};
-use crate::storage::secrets::{SecretError, SecretStore};
-use eventstore::Store;
+use crate::connectors::UpstreamError;
+use crate::storage::secrets::SecretError;
+use crate::AppContext;
 
 /// Commands a sync runs at the same time.
 const CONCURRENCY: usize = 16;
-
-/// What a sync needs besides the domain.
-#[derive(Clone)]
-pub struct SyncServices {
-    pub domain: Domain,
-    pub store: Store,
-    pub projections: projections::ProjectorHandle,
-    pub secrets: SecretStore,
-    pub policy: RetryPolicy,
-    /// The GitHub API root (`None`: api.github.com; GitHub Enterprise:
-    /// `https://ghe.example.com/api/v3`).
-    pub github_api_url: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -79,7 +65,7 @@ pub struct EnvironmentSyncReport {
 }
 
 /// Waits until the read models have applied everything committed so far.
-pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncError> {
+pub(crate) async fn catch_up(services: &AppContext, names: &[&str]) -> Result<(), SyncError> {
     crate::read_side::catch_up(
         &services.store,
         &services.projections,
@@ -92,7 +78,7 @@ pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<
 
 /// Records that a sync could not read n8n or Git, then hands the error back.
 async fn record_failure(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     kind: SyncKind,
@@ -114,7 +100,7 @@ async fn record_failure(
 
 /// Runs mapping commands of one environment, [`CONCURRENCY`] at a time.
 async fn run_mapping_commands(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     commands: Vec<(LocalId, MappingCommand)>,
@@ -134,7 +120,7 @@ async fn run_mapping_commands(
 /// something or clears an earlier failure: a sync that finds nothing new appends
 /// nothing. Returns the events appended and the position of the last one.
 async fn record_sync(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     kind: SyncKind,
@@ -156,7 +142,7 @@ async fn record_sync(
 
 /// The environment, which must exist and be active.
 pub(crate) async fn environment(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<Environment, SyncError> {
@@ -184,7 +170,7 @@ pub(crate) async fn environment(
 
 /// The n8n client of an environment, with its stored API key.
 pub async fn n8n_client(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment: &Environment,
 ) -> Result<N8nClient, SyncError> {
@@ -201,7 +187,7 @@ pub async fn n8n_client(
     Ok(N8nClient::new(
         &environment.n8n_base_url,
         key.expose(),
-        services.policy,
+        services.retry,
     )?)
 }
 
@@ -297,7 +283,7 @@ fn registry(rows: &[projections::models::matrix::MatrixRow]) -> HashMap<String, 
 /// workflow the environment has not linked yet), changed content or names, and
 /// workflows gone from n8n (missing). Nothing new: nothing appended.
 pub async fn sync_environment(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<EnvironmentSyncReport, SyncError> {
@@ -482,7 +468,7 @@ pub const SIDECAR_SUFFIX: &str = ".wfo.json";
 
 /// The Git repository of an environment, with its stored token.
 pub async fn git_repository(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment: &Environment,
 ) -> Result<(Box<dyn GitRepository>, aggregates::environment::GitTarget), SyncError> {
@@ -509,7 +495,7 @@ pub async fn git_repository(
                     &git.repository,
                     &git.branch,
                     token.expose(),
-                    services.policy,
+                    services.retry,
                 )
                 .map_err(config)?,
             )
@@ -526,7 +512,7 @@ pub async fn git_repository(
 /// and the Git hash of this environment's linked mappings. Nothing new: nothing
 /// appended. A file that cannot be used is reported and skipped; the rest proceeds.
 pub async fn sync_repository(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<RepositorySyncReport, SyncError> {
@@ -803,7 +789,7 @@ const INSTANCE_FIELDS: &[&str] = &[
 /// again after a failure (Git unreachable, say) picks up where it stopped instead
 /// of creating a second canonical workflow.
 pub async fn onboard_workflow(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     n8n_workflow_id: &LocalId,
