@@ -390,7 +390,7 @@ async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
     let commands = Arc::new(AtomicUsize::new(0));
     let record = {
         let (errors, commands) = (errors.clone(), commands.clone());
-        move |what: &str, result: Result<(), String>| {
+        move |what: &str, result: Result<(), workflowops::command::bus::CommandError>| {
             commands.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = result {
                 if errors.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -412,10 +412,7 @@ async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
                 register(e, format!("Environment {e:02}"), class),
             )
             .await;
-        record(
-            "environment.register",
-            r.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        record("environment.register", r.map(|_| ()));
         let sync = EnvironmentCommand::RecordSync {
             kind: SyncKind::Environment,
             workflows_seen: CANONICALS as u32,
@@ -423,10 +420,7 @@ async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
         let r = domain
             .environment(&ctx(TENANT, Role::Developer), &env_id(e), sync)
             .await;
-        record(
-            "environment.record_sync",
-            r.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        record("environment.record_sync", r.map(|_| ()));
     }
 
     let done = Arc::new(AtomicUsize::new(0));
@@ -445,7 +439,7 @@ async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
                     let r = domain
                         .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), create)
                         .await;
-                    record("canonical.create", r.map(|_| ()).map_err(|e| e.to_string()));
+                    record("canonical.create", r.map(|_| ()));
                     let version = CanonicalCommand::RecordGitVersion {
                         git_content_hash: git_hash(c),
                         commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
@@ -454,10 +448,7 @@ async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
                     let r = domain
                         .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), version)
                         .await;
-                    record(
-                        "canonical.record_git_version",
-                        r.map(|_| ()).map_err(|e| e.to_string()),
-                    );
+                    record("canonical.record_git_version", r.map(|_| ()));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -484,10 +475,7 @@ async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
                             observe(e, c, 0, true),
                         )
                         .await;
-                    record(
-                        "mapping.observe (discover)",
-                        r.map(|_| ()).map_err(|e| e.to_string()),
-                    );
+                    record("mapping.observe (discover)", r.map(|_| ()));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })

@@ -591,7 +591,7 @@ async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Valu
     let linked = rows
         .iter()
         .flat_map(|r| &r.cells)
-        .filter(|c| c.cell.status == "linked")
+        .filter(|c| c.cell.status == aggregates::mapping::MappingStatus::Linked)
         .count();
     check(
         &mut failures,

@@ -158,12 +158,25 @@ pub struct Config {
     pub seal_interval: Interval,
 }
 
-fn parse_deadline(text: &str) -> Result<std::time::Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+/// Why a duration option does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0} (a duration such as 30s, 5m or 1h, or `off`)")]
+    Interval(humantime::DurationError),
+    #[error("an interval is at least 100ms (or `off`)")]
+    IntervalTooShort,
+    #[error(transparent)]
+    Deadline(humantime::DurationError),
+    #[error("a request deadline is between 100ms and 1h")]
+    DeadlineOutOfRange,
+}
+
+fn parse_deadline(text: &str) -> Result<std::time::Duration, DurationError> {
+    let duration = humantime::parse_duration(text).map_err(DurationError::Deadline)?;
     if duration < std::time::Duration::from_millis(100)
         || duration > std::time::Duration::from_secs(3600)
     {
-        return Err("a request deadline is between 100ms and 1h".into());
+        return Err(DurationError::DeadlineOutOfRange);
     }
     Ok(duration)
 }
@@ -173,17 +186,16 @@ fn parse_deadline(text: &str) -> Result<std::time::Duration, String> {
 pub struct Interval(pub Option<std::time::Duration>);
 
 impl std::str::FromStr for Interval {
-    type Err = String;
+    type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("off") || s == "0" {
             return Ok(Interval(None));
         }
-        let every = humantime::parse_duration(s)
-            .map_err(|e| format!("{e} (a duration such as 30s, 5m or 1h, or `off`)"))?;
+        let every = humantime::parse_duration(s).map_err(DurationError::Interval)?;
         if every < std::time::Duration::from_millis(100) {
-            return Err("an interval is at least 100ms (or `off`)".into());
+            return Err(DurationError::IntervalTooShort);
         }
         Ok(Interval(Some(every)))
     }
@@ -317,8 +329,8 @@ mod tests {
         assert_eq!(parse("off"), Ok(Interval(None)));
         assert_eq!(parse("OFF"), Ok(Interval(None)));
         assert_eq!(parse("0"), Ok(Interval(None)));
-        assert!(parse("10ms").unwrap_err().contains("at least 100ms"));
-        assert!(parse("often").unwrap_err().contains("30s"));
+        assert_eq!(parse("10ms"), Err(super::DurationError::IntervalTooShort));
+        assert!(parse("often").unwrap_err().to_string().contains("30s"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod command;
 pub mod config;
 pub mod connectors;
+pub mod context;
 pub mod graphql;
 pub mod http;
 pub mod read_side;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+pub use crate::context::AppContext;
 use eventstore::Store;
 
 /// How long stopping the service waits for a scheduler tick in progress.
@@ -27,24 +29,18 @@ const SCHEDULER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// How often the log digest is sealed unless configured.
 pub const DEFAULT_SEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The running service: a bound listener, its router and its background tasks.
+/// The running service: a bound listener, the application context its router and
+/// schedulers share, and its background tasks.
 pub struct Application {
     listener: TcpListener,
-    store: Store,
     auth: http::auth::Auth,
-    projections: projections::ProjectorHandle,
+    context: AppContext,
     projector: tokio::task::JoinHandle<()>,
-    feed: http::feed::EventFeed,
     tail: tokio::task::JoinHandle<()>,
-    domain: command::domain::Domain,
-    secrets: storage::secrets::SecretStore,
-    github_api_url: Option<String>,
-    metrics: http::metrics::Metrics,
     intervals: scheduler::Intervals,
-    admission: http::admission::Admission,
     /// How often the log digest is sealed (`None`: never; the head is kept anyway).
     seal_interval: Option<std::time::Duration>,
-    /// Built on first use, from the configuration set by then.
+    /// Built on first use, from the context as it is by then.
     scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
 
@@ -59,9 +55,9 @@ impl Application {
         };
         let mut app = Self::with_options(store, config.listen, auth, options).await?;
         app.set_secret_key(&config.secret_key()?);
-        app.github_api_url = config.github_api_url.clone();
+        app.set_github_api_url(config.github_api_url.clone());
         app.intervals = config.intervals();
-        app.admission = http::admission::Admission::new(config.limits());
+        app.set_limits(config.limits());
         app.seal_interval = config.seal_interval.0;
         Ok(app)
     }
@@ -69,7 +65,7 @@ impl Application {
     /// The key that seals stored credentials. Until it is set, a random one (fine
     /// for tests; credentials stored with it cannot be read by another process).
     pub fn set_secret_key(&mut self, key: &[u8]) {
-        self.secrets = storage::secrets::SecretStore::new(self.store.clone(), key);
+        self.context.secrets = storage::secrets::SecretStore::new(self.context.store.clone(), key);
         self.scheduler = Default::default();
     }
 
@@ -89,29 +85,23 @@ impl Application {
     /// their counts or run a tick or a job by hand.
     pub fn scheduler(&self) -> scheduler::Scheduler {
         self.scheduler
-            .get_or_init(|| scheduler::Scheduler::new(self.sync_services(), self.metrics.clone()))
+            .get_or_init(|| scheduler::Scheduler::new(self.context.clone()))
             .clone()
     }
 
-    fn sync_services(&self) -> workflows::sync::SyncServices {
-        workflows::sync::SyncServices {
-            domain: self.domain.clone(),
-            store: self.store.clone(),
-            projections: self.projections.clone(),
-            secrets: self.secrets.clone(),
-            policy: Default::default(),
-            github_api_url: self.github_api_url.clone(),
-        }
+    /// What the service's parts share (tests drive workflows and schedulers with it).
+    pub fn context(&self) -> &AppContext {
+        &self.context
     }
 
     pub fn secrets(&self) -> &storage::secrets::SecretStore {
-        &self.secrets
+        &self.context.secrets
     }
 
     /// The GitHub API root GitHub repositories are read through (GitHub
     /// Enterprise, or a test server); api.github.com when unset.
     pub fn set_github_api_url(&mut self, url: Option<String>) {
-        self.github_api_url = url;
+        self.context.github_api_url = url;
         self.scheduler = Default::default();
     }
 
@@ -132,24 +122,15 @@ impl Application {
         let listener = TcpListener::bind(listen).await?;
         let (projections, projector) = read_side::start(&store, options);
         let (feed, tail) = http::feed::EventFeed::start(store.clone());
-        let domain = command::domain::Domain::new(command::bus::CommandBus::new(store.clone()));
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key)?;
-        let secrets = storage::secrets::SecretStore::new(store.clone(), &key);
         Ok(Application {
             listener,
-            store,
             auth,
-            projections,
+            context: AppContext::new(store, projections, feed, &key),
             projector,
-            feed,
             tail,
-            domain,
-            secrets,
-            github_api_url: None,
-            metrics: http::metrics::Metrics::new(),
             intervals: scheduler::Intervals::off(),
-            admission: http::admission::Admission::new(Default::default()),
             seal_interval: Some(DEFAULT_SEAL_INTERVAL),
             scheduler: Default::default(),
         })
@@ -158,12 +139,13 @@ impl Application {
     /// Per-tenant request slots and the request deadline (defaults: see
     /// [`http::admission::Limits`]).
     pub fn set_limits(&mut self, limits: http::admission::Limits) {
-        self.admission = http::admission::Admission::new(limits);
+        self.context.admission = http::admission::Admission::new(limits);
+        self.scheduler = Default::default();
     }
 
     /// The commands this process runs (tests drive the domain directly with it).
     pub fn domain(&self) -> &command::domain::Domain {
-        &self.domain
+        &self.context.domain
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -171,12 +153,12 @@ impl Application {
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.context.store
     }
 
     /// The read models this process runs: status and read-your-writes waits.
     pub fn projections(&self) -> &projections::ProjectorHandle {
-        &self.projections
+        &self.context.projections
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
@@ -184,30 +166,16 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let metrics = self.metrics.clone();
         let schedulers = self.scheduler().start(self.intervals);
-        let sealer = scheduler::sealer::start(self.store.clone(), self.seal_interval);
-        let schema = graphql::schema(Some(graphql::Services {
-            store: self.store.clone(),
-            domain: self.domain.clone(),
-            projections: self.projections.clone(),
-            feed: self.feed.clone(),
-            metrics: metrics.clone(),
-            secrets: self.secrets.clone(),
-            github_api_url: self.github_api_url.clone(),
-            admission: self.admission.clone(),
-        }));
-        let router = http::router(http::AppState {
-            store: self.store.clone(),
-            projections: self.projections.clone(),
+        let sealer = scheduler::sealer::start(self.context.store.clone(), self.seal_interval);
+        let schema = graphql::schema(Some(self.context.clone()));
+        let router = http::router(http::HttpState {
+            context: self.context.clone(),
             schema,
             auth: self.auth.clone(),
-            metrics,
-            feed: self.feed.clone(),
             cache: Default::default(),
-            admission: self.admission.clone(),
         });
-        let feed = self.feed.clone();
+        let feed = self.context.feed.clone();
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -44,23 +44,22 @@ impl DriftStatus {
     }
 }
 
-impl crate::sql::Column for DriftStatus {
-    const COL: crate::sql::Col = crate::sql::Col::Text;
-
-    fn bind(&self) -> crate::sql::Bind {
-        crate::sql::Bind::Text(Some(self.as_str().to_string()))
-    }
-
-    fn take(value: crate::sql::Bind) -> Result<Self, String> {
-        match value {
-            crate::sql::Bind::Text(Some(text)) => DriftStatus::ALL
-                .into_iter()
-                .find(|s| s.as_str() == text)
-                .ok_or_else(|| format!("unknown drift status {text:?}")),
-            other => Err(format!("expected a drift status, found {other:?}")),
-        }
+impl std::str::FromStr for DriftStatus {
+    type Err = UnknownDriftStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DriftStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownDriftStatus(s.to_string()))
     }
 }
+
+/// A name that is no drift status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown drift status {0:?}")]
+pub struct UnknownDriftStatus(pub String);
+
+crate::named_column!(DriftStatus);
 
 /// What the status depends on.
 #[derive(Debug, Clone, Copy)]

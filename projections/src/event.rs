@@ -5,10 +5,12 @@ use aggregates::canonical::{CanonicalEvent, CanonicalStatus, CanonicalWorkflow};
 use aggregates::deployment::{Deployment, DeploymentEvent};
 use aggregates::environment::{Environment, EnvironmentEvent, EnvironmentStatus};
 use aggregates::incident::{DriftIncident, IncidentEvent};
+use aggregates::kernel::ids::AggregateId;
 use aggregates::mapping::{MappingEvent, WorkflowMapping};
 use aggregates::pipeline::{Pipeline, PipelineEvent};
 use aggregates::policy::{DriftPolicy, DriftPolicyEvent};
 use aggregates::promotion::{Promotion, PromotionEvent};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use serde_json::Value;
@@ -38,6 +40,9 @@ pub enum Decoded {
 pub struct Envelope {
     pub stored: StoredEvent,
     pub event: Decoded,
+    /// The stored aggregate id, parsed (`None` when it does not parse: the event is
+    /// then [`Decoded::Undecodable`]).
+    id: Option<AggregateId>,
 }
 
 fn decode<E: serde::de::DeserializeOwned>(payload: &Value, wrap: fn(E) -> Decoded) -> Decoded {
@@ -49,6 +54,16 @@ fn decode<E: serde::de::DeserializeOwned>(payload: &Value, wrap: fn(E) -> Decode
 
 impl Envelope {
     pub fn new(stored: StoredEvent) -> Envelope {
+        let id = match AggregateId::parse(stored.aggregate_id.as_str()) {
+            Ok(id) => id,
+            Err(error) => {
+                return Envelope {
+                    event: Decoded::Undecodable(format!("aggregate id: {error}")),
+                    stored,
+                    id: None,
+                }
+            }
+        };
         let payload = &stored.payload;
         let event = match stored.aggregate_type.as_str() {
             t if t == Environment::TYPE => decode(payload, Decoded::Environment),
@@ -61,26 +76,38 @@ impl Envelope {
             t if t == DriftPolicy::TYPE => decode(payload, Decoded::DriftPolicy),
             _ => Decoded::Other,
         };
-        Envelope { stored, event }
+        Envelope {
+            stored,
+            event,
+            id: Some(id),
+        }
+    }
+
+    /// The aggregate's id (`None` only for an undecodable event).
+    pub fn id(&self) -> Option<&AggregateId> {
+        self.id.as_ref()
     }
 
     pub fn cursor(&self) -> LogCursor {
         self.stored.cursor()
     }
 
+    /// The tenant that owns the event (empty for an undecodable id).
     pub fn tenant(&self) -> &str {
-        self.stored.tenant()
+        self.id.as_ref().map_or("", AggregateId::tenant)
     }
 
-    /// The aggregate id without its tenant (`tenant:local…` → `local…`).
+    /// The aggregate id without its tenant (`tenant:local…` → `local…`; the stored
+    /// id as it is when it does not parse).
     pub fn local_id(&self) -> &str {
-        let id = &self.stored.aggregate_id;
-        id.split_once(':').map_or(id.as_str(), |(_, rest)| rest)
+        self.id
+            .as_ref()
+            .map_or(self.stored.aggregate_id.as_str(), AggregateId::local)
     }
 
-    /// When the event was recorded, as read models store times.
-    pub fn at(&self) -> String {
-        crate::sql::fmt_time(self.stored.recorded_at)
+    /// When the event was recorded, to the microsecond (what read models store).
+    pub fn at(&self) -> DateTime<Utc> {
+        self.stored.recorded_at.trunc_subsecs(6)
     }
 
     pub fn meta_str(&self, key: &str) -> Option<String> {
@@ -131,9 +158,4 @@ pub fn name<S: Serialize>(value: &S) -> String {
         Ok(other) => other.to_string(),
         Err(_) => String::new(),
     }
-}
-
-/// A JSON column's text.
-pub fn json_text<S: Serialize>(value: &S) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }

@@ -10,7 +10,10 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use eventstore::{PgStore, SqliteStore, Store};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 pub use eventstore::sql::{fmt_time, parse_time, Bind, Dialect, Sql, Tx};
 
@@ -43,54 +46,266 @@ impl TableDef {
     }
 }
 
+/// Why one stored value does not decode as its column's Rust type. A corrupt value is
+/// always this error, never a silent default.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnError {
+    /// The database handed back another SQL type, or NULL where none may be.
+    #[error("expected {expected:?}, found {found}")]
+    Type { expected: Col, found: String },
+    /// The text does not parse as the column's type (an unknown state name, a
+    /// malformed time, JSON of the wrong shape).
+    #[error("{value:?} is not a valid {what}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ColumnError {
+    fn invalid(what: &'static str, value: &str, reason: impl ToString) -> ColumnError {
+        // a whole JSON document would drown the message: its start is enough
+        let value = match value.char_indices().nth(120) {
+            Some((end, _)) => format!("{}…", &value[..end]),
+            None => value.to_string(),
+        };
+        ColumnError::Invalid {
+            what,
+            value,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Why a row does not decode: which column of which table, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("{table}: the query returned no value for column {column}")]
+    Missing {
+        table: &'static str,
+        column: &'static str,
+    },
+    #[error("{table}.{column}: {source}")]
+    Column {
+        table: &'static str,
+        column: &'static str,
+        #[source]
+        source: ColumnError,
+    },
+}
+
 /// A row of a read-model table (implemented by [`read_model_row!`]).
 pub trait Row: Clone + Send + Sync + 'static {
     const TABLE: TableDef;
     /// The row's values in column order.
     fn encode(&self) -> Vec<Bind>;
     /// A row from its values in column order.
-    fn decode(values: Vec<Bind>) -> Result<Self, String>;
+    fn decode(values: Vec<Bind>) -> Result<Self, RowError>;
 }
 
-/// A Rust type stored in one read-model column.
+/// A Rust type stored in one read-model column. Implemented for every [`NotNull`]
+/// type `T` (a NOT NULL column) and for `Option<T>` (a nullable one).
 pub trait Column: Sized {
     const COL: Col;
     fn bind(&self) -> Bind;
-    fn take(value: Bind) -> Result<Self, String>;
+    fn take(value: Bind) -> Result<Self, ColumnError>;
 }
 
-macro_rules! column {
-    ($ty:ty, $col:ident, $variant:ident, $value:ident => $bind:expr) => {
-        impl Column for $ty {
-            const COL: Col = Col::$col;
-            fn bind(&self) -> Bind {
-                let $value = self;
-                Bind::$variant(Some($bind))
-            }
-            fn take(value: Bind) -> Result<Self, String> {
-                match value {
-                    Bind::$variant(Some(v)) => Ok(v),
-                    other => Err(format!("expected {:?}, found {other:?}", Col::$col)),
-                }
-            }
-        }
-        impl Column for Option<$ty> {
-            const COL: Col = Col::$col;
-            fn bind(&self) -> Bind {
-                Bind::$variant(self.as_ref().map(|$value| $bind))
-            }
-            fn take(value: Bind) -> Result<Self, String> {
-                match value {
-                    Bind::$variant(v) => Ok(v),
-                    other => Err(format!("expected {:?}, found {other:?}", Col::$col)),
-                }
-            }
-        }
-    };
+/// A value stored in one column as text, an integer or a boolean, never NULL
+/// (`Option<T>` is the nullable column of it).
+pub trait NotNull: Sized {
+    const COL: Col;
+    /// The value to store (always `Some` inside).
+    fn to_bind(&self) -> Bind;
+    /// The stored value back; `value` is never a NULL.
+    fn from_bind(value: Bind) -> Result<Self, ColumnError>;
 }
-column!(String, Text, Text, v => v.clone());
-column!(i64, Int, Int, v => *v);
-column!(bool, Bool, Bool, v => *v);
+
+fn is_null(value: &Bind) -> bool {
+    matches!(value, Bind::Text(None) | Bind::Int(None) | Bind::Bool(None))
+}
+
+fn col_of(value: &Bind) -> Col {
+    match value {
+        Bind::Text(_) => Col::Text,
+        Bind::Int(_) => Col::Int,
+        Bind::Bool(_) => Col::Bool,
+    }
+}
+
+fn null(col: Col) -> Bind {
+    match col {
+        Col::Text => Bind::Text(None),
+        Col::Int => Bind::Int(None),
+        Col::Bool => Bind::Bool(None),
+    }
+}
+
+fn mismatch(expected: Col, found: &Bind) -> ColumnError {
+    ColumnError::Type {
+        expected,
+        found: format!("{found:?}"),
+    }
+}
+
+impl<T: NotNull> Column for T {
+    const COL: Col = T::COL;
+    fn bind(&self) -> Bind {
+        self.to_bind()
+    }
+    fn take(value: Bind) -> Result<Self, ColumnError> {
+        if is_null(&value) {
+            return Err(mismatch(T::COL, &value));
+        }
+        T::from_bind(value)
+    }
+}
+
+impl<T: NotNull> Column for Option<T> {
+    const COL: Col = T::COL;
+    fn bind(&self) -> Bind {
+        match self {
+            Some(value) => value.to_bind(),
+            None => null(T::COL),
+        }
+    }
+    fn take(value: Bind) -> Result<Self, ColumnError> {
+        if is_null(&value) {
+            // NULL of another SQL type is still the wrong type
+            return match col_of(&value) == T::COL {
+                true => Ok(None),
+                false => Err(mismatch(T::COL, &value)),
+            };
+        }
+        T::from_bind(value).map(Some)
+    }
+}
+
+impl NotNull for String {
+    const COL: Col = Col::Text;
+    fn to_bind(&self) -> Bind {
+        Bind::Text(Some(self.clone()))
+    }
+    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+        match value {
+            Bind::Text(Some(text)) => Ok(text),
+            other => Err(mismatch(Col::Text, &other)),
+        }
+    }
+}
+
+impl NotNull for i64 {
+    const COL: Col = Col::Int;
+    fn to_bind(&self) -> Bind {
+        Bind::Int(Some(*self))
+    }
+    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+        match value {
+            Bind::Int(Some(v)) => Ok(v),
+            other => Err(mismatch(Col::Int, &other)),
+        }
+    }
+}
+
+impl NotNull for bool {
+    const COL: Col = Col::Bool;
+    fn to_bind(&self) -> Bind {
+        Bind::Bool(Some(*self))
+    }
+    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+        match value {
+            Bind::Bool(Some(v)) => Ok(v),
+            other => Err(mismatch(Col::Bool, &other)),
+        }
+    }
+}
+
+/// The text of a text column (for the text-backed column types below).
+pub fn text(value: Bind) -> Result<String, ColumnError> {
+    String::from_bind(value)
+}
+
+/// Times are stored as [`fmt_time`] writes them: RFC 3339 with microseconds.
+impl NotNull for DateTime<Utc> {
+    const COL: Col = Col::Text;
+    fn to_bind(&self) -> Bind {
+        Bind::Text(Some(fmt_time(*self)))
+    }
+    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+        let text = text(value)?;
+        parse_time(&text).ok_or_else(|| ColumnError::invalid("time", &text, "not RFC 3339"))
+    }
+}
+
+/// A column holding `T` as JSON text (`serde_json`, compact). Decoding JSON that is
+/// not a `T` is an error, never an empty or default value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json<T>(pub T);
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Json<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> NotNull for Json<T> {
+    const COL: Col = Col::Text;
+    fn to_bind(&self) -> Bind {
+        // Serializing plain data (no maps with non-string keys) cannot fail.
+        Bind::Text(Some(
+            serde_json::to_string(&self.0).unwrap_or_else(|_| "null".into()),
+        ))
+    }
+    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+        let text = text(value)?;
+        serde_json::from_str(&text)
+            .map(Json)
+            .map_err(|e| ColumnError::invalid("JSON value", &text, e))
+    }
+}
+
+/// Stores unit enums by their stable names (`as_str`, and back with `FromStr`):
+/// the names the events and the stored rows already use, so no byte changes.
+#[macro_export]
+macro_rules! named_column {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl $crate::sql::NotNull for $ty {
+            const COL: $crate::sql::Col = $crate::sql::Col::Text;
+            fn to_bind(&self) -> $crate::sql::Bind {
+                $crate::sql::Bind::Text(Some(self.as_str().to_string()))
+            }
+            fn from_bind(value: $crate::sql::Bind) -> Result<Self, $crate::sql::ColumnError> {
+                let text = $crate::sql::text(value)?;
+                text.parse::<$ty>().map_err(|e| $crate::sql::ColumnError::Invalid {
+                    what: stringify!($ty),
+                    value: text.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    )+};
+}
+
+named_column!(
+    aggregates::environment::EnvironmentClass,
+    aggregates::environment::EnvironmentStatus,
+    aggregates::incident::IncidentStatus,
+    aggregates::incident::SlaState,
+    aggregates::incident::Severity,
+    aggregates::incident::ResolutionType,
+    aggregates::mapping::MappingStatus,
+    aggregates::promotion::PromotionStatus,
+    aggregates::deployment::DeploymentStatus,
+);
 
 /// Declares a read-model row: the struct, and its [`Row`] implementation with the
 /// table's columns in field order (the first field is the primary key). Every field
@@ -98,7 +313,7 @@ column!(bool, Bool, Bool, v => *v);
 ///
 /// ```
 /// use projections::read_model_row;
-/// use projections::sql::{Bind, Col, Row};
+/// use projections::sql::{Bind, Col, Row, RowError};
 ///
 /// read_model_row! {
 ///     #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +328,10 @@ column!(bool, Bool, Bool, v => *v);
 /// assert_eq!(Example::TABLE.columns[1], ("count", Col::Int));
 /// let row = Example { id: "a".into(), count: 2, note: None };
 /// assert_eq!(Example::decode(row.encode()), Ok(row));
-/// assert!(Example::decode(vec![Bind::Int(Some(1))]).is_err());
+/// assert!(matches!(
+///     Example::decode(vec![Bind::Int(Some(1))]),
+///     Err(RowError::Column { column: "id", .. })
+/// ));
 /// ```
 #[macro_export]
 macro_rules! read_model_row {
@@ -138,13 +356,24 @@ macro_rules! read_model_row {
                 vec![ $( $crate::sql::Column::bind(&self.$field) ),+ ]
             }
 
-            fn decode(values: Vec<$crate::sql::Bind>) -> Result<Self, String> {
+            fn decode(
+                values: Vec<$crate::sql::Bind>,
+            ) -> Result<Self, $crate::sql::RowError> {
                 let mut values = values.into_iter();
                 Ok($name {
-                    $( $field: <$ty as $crate::sql::Column>::take(
-                        values.next().ok_or("missing column")?,
-                    )
-                    .map_err(|e| format!("{}.{}: {e}", $table, stringify!($field)))? ),+
+                    $( $field: {
+                        let value = values.next().ok_or($crate::sql::RowError::Missing {
+                            table: $table,
+                            column: stringify!($field),
+                        })?;
+                        <$ty as $crate::sql::Column>::take(value).map_err(|source| {
+                            $crate::sql::RowError::Column {
+                                table: $table,
+                                column: stringify!($field),
+                                source,
+                            }
+                        })?
+                    } ),+
                 })
             }
         }
@@ -229,7 +458,7 @@ where
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
             R::decode(values).map_err(|e| sqlx::Error::ColumnDecode {
                 index: table.name.to_string(),
-                source: e.into(),
+                source: Box::new(e),
             })
         })
         .collect()
@@ -475,5 +704,114 @@ impl<R: KeyedRow> Rows<R> {
         self.committed.clear();
         self.pending.clear();
         self.complete = empty;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aggregates::incident::{AffectedWorkflow, IncidentStatus};
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn stored<T: Column>(value: &T) -> Option<String> {
+        match value.bind() {
+            Bind::Text(text) => text,
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_columns_store_the_bytes_strings_stored() {
+        assert_eq!(
+            stored(&IncidentStatus::Acknowledged).as_deref(),
+            Some("acknowledged")
+        );
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        assert_eq!(stored(&at), Some(fmt_time(at)));
+        assert_eq!(stored(&None::<DateTime<Utc>>), None);
+        let workflows = vec![AffectedWorkflow {
+            workflow_id: "wf-1".into(),
+            name: "Orders".into(),
+        }];
+        assert_eq!(
+            stored(&Json(workflows.clone())),
+            Some(serde_json::to_string(&workflows).unwrap())
+        );
+        // and back
+        for text in ["acknowledged", "closed"] {
+            let status = IncidentStatus::take(Bind::Text(Some(text.into()))).unwrap();
+            assert_eq!(stored(&status).as_deref(), Some(text));
+        }
+        let text = "2026-03-01T12:00:00.123456Z";
+        let time = <DateTime<Utc>>::take(Bind::Text(Some(text.into()))).unwrap();
+        assert_eq!(stored(&time).as_deref(), Some(text));
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_defaults() {
+        let corrupt = |text: &str| Bind::Text(Some(text.to_string()));
+        assert!(matches!(
+            <Json<Vec<AffectedWorkflow>>>::take(corrupt("[{\"workflow_id\": 1")),
+            Err(ColumnError::Invalid {
+                what: "JSON value",
+                ..
+            })
+        ));
+        // valid JSON of the wrong shape
+        assert!(<Json<Vec<AffectedWorkflow>>>::take(corrupt("{}")).is_err());
+        assert!(matches!(
+            IncidentStatus::take(corrupt("reopened")),
+            Err(ColumnError::Invalid { .. })
+        ));
+        assert!(<DateTime<Utc>>::take(corrupt("yesterday")).is_err());
+        // NULL where the column cannot be NULL, and the wrong SQL type
+        assert!(matches!(
+            IncidentStatus::take(Bind::Text(None)),
+            Err(ColumnError::Type { .. })
+        ));
+        assert!(<Option<String> as Column>::take(Bind::Int(None)).is_err());
+        assert_eq!(
+            <Option<IncidentStatus> as Column>::take(Bind::Text(None)),
+            Ok(None)
+        );
+    }
+
+    crate::read_model_row! {
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Typed in "rm_typed" {
+            pub id: String,
+            pub status: IncidentStatus,
+            pub at: Option<DateTime<Utc>>,
+        }
+    }
+
+    #[test]
+    fn a_row_names_the_column_that_does_not_decode() {
+        let error = Typed::decode(vec![
+            Bind::Text(Some("a".into())),
+            Bind::Text(Some("reopened".into())),
+            Bind::Text(None),
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            RowError::Column {
+                table: "rm_typed",
+                column: "status",
+                ..
+            }
+        ));
+        assert!(
+            error.to_string().starts_with("rm_typed.status: "),
+            "{error}"
+        );
+        assert_eq!(
+            Typed::decode(vec![Bind::Text(Some("a".into()))]),
+            Err(RowError::Missing {
+                table: "rm_typed",
+                column: "status"
+            })
+        );
     }
 }

@@ -11,7 +11,7 @@ use projections::history::{self, AsOf};
 use projections::models::audit::{self as model, AuditEntry as AuditRow, AuditFilter};
 
 use super::types::connection;
-use super::{caller, services, wait_for, ApiError};
+use super::{app, caller, wait_for, ApiError};
 use crate::http::feed::{local_id, Filter};
 use eventstore::StoredEvent;
 
@@ -38,7 +38,7 @@ impl From<AuditRow> for AuditEntry {
     fn from(row: AuditRow) -> Self {
         AuditEntry {
             position: row.position,
-            recorded_at: super::types::time(&row.recorded_at),
+            recorded_at: Some(row.recorded_at),
             actor: row.actor,
             actor_role: row.actor_role,
             aggregate_type: row.aggregate_type,
@@ -69,7 +69,7 @@ impl Event {
     }
     /// The aggregate's id within the tenant.
     async fn aggregate_id(&self) -> ID {
-        ID(local_id(&self.0.aggregate_id).to_string())
+        ID(local_id(&self.0.aggregate_id))
     }
     async fn sequence(&self) -> i64 {
         self.0.sequence
@@ -157,7 +157,7 @@ impl AuditQuery {
             to,
         };
         let page = model::audit_trail(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             &filter,
             super::types::first(first),
@@ -178,7 +178,7 @@ impl AuditQuery {
         aggregate_id: ID,
     ) -> async_graphql::Result<Vec<Event>> {
         let events = history::event_history(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             &aggregate_type,
             &aggregate_id,
@@ -201,7 +201,7 @@ impl AuditQuery {
         position: Option<i64>,
     ) -> async_graphql::Result<Option<AggregateState>> {
         let replayed = history::state_at(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             &aggregate_type,
             &aggregate_id,
@@ -226,7 +226,7 @@ impl AuditQuery {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<EventLogVerification> {
-        let report = services(ctx)
+        let report = app(ctx)?
             .store
             .verify_tenant(caller(ctx)?.tenant())
             .await
@@ -241,7 +241,7 @@ impl AuditQuery {
                 .map(|b| BrokenLink {
                     position: b.position,
                     aggregate_type: b.aggregate_type,
-                    aggregate_id: ID(local_id(&b.aggregate_id).to_string()),
+                    aggregate_id: ID(local_id(&b.aggregate_id)),
                     sequence: b.sequence,
                     reason: b.reason,
                 })
@@ -265,7 +265,7 @@ impl SubscriptionRoot {
         aggregate_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
         let caller = caller(ctx)?;
-        let services = services(ctx);
+        let services = app(ctx)?;
         let from = services
             .feed
             .cursor_after(from_position.unwrap_or(0).max(0))

@@ -8,7 +8,7 @@
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{caller, services, ApiError};
+use super::{app, caller, ApiError};
 
 /// The log digest at a position: proof, kept outside the database, of the whole log
 /// up to there.
@@ -36,7 +36,7 @@ impl DigestQuery {
     #[graphql(complexity = "super::guard::Expensive::LogWalk.complexity() + child_complexity")]
     async fn log_digest(&self, ctx: &Context<'_>) -> async_graphql::Result<LogDigest> {
         caller(ctx)?;
-        let sealed = services(ctx).store.seal().await.map_err(ApiError::from)?;
+        let sealed = app(ctx)?.store.seal().await.map_err(ApiError::from)?;
         Ok(LogDigest {
             position: sealed.seal.cursor.position,
             digest: sealed.external(),

@@ -7,10 +7,8 @@ use chrono::{DateTime, Utc};
 use projections::models::environments::{self as model, EnvironmentRow};
 
 use super::incidents::Incident;
-use super::types::{
-    opt_time, state, time, DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider,
-};
-use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use super::types::{DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider};
+use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
 use crate::storage::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
@@ -30,11 +28,11 @@ impl Environment {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    async fn class(&self) -> async_graphql::Result<EnvironmentClass> {
-        Ok(state(&self.0.class)?)
+    async fn class(&self) -> EnvironmentClass {
+        self.0.class.into()
     }
-    async fn status(&self) -> async_graphql::Result<EnvironmentStatus> {
-        Ok(state(&self.0.status)?)
+    async fn status(&self) -> EnvironmentStatus {
+        self.0.status.into()
     }
     async fn git_configured(&self) -> bool {
         self.0.git_configured
@@ -44,11 +42,11 @@ impl Environment {
     }
     /// DOMAIN.md §2.5.
     async fn drift_status(&self) -> DriftStatus {
-        DriftStatus::from_model(self.0.drift_status)
+        self.0.drift_status.into()
     }
     /// Since when the environment has been in its drift status.
     async fn drift_status_since(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.drift_status_since)
+        Some(self.0.drift_status_since)
     }
     async fn counts(&self) -> DriftCounts {
         DriftCounts {
@@ -72,17 +70,17 @@ impl Environment {
             .map(Incident))
     }
     async fn last_drift_check_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.last_drift_check_at)
+        self.0.last_drift_check_at
     }
     /// Why the last drift check failed (status `ERROR`).
     async fn last_drift_check_error(&self) -> Option<&str> {
         self.0.last_drift_check_error.as_deref()
     }
     async fn last_sync_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.last_sync_at)
+        self.0.last_sync_at
     }
     async fn last_repository_sync_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.last_repository_sync_at)
+        self.0.last_repository_sync_at
     }
     /// Why the last environment sync could not read n8n (until one succeeds).
     async fn last_sync_error(&self) -> Option<&str> {
@@ -93,10 +91,10 @@ impl Environment {
         self.0.last_repository_sync_error.as_deref()
     }
     async fn registered_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.registered_at)
+        Some(self.0.registered_at)
     }
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.updated_at)
+        Some(self.0.updated_at)
     }
 }
 
@@ -112,7 +110,7 @@ impl EnvironmentQuery {
         min_position: Option<i64>,
     ) -> async_graphql::Result<Vec<Environment>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let rows = model::environments(&services(ctx).store, caller(ctx)?.tenant())
+        let rows = model::environments(&app(ctx)?.store, caller(ctx)?.tenant())
             .await
             .map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Environment).collect())
@@ -131,7 +129,7 @@ impl EnvironmentQuery {
 }
 
 pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Environment>, ApiError> {
-    let row = model::environment(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::environment(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Environment))
 }
 
@@ -149,7 +147,7 @@ pub struct GitInput {
 impl GitInput {
     fn to_domain(&self) -> GitTarget {
         GitTarget {
-            provider: self.provider.to_domain(),
+            provider: self.provider.into(),
             repository: self.repository.clone(),
             branch: self.branch.clone(),
             folder: self.folder.clone(),
@@ -197,7 +195,7 @@ impl EnvironmentMutation {
     ) -> async_graphql::Result<EnvironmentPayload> {
         let name = aggregates::DomainCommand::name(&command);
         let caller = caller(ctx)?;
-        let services = services(ctx);
+        let services = app(ctx)?;
         let tenant = &caller.principal.tenant;
         // Only an admin may register or change environments: check before storing
         // anything (the bus checks again).
@@ -291,7 +289,7 @@ impl EnvironmentMutation {
         };
         let command = EnvironmentCommand::Register {
             name,
-            class: class.to_domain(),
+            class: class.into(),
             n8n_base_url,
             git: git.as_ref().map(GitInput::to_domain),
             n8n_secret_ref: None,

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// n8n or Git failed.
     #[error(transparent)]
     Upstream(#[from] crate::connectors::UpstreamError),
+    /// The schema was built without the application context (only the SDL printer
+    /// does that).
+    #[error("the schema has no application context")]
+    NoContext,
     /// The promotion was recorded as failed: a blocking gate did not pass.
     #[error("promotion {promotion_id} blocked by: {}", blocked(.results))]
     GateBlocked {
@@ -95,7 +99,8 @@ impl ApiError {
             | ApiError::Wait(_)
             | ApiError::Feed(FeedError::Store(_))
             | ApiError::Store(_)
-            | ApiError::Secret(_) => ErrorCode::Internal,
+            | ApiError::Secret(_)
+            | ApiError::NoContext => ErrorCode::Internal,
         }
     }
 

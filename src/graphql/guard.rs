@@ -546,7 +546,7 @@ impl async_graphql::extensions::Extension for GuardExtension {
             return next.run(ctx, query, variables).await;
         }
         let refused = |refusal: Refusal| {
-            if let Some(services) = ctx.data_opt::<super::Services>() {
+            if let Some(services) = ctx.data_opt::<crate::AppContext>() {
                 services.metrics.refused("cost");
             }
             refusal.into_server_error()
@@ -573,7 +573,7 @@ impl async_graphql::extensions::Extension for GuardExtension {
             .take();
         let (Some(operations), Some(services), Some(caller)) = (
             operations,
-            ctx.data_opt::<super::Services>(),
+            ctx.data_opt::<crate::AppContext>(),
             ctx.data_opt::<super::Caller>(),
         ) else {
             // checked and admitted by the HTTP handler (or a schema without services)

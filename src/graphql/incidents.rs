@@ -9,10 +9,9 @@ use projections::models::incidents::{self as model, IncidentRow};
 
 use super::environments::Environment;
 use super::types::{
-    connection, json_list, opt_time, state, time, AffectedWorkflow, IncidentStatus, ResolutionType,
-    Severity, SlaState,
+    connection, list, AffectedWorkflow, IncidentStatus, ResolutionType, Severity, SlaState,
 };
-use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
 
 pub struct Incident(pub IncidentRow);
 
@@ -41,36 +40,36 @@ impl Incident {
             .await?
             .map(Environment))
     }
-    async fn status(&self) -> async_graphql::Result<IncidentStatus> {
-        Ok(state(&self.0.status)?)
+    async fn status(&self) -> IncidentStatus {
+        self.0.status.into()
     }
-    async fn severity(&self) -> async_graphql::Result<Severity> {
-        Ok(state(&self.0.severity)?)
+    async fn severity(&self) -> Severity {
+        self.0.severity.into()
     }
-    async fn sla_state(&self) -> async_graphql::Result<SlaState> {
-        Ok(state(&self.0.sla_state)?)
+    async fn sla_state(&self) -> SlaState {
+        self.0.sla_state.into()
     }
     /// When the SLA/TTL expires (moved by `extendIncidentTtl`).
     async fn sla_deadline(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.sla_deadline)
+        Some(self.0.sla_deadline)
     }
     async fn affected_workflows(&self) -> Vec<AffectedWorkflow> {
-        json_list(&self.0.affected_workflows)
+        list(&self.0.affected_workflows)
     }
     async fn detected_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.detected_at)
+        Some(self.0.detected_at)
     }
     async fn acknowledged_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.acknowledged_at)
+        self.0.acknowledged_at
     }
     async fn stabilized_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.stabilized_at)
+        self.0.stabilized_at
     }
     async fn reconciled_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.reconciled_at)
+        self.0.reconciled_at
     }
     async fn closed_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.closed_at)
+        self.0.closed_at
     }
     async fn owner_user_id(&self) -> Option<&str> {
         self.0.owner_user_id.as_deref()
@@ -79,13 +78,10 @@ impl Incident {
         self.0.ticket_ref.as_deref()
     }
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.expires_at)
+        self.0.expires_at
     }
-    async fn resolution_type(&self) -> async_graphql::Result<Option<ResolutionType>> {
-        Ok(match &self.0.resolution_type {
-            Some(name) => Some(state(name)?),
-            None => None,
-        })
+    async fn resolution_type(&self) -> Option<ResolutionType> {
+        self.0.resolution_type.map(Into::into)
     }
     async fn resolution_details(&self) -> Option<&str> {
         self.0.resolution_details.as_deref()
@@ -95,8 +91,7 @@ impl Incident {
         self.0.reason.as_deref()
     }
     async fn pending_approval(&self) -> Option<PendingApproval> {
-        let payload: serde_json::Value =
-            serde_json::from_str(self.0.pending_approval.as_deref()?).ok()?;
+        let payload = self.0.pending_approval.as_ref()?.0.clone();
         Some(PendingApproval {
             approval_id: payload.get("approval_id")?.as_i64()?,
             requested_by: payload.get("requested_by")?.as_str()?.to_string(),
@@ -112,7 +107,7 @@ impl Incident {
         self.0.payload_purged
     }
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.updated_at)
+        Some(self.0.updated_at)
     }
     /// SHA-256 of the drift snapshot taken at detection (the log keeps it after a
     /// purge, so the snapshot stays verifiable against it).
@@ -131,7 +126,8 @@ impl Incident {
         if self.0.payload_purged {
             return Ok(None);
         }
-        let payload = crate::storage::payloads::Payloads::new(services(ctx).store.clone())
+        let payload = app(ctx)?
+            .payloads
             .get(&self.0.tenant, digest)
             .await
             .map_err(|e| ApiError::Store(e.into()))?;
@@ -158,12 +154,11 @@ impl IncidentQuery {
         min_position: Option<i64>,
     ) -> async_graphql::Result<Connection<String, Incident>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let status = status.map(|s| projections::event::name(&s));
         let page = model::incidents(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             environment_id.as_ref().map(|id| id.as_str()),
-            status.as_deref(),
+            status.map(Into::into),
             super::types::first(first),
             after.as_deref(),
         )
@@ -185,7 +180,7 @@ impl IncidentQuery {
 }
 
 pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Incident>, ApiError> {
-    let row = model::incident(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::incident(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Incident))
 }
 
@@ -218,7 +213,7 @@ async fn transition(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .incident(
                 &caller.command_context(),
@@ -285,7 +280,7 @@ impl IncidentMutation {
         admin_override: Option<bool>,
     ) -> async_graphql::Result<IncidentPayload> {
         let command = IncidentCommand::Reconcile {
-            resolution_type: resolution_type.map(ResolutionType::to_domain),
+            resolution_type: resolution_type.map(Into::into),
             resolution_details,
         };
         transition(ctx, &id, command, admin_override).await
@@ -303,7 +298,7 @@ impl IncidentMutation {
     ) -> async_graphql::Result<IncidentPayload> {
         let command = IncidentCommand::Close {
             reason,
-            resolution_type: resolution_type.map(ResolutionType::to_domain),
+            resolution_type: resolution_type.map(Into::into),
         };
         transition(ctx, &id, command, admin_override).await
     }

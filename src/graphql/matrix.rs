@@ -7,10 +7,12 @@ use aggregates::mapping::MappingCommand;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use projections::models::matrix::{self as model, CellView, MatrixFilter, MatrixRowView};
+use projections::models::matrix::{
+    self as model, CellView, MatrixFilter, MatrixRowView, RowKind, RowStatus,
+};
 
-use super::types::{connection, opt_time, state, time, MappingStatus, SyncState};
-use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
+use super::types::{connection, MappingStatus, SyncState};
+use super::{app, caller, local_id, read_back, run, wait_for, ApiError};
 
 /// A canonical workflow (or an untracked n8n workflow) and its state in each
 /// environment.
@@ -39,18 +41,18 @@ pub struct MatrixCell {
 }
 
 impl MatrixCell {
-    fn from_view(view: CellView) -> Result<MatrixCell, ApiError> {
-        Ok(MatrixCell {
+    fn from_view(view: CellView) -> MatrixCell {
+        MatrixCell {
             environment_id: ID(view.cell.environment_id),
-            mapping_status: state(&view.cell.status)?,
-            sync_state: SyncState::from_model(view.sync_state),
+            mapping_status: view.cell.status.into(),
+            sync_state: view.sync_state.into(),
             n8n_workflow_id: Some(view.cell.n8n_workflow_id),
             name: Some(view.cell.name),
             env_content_hash: view.cell.env_content_hash,
             git_content_hash: view.effective_git_content_hash,
-            since: time(&view.cell.status_since),
-            env_changed_at: opt_time(&view.cell.env_changed_at),
-        })
+            since: Some(view.cell.status_since),
+            env_changed_at: view.cell.env_changed_at,
+        }
     }
 
     fn absent(environment_id: &str) -> MatrixCell {
@@ -82,7 +84,7 @@ impl MatrixRow {
     }
     /// Whether the row is a canonical workflow or an untracked n8n workflow.
     async fn untracked(&self) -> bool {
-        self.view.row.kind == model::KIND_UNTRACKED
+        self.view.row.kind == RowKind::Untracked
     }
     async fn git_path(&self) -> Option<&str> {
         self.view.row.git_path.as_deref()
@@ -94,12 +96,12 @@ impl MatrixRow {
         self.view.row.git_commit_sha.as_deref()
     }
     /// One cell per environment column; `ABSENT` where the workflow does not exist.
-    async fn cells(&self) -> async_graphql::Result<Vec<MatrixCell>> {
+    async fn cells(&self) -> Vec<MatrixCell> {
         let mut cells = Vec::with_capacity(self.columns.len().max(self.view.cells.len()));
         let mut seen = HashSet::new();
         for cell in &self.view.cells {
             seen.insert(cell.cell.environment_id.as_str());
-            cells.push(MatrixCell::from_view(cell.clone())?);
+            cells.push(MatrixCell::from_view(cell.clone()));
         }
         for column in self.columns.iter() {
             if !seen.contains(column.as_str()) {
@@ -107,7 +109,7 @@ impl MatrixRow {
             }
         }
         cells.sort_by(|a, b| a.environment_id.cmp(&b.environment_id));
-        Ok(cells)
+        cells
     }
 }
 
@@ -145,7 +147,7 @@ impl MatrixQuery {
     ) -> async_graphql::Result<Connection<String, MatrixRow>> {
         wait_for(ctx, model::NAME, min_position).await?;
         let tenant = caller(ctx)?.tenant();
-        let store = &services(ctx).store;
+        let store = &app(ctx)?.store;
         let environment_ids: Option<Vec<String>> =
             environment_ids.map(|ids| ids.into_iter().map(|id| id.0).collect());
         let filter = MatrixFilter {
@@ -192,11 +194,11 @@ impl MatrixQuery {
         let filter = MatrixFilter {
             environment_ids: Some(vec![environment_id.0.clone()]),
             untracked_only: true,
-            row_status: Some("untracked".into()),
+            row_status: Some(RowStatus::Untracked),
             ..Default::default()
         };
         let page = model::matrix_page(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             &filter,
             super::types::first(first),
@@ -211,8 +213,8 @@ impl MatrixQuery {
                 n8n_workflow_id: ID(view.row.n8n_workflow_id.unwrap_or_default()),
                 name: view.row.name,
                 env_content_hash: cell.as_ref().and_then(|c| c.env_content_hash.clone()),
-                since: cell.as_ref().and_then(|c| time(&c.status_since)),
-                env_changed_at: cell.as_ref().and_then(|c| opt_time(&c.env_changed_at)),
+                since: cell.as_ref().map(|c| c.status_since),
+                env_changed_at: cell.as_ref().and_then(|c| c.env_changed_at),
             }
         }))
     }
@@ -257,25 +259,22 @@ pub(crate) async fn load_mapping(
     n8n_workflow_id: &str,
 ) -> Result<Option<WorkflowMapping>, ApiError> {
     let cell = model::mapping(
-        &services(ctx).store,
+        &app(ctx)?.store,
         caller(ctx)?.tenant(),
         environment_id,
         n8n_workflow_id,
     )
     .await?;
-    cell.map(|cell| {
-        Ok(WorkflowMapping {
-            environment_id: ID(cell.environment_id),
-            n8n_workflow_id: ID(cell.n8n_workflow_id),
-            canonical_id: cell.canonical_id.map(ID),
-            name: cell.name,
-            status: state(&cell.status)?,
-            env_content_hash: cell.env_content_hash,
-            git_content_hash: cell.git_content_hash,
-            since: time(&cell.status_since),
-        })
-    })
-    .transpose()
+    Ok(cell.map(|cell| WorkflowMapping {
+        environment_id: ID(cell.environment_id),
+        n8n_workflow_id: ID(cell.n8n_workflow_id),
+        canonical_id: cell.canonical_id.map(ID),
+        name: cell.name,
+        status: cell.status.into(),
+        env_content_hash: cell.env_content_hash,
+        git_content_hash: cell.git_content_hash,
+        since: Some(cell.status_since),
+    }))
 }
 
 #[derive(Default)]
@@ -292,7 +291,7 @@ async fn mapping(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .mapping(&caller.command_context(), &environment, &workflow, command)
             .await?)

@@ -1,7 +1,7 @@
 //! The GraphQL API (API.md): one schema merged from one module per domain.
 //!
 //! Queries read the projections (and wait for `minPosition` first); mutations run
-//! one command each through [`Domain`] and return the affected object — read from its
+//! one command each through the domain (`AppContext::domain`) and return the affected object — read from its
 //! read model once that has applied the command's events — and the `position` of the
 //! last event. The caller (tenant, subject, role) comes only from the verified token,
 //! put into each request's data by the HTTP layer as a [`Caller`].
@@ -25,10 +25,8 @@ use aggregates::Actor;
 use async_graphql::{Context, MergedObject, Schema};
 
 use crate::command::bus::CommandContext;
-use crate::command::domain::Domain;
 use crate::http::auth::Principal;
-use crate::http::feed::EventFeed;
-use crate::http::metrics::Metrics;
+use crate::AppContext;
 use eventstore::Store;
 
 pub use audit::SubscriptionRoot;
@@ -67,22 +65,6 @@ pub struct MutationRoot(
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// What every resolver may use.
-#[derive(Clone)]
-pub struct Services {
-    pub store: Store,
-    pub domain: Domain,
-    pub projections: projections::ProjectorHandle,
-    pub feed: EventFeed,
-    pub metrics: Metrics,
-    pub secrets: crate::storage::secrets::SecretStore,
-    /// The GitHub API root for GitHub repositories (`None`: api.github.com).
-    pub github_api_url: Option<String>,
-    /// Per-tenant slots and deadlines (operations over the WebSocket use it here;
-    /// the HTTP handler admits its requests before they reach the schema).
-    pub admission: crate::http::admission::Admission,
-}
-
 /// The verified caller of one request (or one WebSocket connection).
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -107,8 +89,8 @@ impl Caller {
     }
 }
 
-/// The schema, with its limits. `services` is `None` only to print the SDL.
-pub fn schema(services: Option<Services>) -> ApiSchema {
+/// The schema, with its limits. `context` is `None` only to print the SDL.
+pub fn schema(context: Option<AppContext>) -> ApiSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
@@ -117,8 +99,8 @@ pub fn schema(services: Option<Services>) -> ApiSchema {
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
     .extension(guard::Guard);
-    if let Some(services) = services {
-        builder = builder.data(services);
+    if let Some(context) = context {
+        builder = builder.data(context);
     }
     builder.finish()
 }
@@ -128,8 +110,9 @@ pub fn sdl() -> String {
     schema(None).sdl()
 }
 
-pub(crate) fn services<'a>(ctx: &Context<'a>) -> &'a Services {
-    ctx.data_unchecked::<Services>()
+/// The application context every resolver works with.
+pub(crate) fn app<'a>(ctx: &Context<'a>) -> ApiResult<&'a AppContext> {
+    ctx.data::<AppContext>().map_err(|_| ApiError::NoContext)
 }
 
 pub(crate) fn caller<'a>(ctx: &Context<'a>) -> ApiResult<&'a Caller> {
@@ -147,7 +130,7 @@ pub(crate) async fn wait_for(
         if position < 0 {
             return Err(ApiError::validation("minPosition", "must not be negative"));
         }
-        services(ctx)
+        app(ctx)?
             .projections
             .wait_for(projection, position, READ_WAIT)
             .await?;
@@ -177,7 +160,7 @@ impl<R: projections::sql::KeyedRow> async_graphql::dataloader::Loader<String> fo
             .map_err(ApiError::from)?;
         Ok(rows
             .into_iter()
-            .map(|row| (crate::http::feed::local_id(row.id()).to_string(), row))
+            .map(|row| (crate::http::feed::local_id(row.id()), row))
             .collect())
     }
 }
@@ -235,7 +218,9 @@ pub(crate) async fn run<T>(
         Ok(_) => "OK",
         Err(e) => e.code().as_str(),
     };
-    services(ctx).metrics.command(command, code);
+    if let Ok(app) = app(ctx) {
+        app.metrics.command(command, code);
+    }
     result
 }
 

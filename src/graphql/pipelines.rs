@@ -10,8 +10,8 @@ use projections::models::pipelines::{self as model, PipelineRow};
 use projections::models::policies::{self as policies_model, PolicySource};
 
 use super::promotions::PromotionPayload;
-use super::types::{connection, time};
-use super::{caller, local_id, read_back, run, services, wait_for, ApiError};
+use super::types::connection;
+use super::{app, caller, local_id, read_back, run, wait_for, ApiError};
 use crate::workflows::promotion::{self, Change, PromoteError, PromotionRequest};
 
 /// DOMAIN.md §5's gates of one stage.
@@ -122,21 +122,16 @@ impl Pipeline {
         self.0.description.as_deref()
     }
     /// The stages in promotion order.
-    async fn stages(&self) -> async_graphql::Result<Vec<Stage>> {
-        let stages = self.0.stages().map_err(|e| {
-            ApiError::Store(eventstore::StoreError::Corrupt {
-                position: 0,
-                message: format!("pipeline stages: {e}"),
-            })
-        })?;
-        Ok(stages
-            .into_iter()
+    async fn stages(&self) -> Vec<Stage> {
+        self.0
+            .stages
+            .iter()
             .map(|s| Stage {
-                source_environment_id: ID(s.source_environment_id),
-                target_environment_id: ID(s.target_environment_id),
+                source_environment_id: ID(s.source_environment_id.clone()),
+                target_environment_id: ID(s.target_environment_id.clone()),
                 gates: s.gates.into(),
             })
-            .collect())
+            .collect()
     }
     async fn active(&self) -> bool {
         self.0.active
@@ -145,10 +140,10 @@ impl Pipeline {
         &self.0.created_by
     }
     async fn created_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.created_at)
+        Some(self.0.created_at)
     }
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.updated_at)
+        Some(self.0.updated_at)
     }
 }
 
@@ -257,7 +252,7 @@ async fn load_policy(
     environment_id: Option<&str>,
 ) -> Result<DriftPolicy, ApiError> {
     let effective =
-        policies_model::drift_policy(&services(ctx).store, caller(ctx)?.tenant(), environment_id)
+        policies_model::drift_policy(&app(ctx)?.store, caller(ctx)?.tenant(), environment_id)
             .await?;
     let p = effective.policy;
     Ok(DriftPolicy {
@@ -287,12 +282,12 @@ async fn load_policy(
             extend_ttl: p.approvals.extend_ttl,
         },
         updated_by: effective.updated_by,
-        updated_at: effective.updated_at.as_deref().and_then(time),
+        updated_at: effective.updated_at,
     })
 }
 
 async fn load_pipeline(ctx: &Context<'_>, id: &str) -> Result<Option<Pipeline>, ApiError> {
-    let row = model::pipeline(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::pipeline(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Pipeline))
 }
 
@@ -312,7 +307,7 @@ impl PipelineQuery {
     ) -> async_graphql::Result<Connection<String, Pipeline>> {
         wait_for(ctx, model::NAME, min_position).await?;
         let page = model::pipelines(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             super::types::first(first),
             after.as_deref(),
@@ -425,7 +420,7 @@ async fn pipeline_command(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .pipeline(&caller.command_context(), id, command)
             .await?)
@@ -449,7 +444,7 @@ async fn policy_command(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .drift_policy(&caller.command_context(), &scope, command)
             .await?)
@@ -558,8 +553,8 @@ impl PipelineMutation {
         let source = local_id("sourceEnvironmentId", &source_environment_id)?;
         let target = local_id("targetEnvironmentId", &target_environment_id)?;
         wait_for(ctx, projections::models::matrix::NAME, min_position).await?;
-        let store = &services(ctx).store;
-        promotion::catch_up(store, &services(ctx).projections)
+        let store = &app(ctx)?.store;
+        promotion::catch_up(store, &app(ctx)?.projections)
             .await
             .map_err(ApiError::from)?;
         for environment in [&source, &target] {
@@ -631,7 +626,7 @@ impl PipelineMutation {
             bypass_validation,
         };
         let id = request.promotion_id.to_string();
-        let services = services(ctx);
+        let services = app(ctx)?;
         let committed = run(ctx, "promotion.create", async {
             promotion::create(
                 &services.domain,

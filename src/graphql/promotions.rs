@@ -9,10 +9,10 @@ use projections::models::deployments::{self as deployments_model, DeploymentRow}
 use projections::models::promotions::{self as model, PromotionRow};
 
 use super::types::{
-    connection, json_list, opt_time, state, time, DeploymentStatus, DeploymentWorkflow, GateResult,
-    PromotionStatus, PromotionWorkflow, WorkflowOutcome,
+    connection, list, DeploymentStatus, DeploymentWorkflow, GateResult, PromotionStatus,
+    PromotionWorkflow, WorkflowOutcome,
 };
-use super::{caller, loaders, local_id, read_back, run, services, wait_for, ApiError};
+use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
 
 pub struct Promotion(pub PromotionRow);
 
@@ -24,8 +24,8 @@ impl Promotion {
     async fn pipeline_id(&self) -> ID {
         ID(self.0.pipeline_id.clone())
     }
-    async fn status(&self) -> async_graphql::Result<PromotionStatus> {
-        Ok(state(&self.0.status)?)
+    async fn status(&self) -> PromotionStatus {
+        self.0.status.into()
     }
     async fn source_environment_id(&self) -> ID {
         ID(self.0.source_environment_id.clone())
@@ -38,11 +38,11 @@ impl Promotion {
         self.0
             .gate_results
             .as_deref()
-            .map(json_list)
+            .map(|results| list(results))
             .unwrap_or_default()
     }
     async fn workflows(&self) -> Vec<PromotionWorkflow> {
-        json_list(&self.0.workflows)
+        list(&self.0.workflows)
     }
     async fn requires_approval(&self) -> bool {
         self.0.requires_approval
@@ -68,24 +68,28 @@ impl Promotion {
     }
     /// Per-workflow outcomes once the promotion ran.
     async fn result(&self) -> Vec<WorkflowOutcome> {
-        self.0.result.as_deref().map(json_list).unwrap_or_default()
+        self.0
+            .result
+            .as_deref()
+            .map(|outcomes| list(outcomes))
+            .unwrap_or_default()
     }
     /// What a failed rollback left inconsistent.
     async fn inconsistencies(&self) -> Vec<String> {
         self.0
             .inconsistencies
             .as_deref()
-            .map(json_list)
+            .cloned()
             .unwrap_or_default()
     }
     async fn created_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.created_at)
+        Some(self.0.created_at)
     }
     async fn started_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.started_at)
+        self.0.started_at
     }
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.finished_at)
+        self.0.finished_at
     }
 }
 
@@ -103,26 +107,26 @@ impl Deployment {
         let id = self.0.promotion_id.clone();
         Ok(loaders(ctx)?.promotions.load_one(id).await?.map(Promotion))
     }
-    async fn status(&self) -> async_graphql::Result<DeploymentStatus> {
-        Ok(state(&self.0.status)?)
+    async fn status(&self) -> DeploymentStatus {
+        self.0.status.into()
     }
     async fn scheduled_for(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.scheduled_for)
+        self.0.scheduled_for
     }
     async fn started_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.started_at)
+        self.0.started_at
     }
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
-        opt_time(&self.0.finished_at)
+        self.0.finished_at
     }
     async fn workflows(&self) -> Vec<DeploymentWorkflow> {
-        json_list(&self.0.workflows)
+        list(&self.0.workflows)
     }
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
     }
     async fn created_at(&self) -> Option<DateTime<Utc>> {
-        time(&self.0.created_at)
+        Some(self.0.created_at)
     }
 }
 
@@ -143,11 +147,10 @@ impl PromotionQuery {
         min_position: Option<i64>,
     ) -> async_graphql::Result<Connection<String, Promotion>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let status = status.map(|s| projections::event::name(&s));
         let page = model::promotions(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
-            status.as_deref(),
+            status.map(Into::into),
             target_environment_id.as_ref().map(|id| id.as_str()),
             super::types::first(first),
             after.as_deref(),
@@ -180,12 +183,11 @@ impl PromotionQuery {
         min_position: Option<i64>,
     ) -> async_graphql::Result<Connection<String, Deployment>> {
         wait_for(ctx, deployments_model::NAME, min_position).await?;
-        let status = status.map(|s| projections::event::name(&s));
         let page = deployments_model::deployments(
-            &services(ctx).store,
+            &app(ctx)?.store,
             caller(ctx)?.tenant(),
             promotion_id.as_ref().map(|id| id.as_str()),
-            status.as_deref(),
+            status.map(Into::into),
             super::types::first(first),
             after.as_deref(),
         )
@@ -207,13 +209,12 @@ impl PromotionQuery {
 }
 
 async fn load_promotion(ctx: &Context<'_>, id: &str) -> Result<Option<Promotion>, ApiError> {
-    let row = model::promotion(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = model::promotion(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Promotion))
 }
 
 async fn load_deployment(ctx: &Context<'_>, id: &str) -> Result<Option<Deployment>, ApiError> {
-    let row =
-        deployments_model::deployment(&services(ctx).store, caller(ctx)?.tenant(), id).await?;
+    let row = deployments_model::deployment(&app(ctx)?.store, caller(ctx)?.tenant(), id).await?;
     Ok(row.map(Deployment))
 }
 
@@ -274,7 +275,7 @@ async fn promotion_command(
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
-        Ok(services(ctx)
+        Ok(app(ctx)?
             .domain
             .promotion(&caller.command_context(), &id, command)
             .await?)
@@ -330,7 +331,7 @@ impl PromotionMutation {
         let caller = caller(ctx)?;
         let (id, committed) = run(ctx, "deployment.create", async {
             Ok(crate::workflows::promotion::deploy(
-                &services(ctx).domain,
+                &app(ctx)?.domain,
                 &caller.command_context(),
                 &promotion_id,
                 scheduled_for,
@@ -355,7 +356,7 @@ impl PromotionMutation {
         let caller = caller(ctx)?;
         let command = DeploymentCommand::Cancel { reason };
         let committed = run(ctx, "deployment.cancel", async {
-            Ok(services(ctx)
+            Ok(app(ctx)?
                 .domain
                 .deployment(&caller.command_context(), &id, command)
                 .await?)

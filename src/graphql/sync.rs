@@ -4,8 +4,8 @@
 use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::environments::{self, Environment};
-use super::{caller, local_id, read_back, run, services, ApiError};
-use crate::workflows::sync::{self, SyncError, SyncServices};
+use super::{app, caller, local_id, read_back, run, ApiError};
+use crate::workflows::sync::{self, SyncError};
 
 /// What `syncEnvironment` saw and recorded.
 #[derive(SimpleObject)]
@@ -205,18 +205,6 @@ impl From<SyncError> for ApiError {
     }
 }
 
-pub(crate) fn sync_services(ctx: &Context<'_>) -> SyncServices {
-    let services = services(ctx);
-    SyncServices {
-        domain: services.domain.clone(),
-        store: services.store.clone(),
-        projections: services.projections.clone(),
-        secrets: services.secrets.clone(),
-        policy: Default::default(),
-        github_api_url: services.github_api_url.clone(),
-    }
-}
-
 #[derive(Default)]
 pub struct SyncMutation;
 
@@ -233,9 +221,9 @@ impl SyncMutation {
     ) -> async_graphql::Result<EnvironmentSyncPayload> {
         let id = local_id("environmentId", &environment_id)?;
         let caller = caller(ctx)?;
-        let services = sync_services(ctx);
+        let services = app(ctx)?;
         let report = run(ctx, "environment.sync", async {
-            sync::sync_environment(&services, &caller.command_context(), &id)
+            sync::sync_environment(services, &caller.command_context(), &id)
                 .await
                 .map_err(ApiError::from)
         })
@@ -267,9 +255,9 @@ impl SyncMutation {
     ) -> async_graphql::Result<RepositorySyncPayload> {
         let id = local_id("environmentId", &environment_id)?;
         let caller = caller(ctx)?;
-        let services = sync_services(ctx);
+        let services = app(ctx)?;
         let report = run(ctx, "repository.sync", async {
-            sync::sync_repository(&services, &caller.command_context(), &id)
+            sync::sync_repository(services, &caller.command_context(), &id)
                 .await
                 .map_err(ApiError::from)
         })
@@ -301,9 +289,9 @@ impl SyncMutation {
     ) -> async_graphql::Result<DriftCheckPayload> {
         let id = local_id("environmentId", &environment_id)?;
         let caller = caller(ctx)?;
-        let services = sync_services(ctx);
+        let services = app(ctx)?;
         let report = run(ctx, "environment.check_drift", async {
-            crate::workflows::drift::check_drift(&services, &caller.command_context(), &id)
+            crate::workflows::drift::check_drift(services, &caller.command_context(), &id)
                 .await
                 .map_err(ApiError::from)
         })
@@ -351,16 +339,11 @@ impl SyncMutation {
         let environment = local_id("environmentId", &environment_id)?;
         let workflow = local_id("n8nWorkflowId", &n8n_workflow_id)?;
         let caller = caller(ctx)?;
-        let services = sync_services(ctx);
+        let services = app(ctx)?;
         let report = run(ctx, "workflow.onboard", async {
-            sync::onboard_workflow(
-                &services,
-                &caller.command_context(),
-                &environment,
-                &workflow,
-            )
-            .await
-            .map_err(ApiError::from)
+            sync::onboard_workflow(services, &caller.command_context(), &environment, &workflow)
+                .await
+                .map_err(ApiError::from)
         })
         .await?;
         Ok(OnboardWorkflowPayload {

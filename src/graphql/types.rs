@@ -1,14 +1,9 @@
-//! What the read models' rows look like to clients: enums in UPPER_CASE, times as
-//! `DateTime`, JSON columns as typed lists, and Relay connections.
+//! What the read models' rows look like to clients: the domain's enums (in
+//! UPPER_CASE), the objects inside typed JSON columns, and Relay connections.
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Enum, OutputType, SimpleObject};
-use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::Value;
 
-use super::ApiError;
 use projections::query::Page;
 
 /// A page as a Relay connection (forward pagination: no previous page).
@@ -28,52 +23,32 @@ pub fn first(first: Option<i32>) -> i64 {
     first.map_or(50, i64::from)
 }
 
-/// A stored time (RFC 3339) as a `DateTime`.
-pub fn time(text: &str) -> Option<DateTime<Utc>> {
-    projections::sql::parse_time(text)
-}
-
-pub fn opt_time(text: &Option<String>) -> Option<DateTime<Utc>> {
-    text.as_deref().and_then(time)
-}
-
-/// A stored state name (`pending_approval`) as its API enum (`PENDING_APPROVAL`).
-pub fn state<T: DeserializeOwned>(name: &str) -> Result<T, ApiError> {
-    serde_json::from_value(Value::String(name.to_string())).map_err(|_| {
-        ApiError::Store(eventstore::StoreError::Corrupt {
-            position: 0,
-            message: format!("unknown state name {name:?} in a read model"),
-        })
-    })
-}
-
-/// A JSON column as a typed list (an unreadable column reads as empty).
-pub fn json_list<T: DeserializeOwned>(text: &str) -> Vec<T> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
+/// The API's enums are the domain's (and the read side's), derived with
+/// `#[graphql(remote)]`: the conversions both ways are generated with exhaustive
+/// matches, so a variant added on one side and not the other does not compile.
+/// The variants keep the names clients see (`PENDING_APPROVAL`, …).
 macro_rules! api_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident = $remote:literal { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+        #[graphql(remote = $remote)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
     };
 }
 
-api_enum!(EnvironmentClass {
+api_enum!(EnvironmentClass = "aggregates::environment::EnvironmentClass" {
     Dev,
     Staging,
     Production
 });
-api_enum!(EnvironmentStatus {
+api_enum!(EnvironmentStatus = "aggregates::environment::EnvironmentStatus" {
     Active,
     Deactivated
 });
-api_enum!(GitProvider { Github, Local });
+api_enum!(GitProvider = "aggregates::environment::GitProvider" { Github, Local });
 api_enum!(
     /// DOMAIN.md §2.5, evaluated in this order.
-    DriftStatus {
+    DriftStatus = "projections::drift_status::DriftStatus" {
         Unknown,
         Error,
         New,
@@ -85,47 +60,36 @@ api_enum!(
     }
 );
 api_enum!(
-    /// A mapping's status; `ABSENT` = no workflow of this row in that environment.
-    MappingStatus {
-        Linked,
-        Untracked,
-        Missing,
-        Ignored,
-        Deleted,
-        Absent,
-    }
-);
-api_enum!(
     /// Computed at query time: `DRIFT` = linked and the environment differs from
     /// Git; `OUT_OF_DATE` = linked and Git changed after the environment.
-    SyncState { InSync, Drift, OutOfDate, None }
+    SyncState = "projections::display::SyncState" { InSync, Drift, OutOfDate, None }
 );
-api_enum!(IncidentStatus {
+api_enum!(IncidentStatus = "aggregates::incident::IncidentStatus" {
     Detected,
     Acknowledged,
     Stabilized,
     Reconciled,
     Closed
 });
-api_enum!(Severity {
+api_enum!(Severity = "aggregates::incident::Severity" {
     Low,
     Medium,
     High,
     Critical
 });
-api_enum!(SlaState {
+api_enum!(SlaState = "aggregates::incident::SlaState" {
     OnTrack,
     Escalated,
     CriticalOverdue,
     Expired
 });
-api_enum!(ResolutionType {
+api_enum!(ResolutionType = "aggregates::incident::ResolutionType" {
     Promote,
     Revert,
     Replace,
     Acknowledge
 });
-api_enum!(PromotionStatus {
+api_enum!(PromotionStatus = "aggregates::promotion::PromotionStatus" {
     Pending,
     PendingApproval,
     Approved,
@@ -136,7 +100,7 @@ api_enum!(PromotionStatus {
     Failed,
     Cancelled,
 });
-api_enum!(DeploymentStatus {
+api_enum!(DeploymentStatus = "aggregates::deployment::DeploymentStatus" {
     Pending,
     Scheduled,
     Running,
@@ -144,7 +108,7 @@ api_enum!(DeploymentStatus {
     Failed,
     Cancelled
 });
-api_enum!(WorkflowDeployStatus {
+api_enum!(WorkflowDeployStatus = "aggregates::deployment::WorkflowDeployStatus" {
     Pending,
     Success,
     Failed,
@@ -152,100 +116,123 @@ api_enum!(WorkflowDeployStatus {
     Unchanged
 });
 
-impl DriftStatus {
-    pub fn from_model(status: projections::drift_status::DriftStatus) -> DriftStatus {
-        use projections::drift_status::DriftStatus as M;
+// The one API enum that is not a domain enum: `ABSENT` is a cell the matrix shows
+// where no mapping exists, so it has no mapping status to derive from.
+/// A mapping's status; `ABSENT` = no workflow of this row in that environment.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MappingStatus {
+    Linked,
+    Untracked,
+    Missing,
+    Ignored,
+    Deleted,
+    Absent,
+}
+
+impl From<aggregates::mapping::MappingStatus> for MappingStatus {
+    fn from(status: aggregates::mapping::MappingStatus) -> Self {
+        use aggregates::mapping::MappingStatus as D;
         match status {
-            M::Unknown => DriftStatus::Unknown,
-            M::Error => DriftStatus::Error,
-            M::New => DriftStatus::New,
-            M::DriftIncidentAcknowledged => DriftStatus::DriftIncidentAcknowledged,
-            M::DriftIncidentActive => DriftStatus::DriftIncidentActive,
-            M::Untracked => DriftStatus::Untracked,
-            M::DriftDetected => DriftStatus::DriftDetected,
-            M::InSync => DriftStatus::InSync,
-        }
-    }
-}
-
-impl SyncState {
-    pub fn from_model(state: projections::display::SyncState) -> SyncState {
-        use projections::display::SyncState as M;
-        match state {
-            M::InSync => SyncState::InSync,
-            M::Drift => SyncState::Drift,
-            M::OutOfDate => SyncState::OutOfDate,
-            M::None => SyncState::None,
-        }
-    }
-}
-
-impl ResolutionType {
-    pub fn to_domain(self) -> aggregates::incident::ResolutionType {
-        use aggregates::incident::ResolutionType as D;
-        match self {
-            ResolutionType::Promote => D::Promote,
-            ResolutionType::Revert => D::Revert,
-            ResolutionType::Replace => D::Replace,
-            ResolutionType::Acknowledge => D::Acknowledge,
-        }
-    }
-}
-
-impl EnvironmentClass {
-    pub fn to_domain(self) -> aggregates::environment::EnvironmentClass {
-        use aggregates::environment::EnvironmentClass as D;
-        match self {
-            EnvironmentClass::Dev => D::Dev,
-            EnvironmentClass::Staging => D::Staging,
-            EnvironmentClass::Production => D::Production,
-        }
-    }
-}
-
-impl GitProvider {
-    pub fn to_domain(self) -> aggregates::environment::GitProvider {
-        match self {
-            GitProvider::Github => aggregates::environment::GitProvider::Github,
-            GitProvider::Local => aggregates::environment::GitProvider::Local,
+            D::Linked => MappingStatus::Linked,
+            D::Untracked => MappingStatus::Untracked,
+            D::Missing => MappingStatus::Missing,
+            D::Ignored => MappingStatus::Ignored,
+            D::Deleted => MappingStatus::Deleted,
         }
     }
 }
 
 /// A workflow named in an incident, a promotion or a deployment.
-#[derive(SimpleObject, Debug, Clone, Deserialize)]
+#[derive(SimpleObject, Debug, Clone)]
 pub struct AffectedWorkflow {
     /// Canonical id when the runtime workflow is mapped, else the n8n id.
     pub workflow_id: String,
     pub name: String,
 }
 
-#[derive(SimpleObject, Debug, Clone, Deserialize)]
+impl From<aggregates::incident::AffectedWorkflow> for AffectedWorkflow {
+    fn from(w: aggregates::incident::AffectedWorkflow) -> Self {
+        AffectedWorkflow {
+            workflow_id: w.workflow_id,
+            name: w.name,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
 pub struct GateResult {
+    // the gate's name (`require_clean_drift`, …; DOMAIN.md §5)
     pub gate: String,
     pub passed: bool,
     pub blocking: bool,
     pub message: Option<String>,
 }
 
-#[derive(SimpleObject, Debug, Clone, Deserialize)]
+impl From<aggregates::promotion::GateResult> for GateResult {
+    fn from(r: aggregates::promotion::GateResult) -> Self {
+        GateResult {
+            gate: r.gate.as_str().to_string(),
+            passed: r.passed,
+            blocking: r.blocking,
+            message: r.message,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
 pub struct PromotionWorkflow {
     pub canonical_id: String,
     pub name: String,
     pub source_content_hash: Option<String>,
 }
 
-#[derive(SimpleObject, Debug, Clone, Deserialize)]
+impl From<aggregates::promotion::PromotionWorkflow> for PromotionWorkflow {
+    fn from(w: aggregates::promotion::PromotionWorkflow) -> Self {
+        PromotionWorkflow {
+            canonical_id: w.canonical_id,
+            name: w.name,
+            source_content_hash: w.source_content_hash,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
 pub struct WorkflowOutcome {
     pub canonical_id: String,
     pub outcome: String,
     pub detail: Option<String>,
 }
 
-#[derive(SimpleObject, Debug, Clone, Deserialize)]
+impl From<aggregates::promotion::WorkflowOutcome> for WorkflowOutcome {
+    fn from(o: aggregates::promotion::WorkflowOutcome) -> Self {
+        WorkflowOutcome {
+            canonical_id: o.canonical_id,
+            outcome: o.outcome,
+            detail: o.detail,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
 pub struct DeploymentWorkflow {
     pub workflow_id: String,
     pub name: String,
     pub status: WorkflowDeployStatus,
     pub error: Option<String>,
+}
+
+impl From<aggregates::deployment::DeploymentWorkflow> for DeploymentWorkflow {
+    fn from(w: aggregates::deployment::DeploymentWorkflow) -> Self {
+        DeploymentWorkflow {
+            workflow_id: w.workflow_id,
+            name: w.name,
+            status: w.status.into(),
+            error: w.error,
+        }
+    }
+}
+
+/// A typed list column as API objects.
+pub fn list<T: Clone, U: From<T>>(items: &[T]) -> Vec<U> {
+    items.iter().cloned().map(U::from).collect()
 }

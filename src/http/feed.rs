@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::kernel::ids::TenantId;
+use aggregates::kernel::ids::{AggregateId, TenantId};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 
@@ -52,15 +52,17 @@ impl Filter {
             && self
                 .aggregate_id
                 .as_ref()
-                .is_none_or(|id| local_id(&event.aggregate_id) == id)
+                .is_none_or(|id| local_id(&event.aggregate_id) == *id)
     }
 }
 
-/// The aggregate id without its tenant prefix.
-pub fn local_id(aggregate_id: &str) -> &str {
-    aggregate_id
-        .split_once(':')
-        .map_or(aggregate_id, |(_, rest)| rest)
+/// A stored aggregate id as clients see it: without its tenant. An id that does not
+/// parse is shown as stored (a damaged event is still listed, never hidden).
+pub fn local_id(aggregate_id: &str) -> String {
+    match AggregateId::parse(aggregate_id) {
+        Ok(id) => id.local().to_string(),
+        Err(_) => aggregate_id.to_string(),
+    }
 }
 
 /// Why a stream could not start or continue.

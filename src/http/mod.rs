@@ -34,25 +34,21 @@ use crate::graphql::{ApiSchema, Caller, Loaders};
 use crate::http::auth::{Auth, AuthError, Principal};
 use crate::http::feed::Filter;
 use crate::http::metrics::Metrics;
-use eventstore::Store;
+use crate::AppContext;
 
 /// Largest request body accepted on `POST /graphql`.
 pub const MAX_BODY: usize = 256 * 1024;
 
+/// The router's state: the application context, and what only HTTP uses.
 #[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub projections: projections::ProjectorHandle,
+pub struct HttpState {
+    pub context: AppContext,
     pub schema: ApiSchema,
     pub auth: Auth,
-    pub metrics: Metrics,
-    pub feed: crate::http::feed::EventFeed,
     pub cache: std::sync::Arc<crate::graphql::response_cache::ResponseCache>,
-    /// Per-tenant slots and the request deadline.
-    pub admission: crate::http::admission::Admission,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
@@ -123,7 +119,7 @@ async fn graphiql() -> Html<String> {
     )
 }
 
-async fn graphql(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let request_id = new_request_id();
     let span = tracing::info_span!("graphql", request_id = %request_id);
@@ -133,7 +129,7 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, body: Body) 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    state.metrics.request(
+    state.context.metrics.request(
         "/graphql",
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -142,7 +138,7 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, body: Body) 
 }
 
 async fn execute(
-    state: &AppState,
+    state: &HttpState,
     headers: &HeaderMap,
     body: Body,
     request_id: &str,
@@ -185,7 +181,7 @@ async fn execute(
         }
     };
     let tenant = principal.tenant.as_str().to_string();
-    let version = state.projections.read_version();
+    let version = state.context.projections.read_version();
     let cacheable =
         version.is_some() && crate::graphql::response_cache::cacheable(&bytes, &request);
     if let (true, Some(version)) = (cacheable, version) {
@@ -204,7 +200,7 @@ async fn execute(
             checked
         }
         Err(refusal) => {
-            state.metrics.refused("cost");
+            state.context.metrics.refused("cost");
             let mut response =
                 async_graphql::Response::from_errors(vec![refusal.into_server_error()]);
             label_errors(&mut response.errors, request_id);
@@ -218,10 +214,15 @@ async fn execute(
             };
         }
     };
-    let permit = match state.admission.admit(&tenant, checked.expensive).await {
+    let permit = match state
+        .context
+        .admission
+        .admit(&tenant, checked.expensive)
+        .await
+    {
         Ok(permit) => permit,
         Err(busy) => {
-            state.metrics.refused("tenant_concurrency");
+            state.context.metrics.refused("tenant_concurrency");
             return retry_later(
                 StatusCode::TOO_MANY_REQUESTS,
                 RATE_LIMITED,
@@ -235,9 +236,9 @@ async fn execute(
     };
     let request = request
         .data(caller)
-        .data(Loaders::new(&state.store, &tenant))
+        .data(Loaders::new(&state.context.store, &tenant))
         .data(crate::graphql::guard::Prechecked);
-    let deadline = state.admission.limits().deadline;
+    let deadline = state.context.admission.limits().deadline;
     let remaining = deadline.saturating_sub(started.elapsed());
     let schema = state.schema.clone();
     // Its own task: a panic cannot take the connection down, and a query ends
@@ -269,7 +270,7 @@ async fn execute(
             );
         }
         Err(_) => {
-            state.metrics.refused("deadline");
+            state.context.metrics.refused("deadline");
             let message = if mutation {
                 format!(
                     "the mutation did not finish within the request deadline ({} s); it is not \
@@ -292,7 +293,7 @@ async fn execute(
         .iter()
         .any(|e| e.message.contains("too complex") || e.message.contains("too deep"))
     {
-        state.metrics.refused("cost");
+        state.context.metrics.refused("cost");
     }
     label_errors(&mut response.errors, request_id);
     let body = match serde_json::to_vec(&response) {
@@ -308,7 +309,7 @@ async fn execute(
     };
     // cache only what was computed entirely at one version of the read models
     if let (true, Some(version)) = (cacheable, version) {
-        if response.errors.is_empty() && state.projections.read_version() == Some(version) {
+        if response.errors.is_empty() && state.context.projections.read_version() == Some(version) {
             state.cache.put(&tenant, bytes, version, body.clone());
         }
     }
@@ -349,18 +350,18 @@ fn label_errors(errors: &mut [async_graphql::ServerError], request_id: &str) {
 /// `connection_init` payload (`{"Authorization": "Bearer …"}`) or, for clients that
 /// can set headers, on the upgrade request itself.
 async fn graphql_ws(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let header_principal = authenticate(&state.auth, &headers).ok();
-    state.metrics.request("/graphql/ws", 101, 0.0);
+    state.context.metrics.request("/graphql/ws", 101, 0.0);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let auth = state.auth.clone();
-            let store = state.store.clone();
+            let store = state.context.store.clone();
             let (sink, stream) = futures::StreamExt::split(socket);
             let sink = futures::SinkExt::with(sink, |message| {
                 futures::future::ready(Ok::<_, axum::Error>(protocol_close_codes(message)))
@@ -440,7 +441,7 @@ struct EventsParams {
 /// the event as JSON. A reconnecting client sends `Last-Event-ID` and resumes right
 /// after it.
 async fn events(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -470,7 +471,7 @@ async fn events(
         },
     };
     let from = last_event_id.or(params.from).unwrap_or(0).max(0);
-    let cursor = match state.feed.cursor_after(from).await {
+    let cursor = match state.context.feed.cursor_after(from).await {
         Ok(cursor) => cursor,
         Err(crate::http::feed::FeedError::UnknownPosition(p)) => {
             return request_error(
@@ -500,10 +501,11 @@ async fn events(
         }),
         aggregate_id: params.aggregate_id,
     };
-    state.metrics.request("/events", 200, 0.0);
-    state.metrics.subscriber(1);
-    let guard = StreamGuard(state.metrics.clone());
+    state.context.metrics.request("/events", 200, 0.0);
+    state.context.metrics.subscriber(1);
+    let guard = StreamGuard(state.context.metrics.clone());
     let stream = state
+        .context
         .feed
         .subscribe(cursor, filter)
         .map(move |item| {
@@ -550,15 +552,19 @@ impl Drop for StreamGuard {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let head = match state.store.head().await {
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let head = match state.context.store.head().await {
         Ok(head) => head.position,
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot read the log head");
             0
         }
     };
-    match state.metrics.render(head, &state.projections.status()) {
+    match state
+        .context
+        .metrics
+        .render(head, &state.context.projections.status())
+    {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -580,40 +586,41 @@ async fn health() -> Json<Value> {
 /// Rebuilds in progress are listed with their progress (`rebuilding`); they do not
 /// make the service unready, since queries keep reading the complete old read
 /// models until the rebuilt ones are swapped in.
-async fn ready(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+async fn ready(State(state): State<HttpState>) -> Response {
+    match state.context.store.ping().await {
         Ok(()) => {
-            let projections = state.projections.status();
+            let projections = state.context.projections.status();
             let stopped = projections.iter().any(|p| p.failed.is_some());
-            let rebuilding = match projections::rebuild::rebuild_progress(&state.store).await {
-                Ok(rebuilds) => rebuilds
-                    .into_iter()
-                    .map(|r| {
-                        let progress = if r.target > 0 {
-                            (r.position as f64 / r.target as f64).clamp(0.0, 1.0)
-                        } else {
-                            0.0
-                        };
-                        json!({
-                            "projection": r.projection,
-                            "startedAt": r.started_at,
-                            "updatedAt": r.updated_at,
-                            "position": r.position,
-                            "target": r.target,
-                            "events": r.events,
-                            "progress": (progress * 1000.0).round() / 1000.0,
-                            "stale": r.stale,
+            let rebuilding =
+                match projections::rebuild::rebuild_progress(&state.context.store).await {
+                    Ok(rebuilds) => rebuilds
+                        .into_iter()
+                        .map(|r| {
+                            let progress = if r.target > 0 {
+                                (r.position as f64 / r.target as f64).clamp(0.0, 1.0)
+                            } else {
+                                0.0
+                            };
+                            json!({
+                                "projection": r.projection,
+                                "startedAt": r.started_at,
+                                "updatedAt": r.updated_at,
+                                "position": r.position,
+                                "target": r.target,
+                                "events": r.events,
+                                "progress": (progress * 1000.0).round() / 1000.0,
+                                "stale": r.stale,
+                            })
                         })
-                    })
-                    .collect::<Vec<_>>(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "readiness: cannot read rebuild progress");
-                    vec![]
-                }
-            };
+                        .collect::<Vec<_>>(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "readiness: cannot read rebuild progress");
+                        vec![]
+                    }
+                };
             let body = Json(json!({
                 "status": if stopped { "degraded" } else { "ready" },
-                "database": state.store.backend().as_str(),
+                "database": state.context.store.backend().as_str(),
                 "projections": projections,
                 "rebuilding": rebuilding,
             }));

@@ -26,17 +26,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregates::environment::EnvironmentClass;
 use aggregates::incident::{IncidentCommand, SlaState};
+use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, TenantId};
 use aggregates::Actor;
 use chrono::Utc;
-use eventstore::sql::{fmt_time, parse_time as time, Dialect, Sql};
+use eventstore::sql::{fmt_time, Dialect, Sql};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::command::bus::CommandContext;
-use crate::http::metrics::Metrics;
-use crate::workflows::sync::{SyncError, SyncServices};
+use crate::command::bus::{CommandContext, CommandError};
+use crate::workflows::sync::SyncError;
+use crate::AppContext;
 use eventstore::{PgStore, Store};
 
 /// Environments checked or synced at once by one run.
@@ -203,15 +205,16 @@ pub struct Scheduler {
 }
 
 struct Inner {
-    services: SyncServices,
-    metrics: Metrics,
+    services: AppContext,
     /// Names this process in `scheduler_ticks`.
     instance: String,
     counts: HashMap<Job, TickCounts>,
 }
 
 impl Scheduler {
-    pub fn new(services: SyncServices, metrics: Metrics) -> Scheduler {
+    /// The schedulers over `context` (its store, domain, read models, connectors'
+    /// settings and metrics).
+    pub fn new(context: AppContext) -> Scheduler {
         let instance = format!(
             "{}-{}",
             std::process::id(),
@@ -219,8 +222,7 @@ impl Scheduler {
         );
         Scheduler {
             inner: Arc::new(Inner {
-                services,
-                metrics,
+                services: context,
                 instance,
                 counts: Job::ALL
                     .iter()
@@ -279,7 +281,10 @@ impl Scheduler {
                     self.inner.counts[&job]
                         .errors
                         .fetch_add(1, Ordering::Relaxed);
-                    self.inner.metrics.scheduler_tick(job.as_str(), "error");
+                    self.inner
+                        .services
+                        .metrics
+                        .scheduler_tick(job.as_str(), "error");
                     tracing::warn!(%job, slot, %error, "tick failed")
                 }
             }
@@ -358,7 +363,10 @@ impl Scheduler {
         if let Ok(Tick::Ran(report)) = &result {
             self.inner.counts[&job].ran.fetch_add(1, Ordering::Relaxed);
             let label = if report.failed > 0 { "partial" } else { "ok" };
-            self.inner.metrics.scheduler_tick(job.as_str(), label);
+            self.inner
+                .services
+                .metrics
+                .scheduler_tick(job.as_str(), label);
         }
         result
     }
@@ -369,7 +377,10 @@ impl Scheduler {
             _ => (&self.inner.counts[&job].already_run, "already_run"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.inner.metrics.scheduler_tick(job.as_str(), label);
+        self.inner
+            .services
+            .metrics
+            .scheduler_tick(job.as_str(), label);
         tick
     }
 
@@ -399,8 +410,13 @@ impl Scheduler {
         Ok(())
     }
 
-    fn ctx(&self, tenant: &str, job: Job, correlation_id: &str) -> Result<CommandContext, String> {
-        let tenant = TenantId::parse(tenant).map_err(|e| e.to_string())?;
+    fn ctx(
+        &self,
+        tenant: &str,
+        job: Job,
+        correlation_id: &str,
+    ) -> Result<CommandContext, DomainError> {
+        let tenant = TenantId::parse(tenant)?;
         let mut ctx = CommandContext::new(tenant, Actor::system(job.as_str()));
         ctx.correlation_id = correlation_id.to_string();
         Ok(ctx)
@@ -436,9 +452,9 @@ impl Scheduler {
                 let id = LocalId::parse(row.environment_id.as_str());
                 let work = &work;
                 async move {
-                    let outcome = match (ctx, id.map_err(|e| e.to_string())) {
-                        (Ok(ctx), Ok(id)) => work(ctx, id).await.map_err(|e| e.to_string()),
-                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    let outcome = match (ctx, id) {
+                        (Ok(ctx), Ok(id)) => work(ctx, id).await,
+                        (Err(e), _) | (_, Err(e)) => Err(SyncError::from(e)),
                     };
                     (row, outcome)
                 }
@@ -470,7 +486,7 @@ impl Scheduler {
         self.per_environment(
             Job::DriftCheck,
             correlation_id,
-            |row| row.class != "dev" && row.git_configured,
+            |row| row.class != EnvironmentClass::Dev && row.git_configured,
             |ctx, id| async move {
                 crate::workflows::drift::check_drift(services, &ctx, &id)
                     .await
@@ -512,16 +528,7 @@ impl Scheduler {
         let mut report = RunReport::default();
         let mut policies = PolicyCache::default();
         for row in projections::models::incidents::sla_candidates(&services.store).await? {
-            let due = match (
-                time(&row.detected_at),
-                time(&row.sla_deadline),
-                row.sla_state.parse::<SlaState>(),
-            ) {
-                (Some(detected), Some(deadline), Ok(current)) => {
-                    SlaState::at(detected, deadline, now) > current
-                }
-                _ => false,
-            };
+            let due = SlaState::at(row.detected_at, row.sla_deadline, now) > row.sla_state;
             if !due {
                 continue;
             }
@@ -551,16 +558,15 @@ impl Scheduler {
         job: Job,
         correlation_id: &str,
         command: IncidentCommand,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let ctx = self.ctx(&row.tenant, job, correlation_id)?;
-        let id = LocalId::parse(row.incident_id.as_str()).map_err(|e| e.to_string())?;
+        let id = LocalId::parse(row.incident_id.as_str())?;
         self.inner
             .services
             .domain
             .incident(&ctx, &id, command, false)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -568,7 +574,7 @@ fn count(
     report: &mut RunReport,
     job: Job,
     row: &projections::models::incidents::IncidentRow,
-    result: Result<(), String>,
+    result: Result<(), CommandError>,
 ) {
     match result {
         Ok(()) => report.acted += 1,

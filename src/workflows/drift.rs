@@ -17,14 +17,15 @@ use aggregates::environment::{
 use aggregates::incident::AffectedWorkflow;
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::LocalId;
+use aggregates::mapping::MappingStatus;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::command::bus::CommandContext;
 use crate::command::bus::{authorize, UseCase};
 use crate::connectors::UpstreamError;
-use crate::storage::payloads::Payloads;
-use crate::workflows::sync::{self, SyncError, SyncServices, SIDECAR_SUFFIX};
+use crate::workflows::sync::{self, SyncError, SIDECAR_SUFFIX};
+use crate::AppContext;
 
 /// How one workflow differs from Git.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -108,7 +109,7 @@ struct GitWorkflow {
 
 /// Runs one drift check of `environment_id` and records it.
 pub async fn check_drift(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<DriftReport, SyncError> {
@@ -159,7 +160,7 @@ pub async fn check_drift(
         let (workflow, hash) = match sync::git_workflow(&file.path, &file.content) {
             Ok(read) => read,
             Err(reason) => {
-                report.rejected.push(reason);
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
@@ -186,7 +187,7 @@ pub async fn check_drift(
     .await?;
     let mapped: HashMap<String, projections::models::matrix::MatrixCell> = cells
         .into_iter()
-        .filter(|c| !matches!(c.status.as_str(), "ignored" | "deleted"))
+        .filter(|c| !matches!(c.status, MappingStatus::Ignored | MappingStatus::Deleted))
         .map(|c| (c.n8n_workflow_id.clone(), c))
         .collect();
 
@@ -194,14 +195,14 @@ pub async fn check_drift(
         let seen = match seen {
             Ok(seen) => seen,
             Err(reason) => {
-                report.rejected.push(reason.clone());
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
         let n8n_id = seen.id.to_string();
         let name = seen.observation.name.clone();
         let cell = mapped.get(&n8n_id);
-        if cell.is_some_and(|c| c.status == "ignored") {
+        if cell.is_some_and(|c| c.status == MappingStatus::Ignored) {
             continue;
         }
         let canonical = cell.and_then(|c| c.canonical_id.clone());
@@ -270,7 +271,8 @@ pub async fn check_drift(
                 "not_in_git_workflows": report.not_in_git_workflows,
             })
             .to_string();
-            let digest = Payloads::new(services.store.clone())
+            let digest = services
+                .payloads
                 .put(ctx.tenant.as_str(), &snapshot)
                 .await
                 .map_err(projections::query::QueryError::from)?;
@@ -298,7 +300,7 @@ fn failed(error: &UpstreamError) -> DriftCheckOutcome {
 }
 
 async fn record(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     outcome: DriftCheckOutcome,

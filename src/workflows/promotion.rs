@@ -9,14 +9,18 @@
 //! checked when the promotion runs, by the deployment.
 
 use aggregates::deployment::{Deployment, DeploymentCommand, DeploymentStatus};
+use aggregates::environment::EnvironmentStatus;
+use aggregates::incident::SlaState;
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::LocalId;
 use aggregates::kernel::transitions;
+use aggregates::mapping::MappingStatus;
 use aggregates::pipeline::{Pipeline, StageGates};
 use aggregates::promotion::{
-    GateResult, Promotion, PromotionCommand, PromotionStatus, PromotionWorkflow,
+    Gate, GateResult, Promotion, PromotionCommand, PromotionStatus, PromotionWorkflow,
 };
 use projections::display::SyncState;
+use projections::models::matrix::RowStatus;
 use projections::models::matrix::{matrix_page, MatrixFilter};
 use projections::query::MAX_PAGE;
 
@@ -83,7 +87,7 @@ pub async fn compare(
     let filter = MatrixFilter {
         environment_ids: Some(vec![source.to_string(), target.to_string()]),
         canonical_only: true,
-        row_status: Some("active".into()),
+        row_status: Some(RowStatus::Active),
         ..Default::default()
     };
     let mut out = Vec::new();
@@ -92,9 +96,9 @@ pub async fn compare(
         let page = matrix_page(store, tenant, &filter, MAX_PAGE, after.as_deref()).await?;
         for view in page.items {
             let linked = |environment: &str| {
-                view.cells
-                    .iter()
-                    .find(|c| c.cell.environment_id == environment && c.cell.status == "linked")
+                view.cells.iter().find(|c| {
+                    c.cell.environment_id == environment && c.cell.status == MappingStatus::Linked
+                })
             };
             let (source_cell, target_cell) = (linked(source), linked(target));
             let source_hash = source_cell.and_then(|c| c.cell.env_content_hash.clone());
@@ -280,9 +284,9 @@ pub async fn create(
     Ok(committed)
 }
 
-fn gate(name: &str, passed: bool, message: impl Into<String>) -> GateResult {
+fn gate(gate: Gate, passed: bool, message: impl Into<String>) -> GateResult {
     GateResult {
-        gate: name.to_string(),
+        gate,
         passed,
         blocking: true,
         message: Some(message.into()),
@@ -304,20 +308,20 @@ async fn evaluate_gates(
     let environment = projections::models::environments::environment(store, tenant, target).await?;
     let Some(environment) = environment else {
         return Ok(vec![gate(
-            "target_environment_healthy",
+            Gate::TargetEnvironmentHealthy,
             false,
             "unknown environment",
         )]);
     };
     let mut results = Vec::new();
-    let healthy = environment.status == "active"
+    let healthy = environment.status == EnvironmentStatus::Active
         && environment.drift_status != projections::drift_status::DriftStatus::Error;
     results.push(gate(
-        "target_environment_healthy",
+        Gate::TargetEnvironmentHealthy,
         healthy,
         if healthy {
             "active, last drift check succeeded".to_string()
-        } else if environment.status != "active" {
+        } else if environment.status != EnvironmentStatus::Active {
             format!("{target} is {}", environment.status)
         } else {
             format!(
@@ -332,7 +336,7 @@ async fn evaluate_gates(
     if gates.require_clean_drift {
         let clean = environment.with_drift == 0 && environment.not_in_git == 0;
         results.push(gate(
-            "require_clean_drift",
+            Gate::RequireCleanDrift,
             clean,
             format!(
                 "{} with drift, {} not in Git",
@@ -346,7 +350,7 @@ async fn evaluate_gates(
     };
     if gates.block_on_active_drift || policy.block_on_active_drift {
         results.push(gate(
-            "block_on_active_drift",
+            Gate::BlockOnActiveDrift,
             incident.is_none(),
             match &incident {
                 Some(i) => format!("incident {} is {}", i.incident_id, i.status),
@@ -355,9 +359,11 @@ async fn evaluate_gates(
         ));
     }
     if gates.enforce_ttl || policy.enforce_ttl {
-        let expired = incident.as_ref().is_some_and(|i| i.sla_state == "expired");
+        let expired = incident
+            .as_ref()
+            .is_some_and(|i| i.sla_state == SlaState::Expired);
         results.push(gate(
-            "enforce_ttl",
+            Gate::EnforceTtl,
             !expired,
             if expired {
                 "the target's incident is past its TTL".to_string()
@@ -372,7 +378,7 @@ async fn evaluate_gates(
         .map(|c| c.name.as_str())
         .collect();
     results.push(GateResult {
-        gate: "allow_overwriting_hotfixes".into(),
+        gate: Gate::AllowOverwritingHotfixes,
         passed: gates.allow_overwriting_hotfixes || hotfixes.is_empty(),
         blocking: !gates.allow_overwriting_hotfixes,
         message: Some(if hotfixes.is_empty() {

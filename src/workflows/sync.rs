@@ -8,40 +8,26 @@
 use std::collections::{HashMap, HashSet};
 
 use aggregates::canonical::CanonicalCommand;
-use aggregates::content::{content_hash, ContentHash};
+use aggregates::content::{content_hash, ContentError, ContentHash};
 use aggregates::environment::{Environment, EnvironmentCommand, GitProvider, SyncKind};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, Slug};
-use aggregates::mapping::{MappingCommand, Observation};
-use chrono::{DateTime, Utc};
+use aggregates::mapping::{MappingCommand, MappingStatus, Observation};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::command::bus::{authorize, UseCase};
 use crate::command::bus::{CommandContext, CommandError};
-use crate::command::domain::Domain;
 use crate::connectors::git::{GitHubRepository, GitRepository, LocalGitRepository};
 use crate::connectors::n8n::N8nClient;
-use crate::connectors::{RetryPolicy, UpstreamError};
-use crate::storage::secrets::{SecretError, SecretStore};
-use eventstore::Store;
+use crate::connectors::UpstreamError;
+use crate::storage::secrets::SecretError;
+use crate::AppContext;
 
 /// Commands a sync runs at the same time.
 const CONCURRENCY: usize = 16;
-
-/// What a sync needs besides the domain.
-#[derive(Clone)]
-pub struct SyncServices {
-    pub domain: Domain,
-    pub store: Store,
-    pub projections: projections::ProjectorHandle,
-    pub secrets: SecretStore,
-    pub policy: RetryPolicy,
-    /// The GitHub API root (`None`: api.github.com; GitHub Enterprise:
-    /// `https://ghe.example.com/api/v3`).
-    pub github_api_url: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -80,7 +66,7 @@ pub struct EnvironmentSyncReport {
 }
 
 /// Waits until the read models have applied everything committed so far.
-pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<(), SyncError> {
+pub(crate) async fn catch_up(services: &AppContext, names: &[&str]) -> Result<(), SyncError> {
     crate::read_side::catch_up(
         &services.store,
         &services.projections,
@@ -93,7 +79,7 @@ pub(crate) async fn catch_up(services: &SyncServices, names: &[&str]) -> Result<
 
 /// Records that a sync could not read n8n or Git, then hands the error back.
 async fn record_failure(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     kind: SyncKind,
@@ -115,7 +101,7 @@ async fn record_failure(
 
 /// Runs mapping commands of one environment, [`CONCURRENCY`] at a time.
 async fn run_mapping_commands(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     commands: Vec<(LocalId, MappingCommand)>,
@@ -135,7 +121,7 @@ async fn run_mapping_commands(
 /// something or clears an earlier failure: a sync that finds nothing new appends
 /// nothing. Returns the events appended and the position of the last one.
 async fn record_sync(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     kind: SyncKind,
@@ -157,7 +143,7 @@ async fn record_sync(
 
 /// The environment, which must exist and be active.
 pub(crate) async fn environment(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<Environment, SyncError> {
@@ -185,7 +171,7 @@ pub(crate) async fn environment(
 
 /// The n8n client of an environment, with its stored API key.
 pub async fn n8n_client(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment: &Environment,
 ) -> Result<N8nClient, SyncError> {
@@ -202,7 +188,7 @@ pub async fn n8n_client(
     Ok(N8nClient::new(
         &environment.n8n_base_url,
         key.expose(),
-        services.policy,
+        services.retry,
     )?)
 }
 
@@ -221,26 +207,51 @@ fn listed_id(workflow: &Value) -> Option<String> {
     }
 }
 
+/// Why a workflow n8n listed, or a file Git holds, cannot be recorded. A sync skips
+/// it and lists the reason in its report (`rejected`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Rejected {
+    #[error("{path}: not JSON ({reason})")]
+    NotJson { path: String, reason: String },
+    #[error("{path}: not a workflow ({source})")]
+    NotAWorkflow { path: String, source: ContentError },
+    #[error("a workflow without an id")]
+    NoId,
+    #[error("workflow id {0:?} is not a valid id")]
+    InvalidId(String),
+    #[error("workflow {0} has no name")]
+    NoName(LocalId),
+    #[error("workflow {id} cannot be hashed: {source}")]
+    Unhashable { id: LocalId, source: ContentError },
+}
+
 /// A workflow file from Git and its content hash, or why it is not one.
-pub(crate) fn git_workflow(path: &str, content: &[u8]) -> Result<(Value, ContentHash), String> {
-    let workflow: Value =
-        serde_json::from_slice(content).map_err(|e| format!("{path}: not JSON ({e})"))?;
-    let hash = content_hash(&workflow).map_err(|e| format!("{path}: not a workflow ({e})"))?;
+pub(crate) fn git_workflow(path: &str, content: &[u8]) -> Result<(Value, ContentHash), Rejected> {
+    let workflow: Value = serde_json::from_slice(content).map_err(|e| Rejected::NotJson {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    let hash = content_hash(&workflow).map_err(|source| Rejected::NotAWorkflow {
+        path: path.to_string(),
+        source,
+    })?;
     Ok((workflow, hash))
 }
 
 /// A listed workflow as a sync records it, or why it cannot be used (a shape n8n
 /// never produces: no id, no name, nodes that are not a list…).
-pub(crate) fn seen(workflow: &Value) -> Result<Seen, String> {
-    let id = listed_id(workflow).ok_or_else(|| "a workflow without an id".to_string())?;
-    let id = LocalId::parse(&id).map_err(|_| format!("workflow id {id:?} is not a valid id"))?;
+pub(crate) fn seen(workflow: &Value) -> Result<Seen, Rejected> {
+    let id = listed_id(workflow).ok_or(Rejected::NoId)?;
+    let id = LocalId::parse(&id).map_err(|_| Rejected::InvalidId(id))?;
     let name = workflow
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("workflow {id} has no name"))?
+        .ok_or_else(|| Rejected::NoName(id.clone()))?
         .to_string();
-    let content_hash =
-        content_hash(workflow).map_err(|e| format!("workflow {id} cannot be hashed: {e}"))?;
+    let content_hash = content_hash(workflow).map_err(|source| Rejected::Unhashable {
+        id: id.clone(),
+        source,
+    })?;
     let n8n_updated_at = workflow
         .get("updatedAt")
         .and_then(Value::as_str)
@@ -273,7 +284,7 @@ fn registry(rows: &[projections::models::matrix::MatrixRow]) -> HashMap<String, 
 /// workflow the environment has not linked yet), changed content or names, and
 /// workflows gone from n8n (missing). Nothing new: nothing appended.
 pub async fn sync_environment(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<EnvironmentSyncReport, SyncError> {
@@ -302,7 +313,7 @@ pub async fn sync_environment(
     let registry = registry(&canonicals);
     let linked: HashSet<String> = cells
         .iter()
-        .filter(|c| c.status == "linked")
+        .filter(|c| c.status == MappingStatus::Linked)
         .filter_map(|c| c.canonical_id.clone())
         .collect();
     let cells: HashMap<String, projections::models::matrix::MatrixCell> = cells
@@ -327,21 +338,22 @@ pub async fn sync_environment(
                 if let Some(id) = listed_id(&workflow) {
                     present.insert(id);
                 }
-                report.rejected.push(reason);
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
         present.insert(seen.id.to_string());
         let cell = cells.get(seen.id.as_str());
         let unchanged = cell.is_some_and(|cell| {
-            cell.status != "missing"
+            cell.status != MappingStatus::Missing
                 && cell.name == seen.observation.name
                 && cell.env_content_hash.as_deref() == Some(seen.observation.content_hash.as_str())
+                // the read model keeps times to the microsecond
                 && cell.env_changed_at
                     == seen
                         .observation
                         .n8n_updated_at
-                        .map(eventstore::sql::fmt_time)
+                        .map(|t| t.trunc_subsecs(6))
         });
         if unchanged {
             continue;
@@ -375,7 +387,7 @@ pub async fn sync_environment(
     }
     for (n8n_id, cell) in &cells {
         if !present.contains(n8n_id) && !matches!(cell.status.as_str(), "missing" | "deleted") {
-            if cell.status == "ignored" && cell.env_content_hash.is_none() {
+            if cell.status == MappingStatus::Ignored && cell.env_content_hash.is_none() {
                 continue;
             }
             report.missing += 1;
@@ -451,7 +463,7 @@ pub const SIDECAR_SUFFIX: &str = ".wfo.json";
 
 /// The Git repository of an environment, with its stored token.
 pub async fn git_repository(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment: &Environment,
 ) -> Result<(Box<dyn GitRepository>, aggregates::environment::GitTarget), SyncError> {
@@ -478,7 +490,7 @@ pub async fn git_repository(
                     &git.repository,
                     &git.branch,
                     token.expose(),
-                    services.policy,
+                    services.retry,
                 )
                 .map_err(config)?,
             )
@@ -495,7 +507,7 @@ pub async fn git_repository(
 /// and the Git hash of this environment's linked mappings. Nothing new: nothing
 /// appended. A file that cannot be used is reported and skipped; the rest proceeds.
 pub async fn sync_repository(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<RepositorySyncReport, SyncError> {
@@ -567,7 +579,7 @@ pub async fn sync_repository(
         let (workflow, hash) = match git_workflow(path, &file.content) {
             Ok(read) => read,
             Err(reason) => {
-                report.rejected.push(reason);
+                report.rejected.push(reason.to_string());
                 continue;
             }
         };
@@ -691,7 +703,9 @@ pub async fn sync_repository(
         let Some(hash) = git_hashes.get(canonical) else {
             continue;
         };
-        if cell.status == "deleted" || cell.git_content_hash.as_deref() == Some(hash.as_str()) {
+        if cell.status == MappingStatus::Deleted
+            || cell.git_content_hash.as_deref() == Some(hash.as_str())
+        {
             continue;
         }
         updates.push((
@@ -764,7 +778,7 @@ const INSTANCE_FIELDS: &[&str] = &[
 /// again after a failure (Git unreachable, say) picks up where it stopped instead
 /// of creating a second canonical workflow.
 pub async fn onboard_workflow(
-    services: &SyncServices,
+    services: &AppContext,
     ctx: &CommandContext,
     environment_id: &LocalId,
     n8n_workflow_id: &LocalId,

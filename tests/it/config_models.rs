@@ -276,14 +276,14 @@ async fn pipelines_read_model(kind: Kind) {
     assert_eq!(p1.description.as_deref(), Some("dev to prod"));
     assert_eq!(p1.created_by, "alice");
     assert!(p1.active);
-    assert_eq!(p1.stages().unwrap(), stages);
+    assert_eq!(p1.stages.0, stages);
     assert!(p1.updated_at > p1.created_at);
 
     // tenant isolation: globex sees only its own p1, acme's ids find nothing
     let theirs = pipelines(&t.store, "globex", 50, None).await.unwrap();
     assert_eq!(theirs.items.len(), 1);
     assert_eq!(theirs.items[0].name, "Globex main");
-    assert!(theirs.items[0].stages().unwrap()[0].gates.require_approval);
+    assert!(theirs.items[0].stages[0].gates.require_approval);
     assert!(pipeline(&t.store, "globex", "p2").await.unwrap().is_none());
     assert!(pipelines(&t.store, "initech", 50, None)
         .await

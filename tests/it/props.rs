@@ -146,7 +146,7 @@ fn mapping_command(action: u8, variant: u8, wf: &str) -> MappingCommand {
 
 fn promotion_command(action: u8) -> PromotionCommand {
     let gate = |passed| GateResult {
-        gate: "require_clean_drift".into(),
+        gate: aggregates::promotion::Gate::RequireCleanDrift,
         passed,
         blocking: true,
         message: None,

@@ -511,7 +511,10 @@ async fn matrix_and_environment_status(kind: Kind) {
     );
     let order = &page.items[1];
     assert_eq!(order.cells.len(), 1);
-    assert_eq!(order.cells[0].cell.status, "linked");
+    assert_eq!(
+        order.cells[0].cell.status,
+        aggregates::mapping::MappingStatus::Linked
+    );
     assert_eq!(
         order.cells[0].sync_state,
         projections::display::SyncState::Drift
@@ -655,7 +658,7 @@ async fn matrix_and_environment_status(kind: Kind) {
         projections::drift_status::DriftStatus::DriftDetected
     );
     assert_eq!((e.linked_mappings, e.with_drift, e.not_in_git), (1, 1, 1));
-    let since = e.drift_status_since.clone();
+    let since = e.drift_status_since;
 
     let (incident_id, opened) = domain
         .report_drift(
@@ -847,7 +850,10 @@ async fn read_your_writes_and_history(kind: Kind) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.status, "acknowledged");
+    assert_eq!(
+        row.status,
+        aggregates::incident::IncidentStatus::Acknowledged
+    );
     task.abort();
 
     // History and state as of a position or a time, replayed from the log.

@@ -21,7 +21,8 @@ use eventstore::{PgStore, SqliteStore, Store};
 use serde_json::{json, Value};
 use workflowops::command::bus::CommandContext;
 use workflowops::connectors::{RetryPolicy, UpstreamError};
-use workflowops::workflows::sync::{SyncError, SyncServices};
+use workflowops::workflows::sync::SyncError;
+use workflowops::AppContext;
 
 use crate::api::{code, Api};
 use crate::fakes::github::{self, FakeGitHub};
@@ -1096,18 +1097,15 @@ async fn n8n_faults_leave_nothing_half_written(kind: Kind) {
 /// retryable timeout and records only that; the next one works.
 async fn slow_upstreams_time_out_and_leave_nothing_half_written(kind: Kind) {
     let (api, n8n, github, _admin, developer) = synced_staging(kind).await;
-    let services = SyncServices {
-        domain: api.domain.clone(),
-        store: api.store.store.clone(),
-        projections: api.projections.clone(),
-        secrets: api.secrets.clone(),
-        policy: RetryPolicy {
+    let services = AppContext {
+        retry: RetryPolicy {
             timeout: Duration::from_millis(300),
             attempts: 2,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(100),
         },
         github_api_url: Some(github.base_url()),
+        ..api.context.clone()
     };
     let ctx = CommandContext::new(
         TenantId::parse(TENANT).unwrap(),

@@ -68,17 +68,7 @@ async fn register_production(api: &Api, admin: &str, n8n: &FakeN8n, repo: &Path)
 
 /// The schedulers of the service behind `api` (the same clock, store and read models).
 fn scheduler(api: &Api) -> Scheduler {
-    Scheduler::new(
-        workflowops::workflows::sync::SyncServices {
-            domain: api.domain.clone(),
-            store: api.store.store.clone(),
-            projections: api.projections.clone(),
-            secrets: api.secrets.clone(),
-            policy: Default::default(),
-            github_api_url: None,
-        },
-        workflowops::http::metrics::Metrics::new(),
-    )
+    Scheduler::new(api.context.clone())
 }
 
 async fn ran(scheduler: &Scheduler, job: Job, slot: i64) -> workflowops::scheduler::RunReport {
@@ -491,17 +481,10 @@ async fn a_held_lock_skips_and_a_cancelled_tick_releases_it() {
         tokio::time::timeout(Duration::from_millis(500), jobs.tick(Job::DriftCheck, 1)).await;
     assert!(cancelled.is_err(), "the tick was still running");
     // the session that held the lock is closed: another process gets the lock
-    let elsewhere = Scheduler::new(
-        workflowops::workflows::sync::SyncServices {
-            domain: api.domain.clone(),
-            store: Store::connect(&api.store.url, 4).await.unwrap(),
-            projections: api.projections.clone(),
-            secrets: api.secrets.clone(),
-            policy: Default::default(),
-            github_api_url: None,
-        },
-        workflowops::http::metrics::Metrics::new(),
-    );
+    let elsewhere = Scheduler::new(workflowops::AppContext {
+        store: Store::connect(&api.store.url, 4).await.unwrap(),
+        ..api.context.clone()
+    });
     let mut ran = None;
     for _ in 0..50 {
         match elsewhere.tick(Job::DriftCheck, 2).await.unwrap() {

@@ -71,29 +71,153 @@ fn local_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
+fn tenant_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+}
+
 id_type!(
     /// A tenant: lowercase letters, digits, `-` and `_`.
-    TenantId, "tenant_id", |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+    TenantId, "tenant_id", tenant_char
 );
 id_type!(
     /// An entity id local to a tenant (uuids, n8n ids, environment ids).
     LocalId, "id", local_id_char
 );
 
-/// The identifiers of one aggregate instance, scoped by tenant.
-pub fn aggregate_id(tenant: &TenantId, parts: &[&LocalId]) -> String {
-    let mut id = String::with_capacity(64);
-    id.push_str(tenant.as_str());
-    for part in parts {
-        id.push(':');
-        id.push_str(part.as_str());
-    }
-    id
+/// The id of one aggregate instance: its tenant and its local part, written
+/// `{tenant}:{local}`. The local part is one or more local ids joined by `:` (a
+/// mapping is `{environment}:{n8n workflow}`, an environment just its id).
+///
+/// Parse, don't split: code that needs the tenant, the local part or the owning
+/// aggregate (a mapping's environment) asks this type instead of cutting strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AggregateId {
+    /// `{tenant}:{local}`, as stored.
+    id: String,
+    /// Length of the tenant part (the first `:` is at this index).
+    tenant_len: usize,
 }
 
-/// The tenant part of a stored aggregate id.
+/// The tenant part and the local part of a stored id, if it has both.
+fn split_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once(':')
+}
+
+impl AggregateId {
+    /// The id of the aggregate `parts` (at least one) of `tenant`.
+    pub fn new(tenant: &TenantId, parts: &[&LocalId]) -> AggregateId {
+        debug_assert!(!parts.is_empty(), "an aggregate id has a local part");
+        let mut id = String::with_capacity(64);
+        id.push_str(tenant.as_str());
+        for part in parts {
+            id.push(':');
+            id.push_str(part.as_str());
+        }
+        AggregateId {
+            id,
+            tenant_len: tenant.as_str().len(),
+        }
+    }
+
+    /// A stored id: a valid tenant, then one or more valid local ids, all
+    /// separated by `:`.
+    pub fn parse(value: impl Into<String>) -> Result<AggregateId, DomainError> {
+        let id = value.into();
+        let Some((tenant, local)) = split_id(&id) else {
+            return Err(DomainError::validation(
+                "aggregate_id",
+                format!("{id:?} is not `tenant:id`"),
+            ));
+        };
+        check_id("tenant_id", tenant, tenant_char)?;
+        for part in local.split(':') {
+            check_id("aggregate_id", part, local_id_char)?;
+        }
+        Ok(AggregateId {
+            tenant_len: tenant.len(),
+            id,
+        })
+    }
+
+    /// The tenant that owns the aggregate.
+    pub fn tenant(&self) -> &str {
+        &self.id[..self.tenant_len]
+    }
+
+    /// The tenant, as a typed id.
+    pub fn tenant_id(&self) -> TenantId {
+        TenantId(self.tenant().to_string())
+    }
+
+    /// The id without its tenant (`env-1:wf-7` for a mapping): what clients see.
+    pub fn local(&self) -> &str {
+        &self.id[self.tenant_len + 1..]
+    }
+
+    /// The local ids the local part is made of, in order.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.local().split(':')
+    }
+
+    /// The aggregate this one belongs to: its id without the last local id (a
+    /// mapping's environment); `None` for an id with a single local id.
+    pub fn parent(&self) -> Option<AggregateId> {
+        let (parent, _) = self.local().rsplit_once(':')?;
+        Some(AggregateId {
+            id: format!("{}:{parent}", self.tenant()),
+            tenant_len: self.tenant_len,
+        })
+    }
+
+    /// `{tenant}:{local}`, as stored.
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+}
+
+impl TryFrom<String> for AggregateId {
+    type Error = DomainError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        AggregateId::parse(value)
+    }
+}
+
+impl std::str::FromStr for AggregateId {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AggregateId::parse(s)
+    }
+}
+
+impl From<AggregateId> for String {
+    fn from(id: AggregateId) -> String {
+        id.id
+    }
+}
+
+impl AsRef<str> for AggregateId {
+    fn as_ref(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Display for AggregateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// The identifiers of one aggregate instance, scoped by tenant, as stored
+/// ([`AggregateId::new`] as text).
+pub fn aggregate_id(tenant: &TenantId, parts: &[&LocalId]) -> String {
+    AggregateId::new(tenant, parts).into()
+}
+
+/// The tenant part of a stored aggregate id (the whole id if it has no `:`). For
+/// hot paths over ids the log already holds; [`AggregateId::parse`] checks them.
 pub fn tenant_of(aggregate_id: &str) -> &str {
-    aggregate_id.split(':').next().unwrap_or_default()
+    split_id(aggregate_id).map_or(aggregate_id, |(tenant, _)| tenant)
 }
 
 /// A URL-safe name of a canonical workflow, unique per tenant.
@@ -185,6 +309,41 @@ mod tests {
         let id = LocalId::parse("wf-1").unwrap();
         assert_eq!(aggregate_id(&t, &[&id]), "acme:wf-1");
         assert_eq!(tenant_of("acme:wf-1"), "acme");
+    }
+
+    #[test]
+    fn aggregate_ids_parse_and_display_tenant_and_local_part() {
+        let t = TenantId::parse("acme").unwrap();
+        let (env, wf) = (
+            LocalId::parse("prod").unwrap(),
+            LocalId::parse("wf-1").unwrap(),
+        );
+        let mapping = AggregateId::new(&t, &[&env, &wf]);
+        assert_eq!(mapping.to_string(), "acme:prod:wf-1");
+        assert_eq!(mapping.tenant(), "acme");
+        assert_eq!(mapping.tenant_id(), t);
+        assert_eq!(mapping.local(), "prod:wf-1");
+        assert_eq!(mapping.parts().collect::<Vec<_>>(), ["prod", "wf-1"]);
+        assert_eq!(mapping.parent(), Some(AggregateId::new(&t, &[&env])));
+        assert_eq!(AggregateId::new(&t, &[&env]).parent(), None);
+        assert_eq!(AggregateId::parse("acme:prod:wf-1").unwrap(), mapping);
+        assert_eq!("acme:prod".parse::<AggregateId>().unwrap().local(), "prod");
+        let json = serde_json::to_value(&mapping).unwrap();
+        assert_eq!(json, "acme:prod:wf-1");
+        assert_eq!(
+            serde_json::from_value::<AggregateId>(json).unwrap(),
+            mapping
+        );
+        for bad in [
+            "acme",
+            "acme:",
+            ":prod",
+            "Acme:prod",
+            "acme:prod::wf",
+            "acme:a b",
+        ] {
+            assert!(AggregateId::parse(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

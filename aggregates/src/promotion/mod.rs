@@ -81,10 +81,42 @@ pub struct PromotionWorkflow {
     pub source_content_hash: Option<String>,
 }
 
+/// A check a promotion passes before it may run (DOMAIN.md §5). Stored in events by
+/// its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// The target is active and its last drift check succeeded.
+    TargetEnvironmentHealthy,
+    RequireCleanDrift,
+    BlockOnActiveDrift,
+    /// An expired incident in the target blocks.
+    EnforceTtl,
+    /// The target changed after its Git commit (a hotfix promoting would overwrite).
+    AllowOverwritingHotfixes,
+    AllowForcePromotionOnConflicts,
+    AllowPlaceholderCredentials,
+    RequireApproval,
+    /// Every credential the workflows use exists in the target (checked on deploy).
+    CredentialsExist,
+}
+
+crate::state_names!(Gate {
+    TargetEnvironmentHealthy => "target_environment_healthy",
+    RequireCleanDrift => "require_clean_drift",
+    BlockOnActiveDrift => "block_on_active_drift",
+    EnforceTtl => "enforce_ttl",
+    AllowOverwritingHotfixes => "allow_overwriting_hotfixes",
+    AllowForcePromotionOnConflicts => "allow_force_promotion_on_conflicts",
+    AllowPlaceholderCredentials => "allow_placeholder_credentials",
+    RequireApproval => "require_approval",
+    CredentialsExist => "credentials_exist",
+});
+
 /// The result of one gate check (kept in the event, so a refusal can be explained).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateResult {
-    pub gate: String,
+    pub gate: Gate,
     pub passed: bool,
     /// A blocking gate that fails fails the promotion.
     pub blocking: bool,

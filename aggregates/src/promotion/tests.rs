@@ -127,13 +127,13 @@ fn histories() -> Vec<(&'static str, Vec<PromotionEvent>)> {
 
 fn commands() -> Vec<(&'static str, Issued<PromotionCommand>)> {
     let pass = GateResult {
-        gate: "credentials_exist".into(),
+        gate: Gate::CredentialsExist,
         passed: true,
         blocking: true,
         message: None,
     };
     let fail = GateResult {
-        gate: "block_on_active_drift".into(),
+        gate: Gate::BlockOnActiveDrift,
         passed: false,
         blocking: true,
         message: Some("incident open".into()),
@@ -259,7 +259,7 @@ fn every_command_from_every_state_stays_in_the_table() {
 #[test]
 fn gate_failure_fails_and_keeps_results_unless_bypassed() {
     let fail = GateResult {
-        gate: "require_clean_drift".into(),
+        gate: Gate::RequireCleanDrift,
         passed: false,
         blocking: true,
         message: None,
@@ -380,4 +380,41 @@ fn bypass_is_admin_only_and_create_validates() {
     assert!(
         matches!(empty, Err(DomainError::Validation { ref field, .. }) if field == "workflows")
     );
+}
+
+#[test]
+fn gates_keep_the_names_stored_events_use() {
+    let gates = [
+        (Gate::TargetEnvironmentHealthy, "target_environment_healthy"),
+        (Gate::RequireCleanDrift, "require_clean_drift"),
+        (Gate::BlockOnActiveDrift, "block_on_active_drift"),
+        (Gate::EnforceTtl, "enforce_ttl"),
+        (Gate::AllowOverwritingHotfixes, "allow_overwriting_hotfixes"),
+        (
+            Gate::AllowForcePromotionOnConflicts,
+            "allow_force_promotion_on_conflicts",
+        ),
+        (
+            Gate::AllowPlaceholderCredentials,
+            "allow_placeholder_credentials",
+        ),
+        (Gate::RequireApproval, "require_approval"),
+        (Gate::CredentialsExist, "credentials_exist"),
+    ];
+    for (gate, name) in gates {
+        assert_eq!(gate.as_str(), name);
+        assert_eq!(serde_json::to_value(gate).unwrap(), name);
+        assert_eq!(name.parse::<Gate>().unwrap(), gate);
+    }
+    // a result as events stored it before gates were typed
+    let stored = serde_json::json!({
+        "gate": "enforce_ttl", "passed": false, "blocking": true, "message": null
+    });
+    let result: GateResult = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(result.gate, Gate::EnforceTtl);
+    assert_eq!(serde_json::to_value(&result).unwrap(), stored);
+    assert!(serde_json::from_value::<GateResult>(
+        serde_json::json!({"gate": "no_such_gate", "passed": true, "blocking": false, "message": null})
+    )
+    .is_err());
 }

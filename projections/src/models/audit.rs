@@ -20,7 +20,7 @@ read_model_row! {
     pub struct AuditEntry in "rm_audit" {
         pub position: i64,
         pub tenant: String,
-        pub recorded_at: String,
+        pub recorded_at: chrono::DateTime<chrono::Utc>,
         pub actor: String,
         pub actor_role: String,
         pub aggregate_type: String,

@@ -1,13 +1,14 @@
 //! Deployments: each deployment's current state, schedule and per-workflow results.
 
-use aggregates::deployment::{DeploymentEvent, DeploymentWorkflow};
+use aggregates::deployment::{DeploymentEvent, DeploymentStatus, DeploymentWorkflow};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, name, Envelope};
+use crate::event::Envelope;
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::ApplyError;
-use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
+use crate::sql::{Json, KeyedRow, Rows, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "deployments";
@@ -19,15 +20,15 @@ read_model_row! {
         pub tenant: String,
         pub deployment_id: String,
         pub promotion_id: String,
-        pub status: String,
-        pub scheduled_for: Option<String>,
-        pub started_at: Option<String>,
-        pub finished_at: Option<String>,
+        pub status: DeploymentStatus,
+        pub scheduled_for: Option<DateTime<Utc>>,
+        pub started_at: Option<DateTime<Utc>>,
+        pub finished_at: Option<DateTime<Utc>>,
         /// JSON list of `{workflow_id, name, status, error}`.
-        pub workflows: String,
+        pub workflows: Json<Vec<DeploymentWorkflow>>,
         pub reason: Option<String>,
-        pub created_at: String,
-        pub updated_at: String,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
@@ -66,14 +67,15 @@ impl Deployments {
                 tenant: event.tenant().to_string(),
                 deployment_id: event.local_id().to_string(),
                 promotion_id: promotion_id.clone(),
-                status: String::new(),
-                scheduled_for: scheduled_for.map(fmt_time),
+                // set from the event's status change below
+                status: DeploymentStatus::Pending,
+                scheduled_for: *scheduled_for,
                 started_at: None,
                 finished_at: None,
-                workflows: json_text(workflows),
+                workflows: Json(workflows.clone()),
                 reason: None,
-                created_at: at.clone(),
-                updated_at: at.clone(),
+                created_at: at,
+                updated_at: at,
             },
             (Some(row), _) => row,
             (None, _) => {
@@ -84,16 +86,16 @@ impl Deployments {
         };
         match e {
             Created { .. } => {}
-            Started { at: started, .. } => row.started_at = Some(fmt_time(*started)),
+            Started { at: started, .. } => row.started_at = Some(*started),
             WorkflowResultRecorded {
                 workflow_id,
                 status,
                 error,
             } => {
-                let mut workflows: Vec<DeploymentWorkflow> =
-                    serde_json::from_str(&row.workflows)
-                        .map_err(|e| ApplyError::Event(format!("stored workflows of {id}: {e}")))?;
-                let Some(workflow) = workflows.iter_mut().find(|w| &w.workflow_id == workflow_id)
+                let Some(workflow) = row
+                    .workflows
+                    .iter_mut()
+                    .find(|w| &w.workflow_id == workflow_id)
                 else {
                     return Err(ApplyError::Event(format!(
                         "deployment {id} has no workflow {workflow_id}"
@@ -101,21 +103,20 @@ impl Deployments {
                 };
                 workflow.status = *status;
                 workflow.error = error.clone();
-                row.workflows = json_text(&workflows);
             }
             Finished {
                 at: done, reason, ..
             } => {
-                row.finished_at = Some(fmt_time(*done));
+                row.finished_at = Some(*done);
                 row.reason = reason.clone();
             }
             Cancelled { reason, .. } => {
-                row.finished_at = Some(at.clone());
+                row.finished_at = Some(at);
                 row.reason = reason.clone();
             }
         }
         if let Some((_, to)) = e.status_change() {
-            row.status = name(&to);
+            row.status = to;
         }
         row.updated_at = at;
         self.deployments.put(row);
@@ -137,13 +138,13 @@ pub async fn deployments(
     store: &Store,
     tenant: &str,
     promotion_id: Option<&str>,
-    status: Option<&str>,
+    status: Option<DeploymentStatus>,
     first: i64,
     after: Option<&str>,
 ) -> Result<Page<DeploymentRow>, QueryError> {
     let filters = [
         ("promotion_id", promotion_id.map(str::to_string)),
-        ("status", status.map(str::to_string)),
+        ("status", status.map(|s| s.as_str().to_string())),
     ];
     newest_first(store, tenant, "created_at", &filters, first, after).await
 }

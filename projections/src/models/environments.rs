@@ -8,14 +8,15 @@
 //! times are event times, so a rebuild gives the same table.
 
 use crate::sql::QueryRows as _;
-use aggregates::environment::{EnvironmentEvent, SyncKind};
+use aggregates::environment::{EnvironmentClass, EnvironmentEvent, EnvironmentStatus, SyncKind};
 use aggregates::incident::{IncidentEvent, IncidentStatus};
 use aggregates::mapping::{MappingEvent, MappingStatus};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::drift_status::{drift_status, DriftStatus, EnvironmentFacts};
-use crate::event::{name, Decoded, Envelope};
+use crate::event::{Decoded, Envelope};
 use crate::query::QueryError;
 use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
@@ -32,26 +33,26 @@ read_model_row! {
         pub tenant: String,
         pub environment_id: String,
         pub name: String,
-        pub class: String,
-        pub status: String,
+        pub class: EnvironmentClass,
+        pub status: EnvironmentStatus,
         pub git_configured: bool,
         pub onboarded: bool,
         pub drift_status: DriftStatus,
-        pub drift_status_since: String,
+        pub drift_status_since: DateTime<Utc>,
         pub in_sync: i64,
         pub with_drift: i64,
         pub not_in_git: i64,
         pub linked_mappings: i64,
-        pub last_drift_check_at: Option<String>,
+        pub last_drift_check_at: Option<DateTime<Utc>>,
         pub last_drift_check_error: Option<String>,
-        pub last_sync_at: Option<String>,
-        pub last_repository_sync_at: Option<String>,
+        pub last_sync_at: Option<DateTime<Utc>>,
+        pub last_repository_sync_at: Option<DateTime<Utc>>,
         pub last_sync_error: Option<String>,
         pub last_repository_sync_error: Option<String>,
         pub active_incident_id: Option<String>,
-        pub active_incident_status: Option<String>,
-        pub registered_at: String,
-        pub updated_at: String,
+        pub active_incident_status: Option<IncidentStatus>,
+        pub registered_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
@@ -82,16 +83,12 @@ pub struct EnvironmentStatusProjection {
     incidents: Rows<IncidentEnvironment>,
 }
 
-fn status_of(s: &str) -> Option<IncidentStatus> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-}
-
-fn recompute(row: &mut EnvironmentRow, at: &str) {
+fn recompute(row: &mut EnvironmentRow, at: DateTime<Utc>) {
     let status = drift_status(&EnvironmentFacts {
         git_configured: row.git_configured,
         last_check_failed: row.last_drift_check_error.is_some(),
         onboarded: row.onboarded,
-        active_incident: row.active_incident_status.as_deref().and_then(status_of),
+        active_incident: row.active_incident_status,
         linked_mappings: row.linked_mappings.max(0) as u32,
         counts: aggregates::environment::DriftCounts {
             in_sync: row.in_sync as u32,
@@ -101,7 +98,7 @@ fn recompute(row: &mut EnvironmentRow, at: &str) {
     });
     if status != row.drift_status {
         row.drift_status = status;
-        row.drift_status_since = at.to_string();
+        row.drift_status_since = at;
     }
 }
 
@@ -128,12 +125,12 @@ impl EnvironmentStatusProjection {
                 tenant: event.tenant().to_string(),
                 environment_id: event.local_id().to_string(),
                 name: env_name.clone(),
-                class: name(class),
-                status: "active".into(),
+                class: *class,
+                status: EnvironmentStatus::Active,
                 git_configured: git.is_some(),
                 onboarded: false,
                 drift_status: DriftStatus::Unknown,
-                drift_status_since: at.clone(),
+                drift_status_since: at,
                 in_sync: 0,
                 with_drift: 0,
                 not_in_git: 0,
@@ -146,8 +143,8 @@ impl EnvironmentStatusProjection {
                 last_repository_sync_error: None,
                 active_incident_id: None,
                 active_incident_status: None,
-                registered_at: at.clone(),
-                updated_at: at.clone(),
+                registered_at: at,
+                updated_at: at,
             },
             (Some(row), _) => row,
             (None, _) => {
@@ -173,16 +170,16 @@ impl EnvironmentStatusProjection {
                     row.git_configured = true;
                 }
             }
-            EnvironmentEvent::Deactivated { .. } => row.status = "deactivated".into(),
-            EnvironmentEvent::Reactivated { .. } => row.status = "active".into(),
+            EnvironmentEvent::Deactivated { .. } => row.status = EnvironmentStatus::Deactivated,
+            EnvironmentEvent::Reactivated { .. } => row.status = EnvironmentStatus::Active,
             EnvironmentEvent::SyncRecorded { kind, at, .. } => match kind {
                 SyncKind::Environment => {
-                    row.last_sync_at = Some(crate::sql::fmt_time(*at));
+                    row.last_sync_at = Some(*at);
                     row.last_sync_error = None;
                     row.onboarded = true;
                 }
                 SyncKind::Repository => {
-                    row.last_repository_sync_at = Some(crate::sql::fmt_time(*at));
+                    row.last_repository_sync_at = Some(*at);
                     row.last_repository_sync_error = None;
                 }
             },
@@ -194,11 +191,11 @@ impl EnvironmentStatusProjection {
                 row.in_sync = counts.in_sync.into();
                 row.with_drift = counts.with_drift.into();
                 row.not_in_git = counts.not_in_git.into();
-                row.last_drift_check_at = Some(crate::sql::fmt_time(*at));
+                row.last_drift_check_at = Some(*at);
                 row.last_drift_check_error = None;
             }
             EnvironmentEvent::DriftCheckFailed { cause, at } => {
-                row.last_drift_check_at = Some(crate::sql::fmt_time(*at));
+                row.last_drift_check_at = Some(*at);
                 row.last_drift_check_error = Some(cause.clone());
             }
             // The incident becomes active when it is opened (incident.detected);
@@ -244,13 +241,13 @@ impl EnvironmentStatusProjection {
         let local = event.local_id().to_string();
         if to == IncidentStatus::Detected {
             row.active_incident_id = Some(local);
-            row.active_incident_status = Some(name(&to));
+            row.active_incident_status = Some(to);
         } else if row.active_incident_id.as_deref() == Some(local.as_str()) {
             if to == IncidentStatus::Closed {
                 row.active_incident_id = None;
                 row.active_incident_status = None;
             } else {
-                row.active_incident_status = Some(name(&to));
+                row.active_incident_status = Some(to);
             }
         } else {
             return Ok(None);
@@ -272,11 +269,11 @@ impl EnvironmentStatusProjection {
         if delta == 0 {
             return Ok(None);
         }
-        // Mapping ids are `tenant:environment:n8n id`.
-        let Some((env_row, _)) = event.stored.aggregate_id.rsplit_once(':') else {
+        // A mapping belongs to its environment (`tenant:environment:n8n id`).
+        let Some(env_row) = event.id().and_then(|id| id.parent()) else {
             return Ok(None);
         };
-        let Some(mut row) = self.environments.get(tx, env_row).await? else {
+        let Some(mut row) = self.environments.get(tx, env_row.as_str()).await? else {
             return Ok(None);
         };
         row.linked_mappings += delta;
@@ -315,7 +312,7 @@ impl Projection for EnvironmentStatusProjection {
             };
             if let Some(mut row) = changed {
                 let at = event.at();
-                recompute(&mut row, &at);
+                recompute(&mut row, at);
                 row.updated_at = at;
                 self.environments.put(row);
             }

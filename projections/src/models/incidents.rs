@@ -1,14 +1,17 @@
 //! Incidents: each drift incident's current state, SLA and timestamps.
 
 use crate::sql::QueryRows as _;
-use aggregates::incident::{IncidentEvent, SlaState};
+use aggregates::incident::{
+    AffectedWorkflow, IncidentEvent, IncidentStatus, ResolutionType, Severity, SlaState,
+};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, name, Envelope};
+use crate::event::Envelope;
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::ApplyError;
-use crate::sql::{fmt_time, select, Dialect, KeyedRow, Rows, Tx};
+use crate::sql::{select, Dialect, Json, KeyedRow, Rows, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "incidents";
@@ -20,31 +23,31 @@ read_model_row! {
         pub tenant: String,
         pub incident_id: String,
         pub environment_id: String,
-        pub status: String,
-        pub severity: String,
-        pub sla_state: String,
-        pub sla_deadline: String,
+        pub status: IncidentStatus,
+        pub severity: Severity,
+        pub sla_state: SlaState,
+        pub sla_deadline: DateTime<Utc>,
         pub affected_count: i64,
         /// JSON list of `{workflow_id, name}`.
-        pub affected_workflows: String,
-        pub detected_at: String,
-        pub acknowledged_at: Option<String>,
-        pub stabilized_at: Option<String>,
-        pub reconciled_at: Option<String>,
-        pub closed_at: Option<String>,
+        pub affected_workflows: Json<Vec<AffectedWorkflow>>,
+        pub detected_at: DateTime<Utc>,
+        pub acknowledged_at: Option<DateTime<Utc>>,
+        pub stabilized_at: Option<DateTime<Utc>>,
+        pub reconciled_at: Option<DateTime<Utc>>,
+        pub closed_at: Option<DateTime<Utc>>,
         pub owner_user_id: Option<String>,
         pub ticket_ref: Option<String>,
-        pub expires_at: Option<String>,
-        pub resolution_type: Option<String>,
+        pub expires_at: Option<DateTime<Utc>>,
+        pub resolution_type: Option<ResolutionType>,
         pub resolution_details: Option<String>,
         /// The reason given with the latest transition.
         pub reason: Option<String>,
-        /// JSON of the pending approval request, if one waits.
-        pub pending_approval: Option<String>,
+        /// The pending approval request (its event's payload), if one waits.
+        pub pending_approval: Option<Json<serde_json::Value>>,
         /// Some transition of this incident was an admin override.
         pub admin_override: bool,
         pub payload_purged: bool,
-        pub updated_at: String,
+        pub updated_at: DateTime<Utc>,
         /// SHA-256 of the drift snapshot taken at detection (its payload lives in
         /// `drift_snapshots` until retention purges it).
         pub snapshot_digest: Option<String>,
@@ -88,13 +91,13 @@ impl Incidents {
                 tenant: event.tenant().to_string(),
                 incident_id: event.local_id().to_string(),
                 environment_id: environment_id.clone(),
-                status: "detected".into(),
-                severity: name(severity),
-                sla_state: name(&SlaState::OnTrack),
-                sla_deadline: fmt_time(*sla_deadline),
+                status: IncidentStatus::Detected,
+                severity: *severity,
+                sla_state: SlaState::OnTrack,
+                sla_deadline: *sla_deadline,
                 affected_count: affected_workflows.len() as i64,
-                affected_workflows: json_text(affected_workflows),
-                detected_at: fmt_time(*detected_at),
+                affected_workflows: Json(affected_workflows.clone()),
+                detected_at: *detected_at,
                 acknowledged_at: None,
                 stabilized_at: None,
                 reconciled_at: None,
@@ -124,12 +127,12 @@ impl Incidents {
                 severity,
                 affected_workflows,
             } => {
-                row.severity = name(severity);
+                row.severity = *severity;
                 row.affected_count = affected_workflows.len() as i64;
-                row.affected_workflows = json_text(affected_workflows);
+                row.affected_workflows = Json(affected_workflows.clone());
             }
             ApprovalRequested { .. } => {
-                row.pending_approval = Some(json_text(&event.stored.payload))
+                row.pending_approval = Some(Json(event.stored.payload.clone()))
             }
             ApprovalGranted { .. } => row.pending_approval = None,
             ApprovalRejected { reason, .. } => {
@@ -145,11 +148,11 @@ impl Incidents {
                 admin_override,
                 ..
             } => {
-                row.acknowledged_at = Some(fmt_time(*at));
+                row.acknowledged_at = Some(*at);
                 row.reason = reason.clone();
                 row.owner_user_id = owner_user_id.clone();
                 row.ticket_ref = ticket_ref.clone();
-                row.expires_at = expires_at.map(fmt_time);
+                row.expires_at = *expires_at;
                 row.admin_override |= admin_override;
             }
             Stabilized {
@@ -158,7 +161,7 @@ impl Incidents {
                 admin_override,
                 ..
             } => {
-                row.stabilized_at = Some(fmt_time(*at));
+                row.stabilized_at = Some(*at);
                 row.reason = reason.clone();
                 row.admin_override |= admin_override;
             }
@@ -169,8 +172,8 @@ impl Incidents {
                 admin_override,
                 ..
             } => {
-                row.reconciled_at = Some(fmt_time(*at));
-                row.resolution_type = Some(name(resolution_type));
+                row.reconciled_at = Some(*at);
+                row.resolution_type = Some(*resolution_type);
                 row.resolution_details = resolution_details.clone();
                 row.admin_override |= admin_override;
             }
@@ -181,9 +184,9 @@ impl Incidents {
                 admin_override,
                 ..
             } => {
-                row.closed_at = Some(fmt_time(*at));
+                row.closed_at = Some(*at);
                 row.reason = Some(reason.clone());
-                row.resolution_type = Some(name(resolution_type));
+                row.resolution_type = Some(*resolution_type);
                 row.admin_override |= admin_override;
             }
             TtlExtended {
@@ -192,17 +195,17 @@ impl Incidents {
                 reason,
                 ..
             } => {
-                row.sla_deadline = fmt_time(*new_deadline);
-                row.sla_state = name(sla_state);
+                row.sla_deadline = *new_deadline;
+                row.sla_state = *sla_state;
                 if reason.is_some() {
                     row.reason = reason.clone();
                 }
             }
-            SlaEscalated { to, .. } => row.sla_state = name(to),
+            SlaEscalated { to, .. } => row.sla_state = *to,
             SnapshotPayloadPurged { .. } => row.payload_purged = true,
         }
         if let Some((_, to)) = e.status_change() {
-            row.status = name(&to);
+            row.status = to;
         }
         row.updated_at = event.at();
         self.incidents.put(row);
@@ -224,13 +227,13 @@ pub async fn incidents(
     store: &Store,
     tenant: &str,
     environment_id: Option<&str>,
-    status: Option<&str>,
+    status: Option<IncidentStatus>,
     first: i64,
     after: Option<&str>,
 ) -> Result<Page<IncidentRow>, QueryError> {
     let filters = [
         ("environment_id", environment_id.map(str::to_string)),
-        ("status", status.map(str::to_string)),
+        ("status", status.map(|s| s.as_str().to_string())),
     ];
     newest_first(store, tenant, "detected_at", &filters, first, after).await
 }

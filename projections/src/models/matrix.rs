@@ -8,23 +8,78 @@
 //! costs the same however many rows there are.
 
 use crate::sql::QueryRows as _;
-use aggregates::canonical::CanonicalEvent;
+use aggregates::canonical::{CanonicalEvent, CanonicalStatus};
 use aggregates::mapping::{MappingEvent, MappingStatus, Observation};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::display::{sync_state, CellFacts, SyncState};
-use crate::event::{name, Decoded, Envelope};
+use crate::event::{Decoded, Envelope};
 use crate::query::{decode_cursor, like_pattern, page, page_size, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{fmt_time, select, Dialect, KeyedRow, Rows, Sql, Tx};
+use crate::sql::{select, Dialect, KeyedRow, Rows, Sql, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "workflow_matrix";
-pub const KIND_CANONICAL: &str = "canonical";
-pub const KIND_UNTRACKED: &str = "untracked";
+
+/// What a matrix row stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// A canonical workflow (its cells are the mappings linked to it).
+    Canonical,
+    /// An n8n workflow with no canonical link (one mapping, one cell).
+    Untracked,
+}
+
+aggregates::state_names!(RowKind { Canonical => "canonical", Untracked => "untracked" });
+
+/// A matrix row's status: its canonical workflow's (`active`, `deleted`) or, for an
+/// untracked row, its mapping's. One vocabulary, so rows of both kinds filter alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowStatus {
+    Active,
+    Deleted,
+    Linked,
+    Untracked,
+    Missing,
+    Ignored,
+}
+
+aggregates::state_names!(RowStatus {
+    Active => "active",
+    Deleted => "deleted",
+    Linked => "linked",
+    Untracked => "untracked",
+    Missing => "missing",
+    Ignored => "ignored",
+});
+
+impl From<CanonicalStatus> for RowStatus {
+    fn from(status: CanonicalStatus) -> Self {
+        match status {
+            CanonicalStatus::Active => RowStatus::Active,
+            CanonicalStatus::Deleted => RowStatus::Deleted,
+        }
+    }
+}
+
+impl From<MappingStatus> for RowStatus {
+    fn from(status: MappingStatus) -> Self {
+        match status {
+            MappingStatus::Linked => RowStatus::Linked,
+            MappingStatus::Untracked => RowStatus::Untracked,
+            MappingStatus::Missing => RowStatus::Missing,
+            MappingStatus::Ignored => RowStatus::Ignored,
+            MappingStatus::Deleted => RowStatus::Deleted,
+        }
+    }
+}
+
+crate::named_column!(RowKind, RowStatus);
 
 read_model_row! {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +87,7 @@ read_model_row! {
         /// The canonical workflow's aggregate id, or the untracked mapping's.
         pub id: String,
         pub tenant: String,
-        pub kind: String,
+        pub kind: RowKind,
         pub canonical_id: Option<String>,
         /// Untracked rows: the environment and n8n workflow.
         pub environment_id: Option<String>,
@@ -41,13 +96,13 @@ read_model_row! {
         pub sort_key: String,
         pub slug: Option<String>,
         /// Canonical: `active` / `deleted`; untracked: the mapping's status.
-        pub status: String,
+        pub status: RowStatus,
         pub git_path: Option<String>,
         pub git_content_hash: Option<String>,
         pub git_commit_sha: Option<String>,
-        pub git_changed_at: Option<String>,
-        pub created_at: String,
-        pub updated_at: String,
+        pub git_changed_at: Option<DateTime<Utc>>,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
@@ -68,14 +123,14 @@ read_model_row! {
         pub n8n_workflow_id: String,
         pub canonical_id: Option<String>,
         pub name: String,
-        pub status: String,
+        pub status: MappingStatus,
         pub env_content_hash: Option<String>,
         pub git_content_hash: Option<String>,
         /// When n8n last changed the workflow.
-        pub env_changed_at: Option<String>,
+        pub env_changed_at: Option<DateTime<Utc>>,
         /// When the mapping entered its status.
-        pub status_since: String,
-        pub updated_at: String,
+        pub status_since: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
@@ -99,7 +154,7 @@ fn canonical_row_id(tenant: &str, canonical_id: &str) -> String {
 fn observe(cell: &mut MatrixCell, observation: &Observation) {
     cell.name = observation.name.clone();
     cell.env_content_hash = Some(observation.content_hash.as_str().to_string());
-    cell.env_changed_at = observation.n8n_updated_at.map(fmt_time);
+    cell.env_changed_at = observation.n8n_updated_at;
 }
 
 impl WorkflowMatrix {
@@ -123,20 +178,20 @@ impl WorkflowMatrix {
             ) => MatrixRow {
                 id: id.clone(),
                 tenant: event.tenant().to_string(),
-                kind: KIND_CANONICAL.into(),
+                kind: RowKind::Canonical,
                 canonical_id: Some(event.local_id().to_string()),
                 environment_id: None,
                 n8n_workflow_id: None,
                 name: name.clone(),
                 sort_key: name.to_lowercase(),
                 slug: Some(slug.as_str().to_string()),
-                status: "active".into(),
+                status: RowStatus::Active,
                 git_path: git_path.clone(),
                 git_content_hash: None,
                 git_commit_sha: None,
                 git_changed_at: None,
-                created_at: at.clone(),
-                updated_at: at.clone(),
+                created_at: at,
+                updated_at: at,
             },
             (Some(row), _) => row,
             (None, _) => {
@@ -159,9 +214,9 @@ impl WorkflowMatrix {
                 row.git_content_hash = Some(git_content_hash.as_str().to_string());
                 row.git_commit_sha = Some(commit_sha.clone());
                 row.git_path = Some(git_path.clone());
-                row.git_changed_at = Some(at.clone());
+                row.git_changed_at = Some(at);
             }
-            CanonicalEvent::Deleted { .. } => row.status = "deleted".into(),
+            CanonicalEvent::Deleted { .. } => row.status = CanonicalStatus::Deleted.into(),
         }
         row.updated_at = at;
         self.rows.put(row);
@@ -198,12 +253,12 @@ impl WorkflowMatrix {
                     n8n_workflow_id: n8n_workflow_id.clone(),
                     canonical_id: canonical_id.clone(),
                     name: String::new(),
-                    status: name(status),
+                    status: *status,
                     env_content_hash: None,
                     git_content_hash: None,
                     env_changed_at: None,
-                    status_since: at.clone(),
-                    updated_at: at.clone(),
+                    status_since: at,
+                    updated_at: at,
                 };
                 observe(&mut cell, observation);
                 cell
@@ -250,38 +305,37 @@ impl WorkflowMatrix {
             | MappingEvent::Deleted { .. } => {}
         }
         if let Some((_, to)) = e.status_change() {
-            cell.status = name(&to);
-            cell.status_since = at.clone();
+            cell.status = to;
+            cell.status_since = at;
         }
         cell.row_id = match &cell.canonical_id {
             Some(canonical) => canonical_row_id(tenant, canonical),
             None => id.clone(),
         };
-        cell.updated_at = at.clone();
+        cell.updated_at = at;
 
         // An untracked row exists exactly while the mapping has no canonical id and is
         // not deleted.
-        let untracked = |c: &MatrixCell| c.canonical_id.is_none() && c.status != "deleted";
+        let untracked =
+            |c: &MatrixCell| c.canonical_id.is_none() && c.status != MappingStatus::Deleted;
         if untracked(&cell) {
             let created_at = match &previous {
-                Some(p) if untracked(p) => self
-                    .rows
-                    .get(tx, id)
-                    .await?
-                    .map_or_else(|| at.clone(), |r| r.created_at),
-                _ => at.clone(),
+                Some(p) if untracked(p) => {
+                    self.rows.get(tx, id).await?.map_or(at, |r| r.created_at)
+                }
+                _ => at,
             };
             self.rows.put(MatrixRow {
                 id: id.clone(),
                 tenant: tenant.to_string(),
-                kind: KIND_UNTRACKED.into(),
+                kind: RowKind::Untracked,
                 canonical_id: None,
                 environment_id: Some(cell.environment_id.clone()),
                 n8n_workflow_id: Some(cell.n8n_workflow_id.clone()),
                 name: cell.name.clone(),
                 sort_key: cell.name.to_lowercase(),
                 slug: None,
-                status: cell.status.clone(),
+                status: cell.status.into(),
                 git_path: None,
                 git_content_hash: None,
                 git_commit_sha: None,
@@ -351,7 +405,7 @@ pub struct MatrixFilter {
     pub untracked_only: bool,
     /// Only rows in this status (`active` canonical workflows; an untracked row has
     /// its mapping's status).
-    pub row_status: Option<String>,
+    pub row_status: Option<RowStatus>,
 }
 
 /// A cell as a client sees it.
@@ -372,24 +426,17 @@ pub struct MatrixRowView {
     pub cells: Vec<CellView>,
 }
 
-fn parse_time(s: &Option<String>) -> Option<DateTime<Utc>> {
-    s.as_deref().and_then(crate::sql::parse_time)
-}
-
 fn view(row: &MatrixRow, cell: MatrixCell) -> CellView {
     let git = cell
         .git_content_hash
         .clone()
         .or_else(|| row.git_content_hash.clone());
-    let status =
-        serde_json::from_value::<MappingStatus>(serde_json::Value::String(cell.status.clone()))
-            .unwrap_or(MappingStatus::Untracked);
     let sync_state = sync_state(&CellFacts {
-        status,
+        status: cell.status,
         env_content_hash: cell.env_content_hash.as_deref(),
         git_content_hash: git.as_deref(),
-        env_changed_at: parse_time(&cell.env_changed_at),
-        git_changed_at: parse_time(&row.git_changed_at),
+        env_changed_at: cell.env_changed_at,
+        git_changed_at: row.git_changed_at,
     });
     CellView {
         cell,
@@ -416,13 +463,13 @@ pub async fn matrix_page(
     let t = sql.arg(tenant);
     sql.push(&format!(" WHERE r.tenant = {t} AND r.status <> 'deleted'"));
     if filter.canonical_only {
-        sql.push(&format!(" AND r.kind = '{KIND_CANONICAL}'"));
+        sql.push(&format!(" AND r.kind = '{}'", RowKind::Canonical));
     }
     if filter.untracked_only {
-        sql.push(&format!(" AND r.kind = '{KIND_UNTRACKED}'"));
+        sql.push(&format!(" AND r.kind = '{}'", RowKind::Untracked));
     }
-    if let Some(status) = &filter.row_status {
-        let v = sql.arg(status.clone());
+    if let Some(status) = filter.row_status {
+        let v = sql.arg(status.as_str());
         sql.push(&format!(" AND r.status = {v}"));
     }
     if let Some(after) = after {
@@ -531,7 +578,8 @@ pub async fn canonical_rows(store: &Store, tenant: &str) -> Result<Vec<MatrixRow
     let mut sql = select::<MatrixRow>(Dialect::of(store));
     let t = sql.arg(tenant);
     sql.push(&format!(
-        " WHERE tenant = {t} AND kind = '{KIND_CANONICAL}' AND status <> 'deleted' ORDER BY id"
+        " WHERE tenant = {t} AND kind = '{}' AND status <> 'deleted' ORDER BY id",
+        RowKind::Canonical
     ));
     Ok(sql.fetch(store).await?)
 }

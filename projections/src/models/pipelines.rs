@@ -3,13 +3,14 @@
 
 use crate::sql::QueryRows as _;
 use aggregates::pipeline::{PipelineEvent, PipelineStage};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, Envelope};
+use crate::event::Envelope;
 use crate::query::{by_id, decode_cursor, page, page_size, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::ApplyError;
-use crate::sql::{select, Dialect, KeyedRow, Rows, Tx};
+use crate::sql::{select, Dialect, Json, KeyedRow, Rows, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "pipelines";
@@ -26,24 +27,17 @@ read_model_row! {
         pub description: Option<String>,
         /// JSON list of the stages, each `{source_environment_id,
         /// target_environment_id, gates: {…}}`, in pipeline order.
-        pub stages: String,
+        pub stages: Json<Vec<PipelineStage>>,
         pub active: bool,
         pub created_by: String,
-        pub created_at: String,
-        pub updated_at: String,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
 impl KeyedRow for PipelineRow {
     fn id(&self) -> &str {
         &self.id
-    }
-}
-
-impl PipelineRow {
-    /// The stages, decoded.
-    pub fn stages(&self) -> Result<Vec<PipelineStage>, serde_json::Error> {
-        serde_json::from_str(&self.stages)
     }
 }
 
@@ -81,11 +75,11 @@ impl Pipelines {
                 name: name.clone(),
                 sort_key: sort_key(name),
                 description: description.clone(),
-                stages: json_text(stages),
+                stages: Json(stages.clone()),
                 active: true,
                 created_by: created_by.clone(),
-                created_at: at.clone(),
-                updated_at: at.clone(),
+                created_at: at,
+                updated_at: at,
             },
             (Some(row), _) => row,
             (None, _) => {
@@ -109,7 +103,7 @@ impl Pipelines {
                     row.description = description.clone();
                 }
                 if let Some(stages) = stages {
-                    row.stages = json_text(stages);
+                    row.stages = Json(stages.clone());
                 }
             }
             PipelineEvent::Deactivated { .. } => row.active = false,

@@ -6,13 +6,14 @@ use crate::sql::QueryRows as _;
 use aggregates::incident::IncidentPolicy;
 use aggregates::kernel::error::DomainError;
 use aggregates::policy::{DriftPolicyEvent, DriftPolicySettings, PolicyScope, TENANT_SCOPE};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, Envelope};
+use crate::event::Envelope;
 use crate::query::QueryError;
 use crate::read_model_row;
 use crate::runtime::ApplyError;
-use crate::sql::{select, Dialect, KeyedRow, Rows, Tx};
+use crate::sql::{select, Dialect, Json, KeyedRow, Rows, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "drift_policies";
@@ -24,28 +25,16 @@ read_model_row! {
         pub tenant: String,
         /// `tenant` for the tenant default, else the environment id.
         pub scope: String,
-        /// JSON of the full policy (`DriftPolicySettings`).
-        pub policy: String,
+        /// JSON of the full policy (fields it lacks take their defaults).
+        pub policy: Json<DriftPolicySettings>,
         pub updated_by: String,
-        pub updated_at: String,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
 impl KeyedRow for DriftPolicyRow {
     fn id(&self) -> &str {
         &self.id
-    }
-}
-
-impl DriftPolicyRow {
-    /// The policy, decoded (fields it lacks take their defaults).
-    pub fn settings(&self) -> Result<DriftPolicySettings, QueryError> {
-        serde_json::from_str(&self.policy).map_err(|e| {
-            QueryError::from(sqlx::Error::ColumnDecode {
-                index: "rm_drift_policies.policy".to_string(),
-                source: e.into(),
-            })
-        })
     }
 }
 
@@ -68,7 +57,7 @@ impl DriftPolicies {
                     id: id.clone(),
                     tenant: event.tenant().to_string(),
                     scope: event.local_id().to_string(),
-                    policy: json_text(policy),
+                    policy: Json(*policy),
                     updated_by: set_by.clone(),
                     updated_at: event.at(),
                 })
@@ -109,7 +98,7 @@ pub struct EffectivePolicy {
     /// the built-in defaults.
     pub scope: Option<String>,
     pub updated_by: Option<String>,
-    pub updated_at: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl EffectivePolicy {
@@ -118,14 +107,14 @@ impl EffectivePolicy {
         self.policy.incident_policy()
     }
 
-    fn from_row(source: PolicySource, row: &DriftPolicyRow) -> Result<Self, QueryError> {
-        Ok(EffectivePolicy {
-            policy: row.settings()?,
+    fn from_row(source: PolicySource, row: &DriftPolicyRow) -> Self {
+        EffectivePolicy {
+            policy: row.policy.0,
             source,
             scope: Some(row.scope.clone()),
             updated_by: Some(row.updated_by.clone()),
-            updated_at: Some(row.updated_at.clone()),
-        })
+            updated_at: Some(row.updated_at),
+        }
     }
 }
 
@@ -158,10 +147,10 @@ pub async fn drift_policy(
     let rows: Vec<DriftPolicyRow> = sql.fetch(store).await?;
     let find = |scope: &str| rows.iter().find(|r| r.scope == scope);
     if let Some(row) = scope.as_ref().and_then(|s| find(s.as_str())) {
-        return EffectivePolicy::from_row(PolicySource::Environment, row);
+        return Ok(EffectivePolicy::from_row(PolicySource::Environment, row));
     }
     if let Some(row) = find(TENANT_SCOPE) {
-        return EffectivePolicy::from_row(PolicySource::Tenant, row);
+        return Ok(EffectivePolicy::from_row(PolicySource::Tenant, row));
     }
     Ok(EffectivePolicy {
         policy: DriftPolicySettings::default(),

@@ -1,13 +1,16 @@
 //! Promotions: each promotion's current state, gates, approvals and result.
 
-use aggregates::promotion::PromotionEvent;
+use aggregates::promotion::{
+    GateResult, PromotionEvent, PromotionStatus, PromotionWorkflow, WorkflowOutcome,
+};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{json_text, name, Envelope};
+use crate::event::Envelope;
 use crate::query::{by_id, newest_first, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::ApplyError;
-use crate::sql::{fmt_time, KeyedRow, Rows, Tx};
+use crate::sql::{Json, KeyedRow, Rows, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "promotions";
@@ -21,11 +24,11 @@ read_model_row! {
         pub pipeline_id: String,
         pub source_environment_id: String,
         pub target_environment_id: String,
-        pub status: String,
+        pub status: PromotionStatus,
         /// JSON list of the workflows to promote.
-        pub workflows: String,
+        pub workflows: Json<Vec<PromotionWorkflow>>,
         /// JSON list of the gate results.
-        pub gate_results: Option<String>,
+        pub gate_results: Option<Json<Vec<GateResult>>>,
         pub requires_approval: bool,
         pub bypass_validation: bool,
         pub created_by: String,
@@ -34,13 +37,13 @@ read_model_row! {
         pub reason: Option<String>,
         pub deployment_id: Option<String>,
         /// JSON list of per-workflow outcomes.
-        pub result: Option<String>,
+        pub result: Option<Json<Vec<WorkflowOutcome>>>,
         /// JSON list of what a failed rollback left inconsistent.
-        pub inconsistencies: Option<String>,
-        pub created_at: String,
-        pub started_at: Option<String>,
-        pub finished_at: Option<String>,
-        pub updated_at: String,
+        pub inconsistencies: Option<Json<Vec<String>>>,
+        pub created_at: DateTime<Utc>,
+        pub started_at: Option<DateTime<Utc>>,
+        pub finished_at: Option<DateTime<Utc>>,
+        pub updated_at: DateTime<Utc>,
     }
 }
 
@@ -85,8 +88,9 @@ impl Promotions {
                 pipeline_id: pipeline_id.clone(),
                 source_environment_id: source_environment_id.clone(),
                 target_environment_id: target_environment_id.clone(),
-                status: String::new(),
-                workflows: json_text(workflows),
+                // set from the event's status change below
+                status: PromotionStatus::Pending,
+                workflows: Json(workflows.clone()),
                 gate_results: None,
                 requires_approval: *requires_approval,
                 bypass_validation: *bypass_validation,
@@ -97,10 +101,10 @@ impl Promotions {
                 deployment_id: None,
                 result: None,
                 inconsistencies: None,
-                created_at: at.clone(),
+                created_at: at,
                 started_at: None,
                 finished_at: None,
-                updated_at: at.clone(),
+                updated_at: at,
             },
             (Some(row), _) => row,
             (None, _) => {
@@ -111,7 +115,7 @@ impl Promotions {
         };
         match e {
             Created { .. } => {}
-            GatesEvaluated { results, .. } => row.gate_results = Some(json_text(results)),
+            GatesEvaluated { results, .. } => row.gate_results = Some(Json(results.clone())),
             Approved { approved_by, .. } => row.approved_by = Some(approved_by.clone()),
             Rejected {
                 rejected_by,
@@ -120,11 +124,11 @@ impl Promotions {
             } => {
                 row.rejected_by = Some(rejected_by.clone());
                 row.reason = Some(reason.clone());
-                row.finished_at = Some(at.clone());
+                row.finished_at = Some(at);
             }
             Cancelled { reason, .. } => {
                 row.reason = reason.clone();
-                row.finished_at = Some(at.clone());
+                row.finished_at = Some(at);
             }
             Started {
                 deployment_id,
@@ -132,13 +136,13 @@ impl Promotions {
                 ..
             } => {
                 row.deployment_id = Some(deployment_id.clone());
-                row.started_at = Some(fmt_time(*started));
+                row.started_at = Some(*started);
             }
             Completed {
                 outcomes, at: done, ..
             } => {
-                row.result = Some(json_text(outcomes));
-                row.finished_at = Some(fmt_time(*done));
+                row.result = Some(Json(outcomes.clone()));
+                row.finished_at = Some(*done);
             }
             RolledBack {
                 outcomes,
@@ -146,9 +150,9 @@ impl Promotions {
                 at: done,
                 ..
             } => {
-                row.result = Some(json_text(outcomes));
+                row.result = Some(Json(outcomes.clone()));
                 row.reason = reason.clone();
-                row.finished_at = Some(fmt_time(*done));
+                row.finished_at = Some(*done);
             }
             Failed {
                 reason,
@@ -157,12 +161,12 @@ impl Promotions {
                 ..
             } => {
                 row.reason = reason.clone();
-                row.inconsistencies = Some(json_text(inconsistencies));
-                row.finished_at = Some(fmt_time(*done));
+                row.inconsistencies = Some(Json(inconsistencies.clone()));
+                row.finished_at = Some(*done);
             }
         }
         if let Some((_, to)) = e.status_change() {
-            row.status = name(&to);
+            row.status = to;
         }
         row.updated_at = at;
         self.promotions.put(row);
@@ -183,13 +187,13 @@ crate::single_aggregate_projection!(
 pub async fn promotions(
     store: &Store,
     tenant: &str,
-    status: Option<&str>,
+    status: Option<PromotionStatus>,
     target_environment_id: Option<&str>,
     first: i64,
     after: Option<&str>,
 ) -> Result<Page<PromotionRow>, QueryError> {
     let filters = [
-        ("status", status.map(str::to_string)),
+        ("status", status.map(|s| s.as_str().to_string())),
         (
             "target_environment_id",
             target_environment_id.map(str::to_string),

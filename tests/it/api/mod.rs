@@ -33,8 +33,9 @@ pub struct Api {
     pub store: TestStore,
     /// The service's read models (for driving `workflowops::workflows::sync` in process).
     pub projections: projections::ProjectorHandle,
-    /// The service's sealed credentials (the same key as the running service).
-    pub secrets: workflowops::storage::secrets::SecretStore,
+    /// The service's application context (for driving workflows and schedulers in
+    /// process with the same store, read models and credentials).
+    pub context: workflowops::AppContext,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -81,7 +82,7 @@ impl Api {
         let addr = app.local_addr().unwrap();
         let domain = app.domain().clone();
         let projections = app.projections().clone();
-        let secrets = app.secrets().clone();
+        let context = app.context().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -93,7 +94,7 @@ impl Api {
             domain,
             store,
             projections,
-            secrets,
+            context,
             http: reqwest::Client::new(),
             stop: Some(stop),
             server: Some(server),

@@ -626,21 +626,38 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Answer> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| Answer::message(StatusCode::BAD_REQUEST, "request/body must be object"))?;
-    validate(&value).map_err(|message| Answer::message(StatusCode::BAD_REQUEST, &message))?;
+    validate(&value)
+        .map_err(|Invalid(message)| Answer::message(StatusCode::BAD_REQUEST, &message))?;
     match value {
         Value::Object(map) => Ok(map),
         _ => unreachable!("validated"),
     }
 }
 
+/// What n8n's OpenAPI validation says of a body it refuses.
+#[derive(Debug)]
+struct Invalid(String);
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        Invalid(message.to_string())
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid(message)
+    }
+}
+
 /// n8n's OpenAPI validation of a workflow body, with its messages.
-fn validate(body: &Value) -> Result<(), String> {
+fn validate(body: &Value) -> Result<(), Invalid> {
     let Some(body) = body.as_object() else {
         return Err("request/body must be object".into());
     };
     for key in body.keys() {
         if READ_ONLY_FIELDS.contains(&key.as_str()) {
-            return Err(format!("request/body/{key} is read-only"));
+            return Err(Invalid(format!("request/body/{key} is read-only")));
         }
         if !ACCEPTED_FIELDS.contains(&key.as_str()) {
             return Err("request/body must NOT have additional properties".into());
@@ -648,7 +665,9 @@ fn validate(body: &Value) -> Result<(), String> {
     }
     for key in REQUIRED_FIELDS {
         if !body.contains_key(key) {
-            return Err(format!("request/body must have required property '{key}'"));
+            return Err(Invalid(format!(
+                "request/body must have required property '{key}'"
+            )));
         }
     }
     if !body["name"].is_string() {
@@ -659,12 +678,12 @@ fn validate(body: &Value) -> Result<(), String> {
     };
     for (i, node) in nodes.iter().enumerate() {
         let Some(node) = node.as_object() else {
-            return Err(format!("request/body/nodes/{i} must be object"));
+            return Err(Invalid(format!("request/body/nodes/{i} must be object")));
         };
         if node.keys().any(|k| !NODE_FIELDS.contains(&k.as_str())) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "request/body/nodes/{i} must NOT have additional properties"
-            ));
+            )));
         }
     }
     if !body["connections"].is_object() {

@@ -1,0 +1,66 @@
+//! The one application context: what every part of the service works with, built
+//! once by [`Application`](crate::Application) and shared (cheaply cloned) by the
+//! HTTP layer, the GraphQL resolvers, the workflows (sync, drift, promotion) and the
+//! schedulers.
+//!
+//! Per-request data (the caller, the request id, the DataLoaders) is not here: it
+//! goes into each request (`graphql::Caller`, `graphql::Loaders`).
+
+use eventstore::Store;
+
+use crate::command::domain::Domain;
+use crate::connectors::RetryPolicy;
+use crate::http::admission::Admission;
+use crate::http::feed::EventFeed;
+use crate::http::metrics::Metrics;
+use crate::storage::payloads::Payloads;
+use crate::storage::secrets::SecretStore;
+
+#[derive(Clone)]
+pub struct AppContext {
+    /// The event store (and the read models' database).
+    pub store: Store,
+    /// The commands: every write goes through its bus.
+    pub domain: Domain,
+    /// The read models this process runs: their status and read-your-writes waits.
+    pub projections: projections::ProjectorHandle,
+    /// The live event stream (GraphQL subscriptions and Server-Sent Events).
+    pub feed: EventFeed,
+    /// Sealed credentials (n8n API keys, Git tokens).
+    pub secrets: SecretStore,
+    /// Drift snapshot payloads, outside the log.
+    pub payloads: Payloads,
+    pub metrics: Metrics,
+    /// Per-tenant request slots and the request deadline.
+    pub admission: Admission,
+    /// Timeouts and retries of calls to n8n and Git.
+    pub retry: RetryPolicy,
+    /// The GitHub API root for GitHub repositories (`None`: api.github.com; GitHub
+    /// Enterprise: `https://ghe.example.com/api/v3`).
+    pub github_api_url: Option<String>,
+}
+
+impl AppContext {
+    /// A context over `store` with the service's defaults: a fresh command bus, the
+    /// given read models and event feed, credentials sealed with `secret_key`, no
+    /// request limits beyond the defaults, the default retry policy, api.github.com.
+    pub fn new(
+        store: Store,
+        projections: projections::ProjectorHandle,
+        feed: EventFeed,
+        secret_key: &[u8],
+    ) -> AppContext {
+        AppContext {
+            domain: Domain::new(crate::command::bus::CommandBus::new(store.clone())),
+            projections,
+            feed,
+            secrets: SecretStore::new(store.clone(), secret_key),
+            payloads: Payloads::new(store.clone()),
+            metrics: Metrics::new(),
+            admission: Admission::new(Default::default()),
+            retry: RetryPolicy::default(),
+            github_api_url: None,
+            store,
+        }
+    }
+}
