@@ -11,8 +11,8 @@ use projections::models::matrix::{
     self as model, CellView, MatrixFilter, MatrixRowView, RowKind, RowStatus,
 };
 
-use super::types::{connection, MappingStatus, SyncState};
-use super::{app, caller, local_id, read_back, run, wait_for, ApiError};
+use super::types::{arg, connection, LocalIdArg, MappingStatus, SyncState};
+use super::{app, caller, read_back, run, wait_for, ApiError};
 
 /// A canonical workflow (or an untracked n8n workflow) and its state in each
 /// environment.
@@ -282,18 +282,16 @@ pub struct MappingMutation;
 
 async fn mapping(
     ctx: &Context<'_>,
-    environment_id: &ID,
-    n8n_workflow_id: &ID,
+    environment: &LocalIdArg<arg::EnvironmentId>,
+    workflow: &LocalIdArg<arg::N8nWorkflowId>,
     command: MappingCommand,
 ) -> async_graphql::Result<WorkflowMappingPayload> {
-    let environment = local_id("environmentId", environment_id)?;
-    let workflow = local_id("n8nWorkflowId", n8n_workflow_id)?;
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
         Ok(app(ctx)?
             .domain
-            .mapping(&caller.command_context(), &environment, &workflow, command)
+            .mapping(&caller.command_context(), environment, workflow, command)
             .await?)
     })
     .await?;
@@ -311,20 +309,21 @@ impl MappingMutation {
     async fn link_workflow(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
-        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
-        canonical_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: LocalIdArg<arg::N8nWorkflowId>,
+        canonical_id: LocalIdArg<arg::CanonicalId>,
     ) -> async_graphql::Result<WorkflowMappingPayload> {
-        let canonical_id = local_id("canonicalId", &canonical_id)?;
-        let command = MappingCommand::Link { canonical_id };
+        let command = MappingCommand::Link {
+            canonical_id: canonical_id.into_inner(),
+        };
         mapping(ctx, &environment_id, &n8n_workflow_id, command).await
     }
 
     async fn unlink_workflow(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
-        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: LocalIdArg<arg::N8nWorkflowId>,
         reason: Option<String>,
     ) -> async_graphql::Result<WorkflowMappingPayload> {
         let command = MappingCommand::Unlink { reason };
@@ -334,8 +333,8 @@ impl MappingMutation {
     async fn ignore_workflow(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
-        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: LocalIdArg<arg::N8nWorkflowId>,
         reason: Option<String>,
     ) -> async_graphql::Result<WorkflowMappingPayload> {
         let command = MappingCommand::Ignore { reason };
@@ -346,8 +345,8 @@ impl MappingMutation {
     async fn unignore_workflow(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
-        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: LocalIdArg<arg::N8nWorkflowId>,
     ) -> async_graphql::Result<WorkflowMappingPayload> {
         mapping(
             ctx,
@@ -362,8 +361,8 @@ impl MappingMutation {
     async fn delete_workflow_mapping(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
-        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: LocalIdArg<arg::N8nWorkflowId>,
         reason: Option<String>,
     ) -> async_graphql::Result<WorkflowMappingPayload> {
         let command = MappingCommand::Delete { reason };

@@ -199,12 +199,11 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> ApiResult<&'a Loaders> {
         .map_err(|_| ApiError::Unauthenticated("missing bearer token".into()))
 }
 
-/// Parses an id argument (a local id: letters, digits, `-`, `_`, `.`).
-pub(crate) fn local_id(field: &str, value: &str) -> ApiResult<aggregates::kernel::ids::LocalId> {
-    aggregates::kernel::ids::LocalId::parse(value).map_err(|e| match e {
-        aggregates::DomainError::Validation { message, .. } => ApiError::validation(field, message),
-        other => ApiError::Domain(other),
-    })
+/// The id of an object a mutation creates when the client gives none: a new UUID.
+pub(crate) fn new_id() -> ApiResult<aggregates::kernel::ids::LocalId> {
+    Ok(aggregates::kernel::ids::LocalId::parse(
+        uuid::Uuid::new_v4().to_string(),
+    )?)
 }
 
 /// Runs one command of a mutation, counting its outcome by code for `/metrics`.

@@ -11,7 +11,8 @@ use projections::models::policies::{self as policies_model, PolicySource};
 
 use super::promotions::PromotionPayload;
 use super::types::connection;
-use super::{app, caller, local_id, read_back, run, wait_for, ApiError};
+use super::types::{arg, LocalIdArg};
+use super::{app, caller, new_id, read_back, run, wait_for, ApiError};
 use crate::workflows::promotion::{self, Change, PromoteError, PromotionRequest};
 
 /// DOMAIN.md §5's gates of one stage.
@@ -320,11 +321,10 @@ impl PipelineQuery {
     async fn pipeline(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         min_position: Option<i64>,
     ) -> async_graphql::Result<Option<Pipeline>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let id = local_id("id", &id)?;
         Ok(load_pipeline(ctx, id.as_str()).await?)
     }
 
@@ -463,14 +463,14 @@ impl PipelineMutation {
     async fn create_pipeline(
         &self,
         ctx: &Context<'_>,
-        id: Option<ID>,
+        id: Option<LocalIdArg>,
         name: String,
         description: Option<String>,
         stages: Vec<StageInput>,
     ) -> async_graphql::Result<PipelinePayload> {
         let id = match id {
-            Some(id) => local_id("id", &id)?,
-            None => local_id("id", &uuid::Uuid::new_v4().to_string())?,
+            Some(id) => id.into_inner(),
+            None => new_id()?,
         };
         let command = PipelineCommand::Create {
             name,
@@ -485,12 +485,11 @@ impl PipelineMutation {
     async fn update_pipeline(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         name: Option<String>,
         description: Option<String>,
         stages: Option<Vec<StageInput>>,
     ) -> async_graphql::Result<PipelinePayload> {
-        let id = local_id("id", &id)?;
         let command = PipelineCommand::Update {
             name,
             description,
@@ -503,10 +502,9 @@ impl PipelineMutation {
     async fn deactivate_pipeline(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
     ) -> async_graphql::Result<PipelinePayload> {
-        let id = local_id("id", &id)?;
         pipeline_command(ctx, &id, PipelineCommand::Deactivate { reason }).await
     }
 
@@ -542,16 +540,18 @@ impl PipelineMutation {
     async fn compare_promotion(
         &self,
         ctx: &Context<'_>,
-        source_environment_id: ID,
-        target_environment_id: ID,
+        source_environment_id: LocalIdArg<arg::SourceEnvironmentId>,
+        target_environment_id: LocalIdArg<arg::TargetEnvironmentId>,
         min_position: Option<i64>,
     ) -> async_graphql::Result<ComparePromotionPayload> {
         let caller = caller(ctx)?;
         if !caller.principal.role.satisfies(aggregates::Role::Developer) {
             return Err(ApiError::forbidden("comparing requires the developer role").into());
         }
-        let source = local_id("sourceEnvironmentId", &source_environment_id)?;
-        let target = local_id("targetEnvironmentId", &target_environment_id)?;
+        let (source, target) = (
+            source_environment_id.into_inner(),
+            target_environment_id.into_inner(),
+        );
         wait_for(ctx, projections::models::matrix::NAME, min_position).await?;
         let store = &app(ctx)?.store;
         promotion::catch_up(store, &app(ctx)?.projections)
@@ -576,8 +576,8 @@ impl PipelineMutation {
                 .map_err(ApiError::from)?;
         Ok(ComparePromotionPayload {
             position: None,
-            source_environment_id,
-            target_environment_id,
+            source_environment_id: ID(source.to_string()),
+            target_environment_id: ID(target.to_string()),
             workflows: comparisons
                 .into_iter()
                 .map(|c| WorkflowComparison {
@@ -606,22 +606,22 @@ impl PipelineMutation {
     async fn create_promotion(
         &self,
         ctx: &Context<'_>,
-        id: Option<ID>,
-        pipeline_id: ID,
-        source_environment_id: ID,
-        target_environment_id: ID,
+        id: Option<LocalIdArg>,
+        pipeline_id: LocalIdArg<arg::PipelineId>,
+        source_environment_id: LocalIdArg<arg::SourceEnvironmentId>,
+        target_environment_id: LocalIdArg<arg::TargetEnvironmentId>,
         workflow_ids: Option<Vec<ID>>,
         #[graphql(default)] bypass_validation: bool,
     ) -> async_graphql::Result<PromotionPayload> {
         let caller = caller(ctx)?;
         let request = PromotionRequest {
             promotion_id: match id {
-                Some(id) => local_id("id", &id)?,
-                None => local_id("id", &uuid::Uuid::new_v4().to_string())?,
+                Some(id) => id.into_inner(),
+                None => new_id()?,
             },
-            pipeline_id: local_id("pipelineId", &pipeline_id)?,
-            source_environment_id: local_id("sourceEnvironmentId", &source_environment_id)?,
-            target_environment_id: local_id("targetEnvironmentId", &target_environment_id)?,
+            pipeline_id: pipeline_id.into_inner(),
+            source_environment_id: source_environment_id.into_inner(),
+            target_environment_id: target_environment_id.into_inner(),
             workflow_ids: workflow_ids.map(|ids| ids.into_iter().map(|id| id.0).collect()),
             bypass_validation,
         };

@@ -9,10 +9,10 @@ use projections::models::deployments::{self as deployments_model, DeploymentRow}
 use projections::models::promotions::{self as model, PromotionRow};
 
 use super::types::{
-    connection, list, DeploymentStatus, DeploymentWorkflow, GateResult, PromotionStatus,
-    PromotionWorkflow, WorkflowOutcome,
+    arg, connection, list, DeploymentStatus, DeploymentWorkflow, GateResult, LocalIdArg,
+    PromotionStatus, PromotionWorkflow, WorkflowOutcome,
 };
-use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
+use super::{app, caller, loaders, read_back, run, wait_for, ApiError};
 
 pub struct Promotion(pub PromotionRow);
 
@@ -163,11 +163,10 @@ impl PromotionQuery {
     async fn promotion(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         min_position: Option<i64>,
     ) -> async_graphql::Result<Option<Promotion>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let id = local_id("id", &id)?;
         Ok(load_promotion(ctx, id.as_str()).await?)
     }
 
@@ -199,11 +198,10 @@ impl PromotionQuery {
     async fn deployment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         min_position: Option<i64>,
     ) -> async_graphql::Result<Option<Deployment>> {
         wait_for(ctx, deployments_model::NAME, min_position).await?;
-        let id = local_id("id", &id)?;
         Ok(load_deployment(ctx, id.as_str()).await?)
     }
 }
@@ -268,16 +266,15 @@ pub struct PromotionMutation;
 
 async fn promotion_command(
     ctx: &Context<'_>,
-    id: &ID,
+    id: &LocalIdArg,
     command: PromotionCommand,
 ) -> async_graphql::Result<PromotionPayload> {
-    let id = local_id("id", id)?;
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
         Ok(app(ctx)?
             .domain
-            .promotion(&caller.command_context(), &id, command)
+            .promotion(&caller.command_context(), id, command)
             .await?)
     })
     .await?;
@@ -294,7 +291,7 @@ impl PromotionMutation {
     async fn approve_promotion(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
     ) -> async_graphql::Result<PromotionPayload> {
         promotion_command(ctx, &id, PromotionCommand::Approve).await
     }
@@ -303,7 +300,7 @@ impl PromotionMutation {
     async fn reject_promotion(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
     ) -> async_graphql::Result<PromotionPayload> {
         promotion_command(ctx, &id, PromotionCommand::Reject { reason }).await
@@ -313,7 +310,7 @@ impl PromotionMutation {
     async fn cancel_promotion(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
     ) -> async_graphql::Result<PromotionPayload> {
         promotion_command(ctx, &id, PromotionCommand::Cancel { reason }).await
@@ -324,10 +321,9 @@ impl PromotionMutation {
     async fn deploy_promotion(
         &self,
         ctx: &Context<'_>,
-        promotion_id: ID,
+        promotion_id: LocalIdArg<arg::PromotionId>,
         scheduled_for: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<DeploymentPayload> {
-        let promotion_id = local_id("promotionId", &promotion_id)?;
         let caller = caller(ctx)?;
         let (id, committed) = run(ctx, "deployment.create", async {
             Ok(app(ctx)?
@@ -346,10 +342,9 @@ impl PromotionMutation {
     async fn cancel_deployment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
     ) -> async_graphql::Result<DeploymentPayload> {
-        let id = local_id("id", &id)?;
         let caller = caller(ctx)?;
         let command = DeploymentCommand::Cancel { reason };
         let committed = run(ctx, "deployment.cancel", async {
