@@ -9,6 +9,7 @@ use projections::models::environments::{self as model, EnvironmentRow};
 use super::incidents::Incident;
 use super::types::{DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider, LocalIdArg};
 use super::{app, caller, loaders, new_id, read_back, run, wait_for, ApiError};
+use crate::command::bus::authorize;
 use crate::storage::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
@@ -196,15 +197,9 @@ impl EnvironmentMutation {
         let caller = caller(ctx)?;
         let services = app(ctx)?;
         let tenant = &caller.principal.tenant;
-        // Only an admin may register or change environments: check before storing
-        // anything (the bus checks again).
-        if !caller
-            .principal
-            .role
-            .satisfies(aggregates::DomainCommand::required_role(&command))
-        {
-            return Err(ApiError::forbidden(format!("{name} requires the admin role")).into());
-        }
+        // The command's own role check, before a credential is sealed for it (the
+        // bus checks it again when it runs the command).
+        authorize(&caller.command_context(), &command).map_err(ApiError::from)?;
         let mut sealed = Vec::new();
         for (kind, value) in [
             (SecretKind::N8nApiKey, n8n_api_key),

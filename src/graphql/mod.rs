@@ -12,8 +12,10 @@ mod environments;
 pub mod error;
 pub mod guard;
 mod incidents;
+mod mappings;
 pub(crate) mod matrix;
 mod pipelines;
+mod policies;
 mod promotions;
 pub mod response_cache;
 mod sync;
@@ -49,17 +51,21 @@ pub struct QueryRoot(
     incidents::IncidentQuery,
     promotions::PromotionQuery,
     pipelines::PipelineQuery,
+    policies::PolicyQuery,
     audit::AuditQuery,
     digest::DigestQuery,
 );
 
+// The order of the parts is the order of the fields in `schema.graphql`.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     environments::EnvironmentMutation,
-    matrix::MappingMutation,
+    mappings::MappingMutation,
     incidents::IncidentMutation,
     promotions::PromotionMutation,
     pipelines::PipelineMutation,
+    policies::PolicyMutation,
+    promotions::PromotionStartMutation,
     sync::SyncMutation,
 );
 

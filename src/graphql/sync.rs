@@ -188,8 +188,8 @@ impl OnboardWorkflowPayload {
     async fn mapping(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<Option<super::matrix::WorkflowMapping>> {
-        let read = super::matrix::load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
+    ) -> async_graphql::Result<Option<super::mappings::WorkflowMapping>> {
+        let read = super::mappings::load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
         Ok(read_back(ctx, projections::models::matrix::NAME, self.position, read).await?)
     }
 }

@@ -21,9 +21,10 @@ use aggregates::mapping::MappingStatus;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::command::bus::CommandContext;
+use crate::command::bus::{authorize, CommandContext};
 use crate::connectors::UpstreamError;
 use crate::workflows::sync::{self, SyncError, SIDECAR_SUFFIX};
+use crate::workflows::UseCase;
 use crate::AppContext;
 
 /// How one workflow differs from Git.
@@ -112,17 +113,7 @@ pub async fn check_drift(
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<DriftReport, SyncError> {
-    let required =
-        aggregates::DomainCommand::required_role(&EnvironmentCommand::RecordDriftCheck {
-            outcome: DriftCheckOutcome::Failed {
-                cause: String::new(),
-            },
-        });
-    if !ctx.actor.role.satisfies(required) {
-        return Err(
-            DomainError::Forbidden("checking drift requires the developer role".into()).into(),
-        );
-    }
+    authorize(ctx, &UseCase::CheckDrift)?;
     let environment = sync::environment(services, ctx, environment_id).await?;
     if environment.class == EnvironmentClass::Dev || environment.git.is_none() {
         return Err(DomainError::validation(

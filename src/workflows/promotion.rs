@@ -20,8 +20,9 @@ use projections::models::matrix::RowStatus;
 use projections::models::matrix::{matrix_page, MatrixFilter};
 use projections::query::MAX_PAGE;
 
-use crate::command::bus::{CommandContext, CommandError, Committed};
+use crate::command::bus::{authorize, CommandContext, CommandError, Committed};
 use crate::command::domain::Domain;
+use crate::workflows::UseCase;
 use eventstore::Store;
 
 /// How a canonical workflow differs between the source and the target.
@@ -120,6 +121,34 @@ pub async fn compare(
     }
 }
 
+/// What a promotion from `source` to `target` would do to each canonical workflow,
+/// for a caller who may compare (records nothing): both environments must exist,
+/// and the read models have caught up first.
+pub async fn comparison(
+    store: &Store,
+    projections: &projections::ProjectorHandle,
+    ctx: &CommandContext,
+    source: &LocalId,
+    target: &LocalId,
+) -> Result<Vec<Comparison>, PromoteError> {
+    authorize(ctx, &UseCase::Compare)?;
+    let tenant = ctx.tenant.as_str();
+    catch_up(store, projections).await?;
+    for environment in [source, target] {
+        if projections::models::environments::environment(store, tenant, environment.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(DomainError::NotFound {
+                kind: "environment",
+                id: environment.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(compare(store, tenant, source.as_str(), target.as_str()).await?)
+}
+
 /// What a client asks for.
 pub struct PromotionRequest {
     pub promotion_id: LocalId,
@@ -163,12 +192,7 @@ pub async fn create(
     ctx: &CommandContext,
     request: PromotionRequest,
 ) -> Result<Committed<aggregates::promotion::Promotion>, PromoteError> {
-    let required = aggregates::DomainCommand::required_role(&PromotionCommand::Approve);
-    if !ctx.actor.role.satisfies(required) {
-        return Err(
-            DomainError::Forbidden("creating a promotion requires the admin role".into()).into(),
-        );
-    }
+    authorize(ctx, &UseCase::CreatePromotion)?;
     let tenant = ctx.tenant.as_str();
     let pipeline_aggregate =
         aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&request.pipeline_id]);

@@ -18,11 +18,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::command::bus::{CommandContext, CommandError};
+use crate::command::bus::{authorize, CommandContext, CommandError};
 use crate::connectors::git::{GitHubRepository, GitRepository, LocalGitRepository};
 use crate::connectors::n8n::N8nClient;
 use crate::connectors::UpstreamError;
 use crate::storage::secrets::SecretError;
+use crate::workflows::UseCase;
 use crate::AppContext;
 
 /// Commands a sync runs at the same time.
@@ -289,13 +290,7 @@ pub async fn sync_environment(
 ) -> Result<EnvironmentSyncReport, SyncError> {
     let environment = environment(services, ctx, environment_id).await?;
     let client = n8n_client(services, ctx, &environment).await?;
-    let required = aggregates::DomainCommand::required_role(&EnvironmentCommand::RecordSync {
-        kind: SyncKind::Environment,
-        workflows_seen: 0,
-    });
-    if !ctx.actor.role.satisfies(required) {
-        return Err(DomainError::Forbidden("syncing requires the developer role".into()).into());
-    }
+    authorize(ctx, &UseCase::Sync)?;
     // hashed page by page while the next page arrives
     let workflows = match client.list_workflows_with(seen).await {
         Ok(workflows) => workflows,
@@ -516,13 +511,7 @@ pub async fn sync_repository(
     ctx: &CommandContext,
     environment_id: &LocalId,
 ) -> Result<RepositorySyncReport, SyncError> {
-    let required = aggregates::DomainCommand::required_role(&EnvironmentCommand::RecordSync {
-        kind: SyncKind::Repository,
-        workflows_seen: 0,
-    });
-    if !ctx.actor.role.satisfies(required) {
-        return Err(DomainError::Forbidden("syncing requires the developer role".into()).into());
-    }
+    authorize(ctx, &UseCase::Sync)?;
     let environment = environment(services, ctx, environment_id).await?;
     let (repository, git) = git_repository(services, ctx, &environment).await?;
     let snapshot = match repository.read_folder(&git.folder).await {
@@ -794,9 +783,7 @@ pub async fn onboard_workflow(
     environment_id: &LocalId,
     n8n_workflow_id: &LocalId,
 ) -> Result<OnboardReport, SyncError> {
-    if !ctx.actor.role.satisfies(aggregates::Role::Developer) {
-        return Err(DomainError::Forbidden("onboarding requires the developer role".into()).into());
-    }
+    authorize(ctx, &UseCase::Onboard)?;
     let environment = environment(services, ctx, environment_id).await?;
     let mapping_aggregate =
         aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id, n8n_workflow_id]);
