@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use projections::models::environments::{self as model, EnvironmentRow};
 
 use super::incidents::Incident;
-use super::types::{DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider};
-use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
+use super::types::{DriftStatus, EnvironmentClass, EnvironmentStatus, GitProvider, LocalIdArg};
+use super::{app, caller, loaders, new_id, read_back, run, wait_for, ApiError};
+use crate::command::bus::authorize;
 use crate::storage::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
@@ -119,11 +120,10 @@ impl EnvironmentQuery {
     async fn environment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         min_position: Option<i64>,
     ) -> async_graphql::Result<Option<Environment>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let id = local_id("id", &id)?;
         Ok(load(ctx, id.as_str()).await?)
     }
 }
@@ -197,15 +197,9 @@ impl EnvironmentMutation {
         let caller = caller(ctx)?;
         let services = app(ctx)?;
         let tenant = &caller.principal.tenant;
-        // Only an admin may register or change environments: check before storing
-        // anything (the bus checks again).
-        if !caller
-            .principal
-            .role
-            .satisfies(aggregates::DomainCommand::required_role(&command))
-        {
-            return Err(ApiError::forbidden(format!("{name} requires the admin role")).into());
-        }
+        // The command's own role check, before a credential is sealed for it (the
+        // bus checks it again when it runs the command).
+        authorize(&caller.command_context(), &command).map_err(ApiError::from)?;
         let mut sealed = Vec::new();
         for (kind, value) in [
             (SecretKind::N8nApiKey, n8n_api_key),
@@ -275,7 +269,7 @@ impl EnvironmentMutation {
     async fn register_environment(
         &self,
         ctx: &Context<'_>,
-        id: Option<ID>,
+        id: Option<LocalIdArg>,
         name: String,
         class: EnvironmentClass,
         #[graphql(name = "n8nBaseUrl")] n8n_base_url: String,
@@ -284,8 +278,8 @@ impl EnvironmentMutation {
         #[graphql(secret)] git_token: Option<String>,
     ) -> async_graphql::Result<EnvironmentPayload> {
         let id = match id {
-            Some(id) => local_id("id", &id)?,
-            None => local_id("id", &uuid::Uuid::new_v4().to_string())?,
+            Some(id) => id.into_inner(),
+            None => new_id()?,
         };
         let command = EnvironmentCommand::Register {
             name,
@@ -304,7 +298,7 @@ impl EnvironmentMutation {
     async fn update_environment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         name: Option<String>,
         #[graphql(name = "n8nBaseUrl")] n8n_base_url: Option<String>,
         git: Option<GitInput>,
@@ -312,7 +306,6 @@ impl EnvironmentMutation {
         #[graphql(name = "n8nApiKey", secret)] n8n_api_key: Option<String>,
         #[graphql(secret)] git_token: Option<String>,
     ) -> async_graphql::Result<EnvironmentPayload> {
-        let id = local_id("id", &id)?;
         if remove_git && git.is_some() {
             return Err(ApiError::validation("removeGit", "cannot be combined with git").into());
         }
@@ -335,10 +328,9 @@ impl EnvironmentMutation {
     async fn deactivate_environment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
     ) -> async_graphql::Result<EnvironmentPayload> {
-        let id = local_id("id", &id)?;
         Self::execute(ctx, &id, EnvironmentCommand::Deactivate { reason }).await
     }
 
@@ -346,9 +338,8 @@ impl EnvironmentMutation {
     async fn reactivate_environment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
     ) -> async_graphql::Result<EnvironmentPayload> {
-        let id = local_id("id", &id)?;
         Self::execute(ctx, &id, EnvironmentCommand::Reactivate).await
     }
 }

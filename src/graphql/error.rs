@@ -72,10 +72,6 @@ impl ApiError {
         })
     }
 
-    pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::Domain(DomainError::Forbidden(message.into()))
-    }
-
     /// The domain refusal inside, if any.
     fn refusal(&self) -> Option<&DomainError> {
         match self {

@@ -566,6 +566,21 @@ impl async_graphql::extensions::Extension for GuardExtension {
         operation_name: Option<&str>,
         next: async_graphql::extensions::NextExecute<'_>,
     ) -> async_graphql::Response {
+        let mut response = self.admit_and_execute(ctx, operation_name, next).await;
+        super::types::unwrap_id_errors(&mut response.errors);
+        response
+    }
+}
+
+impl GuardExtension {
+    /// Admission (WebSocket operations; the HTTP handler admits its own before
+    /// they reach the schema) and the deadline of queries, around execution.
+    async fn admit_and_execute(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: async_graphql::extensions::NextExecute<'_>,
+    ) -> async_graphql::Response {
         let operations = self
             .operations
             .lock()

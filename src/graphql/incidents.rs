@@ -9,9 +9,10 @@ use projections::models::incidents::{self as model, IncidentRow};
 
 use super::environments::Environment;
 use super::types::{
-    connection, list, AffectedWorkflow, IncidentStatus, ResolutionType, Severity, SlaState,
+    connection, list, AffectedWorkflow, IncidentStatus, LocalIdArg, ResolutionType, Severity,
+    SlaState,
 };
-use super::{app, caller, loaders, local_id, read_back, run, wait_for, ApiError};
+use super::{app, caller, loaders, read_back, run, wait_for, ApiError};
 
 pub struct Incident(pub IncidentRow);
 
@@ -170,11 +171,10 @@ impl IncidentQuery {
     async fn incident(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         min_position: Option<i64>,
     ) -> async_graphql::Result<Option<Incident>> {
         wait_for(ctx, model::NAME, min_position).await?;
-        let id = local_id("id", &id)?;
         Ok(load(ctx, id.as_str()).await?)
     }
 }
@@ -205,11 +205,10 @@ pub struct IncidentMutation;
 
 async fn transition(
     ctx: &Context<'_>,
-    id: &ID,
+    id: &LocalIdArg,
     command: IncidentCommand,
     admin_override: Option<bool>,
 ) -> async_graphql::Result<IncidentPayload> {
-    let id = local_id("id", id)?;
     let caller = caller(ctx)?;
     let name = aggregates::DomainCommand::name(&command);
     let committed = run(ctx, name, async {
@@ -217,7 +216,7 @@ async fn transition(
             .domain
             .incident(
                 &caller.command_context(),
-                &id,
+                id,
                 command,
                 admin_override.unwrap_or(false),
             )
@@ -237,7 +236,7 @@ impl IncidentMutation {
     async fn acknowledge_incident(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
         owner_user_id: Option<String>,
         ticket_ref: Option<String>,
@@ -257,7 +256,7 @@ impl IncidentMutation {
     async fn stabilize_incident(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
         admin_override: Option<bool>,
     ) -> async_graphql::Result<IncidentPayload> {
@@ -274,7 +273,7 @@ impl IncidentMutation {
     async fn reconcile_incident(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         resolution_type: Option<ResolutionType>,
         resolution_details: Option<String>,
         admin_override: Option<bool>,
@@ -291,7 +290,7 @@ impl IncidentMutation {
     async fn close_incident(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         reason: Option<String>,
         resolution_type: Option<ResolutionType>,
         admin_override: Option<bool>,
@@ -307,7 +306,7 @@ impl IncidentMutation {
     async fn extend_incident_ttl(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         new_deadline: DateTime<Utc>,
         reason: Option<String>,
         admin_override: Option<bool>,
@@ -324,7 +323,7 @@ impl IncidentMutation {
     async fn approve_incident_action(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         approval_id: i64,
         admin_override: Option<bool>,
     ) -> async_graphql::Result<IncidentPayload> {
@@ -342,7 +341,7 @@ impl IncidentMutation {
     async fn reject_incident_action(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        id: LocalIdArg,
         approval_id: i64,
         reason: Option<String>,
         admin_override: Option<bool>,

@@ -12,8 +12,10 @@ mod environments;
 pub mod error;
 pub mod guard;
 mod incidents;
+mod mappings;
 pub(crate) mod matrix;
 mod pipelines;
+mod policies;
 mod promotions;
 pub mod response_cache;
 mod sync;
@@ -49,17 +51,21 @@ pub struct QueryRoot(
     incidents::IncidentQuery,
     promotions::PromotionQuery,
     pipelines::PipelineQuery,
+    policies::PolicyQuery,
     audit::AuditQuery,
     digest::DigestQuery,
 );
 
+// The order of the parts is the order of the fields in `schema.graphql`.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     environments::EnvironmentMutation,
-    matrix::MappingMutation,
+    mappings::MappingMutation,
     incidents::IncidentMutation,
     promotions::PromotionMutation,
     pipelines::PipelineMutation,
+    policies::PolicyMutation,
+    promotions::PromotionStartMutation,
     sync::SyncMutation,
 );
 
@@ -199,12 +205,11 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> ApiResult<&'a Loaders> {
         .map_err(|_| ApiError::Unauthenticated("missing bearer token".into()))
 }
 
-/// Parses an id argument (a local id: letters, digits, `-`, `_`, `.`).
-pub(crate) fn local_id(field: &str, value: &str) -> ApiResult<aggregates::kernel::ids::LocalId> {
-    aggregates::kernel::ids::LocalId::parse(value).map_err(|e| match e {
-        aggregates::DomainError::Validation { message, .. } => ApiError::validation(field, message),
-        other => ApiError::Domain(other),
-    })
+/// The id of an object a mutation creates when the client gives none: a new UUID.
+pub(crate) fn new_id() -> ApiResult<aggregates::kernel::ids::LocalId> {
+    Ok(aggregates::kernel::ids::LocalId::parse(
+        uuid::Uuid::new_v4().to_string(),
+    )?)
 }
 
 /// Runs one command of a mutation, counting its outcome by code for `/metrics`.

@@ -4,7 +4,8 @@
 use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::environments::{self, Environment};
-use super::{app, caller, local_id, read_back, run, ApiError};
+use super::types::{arg, LocalIdArg};
+use super::{app, caller, read_back, run, ApiError};
 use crate::workflows::sync::{self, SyncError};
 
 /// What `syncEnvironment` saw and recorded.
@@ -187,8 +188,8 @@ impl OnboardWorkflowPayload {
     async fn mapping(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<Option<super::matrix::WorkflowMapping>> {
-        let read = super::matrix::load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
+    ) -> async_graphql::Result<Option<super::mappings::WorkflowMapping>> {
+        let read = super::mappings::load_mapping(ctx, &self.environment_id, &self.n8n_workflow_id);
         Ok(read_back(ctx, projections::models::matrix::NAME, self.position, read).await?)
     }
 }
@@ -217,9 +218,9 @@ impl SyncMutation {
     async fn sync_environment(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
     ) -> async_graphql::Result<EnvironmentSyncPayload> {
-        let id = local_id("environmentId", &environment_id)?;
+        let id = environment_id;
         let caller = caller(ctx)?;
         let services = app(ctx)?;
         let report = run(ctx, "environment.sync", async {
@@ -251,9 +252,9 @@ impl SyncMutation {
     async fn sync_repository(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
     ) -> async_graphql::Result<RepositorySyncPayload> {
-        let id = local_id("environmentId", &environment_id)?;
+        let id = environment_id;
         let caller = caller(ctx)?;
         let services = app(ctx)?;
         let report = run(ctx, "repository.sync", async {
@@ -285,9 +286,9 @@ impl SyncMutation {
     async fn check_drift(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
     ) -> async_graphql::Result<DriftCheckPayload> {
-        let id = local_id("environmentId", &environment_id)?;
+        let id = environment_id;
         let caller = caller(ctx)?;
         let services = app(ctx)?;
         let report = run(ctx, "environment.check_drift", async {
@@ -333,11 +334,10 @@ impl SyncMutation {
     async fn onboard_workflow(
         &self,
         ctx: &Context<'_>,
-        environment_id: ID,
-        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: ID,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        #[graphql(name = "n8nWorkflowId")] n8n_workflow_id: LocalIdArg<arg::N8nWorkflowId>,
     ) -> async_graphql::Result<OnboardWorkflowPayload> {
-        let environment = local_id("environmentId", &environment_id)?;
-        let workflow = local_id("n8nWorkflowId", &n8n_workflow_id)?;
+        let (environment, workflow) = (environment_id, n8n_workflow_id);
         let caller = caller(ctx)?;
         let services = app(ctx)?;
         let report = run(ctx, "workflow.onboard", async {

@@ -1,8 +1,16 @@
 //! What the read models' rows look like to clients: the domain's enums (in
 //! UPPER_CASE), the objects inside typed JSON columns, and Relay connections.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use aggregates::kernel::error::{DomainError, ErrorCode};
+use aggregates::kernel::ids::LocalId;
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Enum, OutputType, SimpleObject};
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Enum, InputType, InputValueError, InputValueResult, OutputType, SimpleObject, ID,
+};
 
 use projections::query::Page;
 
@@ -235,4 +243,166 @@ impl From<aggregates::deployment::DeploymentWorkflow> for DeploymentWorkflow {
 /// A typed list column as API objects.
 pub fn list<T: Clone, U: From<T>>(items: &[T]) -> Vec<U> {
     items.iter().cloned().map(U::from).collect()
+}
+
+/// The name of an id argument, for the errors that name it (`field`).
+pub trait ArgName: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+macro_rules! arg_names {
+    ($($marker:ident => $name:literal),+ $(,)?) => {
+        /// The id arguments of the API, by name.
+        pub mod arg {
+            $(
+                #[doc = concat!("The `", $name, "` argument.")]
+                pub struct $marker;
+                impl super::ArgName for $marker {
+                    const NAME: &'static str = $name;
+                }
+            )+
+        }
+    };
+}
+
+arg_names!(
+    Id => "id",
+    EnvironmentId => "environmentId",
+    N8nWorkflowId => "n8nWorkflowId",
+    CanonicalId => "canonicalId",
+    PipelineId => "pipelineId",
+    PromotionId => "promotionId",
+    SourceEnvironmentId => "sourceEnvironmentId",
+    TargetEnvironmentId => "targetEnvironmentId",
+);
+
+/// An id argument, parsed into a [`LocalId`](aggregates::kernel::ids::LocalId) by
+/// input coercion: a resolver that takes one never sees a malformed id.
+///
+/// The SDL still says `ID` (the schema only grows by addition), so the type borrows
+/// `ID`'s registration; what changes is that an id with a character a local id may
+/// not hold is refused before the resolver runs, with the error the API has always
+/// given (`VALIDATION`, `field` = the argument's name, message `{field}: …`). `A`
+/// names the argument.
+pub struct LocalIdArg<A: ArgName = arg::Id>(LocalId, PhantomData<fn() -> A>);
+
+impl<A: ArgName> LocalIdArg<A> {
+    pub fn into_inner(self) -> LocalId {
+        self.0
+    }
+}
+
+impl<A: ArgName> std::ops::Deref for LocalIdArg<A> {
+    type Target = LocalId;
+    fn deref(&self) -> &LocalId {
+        &self.0
+    }
+}
+
+impl<A: ArgName> std::fmt::Debug for LocalIdArg<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LocalIdArg").field(&self.0).finish()
+    }
+}
+
+/// The start async-graphql gives every input coercion error; [`unwrap_id_errors`]
+/// takes it off again for ids, so their messages stay what they were.
+const COERCION_PREFIX: &str = "Failed to parse \"ID\": ";
+
+impl<A: ArgName> InputType for LocalIdArg<A> {
+    type RawValueType = LocalId;
+
+    fn type_name() -> Cow<'static, str> {
+        <ID as InputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        <ID as InputType>::create_type_info(registry)
+    }
+
+    fn parse(value: Option<async_graphql::Value>) -> InputValueResult<Self> {
+        let id = <ID as InputType>::parse(value).map_err(InputValueError::propagate)?;
+        LocalId::parse(id.0)
+            .map(|id| LocalIdArg(id, PhantomData))
+            .map_err(|error| {
+                let message = match error {
+                    DomainError::Validation { message, .. } => message,
+                    other => other.to_string(),
+                };
+                InputValueError::custom(format!("{}: {message}", A::NAME))
+                    .with_extension("code", ErrorCode::Validation.as_str())
+                    .with_extension("retryable", false)
+                    .with_extension("field", A::NAME)
+            })
+    }
+
+    fn to_value(&self) -> async_graphql::Value {
+        async_graphql::Value::String(self.0.to_string())
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+}
+
+/// Gives id coercion errors the message resolvers gave them (`id: invalid
+/// character ' '`), without async-graphql's `Failed to parse "ID": ` in front.
+pub fn unwrap_id_errors(errors: &mut [async_graphql::ServerError]) {
+    for error in errors {
+        let Some(field) = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("field"))
+            .and_then(|f| match f {
+                async_graphql::Value::String(f) => Some(f.clone()),
+                _ => None,
+            })
+        else {
+            continue;
+        };
+        if let Some(rest) = error.message.strip_prefix(COERCION_PREFIX) {
+            if rest.starts_with(&format!("{field}: ")) {
+                error.message = rest.to_string();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A malformed id is refused by input coercion, before any resolver runs, with
+    /// the code, field and message the resolvers used to give.
+    #[tokio::test]
+    async fn malformed_ids_are_refused_naming_their_argument() {
+        let schema = crate::graphql::schema(None);
+        for (query, field, message) in [
+            ("{ incident(id: \"a b\") { id } }", "id", "id: invalid character ' '"),
+            ("{ promotion(id: \"\") { id } }", "id", "id: is required"),
+            (
+                "mutation { deployPromotion(promotionId: \"no/such\") { position } }",
+                "promotionId",
+                "promotionId: invalid character '/'",
+            ),
+            (
+                "mutation { ignoreWorkflow(environmentId: \"prod\", n8nWorkflowId: \"x:y\") { position } }",
+                "n8nWorkflowId",
+                "n8nWorkflowId: invalid character ':'",
+            ),
+        ] {
+            let response = schema.execute(query).await;
+            let error = &response.errors[0];
+            assert_eq!(error.message, message, "{query}");
+            let extensions = serde_json::to_value(error.extensions.as_ref().unwrap()).unwrap();
+            assert_eq!(extensions["code"], "VALIDATION", "{query}");
+            assert_eq!(extensions["field"], field, "{query}");
+            assert_eq!(extensions["retryable"], false, "{query}");
+        }
+        // an id given as a number is an ID like any other
+        let response = schema.execute("{ incident(id: 42) { id } }").await;
+        assert!(
+            response.errors.iter().all(|e| !e.message.contains("parse")),
+            "{:?}",
+            response.errors
+        );
+    }
 }

@@ -1,5 +1,10 @@
 //! Use cases that span aggregates or reach outside the service: syncing with n8n
 //! and Git ([`sync`]), drift checks ([`drift`]) and promotions ([`promotion`]).
+//!
+//! Each use case authorizes its caller first, through the same check as every
+//! command ([`crate::command::bus::authorize`] with a
+//! [`crate::command::bus::UseCase`]); resolvers never
+//! check roles themselves.
 
 pub mod drift;
 pub mod promotion;

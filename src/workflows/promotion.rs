@@ -125,6 +125,34 @@ pub async fn compare(
     }
 }
 
+/// What a promotion from `source` to `target` would do to each canonical workflow,
+/// for a caller who may compare (records nothing): both environments must exist,
+/// and the read models have caught up first.
+pub async fn comparison(
+    store: &Store,
+    projections: &projections::ProjectorHandle,
+    ctx: &CommandContext,
+    source: &LocalId,
+    target: &LocalId,
+) -> Result<Vec<Comparison>, PromoteError> {
+    authorize(ctx, &UseCase::ComparePromotion)?;
+    let tenant = ctx.tenant.as_str();
+    catch_up(store, projections).await?;
+    for environment in [source, target] {
+        if projections::models::environments::environment(store, tenant, environment.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(DomainError::NotFound {
+                kind: "environment",
+                id: environment.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(compare(store, tenant, source.as_str(), target.as_str()).await?)
+}
+
 /// What a client asks for.
 pub struct PromotionRequest {
     pub promotion_id: LocalId,

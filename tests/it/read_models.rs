@@ -1080,8 +1080,117 @@ async fn killed_service_resumes_without_loss_or_double_apply(kind: Kind) {
     );
 }
 
+/// A stored value that does not decode as its column's type (an unknown state name,
+/// a time that is no time, JSON of another shape) is an error naming the table and
+/// column, never a default or an empty list.
+async fn corrupt_stored_values_are_errors(kind: Kind) {
+    use aggregates::pipeline::{PipelineCommand, PipelineStage, StageGates};
+    use sqlx::Executor as _;
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    domain
+        .canonical(
+            &ctx("acme", Role::Developer),
+            &id("c1"),
+            CanonicalCommand::Create {
+                canonical_id: id("c1"),
+                name: "Orders".into(),
+                slug: None,
+                git_path: None,
+            },
+        )
+        .await
+        .unwrap();
+    domain
+        .pipeline(
+            &admin("acme"),
+            &id("p1"),
+            PipelineCommand::Create {
+                name: "Release".into(),
+                description: None,
+                stages: vec![PipelineStage::new("dev", "prod", StageGates::default())],
+            },
+        )
+        .await
+        .unwrap();
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    wait_all(&handle, head(&t.store).await).await;
+    task.abort();
+    // everything reads before anything is corrupted
+    let environments = projections::models::environments::environments(&t.store, "acme");
+    assert_eq!(environments.await.unwrap().len(), 1);
+    let pipeline = projections::models::pipelines::pipeline(&t.store, "acme", "p1").await;
+    assert_eq!(pipeline.unwrap().unwrap().stages.len(), 1);
+
+    for (sql, table, column) in [
+        (
+            "UPDATE rm_environments SET class = 'lab'",
+            "rm_environments",
+            "class",
+        ),
+        (
+            "UPDATE rm_pipelines SET stages = '[{\"oops\"'",
+            "rm_pipelines",
+            "stages",
+        ),
+        (
+            "UPDATE rm_pipelines SET stages = '{}'",
+            "rm_pipelines",
+            "stages",
+        ),
+        (
+            "UPDATE rm_matrix_rows SET created_at = 'yesterday'",
+            "rm_matrix_rows",
+            "created_at",
+        ),
+    ] {
+        let result = match &t.store {
+            Store::Postgres(PgStore { pool, .. }) => pool.execute(sql).await.map(|_| ()),
+            Store::Sqlite(s) => s.pool.execute(sql).await.map(|_| ()),
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let error = match table {
+            "rm_environments" => projections::models::environments::environments(&t.store, "acme")
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            "rm_pipelines" => projections::models::pipelines::pipeline(&t.store, "acme", "p1")
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            _ => projections::models::matrix::canonical_rows(&t.store, "acme")
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+        };
+        let QueryError::Store(eventstore::StoreError::Database(sqlx::Error::ColumnDecode {
+            source,
+            ..
+        })) = &error
+        else {
+            panic!("{sql}: not a decode error: {error:?}");
+        };
+        assert!(
+            source
+                .to_string()
+                .starts_with(&format!("{table}.{column}: ")),
+            "{sql}: {source}"
+        );
+    }
+}
+
 crate::support::both_backends!(
     killed_service_resumes_without_loss_or_double_apply,
+    corrupt_stored_values_are_errors,
     rebuild_equals_live,
     failure_mid_batch_loses_nothing,
     unappliable_event_stops_one_projection,
