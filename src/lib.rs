@@ -7,6 +7,7 @@ pub mod config;
 pub mod connectors;
 pub mod graphql;
 pub mod http;
+pub mod reactors;
 pub mod read_side;
 pub mod scheduler;
 pub mod storage;
@@ -34,6 +35,8 @@ pub struct Application {
     auth: http::auth::Auth,
     projections: projections::ProjectorHandle,
     projector: tokio::task::JoinHandle<()>,
+    /// The process managers (incident slot, link slot), started with the projector.
+    reactor_runtime: tokio::task::JoinHandle<()>,
     feed: http::feed::EventFeed,
     tail: tokio::task::JoinHandle<()>,
     domain: command::domain::Domain,
@@ -133,6 +136,8 @@ impl Application {
         let (projections, projector) = read_side::start(&store, options);
         let (feed, tail) = http::feed::EventFeed::start(store.clone());
         let domain = command::domain::Domain::new(command::bus::CommandBus::new(store.clone()));
+        let (_, reactor_runtime) =
+            reactors::ReactorRuntime::standard(&domain, Default::default()).spawn();
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key)?;
         let secrets = storage::secrets::SecretStore::new(store.clone(), &key);
@@ -142,6 +147,7 @@ impl Application {
             auth,
             projections,
             projector,
+            reactor_runtime,
             feed,
             tail,
             domain,
@@ -179,6 +185,11 @@ impl Application {
         &self.projections
     }
 
+    /// The reactors this process runs (or waits for): status and waits.
+    pub fn reactors(&self) -> &reactors::Reactors {
+        self.domain.reactors()
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until_stopped(
         self,
@@ -200,6 +211,7 @@ impl Application {
         let router = http::router(http::AppState {
             store: self.store.clone(),
             projections: self.projections.clone(),
+            reactors: self.domain.reactors().clone(),
             schema,
             auth: self.auth.clone(),
             metrics,
@@ -219,6 +231,8 @@ impl Application {
         schedulers.stop(SCHEDULER_GRACE).await;
         // An in-flight batch rolls back; the next start resumes from its checkpoint.
         self.projector.abort();
+        // A reaction in flight is replayed by the next runner: reactions are idempotent.
+        self.reactor_runtime.abort();
         self.tail.abort();
         // Its writes are single statements: stopping it anywhere leaves the head whole.
         sealer.abort();

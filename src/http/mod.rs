@@ -43,6 +43,8 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub struct AppState {
     pub store: Store,
     pub projections: projections::ProjectorHandle,
+    /// The process managers: status for `/ready` and `/metrics`.
+    pub reactors: crate::reactors::Reactors,
     pub schema: ApiSchema,
     pub auth: Auth,
     pub metrics: Metrics,
@@ -558,7 +560,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             0
         }
     };
-    match state.metrics.render(head, &state.projections.status()) {
+    match state
+        .metrics
+        .render(head, &state.projections.status(), &state.reactors.status())
+    {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -576,7 +581,9 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The service can do its work: the database answers and no projection has stopped.
+/// The service can do its work: the database answers, no projection has stopped and
+/// no reactor is stopped on a permanent error (one retrying a transient error is
+/// listed with its error, and the service stays ready).
 /// Rebuilds in progress are listed with their progress (`rebuilding`); they do not
 /// make the service unready, since queries keep reading the complete old read
 /// models until the rebuilt ones are swapped in.
@@ -584,7 +591,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => {
             let projections = state.projections.status();
-            let stopped = projections.iter().any(|p| p.failed.is_some());
+            let reactors = state.reactors.status();
+            let stopped = projections.iter().any(|p| p.failed.is_some())
+                || reactors
+                    .iter()
+                    .any(|r| r.blocked.as_ref().is_some_and(|b| b.permanent));
             let rebuilding = match projections::rebuild::rebuild_progress(&state.store).await {
                 Ok(rebuilds) => rebuilds
                     .into_iter()
@@ -615,6 +626,7 @@ async fn ready(State(state): State<AppState>) -> Response {
                 "status": if stopped { "degraded" } else { "ready" },
                 "database": state.store.backend().as_str(),
                 "projections": projections,
+                "reactors": reactors,
                 "rebuilding": rebuilding,
             }));
             if stopped {

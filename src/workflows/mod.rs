@@ -1,6 +1,8 @@
 //! Use cases that span aggregates or reach outside the service: syncing with n8n
-//! and Git ([`sync`]), drift checks ([`drift`]) and promotions ([`promotion`]).
+//! and Git ([`sync`]), drift checks ([`drift`]), the incident a drift report opens
+//! or updates ([`incident_slot`]) and promotions ([`promotion`]).
 
 pub mod drift;
+pub mod incident_slot;
 pub mod promotion;
 pub mod sync;
