@@ -36,7 +36,7 @@
 //!
 //! **2. mutations** — `--clients` clients, each with its own environment (tenant
 //! `bench-ops`, so the matrix keeps its 10 columns): an incident is opened with
-//! `Domain::report_drift` (untimed, not counted as a transition), then driven over HTTP
+//! `workflows::incident_slot::report_drift` (untimed, not counted as a transition), then driven over HTTP
 //! through acknowledgeIncident → stabilizeIncident → reconcileIncident(REVERT) →
 //! closeIncident; closing frees the environment's slot for the next one. Each mutation
 //! selects `position incident { id status }`, so it includes the read-back (the
@@ -57,6 +57,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::canonical::CanonicalCommand;
 use aggregates::environment::{
@@ -920,18 +921,18 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
                         break;
                     }
                     let t = Instant::now();
-                    let opened = domain
-                        .report_drift(
-                            &ctx(OPS_TENANT, Role::System),
-                            &environment,
-                            vec![AffectedWorkflow {
-                                workflow_id: format!("wf-{c}"),
-                                name: format!("Workflow {c}"),
-                            }],
-                            Some("ab".repeat(32)),
-                            IncidentPolicy::default(),
-                        )
-                        .await;
+                    let opened = report_drift(
+                        &domain,
+                        &ctx(OPS_TENANT, Role::System),
+                        &environment,
+                        vec![AffectedWorkflow {
+                            workflow_id: format!("wf-{c}"),
+                            name: format!("Workflow {c}"),
+                        }],
+                        Some("ab".repeat(32)),
+                        IncidentPolicy::default(),
+                    )
+                    .await;
                     let open_ms = ms(t.elapsed());
                     let incident = match opened {
                         Ok((incident, committed))

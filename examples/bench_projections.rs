@@ -896,6 +896,11 @@ async fn measure_lag(
 async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
     store.migrate().await?;
     let domain = Domain::new(CommandBus::new(store.clone()));
+    // The reactors run as in the service (they release the link slots of mappings
+    // that go missing); aborted when the run ends.
+    let (_, reactors) =
+        workflowops::reactors::ReactorRuntime::standard(&domain, Default::default()).spawn();
+    let _reactors = AbortOnDrop(reactors);
 
     // Population
     let existing = count_events(store).await?;
@@ -1060,4 +1065,13 @@ async fn main() -> anyhow::Result<()> {
     bench.finish().await;
     println!("{}", report?);
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

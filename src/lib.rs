@@ -8,6 +8,7 @@ pub mod connectors;
 pub mod context;
 pub mod graphql;
 pub mod http;
+pub mod reactors;
 pub mod read_side;
 pub mod scheduler;
 pub mod storage;
@@ -36,6 +37,8 @@ pub struct Application {
     auth: http::auth::Auth,
     context: AppContext,
     projector: tokio::task::JoinHandle<()>,
+    /// The process managers (incident slot, link slot), started with the projector.
+    reactor_runtime: tokio::task::JoinHandle<()>,
     tail: tokio::task::JoinHandle<()>,
     intervals: scheduler::Intervals,
     /// How often the log digest is sealed (`None`: never; the head is kept anyway).
@@ -124,11 +127,15 @@ impl Application {
         let (feed, tail) = http::feed::EventFeed::start(store.clone());
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key)?;
+        let context = AppContext::new(store, projections, feed, &key);
+        let (_, reactor_runtime) =
+            reactors::ReactorRuntime::standard(&context.domain, Default::default()).spawn();
         Ok(Application {
             listener,
             auth,
-            context: AppContext::new(store, projections, feed, &key),
+            context,
             projector,
+            reactor_runtime,
             tail,
             intervals: scheduler::Intervals::off(),
             seal_interval: Some(DEFAULT_SEAL_INTERVAL),
@@ -161,6 +168,11 @@ impl Application {
         &self.context.projections
     }
 
+    /// The reactors this process runs (or waits for): status and waits.
+    pub fn reactors(&self) -> &reactors::Reactors {
+        self.context.domain.reactors()
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until_stopped(
         self,
@@ -187,6 +199,8 @@ impl Application {
         schedulers.stop(SCHEDULER_GRACE).await;
         // An in-flight batch rolls back; the next start resumes from its checkpoint.
         self.projector.abort();
+        // A reaction in flight is replayed by the next runner: reactions are idempotent.
+        self.reactor_runtime.abort();
         self.tail.abort();
         // Its writes are single statements: stopping it anywhere leaves the head whole.
         sealer.abort();

@@ -1,25 +1,28 @@
-//! Application services: commands that span more than one aggregate.
+//! Application services: the per-aggregate entry points, and commands that span
+//! more than one aggregate.
 //!
 //! Each keeps a cross-aggregate invariant with an ordering that stays correct if
 //! the process dies between its steps:
 //! - a mapping claims the (environment, canonical) link slot *before* it records
-//!   `linked`, and releases it *after* a committed event that leaves `linked`;
-//! - drift reserves the environment's active-incident slot *before* the incident is
-//!   opened, and closing the incident releases it afterwards. A slot left pointing at
-//!   an incident that was never opened, or is already closed, is repaired by the next
-//!   drift report.
+//!   `linked`; the link-slot reactor ([`crate::reactors::link_slot`]) releases it
+//!   *after* a committed event that leaves `linked`;
+//! - a drift report reserves the environment's active-incident slot
+//!   ([`crate::workflows::incident_slot`]); the incident-slot reactor
+//!   ([`crate::reactors::incident_slot`]) opens the reserved incident, and releases
+//!   the slot after the incident is closed.
+//!
+//! The reactors run on [`crate::reactors::ReactorRuntime`]; [`Domain::reactors`] is
+//! where callers wait for them.
 
 use std::sync::Arc;
 
 use aggregates::canonical::{CanonicalCommand, CanonicalWorkflow};
 use aggregates::deployment::{Deployment, DeploymentCommand};
 use aggregates::environment::{Environment, EnvironmentCommand};
-use aggregates::incident::{
-    AffectedWorkflow, DriftIncident, IncidentCommand, IncidentEvent, IncidentPolicy,
-};
+use aggregates::incident::{DriftIncident, IncidentCommand};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, Slug};
-use aggregates::mapping::{MappingCommand, MappingEvent, WorkflowMapping};
+use aggregates::mapping::{MappingCommand, MappingStatus, WorkflowMapping};
 use aggregates::pipeline::{Pipeline, PipelineCommand};
 use aggregates::policy::{DriftPolicy, DriftPolicyCommand, PolicyScope};
 use aggregates::promotion::{Promotion, PromotionCommand};
@@ -29,28 +32,43 @@ use aggregates::reservation::{
 use aggregates::Actor;
 
 use crate::command::bus::{CommandBus, CommandContext, CommandError, Committed};
+use crate::reactors::{link_slot, Reactors};
 
 /// Attempts for internal steps that may meet a concurrent write.
-const RETRIES: usize = 5;
+pub(crate) const RETRIES: usize = 5;
+/// How long a link claim waits for the link-slot reactor to release a slot whose
+/// holder has already left `linked`.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Domain {
     bus: CommandBus,
+    reactors: Reactors,
 }
 
 impl Domain {
+    /// The domain over `bus`, with a [`Reactors`] handle that no runtime publishes
+    /// into yet: [`crate::reactors::ReactorRuntime::standard`] starts one on it.
     pub fn new(bus: CommandBus) -> Self {
-        Domain { bus }
+        let reactors = Reactors::new(bus.store().clone());
+        Domain { bus, reactors }
     }
 
     pub fn bus(&self) -> &CommandBus {
         &self.bus
     }
 
+    /// The reactors that finish this domain's multi-aggregate steps: their status,
+    /// and waits for their effects.
+    pub fn reactors(&self) -> &Reactors {
+        &self.reactors
+    }
+
     /// Reservations for `ctx`'s tenant, claimed as the system on the actor's behalf.
     pub fn reservations(&self, ctx: &CommandContext) -> Arc<dyn Reservations> {
         Arc::new(StoreReservations {
             bus: self.bus.clone(),
+            reactors: self.reactors.clone(),
             ctx: system_ctx(ctx, "reservations"),
         })
     }
@@ -78,7 +96,8 @@ impl Domain {
             .await
     }
 
-    /// A mapping command; a committed move out of `linked` frees the link slot.
+    /// A mapping command. A committed move out of `linked` frees the link slot
+    /// through the link-slot reactor.
     pub async fn mapping(
         &self,
         ctx: &CommandContext,
@@ -107,8 +126,7 @@ impl Domain {
             }
         }
         let services = self.reservations(ctx);
-        let committed = self
-            .bus
+        self.bus
             .execute::<WorkflowMapping, _>(
                 ctx,
                 &[environment_id, n8n_workflow_id],
@@ -116,36 +134,11 @@ impl Domain {
                 false,
                 &services,
             )
-            .await?;
-        // The canonical id whose slot to free: `unlinked` names it; the other ways out
-        // of `linked` (missing, ignored, deleted) keep it on the mapping.
-        let released = committed
-            .events
-            .iter()
-            .find(|(_, e)| e.leaves_linked())
-            .and_then(|(_, e)| match e {
-                MappingEvent::Unlinked { canonical_id, .. } => Some(canonical_id.clone()),
-                _ => committed.state.canonical_id.clone(),
-            });
-        if let Some(canonical) = released {
-            let canonical = LocalId::parse(canonical)?;
-            let release = ReservationCommand::Release {
-                holder: n8n_workflow_id.to_string(),
-            };
-            self.bus
-                .execute_retrying::<Reservation<LinkSlot>, _>(
-                    &system_ctx(ctx, "reservations"),
-                    &[environment_id, &canonical],
-                    release,
-                    &(),
-                    RETRIES,
-                )
-                .await?;
-        }
-        Ok(committed)
+            .await
     }
 
-    /// An incident command; a committed close frees the environment's slot.
+    /// An incident command. A committed close frees the environment's slot through
+    /// the incident-slot reactor.
     pub async fn incident(
         &self,
         ctx: &CommandContext,
@@ -153,41 +146,9 @@ impl Domain {
         command: IncidentCommand,
         admin_override: bool,
     ) -> Result<Committed<DriftIncident>, CommandError> {
-        let committed = self
-            .bus
-            .execute::<DriftIncident, _>(ctx, &[incident_id], command, admin_override, &())
-            .await?;
-        if committed
-            .events
-            .iter()
-            .any(|(_, e)| matches!(e, IncidentEvent::Closed { .. }))
-        {
-            self.release_incident_slot(ctx, &committed.state.environment_id, incident_id)
-                .await?;
-        }
-        Ok(committed)
-    }
-
-    async fn release_incident_slot(
-        &self,
-        ctx: &CommandContext,
-        environment_id: &str,
-        incident_id: &LocalId,
-    ) -> Result<(), CommandError> {
-        let environment_id = LocalId::parse(environment_id)?;
-        let release = EnvironmentCommand::ReleaseIncidentSlot {
-            incident_id: incident_id.clone(),
-        };
         self.bus
-            .execute_retrying::<Environment, _>(
-                &system_ctx(ctx, "incident-slot"),
-                &[&environment_id],
-                release,
-                &(),
-                RETRIES,
-            )
-            .await?;
-        Ok(())
+            .execute::<DriftIncident, _>(ctx, &[incident_id], command, admin_override, &())
+            .await
     }
 
     pub async fn promotion(
@@ -250,109 +211,10 @@ impl Domain {
             .execute::<DriftPolicy, _>(ctx, &[&scope.local_id()], command, false, &())
             .await
     }
-
-    /// Drift found on an environment: updates its active incident, or reserves the
-    /// slot and opens a new one. Returns the incident's id and what was appended to it.
-    pub async fn report_drift(
-        &self,
-        ctx: &CommandContext,
-        environment_id: &LocalId,
-        affected_workflows: Vec<AffectedWorkflow>,
-        snapshot_digest: Option<String>,
-        policy: IncidentPolicy,
-    ) -> Result<(LocalId, Committed<DriftIncident>), CommandError> {
-        let env_aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id]);
-        let mut last_error = None;
-        for _ in 0..RETRIES {
-            let environment = self
-                .bus
-                .load::<Environment>(&env_aggregate)
-                .await?
-                .into_state();
-            if !environment.registered {
-                return Err(DomainError::NotFound {
-                    kind: "environment",
-                    id: environment_id.to_string(),
-                }
-                .into());
-            }
-            let open = IncidentCommand::Open {
-                environment_id: environment_id.clone(),
-                production: environment.class
-                    == aggregates::environment::EnvironmentClass::Production,
-                affected_workflows: affected_workflows.clone(),
-                snapshot_digest: snapshot_digest.clone(),
-                policy,
-            };
-            let incident_id = match &environment.active_incident {
-                Some(active) => {
-                    let active = LocalId::parse(active.as_str())?;
-                    let update = IncidentCommand::UpdateDrift {
-                        affected_workflows: affected_workflows.clone(),
-                    };
-                    match self
-                        .incident(&system_ctx(ctx, "drift"), &active, update, false)
-                        .await
-                    {
-                        Ok(committed) => return Ok((active, committed)),
-                        // reserved but never opened (a crash between the two steps): open it now
-                        Err(CommandError::Refused(DomainError::NotFound {
-                            kind: "incident",
-                            ..
-                        })) => active,
-                        // closed but the slot was not released yet: release and start over
-                        Err(CommandError::Refused(DomainError::Validation {
-                            ref field, ..
-                        })) if field == "status" => {
-                            self.release_incident_slot(ctx, environment_id.as_str(), &active)
-                                .await?;
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                None => {
-                    let new_id = LocalId::parse(uuid::Uuid::new_v4().to_string())?;
-                    let reserve = EnvironmentCommand::ReserveIncidentSlot {
-                        incident_id: new_id.clone(),
-                    };
-                    match self
-                        .bus
-                        .execute::<Environment, _>(
-                            &system_ctx(ctx, "incident-slot"),
-                            &[environment_id],
-                            reserve,
-                            false,
-                            &(),
-                        )
-                        .await
-                    {
-                        Ok(_) => new_id,
-                        // someone else reserved first: reload and update theirs
-                        Err(
-                            e @ (CommandError::Conflict { .. }
-                            | CommandError::Refused(DomainError::Validation { .. })),
-                        ) => {
-                            last_error = Some(e);
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            };
-            let committed = self
-                .incident(&system_ctx(ctx, "drift"), &incident_id, open, false)
-                .await?;
-            return Ok((incident_id, committed));
-        }
-        Err(last_error.unwrap_or_else(|| CommandError::Conflict {
-            aggregate_id: env_aggregate,
-        }))
-    }
 }
 
 /// The same tenant and correlation, acting as a system job.
-fn system_ctx(ctx: &CommandContext, job: &str) -> CommandContext {
+pub(crate) fn system_ctx(ctx: &CommandContext, job: &str) -> CommandContext {
     CommandContext {
         tenant: ctx.tenant.clone(),
         actor: Actor::system(job),
@@ -364,6 +226,7 @@ fn system_ctx(ctx: &CommandContext, job: &str) -> CommandContext {
 /// [`Reservations`] over the event store: each key is a `Reservation` aggregate.
 struct StoreReservations {
     bus: CommandBus,
+    reactors: Reactors,
     ctx: CommandContext,
 }
 
@@ -392,6 +255,64 @@ impl StoreReservations {
     }
 }
 
+impl StoreReservations {
+    /// The link slot of (`environment`, `canonical`) is held by a workflow that has
+    /// already left `linked` (the link-slot reactor has not released it yet): waits,
+    /// bounded, for the reactor to reach what is committed now. True when a claim is
+    /// worth trying again.
+    async fn release_pending(
+        &self,
+        environment: &LocalId,
+        canonical: &LocalId,
+    ) -> Result<bool, DomainError> {
+        let unavailable = |e: CommandError| DomainError::Unavailable(e.to_string());
+        let slot =
+            aggregates::kernel::ids::aggregate_id(&self.ctx.tenant, &[environment, canonical]);
+        let Some(holder) = self
+            .bus
+            .load::<Reservation<LinkSlot>>(&slot)
+            .await
+            .map_err(unavailable)?
+            .into_state()
+            .holder
+        else {
+            return Ok(true);
+        };
+        let holder = LocalId::parse(holder)?;
+        let mapping =
+            aggregates::kernel::ids::aggregate_id(&self.ctx.tenant, &[environment, &holder]);
+        let mapping = self
+            .bus
+            .load::<WorkflowMapping>(&mapping)
+            .await
+            .map_err(unavailable)?
+            .into_state();
+        if mapping.status == MappingStatus::Linked
+            && mapping.canonical_id.as_deref() == Some(canonical.as_str())
+        {
+            return Ok(false);
+        }
+        let head = self
+            .bus
+            .store()
+            .last_position()
+            .await
+            .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+        match self
+            .reactors
+            .wait_for_reactor(link_slot::NAME, head, RELEASE_WAIT)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                tracing::warn!(%error, %environment, %canonical, %holder,
+                    "link slot held by a workflow that left `linked`; its release is pending");
+                Ok(false)
+            }
+        }
+    }
+}
+
 impl Reservations for StoreReservations {
     fn claim<'a>(
         &'a self,
@@ -407,8 +328,14 @@ impl Reservations for StoreReservations {
                     })?;
                     let (environment, canonical) =
                         (LocalId::parse(environment)?, LocalId::parse(canonical)?);
-                    self.claim_kind::<LinkSlot>(&[&environment, &canonical], holder)
-                        .await
+                    let parts = [&environment, &canonical];
+                    if self.claim_kind::<LinkSlot>(&parts, holder).await? {
+                        return Ok(true);
+                    }
+                    if !self.release_pending(&environment, &canonical).await? {
+                        return Ok(false);
+                    }
+                    self.claim_kind::<LinkSlot>(&parts, holder).await
                 }
                 SlugClaim::TYPE => {
                     let slug = Slug::parse(key)?;

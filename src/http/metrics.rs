@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text (OpenMetrics) for requests, command outcomes by
-//! error code, open event streams, projection lag and scheduler ticks.
+//! error code, open event streams, projection and reactor lag, and scheduler ticks.
 
 use std::sync::Arc;
 
@@ -43,6 +43,11 @@ struct ProjectionLabels {
     projection: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReactorLabels {
+    reactor: String,
+}
+
 struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -53,6 +58,12 @@ struct Inner {
     checkpoints: Family<ProjectionLabels, Gauge>,
     lag: Family<ProjectionLabels, Gauge>,
     failed: Family<ProjectionLabels, Gauge>,
+    reactor_checkpoints: Family<ReactorLabels, Gauge>,
+    reactor_lag: Family<ReactorLabels, Gauge>,
+    reactor_handled: Family<ReactorLabels, Gauge>,
+    reactor_skipped: Family<ReactorLabels, Gauge>,
+    reactor_blocked: Family<ReactorLabels, Gauge>,
+    reactor_attempts: Family<ReactorLabels, Gauge>,
     ticks: Family<TickLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
 }
@@ -120,6 +131,42 @@ impl Metrics {
             "1 when the projection stopped on an event it cannot apply",
             failed.clone(),
         );
+        let reactor_gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ReactorLabels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let reactor_checkpoints = reactor_gauge(
+            &mut registry,
+            "reactor_checkpoint_position",
+            "Global position of the last event each reactor handled (in this process)",
+        );
+        let reactor_lag = reactor_gauge(
+            &mut registry,
+            "reactor_lag_positions",
+            "Log head position minus the reactor's checkpoint position",
+        );
+        let reactor_handled = reactor_gauge(
+            &mut registry,
+            "reactor_events_handled",
+            "Events whose effect the reactor made happen (since its checkpoint row began)",
+        );
+        let reactor_skipped = reactor_gauge(
+            &mut registry,
+            "reactor_events_skipped",
+            "Events the reactor skipped as already done or no longer applicable",
+        );
+        let reactor_blocked = reactor_gauge(
+            &mut registry,
+            "reactor_blocked",
+            "0 running; 1 retrying an event after a transient error; 2 stopped at an \
+             event on a permanent error (retried with backoff, someone has to look)",
+        );
+        let reactor_attempts = reactor_gauge(
+            &mut registry,
+            "reactor_attempts",
+            "Failed attempts at the event the reactor is blocked on (0 when running)",
+        );
         let ticks = Family::<TickLabels, Counter>::default();
         registry.register(
             "scheduler_ticks",
@@ -145,6 +192,12 @@ impl Metrics {
             checkpoints,
             lag,
             failed,
+            reactor_checkpoints,
+            reactor_lag,
+            reactor_handled,
+            reactor_skipped,
+            reactor_blocked,
+            reactor_attempts,
             ticks,
             refused,
         }))
@@ -187,11 +240,12 @@ impl Metrics {
         self.0.subscribers.inc_by(delta);
     }
 
-    /// Refreshes the projection gauges and renders every metric.
+    /// Refreshes the projection and reactor gauges and renders every metric.
     pub fn render(
         &self,
         head: i64,
         projections: &[projections::ProjectionStatus],
+        reactors: &[crate::reactors::ReactorStatus],
     ) -> Result<String, std::fmt::Error> {
         self.0.head.set(head);
         for p in projections {
@@ -210,6 +264,34 @@ impl Metrics {
                 .failed
                 .get_or_create(&labels)
                 .set(i64::from(p.failed.is_some()));
+        }
+        for r in reactors.iter().filter(|r| r.running_here) {
+            let labels = ReactorLabels {
+                reactor: r.name.clone(),
+            };
+            let inner = &self.0;
+            inner
+                .reactor_checkpoints
+                .get_or_create(&labels)
+                .set(r.checkpoint.position);
+            inner
+                .reactor_lag
+                .get_or_create(&labels)
+                .set((head - r.checkpoint.position).max(0));
+            inner
+                .reactor_handled
+                .get_or_create(&labels)
+                .set(r.events_handled);
+            inner
+                .reactor_skipped
+                .get_or_create(&labels)
+                .set(r.events_skipped);
+            let (blocked, attempts) = match &r.blocked {
+                None => (0, 0),
+                Some(b) => (if b.permanent { 2 } else { 1 }, i64::from(b.attempts)),
+            };
+            inner.reactor_blocked.get_or_create(&labels).set(blocked);
+            inner.reactor_attempts.get_or_create(&labels).set(attempts);
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.0.registry)?;

@@ -560,11 +560,11 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             0
         }
     };
-    match state
-        .context
-        .metrics
-        .render(head, &state.context.projections.status())
-    {
+    match state.context.metrics.render(
+        head,
+        &state.context.projections.status(),
+        &state.context.domain.reactors().status(),
+    ) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -582,7 +582,9 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The service can do its work: the database answers and no projection has stopped.
+/// The service can do its work: the database answers, no projection has stopped and
+/// no reactor is stopped on a permanent error (one retrying a transient error is
+/// listed with its error, and the service stays ready).
 /// Rebuilds in progress are listed with their progress (`rebuilding`); they do not
 /// make the service unready, since queries keep reading the complete old read
 /// models until the rebuilt ones are swapped in.
@@ -590,7 +592,11 @@ async fn ready(State(state): State<HttpState>) -> Response {
     match state.context.store.ping().await {
         Ok(()) => {
             let projections = state.context.projections.status();
-            let stopped = projections.iter().any(|p| p.failed.is_some());
+            let reactors = state.context.domain.reactors().status();
+            let stopped = projections.iter().any(|p| p.failed.is_some())
+                || reactors
+                    .iter()
+                    .any(|r| r.blocked.as_ref().is_some_and(|b| b.permanent));
             let rebuilding =
                 match projections::rebuild::rebuild_progress(&state.context.store).await {
                     Ok(rebuilds) => rebuilds
@@ -622,6 +628,7 @@ async fn ready(State(state): State<HttpState>) -> Response {
                 "status": if stopped { "degraded" } else { "ready" },
                 "database": state.context.store.backend().as_str(),
                 "projections": projections,
+                "reactors": reactors,
                 "rebuilding": rebuilding,
             }));
             if stopped {

@@ -276,16 +276,15 @@ pub async fn check_drift(
                 .put(ctx.tenant.as_str(), &snapshot)
                 .await
                 .map_err(projections::query::QueryError::from)?;
-            let (incident, committed) = services
-                .domain
-                .report_drift(
-                    ctx,
-                    environment_id,
-                    affected,
-                    Some(digest),
-                    policy.incident_policy(),
-                )
-                .await?;
+            let (incident, committed) = super::incident_slot::report_drift(
+                &services.domain,
+                ctx,
+                environment_id,
+                affected,
+                Some(digest),
+                policy.incident_policy(),
+            )
+            .await?;
             report.incident_id = Some(incident.to_string());
             report.position = report.position.max(committed.position);
         }

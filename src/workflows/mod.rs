@@ -1,5 +1,6 @@
 //! Use cases that span aggregates or reach outside the service: syncing with n8n
-//! and Git ([`sync`]), drift checks ([`drift`]) and promotions ([`promotion`]).
+//! and Git ([`sync`]), drift checks ([`drift`]), the incident a drift report opens
+//! or updates ([`incident_slot`]) and promotions ([`promotion`]).
 //!
 //! Each use case authorizes its caller first, through the same check as every
 //! command ([`crate::command::bus::authorize`] with a
@@ -7,5 +8,6 @@
 //! check roles themselves.
 
 pub mod drift;
+pub mod incident_slot;
 pub mod promotion;
 pub mod sync;

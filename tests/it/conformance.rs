@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::environment::{
     Environment, EnvironmentClass, EnvironmentCommand, EnvironmentEvent, GitProvider, GitTarget,
@@ -75,10 +76,16 @@ async fn incident_on_prod(
         .await
         .unwrap();
     let system = ctx("acme", Role::System);
-    let (incident_id, _) = domain
-        .report_drift(&system, &id("prod"), vec![], None, Default::default())
-        .await
-        .unwrap();
+    let (incident_id, _) = report_drift(
+        domain,
+        &system,
+        &id("prod"),
+        vec![],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     incident_id
 }
 

@@ -1,6 +1,7 @@
 //! Cross-aggregate invariants under concurrent commands, on both backends.
 
 use std::collections::HashSet;
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::canonical::CanonicalCommand;
 use aggregates::content::ContentHash;
@@ -12,8 +13,10 @@ use aggregates::mapping::{MappingCommand, MappingStatus, Observation, WorkflowMa
 use workflowops::command::bus::CommandError;
 use workflowops::command::domain::Domain;
 
+use workflowops::reactors::{ReactorOptions, ReactorRuntime};
+
 use crate::conformance::register;
-use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
+use crate::support::{admin, both_backends, ctx, id, AbortOnDrop, Kind, TestStore, WAIT};
 
 both_backends!(
     one_linked_mapping_per_canonical_and_environment,
@@ -206,15 +209,15 @@ async fn one_active_incident_per_environment(kind: Kind) {
     for n in 1..=8 {
         let domain = domain.clone();
         tasks.push(tokio::spawn(async move {
-            domain
-                .report_drift(
-                    &ctx("acme", Role::System),
-                    &id("prod"),
-                    affected(n),
-                    None,
-                    Default::default(),
-                )
-                .await
+            report_drift(
+                &domain,
+                &ctx("acme", Role::System),
+                &id("prod"),
+                affected(n),
+                None,
+                Default::default(),
+            )
+            .await
         }));
     }
     let mut ids = HashSet::new();
@@ -246,8 +249,14 @@ async fn one_active_incident_per_environment(kind: Kind) {
         reason: Some("reverted".into()),
         resolution_type: Some(ResolutionType::Revert),
     };
-    domain
+    let closed = domain
         .incident(&admin("acme"), &incident_id, close, false)
+        .await
+        .unwrap();
+    // the incident-slot reactor releases the slot once it has seen the close
+    domain
+        .reactors()
+        .wait_for(closed.position.unwrap(), WAIT)
         .await
         .unwrap();
     let env = domain
@@ -257,44 +266,63 @@ async fn one_active_incident_per_environment(kind: Kind) {
         .unwrap()
         .into_state();
     assert_eq!(env.active_incident, None);
-    let (next, _) = domain
-        .report_drift(
-            &ctx("acme", Role::System),
-            &id("prod"),
-            affected(1),
-            None,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let (next, _) = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        affected(1),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_ne!(next, incident_id);
     assert_eq!(detected_count(&t).await, 2);
 }
 
 async fn incident_slot_recovers_from_interrupted_steps(kind: Kind) {
     let t = TestStore::new(kind).await;
-    let domain = t.domain();
+    // The service's steps are driven by hand here: reactors run only where the test
+    // starts them, so it can stop them between two steps, as a crash would.
+    let domain = t.domain_without_reactors();
+    let start_reactors = |domain: &Domain| {
+        ReactorRuntime::standard(domain, ReactorOptions::default())
+            .spawn()
+            .1
+    };
     let system = ctx("acme", Role::System);
     domain
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
         .unwrap();
-    // crash after reserving, before opening: the next report opens the reserved incident
+    // crash after reserving, before opening, in a version before reactors (the
+    // reservation carries no opening): the next report opens the reserved incident
     let reserve = EnvironmentCommand::ReserveIncidentSlot {
         incident_id: id("reserved-1"),
+        opening: None,
     };
     domain
         .environment(&system, &id("prod"), reserve)
         .await
         .unwrap();
-    let (opened, committed) = domain
-        .report_drift(&system, &id("prod"), affected(2), None, Default::default())
-        .await
-        .unwrap();
+    let reactors = start_reactors(&domain);
+    let (opened, committed) = report_drift(
+        &domain,
+        &system,
+        &id("prod"),
+        affected(2),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(opened.as_str(), "reserved-1");
     assert!(committed.state.opened);
 
-    // crash after closing, before releasing: the next report releases and opens anew
+    // crash after closing, before releasing: the slot still holds the closed
+    // incident; once the reactors run again, the next report opens a new one
+    reactors.abort();
+    let _ = reactors.await;
     let close = IncidentCommand::Close {
         reason: Some("fixed".into()),
         resolution_type: Some(ResolutionType::Replace),
@@ -304,10 +332,24 @@ async fn incident_slot_recovers_from_interrupted_steps(kind: Kind) {
         .execute::<DriftIncident, _>(&admin("acme"), &[&opened], close, false, &())
         .await
         .unwrap();
-    let (fresh, _) = domain
-        .report_drift(&system, &id("prod"), affected(1), None, Default::default())
+    let env = domain
+        .bus()
+        .load::<Environment>("acme:prod")
         .await
-        .unwrap();
+        .unwrap()
+        .into_state();
+    assert_eq!(env.active_incident.as_deref(), Some(opened.as_str()));
+    let _reactors = AbortOnDrop(start_reactors(&domain));
+    let (fresh, _) = report_drift(
+        &domain,
+        &system,
+        &id("prod"),
+        affected(1),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_ne!(fresh, opened);
     let env = domain
         .bus()
@@ -318,16 +360,16 @@ async fn incident_slot_recovers_from_interrupted_steps(kind: Kind) {
     assert_eq!(env.active_incident.as_deref(), Some(fresh.as_str()));
 
     // an unknown environment is NOT_FOUND and appends nothing
-    let err = domain
-        .report_drift(
-            &system,
-            &id("nowhere"),
-            affected(1),
-            None,
-            Default::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = report_drift(
+        &domain,
+        &system,
+        &id("nowhere"),
+        affected(1),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code().as_str(), "NOT_FOUND");
 }
 

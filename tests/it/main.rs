@@ -13,6 +13,7 @@ mod git;
 mod invariants;
 mod n8n;
 mod props;
+mod reactors;
 mod read_models;
 mod rebuild_live;
 mod scenarios;

@@ -4,6 +4,7 @@
 //! leaves a terminal state), and every chain verifies.
 
 use std::collections::BTreeMap;
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::content::ContentHash;
 use aggregates::deployment::{
@@ -237,15 +238,15 @@ pub(crate) async fn apply_op(
                     name: "W".into(),
                 })
                 .collect();
-            if let Ok((incident_id, _)) = domain
-                .report_drift(
-                    &ctx(tenant, Role::System),
-                    &id("prod"),
-                    affected,
-                    None,
-                    policy,
-                )
-                .await
+            if let Ok((incident_id, _)) = report_drift(
+                domain,
+                &ctx(tenant, Role::System),
+                &id("prod"),
+                affected,
+                None,
+                policy,
+            )
+            .await
             {
                 if !incidents.contains(&incident_id) {
                     incidents.push(incident_id);

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::canonical::CanonicalCommand;
 use aggregates::content::ContentHash;
@@ -170,6 +171,14 @@ pub(crate) async fn workload(t: &TestStore, ops_per_tenant: usize) {
             }
         }
     }
+    // The reactors finish what the workload started (opening reserved incidents,
+    // releasing slots) before anyone measures the log.
+    let head = t.store.last_position().await.unwrap();
+    domain
+        .reactors()
+        .wait_for(head, crate::support::WAIT)
+        .await
+        .unwrap();
 }
 
 fn assert_not_vacuous(tables: &BTreeMap<&'static str, Vec<String>>, events: usize) {
@@ -359,16 +368,16 @@ async fn unappliable_event_stops_one_projection(kind: Kind) {
         }
     }
     let poison = head(&t.store).await;
-    let opened = domain
-        .report_drift(
-            &ctx("acme", Role::System),
-            &id("prod"),
-            vec![],
-            None,
-            IncidentPolicy::default(),
-        )
-        .await
-        .unwrap();
+    let opened = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        vec![],
+        None,
+        IncidentPolicy::default(),
+    )
+    .await
+    .unwrap();
     let (handle, task) = Projector::new(
         t.store.clone(),
         projections::all(),
@@ -660,16 +669,16 @@ async fn matrix_and_environment_status(kind: Kind) {
     assert_eq!((e.linked_mappings, e.with_drift, e.not_in_git), (1, 1, 1));
     let since = e.drift_status_since;
 
-    let (incident_id, opened) = domain
-        .report_drift(
-            &ctx("acme", Role::System),
-            &id("prod"),
-            vec![],
-            None,
-            IncidentPolicy::default(),
-        )
-        .await
-        .unwrap();
+    let (incident_id, opened) = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        vec![],
+        None,
+        IncidentPolicy::default(),
+    )
+    .await
+    .unwrap();
     handle
         .wait_for(
             projections::models::environments::NAME,
@@ -780,16 +789,16 @@ async fn read_your_writes_and_history(kind: Kind) {
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
         .unwrap();
-    let (incident_id, opened) = domain
-        .report_drift(
-            &ctx("acme", Role::System),
-            &id("prod"),
-            vec![],
-            None,
-            IncidentPolicy::default(),
-        )
-        .await
-        .unwrap();
+    let (incident_id, opened) = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        vec![],
+        None,
+        IncidentPolicy::default(),
+    )
+    .await
+    .unwrap();
     // Nobody runs the projections yet: a bounded wait times out.
     let idle = Projector::new(
         t.store.clone(),
@@ -956,7 +965,9 @@ async fn two_projectors_apply_each_event_once_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_processes_appends_wake_the_projector_postgres() {
     let t = TestStore::new(Kind::Postgres).await;
-    let domain = t.domain();
+    // No reactors: nothing but the test writes, so the projector's first read sees
+    // the first event (a concurrent transaction would hide it until the next wake-up).
+    let domain = t.domain_without_reactors();
     let elsewhere = Store::connect(&t.url, 4).await.unwrap();
     let first = domain
         .environment(&admin("acme"), &id("prod"), register("Production"))

@@ -5,6 +5,7 @@ use aggregates::kernel::ids::{LocalId, TenantId};
 use eventstore::{PgStore, Store};
 use workflowops::command::bus::{CommandBus, CommandContext};
 use workflowops::command::domain::Domain;
+use workflowops::reactors::{ReactorOptions, ReactorRuntime};
 
 pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -17,6 +18,9 @@ pub struct TestStore {
     pub store: Store,
     /// `DATABASE_URL` of the store, for running the binary against it.
     pub url: String,
+    /// The domain [`TestStore::domain`] hands out, with the reactor runtime it
+    /// started (as the service does: multi-aggregate steps finish on reactors).
+    domain: std::sync::OnceLock<(Domain, Option<tokio::task::JoinHandle<()>>)>,
     cleanup: Cleanup,
 }
 
@@ -48,6 +52,7 @@ impl TestStore {
         TestStore {
             store,
             url,
+            domain: Default::default(),
             cleanup: Cleanup::Sqlite { _dir: dir },
         }
     }
@@ -72,11 +77,37 @@ impl TestStore {
         TestStore {
             store,
             url,
+            domain: Default::default(),
             cleanup: Cleanup::Postgres { database },
         }
     }
 
+    /// The domain over this store, with the service's reactors running (started on
+    /// first use; every call shares them).
     pub fn domain(&self) -> Domain {
+        self.domain
+            .get_or_init(|| {
+                let domain = Domain::new(CommandBus::new(self.store.clone()));
+                let (_, task) =
+                    ReactorRuntime::standard(&domain, ReactorOptions::default()).spawn();
+                (domain, Some(task))
+            })
+            .0
+            .clone()
+    }
+
+    /// Makes [`TestStore::domain`] hand out `domain`, whose reactors someone else runs
+    /// (the service under test), instead of starting a second runtime.
+    pub fn adopt_domain(&self, domain: Domain) {
+        assert!(
+            self.domain.set((domain, None)).is_ok(),
+            "adopt the service's domain before anything uses TestStore::domain"
+        );
+    }
+
+    /// A domain over this store with no reactors running: multi-aggregate steps stop
+    /// after their first commit, as after a crash (or until a runtime is started).
+    pub fn domain_without_reactors(&self) -> Domain {
         Domain::new(CommandBus::new(self.store.clone()))
     }
 
@@ -91,6 +122,9 @@ fn database_url(database: &str) -> String {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
+        if let Some((_, Some(reactors))) = self.domain.get() {
+            reactors.abort();
+        }
         if let Cleanup::Postgres { database } = &self.cleanup {
             // Drop runs inside the test's runtime, which may be single-threaded and is
             // blocked here: use a thread with its own runtime, and do not touch the
@@ -200,3 +234,15 @@ macro_rules! both_backends {
     };
 }
 pub(crate) use both_backends;
+
+/// How long tests wait for a reactor's effect.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Aborts a background task when dropped (a test's reactor runtime).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -10,6 +10,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::incident::IncidentOpening;
 use crate::kernel::command::{DomainCommand, Issued, Role};
 use crate::kernel::error::{non_blank, require_text, DomainError};
 use crate::kernel::ids::LocalId;
@@ -139,8 +140,12 @@ pub enum EnvironmentCommand {
     RecordDriftCheck {
         outcome: DriftCheckOutcome,
     },
+    /// Reserves the active-incident slot for `incident_id`. `opening` is what the
+    /// incident-slot reactor opens it with (a reservation without one is repaired
+    /// by the next drift report instead).
     ReserveIncidentSlot {
         incident_id: LocalId,
+        opening: Option<IncidentOpening>,
     },
     ReleaseIncidentSlot {
         incident_id: LocalId,
@@ -230,6 +235,10 @@ pub enum EnvironmentEvent {
     },
     IncidentSlotReserved {
         incident_id: String,
+        /// What opening the reserved incident needs (absent in reservations recorded
+        /// before the incident-slot reactor existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opening: Option<IncidentOpening>,
     },
     IncidentSlotReleased {
         incident_id: String,
@@ -449,15 +458,24 @@ impl Environment {
                     },
                 }])
             }
-            ReserveIncidentSlot { incident_id } => match &self.active_incident {
+            ReserveIncidentSlot {
+                incident_id,
+                opening,
+            } => match &self.active_incident {
                 Some(active) if active == incident_id.as_str() => Ok(vec![]),
                 Some(active) => Err(DomainError::validation(
                     "active_incident",
                     format!("environment already has active incident `{active}`"),
                 )),
-                None => Ok(vec![EnvironmentEvent::IncidentSlotReserved {
-                    incident_id: incident_id.into(),
-                }]),
+                None => {
+                    if let Some(opening) = &opening {
+                        opening.check(at)?;
+                    }
+                    Ok(vec![EnvironmentEvent::IncidentSlotReserved {
+                        incident_id: incident_id.into(),
+                        opening,
+                    }])
+                }
             },
         }
     }
@@ -552,7 +570,7 @@ impl Aggregate for Environment {
                 self.last_drift_check_at = Some(at);
                 self.last_drift_error = Some(cause);
             }
-            IncidentSlotReserved { incident_id } => self.active_incident = Some(incident_id),
+            IncidentSlotReserved { incident_id, .. } => self.active_incident = Some(incident_id),
             IncidentSlotReleased { .. } => self.active_incident = None,
         }
     }
@@ -710,12 +728,17 @@ mod tests {
 
     #[test]
     fn one_active_incident_slot() {
-        let reserve =
-            |i: &str| issue(EnvironmentCommand::ReserveIncidentSlot { incident_id: id(i) });
+        let reserve = |i: &str| {
+            issue(EnvironmentCommand::ReserveIncidentSlot {
+                incident_id: id(i),
+                opening: None,
+            })
+        };
         let given = vec![
             registered(EnvironmentClass::Production),
             EnvironmentEvent::IncidentSlotReserved {
                 incident_id: "inc-1".into(),
+                opening: None,
             },
         ];
         Fx::with(())
@@ -744,7 +767,59 @@ mod tests {
             .when(reserve("inc-2"))
             .then_expect_events(vec![EnvironmentEvent::IncidentSlotReserved {
                 incident_id: "inc-2".into(),
+                opening: None,
             }]);
+    }
+
+    /// The reservation carries what opening the incident needs, refuses an opening
+    /// the incident would refuse, and reservations stored before it existed still
+    /// decode (and keep their shape).
+    #[test]
+    fn reservation_carries_the_opening() {
+        use crate::incident::{AffectedWorkflow, IncidentOpening};
+        let opening = IncidentOpening {
+            production: true,
+            affected_workflows: vec![AffectedWorkflow {
+                workflow_id: "orders".into(),
+                name: "Orders".into(),
+            }],
+            snapshot_digest: Some("ab".repeat(32)),
+            policy: Default::default(),
+        };
+        let reserve = |opening: IncidentOpening| {
+            issue(EnvironmentCommand::ReserveIncidentSlot {
+                incident_id: id("inc-1"),
+                opening: Some(opening),
+            })
+        };
+        Fx::with(())
+            .given(vec![registered(EnvironmentClass::Production)])
+            .when(reserve(opening.clone()))
+            .then_expect_events(vec![EnvironmentEvent::IncidentSlotReserved {
+                incident_id: "inc-1".into(),
+                opening: Some(opening.clone()),
+            }]);
+        let bad = IncidentOpening {
+            snapshot_digest: Some("not a digest".into()),
+            ..opening
+        };
+        Fx::with(())
+            .given(vec![registered(EnvironmentClass::Production)])
+            .when(reserve(bad))
+            .then_expect_error(DomainError::validation(
+                "snapshot_digest",
+                "must be a lowercase hex SHA-256",
+            ));
+        let stored = serde_json::json!({"type": "incident_slot_reserved", "incident_id": "inc-0"});
+        let old: EnvironmentEvent = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(
+            old,
+            EnvironmentEvent::IncidentSlotReserved {
+                incident_id: "inc-0".into(),
+                opening: None
+            }
+        );
+        assert_eq!(serde_json::to_value(&old).unwrap(), stored);
     }
 
     #[test]

@@ -13,6 +13,31 @@ pub struct AffectedWorkflow {
     pub name: String,
 }
 
+/// Everything opening a drift incident needs. The environment's slot reservation
+/// carries it, so the incident-slot reactor can open the reserved incident on its
+/// own (and again, harmlessly, after a crash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentOpening {
+    pub production: bool,
+    pub affected_workflows: Vec<AffectedWorkflow>,
+    /// SHA-256 of the drift snapshot payload.
+    pub snapshot_digest: Option<String>,
+    pub policy: IncidentPolicy,
+}
+
+impl IncidentOpening {
+    /// The command that opens the reserved incident on `environment_id`.
+    pub fn open(&self, environment_id: LocalId) -> IncidentCommand {
+        IncidentCommand::Open {
+            environment_id,
+            production: self.production,
+            affected_workflows: self.affected_workflows.clone(),
+            snapshot_digest: self.snapshot_digest.clone(),
+            policy: self.policy,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum IncidentCommand {
     /// Opens the incident the environment reserved. Idempotent for the same environment.

@@ -21,7 +21,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-pub use commands::{AffectedWorkflow, IncidentCommand};
+pub use commands::{AffectedWorkflow, IncidentCommand, IncidentOpening};
 pub use events::{IncidentEvent, PendingAction};
 
 use crate::kernel::command::Issued;
@@ -463,11 +463,7 @@ impl DriftIncident {
                     policy,
                     production,
                     detected_at: at,
-                    sla_deadline: at
-                        .checked_add_signed(policy.severity_ttls.ttl(severity))
-                        .ok_or_else(|| {
-                            DomainError::validation("policy.severity_ttls", "deadline out of range")
-                        })?,
+                    sla_deadline: sla_deadline(&policy, severity, at)?,
                 }])
             }
             IncidentCommand::UpdateDrift { affected_workflows } => {
@@ -780,6 +776,27 @@ impl DriftIncident {
         };
         Ok(vec![event])
     }
+}
+
+impl IncidentOpening {
+    /// Refuses what opening the incident would refuse, so that a slot reservation
+    /// never carries an opening the incident-slot reactor cannot perform.
+    pub fn check(&self, at: DateTime<Utc>) -> Result<(), DomainError> {
+        validate_digest(self.snapshot_digest.as_deref())?;
+        let severity = self
+            .policy
+            .severity(self.production, self.affected_workflows.len());
+        sla_deadline(&self.policy, severity, at).map(|_| ())
+    }
+}
+
+fn sla_deadline(
+    policy: &IncidentPolicy,
+    severity: Severity,
+    at: DateTime<Utc>,
+) -> Result<DateTime<Utc>, DomainError> {
+    at.checked_add_signed(policy.severity_ttls.ttl(severity))
+        .ok_or_else(|| DomainError::validation("policy.severity_ttls", "deadline out of range"))
 }
 
 fn validate_digest(digest: Option<&str>) -> Result<(), DomainError> {

@@ -9,8 +9,9 @@
 //!
 //! Entering `linked` claims the (environment, canonical) link slot through
 //! [`Reservations`], so at most one mapping per environment is linked to a canonical
-//! workflow even under concurrent commands. The service releases the slot after a
-//! committed event that leaves `linked` ([`MappingEvent::leaves_linked`]).
+//! workflow even under concurrent commands. The service's link-slot reactor
+//! releases the slot after a committed event that leaves `linked`
+//! ([`MappingEvent::leaves_linked`]).
 
 mod commands;
 mod events;

@@ -4,6 +4,7 @@
 //! transitions, bad stream positions, and WebSocket connections without a valid token.
 
 use std::time::Duration;
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::incident::{AffectedWorkflow, IncidentPolicy};
 use aggregates::kernel::command::Role;
@@ -43,21 +44,19 @@ impl Probe {
 
     /// Opens an incident on `prod` as the drift job would; returns its id.
     async fn incident(&mut self) -> String {
-        let (incident, committed) = self
-            .api
-            .domain
-            .report_drift(
-                &ctx(TENANT, Role::System),
-                &id("prod"),
-                vec![AffectedWorkflow {
-                    workflow_id: "billing".into(),
-                    name: "Billing".into(),
-                }],
-                None,
-                IncidentPolicy::default(),
-            )
-            .await
-            .expect("drift opens an incident");
+        let (incident, committed) = report_drift(
+            &self.api.domain,
+            &ctx(TENANT, Role::System),
+            &id("prod"),
+            vec![AffectedWorkflow {
+                workflow_id: "billing".into(),
+                name: "Billing".into(),
+            }],
+            None,
+            IncidentPolicy::default(),
+        )
+        .await
+        .expect("drift opens an incident");
         self.events = event_total(&self.api).await;
         // read-your-writes for the cases that read it
         self.api

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use workflowops::workflows::incident_slot::report_drift;
 
 use aggregates::canonical::CanonicalCommand;
 use aggregates::content::ContentHash;
@@ -205,17 +206,16 @@ async fn seed_tenant_a(api: &Api) -> Seed {
         workflow_id: CANONICAL.into(),
         name: "Acme Confidential Billing".into(),
     }];
-    let (detected, _) = api
-        .domain
-        .report_drift(
-            &drift,
-            &local("stage"),
-            affected.clone(),
-            None,
-            IncidentPolicy::default(),
-        )
-        .await
-        .expect("drift on A's staging");
+    let (detected, _) = report_drift(
+        &api.domain,
+        &drift,
+        &local("stage"),
+        affected.clone(),
+        None,
+        IncidentPolicy::default(),
+    )
+    .await
+    .expect("drift on A's staging");
     let policy = IncidentPolicy {
         approvals: ApprovalRequirements {
             close: true,
@@ -223,9 +223,7 @@ async fn seed_tenant_a(api: &Api) -> Seed {
         },
         ..Default::default()
     };
-    let (pending, _) = api
-        .domain
-        .report_drift(&drift, &local("prod"), affected, None, policy)
+    let (pending, _) = report_drift(&api.domain, &drift, &local("prod"), affected, None, policy)
         .await
         .expect("drift on A's production");
     let data = api

@@ -81,6 +81,8 @@ impl Api {
         }
         let addr = app.local_addr().unwrap();
         let domain = app.domain().clone();
+        // fixtures that build through the store use the service's domain and reactors
+        store.adopt_domain(domain.clone());
         let projections = app.projections().clone();
         let context = app.context().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

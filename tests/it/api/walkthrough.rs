@@ -5,6 +5,7 @@
 use aggregates::incident::{AffectedWorkflow, IncidentPolicy};
 use aggregates::kernel::command::Role;
 use serde_json::{json, Value};
+use workflowops::workflows::incident_slot::report_drift;
 
 use super::{code, register_environment, Api};
 use crate::support::{both_backends, ctx, id, Kind};
@@ -18,17 +19,16 @@ pub async fn open_incident(api: &Api, tenant: &str, environment: &str) -> (Strin
         workflow_id: "payment_gateway".into(),
         name: "Payment Gateway".into(),
     }];
-    let (incident, committed) = api
-        .domain
-        .report_drift(
-            &ctx(tenant, Role::System),
-            &id(environment),
-            affected,
-            Some("9f".repeat(32)),
-            IncidentPolicy::default(),
-        )
-        .await
-        .expect("drift opens an incident");
+    let (incident, committed) = report_drift(
+        &api.domain,
+        &ctx(tenant, Role::System),
+        &id(environment),
+        affected,
+        Some("9f".repeat(32)),
+        IncidentPolicy::default(),
+    )
+    .await
+    .expect("drift opens an incident");
     (incident.to_string(), committed.position.unwrap())
 }
 

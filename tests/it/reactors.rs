@@ -1,0 +1,719 @@
+//! The reactor runtime and the service's reactors, on both backends: checkpoints
+//! survive restarts, a replayed batch changes nothing, two runtimes on one database
+//! handle each event once, a failing event is retried and never skipped, and each
+//! reactor repairs the crash it exists for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aggregates::canonical::CanonicalCommand;
+use aggregates::content::ContentHash;
+use aggregates::environment::{Environment, EnvironmentCommand};
+use aggregates::incident::{
+    AffectedWorkflow, DriftIncident, IncidentCommand, IncidentOpening, IncidentStatus,
+    ResolutionType,
+};
+use aggregates::kernel::command::Role;
+use aggregates::mapping::{MappingCommand, MappingStatus, Observation, WorkflowMapping};
+use aggregates::reservation::{LinkSlot, Reservation};
+use eventstore::sql::{Dialect, Sql};
+use eventstore::{Store, StoredEvent};
+use futures::future::BoxFuture;
+use workflowops::command::bus::CommandContext;
+use workflowops::command::domain::Domain;
+use workflowops::reactors::{
+    incident_slot, link_slot, ReactError, Reaction, Reactor, ReactorOptions, ReactorRuntime,
+    Reactors, Step, Trigger, WaitError,
+};
+use workflowops::workflows::incident_slot::report_drift;
+
+use crate::conformance::register;
+use crate::support::{admin, both_backends, ctx, id, AbortOnDrop, Kind, TestStore, WAIT};
+
+both_backends!(
+    checkpoint_survives_a_restart,
+    two_runtimes_handle_each_event_once,
+    a_failing_event_is_retried_and_never_skipped,
+    a_refused_effect_stops_the_reactor_and_ends_waits,
+    reserved_incident_is_opened_by_the_reactor,
+    closing_an_incident_releases_its_slot,
+    leaving_linked_releases_the_link_slot,
+    replaying_handled_batches_changes_nothing,
+);
+
+/// Fast retries, so tests see several attempts.
+fn options() -> ReactorOptions {
+    ReactorOptions {
+        poll: Duration::from_millis(50),
+        retry_min: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// A test reactor: counts the `environment.registered` events it handled, by
+/// position, after failing the first `failures` attempts (transiently, or
+/// permanently).
+struct Counter {
+    name: &'static str,
+    seen: Arc<Mutex<HashMap<i64, u32>>>,
+    failures: AtomicU32,
+    permanent: bool,
+}
+
+impl Counter {
+    fn new(name: &'static str, seen: &Arc<Mutex<HashMap<i64, u32>>>) -> Counter {
+        Counter {
+            name,
+            seen: seen.clone(),
+            failures: AtomicU32::new(0),
+            permanent: false,
+        }
+    }
+}
+
+impl Reactor for Counter {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn wants(&self, event: &StoredEvent) -> bool {
+        event.event_type == "environment.registered"
+    }
+
+    fn react<'a>(
+        &'a self,
+        trigger: &'a Trigger<'a>,
+    ) -> BoxFuture<'a, Result<Reaction, ReactError>> {
+        Box::pin(async move {
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                let message = format!("not now ({})", trigger.effect_id());
+                return Err(if self.permanent {
+                    ReactError::Permanent(message)
+                } else {
+                    ReactError::Transient(message)
+                });
+            }
+            *self
+                .seen
+                .lock()
+                .unwrap()
+                .entry(trigger.event.position)
+                .or_default() += 1;
+            Ok(Reaction::Done)
+        })
+    }
+}
+
+/// Steps `runner` until every reactor it runs has handled the event at `position`.
+/// (`catch_up` stops when nothing is readable yet; on PostgreSQL an event becomes
+/// readable only once no older transaction anywhere on the server is still open.)
+async fn step_to(runner: &mut ReactorRuntime, store: &Store, position: i64) {
+    let target = store
+        .cursor_after_position(position)
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        runner.step().await.unwrap();
+        if runner
+            .handle()
+            .status()
+            .iter()
+            .all(|s| s.running_here && s.checkpoint >= target)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reactors did not reach {position}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn head(store: &Store) -> i64 {
+    store.last_position().await.unwrap()
+}
+
+fn runtime(store: &Store, reactor: Counter) -> ReactorRuntime {
+    ReactorRuntime::new(
+        store.clone(),
+        vec![Arc::new(reactor)],
+        options(),
+        Reactors::new(store.clone()),
+    )
+}
+
+/// Registers environments `{prefix}0..{prefix}{n}`; returns their events' positions.
+async fn register_environments(domain: &Domain, prefix: &str, n: usize) -> Vec<i64> {
+    let mut positions = vec![];
+    for i in 0..n {
+        let committed = domain
+            .environment(
+                &admin("acme"),
+                &id(&format!("{prefix}{i}")),
+                register("Env"),
+            )
+            .await
+            .unwrap();
+        positions.push(committed.position.unwrap());
+    }
+    positions
+}
+
+fn counts(seen: &Arc<Mutex<HashMap<i64, u32>>>) -> HashMap<i64, u32> {
+    seen.lock().unwrap().clone()
+}
+
+fn once_each(positions: &[i64]) -> HashMap<i64, u32> {
+    positions.iter().map(|&p| (p, 1)).collect()
+}
+
+async fn checkpoint_survives_a_restart(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let first = register_environments(&domain, "a", 3).await;
+    let mut runner = runtime(&t.store, Counter::new("counter", &seen));
+    step_to(&mut runner, &t.store, *first.last().unwrap()).await;
+    assert_eq!(counts(&seen), once_each(&first));
+    let status = runner.handle().status();
+    assert_eq!(status[0].checkpoint.position, *first.last().unwrap());
+    assert_eq!(status[0].events_handled, 3);
+    drop(runner);
+
+    // a new runtime (a restart) resumes from the stored checkpoint
+    let second = register_environments(&domain, "b", 2).await;
+    let mut restarted = runtime(&t.store, Counter::new("counter", &seen));
+    step_to(&mut restarted, &t.store, *second.last().unwrap()).await;
+    let all: Vec<i64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(counts(&seen), once_each(&all), "nothing handled twice");
+    assert_eq!(restarted.handle().status()[0].events_handled, 5);
+    assert_eq!(restarted.step().await.unwrap(), Step::Idle);
+
+    // another reactor has its own checkpoint: it starts at the beginning
+    let other_seen = Arc::new(Mutex::new(HashMap::new()));
+    let mut other = runtime(&t.store, Counter::new("other", &other_seen));
+    step_to(&mut other, &t.store, *second.last().unwrap()).await;
+    assert_eq!(counts(&other_seen), once_each(&all));
+}
+
+async fn two_runtimes_handle_each_event_once(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    // two replicas: their own pools on one database
+    let replica = Store::connect(&t.url, 4).await.unwrap();
+    let a = runtime(&t.store, Counter::new("counter", &seen));
+    let b = runtime(&replica, Counter::new("counter", &seen));
+    let (handle_a, task_a) = a.spawn();
+    let (handle_b, task_b) = b.spawn();
+    let handles = [handle_a, handle_b];
+    let mut tasks = [Some(AbortOnDrop(task_a)), Some(AbortOnDrop(task_b))];
+    let mut positions = vec![];
+    for round in 0..3 {
+        positions.extend(register_environments(&domain, &format!("r{round}-"), 5).await);
+        tokio::task::yield_now().await;
+    }
+    let last = *positions.last().unwrap();
+    // one wait reads the owner's progress, the other its stored checkpoint
+    for handle in &handles {
+        handle.wait_for(last, WAIT).await.unwrap();
+    }
+    assert_eq!(counts(&seen), once_each(&positions));
+    let running: Vec<bool> = handles.iter().map(|h| h.status()[0].running_here).collect();
+    assert_eq!(
+        running.iter().filter(|r| **r).count(),
+        1,
+        "exactly one runtime runs the reactor: {running:?}"
+    );
+
+    // the one running it stops; the other takes over from its checkpoint
+    let owner = running.iter().position(|r| *r).unwrap();
+    let stopped = tasks[owner].take().unwrap();
+    stopped.0.abort();
+    let survivor = &handles[1 - owner];
+    let more = register_environments(&domain, "after-", 4).await;
+    survivor
+        .wait_for(*more.last().unwrap(), WAIT)
+        .await
+        .unwrap();
+    positions.extend(more);
+    assert_eq!(counts(&seen), once_each(&positions));
+    assert!(survivor.status()[0].running_here);
+}
+
+async fn a_failing_event_is_retried_and_never_skipped(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let positions = register_environments(&domain, "e", 2).await;
+    let mut counter = Counter::new("flaky", &seen);
+    counter.failures = AtomicU32::new(2);
+    let mut runner = runtime(&t.store, counter);
+    // the first attempt fails: the checkpoint stays before the event
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while runner.handle().status()[0].blocked.is_none() {
+        assert_eq!(runner.step().await.unwrap(), Step::Idle);
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = runner.handle().status().remove(0);
+    let blocked = status.blocked.clone().expect("blocked on the first event");
+    assert_eq!(blocked.position, positions[0]);
+    assert_eq!(blocked.attempts, 1);
+    assert!(!blocked.permanent);
+    assert!(status.checkpoint.position < positions[0]);
+    assert!(counts(&seen).is_empty());
+    // the stored row says so too (other processes and restarts see it)
+    let mut sql = Sql::new(Dialect::of(&t.store));
+    sql.push("SELECT position, blocked_position, blocked_attempts FROM reactor_checkpoints");
+    let rows: Vec<(i64, Option<i64>, i64)> = sql.fetch_as(&t.store).await.unwrap();
+    assert_eq!(rows, vec![(0, Some(positions[0]), 1)]);
+    // retried with backoff until it works; then everything is handled, once
+    let handle = runner.handle();
+    let waited = handle
+        .wait_for(*positions.last().unwrap(), Duration::from_millis(1))
+        .await;
+    assert!(matches!(
+        waited,
+        Err(WaitError::Timeout {
+            last_error: Some(_),
+            ..
+        })
+    ));
+    let (handle, task) = runner.spawn();
+    let _task = AbortOnDrop(task);
+    handle
+        .wait_for(*positions.last().unwrap(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(counts(&seen), once_each(&positions));
+    let status = handle.status().remove(0);
+    assert_eq!(status.blocked, None);
+    assert_eq!(status.events_handled, 2);
+}
+
+async fn a_refused_effect_stops_the_reactor_and_ends_waits(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let positions = register_environments(&domain, "e", 2).await;
+    let mut counter = Counter::new("refused", &seen);
+    counter.failures = AtomicU32::new(u32::MAX);
+    counter.permanent = true;
+    let (handle, task) = runtime(&t.store, counter).spawn();
+    let _task = AbortOnDrop(task);
+    let error = handle.wait_for(positions[1], WAIT).await.unwrap_err();
+    let WaitError::Blocked { reactor, blocked } = error else {
+        panic!("expected a blocked reactor, got {error:?}");
+    };
+    assert_eq!(reactor, "refused");
+    assert_eq!(blocked.position, positions[0]);
+    assert!(blocked.permanent);
+    // it keeps trying, and never moves past the event
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = handle.status().remove(0);
+    assert!(status.blocked.unwrap().attempts >= 2);
+    assert!(status.checkpoint.position < positions[0]);
+    assert!(counts(&seen).is_empty());
+}
+
+fn opening(affected: usize) -> IncidentOpening {
+    IncidentOpening {
+        production: true,
+        affected_workflows: (0..affected)
+            .map(|i| AffectedWorkflow {
+                workflow_id: format!("wf{i}"),
+                name: format!("Workflow {i}"),
+            })
+            .collect(),
+        snapshot_digest: Some("ab".repeat(32)),
+        policy: Default::default(),
+    }
+}
+
+async fn load<A: cqrs_es::Aggregate>(domain: &Domain, aggregate_id: &str) -> A {
+    domain
+        .bus()
+        .load::<A>(aggregate_id)
+        .await
+        .unwrap()
+        .into_state()
+}
+
+/// A reservation committed alone (the process died before anything else): the
+/// reactor opens the incident it names, as the drift job, in the reservation's
+/// correlation and caused by it.
+async fn reserved_incident_is_opened_by_the_reactor(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let system = CommandContext {
+        correlation_id: "drift-check-7".into(),
+        ..ctx("acme", Role::System)
+    };
+    let reserved = domain
+        .environment(
+            &system,
+            &id("prod"),
+            EnvironmentCommand::ReserveIncidentSlot {
+                incident_id: id("inc-1"),
+                opening: Some(opening(3)),
+            },
+        )
+        .await
+        .unwrap();
+    let reserved_at = reserved.position.unwrap();
+    assert!(!load::<DriftIncident>(&domain, "acme:inc-1").await.opened);
+
+    let (reactors, task) = ReactorRuntime::standard(&domain, options()).spawn();
+    let _task = AbortOnDrop(task);
+    reactors
+        .wait_for_reactor(incident_slot::NAME, reserved_at, WAIT)
+        .await
+        .unwrap();
+    let incident = load::<DriftIncident>(&domain, "acme:inc-1").await;
+    assert!(incident.opened);
+    assert_eq!(incident.environment_id, "prod");
+    assert_eq!(incident.status, IncidentStatus::Detected);
+    assert_eq!(incident.affected_workflows, opening(3).affected_workflows);
+    assert_eq!(incident.snapshot_digest, opening(3).snapshot_digest);
+    assert!(incident.production);
+    let events = t
+        .store
+        .aggregate_events("incident", "acme:inc-1")
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let meta = &events[0].metadata;
+    assert_eq!(meta["actor"], "system:drift");
+    assert_eq!(meta["actor_role"], "system");
+    assert_eq!(meta["correlation_id"], "drift-check-7");
+    assert_eq!(meta["causation_id"], reserved_at.to_string());
+
+    // a drift report now updates the incident the reactor opened
+    let (updated, _) = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        opening(5).affected_workflows,
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.as_str(), "inc-1");
+    assert_eq!(
+        load::<DriftIncident>(&domain, "acme:inc-1")
+            .await
+            .affected_workflows
+            .len(),
+        5
+    );
+}
+
+async fn closing_an_incident_releases_its_slot(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let (incident_id, opened) = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        opening(2).affected_workflows,
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(opened.state.opened);
+    assert_eq!(
+        opened.events.len(),
+        1,
+        "the report returns the Detected event"
+    );
+    assert!(opened.position.is_some());
+    let close = IncidentCommand::Close {
+        reason: Some("reverted".into()),
+        resolution_type: Some(ResolutionType::Revert),
+    };
+    let closed = domain
+        .incident(&admin("acme"), &incident_id, close, false)
+        .await
+        .unwrap();
+    let closed_at = closed.position.unwrap();
+    domain
+        .reactors()
+        .wait_for_reactor(incident_slot::NAME, closed_at, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        load::<Environment>(&domain, "acme:prod")
+            .await
+            .active_incident,
+        None
+    );
+    let released = t
+        .store
+        .aggregate_events("environment", "acme:prod")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event_type == "environment.incident_slot_released")
+        .expect("released by the reactor");
+    assert_eq!(released.metadata["actor"], "system:incident-slot");
+    assert_eq!(released.metadata["causation_id"], closed_at.to_string());
+    let close_event = t
+        .store
+        .aggregate_events("incident", &format!("acme:{incident_id}"))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(close_event.event_type, "incident.closed");
+    assert_eq!(
+        released.metadata["correlation_id"], close_event.metadata["correlation_id"],
+        "the release shares the close's correlation"
+    );
+}
+
+fn observe(wf: &str) -> MappingCommand {
+    MappingCommand::Observe {
+        environment_id: id("prod"),
+        n8n_workflow_id: id(wf),
+        observation: Observation {
+            name: format!("Workflow {wf}"),
+            content_hash: ContentHash::parse(&"ab".repeat(32)).unwrap(),
+            n8n_updated_at: None,
+        },
+        auto_link: None,
+    }
+}
+
+fn link() -> MappingCommand {
+    MappingCommand::Link {
+        canonical_id: id("orders"),
+    }
+}
+
+async fn slot_holder(domain: &Domain) -> Option<String> {
+    load::<Reservation<LinkSlot>>(domain, "acme:prod:orders")
+        .await
+        .holder
+}
+
+/// Sets up `orders` and mappings `wf1`, `wf2` in `prod`, `wf1` linked to `orders`.
+async fn linked_workflow(domain: &Domain) {
+    domain
+        .canonical(
+            &admin("acme"),
+            &id("orders"),
+            CanonicalCommand::Create {
+                canonical_id: id("orders"),
+                name: "Orders".into(),
+                slug: None,
+                git_path: None,
+            },
+        )
+        .await
+        .unwrap();
+    let dev = ctx("acme", Role::Developer);
+    for wf in ["wf1", "wf2"] {
+        domain
+            .mapping(&dev, &id("prod"), &id(wf), observe(wf))
+            .await
+            .unwrap();
+    }
+    domain
+        .mapping(&dev, &id("prod"), &id("wf1"), link())
+        .await
+        .unwrap();
+}
+
+/// The mapping left `linked` and the process died before the slot was released:
+/// the reactor releases it, and another workflow can link.
+async fn leaving_linked_releases_the_link_slot(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let dev = ctx("acme", Role::Developer);
+    linked_workflow(&domain).await;
+    let unlinked = domain
+        .mapping(
+            &dev,
+            &id("prod"),
+            &id("wf1"),
+            MappingCommand::Unlink {
+                reason: Some("wrong workflow".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlinked.state.status, MappingStatus::Untracked);
+    assert_eq!(slot_holder(&domain).await.as_deref(), Some("wf1"));
+    // with no reactor running, the slot stays taken
+    let refused = domain
+        .mapping(&dev, &id("prod"), &id("wf2"), link())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().as_str(), "VALIDATION");
+
+    let (reactors, task) = ReactorRuntime::standard(&domain, options()).spawn();
+    let _task = AbortOnDrop(task);
+    reactors
+        .wait_for_reactor(link_slot::NAME, unlinked.position.unwrap(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(slot_holder(&domain).await, None);
+    domain
+        .mapping(&dev, &id("prod"), &id("wf2"), link())
+        .await
+        .unwrap();
+    assert_eq!(slot_holder(&domain).await.as_deref(), Some("wf2"));
+
+    // a link right after an unlink waits for the release instead of being refused
+    let unlink = MappingCommand::Unlink { reason: None };
+    domain
+        .mapping(&dev, &id("prod"), &id("wf2"), unlink)
+        .await
+        .unwrap();
+    domain
+        .mapping(&dev, &id("prod"), &id("wf1"), link())
+        .await
+        .unwrap();
+    assert_eq!(slot_holder(&domain).await.as_deref(), Some("wf1"));
+    let wf1 = load::<WorkflowMapping>(&domain, "acme:prod:wf1").await;
+    assert_eq!(wf1.status, MappingStatus::Linked);
+}
+
+/// Rewinds every reactor's checkpoint to the start of the log: what a crash after
+/// the effects and before the checkpoint looks like, for every batch at once.
+async fn rewind_reactors(store: &Store) {
+    let mut sql = Sql::new(Dialect::of(store));
+    sql.push("UPDATE reactor_checkpoints SET tx_id = 0, position = 0");
+    sql.execute(store).await.unwrap();
+}
+
+async fn replaying_handled_batches_changes_nothing(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let dev = ctx("acme", Role::Developer);
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    linked_workflow(&domain).await;
+    let mut runner = ReactorRuntime::standard(&domain, options());
+    // incident 1: reserved (opened by the reactor), closed (released by it)
+    let reserve = |incident: &str, affected| EnvironmentCommand::ReserveIncidentSlot {
+        incident_id: id(incident),
+        opening: Some(opening(affected)),
+    };
+    domain
+        .environment(&ctx("acme", Role::System), &id("prod"), reserve("inc-1", 1))
+        .await
+        .unwrap();
+    step_to(&mut runner, &t.store, head(&t.store).await).await;
+    let close = IncidentCommand::Close {
+        reason: Some("fixed".into()),
+        resolution_type: Some(ResolutionType::Replace),
+    };
+    domain
+        .incident(&admin("acme"), &id("inc-1"), close, false)
+        .await
+        .unwrap();
+    step_to(&mut runner, &t.store, head(&t.store).await).await;
+    // incident 2: reserved and opened, still active
+    domain
+        .environment(&ctx("acme", Role::System), &id("prod"), reserve("inc-2", 2))
+        .await
+        .unwrap();
+    // wf1 unlinked (released), then linked again: it holds the slot by right
+    domain
+        .mapping(
+            &dev,
+            &id("prod"),
+            &id("wf1"),
+            MappingCommand::Unlink { reason: None },
+        )
+        .await
+        .unwrap();
+    step_to(&mut runner, &t.store, head(&t.store).await).await;
+    assert_eq!(slot_holder(&domain).await, None);
+    domain
+        .mapping(&dev, &id("prod"), &id("wf1"), link())
+        .await
+        .unwrap();
+    step_to(&mut runner, &t.store, head(&t.store).await).await;
+
+    let env = load::<Environment>(&domain, "acme:prod").await;
+    assert_eq!(env.active_incident.as_deref(), Some("inc-2"));
+    assert!(load::<DriftIncident>(&domain, "acme:inc-2").await.opened);
+    assert_eq!(
+        load::<DriftIncident>(&domain, "acme:inc-1").await.status,
+        IncidentStatus::Closed
+    );
+    assert_eq!(slot_holder(&domain).await.as_deref(), Some("wf1"));
+    let before = t
+        .store
+        .read_after(eventstore::LogCursor::START, 10_000)
+        .await
+        .unwrap();
+    let skipped_before: i64 = runner
+        .handle()
+        .status()
+        .iter()
+        .map(|s| s.events_skipped)
+        .sum();
+    let handled_before: i64 = runner
+        .handle()
+        .status()
+        .iter()
+        .map(|s| s.events_handled)
+        .sum();
+    assert!(
+        handled_before >= 4,
+        "the guard: the reactors did act ({handled_before})"
+    );
+    drop(runner);
+
+    // crash after the effects, before the checkpoints: everything is replayed
+    rewind_reactors(&t.store).await;
+    let mut replay = ReactorRuntime::standard(&domain, options());
+    step_to(&mut replay, &t.store, head(&t.store).await).await;
+    let after = t
+        .store
+        .read_after(eventstore::LogCursor::START, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), before.len(), "the replay appended nothing");
+    assert_eq!(after, before);
+    let status = replay.handle().status();
+    assert!(status.iter().all(|s| s.blocked.is_none()), "{status:?}");
+    let skipped: i64 = status.iter().map(|s| s.events_skipped).sum();
+    assert!(
+        skipped >= skipped_before + 4,
+        "every replayed event was recognised as done ({skipped_before} → {skipped})"
+    );
+    // the slots are where they were: wf1's re-link was not undone by its old unlink
+    assert_eq!(slot_holder(&domain).await.as_deref(), Some("wf1"));
+    assert_eq!(
+        load::<Environment>(&domain, "acme:prod")
+            .await
+            .active_incident
+            .as_deref(),
+        Some("inc-2")
+    );
+}
