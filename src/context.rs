@@ -64,3 +64,20 @@ impl AppContext {
         }
     }
 }
+
+/// How long a decision waits for the read models it reads to catch up.
+pub const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl AppContext {
+    /// Waits (up to [`CATCH_UP`] each) until the named read models have applied every
+    /// event committed so far: for decisions that read models and must not rest on a
+    /// stale view (promotion gates, syncs choosing which commands to send, scheduled
+    /// jobs choosing what to visit).
+    pub async fn catch_up(&self, names: &[&str]) -> Result<(), projections::runtime::WaitError> {
+        let last = self.store.last_position().await?;
+        for name in names {
+            self.projections.wait_for(name, last, CATCH_UP).await?;
+        }
+        Ok(())
+    }
+}

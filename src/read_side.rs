@@ -95,19 +95,3 @@ pub async fn rebuild_with(
         rows_copied: outcome.rows_copied,
     })
 }
-
-/// Waits (up to `timeout` each) until the named read models have applied every event
-/// committed so far — for decisions that read models and must not rest on a stale
-/// view (promotion gates, syncs choosing which commands to send).
-pub async fn catch_up(
-    store: &Store,
-    projections: &ProjectorHandle,
-    names: &[&str],
-    timeout: std::time::Duration,
-) -> Result<(), projections::runtime::WaitError> {
-    let last = store.last_position().await?;
-    for name in names {
-        projections.wait_for(name, last, timeout).await?;
-    }
-    Ok(())
-}

@@ -31,10 +31,10 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde::Serialize;
-use sqlx::Connection;
 
 use crate::event::Envelope;
 use crate::sql::{fmt_time, Dialect, Sql, Tx};
+use eventstore::locks::LockSession;
 use eventstore::{LogCursor, PgStore, Store, StoreError};
 
 /// Why a projection could not apply an event.
@@ -121,9 +121,6 @@ impl Default for ProjectorOptions {
 /// pooled connection while it applies the batch): every read model.
 const CONCURRENT_PROJECTIONS: usize = crate::NAMES.len();
 
-/// How often the dedicated lock connection is checked (it holds the locks).
-const LOCK_CHECK: Duration = Duration::from_secs(5);
-
 struct Slot {
     projection: Box<dyn Projection>,
     checkpoint: LogCursor,
@@ -180,10 +177,8 @@ pub struct Projector {
     store: Store,
     slots: Vec<Slot>,
     options: ProjectorOptions,
-    lock_conn: Option<sqlx::PgConnection>,
-    /// When the lock connection was last checked, and locks last tried.
-    lock_checked: Option<std::time::Instant>,
-    locks_tried: Option<std::time::Instant>,
+    /// Holds the advisory locks of the projections this process runs.
+    locks: LockSession,
     read_ahead: Option<ReadAhead>,
     handle: ProjectorHandle,
 }
@@ -420,12 +415,10 @@ impl Projector {
             })
             .collect();
         let projector = Projector {
+            locks: LockSession::new(&store, options.poll),
             store,
             slots,
             options,
-            lock_conn: None,
-            lock_checked: None,
-            locks_tried: None,
             read_ahead: None,
             handle,
         };
@@ -465,51 +458,23 @@ impl Projector {
     /// advisory locks on a dedicated connection; SQLite runs everything in process),
     /// and loads the checkpoints of those it takes or must reload.
     async fn acquire(&mut self) -> Result<(), StoreError> {
-        let due = |at: Option<std::time::Instant>, every: Duration| {
-            at.is_none_or(|at| at.elapsed() >= every)
-        };
-        if let Store::Postgres(PgStore { pool, .. }) = &self.store {
-            let alive = match self.lock_conn.as_mut() {
-                Some(_) if !due(self.lock_checked, LOCK_CHECK) => true,
-                Some(conn) => conn.ping().await.is_ok(),
-                None => false,
-            };
-            if self.lock_conn.is_some() && due(self.lock_checked, LOCK_CHECK) {
-                self.lock_checked = Some(std::time::Instant::now());
+        if self.locks.check().await {
+            // A lost session lost its locks: stop running everything it held.
+            for slot in &mut self.slots {
+                slot.owned = false;
             }
-            if !alive {
-                // A lost connection lost its locks: stop running everything it held.
-                for slot in &mut self.slots {
-                    slot.owned = false;
-                }
-                self.lock_conn = None;
-                self.publish();
-                self.lock_conn =
-                    Some(sqlx::PgConnection::connect_with(&pool.connect_options()).await?);
-                self.lock_checked = Some(std::time::Instant::now());
-                self.locks_tried = None;
-            }
+            self.publish();
         }
         // Locks held elsewhere are tried again once per poll interval, not per batch.
-        let try_locks = due(self.locks_tried, self.options.poll);
-        if try_locks {
-            self.locks_tried = Some(std::time::Instant::now());
-        }
+        let try_locks = self.locks.try_now();
         let mut changed = false;
         for i in 0..self.slots.len() {
             let name = self.slots[i].projection.name();
             if !self.slots[i].owned && try_locks {
-                let got = match (&self.store, self.lock_conn.as_mut()) {
-                    (Store::Postgres(_), Some(conn)) => {
-                        sqlx::query_scalar::<_, bool>(
-                            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                        )
-                        .bind(format!("{}.{name}", self.options.lock_namespace))
-                        .fetch_one(&mut *conn)
-                        .await?
-                    }
-                    _ => true,
-                };
+                let got = self
+                    .locks
+                    .try_lock(&format!("{}.{name}", self.options.lock_namespace))
+                    .await?;
                 if !got {
                     continue;
                 }

@@ -11,7 +11,7 @@
 
 use aggregates::kernel::command::{Actor, DomainCommand, Issued, Role};
 use aggregates::kernel::error::{DomainError, ErrorCode};
-use aggregates::kernel::ids::{aggregate_id, LocalId, TenantId};
+use aggregates::kernel::ids::{AggregateId, LocalId, TenantId};
 use aggregates::kernel::transitions::Lifecycle;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -147,8 +147,8 @@ impl CommandBus {
         C: DomainCommand,
     {
         authorize(ctx, &command)?;
-        let id = aggregate_id(&ctx.tenant, parts);
-        let loaded = self.load::<A>(&id).await?;
+        let id = AggregateId::new(&ctx.tenant, parts);
+        let loaded = self.load::<A>(id.as_str()).await?;
         let envelope = Envelope {
             tenant: ctx.tenant.clone(),
             actor: ctx.actor.clone(),
@@ -177,7 +177,7 @@ impl CommandBus {
                 DomainError::NotFound { kind, id: missing } if missing.is_empty() => {
                     DomainError::NotFound {
                         kind,
-                        id: local_part(&id).to_string(),
+                        id: id.local().to_string(),
                     }
                 }
                 other => other,
@@ -213,12 +213,6 @@ impl CommandBus {
             }
         }
     }
-}
-
-fn local_part(aggregate_id: &str) -> &str {
-    aggregate_id
-        .split_once(':')
-        .map_or(aggregate_id, |(_, rest)| rest)
 }
 
 /// Something only some roles may do: a command, or a use case that reaches outside

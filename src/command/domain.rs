@@ -21,13 +21,14 @@ use aggregates::deployment::{Deployment, DeploymentCommand};
 use aggregates::environment::{Environment, EnvironmentCommand};
 use aggregates::incident::{DriftIncident, IncidentCommand};
 use aggregates::kernel::error::DomainError;
-use aggregates::kernel::ids::{LocalId, Slug};
+use aggregates::kernel::ids::LocalId;
 use aggregates::mapping::{MappingCommand, MappingStatus, WorkflowMapping};
 use aggregates::pipeline::{Pipeline, PipelineCommand};
 use aggregates::policy::{DriftPolicy, DriftPolicyCommand, PolicyScope};
 use aggregates::promotion::{Promotion, PromotionCommand};
 use aggregates::reservation::{
-    BoxFuture, LinkSlot, Reservation, ReservationCommand, ReservationKind, Reservations, SlugClaim,
+    BoxFuture, LinkSlot, Reservation, ReservationCommand, ReservationKey, ReservationKind,
+    Reservations, SlugClaim,
 };
 use aggregates::Actor;
 
@@ -316,35 +317,28 @@ impl StoreReservations {
 impl Reservations for StoreReservations {
     fn claim<'a>(
         &'a self,
-        kind: &'static str,
-        key: &'a str,
+        key: &'a ReservationKey,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, DomainError>> {
         Box::pin(async move {
-            match kind {
-                LinkSlot::TYPE => {
-                    let (environment, canonical) = key.split_once(':').ok_or_else(|| {
-                        DomainError::validation("canonical_id", "malformed link slot key")
-                    })?;
-                    let (environment, canonical) =
-                        (LocalId::parse(environment)?, LocalId::parse(canonical)?);
-                    let parts = [&environment, &canonical];
+            match key {
+                ReservationKey::LinkSlot {
+                    environment,
+                    canonical,
+                } => {
+                    let parts = [environment, canonical];
                     if self.claim_kind::<LinkSlot>(&parts, holder).await? {
                         return Ok(true);
                     }
-                    if !self.release_pending(&environment, &canonical).await? {
+                    if !self.release_pending(environment, canonical).await? {
                         return Ok(false);
                     }
                     self.claim_kind::<LinkSlot>(&parts, holder).await
                 }
-                SlugClaim::TYPE => {
-                    let slug = Slug::parse(key)?;
+                ReservationKey::Slug(slug) => {
                     self.claim_kind::<SlugClaim>(&[&LocalId::parse(slug.as_str())?], holder)
                         .await
                 }
-                other => Err(DomainError::Unavailable(format!(
-                    "unknown reservation kind {other}"
-                ))),
             }
         })
     }

@@ -184,6 +184,11 @@ mod tests {
 
     use super::*;
 
+    /// What a test's upstream said when it failed.
+    #[derive(Debug, PartialEq, Eq, thiserror::Error)]
+    #[error("{0}")]
+    struct Said(String);
+
     fn policy(attempts: u32) -> RetryPolicy {
         RetryPolicy {
             timeout: Duration::from_millis(200),
@@ -250,15 +255,15 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_failures_until_success() {
         let calls = AtomicU32::new(0);
-        let result: Result<u32, String> = run(
+        let result: Result<u32, Said> = run(
             &policy(4),
             LongWait::Fail,
-            |_| Failure::transient("timeout".to_string(), None),
+            |_| Failure::transient(Said("timeout".to_string()), None),
             |n| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
                     if n < 3 {
-                        Err(Failure::transient(format!("503 #{n}"), None))
+                        Err(Failure::transient(Said(format!("503 #{n}")), None))
                     } else {
                         Ok(n)
                     }
@@ -273,48 +278,48 @@ mod tests {
     #[tokio::test]
     async fn stops_at_a_permanent_failure_and_after_the_last_attempt() {
         let calls = AtomicU32::new(0);
-        let result: Result<(), String> = run(
+        let result: Result<(), Said> = run(
             &policy(4),
             LongWait::Fail,
-            |_| Failure::transient("timeout".to_string(), None),
+            |_| Failure::transient(Said("timeout".to_string()), None),
             |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                async { Err(Failure::permanent("404".to_string())) }
+                async { Err(Failure::permanent(Said("404".to_string()))) }
             },
         )
         .await;
-        assert_eq!(result, Err("404".to_string()));
+        assert_eq!(result, Err(Said("404".to_string())));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         let calls = AtomicU32::new(0);
-        let result: Result<(), String> = run(
+        let result: Result<(), Said> = run(
             &policy(3),
             LongWait::Fail,
-            |_| Failure::transient("timeout".to_string(), None),
+            |_| Failure::transient(Said("timeout".to_string()), None),
             |n| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                async move { Err(Failure::transient(format!("500 #{n}"), None)) }
+                async move { Err(Failure::transient(Said(format!("500 #{n}")), None)) }
             },
         )
         .await;
-        assert_eq!(result, Err("500 #3".to_string()));
+        assert_eq!(result, Err(Said("500 #3".to_string())));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn times_out_each_attempt() {
         let started = std::time::Instant::now();
-        let result: Result<(), String> = run(
+        let result: Result<(), Said> = run(
             &policy(2),
             LongWait::Fail,
-            |n| Failure::transient(format!("timeout #{n}"), None),
+            |n| Failure::transient(Said(format!("timeout #{n}")), None),
             |_| async {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Ok(())
             },
         )
         .await;
-        assert_eq!(result, Err("timeout #2".to_string()));
+        assert_eq!(result, Err(Said("timeout #2".to_string())));
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
@@ -322,27 +327,27 @@ mod tests {
     async fn long_waits_are_capped_or_fail() {
         let long = Some(Duration::from_secs(3600));
         let calls = AtomicU32::new(0);
-        let result: Result<(), String> = run(
+        let result: Result<(), Said> = run(
             &policy(2),
             LongWait::Fail,
-            |_| Failure::transient("timeout".to_string(), None),
+            |_| Failure::transient(Said("timeout".to_string()), None),
             |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                async move { Err(Failure::transient("429".to_string(), long)) }
+                async move { Err(Failure::transient(Said("429".to_string()), long)) }
             },
         )
         .await;
-        assert_eq!(result, Err("429".to_string()));
+        assert_eq!(result, Err(Said("429".to_string())));
         assert_eq!(calls.load(Ordering::SeqCst), 1, "failed without sleeping");
 
         let started = std::time::Instant::now();
-        let result: Result<u32, String> = run(
+        let result: Result<u32, Said> = run(
             &policy(2),
             LongWait::Cap,
-            |_| Failure::transient("timeout".to_string(), None),
+            |_| Failure::transient(Said("timeout".to_string()), None),
             |n| async move {
                 if n == 1 {
-                    Err(Failure::transient("429".to_string(), long))
+                    Err(Failure::transient(Said("429".to_string()), long))
                 } else {
                     Ok(n)
                 }

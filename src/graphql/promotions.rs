@@ -418,15 +418,10 @@ impl PromotionStartMutation {
             target_environment_id.into_inner(),
         );
         wait_for(ctx, projections::models::matrix::NAME, min_position).await?;
-        let comparisons = promotion::comparison(
-            &app(ctx)?.store,
-            &app(ctx)?.projections,
-            &caller.command_context(),
-            &source,
-            &target,
-        )
-        .await
-        .map_err(ApiError::from)?;
+        let comparisons =
+            promotion::comparison(app(ctx)?, &caller.command_context(), &source, &target)
+                .await
+                .map_err(ApiError::from)?;
         Ok(ComparePromotionPayload {
             position: None,
             source_environment_id: ID(source.to_string()),
@@ -476,15 +471,9 @@ impl PromotionStartMutation {
         let id = request.promotion_id.to_string();
         let services = app(ctx)?;
         let committed = run(ctx, "promotion.create", async {
-            promotion::create(
-                &services.domain,
-                &services.store,
-                &services.projections,
-                &caller.command_context(),
-                request,
-            )
-            .await
-            .map_err(ApiError::from)
+            promotion::create(services, &caller.command_context(), request)
+                .await
+                .map_err(ApiError::from)
         })
         .await?;
         Ok(PromotionPayload::new(id, committed.position))

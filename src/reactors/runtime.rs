@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::Serialize;
-use sqlx::Connection;
 
 use super::{Reaction, Reactor, Trigger};
+use eventstore::locks::LockSession;
 use eventstore::sql::{fmt_time, Dialect, Sql};
-use eventstore::{LogCursor, PgStore, Store, StoreError, StoredEvent};
+use eventstore::{LogCursor, Store, StoreError, StoredEvent};
 
 /// Tuning of a [`ReactorRuntime`].
 #[derive(Debug, Clone)]
@@ -54,9 +54,6 @@ impl Default for ReactorOptions {
         }
     }
 }
-
-/// How often the dedicated lock connection is checked (it holds the locks).
-const LOCK_CHECK: Duration = Duration::from_secs(5);
 
 /// Where a reactor waits, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -351,9 +348,8 @@ pub struct ReactorRuntime {
     store: Store,
     slots: Vec<Slot>,
     options: ReactorOptions,
-    lock_conn: Option<sqlx::PgConnection>,
-    lock_checked: Option<Instant>,
-    locks_tried: Option<Instant>,
+    /// Holds the advisory locks of the reactors this process runs (PostgreSQL).
+    locks: LockSession,
     handle: Reactors,
 }
 
@@ -399,12 +395,10 @@ impl ReactorRuntime {
             );
         }
         let runtime = ReactorRuntime {
+            locks: LockSession::new(&store, options.poll),
             store,
             slots,
             options,
-            lock_conn: None,
-            lock_checked: None,
-            locks_tried: None,
             handle,
         };
         runtime.publish();
@@ -433,59 +427,37 @@ impl ReactorRuntime {
     /// Takes the locks of reactors this process does not run yet and loads the
     /// checkpoints of those it takes (or must reload).
     async fn acquire(&mut self) -> Result<(), StoreError> {
-        let due = |at: Option<Instant>, every: Duration| at.is_none_or(|at| at.elapsed() >= every);
-        if let Store::Postgres(PgStore { pool, .. }) = &self.store {
-            let alive = match self.lock_conn.as_mut() {
-                Some(_) if !due(self.lock_checked, LOCK_CHECK) => true,
-                Some(conn) => conn.ping().await.is_ok(),
-                None => false,
-            };
-            if self.lock_conn.is_some() && due(self.lock_checked, LOCK_CHECK) {
-                self.lock_checked = Some(Instant::now());
+        if self.locks.check().await {
+            // A lost session lost its locks: stop running what it held.
+            if self.slots.iter().any(|s| s.owned) {
+                tracing::warn!("reactor lock connection lost; reacquiring");
             }
-            if !alive {
-                // A lost connection lost its locks: stop running what it held.
-                if self.slots.iter().any(|s| s.owned) {
-                    tracing::warn!("reactor lock connection lost; reacquiring");
-                }
-                for slot in &mut self.slots {
-                    slot.owned = false;
-                }
-                self.lock_conn = None;
-                self.publish();
-                self.lock_conn =
-                    Some(sqlx::PgConnection::connect_with(&pool.connect_options()).await?);
-                self.lock_checked = Some(Instant::now());
-                self.locks_tried = None;
+            for slot in &mut self.slots {
+                slot.owned = false;
             }
+            self.publish();
         }
-        let try_locks = due(self.locks_tried, self.options.poll);
-        if try_locks {
-            self.locks_tried = Some(Instant::now());
-        }
+        let try_locks = self.locks.try_now();
         let mut changed = false;
         for i in 0..self.slots.len() {
             let name = self.slots[i].reactor.name();
             if !self.slots[i].owned && try_locks {
-                let got = match (&self.store, self.lock_conn.as_mut()) {
-                    (Store::Postgres(_), Some(conn)) => {
-                        sqlx::query_scalar::<_, bool>(
-                            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                        )
-                        .bind(format!("{}.{name}", self.options.lock_namespace))
-                        .fetch_one(&mut *conn)
+                let got = if self.locks.is_shared() {
+                    self.locks
+                        .try_lock(&format!("{}.{name}", self.options.lock_namespace))
                         .await?
+                } else {
+                    // SQLite: one runtime per database file in this process
+                    let Store::Sqlite(sqlite) = &self.store else {
+                        unreachable!("locks are shared on PostgreSQL")
+                    };
+                    let file = sqlite.pool.connect_options().get_filename().to_owned();
+                    let key = format!("{}#{}", file.display(), name);
+                    let got = self.slots[i].sqlite_claim.is_some() || sqlite_claim(&key);
+                    if got {
+                        self.slots[i].sqlite_claim = Some(key);
                     }
-                    (Store::Sqlite(sqlite), _) => {
-                        let file = sqlite.pool.connect_options().get_filename().to_owned();
-                        let key = format!("{}#{}", file.display(), name);
-                        let got = self.slots[i].sqlite_claim.is_some() || sqlite_claim(&key);
-                        if got {
-                            self.slots[i].sqlite_claim = Some(key);
-                        }
-                        got
-                    }
-                    (Store::Postgres(_), None) => false,
+                    got
                 };
                 if !got {
                     continue;

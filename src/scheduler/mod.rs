@@ -4,7 +4,7 @@
 //! Time is cut into slots of one interval, counted from the Unix epoch, so every
 //! process agrees on them. At each slot boundary a process tries the job's tick:
 //!
-//! 1. On PostgreSQL it takes the job's advisory lock (`pg_try_advisory_lock`) on a
+//! 1. On PostgreSQL it takes the job's advisory lock ([`PooledLock`]) on a
 //!    connection it holds for the run: while one process runs a job, no other runs
 //!    the same job, even when a run outlasts its interval. A busy lock skips.
 //! 2. It claims the slot: `INSERT INTO scheduler_ticks (job, slot, …) ON CONFLICT DO
@@ -17,6 +17,7 @@
 //! `system:<job>`. A failure on one environment or incident is logged and counted;
 //! the run goes on with the others.
 
+mod jobs;
 pub mod retention;
 pub mod sealer;
 
@@ -26,23 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::environment::EnvironmentClass;
-use aggregates::incident::{IncidentCommand, SlaState};
-use aggregates::kernel::error::DomainError;
-use aggregates::kernel::ids::{LocalId, TenantId};
-use aggregates::Actor;
 use chrono::Utc;
 use eventstore::sql::{fmt_time, Dialect, Sql};
-use futures::StreamExt;
 use serde::Serialize;
 
-use crate::command::bus::{CommandContext, CommandError};
-use crate::workflows::sync::SyncError;
 use crate::AppContext;
-use eventstore::{PgStore, Store};
+use eventstore::locks::PooledLock;
 
-/// Environments checked or synced at once by one run.
-const CONCURRENCY: usize = 4;
 /// Payloads no incident refers to are deleted after this long.
 const UNREFERENCED_SNAPSHOT_GRACE: chrono::Duration = chrono::Duration::days(1);
 /// Tick rows are kept this long (they say which process ran what, and how it ended).
@@ -293,26 +284,12 @@ impl Scheduler {
 
     /// One tick of `job` for `slot`: lock, claim, run, record (see the module docs).
     pub async fn tick(&self, job: Job, slot: i64) -> Result<Tick, SchedulerError> {
-        let store = &self.inner.services.store;
-        let mut lock = match store {
-            Store::Postgres(PgStore { pool, .. }) => {
-                let mut conn = pool.acquire().await?;
-                let got: bool =
-                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                        .bind(lock_key(job))
-                        .fetch_one(&mut *conn)
-                        .await?;
-                if !got {
-                    return Ok(self.skipped(job, Tick::Busy));
-                }
-                Some(JobLock(Some(conn)))
-            }
-            Store::Sqlite(_) => None,
+        let Some(lock) = PooledLock::try_take(&self.inner.services.store, &lock_key(job)).await?
+        else {
+            return Ok(self.skipped(job, Tick::Busy));
         };
         let outcome = self.claimed_run(job, slot).await;
-        if let Some(lock) = lock.as_mut() {
-            lock.release(job).await;
-        }
+        lock.release().await;
         outcome
     }
 
@@ -383,212 +360,6 @@ impl Scheduler {
             .scheduler_tick(job.as_str(), label);
         tick
     }
-
-    /// The job's work, now (without locking or claiming a slot).
-    pub async fn run(&self, job: Job) -> Result<RunReport, SchedulerError> {
-        let correlation_id = uuid::Uuid::new_v4().to_string();
-        let mut report = match job {
-            Job::DriftCheck => self.drift_check(&correlation_id).await?,
-            Job::Sla => self.sla(&correlation_id).await?,
-            Job::Retention => self.retention(&correlation_id).await?,
-            Job::EnvironmentSync => self.environment_sync(&correlation_id).await?,
-        };
-        report.correlation_id = correlation_id;
-        Ok(report)
-    }
-
-    /// Waits until the read model `name` has applied everything committed so far.
-    async fn catch_up(&self, name: &str) -> Result<(), SchedulerError> {
-        let services = &self.inner.services;
-        crate::read_side::catch_up(
-            &services.store,
-            &services.projections,
-            &[name],
-            Duration::from_secs(30),
-        )
-        .await?;
-        Ok(())
-    }
-
-    fn ctx(
-        &self,
-        tenant: &str,
-        job: Job,
-        correlation_id: &str,
-    ) -> Result<CommandContext, DomainError> {
-        let tenant = TenantId::parse(tenant)?;
-        let mut ctx = CommandContext::new(tenant, Actor::system(job.as_str()));
-        ctx.correlation_id = correlation_id.to_string();
-        Ok(ctx)
-    }
-
-    /// Runs `work` for each environment `applies` accepts, a few at a time.
-    async fn per_environment<F, Fut>(
-        &self,
-        job: Job,
-        correlation_id: &str,
-        applies: impl Fn(&projections::models::environments::EnvironmentRow) -> bool,
-        work: F,
-    ) -> Result<RunReport, SchedulerError>
-    where
-        F: Fn(CommandContext, LocalId) -> Fut,
-        Fut: std::future::Future<Output = Result<(), SyncError>>,
-    {
-        let services = &self.inner.services;
-        self.catch_up(projections::models::environments::NAME)
-            .await?;
-        let environments = projections::models::environments::active_environments(&services.store)
-            .await?
-            .into_iter()
-            .filter(|row| applies(row))
-            .collect::<Vec<_>>();
-        let mut report = RunReport {
-            visited: environments.len() as u64,
-            ..Default::default()
-        };
-        let results = futures::stream::iter(environments)
-            .map(|row| {
-                let ctx = self.ctx(&row.tenant, job, correlation_id);
-                let id = LocalId::parse(row.environment_id.as_str());
-                let work = &work;
-                async move {
-                    let outcome = match (ctx, id) {
-                        (Ok(ctx), Ok(id)) => work(ctx, id).await,
-                        (Err(e), _) | (_, Err(e)) => Err(SyncError::from(e)),
-                    };
-                    (row, outcome)
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        for (row, outcome) in results {
-            match outcome {
-                Ok(()) => report.acted += 1,
-                Err(error) => {
-                    report.failed += 1;
-                    tracing::warn!(
-                        %job,
-                        tenant = %row.tenant,
-                        environment = %row.environment_id,
-                        %error,
-                        "scheduled run failed for an environment"
-                    );
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Drift check of every active non-dev environment with Git configured.
-    async fn drift_check(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
-        let services = &self.inner.services;
-        self.per_environment(
-            Job::DriftCheck,
-            correlation_id,
-            |row| row.class != EnvironmentClass::Dev && row.git_configured,
-            |ctx, id| async move {
-                crate::workflows::drift::check_drift(services, &ctx, &id)
-                    .await
-                    .map(|_| ())
-            },
-        )
-        .await
-    }
-
-    /// Repository sync (where Git is configured), then environment sync, of every
-    /// active environment.
-    async fn environment_sync(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
-        let services = &self.inner.services;
-        self.per_environment(
-            Job::EnvironmentSync,
-            correlation_id,
-            |_| true,
-            |ctx, id| async move {
-                let git = crate::workflows::sync::environment(services, &ctx, &id)
-                    .await?
-                    .git
-                    .is_some();
-                if git {
-                    crate::workflows::sync::sync_repository(services, &ctx, &id).await?;
-                }
-                crate::workflows::sync::sync_environment(services, &ctx, &id)
-                    .await
-                    .map(|_| ())
-            },
-        )
-        .await
-    }
-
-    /// Moves open incidents' SLA state (where their policy enforces the SLA).
-    async fn sla(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
-        let services = &self.inner.services;
-        self.catch_up(projections::models::incidents::NAME).await?;
-        let now = services.domain.bus().clock().now();
-        let mut report = RunReport::default();
-        let mut policies = PolicyCache::default();
-        for row in projections::models::incidents::sla_candidates(&services.store).await? {
-            let due = SlaState::at(row.detected_at, row.sla_deadline, now) > row.sla_state;
-            if !due {
-                continue;
-            }
-            report.visited += 1;
-            let policy = policies
-                .get(&services.store, &row.tenant, &row.environment_id)
-                .await?;
-            if !policy.enforce_sla {
-                continue;
-            }
-            let result = self
-                .incident_command(&row, Job::Sla, correlation_id, IncidentCommand::EvaluateSla)
-                .await;
-            count(&mut report, Job::Sla, &row, result);
-        }
-        Ok(report)
-    }
-
-    /// See [`retention`]: decided from the log, never from a read model.
-    async fn retention(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
-        retention::run(&self.inner.services.domain, correlation_id).await
-    }
-
-    async fn incident_command(
-        &self,
-        row: &projections::models::incidents::IncidentRow,
-        job: Job,
-        correlation_id: &str,
-        command: IncidentCommand,
-    ) -> Result<(), CommandError> {
-        let ctx = self.ctx(&row.tenant, job, correlation_id)?;
-        let id = LocalId::parse(row.incident_id.as_str())?;
-        self.inner
-            .services
-            .domain
-            .incident(&ctx, &id, command, false)
-            .await
-            .map(|_| ())
-    }
-}
-
-fn count(
-    report: &mut RunReport,
-    job: Job,
-    row: &projections::models::incidents::IncidentRow,
-    result: Result<(), CommandError>,
-) {
-    match result {
-        Ok(()) => report.acted += 1,
-        Err(error) => {
-            report.failed += 1;
-            tracing::warn!(
-                %job,
-                tenant = %row.tenant,
-                incident = %row.incident_id,
-                %error,
-                "scheduled run failed for an incident"
-            );
-        }
-    }
 }
 
 /// A job's run, aborted if the tick waiting for it is cancelled (so no run goes on
@@ -601,58 +372,6 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// A job's advisory lock and the session holding it. Unless released, dropping it
-/// (the tick was cancelled, or unlocking failed) closes the session instead of
-/// returning it to the pool, and PostgreSQL releases the lock with the session.
-struct JobLock(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
-
-impl JobLock {
-    async fn release(&mut self, job: Job) {
-        let Some(conn) = self.0.as_mut() else { return };
-        let unlocked =
-            sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-                .bind(lock_key(job))
-                .fetch_one(&mut **conn)
-                .await;
-        if matches!(unlocked, Ok(true)) {
-            // unlocked: the connection goes back to the pool
-            drop(self.0.take());
-        }
-    }
-}
-
-impl Drop for JobLock {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(conn.detach());
-        }
-    }
-}
-
 fn lock_key(job: Job) -> String {
     format!("workflowops.scheduler.{}", job.as_str())
-}
-
-/// Effective drift policies by (tenant, environment), read once per run.
-#[derive(Default)]
-struct PolicyCache(HashMap<(String, String), aggregates::policy::DriftPolicySettings>);
-
-impl PolicyCache {
-    async fn get(
-        &mut self,
-        store: &Store,
-        tenant: &str,
-        environment_id: &str,
-    ) -> Result<aggregates::policy::DriftPolicySettings, SchedulerError> {
-        let key = (tenant.to_string(), environment_id.to_string());
-        if let Some(policy) = self.0.get(&key) {
-            return Ok(*policy);
-        }
-        let policy =
-            projections::models::policies::drift_policy(store, tenant, Some(environment_id))
-                .await?
-                .policy;
-        self.0.insert(key, policy);
-        Ok(policy)
-    }
 }

@@ -178,7 +178,9 @@ pub async fn check_drift(
         }
         by_canonical.insert(canonical, git);
     }
-    sync::catch_up(services, &[projections::models::matrix::NAME]).await?;
+    services
+        .catch_up(&[projections::models::matrix::NAME])
+        .await?;
     let cells = projections::models::matrix::environment_cells(
         &services.store,
         ctx.tenant.as_str(),

@@ -27,6 +27,7 @@ use projections::query::MAX_PAGE;
 use crate::command::bus::{authorize, UseCase};
 use crate::command::bus::{CommandContext, CommandError, Committed};
 use crate::command::domain::Domain;
+use crate::AppContext;
 use eventstore::Store;
 
 /// How a canonical workflow differs between the source and the target.
@@ -55,26 +56,15 @@ pub struct Comparison {
     pub target_hotfix: bool,
 }
 
-/// Waits until the read models the comparison and the gates read have applied
-/// everything committed so far, so a decision never rests on a stale view (an
-/// incident opened a moment ago blocks a promotion created now).
-pub async fn catch_up(
-    store: &Store,
-    projections: &projections::ProjectorHandle,
-) -> Result<(), PromoteError> {
-    let names = [
-        projections::models::matrix::NAME,
-        projections::models::environments::NAME,
-        projections::models::incidents::NAME,
-        projections::models::policies::NAME,
-    ];
-    crate::read_side::catch_up(store, projections, &names, CATCH_UP)
-        .await
-        .map_err(PromoteError::Wait)
-}
-
-/// How long a promotion waits for the read models.
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+/// The read models the comparison and the gates read: caught up before either, so a
+/// decision never rests on a stale view (an incident opened a moment ago blocks a
+/// promotion created now).
+const READS: [&str; 4] = [
+    projections::models::matrix::NAME,
+    projections::models::environments::NAME,
+    projections::models::incidents::NAME,
+    projections::models::policies::NAME,
+];
 
 /// Every canonical workflow of the tenant, compared between `source` and `target`
 /// (linked mappings only), in name order.
@@ -129,15 +119,18 @@ pub async fn compare(
 /// for a caller who may compare (records nothing): both environments must exist,
 /// and the read models have caught up first.
 pub async fn comparison(
-    store: &Store,
-    projections: &projections::ProjectorHandle,
+    services: &AppContext,
     ctx: &CommandContext,
     source: &LocalId,
     target: &LocalId,
 ) -> Result<Vec<Comparison>, PromoteError> {
     authorize(ctx, &UseCase::ComparePromotion)?;
+    let store = &services.store;
     let tenant = ctx.tenant.as_str();
-    catch_up(store, projections).await?;
+    services
+        .catch_up(&READS)
+        .await
+        .map_err(PromoteError::Wait)?;
     for environment in [source, target] {
         if projections::models::environments::environment(store, tenant, environment.as_str())
             .await?
@@ -190,13 +183,12 @@ impl From<DomainError> for PromoteError {
 /// Creates a promotion and records its gate results. Returns the last commit (the
 /// gate results), or `GateBlocked` when the promotion was recorded as failed.
 pub async fn create(
-    domain: &Domain,
-    store: &Store,
-    projections: &projections::ProjectorHandle,
+    services: &AppContext,
     ctx: &CommandContext,
     request: PromotionRequest,
 ) -> Result<Committed<aggregates::promotion::Promotion>, PromoteError> {
     authorize(ctx, &UseCase::CreatePromotion)?;
+    let (store, domain) = (&services.store, &services.domain);
     let tenant = ctx.tenant.as_str();
     let pipeline_aggregate =
         aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[&request.pipeline_id]);
@@ -238,7 +230,10 @@ pub async fn create(
             .into());
         }
     }
-    catch_up(store, projections).await?;
+    services
+        .catch_up(&READS)
+        .await
+        .map_err(PromoteError::Wait)?;
     let comparisons = compare(store, tenant, source, target).await?;
     let selected: Vec<&Comparison> = match &request.workflow_ids {
         Some(ids) => {

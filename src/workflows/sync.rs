@@ -65,18 +65,6 @@ pub struct EnvironmentSyncReport {
     pub position: Option<i64>,
 }
 
-/// Waits until the read models have applied everything committed so far.
-pub(crate) async fn catch_up(services: &AppContext, names: &[&str]) -> Result<(), SyncError> {
-    crate::read_side::catch_up(
-        &services.store,
-        &services.projections,
-        names,
-        std::time::Duration::from_secs(10),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Records that a sync could not read n8n or Git, then hands the error back.
 async fn record_failure(
     services: &AppContext,
@@ -300,7 +288,9 @@ pub async fn sync_environment(
             )
         }
     };
-    catch_up(services, &[projections::models::matrix::NAME]).await?;
+    services
+        .catch_up(&[projections::models::matrix::NAME])
+        .await?;
     let tenant = ctx.tenant.as_str();
     let (cells, canonicals) = tokio::try_join!(
         projections::models::matrix::environment_cells(
@@ -522,7 +512,9 @@ pub async fn sync_repository(
             )
         }
     };
-    catch_up(services, &[projections::models::matrix::NAME]).await?;
+    services
+        .catch_up(&[projections::models::matrix::NAME])
+        .await?;
     let tenant = ctx.tenant.as_str();
     let (cells, canonicals) = tokio::try_join!(
         projections::models::matrix::environment_cells(

@@ -1009,6 +1009,69 @@ async fn other_processes_appends_wake_the_projector_postgres() {
     elsewhere.close().await;
 }
 
+/// The gap-safe read stops below the oldest transaction running anywhere in the
+/// cluster: here one in another database that never appends. The projector is woken
+/// for an event it cannot read yet, and comes back for it as soon as that
+/// transaction ends, not at its next poll (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_held_back_by_a_transaction_elsewhere_are_read_when_it_ends_postgres() {
+    use sqlx::Connection as _;
+    let t = TestStore::new(Kind::Postgres).await;
+    let domain = t.domain_without_reactors();
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions {
+            poll: Duration::from_secs(60),
+            ..ProjectorOptions::default()
+        },
+    )
+    .spawn();
+    let first = domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let environments = projections::models::environments::NAME;
+    handle
+        .wait_for(environments, first.position.unwrap(), WAIT)
+        .await
+        .unwrap();
+    // another database's transaction with a transaction id, left open
+    let mut elsewhere = sqlx::PgConnection::connect(&crate::support::admin_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    let next = domain
+        .environment(&admin("acme"), &id("staging"), register("Staging"))
+        .await
+        .unwrap();
+    let held = handle
+        .wait_for(
+            environments,
+            next.position.unwrap(),
+            Duration::from_millis(500),
+        )
+        .await;
+    assert!(
+        matches!(held, Err(WaitError::Timeout { .. })),
+        "read past a running transaction: {held:?}"
+    );
+    sqlx::query("COMMIT").execute(&mut elsewhere).await.unwrap();
+    handle
+        .wait_for(
+            environments,
+            next.position.unwrap(),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("read once the transaction ended, well before the next poll");
+    task.abort();
+}
+
 /// Crash safety with a real crash: `serve` is killed (SIGKILL) while its projector is
 /// catching up in batches of 5 events — inside a transaction most of the time. A new
 /// process resumes from the checkpoints, and every read model then equals a rebuild:

@@ -9,7 +9,7 @@ use workflowops::reactors::{ReactorOptions, ReactorRuntime};
 
 pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-fn admin_url() -> String {
+pub fn admin_url() -> String {
     std::env::var("WORKFLOWOPS_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG.to_string())
 }
 

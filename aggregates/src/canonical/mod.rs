@@ -19,7 +19,7 @@ use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, require_text, DomainError};
 use crate::kernel::ids::Slug;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
-use crate::reservation::{ReservationKind, Reservations, SlugClaim};
+use crate::reservation::{ReservationKey, Reservations};
 
 /// How many suffixed slugs are tried before giving up.
 const MAX_SLUG_ATTEMPTS: usize = 100;
@@ -77,7 +77,10 @@ impl CanonicalWorkflow {
             };
             for candidate in base.candidates().take(MAX_SLUG_ATTEMPTS) {
                 if reservations
-                    .claim(SlugClaim::TYPE, candidate.as_str(), canonical_id.as_str())
+                    .claim(
+                        &ReservationKey::Slug(candidate.clone()),
+                        canonical_id.as_str(),
+                    )
                     .await?
                 {
                     return Ok(vec![CanonicalEvent::Created {

@@ -31,7 +31,7 @@ use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, DomainError};
 use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
-use crate::reservation::{LinkSlot, ReservationKind, Reservations};
+use crate::reservation::{ReservationKey, Reservations};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -118,8 +118,11 @@ impl WorkflowMapping {
         canonical: &str,
         holder: &str,
     ) -> Result<bool, DomainError> {
-        let key = format!("{env}:{canonical}");
-        reservations.claim(LinkSlot::TYPE, &key, holder).await
+        let key = ReservationKey::LinkSlot {
+            environment: LocalId::parse(env)?,
+            canonical: LocalId::parse(canonical)?,
+        };
+        reservations.claim(&key, holder).await
     }
 
     /// The status a present, non-ignored mapping takes given a canonical candidate:

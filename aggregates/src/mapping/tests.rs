@@ -6,9 +6,16 @@ use super::*;
 use crate::kernel::command::{Actor, Role};
 use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::table_tests::{self, Coverage};
-use crate::reservation::InMemoryReservations;
+use crate::reservation::{InMemoryReservations, ReservationKey};
 
 const ENV: &str = "prod";
+
+fn slot(environment: &str, canonical: &str) -> ReservationKey {
+    ReservationKey::LinkSlot {
+        environment: LocalId::parse(environment).unwrap(),
+        canonical: LocalId::parse(canonical).unwrap(),
+    }
+}
 const WF: &str = "wf1";
 
 fn hash(n: u8) -> ContentHash {
@@ -164,7 +171,7 @@ fn every_command_from_every_state_stays_in_the_table() {
         for slot_taken_by_other in [false, true] {
             for command in commands() {
                 let reservations = Arc::new(InMemoryReservations::default());
-                let key = format!("{ENV}:c1");
+                let key = slot(ENV, "c1");
                 let holder = if slot_taken_by_other {
                     "other"
                 } else if holds_slot {
@@ -173,7 +180,7 @@ fn every_command_from_every_state_stays_in_the_table() {
                     ""
                 };
                 if !holder.is_empty() {
-                    futures_lite(reservations.claim(LinkSlot::TYPE, &key, holder)).unwrap();
+                    futures_lite(reservations.claim(&key, holder)).unwrap();
                 }
                 let services: Arc<dyn Reservations> = reservations;
                 let result = TestFramework::<WorkflowMapping>::with(services)
@@ -300,10 +307,7 @@ fn one_linked_mapping_per_canonical_and_environment() {
         &first[..],
         [MappingEvent::Linked { auto: false, .. }]
     ));
-    assert_eq!(
-        shared.holder(LinkSlot::TYPE, "prod:c7").as_deref(),
-        Some(WF)
-    );
+    assert_eq!(shared.holder(&slot("prod", "c7")).as_deref(), Some(WF));
     // another workflow in the same environment cannot link to c7
     let other = MappingEvent::Discovered {
         environment_id: ENV.into(),
@@ -344,7 +348,7 @@ fn one_linked_mapping_per_canonical_and_environment() {
 #[test]
 fn reappearing_with_a_taken_slot_comes_back_untracked() {
     let reservations = Arc::new(InMemoryReservations::default());
-    futures_lite(reservations.claim(LinkSlot::TYPE, "prod:c1", "someone-else")).unwrap();
+    futures_lite(reservations.claim(&slot("prod", "c1"), "someone-else")).unwrap();
     let history = vec![
         discovered(true),
         MappingEvent::Disappeared {

@@ -2,14 +2,18 @@
 //! environment to a target, through gates, an optional approval, execution by a
 //! deployment, and rollback.
 
-use chrono::{DateTime, Utc};
+mod commands;
+mod events;
+
+pub use commands::*;
+pub use events::*;
+
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::command::{DomainCommand, Issued, Role};
+use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, require_text, DomainError};
-use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -70,233 +74,6 @@ impl StateMachine for PromotionStatus {
             (Cancelled, &[]),
         ]
     };
-}
-
-/// One workflow to promote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PromotionWorkflow {
-    pub canonical_id: String,
-    pub name: String,
-    /// Content hash of the source version being promoted.
-    pub source_content_hash: Option<String>,
-}
-
-/// A check a promotion passes before it may run (DOMAIN.md §5). Stored in events by
-/// its snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Gate {
-    /// The target is active and its last drift check succeeded.
-    TargetEnvironmentHealthy,
-    RequireCleanDrift,
-    BlockOnActiveDrift,
-    /// An expired incident in the target blocks.
-    EnforceTtl,
-    /// The target changed after its Git commit (a hotfix promoting would overwrite).
-    AllowOverwritingHotfixes,
-    AllowForcePromotionOnConflicts,
-    AllowPlaceholderCredentials,
-    RequireApproval,
-    /// Every credential the workflows use exists in the target (checked on deploy).
-    CredentialsExist,
-}
-
-crate::state_names!(Gate {
-    TargetEnvironmentHealthy => "target_environment_healthy",
-    RequireCleanDrift => "require_clean_drift",
-    BlockOnActiveDrift => "block_on_active_drift",
-    EnforceTtl => "enforce_ttl",
-    AllowOverwritingHotfixes => "allow_overwriting_hotfixes",
-    AllowForcePromotionOnConflicts => "allow_force_promotion_on_conflicts",
-    AllowPlaceholderCredentials => "allow_placeholder_credentials",
-    RequireApproval => "require_approval",
-    CredentialsExist => "credentials_exist",
-});
-
-/// The result of one gate check (kept in the event, so a refusal can be explained).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GateResult {
-    pub gate: Gate,
-    pub passed: bool,
-    /// A blocking gate that fails fails the promotion.
-    pub blocking: bool,
-    pub message: Option<String>,
-}
-
-/// What happened to one workflow when the promotion ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkflowOutcome {
-    pub canonical_id: String,
-    pub outcome: String,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum PromotionCommand {
-    Create {
-        pipeline_id: LocalId,
-        source_environment_id: LocalId,
-        target_environment_id: LocalId,
-        workflows: Vec<PromotionWorkflow>,
-        requires_approval: bool,
-        allow_self_approval: bool,
-        /// Admin only: skip the gates (never the state machine). Recorded.
-        bypass_validation: bool,
-    },
-    RecordGateResults {
-        results: Vec<GateResult>,
-    },
-    Approve,
-    Reject {
-        reason: Option<String>,
-    },
-    Cancel {
-        reason: Option<String>,
-    },
-    Start {
-        deployment_id: LocalId,
-    },
-    Complete {
-        outcomes: Vec<WorkflowOutcome>,
-    },
-    RollBack {
-        outcomes: Vec<WorkflowOutcome>,
-        reason: Option<String>,
-    },
-    /// The rollback itself could not restore everything (or a running promotion is
-    /// stuck): `inconsistencies` lists what is left to fix by hand.
-    Fail {
-        reason: Option<String>,
-        inconsistencies: Vec<String>,
-    },
-}
-
-impl DomainCommand for PromotionCommand {
-    fn required_role(&self) -> Role {
-        match self {
-            PromotionCommand::RecordGateResults { .. } => Role::Developer,
-            _ => Role::Admin,
-        }
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            PromotionCommand::Reject { reason }
-            | PromotionCommand::Cancel { reason }
-            | PromotionCommand::RollBack { reason, .. }
-            | PromotionCommand::Fail { reason, .. } => reason.as_deref(),
-            _ => None,
-        }
-    }
-    fn name(&self) -> &'static str {
-        use PromotionCommand::*;
-        match self {
-            Create { .. } => "promotion.create",
-            RecordGateResults { .. } => "promotion.record_gate_results",
-            Approve => "promotion.approve",
-            Reject { .. } => "promotion.reject",
-            Cancel { .. } => "promotion.cancel",
-            Start { .. } => "promotion.start",
-            Complete { .. } => "promotion.complete",
-            RollBack { .. } => "promotion.roll_back",
-            Fail { .. } => "promotion.fail",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum PromotionEvent {
-    Created {
-        pipeline_id: String,
-        source_environment_id: String,
-        target_environment_id: String,
-        workflows: Vec<PromotionWorkflow>,
-        requires_approval: bool,
-        allow_self_approval: bool,
-        bypass_validation: bool,
-        created_by: String,
-    },
-    GatesEvaluated {
-        from: PromotionStatus,
-        to: PromotionStatus,
-        results: Vec<GateResult>,
-        bypassed: bool,
-    },
-    Approved {
-        from: PromotionStatus,
-        approved_by: String,
-    },
-    Rejected {
-        from: PromotionStatus,
-        rejected_by: String,
-        reason: String,
-    },
-    Cancelled {
-        from: PromotionStatus,
-        reason: Option<String>,
-    },
-    Started {
-        from: PromotionStatus,
-        deployment_id: String,
-        at: DateTime<Utc>,
-    },
-    Completed {
-        from: PromotionStatus,
-        outcomes: Vec<WorkflowOutcome>,
-        at: DateTime<Utc>,
-    },
-    RolledBack {
-        from: PromotionStatus,
-        outcomes: Vec<WorkflowOutcome>,
-        reason: Option<String>,
-        at: DateTime<Utc>,
-    },
-    Failed {
-        from: PromotionStatus,
-        reason: Option<String>,
-        inconsistencies: Vec<String>,
-        at: DateTime<Utc>,
-    },
-}
-
-impl PromotionEvent {
-    /// `(from, to)` when the event moves the status.
-    pub fn status_change(&self) -> Option<(Option<PromotionStatus>, PromotionStatus)> {
-        use PromotionEvent::*;
-        use PromotionStatus as S;
-        Some(match self {
-            Created { .. } => (None, S::Pending),
-            GatesEvaluated { from, to, .. } => (Some(*from), *to),
-            Approved { from, .. } => (Some(*from), S::Approved),
-            Rejected { from, .. } => (Some(*from), S::Rejected),
-            Cancelled { from, .. } => (Some(*from), S::Cancelled),
-            Started { from, .. } => (Some(*from), S::Running),
-            Completed { from, .. } => (Some(*from), S::Completed),
-            RolledBack { from, .. } => (Some(*from), S::RolledBack),
-            Failed { from, .. } => (Some(*from), S::Failed),
-        })
-    }
-}
-
-impl DomainEvent for PromotionEvent {
-    fn event_type(&self) -> String {
-        use PromotionEvent::*;
-        match self {
-            Created { .. } => "promotion.created",
-            GatesEvaluated { .. } => "promotion.gates_evaluated",
-            Approved { .. } => "promotion.approved",
-            Rejected { .. } => "promotion.rejected",
-            Cancelled { .. } => "promotion.cancelled",
-            Started { .. } => "promotion.started",
-            Completed { .. } => "promotion.completed",
-            RolledBack { .. } => "promotion.rolled_back",
-            Failed { .. } => "promotion.failed",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,10 +1,11 @@
 //! given / when / then for promotions.
 
-use chrono::{Duration, TimeZone};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::kernel::command::Actor;
+use crate::kernel::command::{Actor, Role};
+use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::table_tests;
 
 fn t0() -> DateTime<Utc> {

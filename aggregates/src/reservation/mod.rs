@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::command::Issued;
 use crate::kernel::error::DomainError;
+use crate::kernel::ids::{LocalId, Slug};
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
 
 /// What is being reserved: gives the aggregate its type name and error field.
@@ -153,6 +154,42 @@ impl<K: ReservationKind> Aggregate for Reservation<K> {
 /// A boxed future, so [`Reservations`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A unique key an aggregate reserves while deciding a command (tenant-scoped: the
+/// tenant is the command's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReservationKey {
+    /// A canonical workflow's link in an environment ([`LinkSlot`]).
+    LinkSlot {
+        environment: LocalId,
+        canonical: LocalId,
+    },
+    /// A slug in the tenant ([`SlugClaim`]).
+    Slug(Slug),
+}
+
+impl ReservationKey {
+    /// The reservation aggregate's type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReservationKey::LinkSlot { .. } => LinkSlot::TYPE,
+            ReservationKey::Slug(_) => SlugClaim::TYPE,
+        }
+    }
+}
+
+impl std::fmt::Display for ReservationKey {
+    /// `{environment}:{canonical}` or the slug: the reservation's local id.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReservationKey::LinkSlot {
+                environment,
+                canonical,
+            } => write!(f, "{environment}:{canonical}"),
+            ReservationKey::Slug(slug) => f.write_str(slug.as_str()),
+        }
+    }
+}
+
 /// Claims a unique key on behalf of an aggregate deciding a command. Implemented by
 /// the service over the event store (tenant-scoped); in memory for tests.
 pub trait Reservations: Send + Sync {
@@ -160,8 +197,7 @@ pub trait Reservations: Send + Sync {
     /// someone else holds it.
     fn claim<'a>(
         &'a self,
-        kind: &'static str,
-        key: &'a str,
+        key: &'a ReservationKey,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, DomainError>>;
 }
@@ -169,24 +205,19 @@ pub trait Reservations: Send + Sync {
 /// In-memory [`Reservations`] for tests and examples.
 #[derive(Debug, Default)]
 pub struct InMemoryReservations {
-    held: Mutex<HashMap<(String, String), String>>,
+    held: Mutex<HashMap<ReservationKey, String>>,
 }
 
 impl InMemoryReservations {
-    pub fn holder(&self, kind: &str, key: &str) -> Option<String> {
-        self.held
-            .lock()
-            .ok()?
-            .get(&(kind.to_string(), key.to_string()))
-            .cloned()
+    pub fn holder(&self, key: &ReservationKey) -> Option<String> {
+        self.held.lock().ok()?.get(key).cloned()
     }
 }
 
 impl Reservations for InMemoryReservations {
     fn claim<'a>(
         &'a self,
-        kind: &'static str,
-        key: &'a str,
+        key: &'a ReservationKey,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, DomainError>> {
         Box::pin(async move {
@@ -195,7 +226,7 @@ impl Reservations for InMemoryReservations {
                 .lock()
                 .map_err(|_| DomainError::Unavailable("poisoned".into()))?;
             let current = held
-                .entry((kind.to_string(), key.to_string()))
+                .entry(key.clone())
                 .or_insert_with(|| holder.to_string());
             Ok(current == holder)
         })

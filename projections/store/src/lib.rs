@@ -17,6 +17,7 @@
 mod append;
 pub mod chain;
 pub mod digest;
+pub mod locks;
 mod log;
 mod repo;
 pub mod sql;
@@ -152,18 +153,58 @@ impl SqliteStore {
 /// append signal (both backends) and, on PostgreSQL, `LISTEN` on the channel every
 /// process notifies after its appends. A reader still polls as a fallback (another
 /// process writing the same SQLite file, a lost listener connection).
+///
+/// On PostgreSQL a reader may be woken for events it cannot read yet: the gap-safe
+/// read ([`Store::read_after`]) stops below the oldest transaction still running
+/// anywhere in the cluster, and that transaction may not be an append at all (a
+/// long query in another database). Such events are announced once, so before
+/// sleeping [`wait`](Self::wait) asks whether committed events are held back, and
+/// if so comes back after a short pause (5 ms, doubling to 250 ms) instead of
+/// sleeping until the next announcement or poll.
 pub struct Wakeup {
     local: tokio::sync::watch::Receiver<i64>,
     listener: Option<Box<sqlx::postgres::PgListener>>,
+    /// PostgreSQL: where to ask whether events are held back.
+    pool: Option<PgPool>,
+    /// The last pause while events were held back (`None`: none are).
+    held_pause: Option<Duration>,
 }
 
 /// The PostgreSQL channel appends are announced on (payload: the last position).
 pub const EVENTS_CHANNEL: &str = "workflowops_events";
 
+const HELD_PAUSE_FIRST: Duration = Duration::from_millis(5);
+const HELD_PAUSE_MAX: Duration = Duration::from_millis(250);
+
+/// Whether committed events exist that a gap-safe read cannot return yet (an older
+/// transaction is still running). One probe of the `(tx_id, position)` index; an
+/// error counts as "no" (the reader then polls as usual).
+async fn held_back(pool: &PgPool) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM events \
+         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false)
+}
+
 impl Wakeup {
     /// Waits until new events may have been appended, or `max` has passed. Returns
     /// whether it was woken (false on timeout).
     pub async fn wait(&mut self, max: Duration) -> bool {
+        if let Some(pool) = &self.pool {
+            if held_back(pool).await {
+                let pause = self
+                    .held_pause
+                    .map_or(HELD_PAUSE_FIRST, |p| (p * 2).min(HELD_PAUSE_MAX))
+                    .min(max);
+                self.held_pause = Some(pause);
+                tokio::time::sleep(pause).await;
+                return true;
+            }
+            self.held_pause = None;
+        }
         let local = &mut self.local;
         let woken = match self.listener.as_mut() {
             None => matches!(tokio::time::timeout(max, local.changed()).await, Ok(Ok(()))),
@@ -289,11 +330,15 @@ impl Store {
                 Ok(Wakeup {
                     local,
                     listener: Some(Box::new(listener)),
+                    pool: Some(pg.pool.clone()),
+                    held_pause: None,
                 })
             }
             Store::Sqlite(sqlite) => Ok(Wakeup {
                 local: sqlite.appended.subscribe(),
                 listener: None,
+                pool: None,
+                held_pause: None,
             }),
         }
     }

@@ -26,7 +26,7 @@
 
 use aggregates::kernel::command::Actor;
 use aggregates::kernel::error::{non_blank, DomainError};
-use aggregates::kernel::ids::TenantId;
+use aggregates::kernel::ids::{AggregateId, TenantId};
 use aggregates::kernel::transitions::Lifecycle;
 use aggregates::Role;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -255,8 +255,10 @@ impl Store {
                 position: None,
             });
         }
-        if aggregate_id.split_once(':').map(|(tenant, _)| tenant) != Some(envelope.tenant.as_str())
-        {
+        let owner = AggregateId::parse(aggregate_id.as_str())
+            .ok()
+            .filter(|id| id.tenant() == envelope.tenant.as_str());
+        if owner.is_none() {
             return Err(DomainError::Forbidden(format!(
                 "{aggregate_id} is not an aggregate of tenant {}",
                 envelope.tenant.as_str()

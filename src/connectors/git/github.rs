@@ -108,7 +108,7 @@ impl GitHubRepository {
             .ok_or_else(|| {
                 GitConfigError(format!("repository {repository:?} is not owner/name"))
             })?;
-        check_branch(branch).map_err(GitConfigError)?;
+        check_branch(branch)?;
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(GitConfigError(
                 "the GitHub token is empty or not printable ASCII".into(),

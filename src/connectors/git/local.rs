@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use super::{
     check_branch, check_files, folder_segments, join_path, sorted, GitConfigError, GitFile,
-    GitRepository, GitSnapshot,
+    GitRepository, GitSnapshot, PathRefused,
 };
 use crate::connectors::UpstreamError;
 
@@ -58,7 +58,7 @@ impl LocalGitRepository {
     /// `NotFound { what: "repository …" }` then. Author `workflowops <workflowops@localhost>`,
     /// 30 s per git command.
     pub fn new(path: impl Into<PathBuf>, branch: &str) -> Result<Self, GitConfigError> {
-        check_branch(branch).map_err(GitConfigError)?;
+        check_branch(branch)?;
         Ok(LocalGitRepository {
             path: path.into(),
             branch: branch.to_string(),
@@ -443,16 +443,16 @@ fn write_files(targets: &[PathBuf], files: &[(String, Vec<u8>)]) -> std::io::Res
 }
 
 /// Neither the file nor any folder between `top` and it may be a symlink.
-fn refuse_symlinks(top: &Path, target: &Path) -> Result<(), String> {
+fn refuse_symlinks(top: &Path, target: &Path) -> Result<(), PathRefused> {
     let relative = target
         .strip_prefix(top)
-        .map_err(|_| "outside the repository")?;
+        .map_err(|_| PathRefused::Escapes(target.display().to_string()))?;
     let mut current = top.to_path_buf();
     for component in relative.components() {
         current.push(component);
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(format!("{} is a symlink", current.display()));
+                return Err(PathRefused::Symlink(current));
             }
             Ok(_) => {}
             // Nothing further exists yet: it will be created as plain folders.

@@ -81,8 +81,27 @@ pub trait GitRepository: Send + Sync {
 #[error("invalid Git configuration: {0}")]
 pub struct GitConfigError(pub String);
 
+/// Why a repository path was refused (before anything is read or written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathRefused {
+    #[error("empty path")]
+    Empty,
+    #[error("NUL in path")]
+    Nul,
+    #[error("{0:?} is absolute")]
+    Absolute(String),
+    #[error("{0:?} has an empty or '.' segment")]
+    EmptySegment(String),
+    #[error("{0:?} escapes the repository")]
+    Escapes(String),
+    #[error("{0:?} is inside .git")]
+    InsideGit(String),
+    #[error("{0} is a symlink")]
+    Symlink(std::path::PathBuf),
+}
+
 /// The segments of a folder to read: `""` and `"/"` are the root.
-fn folder_segments(folder: &str) -> Result<Vec<&str>, String> {
+fn folder_segments(folder: &str) -> Result<Vec<&str>, PathRefused> {
     let trimmed = folder.trim_matches('/');
     if trimmed.is_empty() {
         return Ok(Vec::new());
@@ -92,22 +111,22 @@ fn folder_segments(folder: &str) -> Result<Vec<&str>, String> {
 }
 
 /// A path `commit_files` may write: relative, no `..`/`.`/empty segment, no `.git`.
-fn check_relative_path(path: &str) -> Result<(), String> {
+fn check_relative_path(path: &str) -> Result<(), PathRefused> {
     if path.is_empty() {
-        return Err("empty path".into());
+        return Err(PathRefused::Empty);
     }
     if path.contains('\0') {
-        return Err("NUL in path".into());
+        return Err(PathRefused::Nul);
     }
     if path.starts_with('/') || path.starts_with('\\') || has_drive_prefix(path) {
-        return Err(format!("{path:?} is absolute"));
+        return Err(PathRefused::Absolute(path.to_string()));
     }
     for segment in path.split('/') {
         match segment {
-            "" | "." => return Err(format!("{path:?} has an empty or '.' segment")),
-            ".." => return Err(format!("{path:?} escapes the repository")),
+            "" | "." => return Err(PathRefused::EmptySegment(path.to_string())),
+            ".." => return Err(PathRefused::Escapes(path.to_string())),
             s if s.eq_ignore_ascii_case(".git") => {
-                return Err(format!("{path:?} is inside .git"));
+                return Err(PathRefused::InsideGit(path.to_string()));
             }
             _ => {}
         }
@@ -118,7 +137,7 @@ fn check_relative_path(path: &str) -> Result<(), String> {
 /// A branch name safe to pass to `git` and to put in a URL: no leading `-`, no
 /// `..`, `@{`, `//`, control or special characters (`git check-ref-format`, a bit
 /// stricter).
-fn check_branch(branch: &str) -> Result<(), String> {
+fn check_branch(branch: &str) -> Result<(), GitConfigError> {
     let bad_char = |c: char| c.is_control() || c == ' ' || "~^:?*[\\".contains(c);
     let ok = !branch.is_empty()
         && !branch.starts_with(['-', '/', '.'])
@@ -133,7 +152,9 @@ fn check_branch(branch: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{branch:?} is not a valid branch name"))
+        Err(GitConfigError(format!(
+            "{branch:?} is not a valid branch name"
+        )))
     }
 }
 

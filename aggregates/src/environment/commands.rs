@@ -1,0 +1,84 @@
+use super::{DriftCheckOutcome, EnvironmentClass, GitTarget, SyncKind};
+use crate::incident::IncidentOpening;
+use crate::kernel::command::{DomainCommand, Role};
+use crate::kernel::ids::LocalId;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvironmentCommand {
+    Register {
+        name: String,
+        class: EnvironmentClass,
+        n8n_base_url: String,
+        git: Option<GitTarget>,
+        n8n_secret_ref: Option<LocalId>,
+        git_secret_ref: Option<LocalId>,
+    },
+    Update {
+        name: Option<String>,
+        n8n_base_url: Option<String>,
+        /// `Some(None)` removes the Git configuration.
+        git: Option<Option<GitTarget>>,
+        n8n_secret_ref: Option<LocalId>,
+        git_secret_ref: Option<LocalId>,
+    },
+    Deactivate {
+        reason: Option<String>,
+    },
+    Reactivate,
+    RecordSync {
+        kind: SyncKind,
+        workflows_seen: u32,
+    },
+    /// A sync could not read n8n or Git; the cause is shown on the environment until
+    /// a sync of that kind succeeds.
+    RecordSyncFailure {
+        kind: SyncKind,
+        cause: String,
+    },
+    RecordDriftCheck {
+        outcome: DriftCheckOutcome,
+    },
+    /// Reserves the active-incident slot for `incident_id`. `opening` is what the
+    /// incident-slot reactor opens it with (a reservation without one is repaired
+    /// by the next drift report instead).
+    ReserveIncidentSlot {
+        incident_id: LocalId,
+        opening: Option<IncidentOpening>,
+    },
+    ReleaseIncidentSlot {
+        incident_id: LocalId,
+    },
+}
+
+impl DomainCommand for EnvironmentCommand {
+    fn required_role(&self) -> Role {
+        use EnvironmentCommand::*;
+        match self {
+            Register { .. } | Update { .. } | Deactivate { .. } | Reactivate => Role::Admin,
+            RecordSync { .. } | RecordSyncFailure { .. } | RecordDriftCheck { .. } => {
+                Role::Developer
+            }
+            ReserveIncidentSlot { .. } | ReleaseIncidentSlot { .. } => Role::System,
+        }
+    }
+    fn reason(&self) -> Option<&str> {
+        match self {
+            EnvironmentCommand::Deactivate { reason } => reason.as_deref(),
+            _ => None,
+        }
+    }
+    fn name(&self) -> &'static str {
+        use EnvironmentCommand::*;
+        match self {
+            Register { .. } => "environment.register",
+            Update { .. } => "environment.update",
+            Deactivate { .. } => "environment.deactivate",
+            Reactivate => "environment.reactivate",
+            RecordSync { .. } => "environment.record_sync",
+            RecordSyncFailure { .. } => "environment.record_sync_failure",
+            RecordDriftCheck { .. } => "environment.record_drift_check",
+            ReserveIncidentSlot { .. } => "environment.reserve_incident_slot",
+            ReleaseIncidentSlot { .. } => "environment.release_incident_slot",
+        }
+    }
+}
