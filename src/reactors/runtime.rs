@@ -34,9 +34,15 @@ pub struct ReactorOptions {
     pub retry_max: Duration,
     /// How often a checkpoint that moved only over events the reactor does not
     /// want is written while the log keeps growing (a batch with an effect is
-    /// written at once, and so is everything when the log is caught up): most of
-    /// the log is of no concern to a reactor, and a replay of it costs nothing.
+    /// written at once): most of the log is of no concern to a reactor, and a replay
+    /// of it costs nothing.
     pub checkpoint_every: Duration,
+    /// How soon such a checkpoint is written once the log is caught up: waiters in
+    /// other processes read the row. Not at once: commands issued one after another
+    /// (a repository sync) would each cost every reactor a checkpoint write, which
+    /// on SQLite queues behind the commands' own (measured: `syncRepository` of
+    /// 1,000 files 27 % slower).
+    pub caught_up_flush: Duration,
 }
 
 /// The advisory locks of the service's reactors.
@@ -51,6 +57,7 @@ impl Default for ReactorOptions {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(60),
             checkpoint_every: Duration::from_secs(1),
+            caught_up_flush: Duration::from_millis(100),
         }
     }
 }
@@ -502,9 +509,11 @@ impl ReactorRuntime {
         };
         let batch = self.store.read_after(from, self.options.batch_size).await?;
         if batch.is_empty() {
-            // Caught up: write the checkpoints that moved over unwanted events only.
+            // Caught up: write the checkpoints that moved over unwanted events only,
+            // at most once per `caught_up_flush` (the idle wait comes back for the rest).
             for &i in &due {
-                self.persist(i, true).await?;
+                let flush = self.slots[i].persisted_at.elapsed() >= self.options.caught_up_flush;
+                self.persist(i, flush).await?;
             }
             return Ok(Step::Idle);
         }
@@ -603,7 +612,15 @@ impl ReactorRuntime {
         self.slots
             .iter()
             .filter(|s| s.owned)
-            .filter_map(|s| s.retry_at)
+            .filter_map(|s| {
+                // a checkpoint still to write once caught up
+                let flush = (s.checkpoint != s.stored)
+                    .then(|| s.persisted_at + self.options.caught_up_flush);
+                match (s.retry_at, flush) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
             .map(|at| at.saturating_duration_since(now))
             .fold(self.options.poll, Duration::min)
     }

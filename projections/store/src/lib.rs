@@ -159,8 +159,8 @@ impl SqliteStore {
 /// anywhere in the cluster, and that transaction may not be an append at all (a
 /// long query in another database). Such events are announced once, so before
 /// sleeping [`wait`](Self::wait) asks whether committed events are held back, and
-/// if so comes back after a short pause (5 ms, doubling to 250 ms) instead of
-/// sleeping until the next announcement or poll.
+/// if so waits for the next announcement or a short pause (5 ms, doubling to 250 ms),
+/// whichever comes first, instead of until the next announcement or poll.
 pub struct Wakeup {
     local: tokio::sync::watch::Receiver<i64>,
     listener: Option<Box<sqlx::postgres::PgListener>>,
@@ -193,17 +193,21 @@ impl Wakeup {
     /// Waits until new events may have been appended, or `max` has passed. Returns
     /// whether it was woken (false on timeout).
     pub async fn wait(&mut self, max: Duration) -> bool {
+        let mut max = max;
+        let mut held = false;
         if let Some(pool) = &self.pool {
             if held_back(pool).await {
+                // Wake-ups still count (the append holding them back announces its
+                // commit); the pause covers a blocker that announces nothing.
                 let pause = self
                     .held_pause
-                    .map_or(HELD_PAUSE_FIRST, |p| (p * 2).min(HELD_PAUSE_MAX))
-                    .min(max);
+                    .map_or(HELD_PAUSE_FIRST, |p| (p * 2).min(HELD_PAUSE_MAX));
                 self.held_pause = Some(pause);
-                tokio::time::sleep(pause).await;
-                return true;
+                max = max.min(pause);
+                held = true;
+            } else {
+                self.held_pause = None;
             }
-            self.held_pause = None;
         }
         let local = &mut self.local;
         let woken = match self.listener.as_mut() {
@@ -229,7 +233,7 @@ impl Wakeup {
         if let Some(listener) = self.listener.as_mut() {
             while listener.next_buffered().is_some() {}
         }
-        woken
+        woken || held
     }
 }
 
