@@ -426,7 +426,7 @@ fn write_view<'a, J: JsonTree<'a>, W: Write>(
         if i > 0 {
             out.write_all(b",")?;
         }
-        serde_json::to_writer(&mut *out, key)?;
+        write_plain_or_escaped(out, key)?;
         out.write_all(b":")?;
         match part {
             Part::Verbatim(value) => value.write_canonical(out)?,
@@ -444,6 +444,20 @@ fn write_view<'a, J: JsonTree<'a>, W: Write>(
         }
     }
     out.write_all(b"}")
+}
+
+/// A JSON string as serde_json writes it: copied between quotes when it holds no
+/// byte serde_json escapes (`"`, `\\`, control characters; [`find_special`]), which
+/// is then exactly serde_json's output without its byte-by-byte escape scan;
+/// otherwise written by serde_json.
+fn write_plain_or_escaped<W: Write>(out: &mut W, text: &str) -> std::io::Result<()> {
+    if find_special(text.as_bytes(), 0) == text.len() {
+        out.write_all(b"\"")?;
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(out, text).map_err(std::io::Error::from)
+    }
 }
 
 impl<'a> JsonTree<'a> for &'a Value {
@@ -478,6 +492,41 @@ impl<'a> JsonTree<'a> for &'a Value {
 
     fn get(self, key: &str) -> Option<Self> {
         self.as_object()?.get(key)
+    }
+
+    /// serde_json's bytes, with strings that need no escaping copied as they are
+    /// (see [`write_plain_or_escaped`]).
+    fn write_canonical<W: Write>(self, out: &mut W) -> std::io::Result<()> {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Number(_) => {
+                serde_json::to_writer(out, self).map_err(std::io::Error::from)
+            }
+            Value::String(text) => write_plain_or_escaped(out, text),
+            Value::Array(items) => {
+                out.write_all(b"[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    item.write_canonical(out)?;
+                }
+                out.write_all(b"]")
+            }
+            // In the map's order, as serde_json writes it: sorted by key without
+            // `preserve_order` (a test fails if that feature is ever enabled).
+            Value::Object(members) => {
+                out.write_all(b"{")?;
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    write_plain_or_escaped(out, key)?;
+                    out.write_all(b":")?;
+                    value.write_canonical(out)?;
+                }
+                out.write_all(b"}")
+            }
+        }
     }
 }
 
@@ -1484,9 +1533,10 @@ mod tests {
         }
     }
 
-    /// The tape's writer copies unescaped strings; its bytes must be serde_json's.
+    /// Both trees' writers copy strings that need no escaping; their bytes must be
+    /// serde_json's.
     #[test]
-    fn the_tape_writes_exactly_serde_jsons_canonical_bytes() {
+    fn the_fast_writers_write_exactly_serde_jsons_canonical_bytes() {
         let mut documents: Vec<String> = fixtures().iter().map(|f| f.to_string()).collect();
         documents.push(
             r#"{"name":"a\"b\\c\u0001\n é 😀","nodes":[{"name":"n","type":"t","parameters":{"x":[1,-0,1.5e300,-2.25,12345678901234567890,{},[],null,true,false,"\u00e9","\/"]},"credentials":{"api":{"id":"1","name":"N\"ame"}}}],"connections":{},"settings":{}}"#
@@ -1503,6 +1553,10 @@ mod tests {
                 String::from_utf8_lossy(&via_serde)
             );
             let value: Value = serde_json::from_str(document).unwrap();
+            let view = normalized_view(&value).unwrap();
+            let mut fast = Vec::new();
+            write_view(&view, &mut fast).unwrap();
+            assert_eq!(fast, serde_json::to_vec(&View(&view)).unwrap());
             assert_eq!(
                 content_hash_bytes(document.as_bytes()).unwrap(),
                 content_hash(&value).unwrap()
