@@ -659,8 +659,10 @@ impl Projector {
     /// Runs until the task is dropped or aborted (a transaction in flight then rolls
     /// back, which is safe). Errors are logged and retried with backoff.
     pub async fn run(mut self) {
-        let mut wakeup = None;
+        let mut wakeup: Option<eventstore::Wakeup> = None;
         let mut backoff = Duration::from_millis(50);
+        // whether a step applied anything since the last wait
+        let mut applied = false;
         loop {
             if wakeup.is_none() {
                 match self.store.wakeup().await {
@@ -670,11 +672,15 @@ impl Projector {
             }
             match self.step().await {
                 Ok(Step::Applied(_)) => {
+                    applied = true;
                     backoff = Duration::from_millis(50);
                     tokio::task::yield_now().await;
                 }
                 Ok(Step::Idle) => match wakeup.as_mut() {
                     Some(w) => {
+                        if !std::mem::take(&mut applied) {
+                            w.nothing_read();
+                        }
                         w.wait(self.options.poll).await;
                     }
                     None => tokio::time::sleep(self.options.poll).await,

@@ -132,7 +132,12 @@ impl EventFeed {
                     wait(wakeup).await;
                 }
             }
-            None => wait(wakeup).await,
+            None => {
+                if let Some(w) = wakeup.as_mut() {
+                    w.nothing_read();
+                }
+                wait(wakeup).await
+            }
         }
         Ok(())
     }

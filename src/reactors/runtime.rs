@@ -628,8 +628,10 @@ impl ReactorRuntime {
     /// Runs until the task is aborted (a reaction in flight is then replayed by the
     /// next runner, harmlessly). Store errors are logged and retried with backoff.
     pub async fn run(mut self) {
-        let mut wakeup = None;
+        let mut wakeup: Option<eventstore::Wakeup> = None;
         let mut backoff = Duration::from_millis(50);
+        // whether a step handled anything since the last wait
+        let mut handled = false;
         loop {
             if wakeup.is_none() {
                 match self.store.wakeup().await {
@@ -639,6 +641,7 @@ impl ReactorRuntime {
             }
             match self.step().await {
                 Ok(Step::Handled(_)) => {
+                    handled = true;
                     backoff = Duration::from_millis(50);
                     tokio::task::yield_now().await;
                 }
@@ -646,6 +649,9 @@ impl ReactorRuntime {
                     let wait = self.idle_wait();
                     match wakeup.as_mut() {
                         Some(w) => {
+                            if !std::mem::take(&mut handled) {
+                                w.nothing_read();
+                            }
                             w.wait(wait).await;
                         }
                         None => tokio::time::sleep(wait).await,
