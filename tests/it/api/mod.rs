@@ -153,6 +153,19 @@ impl Api {
         self.store.store.event_count().await.unwrap()
     }
 
+    /// The number of events once the reactors have reacted to everything so far
+    /// (their effects, such as a slot released after a close, land just after the
+    /// command that caused them).
+    pub async fn settled_event_count(&self) -> i64 {
+        let last = self.store.store.last_position().await.unwrap();
+        self.domain
+            .reactors()
+            .wait_for(last, std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        self.event_count().await
+    }
+
     pub async fn stop(mut self) {
         self.shutdown().await;
     }

@@ -338,7 +338,7 @@ async fn every_invalid_incident_transition_is_refused_with_allowed_targets(kind:
             let (_, mutation, args) = MOVES.iter().find(|(to, _, _)| to == step).unwrap();
             transition(&api, &admin, mutation, args, json!({ "id": incident })).await;
         }
-        let before = api.event_count().await;
+        let before = api.settled_event_count().await;
         for (to, mutation, args) in MOVES {
             if allowed.contains(to) {
                 continue;
@@ -368,7 +368,7 @@ async fn every_invalid_incident_transition_is_refused_with_allowed_targets(kind:
             refused_pairs += 1;
         }
         assert_eq!(
-            api.event_count().await,
+            api.settled_event_count().await,
             before,
             "refusals append nothing ({from})"
         );
