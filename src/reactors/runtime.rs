@@ -606,7 +606,8 @@ impl ReactorRuntime {
     }
 
     /// How long an idle runner may sleep: the poll interval, or less when a
-    /// reactor's retry is due sooner.
+    /// reactor's retry is due sooner, or a checkpoint that moved is due to be
+    /// written (`caught_up_flush`).
     fn idle_wait(&self) -> Duration {
         let now = Instant::now();
         self.slots
