@@ -139,6 +139,13 @@ impl Reactor for IncidentSlotReactor {
         event.event_type == RESERVED || event.event_type == CLOSED
     }
 
+    /// Per aggregate: a reservation's opening and a closed incident's release look
+    /// at the current state of the slot, so different environments and incidents
+    /// never wait for each other.
+    fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {
+        &event.aggregate_id
+    }
+
     fn react<'a>(
         &'a self,
         trigger: &'a Trigger<'a>,

@@ -157,6 +157,12 @@ impl Reactor for LinkSlotReactor {
             .map_or(true, |e| e.leaves_linked())
     }
 
+    /// Per mapping: a release looks at the slot's current holder and the mapping's
+    /// current state, so different mappings never wait for each other.
+    fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {
+        &event.aggregate_id
+    }
+
     fn react<'a>(
         &'a self,
         trigger: &'a Trigger<'a>,

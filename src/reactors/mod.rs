@@ -48,7 +48,8 @@
 //!    (a new name starts from position 0 and replays the whole log, harmlessly).
 //! 2. **Say which events.** [`Reactor::wants`] picks them by `event_type` (and, when
 //!    the type is not enough, by decoding the payload). It must be cheap: it sees
-//!    every event of the log.
+//!    every event of the log. Say which may run concurrently
+//!    ([`Reactor::partition`]): by default every event waits for the one before.
 //! 3. **Use deterministic ids.** Everything the reaction creates or changes is
 //!    addressed by an id derived from the event: the id the event names (the
 //!    reserved incident), or [`Trigger::effect_id`] (`{reactor}:{position}`) for a
@@ -76,7 +77,7 @@ pub mod runtime;
 use std::sync::Arc;
 
 use aggregates::kernel::command::Actor;
-use aggregates::kernel::ids::{LocalId, TenantId};
+use aggregates::kernel::ids::{AggregateId, LocalId, TenantId};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
@@ -98,6 +99,16 @@ pub trait Reactor: Send + Sync + 'static {
     /// more than once for one event, and after later events.
     fn react<'a>(&'a self, trigger: &'a Trigger<'a>)
         -> BoxFuture<'a, Result<Reaction, ReactError>>;
+    /// Which events must be reacted to one after another: those with the same key
+    /// are, in log order; events with different keys may be reacted to
+    /// concurrently (within a batch). The default puts every event under one key:
+    /// strictly in log order. A reactor whose effects on different keys never depend
+    /// on each other (its reactions check the current state anyway) returns the
+    /// event's aggregate, so a slow reaction delays only its own aggregate's next.
+    fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {
+        let _ = event;
+        ""
+    }
 }
 
 /// What a reaction did.
@@ -199,10 +210,8 @@ impl Trigger<'_> {
 
     /// The parts of the event's aggregate id after the tenant.
     pub fn local_ids(&self) -> Result<Vec<LocalId>, ReactError> {
-        self.event
-            .aggregate_id
-            .split(':')
-            .skip(1)
+        let id = AggregateId::parse(self.event.aggregate_id.as_str())?;
+        id.parts()
             .map(|part| LocalId::parse(part).map_err(ReactError::from))
             .collect()
     }

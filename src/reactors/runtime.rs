@@ -4,7 +4,8 @@
 //! One task runs every reactor of the process: one reader of the log (from the
 //! lowest checkpoint of the reactors it may run now), one wake-up, one connection
 //! holding the advisory locks on PostgreSQL. Within a batch the reactors react
-//! concurrently, each to its own events in log order. The checkpoint row is written
+//! concurrently, and each reactor's partitions ([`Reactor::partition`]) too, every
+//! partition in log order. The checkpoint row is written
 //! with a compare-and-set against the cursor this runner last read or wrote, so a
 //! runner that lost its lock without noticing reloads instead of moving it back.
 
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::{Reaction, Reactor, Trigger};
@@ -717,8 +719,39 @@ fn backoff(options: &ReactorOptions, attempts: u32) -> Duration {
         .min(options.retry_max)
 }
 
-/// One reactor over the part of `batch` after its checkpoint, in log order; stops
-/// at the first event whose reaction failed.
+/// Partitions of one batch a reactor reacts to at once, at most.
+const CONCURRENT_PARTITIONS: usize = 16;
+
+/// Where one event of a batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dealt {
+    Pending,
+    Unwanted,
+    Handled,
+    Skipped,
+}
+
+/// How one reaction of a batch ended.
+enum Outcome {
+    Reacted(Reaction),
+    Failed(super::ReactError),
+}
+
+/// Which events of a batch have been dealt with, for the waiters: the checkpoint
+/// a waiter may see is the end of the longest dealt-with prefix.
+struct Progress {
+    /// Per event after the checkpoint: whether it has been dealt with, and how.
+    done: Vec<Dealt>,
+    /// Events at the front known done.
+    prefix: usize,
+    status: ReactorStatus,
+}
+
+/// One reactor over the part of `batch` after its checkpoint. Events with the same
+/// [`Reactor::partition`] key are reacted to in log order, one after another;
+/// partitions run concurrently. A failure stops its partition; the checkpoint
+/// stops before the earliest failed event (what other partitions did after it is
+/// replayed on retry, harmlessly: reactions are idempotent).
 async fn react_to_batch(
     slot: &mut Slot,
     batch: &[StoredEvent],
@@ -727,66 +760,175 @@ async fn react_to_batch(
 ) {
     let name = slot.reactor.name();
     let from = slot.checkpoint;
-    for event in batch.iter().filter(|e| e.cursor() > from) {
-        if slot.reactor.wants(event) {
-            let trigger = Trigger {
-                event,
-                reactor: name,
-            };
-            // An effect (or a judged skip) is written down at once: waiters in other
-            // processes read the row, and a replay would have to judge it again.
-            slot.dirty = true;
-            match slot.reactor.react(&trigger).await {
-                Ok(Reaction::Done) => slot.handled += 1,
-                Ok(Reaction::Skipped(reason)) => {
-                    slot.skipped += 1;
-                    tracing::info!(reactor = name, position = event.position,
-                        event = %describe(event), %reason, "reactor skipped an event");
-                }
-                Err(error) => {
-                    let attempts = match &slot.blocked {
-                        Some(b) if b.position == event.position => b.attempts.saturating_add(1),
-                        _ => 1,
-                    };
-                    let retry_in = backoff(options, attempts);
-                    let permanent = error.is_permanent();
-                    if permanent {
-                        tracing::error!(reactor = name, position = event.position,
-                            event = %describe(event), %error, attempts, ?retry_in,
-                            "reactor stopped: the event's effect was refused");
-                    } else {
-                        tracing::warn!(reactor = name, position = event.position,
-                            event = %describe(event), %error, attempts, ?retry_in,
-                            "reactor retrying an event");
-                    }
-                    slot.blocked = Some(Blocked {
-                        position: event.position,
-                        event: describe(event),
-                        error: error.to_string(),
-                        permanent,
-                        attempts,
-                    });
-                    slot.retry_at = Some(Instant::now() + retry_in);
-                    slot.dirty = true;
-                    handle.publish([slot.status()]);
-                    return;
-                }
+    let pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.cursor() > from).collect();
+    let Some(last) = pending.last() else {
+        return;
+    };
+    let reactor = slot.reactor.clone();
+    let mut partitions: Vec<Vec<usize>> = vec![];
+    let mut by_key: HashMap<&str, usize> = HashMap::new();
+    let mut done = vec![Dealt::Unwanted; pending.len()];
+    for (i, event) in pending.iter().enumerate() {
+        if reactor.wants(event) {
+            done[i] = Dealt::Pending;
+            let next = partitions.len();
+            let p = *by_key.entry(reactor.partition(event)).or_insert(next);
+            if p == next {
+                partitions.push(vec![]);
             }
-            if let Some(blocked) = slot.blocked.take() {
-                tracing::info!(
-                    reactor = name,
-                    position = event.position,
-                    attempts = blocked.attempts,
-                    "reactor recovered"
-                );
-                slot.retry_at = None;
-                slot.dirty = true;
-            }
-            slot.checkpoint = event.cursor();
-            // Waiters in this process see each effect as soon as it happened.
-            handle.publish([slot.status()]);
-        } else {
-            slot.checkpoint = event.cursor();
+            partitions[p].push(i);
         }
     }
+    if partitions.is_empty() {
+        slot.checkpoint = last.cursor();
+        return;
+    }
+    let progress = Mutex::new(Progress {
+        done,
+        prefix: 0,
+        status: slot.status(),
+    });
+    // A reaction's effect is visible to waiters in this process as soon as every
+    // event before it has been dealt with too.
+    let finished = |i: usize, dealt: Dealt| {
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.done[i] = dealt;
+        let before = p.prefix;
+        while let Some(&dealt) = p.done.get(p.prefix) {
+            match dealt {
+                Dealt::Pending => break,
+                Dealt::Unwanted => {}
+                Dealt::Handled => p.status.events_handled += 1,
+                Dealt::Skipped => p.status.events_skipped += 1,
+            }
+            p.prefix += 1;
+        }
+        if p.prefix > before {
+            let checkpoint = pending[p.prefix - 1].cursor();
+            p.status.checkpoint = checkpoint;
+            // the event it was blocked at is behind it now
+            if p.status
+                .blocked
+                .as_ref()
+                .is_some_and(|b| b.position <= checkpoint.position)
+            {
+                p.status.blocked = None;
+            }
+            handle.publish([p.status.clone()]);
+        }
+    };
+    let run_partition = |events: Vec<usize>| {
+        let (reactor, pending, finished) = (&reactor, &pending, &finished);
+        async move {
+            let mut outcomes = Vec::with_capacity(events.len());
+            for i in events {
+                let trigger = Trigger {
+                    event: pending[i],
+                    reactor: name,
+                };
+                match reactor.react(&trigger).await {
+                    Ok(reaction) => {
+                        finished(
+                            i,
+                            match reaction {
+                                Reaction::Done => Dealt::Handled,
+                                Reaction::Skipped(_) => Dealt::Skipped,
+                            },
+                        );
+                        outcomes.push((i, Outcome::Reacted(reaction)));
+                    }
+                    Err(error) => {
+                        outcomes.push((i, Outcome::Failed(error)));
+                        break;
+                    }
+                }
+            }
+            outcomes
+        }
+    };
+    let mut outcomes: Vec<(usize, Outcome)> = futures::stream::iter(partitions)
+        .map(run_partition)
+        .buffer_unordered(CONCURRENT_PARTITIONS)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await;
+    outcomes.sort_by_key(|(i, _)| *i);
+
+    // An effect (or a judged skip) is written down at once: waiters in other
+    // processes read the row, and a replay would have to judge it again.
+    slot.dirty = true;
+    let failed_at = outcomes
+        .iter()
+        .find(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .map(|(i, _)| *i);
+    // counted as the prefix passed them (what came after a failure is replayed)
+    let counted = progress
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .status;
+    slot.handled = counted.events_handled;
+    slot.skipped = counted.events_skipped;
+    for (i, outcome) in outcomes {
+        let event = pending[i];
+        match outcome {
+            Outcome::Reacted(_) if failed_at.is_some_and(|f| i > f) => {}
+            Outcome::Reacted(Reaction::Done) => {}
+            Outcome::Reacted(Reaction::Skipped(reason)) => {
+                tracing::info!(reactor = name, position = event.position,
+                    event = %describe(event), %reason, "reactor skipped an event");
+            }
+            Outcome::Failed(error) => {
+                let attempts = match &slot.blocked {
+                    Some(b) if b.position == event.position => b.attempts.saturating_add(1),
+                    _ => 1,
+                };
+                let retry_in = backoff(options, attempts);
+                let permanent = error.is_permanent();
+                if permanent {
+                    tracing::error!(reactor = name, position = event.position,
+                        event = %describe(event), %error, attempts, ?retry_in,
+                        "reactor stopped: the event's effect was refused");
+                } else {
+                    tracing::warn!(reactor = name, position = event.position,
+                        event = %describe(event), %error, attempts, ?retry_in,
+                        "reactor retrying an event");
+                }
+                if let Some(blocked) = slot
+                    .blocked
+                    .as_ref()
+                    .filter(|b| b.position != event.position)
+                {
+                    tracing::info!(
+                        reactor = name,
+                        position = blocked.position,
+                        attempts = blocked.attempts,
+                        "reactor recovered"
+                    );
+                }
+                slot.blocked = Some(Blocked {
+                    position: event.position,
+                    event: describe(event),
+                    error: error.to_string(),
+                    permanent,
+                    attempts,
+                });
+                slot.retry_at = Some(Instant::now() + retry_in);
+                slot.checkpoint = match i {
+                    0 => from,
+                    _ => pending[i - 1].cursor(),
+                };
+                return;
+            }
+        }
+    }
+    if let Some(blocked) = slot.blocked.take() {
+        tracing::info!(
+            reactor = name,
+            position = blocked.position,
+            attempts = blocked.attempts,
+            "reactor recovered"
+        );
+        slot.retry_at = None;
+    }
+    slot.checkpoint = last.cursor();
 }

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use aggregates::incident::{DriftIncident, IncidentCommand, IncidentStatus};
-use aggregates::kernel::ids::{LocalId, TenantId};
+use aggregates::kernel::ids::{AggregateId, LocalId, TenantId};
 use aggregates::policy::{DriftPolicy, DriftPolicySettings, PolicyScope};
 use aggregates::Actor;
 use chrono::{DateTime, Utc};
@@ -62,23 +62,28 @@ pub(super) async fn run(
         if incident.snapshot_purged {
             continue;
         }
-        let Some((tenant, local)) = aggregate_id.split_once(':') else {
-            continue;
+        let parsed = AggregateId::parse(aggregate_id.as_str()).and_then(|id| {
+            let incident_id = LocalId::parse(id.local())?;
+            Ok((id.tenant_id(), incident_id))
+        });
+        let (tenant, incident_id) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::warn!(%aggregate_id, %error, "incident stream with a malformed id");
+                continue;
+            }
         };
         *referenced
-            .entry((tenant.to_string(), digest.clone()))
+            .entry((tenant.as_str().to_string(), digest.clone()))
             .or_default() += 1;
         if let (IncidentStatus::Closed, Some(closed_at)) = (incident.status, incident.closed_at) {
-            match (TenantId::parse(tenant), LocalId::parse(local)) {
-                (Ok(tenant), Ok(incident_id)) => candidates.push(Candidate {
-                    tenant,
-                    incident_id,
-                    environment_id: incident.environment_id.clone(),
-                    closed_at,
-                    digest,
-                }),
-                _ => tracing::warn!(%aggregate_id, "incident stream with a malformed id"),
-            }
+            candidates.push(Candidate {
+                tenant,
+                incident_id,
+                environment_id: incident.environment_id.clone(),
+                closed_at,
+                digest,
+            });
         }
     }
 

@@ -4,12 +4,15 @@
 //! incident the slot holds, or reserves the slot for a new incident id with what
 //! opening it needs; the incident-slot reactor ([`crate::reactors::incident_slot`])
 //! opens the reserved incident, and releases the slot once the incident is closed.
-//! The report waits (bounded) for the reactor to reach its reservation, so the
-//! caller still gets the incident it opened.
+//! The reactor is what guarantees both steps (a report interrupted after its
+//! reservation still ends with an open incident). A report that needs a step now
+//! takes it itself with the same idempotent command rather than wait for the
+//! reactor: it opens the incident it reserved (so the caller gets it at once), and
+//! releases the slot of a closed incident it finds.
 //!
-//! A slot that holds an incident not opened yet, or one already closed, is the
-//! reactor's work in progress: the report waits for the reactor to reach what is
-//! committed, then looks again. A reservation recorded before the reactor existed
+//! A slot that holds an incident not opened yet is another report's work in
+//! progress: the report waits for the reactor to reach what is committed, then
+//! looks again. A reservation recorded before the reactor existed
 //! carries no opening, so the reactor skips it; the report that finds it opens it
 //! with its own drift (the repair this step always had).
 
@@ -62,6 +65,7 @@ pub async fn report_drift(
         };
         let Some(active) = &environment.active_incident else {
             let incident_id = LocalId::parse(uuid::Uuid::new_v4().to_string())?;
+            let open = opening.open(environment_id.clone());
             let reserve = EnvironmentCommand::ReserveIncidentSlot {
                 incident_id: incident_id.clone(),
                 opening: Some(opening),
@@ -70,8 +74,19 @@ pub async fn report_drift(
                 .environment(&system_ctx(ctx, "incident-slot"), environment_id, reserve)
                 .await
             {
-                Ok(reserved) => {
-                    wait_for_reactor(domain, reserved.position.unwrap_or_default()).await?;
+                Ok(_) => {
+                    // The reactor opens what the reservation names; the report takes
+                    // the same idempotent step at once rather than wait for it
+                    // (whichever lands first opens the incident, the other changes
+                    // nothing; both act under this report's correlation id).
+                    bus.execute_retrying::<DriftIncident, _>(
+                        &system_ctx(ctx, "drift"),
+                        &[&incident_id],
+                        open,
+                        &(),
+                        RETRIES,
+                    )
+                    .await?;
                     let opened = opened_by(domain, ctx, &incident_id).await?;
                     return Ok((incident_id, opened));
                 }
@@ -106,8 +121,27 @@ pub async fn report_drift(
                 Err(e) => return Err(e),
             }
         }
-        // Reserved and not opened yet, or closed and not released yet: the reactor's
-        // work. Wait until it has handled everything committed so far, look again.
+        if incident.status == IncidentStatus::Closed {
+            // Closed, its slot not released yet: the reactor's step, taken here at
+            // once (idempotent: a slot that moved on is left alone). Look again.
+            let release = EnvironmentCommand::ReleaseIncidentSlot {
+                incident_id: active.clone(),
+            };
+            match domain
+                .environment(&system_ctx(ctx, "incident-slot"), environment_id, release)
+                .await
+            {
+                Ok(_) => continue,
+                Err(e @ CommandError::Conflict { .. }) => {
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Reserved and not opened yet: another report's reservation, which it and
+        // the reactor are opening. Wait until the reactor has handled everything
+        // committed so far, look again.
         let head = bus.store().last_position().await?;
         wait_for_reactor(domain, head).await?;
         let environment = bus.load::<Environment>(&env_aggregate).await?.into_state();

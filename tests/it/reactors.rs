@@ -4,7 +4,7 @@
 //! reactor repairs the crash it exists for.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ both_backends!(
     two_runtimes_handle_each_event_once,
     a_failing_event_is_retried_and_never_skipped,
     a_refused_effect_stops_the_reactor_and_ends_waits,
+    partitions_react_concurrently_and_stop_at_the_earliest_failure,
     reserved_incident_is_opened_by_the_reactor,
     closing_an_incident_releases_its_slot,
     leaving_linked_releases_the_link_slot,
@@ -323,6 +324,140 @@ async fn a_refused_effect_stops_the_reactor_and_ends_waits(kind: Kind) {
     assert!(status.blocked.unwrap().attempts >= 2);
     assert!(status.checkpoint.position < positions[0]);
     assert!(counts(&seen).is_empty());
+}
+
+/// A test reactor partitioned by aggregate: counts `environment.registered` events
+/// by position; the first reaction to the environment `hold` waits for `release`
+/// and then fails (transiently), later ones succeed.
+struct Partitioned {
+    seen: Arc<Mutex<HashMap<i64, u32>>>,
+    hold: String,
+    release: Arc<tokio::sync::Notify>,
+    held: AtomicBool,
+}
+
+impl Reactor for Partitioned {
+    fn name(&self) -> &'static str {
+        "partitioned"
+    }
+
+    fn wants(&self, event: &StoredEvent) -> bool {
+        event.event_type == "environment.registered"
+    }
+
+    fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {
+        &event.aggregate_id
+    }
+
+    fn react<'a>(
+        &'a self,
+        trigger: &'a Trigger<'a>,
+    ) -> BoxFuture<'a, Result<Reaction, ReactError>> {
+        Box::pin(async move {
+            if trigger.event.aggregate_id == self.hold && !self.held.swap(true, Ordering::SeqCst) {
+                self.release.notified().await;
+                return Err(ReactError::Transient("held, then failed".into()));
+            }
+            *self
+                .seen
+                .lock()
+                .unwrap()
+                .entry(trigger.event.position)
+                .or_default() += 1;
+            Ok(Reaction::Done)
+        })
+    }
+}
+
+async fn partitions_react_concurrently_and_stop_at_the_earliest_failure(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let positions = register_environments(&domain, "e", 4).await;
+    // all four readable in one batch (PostgreSQL reads below older transactions)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while t
+        .store
+        .read_after(eventstore::LogCursor::START, 100)
+        .await
+        .unwrap()
+        .len()
+        < 4
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events not readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let reactor = Partitioned {
+        seen: seen.clone(),
+        hold: "acme:e1".to_string(),
+        release: release.clone(),
+        held: AtomicBool::new(false),
+    };
+    // a retry late enough for the blocked state to be seen
+    let options = ReactorOptions {
+        retry_min: Duration::from_millis(300),
+        ..options()
+    };
+    let (handle, task) = ReactorRuntime::new(
+        t.store.clone(),
+        vec![Arc::new(reactor)],
+        options,
+        Reactors::new(t.store.clone()),
+    )
+    .spawn();
+    let _task = AbortOnDrop(task);
+
+    // e1 waits; the other partitions go on without it
+    let others = [positions[0], positions[2], positions[3]];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counts(&seen) != once_each(&others) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other partitions did not react while e1 waited: {:?}",
+            counts(&seen)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // waiters see the dealt-with prefix only: not past the event still pending
+    let status = handle.status().remove(0);
+    assert_eq!(status.checkpoint.position, positions[0]);
+    let waited = handle
+        .wait_for(positions[1], Duration::from_millis(50))
+        .await;
+    assert!(
+        matches!(waited, Err(WaitError::Timeout { .. })),
+        "{waited:?}"
+    );
+
+    // e1 fails: the checkpoint stays before it, and the reactor is blocked there
+    release.notify_one();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let blocked = loop {
+        if let Some(blocked) = handle.status().remove(0).blocked {
+            break blocked;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never blocked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(blocked.position, positions[1]);
+    // the retry handles e1, and replays what came after it (idempotent reactions)
+    handle.wait_for(positions[3], WAIT).await.unwrap();
+    let status = handle.status().remove(0);
+    assert_eq!(status.blocked, None);
+    assert_eq!(status.events_handled, 4, "each event counted once");
+    assert_eq!(
+        counts(&seen),
+        HashMap::from([
+            (positions[0], 1),
+            (positions[1], 1),
+            (positions[2], 2),
+            (positions[3], 2)
+        ])
+    );
 }
 
 fn opening(affected: usize) -> IncidentOpening {

@@ -203,6 +203,25 @@ async fn held_back(pool: &PgPool) -> bool {
     .unwrap_or(false)
 }
 
+/// Most announcements one wake-up drains (the rest wake the next wait).
+const DRAIN_MAX: usize = 100_000;
+
+/// Takes every announcement that has already arrived, without waiting. A reader
+/// busy with a long batch (a catch-up, a population) finds thousands of them
+/// queued on its connection; taken one per wait, each would cost an empty read of
+/// the log (measured: a thousand queries a second for a minute after 12,000
+/// commands, a fifth of the matrix's cached throughput).
+fn drain_announcements(listener: &mut sqlx::postgres::PgListener) {
+    use futures::FutureExt;
+    for _ in 0..DRAIN_MAX {
+        // polled once: what the connection has already received, nothing more
+        match listener.try_recv().now_or_never() {
+            Some(Ok(Some(_))) => continue,
+            _ => break,
+        }
+    }
+}
+
 impl Wakeup {
     /// Waits until new events may have been appended, or `max` has passed. Returns
     /// whether it was woken (false on timeout).
@@ -246,7 +265,7 @@ impl Wakeup {
         // Several appends may have signalled: one read of the log covers them all.
         local.borrow_and_update();
         if let Some(listener) = self.listener.as_mut() {
-            while listener.next_buffered().is_some() {}
+            drain_announcements(listener);
         }
         self.woken = woken || held;
         self.woken
