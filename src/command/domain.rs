@@ -19,7 +19,7 @@ use std::sync::Arc;
 use aggregates::canonical::{CanonicalCommand, CanonicalWorkflow};
 use aggregates::deployment::{Deployment, DeploymentCommand};
 use aggregates::environment::{Environment, EnvironmentCommand};
-use aggregates::incident::{DriftIncident, IncidentCommand};
+use aggregates::incident::{DriftIncident, IncidentCommand, IncidentEvent};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::LocalId;
 use aggregates::mapping::{MappingCommand, MappingStatus, WorkflowMapping};
@@ -147,9 +147,51 @@ impl Domain {
         command: IncidentCommand,
         admin_override: bool,
     ) -> Result<Committed<DriftIncident>, CommandError> {
-        self.bus
+        let committed = self
+            .bus
             .execute::<DriftIncident, _>(ctx, &[incident_id], command, admin_override, &())
-            .await
+            .await?;
+        let closed = committed
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, IncidentEvent::Closed { .. }));
+        if closed {
+            self.release_incident_slot(ctx, &committed.state.environment_id, incident_id)
+                .await;
+        }
+        Ok(committed)
+    }
+
+    /// Frees the environment's slot of a closed incident at once: the step the
+    /// incident-slot reactor guarantees ([`crate::reactors::incident_slot`]), taken
+    /// here so the next drift report finds the slot free. Idempotent; a failure is
+    /// left to the reactor (the close has committed either way).
+    async fn release_incident_slot(
+        &self,
+        ctx: &CommandContext,
+        environment_id: &str,
+        incident_id: &LocalId,
+    ) {
+        let released = match LocalId::parse(environment_id) {
+            Ok(environment_id) => self
+                .bus
+                .execute_retrying::<Environment, _>(
+                    &system_ctx(ctx, "incident-slot"),
+                    &[&environment_id],
+                    EnvironmentCommand::ReleaseIncidentSlot {
+                        incident_id: incident_id.clone(),
+                    },
+                    &(),
+                    RETRIES,
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(error) = released {
+            tracing::warn!(%incident_id, %error,
+                "closed incident's slot not released yet; the incident-slot reactor will");
+        }
     }
 
     pub async fn promotion(

@@ -22,7 +22,7 @@
 
 use aggregates::environment::{Environment, EnvironmentCommand, EnvironmentEvent};
 use aggregates::incident::DriftIncident;
-use aggregates::kernel::ids::LocalId;
+use aggregates::kernel::ids::{aggregate_id, LocalId, TenantId};
 use futures::future::BoxFuture;
 
 use super::{ReactError, Reaction, Reactor, Trigger, COMMAND_ATTEMPTS};
@@ -60,6 +60,26 @@ impl IncidentSlotReactor {
                  before reactors); the next drift report on the environment opens it"
             )));
         };
+        let [environment_id] = <[LocalId; 1]>::try_from(trigger.local_ids()?).map_err(|_| {
+            ReactError::Permanent(format!(
+                "malformed environment id {}",
+                trigger.event.aggregate_id
+            ))
+        })?;
+        let incident_id = LocalId::parse(incident_id)?;
+        // Usually the report that reserved the slot has opened it already: one load
+        // tells (opening an open incident would change nothing either).
+        let tenant = TenantId::parse(trigger.event.tenant()).map_err(ReactError::from)?;
+        let incident = self
+            .bus
+            .load::<DriftIncident>(&aggregate_id(&tenant, &[&incident_id]))
+            .await?
+            .into_state();
+        if incident.opened {
+            return Ok(Reaction::Skipped(format!(
+                "incident {incident_id} is already open"
+            )));
+        }
         let environment = self
             .bus
             .load::<Environment>(&trigger.event.aggregate_id)
@@ -70,13 +90,6 @@ impl IncidentSlotReactor {
                 "the slot no longer holds incident {incident_id}"
             )));
         }
-        let [environment_id] = <[LocalId; 1]>::try_from(trigger.local_ids()?).map_err(|_| {
-            ReactError::Permanent(format!(
-                "malformed environment id {}",
-                trigger.event.aggregate_id
-            ))
-        })?;
-        let incident_id = LocalId::parse(incident_id)?;
         let opened = self
             .bus
             .execute_retrying::<DriftIncident, _>(

@@ -5,8 +5,9 @@
 //! The runtime reads the global log in batches from the checkpoint
 //! ([`eventstore::Store::read_after`], gap-safe), hands every event the reactor
 //! [`wants`](Reactor::wants) to [`react`](Reactor::react), and writes the checkpoint
-//! after the batch. New events wake it at once ([`eventstore::Store::wakeup`]);
-//! polling is only the fallback. On PostgreSQL each reactor runs in exactly one
+//! after the batch. New events wake it ([`eventstore::Store::wakeup`]; it lets a
+//! burst settle for [`ReactorOptions::settle`] before reading); polling is only the
+//! fallback. On PostgreSQL each reactor runs in exactly one
 //! process across all replicas (an advisory lock per reactor, on a dedicated
 //! connection, as the projector does); on SQLite it runs in one process (and once
 //! per database within it).
@@ -36,8 +37,9 @@
 //! the effect to the request that caused it) and the causation id is the triggering
 //! event's global position.
 //!
-//! A caller that needs a reactor's effect before it answers (a drift check that
-//! returns the incident the reactor opens) waits for it, bounded:
+//! A caller that needs a reactor's effect before it answers either takes the same
+//! idempotent step itself (a drift report opens the incident it reserved; a close
+//! releases the slot), the reactor then finding it done, or waits for it, bounded:
 //! [`Reactors::wait_for_reactor`] returns once the reactor has handled the log up to
 //! a position, wherever it runs.
 //!

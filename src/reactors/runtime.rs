@@ -45,6 +45,12 @@ pub struct ReactorOptions {
     /// on SQLite queues behind the commands' own (measured: `syncRepository` of
     /// 1,000 files 27 % slower).
     pub caught_up_flush: Duration,
+    /// How long a woken runner lets appends settle before it reads: one read per
+    /// burst instead of one per command, and a caller that takes a reaction's step
+    /// itself (a drift report opening the incident it reserved) is usually done
+    /// before the reactor looks, so the two rarely collide. Reactions land this
+    /// much later.
+    pub settle: Duration,
 }
 
 /// The advisory locks of the service's reactors.
@@ -60,6 +66,7 @@ impl Default for ReactorOptions {
             retry_max: Duration::from_secs(60),
             checkpoint_every: Duration::from_secs(1),
             caught_up_flush: Duration::from_millis(100),
+            settle: Duration::from_millis(20),
         }
     }
 }
@@ -655,7 +662,11 @@ impl ReactorRuntime {
                             if !std::mem::take(&mut handled) {
                                 w.nothing_read();
                             }
-                            w.wait(wait).await;
+                            if w.wait(wait).await && !self.options.settle.is_zero() {
+                                // let a burst of appends land, then read it at once
+                                tokio::time::sleep(self.options.settle).await;
+                                w.discard_announcements();
+                            }
                         }
                         None => tokio::time::sleep(wait).await,
                     }
@@ -854,9 +865,6 @@ async fn react_to_batch(
         .await;
     outcomes.sort_by_key(|(i, _)| *i);
 
-    // An effect (or a judged skip) is written down at once: waiters in other
-    // processes read the row, and a replay would have to judge it again.
-    slot.dirty = true;
     let failed_at = outcomes
         .iter()
         .find(|(_, o)| matches!(o, Outcome::Failed(_)))
@@ -872,7 +880,10 @@ async fn react_to_batch(
         let event = pending[i];
         match outcome {
             Outcome::Reacted(_) if failed_at.is_some_and(|f| i > f) => {}
-            Outcome::Reacted(Reaction::Done) => {}
+            // An effect is written down at once (waiters in other processes read
+            // the row). A skip is not: nothing happened, and a replay judges it
+            // again; the moved checkpoint is written with the next flush.
+            Outcome::Reacted(Reaction::Done) => slot.dirty = true,
             Outcome::Reacted(Reaction::Skipped(reason)) => {
                 tracing::info!(reactor = name, position = event.position,
                     event = %describe(event), %reason, "reactor skipped an event");
@@ -913,6 +924,7 @@ async fn react_to_batch(
                     attempts,
                 });
                 slot.retry_at = Some(Instant::now() + retry_in);
+                slot.dirty = true;
                 slot.checkpoint = match i {
                     0 => from,
                     _ => pending[i - 1].cursor(),
@@ -929,6 +941,7 @@ async fn react_to_batch(
             "reactor recovered"
         );
         slot.retry_at = None;
+        slot.dirty = true;
     }
     slot.checkpoint = last.cursor();
 }

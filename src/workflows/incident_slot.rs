@@ -8,7 +8,8 @@
 //! reservation still ends with an open incident). A report that needs a step now
 //! takes it itself with the same idempotent command rather than wait for the
 //! reactor: it opens the incident it reserved (so the caller gets it at once), and
-//! releases the slot of a closed incident it finds.
+//! releases the slot of a closed incident it finds (closing releases it at once
+//! too: [`crate::command::domain::Domain::incident`]).
 //!
 //! A slot that holds an incident not opened yet is another report's work in
 //! progress: the report waits for the reactor to reach what is committed, then
@@ -79,14 +80,19 @@ pub async fn report_drift(
                     // the same idempotent step at once rather than wait for it
                     // (whichever lands first opens the incident, the other changes
                     // nothing; both act under this report's correlation id).
-                    bus.execute_retrying::<DriftIncident, _>(
-                        &system_ctx(ctx, "drift"),
-                        &[&incident_id],
-                        open,
-                        &(),
-                        RETRIES,
-                    )
-                    .await?;
+                    let opened = bus
+                        .execute_retrying::<DriftIncident, _>(
+                            &system_ctx(ctx, "drift"),
+                            &[&incident_id],
+                            open,
+                            &(),
+                            RETRIES,
+                        )
+                        .await?;
+                    if !opened.events.is_empty() {
+                        return Ok((incident_id, opened));
+                    }
+                    // the reactor was first: what it appended for this report
                     let opened = opened_by(domain, ctx, &incident_id).await?;
                     return Ok((incident_id, opened));
                 }

@@ -585,8 +585,11 @@ async fn closing_an_incident_releases_its_slot(kind: Kind) {
         reason: Some("reverted".into()),
         resolution_type: Some(ResolutionType::Revert),
     };
+    // the close alone, as a process that stopped right after it would leave it
+    // (`Domain::incident` releases the slot itself at once: below)
     let closed = domain
-        .incident(&admin("acme"), &incident_id, close, false)
+        .bus()
+        .execute::<DriftIncident, _>(&admin("acme"), &[&incident_id], close.clone(), false, &())
         .await
         .unwrap();
     let closed_at = closed.position.unwrap();
@@ -622,6 +625,30 @@ async fn closing_an_incident_releases_its_slot(kind: Kind) {
     assert_eq!(
         released.metadata["correlation_id"], close_event.metadata["correlation_id"],
         "the release shares the close's correlation"
+    );
+
+    // a close through the domain frees the slot at once, without the reactor
+    let quiet = t.domain_without_reactors();
+    let (second, _) = report_drift(
+        &quiet,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        opening(1).affected_workflows,
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second, incident_id);
+    quiet
+        .incident(&admin("acme"), &second, close, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        load::<Environment>(&quiet, "acme:prod")
+            .await
+            .active_incident,
+        None
     );
 }
 
@@ -765,8 +792,10 @@ async fn replaying_handled_batches_changes_nothing(kind: Kind) {
         reason: Some("fixed".into()),
         resolution_type: Some(ResolutionType::Replace),
     };
+    // the close alone (`Domain::incident` would release the slot itself)
     domain
-        .incident(&admin("acme"), &id("inc-1"), close, false)
+        .bus()
+        .execute::<DriftIncident, _>(&admin("acme"), &[&id("inc-1")], close, false, &())
         .await
         .unwrap();
     step_to(&mut runner, &t.store, head(&t.store).await).await;

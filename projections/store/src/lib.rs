@@ -271,6 +271,15 @@ impl Wakeup {
         self.woken
     }
 
+    /// Forgets the announcements received so far, without waiting: for a reader
+    /// about to read the log anyway (which covers them).
+    pub fn discard_announcements(&mut self) {
+        self.local.borrow_and_update();
+        if let Some(listener) = self.listener.as_mut() {
+            drain_announcements(listener);
+        }
+    }
+
     /// The reader's read after the last wake-up returned nothing: if events were
     /// announced that it cannot read yet, the next [`wait`](Self::wait) comes back
     /// for them soon instead of at the next announcement or poll (PostgreSQL).
