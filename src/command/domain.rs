@@ -166,7 +166,7 @@ impl Domain {
     /// incident-slot reactor guarantees ([`crate::reactors::incident_slot`]), taken
     /// here so the next drift report finds the slot free. Idempotent; a failure is
     /// left to the reactor (the close has committed either way).
-    async fn release_incident_slot(
+    pub(crate) async fn release_incident_slot(
         &self,
         ctx: &CommandContext,
         environment_id: &str,

@@ -130,20 +130,10 @@ pub async fn report_drift(
         if incident.status == IncidentStatus::Closed {
             // Closed, its slot not released yet: the reactor's step, taken here at
             // once (idempotent: a slot that moved on is left alone). Look again.
-            let release = EnvironmentCommand::ReleaseIncidentSlot {
-                incident_id: active.clone(),
-            };
-            match domain
-                .environment(&system_ctx(ctx, "incident-slot"), environment_id, release)
-                .await
-            {
-                Ok(_) => continue,
-                Err(e @ CommandError::Conflict { .. }) => {
-                    last_error = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
+            domain
+                .release_incident_slot(ctx, environment_id.as_str(), &active)
+                .await;
+            continue;
         }
         // Reserved and not opened yet: another report's reservation, which it and
         // the reactor are opening. Wait until the reactor has handled everything

@@ -21,7 +21,7 @@ use aggregates::reservation::{LinkSlot, Reservation};
 use eventstore::sql::{Dialect, Sql};
 use eventstore::{Store, StoredEvent};
 use futures::future::BoxFuture;
-use workflowops::command::bus::CommandContext;
+use workflowops::command::bus::{CommandContext, Committed};
 use workflowops::command::domain::Domain;
 use workflowops::reactors::{
     incident_slot, link_slot, ReactError, Reaction, Reactor, ReactorOptions, ReactorRuntime,
@@ -474,6 +474,23 @@ fn opening(affected: usize) -> IncidentOpening {
     }
 }
 
+/// A drift report on `acme:prod` naming `affected` workflows, as the drift job sends.
+async fn report_on_prod(
+    domain: &Domain,
+    affected: usize,
+) -> (aggregates::kernel::ids::LocalId, Committed<DriftIncident>) {
+    report_drift(
+        domain,
+        &ctx("acme", Role::System),
+        &id("prod"),
+        opening(affected).affected_workflows,
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn load<A: cqrs_es::Aggregate>(domain: &Domain, aggregate_id: &str) -> A {
     domain
         .bus()
@@ -537,16 +554,7 @@ async fn reserved_incident_is_opened_by_the_reactor(kind: Kind) {
     assert_eq!(meta["causation_id"], reserved_at.to_string());
 
     // a drift report now updates the incident the reactor opened
-    let (updated, _) = report_drift(
-        &domain,
-        &ctx("acme", Role::System),
-        &id("prod"),
-        opening(5).affected_workflows,
-        None,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (updated, _) = report_on_prod(&domain, 5).await;
     assert_eq!(updated.as_str(), "inc-1");
     assert_eq!(
         load::<DriftIncident>(&domain, "acme:inc-1")
@@ -564,16 +572,7 @@ async fn closing_an_incident_releases_its_slot(kind: Kind) {
         .environment(&admin("acme"), &id("prod"), register("Production"))
         .await
         .unwrap();
-    let (incident_id, opened) = report_drift(
-        &domain,
-        &ctx("acme", Role::System),
-        &id("prod"),
-        opening(2).affected_workflows,
-        None,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (incident_id, opened) = report_on_prod(&domain, 2).await;
     assert!(opened.state.opened);
     assert_eq!(
         opened.events.len(),
@@ -629,16 +628,7 @@ async fn closing_an_incident_releases_its_slot(kind: Kind) {
 
     // a close through the domain frees the slot at once, without the reactor
     let quiet = t.domain_without_reactors();
-    let (second, _) = report_drift(
-        &quiet,
-        &ctx("acme", Role::System),
-        &id("prod"),
-        opening(1).affected_workflows,
-        None,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (second, _) = report_on_prod(&quiet, 1).await;
     assert_ne!(second, incident_id);
     quiet
         .incident(&admin("acme"), &second, close, false)
