@@ -60,9 +60,7 @@ use aggregates::environment::{
     DriftCheckOutcome, DriftCounts, Environment, EnvironmentClass, EnvironmentCommand, GitProvider,
     GitTarget,
 };
-use aggregates::incident::{
-    AffectedWorkflow, DriftIncident, IncidentCommand, IncidentPolicy, ResolutionType,
-};
+use aggregates::incident::{AffectedWorkflow, IncidentCommand, IncidentPolicy, ResolutionType};
 use aggregates::kernel::command::{Actor, Role};
 use aggregates::kernel::ids::{LocalId, TenantId};
 use aggregates::mapping::MappingCommand;
@@ -450,13 +448,13 @@ async fn bulk_client(
         } else if roll < 995 {
             let incident_id = id(format!("inc-{client}-{incident}"));
             let role = if step == 0 { Role::System } else { Role::Admin };
-            let r = bus
-                .execute::<DriftIncident, _>(
+            // through the domain, as the service does (a close frees the slot)
+            let r = domain
+                .incident(
                     &ctx(role),
-                    &[&incident_id],
+                    &incident_id,
                     incident_command(step, &environment),
                     false,
-                    &(),
                 )
                 .await;
             if let Some(committed) = tally.record("incident command", r) {

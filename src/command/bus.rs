@@ -149,6 +149,36 @@ impl CommandBus {
         authorize(ctx, &command)?;
         let id = AggregateId::new(&ctx.tenant, parts);
         let loaded = self.load::<A>(id.as_str()).await?;
+        self.execute_on(ctx, loaded, command, admin_override, services)
+            .await
+    }
+
+    /// [`execute`](Self::execute) on an aggregate the caller has just loaded (to
+    /// look at it first), saving a second load. The commit still fails with a
+    /// retryable `CONFLICT` when the stream moved since the load. The aggregate must
+    /// be the caller's tenant's.
+    pub async fn execute_on<A, C>(
+        &self,
+        ctx: &CommandContext,
+        loaded: Loaded<A>,
+        command: C,
+        admin_override: bool,
+        services: &A::Services,
+    ) -> Result<Committed<A>, CommandError>
+    where
+        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone,
+        A::Event: Clone,
+        C: DomainCommand,
+    {
+        authorize(ctx, &command)?;
+        let id = AggregateId::parse(loaded.aggregate_id())?;
+        if id.tenant() != ctx.tenant.as_str() {
+            return Err(DomainError::NotFound {
+                kind: A::TYPE,
+                id: id.local().to_string(),
+            }
+            .into());
+        }
         let envelope = Envelope {
             tenant: ctx.tenant.clone(),
             actor: ctx.actor.clone(),

@@ -33,6 +33,15 @@ pub const NAME: &str = "incident-slot";
 
 const RESERVED: &str = "environment.incident_slot_reserved";
 const CLOSED: &str = "incident.closed";
+const OPENED: &str = "incident.detected";
+const RELEASED: &str = "environment.incident_slot_released";
+
+/// The aggregate id of the incident an environment's slot event names.
+fn named_incident(event: &StoredEvent) -> Option<String> {
+    let tenant = TenantId::parse(event.tenant()).ok()?;
+    let incident = event.payload.get("incident_id")?.as_str()?;
+    Some(aggregate_id(&tenant, &[&LocalId::parse(incident).ok()?]))
+}
 
 pub struct IncidentSlotReactor {
     bus: CommandBus,
@@ -148,6 +157,10 @@ impl Reactor for IncidentSlotReactor {
         NAME
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[RESERVED, CLOSED, OPENED, RELEASED])
+    }
+
     fn wants(&self, event: &StoredEvent) -> bool {
         event.event_type == RESERVED || event.event_type == CLOSED
     }
@@ -157,6 +170,28 @@ impl Reactor for IncidentSlotReactor {
     /// never wait for each other.
     fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {
         &event.aggregate_id
+    }
+
+    /// Opening the reserved incident, and releasing a closed incident's slot, keyed
+    /// by the incident's aggregate id.
+    fn step(&self, event: &StoredEvent) -> Option<String> {
+        match event.event_type.as_str() {
+            RESERVED => named_incident(event).map(|id| format!("open {id}")),
+            CLOSED => Some(format!("release {}", event.aggregate_id)),
+            _ => None,
+        }
+    }
+
+    /// `incident.detected` shows the opening taken (the reporter opened it; an
+    /// incident is opened once); `environment.incident_slot_released` shows the
+    /// release taken (the close released it; incident ids are never reused, so the
+    /// slot never holds that incident again).
+    fn step_taken(&self, event: &StoredEvent) -> Option<String> {
+        match event.event_type.as_str() {
+            OPENED => Some(format!("open {}", event.aggregate_id)),
+            RELEASED => named_incident(event).map(|id| format!("release {id}")),
+            _ => None,
+        }
     }
 
     fn react<'a>(

@@ -27,6 +27,14 @@ use eventstore::StoredEvent;
 pub const NAME: &str = "link-slot";
 
 const MAPPING: &str = "workflow_mapping";
+/// The mapping events that may take a mapping out of `linked` (decoded to tell).
+const LEAVING: [&str; 5] = [
+    "mapping.unlinked",
+    "mapping.disappeared",
+    "mapping.reappeared",
+    "mapping.ignored",
+    "mapping.deleted",
+];
 
 pub struct LinkSlotReactor {
     bus: CommandBus,
@@ -139,17 +147,12 @@ impl Reactor for LinkSlotReactor {
         NAME
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&LEAVING)
+    }
+
     fn wants(&self, event: &StoredEvent) -> bool {
-        if event.aggregate_type != MAPPING
-            || !matches!(
-                event.event_type.as_str(),
-                "mapping.unlinked"
-                    | "mapping.disappeared"
-                    | "mapping.reappeared"
-                    | "mapping.ignored"
-                    | "mapping.deleted"
-            )
-        {
+        if event.aggregate_type != MAPPING || !LEAVING.contains(&event.event_type.as_str()) {
             return false;
         }
         // An undecodable payload is the reaction's to report.

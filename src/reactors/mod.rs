@@ -39,7 +39,9 @@
 //!
 //! A caller that needs a reactor's effect before it answers either takes the same
 //! idempotent step itself (a drift report opens the incident it reserved; a close
-//! releases the slot), the reactor then finding it done, or waits for it, bounded:
+//! releases the slot), the reactor then finding it done (without a load when the
+//! step's event is in the same batch, [`Reactor::step`]; a young trigger is left to
+//! its caller for [`ReactorOptions::grace`]), or waits for it, bounded:
 //! [`Reactors::wait_for_reactor`] returns once the reactor has handled the log up to
 //! a position, wherever it runs.
 //!
@@ -63,6 +65,10 @@
 //!    again), check the current state and return [`Reaction::Skipped`] with why.
 //!    Return [`ReactError`] for anything that did not happen; `From<CommandError>`
 //!    sorts command errors into transient and permanent.
+//!    When callers take the reaction's step themselves, say so: [`Reactor::step`]
+//!    and [`Reactor::step_taken`] let the runtime skip a trigger whose step is in
+//!    the log already, and leave a young one to its caller for
+//!    [`ReactorOptions::grace`].
 //! 5. **Register it** in [`standard`], which [`crate::Application`] starts (with the
 //!    projector) and the tests' `TestStore::domain` starts too.
 //! 6. **Test it** (`tests/it/reactors.rs`, both backends): the effect happens; a
@@ -110,6 +116,30 @@ pub trait Reactor: Send + Sync + 'static {
     fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {
         let _ = event;
         ""
+    }
+    /// The event types whose content ([`Reactor::wants`], [`Reactor::react`],
+    /// [`Reactor::step_taken`]) this reactor looks at; events of other types reach
+    /// it without payload and metadata. `None` (the default): every event whole.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+    /// The step a reaction to `event` would take, as a key that a later event can
+    /// show taken ([`Reactor::step_taken`]). When an event later in the same batch
+    /// shows it, the runtime skips the trigger without reacting: a caller that took
+    /// the reactor's step itself (a close releasing its slot) then costs the reactor
+    /// no load. A trigger with a step is also left alone while it is younger than
+    /// [`ReactorOptions::grace`] (its caller is probably taking the step). Only for
+    /// steps whose later evidence means the effect is there for good. Default: none
+    /// (every wanted event is reacted to as soon as it is read).
+    fn step(&self, event: &StoredEvent) -> Option<String> {
+        let _ = event;
+        None
+    }
+    /// The step `event` shows taken, as the key [`Reactor::step`] gives its
+    /// trigger. Sees every event of the log: keep it cheap (look at the type first).
+    fn step_taken(&self, event: &StoredEvent) -> Option<String> {
+        let _ = event;
+        None
     }
 }
 

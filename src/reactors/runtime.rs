@@ -51,6 +51,13 @@ pub struct ReactorOptions {
     /// before the reactor looks, so the two rarely collide. Reactions land this
     /// much later.
     pub settle: Duration,
+    /// How long a trigger whose step its caller may be taking ([`Reactor::step`])
+    /// is left alone: younger than this and not yet shown taken, the reactor stops
+    /// before it and comes back once it is this old. The caller's own step then
+    /// lands first, and the reactor skips the trigger without loading anything
+    /// instead of taking the same step alongside it (each would load and write what
+    /// the other does). Only repairs after a crash land this much later.
+    pub grace: Duration,
 }
 
 /// The advisory locks of the service's reactors.
@@ -67,6 +74,7 @@ impl Default for ReactorOptions {
             checkpoint_every: Duration::from_secs(1),
             caught_up_flush: Duration::from_millis(100),
             settle: Duration::from_millis(20),
+            grace: Duration::from_millis(250),
         }
     }
 }
@@ -320,6 +328,9 @@ struct Slot {
     reload: bool,
     blocked: Option<Blocked>,
     retry_at: Option<Instant>,
+    /// Stopped before a young trigger ([`ReactorOptions::grace`]): until when, and
+    /// the newest event seen then (a newer one may show its step taken).
+    deferred: Option<(Instant, LogCursor)>,
     /// The blocked state changed, or an effect happened, since the row was written.
     dirty: bool,
     /// When the row was last written.
@@ -397,6 +408,7 @@ impl ReactorRuntime {
                 reload: false,
                 blocked: None,
                 retry_at: None,
+                deferred: None,
                 dirty: false,
                 persisted_at: Instant::now(),
                 sqlite_claim: None,
@@ -493,6 +505,7 @@ impl ReactorRuntime {
                 // A stored failure is retried at once on start: the cause may be gone.
                 slot.blocked = None;
                 slot.retry_at = None;
+                slot.deferred = None;
                 slot.dirty = false;
                 slot.reload = false;
             }
@@ -516,12 +529,23 @@ impl ReactorRuntime {
         let Some(from) = due.iter().map(|&i| self.slots[i].checkpoint).min() else {
             return Ok(Step::Idle);
         };
-        let batch = self.store.read_after(from, self.options.batch_size).await?;
+        // only what the reactors look into comes whole
+        let mut types: Option<Vec<&'static str>> = Some(vec![]);
+        for &i in &due {
+            match (self.slots[i].reactor.event_types(), types.as_mut()) {
+                (Some(theirs), Some(all)) => all.extend_from_slice(theirs),
+                _ => types = None,
+            }
+        }
+        let batch = self
+            .store
+            .read_after_of(from, self.options.batch_size, types.as_deref())
+            .await?;
         if batch.is_empty() {
             // Caught up: write the checkpoints that moved over unwanted events only,
             // at most once per `caught_up_flush` (the idle wait comes back for the rest).
             for &i in &due {
-                let flush = self.slots[i].persisted_at.elapsed() >= self.options.caught_up_flush;
+                let flush = self.slots[i].persisted_at.elapsed() >= self.caught_up_flush();
                 self.persist(i, flush).await?;
             }
             return Ok(Step::Idle);
@@ -614,6 +638,18 @@ impl ReactorRuntime {
         Ok(total)
     }
 
+    /// How soon a checkpoint that moved is written once caught up: at once-ish where
+    /// other processes may wait on the row (PostgreSQL), else with the periodic
+    /// write (SQLite runs reactors in one process, whose waiters see the in-memory
+    /// status; the row only shortens a replay after a crash).
+    fn caught_up_flush(&self) -> Duration {
+        if self.locks.is_shared() {
+            self.options.caught_up_flush
+        } else {
+            self.options.checkpoint_every
+        }
+    }
+
     /// How long an idle runner may sleep: the poll interval, or less when a
     /// reactor's retry is due sooner, or a checkpoint that moved is due to be
     /// written (`caught_up_flush`).
@@ -624,12 +660,12 @@ impl ReactorRuntime {
             .filter(|s| s.owned)
             .filter_map(|s| {
                 // a checkpoint still to write once caught up
-                let flush = (s.checkpoint != s.stored)
-                    .then(|| s.persisted_at + self.options.caught_up_flush);
-                match (s.retry_at, flush) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let flush =
+                    (s.checkpoint != s.stored).then(|| s.persisted_at + self.caught_up_flush());
+                [s.retry_at, flush, s.deferred.map(|(until, _)| until)]
+                    .into_iter()
+                    .flatten()
+                    .min()
             })
             .map(|at| at.saturating_duration_since(now))
             .fold(self.options.poll, Duration::min)
@@ -650,26 +686,27 @@ impl ReactorRuntime {
                 }
             }
             match self.step().await {
+                // A partial batch on SQLite read everything committed: what comes
+                // after it wakes the wait (PostgreSQL may have held events back).
+                Ok(Step::Handled(n))
+                    if !self.locks.is_shared() && (n as i64) < self.options.batch_size =>
+                {
+                    handled = false;
+                    backoff = Duration::from_millis(50);
+                    self.wait_for_more(&mut wakeup).await;
+                }
                 Ok(Step::Handled(_)) => {
                     handled = true;
                     backoff = Duration::from_millis(50);
                     tokio::task::yield_now().await;
                 }
                 Ok(Step::Idle) => {
-                    let wait = self.idle_wait();
-                    match wakeup.as_mut() {
-                        Some(w) => {
-                            if !std::mem::take(&mut handled) {
-                                w.nothing_read();
-                            }
-                            if w.wait(wait).await && !self.options.settle.is_zero() {
-                                // let a burst of appends land, then read it at once
-                                tokio::time::sleep(self.options.settle).await;
-                                w.discard_announcements();
-                            }
+                    if !std::mem::take(&mut handled) {
+                        if let Some(w) = wakeup.as_mut() {
+                            w.nothing_read();
                         }
-                        None => tokio::time::sleep(wait).await,
                     }
+                    self.wait_for_more(&mut wakeup).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "reactor batch failed; retrying");
@@ -680,6 +717,21 @@ impl ReactorRuntime {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+
+    /// Waits for a wake-up (or the idle wait), then lets a burst settle.
+    async fn wait_for_more(&self, wakeup: &mut Option<eventstore::Wakeup>) {
+        let wait = self.idle_wait();
+        match wakeup.as_mut() {
+            Some(w) => {
+                if w.wait(wait).await && !self.options.settle.is_zero() {
+                    // let a burst of appends land, then read it at once
+                    tokio::time::sleep(self.options.settle).await;
+                    w.discard_announcements();
+                }
+            }
+            None => tokio::time::sleep(wait).await,
         }
     }
 
@@ -771,16 +823,69 @@ async fn react_to_batch(
 ) {
     let name = slot.reactor.name();
     let from = slot.checkpoint;
-    let pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.cursor() > from).collect();
+    let newest = batch.last().map(StoredEvent::cursor);
+    if let Some((until, seen)) = slot.deferred {
+        if Instant::now() < until && newest <= Some(seen) {
+            return; // still young, and nothing new that could show its step taken
+        }
+        slot.deferred = None;
+    }
+    let mut pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.cursor() > from).collect();
+    let reactor = slot.reactor.clone();
+    // The steps events of the batch show taken: the last event showing each.
+    let taken: HashMap<String, usize> = pending
+        .iter()
+        .enumerate()
+        .filter_map(|(i, event)| reactor.step_taken(event).map(|key| (key, i)))
+        .collect();
+    // Which triggers are shown taken later in the batch.
+    let shown: Vec<Option<usize>> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            reactor
+                .step(event)
+                .filter(|_| reactor.wants(event))
+                .map(|key| taken.get(&key).copied().filter(|&j| j > i))
+        })
+        .map(|shown_at| shown_at.flatten())
+        .collect();
+    // A young trigger whose step is not shown taken yet: its caller is probably
+    // taking it now. Stop before it, and come back when it is `grace` old.
+    let now = Utc::now();
+    let young = pending.iter().enumerate().find(|(i, event)| {
+        shown[*i].is_none()
+            && reactor.wants(event)
+            && reactor.step(event).is_some()
+            && event.recorded_at > now - options.grace
+    });
+    if let Some((i, event)) = young {
+        let wait = (event.recorded_at + options.grace - now)
+            .to_std()
+            .unwrap_or_default()
+            .min(options.grace);
+        if let Some(newest) = newest {
+            slot.deferred = Some((Instant::now() + wait, newest));
+        }
+        pending.truncate(i);
+    }
     let Some(last) = pending.last() else {
         return;
     };
-    let reactor = slot.reactor.clone();
     let mut partitions: Vec<Vec<usize>> = vec![];
     let mut by_key: HashMap<&str, usize> = HashMap::new();
     let mut done = vec![Dealt::Unwanted; pending.len()];
+    let mut taken_already = None;
     for (i, event) in pending.iter().enumerate() {
         if reactor.wants(event) {
+            if let Some(j) = shown[i] {
+                tracing::debug!(reactor = name, position = event.position,
+                    event = %describe(event), taken_at = pending[j].position,
+                    "reactor skipped an event: its step is already in the log");
+                done[i] = Dealt::Skipped;
+                taken_already.get_or_insert(i);
+                continue;
+            }
             done[i] = Dealt::Pending;
             let next = partitions.len();
             let p = *by_key.entry(reactor.partition(event)).or_insert(next);
@@ -790,7 +895,7 @@ async fn react_to_batch(
             partitions[p].push(i);
         }
     }
-    if partitions.is_empty() {
+    if partitions.is_empty() && taken_already.is_none() {
         slot.checkpoint = last.cursor();
         return;
     }
@@ -828,6 +933,10 @@ async fn react_to_batch(
             handle.publish([p.status.clone()]);
         }
     };
+    if let Some(i) = taken_already {
+        // counts the skipped events at the front, and lets waiters pass them
+        finished(i, Dealt::Skipped);
+    }
     let run_partition = |events: Vec<usize>| {
         let (reactor, pending, finished) = (&reactor, &pending, &finished);
         async move {

@@ -50,7 +50,8 @@ pub async fn report_drift(
     let env_aggregate = aggregate_id(&ctx.tenant, &[environment_id]);
     let mut last_error = None;
     for _ in 0..RETRIES {
-        let environment = bus.load::<Environment>(&env_aggregate).await?.into_state();
+        let loaded = bus.load::<Environment>(&env_aggregate).await?;
+        let environment = loaded.state();
         if !environment.registered {
             return Err(DomainError::NotFound {
                 kind: "environment",
@@ -64,15 +65,22 @@ pub async fn report_drift(
             snapshot_digest: snapshot_digest.clone(),
             policy,
         };
-        let Some(active) = &environment.active_incident else {
+        let Some(active) = environment.active_incident.clone() else {
             let incident_id = LocalId::parse(uuid::Uuid::new_v4().to_string())?;
             let open = opening.open(environment_id.clone());
             let reserve = EnvironmentCommand::ReserveIncidentSlot {
                 incident_id: incident_id.clone(),
                 opening: Some(opening),
             };
-            match domain
-                .environment(&system_ctx(ctx, "incident-slot"), environment_id, reserve)
+            // on the state just looked at (a reservation since is a conflict)
+            match bus
+                .execute_on(
+                    &system_ctx(ctx, "incident-slot"),
+                    loaded,
+                    reserve,
+                    false,
+                    &(),
+                )
                 .await
             {
                 Ok(_) => {

@@ -38,6 +38,7 @@ both_backends!(
     a_failing_event_is_retried_and_never_skipped,
     a_refused_effect_stops_the_reactor_and_ends_waits,
     partitions_react_concurrently_and_stop_at_the_earliest_failure,
+    a_step_already_in_the_batch_is_skipped_without_reacting,
     reserved_incident_is_opened_by_the_reactor,
     closing_an_incident_releases_its_slot,
     leaving_linked_releases_the_link_slot,
@@ -133,6 +134,25 @@ async fn step_to(runner: &mut ReactorRuntime, store: &Store, position: i64) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "reactors did not reach {position}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the log's first `n` events are readable in one batch (PostgreSQL
+/// reads only below older transactions still open anywhere on the server).
+async fn wait_readable(store: &Store, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store
+        .read_after(eventstore::LogCursor::START, 100)
+        .await
+        .unwrap()
+        .len()
+        < n
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events not readable"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -373,22 +393,7 @@ async fn partitions_react_concurrently_and_stop_at_the_earliest_failure(kind: Ki
     let t = TestStore::new(kind).await;
     let domain = t.domain_without_reactors();
     let positions = register_environments(&domain, "e", 4).await;
-    // all four readable in one batch (PostgreSQL reads below older transactions)
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while t
-        .store
-        .read_after(eventstore::LogCursor::START, 100)
-        .await
-        .unwrap()
-        .len()
-        < 4
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events not readable"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_readable(&t.store, 4).await;
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let release = Arc::new(tokio::sync::Notify::new());
     let reactor = Partitioned {
@@ -458,6 +463,132 @@ async fn partitions_react_concurrently_and_stop_at_the_earliest_failure(kind: Ki
             (positions[3], 2)
         ])
     );
+}
+
+/// A test reactor whose step for an environment's registration is shown taken by
+/// the environment's deactivation: counts the registrations it reacted to.
+struct Shown {
+    seen: Arc<Mutex<HashMap<i64, u32>>>,
+}
+
+impl Reactor for Shown {
+    fn name(&self) -> &'static str {
+        "shown"
+    }
+
+    fn wants(&self, event: &StoredEvent) -> bool {
+        event.event_type == "environment.registered"
+    }
+
+    fn step(&self, event: &StoredEvent) -> Option<String> {
+        Some(format!("deactivate {}", event.aggregate_id))
+    }
+
+    fn step_taken(&self, event: &StoredEvent) -> Option<String> {
+        (event.event_type == "environment.deactivated")
+            .then(|| format!("deactivate {}", event.aggregate_id))
+    }
+
+    fn react<'a>(
+        &'a self,
+        trigger: &'a Trigger<'a>,
+    ) -> BoxFuture<'a, Result<Reaction, ReactError>> {
+        Box::pin(async move {
+            *self
+                .seen
+                .lock()
+                .unwrap()
+                .entry(trigger.event.position)
+                .or_default() += 1;
+            Ok(Reaction::Done)
+        })
+    }
+}
+
+async fn a_step_already_in_the_batch_is_skipped_without_reacting(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let positions = register_environments(&domain, "e", 3).await;
+    let deactivated = domain
+        .environment(
+            &admin("acme"),
+            &id("e1"),
+            EnvironmentCommand::Deactivate { reason: None },
+        )
+        .await
+        .unwrap()
+        .position
+        .unwrap();
+    wait_readable(&t.store, 4).await;
+    let run = |batch_size: i64, grace: Duration| {
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let runner = ReactorRuntime::new(
+            t.store.clone(),
+            vec![Arc::new(Shown { seen: seen.clone() })],
+            ReactorOptions {
+                batch_size,
+                grace,
+                // every step writes its checkpoint: the next runner starts there
+                checkpoint_every: Duration::ZERO,
+                ..options()
+            },
+            Reactors::new(t.store.clone()),
+        );
+        (seen, runner)
+    };
+
+    // one batch holds e1's registration and its deactivation: e1 is not reacted to
+    let (seen, mut runner) = run(100, Duration::ZERO);
+    step_to(&mut runner, &t.store, deactivated).await;
+    assert_eq!(
+        counts(&seen),
+        once_each(&[positions[0], positions[2]]),
+        "e1's step is in the log already"
+    );
+    let status = runner.handle().status().remove(0);
+    assert_eq!((status.events_handled, status.events_skipped), (2, 1));
+    assert_eq!(status.blocked, None);
+
+    // A young trigger waits for its grace: the step its caller takes meanwhile lands
+    // in the log, and the reactor then skips it.
+    let e3 = register_environments(&domain, "young", 1).await[0];
+    wait_readable(&t.store, 5).await;
+    drop(runner);
+    let (seen, mut runner) = run(100, Duration::from_secs(3600));
+    step_to(&mut runner, &t.store, deactivated).await;
+    for _ in 0..3 {
+        runner.step().await.unwrap();
+    }
+    let status = runner.handle().status().remove(0);
+    assert_eq!(
+        status.checkpoint.position, deactivated,
+        "stops before the young one"
+    );
+    assert_eq!(status.blocked, None, "waiting is not failing");
+    let taken = domain
+        .environment(
+            &admin("acme"),
+            &id("young0"),
+            EnvironmentCommand::Deactivate { reason: None },
+        )
+        .await
+        .unwrap()
+        .position
+        .unwrap();
+    wait_readable(&t.store, 6).await;
+    step_to(&mut runner, &t.store, taken).await;
+    assert!(counts(&seen).is_empty(), "{:?}", counts(&seen));
+    let status = runner.handle().status().remove(0);
+    assert_eq!((status.events_handled, status.events_skipped), (2, 2));
+    drop(runner);
+
+    // one event per batch: the evidence comes later, so every old event is reacted to
+    rewind_reactors(&t.store).await;
+    let (seen, mut runner) = run(1, Duration::ZERO);
+    step_to(&mut runner, &t.store, taken).await;
+    let mut all = positions.clone();
+    all.push(e3);
+    assert_eq!(counts(&seen), once_each(&all));
 }
 
 fn opening(affected: usize) -> IncidentOpening {
