@@ -220,11 +220,12 @@ pub enum Command {
     /// Seal the log digest now and print it (JSON); keep the `HEX@POSITION` it prints
     /// outside the database for `verify --digest`.
     Digest,
-    /// Empty read models and replay them from position 0 (all of them, or the named
-    /// one). Prints a JSON report. A running service picks the reset up by itself.
+    /// Replay read models from position 0 into shadow tables and swap them in with
+    /// one transaction (all of them, or the named one); queries see the old ones
+    /// until then. Prints a JSON report. A running service picks the swap up by itself.
     Rebuild {
         /// One of: workflow_matrix, environment_status, incidents, promotions,
-        /// deployments, audit_trail, pipelines, drift_policies.
+        /// deployments, pipelines, drift_policies, credential_mappings, audit_trail.
         projection: Option<String>,
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.

@@ -10,6 +10,7 @@ pub mod content;
 pub mod kernel;
 
 pub mod canonical;
+pub mod credentials;
 pub mod deployment;
 pub mod environment;
 pub mod incident;

@@ -67,7 +67,8 @@ pub struct EnvironmentFacts {
     pub git_configured: bool,
     /// The last drift check could not read n8n or Git.
     pub last_check_failed: bool,
-    /// The environment has a baseline (it has been onboarded).
+    /// The environment has a baseline: it has been synced and drift-checked at
+    /// least once.
     pub onboarded: bool,
     /// Status of the active (non-closed) incident, if any.
     pub active_incident: Option<IncidentStatus>,

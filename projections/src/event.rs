@@ -2,6 +2,7 @@
 //! decoded once per batch for every projection.
 
 use aggregates::canonical::{CanonicalEvent, CanonicalStatus, CanonicalWorkflow};
+use aggregates::credentials::{CredentialMap, CredentialMapEvent};
 use aggregates::deployment::{Deployment, DeploymentEvent};
 use aggregates::environment::{Environment, EnvironmentEvent, EnvironmentStatus};
 use aggregates::incident::{DriftIncident, IncidentEvent};
@@ -28,6 +29,7 @@ pub enum Decoded {
     Deployment(DeploymentEvent),
     Pipeline(PipelineEvent),
     DriftPolicy(DriftPolicyEvent),
+    CredentialMap(CredentialMapEvent),
     /// An aggregate no read model folds (reservations); the audit trail still lists it.
     Other,
     /// The payload does not decode as its aggregate's event: no projection that needs
@@ -74,6 +76,7 @@ impl Envelope {
             t if t == Deployment::TYPE => decode(payload, Decoded::Deployment),
             t if t == Pipeline::TYPE => decode(payload, Decoded::Pipeline),
             t if t == DriftPolicy::TYPE => decode(payload, Decoded::DriftPolicy),
+            t if t == CredentialMap::TYPE => decode(payload, Decoded::CredentialMap),
             _ => Decoded::Other,
         };
         Envelope {

@@ -2,6 +2,7 @@
 //! from its own events (the log is the truth; no read model is involved).
 
 use aggregates::canonical::CanonicalWorkflow;
+use aggregates::credentials::CredentialMap;
 use aggregates::deployment::Deployment;
 use aggregates::environment::Environment;
 use aggregates::incident::DriftIncident;
@@ -28,6 +29,7 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     Deployment::TYPE,
     Pipeline::TYPE,
     DriftPolicy::TYPE,
+    CredentialMap::TYPE,
     <Reservation<LinkSlot> as Aggregate>::TYPE,
     <Reservation<SlugClaim> as Aggregate>::TYPE,
 ];
@@ -117,6 +119,7 @@ pub async fn state_at(
         t if t == Deployment::TYPE => replay::<Deployment>(&events)?,
         t if t == Pipeline::TYPE => replay::<Pipeline>(&events)?,
         t if t == DriftPolicy::TYPE => replay::<DriftPolicy>(&events)?,
+        t if t == CredentialMap::TYPE => replay::<CredentialMap>(&events)?,
         t if t == <Reservation<LinkSlot> as Aggregate>::TYPE => {
             replay::<Reservation<LinkSlot>>(&events)?
         }

@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     models::deployments::NAME,
     models::pipelines::NAME,
     models::policies::NAME,
+    models::credential_mappings::NAME,
     models::audit::NAME,
 ];
 
@@ -40,6 +41,9 @@ pub fn projection(name: &str) -> Option<Box<dyn Projection>> {
         models::deployments::NAME => Box::<models::deployments::Deployments>::default(),
         models::pipelines::NAME => Box::<models::pipelines::Pipelines>::default(),
         models::policies::NAME => Box::<models::policies::DriftPolicies>::default(),
+        models::credential_mappings::NAME => {
+            Box::<models::credential_mappings::CredentialMappings>::default()
+        }
         models::audit::NAME => Box::<models::audit::AuditTrail>::default(),
         _ => return None,
     })

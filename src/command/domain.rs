@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use aggregates::canonical::{CanonicalCommand, CanonicalWorkflow};
+use aggregates::credentials::{CredentialMap, CredentialMapCommand};
 use aggregates::deployment::{Deployment, DeploymentCommand};
 use aggregates::environment::{Environment, EnvironmentCommand};
 use aggregates::incident::{DriftIncident, IncidentCommand, IncidentEvent};
@@ -228,6 +229,44 @@ impl Domain {
     }
 
     /// Sets or clears the drift policy of the tenant or of one environment.
+    /// A credential-mapping command on the (source, target) pair. Both environments
+    /// must be registered in the caller's tenant, and differ.
+    pub async fn credential_map(
+        &self,
+        ctx: &CommandContext,
+        source_environment_id: &LocalId,
+        target_environment_id: &LocalId,
+        command: CredentialMapCommand,
+    ) -> Result<Committed<CredentialMap>, CommandError> {
+        if source_environment_id == target_environment_id {
+            return Err(DomainError::validation(
+                "target_environment_id",
+                "must differ from the source environment",
+            )
+            .into());
+        }
+        for environment_id in [source_environment_id, target_environment_id] {
+            let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id]);
+            let environment = self.bus.load::<Environment>(&aggregate).await?.into_state();
+            if !environment.registered {
+                return Err(DomainError::NotFound {
+                    kind: "environment",
+                    id: environment_id.to_string(),
+                }
+                .into());
+            }
+        }
+        self.bus
+            .execute::<CredentialMap, _>(
+                ctx,
+                &[source_environment_id, target_environment_id],
+                command,
+                false,
+                &(),
+            )
+            .await
+    }
+
     pub async fn drift_policy(
         &self,
         ctx: &CommandContext,

@@ -48,13 +48,15 @@ pub const MAX_PAGE_SIZE: u32 = 250;
 /// are never sent.
 pub const BODY_FIELDS: [&str; 5] = ["name", "nodes", "connections", "settings", "staticData"];
 
-/// Workflow settings keys sent to n8n: those of the public API's `workflowSettings`
-/// schema (`additionalProperties: false`) that long-deployed n8n versions know.
-/// The newest schema also has `redactionPolicy`, `customTelemetryTags` and
-/// `workerPoolOverride*`; they are left out because older instances reject them.
-/// `GET` also returns keys no schema accepts (`binaryMode`, `timeSavedMode`,
-/// `credentialResolverId`, …): dropped as well.
-pub const SETTINGS_KEYS: [&str; 12] = [
+/// Workflow settings keys sent to n8n: those every n8n 1.x public API accepts (its
+/// `workflowSettings` schema has `additionalProperties: false`). n8n 1.82 refuses a
+/// body with `callerPolicy`, `callerIds`, `timeSavedPerExecution` or `availableInMCP`
+/// (400 `request/body/settings must NOT have additional properties`) although its own
+/// `GET` returns them once the editor saved them; later versions accept them and
+/// more (`redactionPolicy`, …). They are dropped, like every key a `GET` carries that
+/// no schema accepts (`binaryMode`, `timeSavedMode`, …): a workflow is compared with
+/// what its target holds through this same body (decision 35).
+pub const SETTINGS_KEYS: [&str; 8] = [
     "saveExecutionProgress",
     "saveManualExecutions",
     "saveDataErrorExecution",
@@ -63,10 +65,6 @@ pub const SETTINGS_KEYS: [&str; 12] = [
     "errorWorkflow",
     "timezone",
     "executionOrder",
-    "callerPolicy",
-    "callerIds",
-    "timeSavedPerExecution",
-    "availableInMCP",
 ];
 
 /// Node properties n8n's `node` schema accepts (`additionalProperties: false`); the
@@ -823,12 +821,8 @@ mod tests {
         );
         assert_eq!(
             body["settings"],
-            json!({
-                "executionOrder": "v1",
-                "timezone": "Europe/Berlin",
-                "callerPolicy": "workflowsFromSameOwner",
-                "availableInMCP": false
-            })
+            json!({"executionOrder": "v1", "timezone": "Europe/Berlin"}),
+            "n8n 1.x refuses callerPolicy and availableInMCP"
         );
         let node = body["nodes"][0].as_object().unwrap();
         assert!(!node.contains_key("createdAt"));

@@ -14,6 +14,16 @@ use crate::storage::secrets::{Secret, SecretKind};
 
 pub struct Environment(pub EnvironmentRow);
 
+/// A credential an environment's n8n holds, learned from its workflows' references.
+#[derive(SimpleObject)]
+pub struct KnownCredential {
+    /// The n8n credential type (`slackApi`, `postgres`, …).
+    #[graphql(name = "type")]
+    pub credential_type: String,
+    pub id: String,
+    pub name: String,
+}
+
 #[derive(SimpleObject)]
 pub struct DriftCounts {
     pub in_sync: i64,
@@ -38,6 +48,8 @@ impl Environment {
     async fn git_configured(&self) -> bool {
         self.0.git_configured
     }
+    /// Whether the environment has a baseline: it has been synced and drift-checked
+    /// at least once (until then its drift status is `NEW`).
     async fn onboarded(&self) -> bool {
         self.0.onboarded
     }
@@ -90,6 +102,21 @@ impl Environment {
     /// Why the last repository sync could not read Git (until one succeeds).
     async fn last_repository_sync_error(&self) -> Option<&str> {
         self.0.last_repository_sync_error.as_deref()
+    }
+    /// The credentials this environment's workflows reference, as its last sync saw
+    /// them (n8n 1.x cannot list credentials): what a promotion to it can map
+    /// credentials to by type and name.
+    async fn known_credentials(&self) -> Vec<KnownCredential> {
+        self.0
+            .known_credentials
+            .0
+            .iter()
+            .map(|c| KnownCredential {
+                credential_type: c.kind.clone(),
+                id: c.id.clone(),
+                name: c.name.clone(),
+            })
+            .collect()
     }
     async fn registered_at(&self) -> Option<DateTime<Utc>> {
         Some(self.0.registered_at)

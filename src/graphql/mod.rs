@@ -7,6 +7,7 @@
 //! put into each request's data by the HTTP layer as a [`Caller`].
 
 mod audit;
+mod credentials;
 mod digest;
 mod environments;
 pub mod error;
@@ -53,6 +54,7 @@ pub struct QueryRoot(
     pipelines::PipelineQuery,
     policies::PolicyQuery,
     audit::AuditQuery,
+    credentials::CredentialQuery,
     digest::DigestQuery,
 );
 
@@ -67,6 +69,7 @@ pub struct MutationRoot(
     policies::PolicyMutation,
     promotions::PromotionStartMutation,
     sync::SyncMutation,
+    credentials::CredentialMutation,
 );
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -318,8 +318,9 @@ impl PromotionMutation {
         promotion_command(ctx, &id, PromotionCommand::Cancel { reason }).await
     }
 
-    /// Schedules an approved promotion's deployment (admin): now (`PENDING`) or at
-    /// `scheduledFor` (`SCHEDULED`). The deployment scheduler starts it.
+    /// Records an approved promotion's deployment (admin): for now (`PENDING`) or
+    /// for `scheduledFor` (`SCHEDULED`). Nothing executes deployments yet: it stays
+    /// `PENDING` or `SCHEDULED` until cancelled.
     async fn deploy_promotion(
         &self,
         ctx: &Context<'_>,

@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use aggregates::canonical::CanonicalCommand;
 use aggregates::content::{content_hash, ContentError, ContentHash};
-use aggregates::environment::{Environment, EnvironmentCommand, GitProvider, SyncKind};
+use aggregates::environment::{
+    Environment, EnvironmentCommand, GitProvider, KnownCredential, SyncKind, MAX_KNOWN_CREDENTIALS,
+};
 use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::{LocalId, Slug};
 use aggregates::mapping::{MappingCommand, MappingStatus, Observation};
@@ -106,8 +108,8 @@ async fn run_mapping_commands(
 }
 
 /// Records a sync of `kind` on the environment. Called only when the sync changed
-/// something or clears an earlier failure: a sync that finds nothing new appends
-/// nothing. Returns the events appended and the position of the last one.
+/// something, clears an earlier failure or is the first that succeeded: a later
+/// sync that finds nothing new appends nothing. Returns the events appended and the position of the last one.
 async fn record_sync(
     services: &AppContext,
     ctx: &CommandContext,
@@ -315,6 +317,13 @@ pub async fn sync_environment(
         workflows_seen: workflows.len() as u32,
         ..Default::default()
     };
+    // what the workflows reference is what this n8n is known to hold
+    let mut credentials: Vec<KnownCredential> = workflows
+        .iter()
+        .flat_map(|(workflow, _)| KnownCredential::referenced_by(workflow))
+        .collect();
+    credentials.sort();
+    credentials.dedup();
     let mut commands = Vec::new();
     let mut present = HashSet::new();
     let mut collisions = HashSet::new();
@@ -404,8 +413,33 @@ pub async fn sync_environment(
         }
         report.position = report.position.max(committed.position);
     }
-    // nothing new and no failure to clear: nothing appended
-    if report.events > 0 || environment.last_sync_error.is_some() {
+    if credentials.len() > MAX_KNOWN_CREDENTIALS {
+        tracing::warn!(
+            environment = environment_id.as_str(),
+            referenced = credentials.len(),
+            kept = MAX_KNOWN_CREDENTIALS,
+            "more credentials referenced than are kept"
+        );
+        credentials.truncate(MAX_KNOWN_CREDENTIALS);
+    }
+    if credentials != environment.known_credentials {
+        let committed = services
+            .domain
+            .environment(
+                ctx,
+                environment_id,
+                EnvironmentCommand::RecordCredentials { credentials },
+            )
+            .await?;
+        report.events += committed.events.len() as u32;
+        report.position = report.position.max(committed.position);
+    }
+    // nothing new, no failure to clear, and synced before: nothing appended (the
+    // first successful sync is recorded even when it finds nothing)
+    if report.events > 0
+        || environment.last_sync_error.is_some()
+        || environment.last_sync_at.is_none()
+    {
         let (events, position) = record_sync(
             services,
             ctx,
@@ -716,8 +750,11 @@ pub async fn sync_repository(
         report.events += committed.events.len() as u32;
         report.position = report.position.max(committed.position);
     }
-    // nothing new and no failure to clear: nothing appended
-    if report.events > 0 || environment.last_repository_sync_error.is_some() {
+    // nothing new, no failure to clear, and synced before: nothing appended
+    if report.events > 0
+        || environment.last_repository_sync_error.is_some()
+        || environment.last_repository_sync_at.is_none()
+    {
         let (events, position) = record_sync(
             services,
             ctx,

@@ -277,6 +277,18 @@ async fn put_sends_only_what_n8n_accepts() {
         answer.json::<Value>().await.unwrap()["message"],
         "request/body/settings must NOT have additional properties"
     );
+    // n8n 1.82 refuses settings its own GET returns once the editor saved them
+    for key in [
+        "callerPolicy",
+        "callerIds",
+        "timeSavedPerExecution",
+        "availableInMCP",
+    ] {
+        let mut editor_settings = update_body(&got);
+        editor_settings["settings"][key] = json!("workflowsFromSameOwner");
+        let answer = put(editor_settings).await.unwrap();
+        assert_eq!(answer.status(), 400, "{key}");
+    }
     assert_eq!(fake.workflow(&id).unwrap(), got, "nothing changed");
 
     // Through the client (update_body) the same GET body is accepted.
@@ -704,4 +716,100 @@ async fn the_key_appears_in_no_error_and_no_trace() {
     assert!(logs.contains("status=429"), "{logs}");
     assert!(logs.contains("path=/api/v1/workflows"), "{logs}");
     assert!(!logs.contains("SECRET"), "key in the traces");
+}
+
+/// What n8n 1.x does on writes, as the fake reproduces it: a create is always
+/// inactive (`active` is read-only), credentials cannot be listed, and every write
+/// substitutes credential references by n8n's own rule.
+#[tokio::test]
+async fn the_fake_writes_like_n8n_1x() {
+    let (fake, client) = setup(policy(1)).await;
+    let raw = reqwest::Client::new();
+    let url = |path: &str| format!("{}/api/v1{path}", fake.base_url());
+
+    let mut body = update_body(&sample_workflow(7));
+    body["active"] = json!(true);
+    let answer = raw
+        .post(url("/workflows"))
+        .header("X-N8N-API-KEY", KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["message"],
+        "request/body/active is read-only"
+    );
+
+    // no credential listing in 1.x; creating one works
+    let answer = raw
+        .get(url("/credentials"))
+        .header("X-N8N-API-KEY", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    let created: Value = raw
+        .post(url("/credentials"))
+        .header("X-N8N-API-KEY", KEY)
+        .json(&json!({ "name": "Slack Bot", "type": "slackApi", "data": { "accessToken": "x" } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slack = created["id"].as_str().unwrap().to_string();
+    assert!(
+        created.get("data").is_none(),
+        "secret data never comes back: {created}"
+    );
+    let db = fake.add_credential("Orders DB", "postgres");
+    fake.add_credential("Twin", "httpHeaderAuth");
+    fake.add_credential("Twin", "httpHeaderAuth");
+
+    let workflow = json!({
+        "name": "Credentials", "connections": {}, "settings": {},
+        "nodes": [
+            // unknown id, a unique credential of that name and type: substituted
+            { "name": "a", "type": "n8n-nodes-base.slack", "typeVersion": 2, "position": [0, 0],
+              "parameters": {}, "credentials": { "slackApi": { "id": "dev-3", "name": "Slack Bot" } } },
+            // its id exists with that type: kept, whatever the name says
+            { "name": "b", "type": "n8n-nodes-base.postgres", "typeVersion": 2, "position": [0, 0],
+              "parameters": {}, "credentials": { "postgres": { "id": db, "name": "Old name" } } },
+            // two of that name and type: kept dangling
+            { "name": "c", "type": "n8n-nodes-base.httpRequest", "typeVersion": 4, "position": [0, 0],
+              "parameters": {}, "credentials": { "httpHeaderAuth": { "id": "dev-9", "name": "Twin" } } },
+            // nothing of that name: kept dangling
+            { "name": "d", "type": "n8n-nodes-base.slack", "typeVersion": 2, "position": [0, 0],
+              "parameters": {}, "credentials": { "slackApi": { "id": "dev-4", "name": "Nobody" } } },
+        ]
+    });
+    let created = client.create_workflow(&workflow).await.expect("create");
+    assert_eq!(created["active"], false, "created inactive");
+    let credentials: Vec<Value> = created["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["credentials"].clone())
+        .collect();
+    assert_eq!(
+        credentials,
+        vec![
+            json!({ "slackApi": { "id": slack, "name": "Slack Bot" } }),
+            json!({ "postgres": { "id": db, "name": "Old name" } }),
+            json!({ "httpHeaderAuth": { "id": "dev-9", "name": "Twin" } }),
+            json!({ "slackApi": { "id": "dev-4", "name": "Nobody" } }),
+        ]
+    );
+    // the same rule on an update
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut edited = created.clone();
+    edited["nodes"][3]["credentials"]["slackApi"] = json!({ "id": "dev-5", "name": "Slack Bot" });
+    let updated = client.update_workflow(&id, &edited).await.expect("update");
+    assert_eq!(
+        updated["nodes"][3]["credentials"]["slackApi"]["id"],
+        json!(slack)
+    );
 }

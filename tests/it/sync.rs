@@ -434,4 +434,161 @@ async fn onboarding_commits_to_git_and_links(kind: Kind) {
     api.stop().await;
 }
 
-both_backends!(sync_from_n8n_and_git, onboarding_commits_to_git_and_links);
+const STATUS: &str = "query($p: Int) { environment(id: \"production\", minPosition: $p) {
+    driftStatus onboarded lastSyncAt lastRepositorySyncAt counts { inSync withDrift notInGit } } }";
+
+async fn status(api: &Api, token: &str, position: Option<i64>) -> Value {
+    api.ok(token, STATUS, json!({ "p": position })).await["environment"].clone()
+}
+
+/// The first successful sync and drift check are recorded even when they find
+/// nothing; until both happened the environment is `NEW`, never `IN_SYNC`.
+async fn first_sync_and_check_are_recorded_and_no_status_is_claimed_before(kind: Kind) {
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "admin-1");
+    let developer = api.token(TENANT, "developer", "dev-1");
+    let n8n = FakeN8n::start(API_KEY).await;
+    let repo = repository(&sample_workflow(1), "payment-gateway", "payment_gateway");
+    register_production(&api, &admin, &n8n, repo.path()).await;
+
+    // an n8n with no workflows: the first sync says so with one event
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    let report = &data["syncEnvironment"];
+    assert_eq!(
+        (report["workflowsSeen"].clone(), report["events"].clone()),
+        (json!(0), json!(1)),
+        "{report}"
+    );
+    let env = status(&api, &developer, report["position"].as_i64()).await;
+    assert!(env["lastSyncAt"].is_string(), "{env}");
+    assert_eq!(
+        env["driftStatus"], "NEW",
+        "synced, never compared with Git: {env}"
+    );
+    assert_eq!(env["onboarded"], false);
+    // again: nothing new, nothing appended
+    let data = api.ok(&developer, SYNC_ENV, json!({})).await;
+    assert_eq!(data["syncEnvironment"]["events"], 0, "{data}");
+
+    // the repository's first sync is recorded; a second finds nothing
+    let data = api.ok(&developer, SYNC_REPO, json!({})).await;
+    let position = data["syncRepository"]["position"].as_i64();
+    assert!(status(&api, &developer, position).await["lastRepositorySyncAt"].is_string());
+    let data = api.ok(&developer, SYNC_REPO, json!({})).await;
+    assert_eq!(data["syncRepository"]["events"], 0, "{data}");
+
+    // the first drift check is the baseline: an empty environment is then untracked
+    let data = api
+        .ok(
+            &developer,
+            "mutation { checkDrift(environmentId: \"production\") { position } }",
+            json!({}),
+        )
+        .await;
+    let env = status(&api, &developer, data["checkDrift"]["position"].as_i64()).await;
+    assert_eq!(
+        (env["driftStatus"].clone(), env["onboarded"].clone()),
+        (json!("UNTRACKED"), json!(true)),
+        "{env}"
+    );
+
+    // A second environment with a workflow that is in Git: linked by the sync, but
+    // not IN_SYNC before a drift check compared it.
+    let n8n_staging = FakeN8n::start(API_KEY).await;
+    n8n_staging.insert(sample_workflow(1));
+    let registered = api
+        .gql(
+            &admin,
+            "mutation($url: String!, $key: String!, $repo: String!) {
+               registerEnvironment(id: \"staging\", name: \"Staging\", class: STAGING,
+                 n8nBaseUrl: $url, n8nApiKey: $key,
+                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
+            json!({ "url": n8n_staging.base_url(), "key": API_KEY, "repo": repo.path().to_str().unwrap() }),
+        )
+        .await;
+    assert!(registered.get("errors").is_none(), "{registered}");
+    let data = api
+        .ok(
+            &developer,
+            "mutation { syncEnvironment(environmentId: \"staging\") { position linked } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["syncEnvironment"]["linked"], 1, "{data}");
+    let query = "query($p: Int) { environment(id: \"staging\", minPosition: $p) { driftStatus
+        knownCredentials { type id name } } }";
+    let env = api
+        .ok(
+            &developer,
+            query,
+            json!({ "p": data["syncEnvironment"]["position"] }),
+        )
+        .await;
+    assert_eq!(env["environment"]["driftStatus"], "NEW", "{env}");
+    // the credentials its workflows reference are what it is known to hold
+    assert_eq!(
+        env["environment"]["knownCredentials"],
+        json!([
+            { "type": "httpHeaderAuth", "id": "12", "name": "Orders API" },
+            { "type": "postgres", "id": "7", "name": "Orders DB" },
+            { "type": "slackApi", "id": "3", "name": "Slack Bot" },
+        ]),
+        "{env}"
+    );
+    let data = api
+        .ok(
+            &developer,
+            "mutation { checkDrift(environmentId: \"staging\") { position inSync } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["checkDrift"]["inSync"], 1, "{data}");
+    let env = api
+        .ok(
+            &developer,
+            query,
+            json!({ "p": data["checkDrift"]["position"] }),
+        )
+        .await;
+    assert_eq!(env["environment"]["driftStatus"], "IN_SYNC", "{env}");
+
+    // a credential swapped in n8n: learned by the next sync (one event), then stable
+    let staging_sync =
+        "mutation { syncEnvironment(environmentId: \"staging\") { position events } }";
+    let id = n8n_staging.workflows()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    n8n_staging.modify(&id, |w| {
+        for node in w["nodes"].as_array_mut().unwrap() {
+            if node["credentials"].get("slackApi").is_some() {
+                node["credentials"]["slackApi"] = json!({ "id": "99", "name": "Slack Ops" });
+            }
+        }
+    });
+    let data = api.ok(&developer, staging_sync, json!({})).await;
+    let env = api
+        .ok(
+            &developer,
+            query,
+            json!({ "p": data["syncEnvironment"]["position"] }),
+        )
+        .await;
+    let known = env["environment"]["knownCredentials"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        known.contains(&json!({ "type": "slackApi", "id": "99", "name": "Slack Ops" })),
+        "{env}"
+    );
+    assert!(!known.iter().any(|c| c["id"] == "3"), "{env}");
+    let data = api.ok(&developer, staging_sync, json!({})).await;
+    assert_eq!(data["syncEnvironment"]["events"], 0, "{data}");
+}
+
+both_backends!(
+    sync_from_n8n_and_git,
+    onboarding_commits_to_git_and_links,
+    first_sync_and_check_are_recorded_and_no_status_is_claimed_before
+);

@@ -1,4 +1,4 @@
-use super::{DriftCheckOutcome, EnvironmentClass, GitTarget, SyncKind};
+use super::{DriftCheckOutcome, EnvironmentClass, GitTarget, KnownCredential, SyncKind};
 use crate::incident::IncidentOpening;
 use crate::kernel::command::{DomainCommand, Role};
 use crate::kernel::ids::LocalId;
@@ -29,6 +29,11 @@ pub enum EnvironmentCommand {
         kind: SyncKind,
         workflows_seen: u32,
     },
+    /// The credentials a sync saw referenced by the environment's workflows (the
+    /// whole set; a no-op when it is the one already known).
+    RecordCredentials {
+        credentials: Vec<KnownCredential>,
+    },
     /// A sync could not read n8n or Git; the cause is shown on the environment until
     /// a sync of that kind succeeds.
     RecordSyncFailure {
@@ -55,9 +60,10 @@ impl DomainCommand for EnvironmentCommand {
         use EnvironmentCommand::*;
         match self {
             Register { .. } | Update { .. } | Deactivate { .. } | Reactivate => Role::Admin,
-            RecordSync { .. } | RecordSyncFailure { .. } | RecordDriftCheck { .. } => {
-                Role::Developer
-            }
+            RecordSync { .. }
+            | RecordCredentials { .. }
+            | RecordSyncFailure { .. }
+            | RecordDriftCheck { .. } => Role::Developer,
             ReserveIncidentSlot { .. } | ReleaseIncidentSlot { .. } => Role::System,
         }
     }
@@ -75,6 +81,7 @@ impl DomainCommand for EnvironmentCommand {
             Deactivate { .. } => "environment.deactivate",
             Reactivate => "environment.reactivate",
             RecordSync { .. } => "environment.record_sync",
+            RecordCredentials { .. } => "environment.record_credentials",
             RecordSyncFailure { .. } => "environment.record_sync_failure",
             RecordDriftCheck { .. } => "environment.record_drift_check",
             ReserveIncidentSlot { .. } => "environment.reserve_incident_slot",

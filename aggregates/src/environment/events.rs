@@ -2,7 +2,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::{DriftCounts, EnvironmentClass, EnvironmentStatus, GitTarget, SyncKind};
+use super::{
+    DriftCounts, EnvironmentClass, EnvironmentStatus, GitTarget, KnownCredential, SyncKind,
+};
 use crate::incident::IncidentOpening;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +65,12 @@ pub enum EnvironmentEvent {
     IncidentSlotReleased {
         incident_id: String,
     },
+    /// The credentials the environment's workflows reference changed (the whole
+    /// set, sorted).
+    CredentialsObserved {
+        credentials: Vec<KnownCredential>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for EnvironmentEvent {
@@ -79,6 +87,7 @@ impl DomainEvent for EnvironmentEvent {
             SyncFailed { .. } => "environment.sync_failed",
             IncidentSlotReserved { .. } => "environment.incident_slot_reserved",
             IncidentSlotReleased { .. } => "environment.incident_slot_released",
+            CredentialsObserved { .. } => "environment.credentials_observed",
         }
         .to_string()
     }

@@ -98,6 +98,43 @@ pub struct DriftCounts {
     pub not_in_git: u32,
 }
 
+/// A credential an environment's n8n holds, as its workflows reference it
+/// (`nodes[].credentials.{type}: {id, name}`). n8n 1.x cannot list credentials, so
+/// each sync learns them from the references it sees. Not a secret: ids and names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KnownCredential {
+    /// The credential type (`slackApi`, `postgres`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+}
+
+impl KnownCredential {
+    /// Every credential reference of a workflow as n8n returns it (references
+    /// without an id, or without a name, are skipped: nothing to learn from them).
+    pub fn referenced_by(workflow: &serde_json::Value) -> Vec<KnownCredential> {
+        let nodes = workflow.get("nodes").and_then(serde_json::Value::as_array);
+        nodes
+            .into_iter()
+            .flatten()
+            .filter_map(|node| node.get("credentials")?.as_object())
+            .flatten()
+            .filter_map(|(kind, reference)| {
+                Some(KnownCredential {
+                    kind: kind.clone(),
+                    id: reference.get("id")?.as_str()?.to_string(),
+                    name: reference.get("name")?.as_str()?.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// At most this many known credentials per environment (a larger set is cut, in
+/// order, and the sync says so in its log).
+pub const MAX_KNOWN_CREDENTIALS: usize = 5_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriftCheckOutcome {
     Checked {
@@ -130,6 +167,12 @@ pub struct Environment {
     /// Why the last repository sync failed (cleared by one that succeeds).
     #[serde(default)]
     pub last_repository_sync_error: Option<String>,
+    /// When the last repository sync succeeded.
+    #[serde(default)]
+    pub last_repository_sync_at: Option<DateTime<Utc>>,
+    /// The credentials the last sync saw referenced, sorted.
+    #[serde(default)]
+    pub known_credentials: Vec<KnownCredential>,
 }
 
 const MAX_NAME: usize = 100;
@@ -278,6 +321,22 @@ impl Environment {
                 workflows_seen,
                 at,
             }]),
+            RecordCredentials { mut credentials } => {
+                credentials.sort();
+                credentials.dedup();
+                credentials.truncate(MAX_KNOWN_CREDENTIALS);
+                for credential in &credentials {
+                    require_text("credentials.type", Some(&credential.kind))?;
+                    require_text("credentials.id", Some(&credential.id))?;
+                }
+                if credentials == self.known_credentials {
+                    return Ok(vec![]);
+                }
+                Ok(vec![EnvironmentEvent::CredentialsObserved {
+                    credentials,
+                    at,
+                }])
+            }
             RecordSyncFailure { kind, cause } => Ok(vec![EnvironmentEvent::SyncFailed {
                 kind,
                 cause: require_text("cause", Some(&cause))?,
@@ -397,7 +456,10 @@ impl Aggregate for Environment {
                     self.last_sync_at = Some(at);
                     self.last_sync_error = None;
                 }
-                SyncKind::Repository => self.last_repository_sync_error = None,
+                SyncKind::Repository => {
+                    self.last_repository_sync_at = Some(at);
+                    self.last_repository_sync_error = None;
+                }
             },
             SyncFailed { kind, cause, .. } => match kind {
                 SyncKind::Environment => self.last_sync_error = Some(cause),
@@ -414,6 +476,7 @@ impl Aggregate for Environment {
             }
             IncidentSlotReserved { incident_id, .. } => self.active_incident = Some(incident_id),
             IncidentSlotReleased { .. } => self.active_incident = None,
+            CredentialsObserved { credentials, .. } => self.known_credentials = credentials,
         }
     }
 }

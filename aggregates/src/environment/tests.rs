@@ -362,3 +362,60 @@ fn sync_failures_are_kept_until_a_sync_succeeds() {
         "a repository failure stays until a repository sync succeeds"
     );
 }
+
+/// Known credentials: the whole set, sorted and without duplicates; the same set
+/// again changes nothing; blank types or ids are refused; a workflow's references
+/// are read from its nodes.
+#[test]
+fn known_credentials_are_a_set() {
+    let credential = |kind: &str, id: &str, name: &str| KnownCredential {
+        kind: kind.into(),
+        id: id.into(),
+        name: name.into(),
+    };
+    let at = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+    let slack = credential("slackApi", "3", "Slack Bot");
+    let db = credential("postgres", "7", "Orders DB");
+    let record = |credentials: Vec<KnownCredential>| {
+        issue(EnvironmentCommand::RecordCredentials { credentials })
+    };
+    Fx::with(())
+        .given(vec![registered(EnvironmentClass::Staging)])
+        .when(record(vec![slack.clone(), db.clone(), slack.clone()]))
+        .then_expect_events(vec![EnvironmentEvent::CredentialsObserved {
+            credentials: vec![db.clone(), slack.clone()],
+            at,
+        }]);
+    let known = vec![
+        registered(EnvironmentClass::Staging),
+        EnvironmentEvent::CredentialsObserved {
+            credentials: vec![db.clone(), slack.clone()],
+            at,
+        },
+    ];
+    Fx::with(())
+        .given(known.clone())
+        .when(record(vec![slack.clone(), db.clone()]))
+        .then_expect_events(vec![]);
+    Fx::with(())
+        .given(known)
+        .when(record(vec![]))
+        .then_expect_events(vec![EnvironmentEvent::CredentialsObserved {
+            credentials: vec![],
+            at,
+        }]);
+    Fx::with(())
+        .given(vec![registered(EnvironmentClass::Staging)])
+        .when(record(vec![credential(" ", "1", "x")]))
+        .then_expect_error(DomainError::required("credentials.type"));
+
+    let workflow = serde_json::json!({ "nodes": [
+        { "name": "a", "credentials": { "slackApi": { "id": "3", "name": "Slack Bot" } } },
+        { "name": "b", "credentials": { "postgres": { "id": "7", "name": "Orders DB" },
+                                        "noId": { "name": "x" } } },
+        { "name": "c" },
+    ] });
+    let mut referenced = KnownCredential::referenced_by(&workflow);
+    referenced.sort();
+    assert_eq!(referenced, vec![db, slack]);
+}

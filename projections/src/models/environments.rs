@@ -3,12 +3,15 @@
 //! drift check and syncs.
 //!
 //! The status is derived from facts this projection keeps (Git configured, last
-//! check failed, onboarded, active incident, linked mappings, counts) and recomputed
+//! check failed, onboarded: synced and drift-checked at least once, active
+//! incident, linked mappings, counts) and recomputed
 //! whenever one changes; `drift_status_since` moves only when the status does. All
 //! times are event times, so a rebuild gives the same table.
 
 use crate::sql::QueryRows as _;
-use aggregates::environment::{EnvironmentClass, EnvironmentEvent, EnvironmentStatus, SyncKind};
+use aggregates::environment::{
+    EnvironmentClass, EnvironmentEvent, EnvironmentStatus, KnownCredential, SyncKind,
+};
 use aggregates::incident::{IncidentEvent, IncidentStatus};
 use aggregates::mapping::{MappingEvent, MappingStatus};
 use chrono::{DateTime, Utc};
@@ -20,7 +23,7 @@ use crate::event::{Decoded, Envelope};
 use crate::query::QueryError;
 use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{select, Dialect, KeyedRow, Rows, Tx};
+use crate::sql::{select, Dialect, Json, KeyedRow, Rows, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "environment_status";
@@ -51,6 +54,8 @@ read_model_row! {
         pub last_repository_sync_error: Option<String>,
         pub active_incident_id: Option<String>,
         pub active_incident_status: Option<IncidentStatus>,
+        /// What the last sync saw referenced (n8n 1.x cannot list credentials).
+        pub known_credentials: Json<Vec<KnownCredential>>,
         pub registered_at: DateTime<Utc>,
         pub updated_at: DateTime<Utc>,
     }
@@ -143,6 +148,7 @@ impl EnvironmentStatusProjection {
                 last_repository_sync_error: None,
                 active_incident_id: None,
                 active_incident_status: None,
+                known_credentials: Json(vec![]),
                 registered_at: at,
                 updated_at: at,
             },
@@ -176,7 +182,8 @@ impl EnvironmentStatusProjection {
                 SyncKind::Environment => {
                     row.last_sync_at = Some(*at);
                     row.last_sync_error = None;
-                    row.onboarded = true;
+                    // a baseline: synced and compared with Git at least once
+                    row.onboarded |= row.last_drift_check_at.is_some();
                 }
                 SyncKind::Repository => {
                     row.last_repository_sync_at = Some(*at);
@@ -193,14 +200,21 @@ impl EnvironmentStatusProjection {
                 row.not_in_git = counts.not_in_git.into();
                 row.last_drift_check_at = Some(*at);
                 row.last_drift_check_error = None;
+                row.onboarded |= row.last_sync_at.is_some();
             }
             EnvironmentEvent::DriftCheckFailed { cause, at } => {
                 row.last_drift_check_at = Some(*at);
                 row.last_drift_check_error = Some(cause.clone());
+                // (ERROR while the last check fails; the next one that succeeds
+                // is the baseline)
+                row.onboarded |= row.last_sync_at.is_some();
             }
             // The incident becomes active when it is opened (incident.detected);
             // a reserved slot whose incident was never opened shows nothing.
             EnvironmentEvent::IncidentSlotReserved { .. } => {}
+            EnvironmentEvent::CredentialsObserved { credentials, .. } => {
+                row.known_credentials = Json(credentials.clone());
+            }
             EnvironmentEvent::IncidentSlotReleased { incident_id } => {
                 if row.active_incident_id.as_deref() == Some(incident_id) {
                     row.active_incident_id = None;

@@ -2,6 +2,7 @@
 //! into them, and the queries the API runs on them.
 
 pub mod audit;
+pub mod credential_mappings;
 pub mod deployments;
 pub mod environments;
 pub mod incidents;

@@ -291,6 +291,21 @@ async fn seed_tenant_a(api: &Api) -> Seed {
         );
     }
 
+    // A credential mapping from staging to production.
+    let data = api
+        .ok(
+            &admin,
+            "mutation { setCredentialMapping(sourceEnvironmentId: \"stage\", targetEnvironmentId: \"prod\",
+               type: \"slackApi\", sourceName: \"Acme Confidential Slack\", targetId: \"acme-cred-41\",
+               targetName: \"Acme Confidential Slack Prod\") { mapping { updatedBy } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["setCredentialMapping"]["mapping"]["updatedBy"], A_ADMIN,
+        "{data}"
+    );
+
     // Promotions (created by the promotion service), one deployed for tomorrow.
     let promoter = context(A, Actor::new(A_ADMIN, Role::Admin));
     for (id, requires_approval) in [
@@ -558,6 +573,21 @@ fn nodes(data: &Value, field: &str) -> Vec<Value> {
 
 /// B, which owns nothing yet, reads with A's ids and finds nothing.
 async fn b_reads_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
+    for (source, target) in [(Value::Null, Value::Null), (json!("stage"), json!("prod"))] {
+        let data = walk
+            .read(
+                "credentialMappings",
+                "query($s: ID, $t: ID) { credentialMappings(sourceEnvironmentId: $s, targetEnvironmentId: $t) {
+                   sourceEnvironmentId targetEnvironmentId type sourceName targetId targetName updatedBy } }",
+                json!({ "s": source, "t": target }),
+            )
+            .await;
+        assert_eq!(
+            data["credentialMappings"],
+            json!([]),
+            "B reads A's mappings: {data}"
+        );
+    }
     let data = walk
         .read("environments", "{ environments { id name } }", json!({}))
         .await;
@@ -1052,6 +1082,29 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
     walk.refused(
         "deactivatePipeline",
         &format!("mutation($id: ID!) {{ deactivatePipeline(id: $id, reason: \"globex\") {PIPELINE_PAYLOAD} }}"),
+        vars,
+    )
+    .await;
+
+    const MAPPING_PAYLOAD: &str = "{ position mapping { targetId targetName updatedBy } }";
+    let vars =
+        json!({ "s": "stage", "t": "prod", "type": "slackApi", "name": "Acme Confidential Slack" });
+    walk.refused(
+        "setCredentialMapping",
+        &format!(
+            "mutation($s: ID!, $t: ID!, $type: String!, $name: String!) {{ setCredentialMapping(
+               sourceEnvironmentId: $s, targetEnvironmentId: $t, type: $type, sourceName: $name,
+               targetId: \"globex-1\", targetName: \"Globex\") {MAPPING_PAYLOAD} }}"
+        ),
+        vars.clone(),
+    )
+    .await;
+    walk.refused(
+        "deleteCredentialMapping",
+        &format!(
+            "mutation($s: ID!, $t: ID!, $type: String!, $name: String!) {{ deleteCredentialMapping(
+               sourceEnvironmentId: $s, targetEnvironmentId: $t, type: $type, sourceName: $name) {MAPPING_PAYLOAD} }}"
+        ),
         vars,
     )
     .await;

@@ -2,6 +2,7 @@
 //! fresh database per test.
 
 mod bad_input;
+mod credentials;
 mod hardening;
 mod isolation;
 mod promotions;

@@ -8,11 +8,21 @@
 //! - `GET`, `PUT`, `DELETE /workflows/{id}` (404 `{"message": "Not Found"}` for an
 //!   unknown id), `POST /workflows`, `POST /workflows/{id}/activate|deactivate`
 //!   (activation needs a trigger node, as in n8n);
-//! - strict bodies on `POST` and `PUT`, as n8n's OpenAPI validator: `name`, `nodes`,
-//!   `connections` and `settings` required; `staticData` allowed; read-only fields
-//!   (`id`, `active`, `tags`, …) → 400 `request/body/{field} is read-only`; anything
-//!   else → 400 `request/body must NOT have additional properties`; unknown settings
-//!   keys and node properties likewise;
+//! - strict bodies on `POST` and `PUT`, as n8n 1.x's OpenAPI validator: `name`,
+//!   `nodes`, `connections` and `settings` required; `staticData` allowed; read-only
+//!   fields (`id`, `active`, `tags`, …) → 400 `request/body/{field} is read-only`;
+//!   anything else → 400 `request/body must NOT have additional properties`; node
+//!   properties likewise, and settings keys other than n8n 1.x's eight
+//!   ([`ACCEPTED_SETTINGS`]) → 400 `request/body/settings must NOT have additional
+//!   properties`, although a stored workflow's `GET` may carry more (`callerPolicy`
+//!   saved by the editor);
+//! - `POST` always creates the workflow inactive (activation is its own request);
+//!   `PUT` has no optimistic locking (last write wins);
+//! - credentials: `POST /credentials` and `DELETE /credentials/{id}` but no listing
+//!   (`GET /credentials` → 405, as in 1.x); on every workflow write a node's
+//!   credential reference is kept when its id exists with that type, otherwise
+//!   replaced by the one credential of that name and type, otherwise kept dangling
+//!   (n8n's own substitution, [`substitute_credentials`]);
 //! - injectable faults for the next requests ([`Fault`]), and a log of every request.
 //!
 //! The server runs on the test's runtime and stops when the `FakeN8n` is dropped.
@@ -35,9 +45,10 @@ pub const MAX_LIMIT: usize = 250;
 /// n8n's page size when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// Settings keys n8n's `workflowSettings` schema accepts (the model of one n8n
-/// version; kept apart from the client's list on purpose).
-pub const ACCEPTED_SETTINGS: [&str; 12] = [
+/// Settings keys n8n 1.x's `workflowSettings` schema accepts (1.82 tried: it refuses
+/// `callerPolicy`, `callerIds`, `timeSavedPerExecution` and `availableInMCP`, which its
+/// own `GET` may return). Kept apart from the client's list on purpose.
+pub const ACCEPTED_SETTINGS: [&str; 8] = [
     "saveExecutionProgress",
     "saveManualExecutions",
     "saveDataErrorExecution",
@@ -46,10 +57,6 @@ pub const ACCEPTED_SETTINGS: [&str; 12] = [
     "errorWorkflow",
     "timezone",
     "executionOrder",
-    "callerPolicy",
-    "callerIds",
-    "timeSavedPerExecution",
-    "availableInMCP",
 ];
 
 const ACCEPTED_FIELDS: [&str; 5] = ["name", "nodes", "connections", "settings", "staticData"];
@@ -128,8 +135,18 @@ impl Request {
     }
 }
 
+/// A credential the fake holds (its secret data is never returned, as in n8n).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub id: String,
+    pub name: String,
+    /// The credential type (`slackApi`, `postgres`, …).
+    pub kind: String,
+}
+
 struct Inner {
     api_key: String,
+    credentials: Vec<Credential>,
     /// Insertion order = listing order.
     workflows: BTreeMap<u64, Value>,
     seq_of: HashMap<String, u64>,
@@ -159,6 +176,7 @@ impl FakeN8n {
     pub async fn start(api_key: &str) -> FakeN8n {
         let inner = Arc::new(Mutex::new(Inner {
             api_key: api_key.to_string(),
+            credentials: Vec::new(),
             workflows: BTreeMap::new(),
             seq_of: HashMap::new(),
             next_seq: 1,
@@ -271,6 +289,22 @@ impl FakeN8n {
         edit(workflow);
         touch(workflow);
         true
+    }
+
+    /// Adds a credential as someone in n8n's UI would; returns its id.
+    pub fn add_credential(&self, name: &str, kind: &str) -> String {
+        let id = new_id();
+        self.lock().credentials.push(Credential {
+            id: id.clone(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+        });
+        id
+    }
+
+    /// The credentials the fake holds (what no 1.x API call can list).
+    pub fn credentials(&self) -> Vec<Credential> {
+        self.lock().credentials.clone()
     }
 
     // ---- behaviour ----
@@ -531,6 +565,20 @@ fn respond(
             }
             None => not_found(),
         },
+        (Method::POST, ["credentials"]) => create_credential(inner, body),
+        (Method::DELETE, ["credentials", id]) => {
+            match inner.credentials.iter().position(|c| c.id == *id) {
+                Some(at) => {
+                    let credential = inner.credentials.remove(at);
+                    Answer::json(StatusCode::OK, credential_json(&credential))
+                }
+                None => not_found(),
+            }
+        }
+        (method, ["credentials"]) => Answer::message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{method} method not allowed"),
+        ),
         (Method::POST, ["workflows", id, action @ ("activate" | "deactivate")]) => {
             let Some(seq) = find(inner, id) else {
                 return not_found();
@@ -703,6 +751,7 @@ fn validate(body: &Value) -> Result<(), Invalid> {
 
 fn create(inner: &mut Inner, body: Map<String, Value>) -> Answer {
     let mut workflow = Value::Object(body);
+    substitute_credentials(&inner.credentials, &mut workflow);
     complete(&mut workflow);
     let id = workflow["id"].as_str().expect("completed").to_string();
     let seq = inner.next_seq;
@@ -713,13 +762,79 @@ fn create(inner: &mut Inner, body: Map<String, Value>) -> Answer {
 }
 
 fn update(inner: &mut Inner, seq: u64, body: Map<String, Value>) -> Answer {
+    let mut body = Value::Object(body);
+    substitute_credentials(&inner.credentials, &mut body);
     let workflow = inner.workflows.get_mut(&seq).expect("indexed");
-    for (key, value) in body {
-        workflow[key.as_str()] = value;
+    for (key, value) in body.as_object_mut().expect("object").iter_mut() {
+        workflow[key.as_str()] = value.take();
     }
     touch(workflow);
     workflow["triggerCount"] = json!(trigger_count(workflow));
     Answer::json(StatusCode::OK, workflow.clone())
+}
+
+/// n8n's rule on every workflow write: a node's credential reference
+/// (`credentials.{type}: {id, name}`) is kept when a credential with that id and type
+/// exists; otherwise the one credential with that name and type takes its place (id
+/// and name); when there is none (or several), the reference is kept as sent.
+pub fn substitute_credentials(credentials: &[Credential], workflow: &mut Value) {
+    let Some(nodes) = workflow.get_mut("nodes").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for node in nodes {
+        let Some(references) = node.get_mut("credentials").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (kind, reference) in references.iter_mut() {
+            let id = reference.get("id").and_then(Value::as_str);
+            if id.is_some_and(|id| credentials.iter().any(|c| c.id == id && c.kind == *kind)) {
+                continue;
+            }
+            let name = reference.get("name").and_then(Value::as_str);
+            let mut same = credentials
+                .iter()
+                .filter(|c| c.kind == *kind && Some(c.name.as_str()) == name);
+            if let (Some(only), None) = (same.next(), same.next()) {
+                *reference = json!({ "id": only.id, "name": only.name });
+            }
+        }
+    }
+}
+
+fn credential_json(credential: &Credential) -> Value {
+    let at = now();
+    json!({
+        "id": credential.id,
+        "name": credential.name,
+        "type": credential.kind,
+        "createdAt": at,
+        "updatedAt": at,
+    })
+}
+
+/// `POST /credentials`: `name`, `type` and `data` required (the data is kept nowhere).
+fn create_credential(inner: &mut Inner, body: &[u8]) -> Answer {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        return Answer::message(StatusCode::BAD_REQUEST, "request/body must be object");
+    };
+    for key in ["name", "type", "data"] {
+        if !body.contains_key(key) {
+            return Answer::message(
+                StatusCode::BAD_REQUEST,
+                &format!("request/body must have required property '{key}'"),
+            );
+        }
+    }
+    let (Some(name), Some(kind)) = (body["name"].as_str(), body["type"].as_str()) else {
+        return Answer::message(StatusCode::BAD_REQUEST, "request/body/name must be string");
+    };
+    let credential = Credential {
+        id: new_id(),
+        name: name.to_string(),
+        kind: kind.to_string(),
+    };
+    inner.credentials.push(credential.clone());
+    Answer::json(StatusCode::OK, credential_json(&credential))
 }
 
 fn has_trigger(workflow: &Value) -> bool {
