@@ -4,6 +4,7 @@
 
 mod commands;
 mod events;
+pub mod plan;
 pub mod rewrite;
 
 pub use commands::*;
