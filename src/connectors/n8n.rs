@@ -137,6 +137,19 @@ pub fn update_body(workflow: &Value) -> Value {
     Value::Object(body)
 }
 
+/// Whether `target` (a workflow as the target n8n's `GET` returns it) already holds
+/// what writing `workflow` would send: the same content hash of both reduced to
+/// [`update_body`]. What the target may not be sent (settings keys only later
+/// versions accept, instance fields) therefore never makes a workflow look changed
+/// (decision 35).
+pub fn holds_already(
+    target: &Value,
+    workflow: &Value,
+) -> Result<bool, aggregates::content::ContentError> {
+    use aggregates::content::content_hash;
+    Ok(content_hash(&update_body(target))? == content_hash(&update_body(workflow))?)
+}
+
 fn node_body(node: &Value) -> Value {
     match node {
         Value::Object(node) => Value::Object(
@@ -850,6 +863,25 @@ mod tests {
             .collect();
         let body = update_body(&json!({"settings": all.clone()}));
         assert_eq!(body["settings"], Value::Object(all));
+    }
+
+    #[test]
+    fn a_target_holds_what_would_be_sent_whatever_it_cannot_be_sent() {
+        let target = as_n8n_get_returns();
+        // what a promotion would write: the same workflow, without what 1.x refuses
+        let mut sent = update_body(&target);
+        assert!(holds_already(&target, &sent).unwrap());
+        // instance fields and canvas positions do not count either
+        sent["nodes"][0]["position"] = json!([400, 300]);
+        sent["id"] = json!("another-instance-id");
+        assert!(holds_already(&target, &sent).unwrap());
+        // an accepted setting or a parameter does
+        let mut timezone = sent.clone();
+        timezone["settings"]["timezone"] = json!("UTC");
+        assert!(!holds_already(&target, &timezone).unwrap());
+        let mut parameter = sent.clone();
+        parameter["nodes"][0]["parameters"]["rule"] = json!({});
+        assert!(!holds_already(&target, &parameter).unwrap());
     }
 
     #[test]
