@@ -229,6 +229,30 @@ impl Domain {
     }
 
     /// Sets or clears the drift policy of the tenant or of one environment.
+    /// `NOT_FOUND` unless the caller's tenant has registered `environment_id`.
+    async fn require_environment(
+        &self,
+        ctx: &CommandContext,
+        environment_id: &LocalId,
+    ) -> Result<(), CommandError> {
+        let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id]);
+        if self
+            .bus
+            .load::<Environment>(&aggregate)
+            .await?
+            .into_state()
+            .registered
+        {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound {
+                kind: "environment",
+                id: environment_id.to_string(),
+            }
+            .into())
+        }
+    }
+
     /// A credential-mapping command on the (source, target) pair. Both environments
     /// must be registered in the caller's tenant, and differ.
     pub async fn credential_map(
@@ -246,15 +270,7 @@ impl Domain {
             .into());
         }
         for environment_id in [source_environment_id, target_environment_id] {
-            let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id]);
-            let environment = self.bus.load::<Environment>(&aggregate).await?.into_state();
-            if !environment.registered {
-                return Err(DomainError::NotFound {
-                    kind: "environment",
-                    id: environment_id.to_string(),
-                }
-                .into());
-            }
+            self.require_environment(ctx, environment_id).await?;
         }
         self.bus
             .execute::<CredentialMap, _>(
@@ -274,20 +290,7 @@ impl Domain {
         command: DriftPolicyCommand,
     ) -> Result<Committed<DriftPolicy>, CommandError> {
         if let Some(environment_id) = scope.environment_id() {
-            let aggregate = aggregates::kernel::ids::aggregate_id(&ctx.tenant, &[environment_id]);
-            if !self
-                .bus
-                .load::<Environment>(&aggregate)
-                .await?
-                .into_state()
-                .registered
-            {
-                return Err(DomainError::NotFound {
-                    kind: "environment",
-                    id: environment_id.to_string(),
-                }
-                .into());
-            }
+            self.require_environment(ctx, environment_id).await?;
         }
         self.bus
             .execute::<DriftPolicy, _>(ctx, &[&scope.local_id()], command, false, &())

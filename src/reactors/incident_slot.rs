@@ -157,10 +157,6 @@ impl Reactor for IncidentSlotReactor {
         NAME
     }
 
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[RESERVED, CLOSED, OPENED, RELEASED])
-    }
-
     fn wants(&self, event: &StoredEvent) -> bool {
         event.event_type == RESERVED || event.event_type == CLOSED
     }

@@ -147,10 +147,6 @@ impl Reactor for LinkSlotReactor {
         NAME
     }
 
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&LEAVING)
-    }
-
     fn wants(&self, event: &StoredEvent) -> bool {
         if event.aggregate_type != MAPPING || !LEAVING.contains(&event.event_type.as_str()) {
             return false;

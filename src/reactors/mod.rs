@@ -117,12 +117,6 @@ pub trait Reactor: Send + Sync + 'static {
         let _ = event;
         ""
     }
-    /// The event types whose content ([`Reactor::wants`], [`Reactor::react`],
-    /// [`Reactor::step_taken`]) this reactor looks at; events of other types reach
-    /// it without payload and metadata. `None` (the default): every event whole.
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        None
-    }
     /// The step a reaction to `event` would take, as a key that a later event can
     /// show taken ([`Reactor::step_taken`]). When an event later in the same batch
     /// shows it, the runtime skips the trigger without reacting: a caller that took

@@ -529,18 +529,7 @@ impl ReactorRuntime {
         let Some(from) = due.iter().map(|&i| self.slots[i].checkpoint).min() else {
             return Ok(Step::Idle);
         };
-        // only what the reactors look into comes whole
-        let mut types: Option<Vec<&'static str>> = Some(vec![]);
-        for &i in &due {
-            match (self.slots[i].reactor.event_types(), types.as_mut()) {
-                (Some(theirs), Some(all)) => all.extend_from_slice(theirs),
-                _ => types = None,
-            }
-        }
-        let batch = self
-            .store
-            .read_after_of(from, self.options.batch_size, types.as_deref())
-            .await?;
+        let batch = self.store.read_after(from, self.options.batch_size).await?;
         if batch.is_empty() {
             // Caught up: write the checkpoints that moved over unwanted events only,
             // at most once per `caught_up_flush` (the idle wait comes back for the rest).
@@ -832,35 +821,38 @@ async fn react_to_batch(
     }
     let mut pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.cursor() > from).collect();
     let reactor = slot.reactor.clone();
+    // What each event asks of the reactor: nothing (unwanted), or a reaction with
+    // the key of its step when the reactor names one.
+    let asks: Vec<Option<Option<String>>> = pending
+        .iter()
+        .map(|event| reactor.wants(event).then(|| reactor.step(event)))
+        .collect();
     // The steps events of the batch show taken: the last event showing each.
     let taken: HashMap<String, usize> = pending
         .iter()
         .enumerate()
         .filter_map(|(i, event)| reactor.step_taken(event).map(|key| (key, i)))
         .collect();
-    // Which triggers are shown taken later in the batch.
-    let shown: Vec<Option<usize>> = pending
+    // Where a later event of the batch shows a trigger's step taken.
+    let shown_at: Vec<Option<i64>> = asks
         .iter()
         .enumerate()
-        .map(|(i, event)| {
-            reactor
-                .step(event)
-                .filter(|_| reactor.wants(event))
-                .map(|key| taken.get(&key).copied().filter(|&j| j > i))
+        .map(|(i, ask)| {
+            let key = ask.as_ref()?.as_ref()?;
+            let j = taken.get(key).copied().filter(|&j| j > i)?;
+            Some(pending[j].position)
         })
-        .map(|shown_at| shown_at.flatten())
         .collect();
     // A young trigger whose step is not shown taken yet: its caller is probably
     // taking it now. Stop before it, and come back when it is `grace` old.
     let now = Utc::now();
-    let young = pending.iter().enumerate().find(|(i, event)| {
-        shown[*i].is_none()
-            && reactor.wants(event)
-            && reactor.step(event).is_some()
-            && event.recorded_at > now - options.grace
+    let young = (0..pending.len()).find(|&i| {
+        matches!(asks[i], Some(Some(_)))
+            && shown_at[i].is_none()
+            && pending[i].recorded_at > now - options.grace
     });
-    if let Some((i, event)) = young {
-        let wait = (event.recorded_at + options.grace - now)
+    if let Some(i) = young {
+        let wait = (pending[i].recorded_at + options.grace - now)
             .to_std()
             .unwrap_or_default()
             .min(options.grace);
@@ -877,23 +869,24 @@ async fn react_to_batch(
     let mut done = vec![Dealt::Unwanted; pending.len()];
     let mut taken_already = None;
     for (i, event) in pending.iter().enumerate() {
-        if reactor.wants(event) {
-            if let Some(j) = shown[i] {
-                tracing::debug!(reactor = name, position = event.position,
-                    event = %describe(event), taken_at = pending[j].position,
-                    "reactor skipped an event: its step is already in the log");
-                done[i] = Dealt::Skipped;
-                taken_already.get_or_insert(i);
-                continue;
-            }
-            done[i] = Dealt::Pending;
-            let next = partitions.len();
-            let p = *by_key.entry(reactor.partition(event)).or_insert(next);
-            if p == next {
-                partitions.push(vec![]);
-            }
-            partitions[p].push(i);
+        if asks[i].is_none() {
+            continue;
         }
+        if let Some(taken_at) = shown_at[i] {
+            tracing::debug!(reactor = name, position = event.position,
+                event = %describe(event), taken_at,
+                "reactor skipped an event: its step is already in the log");
+            done[i] = Dealt::Skipped;
+            taken_already.get_or_insert(i);
+            continue;
+        }
+        done[i] = Dealt::Pending;
+        let next = partitions.len();
+        let p = *by_key.entry(reactor.partition(event)).or_insert(next);
+        if p == next {
+            partitions.push(vec![]);
+        }
+        partitions[p].push(i);
     }
     if partitions.is_empty() && taken_already.is_none() {
         slot.checkpoint = last.cursor();

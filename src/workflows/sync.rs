@@ -318,12 +318,10 @@ pub async fn sync_environment(
         ..Default::default()
     };
     // what the workflows reference is what this n8n is known to hold
-    let mut credentials: Vec<KnownCredential> = workflows
+    let referenced: Vec<KnownCredential> = workflows
         .iter()
         .flat_map(|(workflow, _)| KnownCredential::referenced_by(workflow))
         .collect();
-    credentials.sort();
-    credentials.dedup();
     let mut commands = Vec::new();
     let mut present = HashSet::new();
     let mut collisions = HashSet::new();
@@ -413,14 +411,14 @@ pub async fn sync_environment(
         }
         report.position = report.position.max(committed.position);
     }
-    if credentials.len() > MAX_KNOWN_CREDENTIALS {
+    let (credentials, left_out) = KnownCredential::set_of(referenced);
+    if left_out > 0 {
         tracing::warn!(
             environment = environment_id.as_str(),
-            referenced = credentials.len(),
+            left_out,
             kept = MAX_KNOWN_CREDENTIALS,
             "more credentials referenced than are kept"
         );
-        credentials.truncate(MAX_KNOWN_CREDENTIALS);
     }
     if credentials != environment.known_credentials {
         let committed = services

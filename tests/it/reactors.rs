@@ -100,12 +100,7 @@ impl Reactor for Counter {
                     ReactError::Transient(message)
                 });
             }
-            *self
-                .seen
-                .lock()
-                .unwrap()
-                .entry(trigger.event.position)
-                .or_default() += 1;
+            count(&self.seen, trigger);
             Ok(Reaction::Done)
         })
     }
@@ -186,6 +181,15 @@ async fn register_environments(domain: &Domain, prefix: &str, n: usize) -> Vec<i
         positions.push(committed.position.unwrap());
     }
     positions
+}
+
+/// Counts a reaction to the trigger's event.
+fn count(seen: &Mutex<HashMap<i64, u32>>, trigger: &Trigger<'_>) {
+    *seen
+        .lock()
+        .unwrap()
+        .entry(trigger.event.position)
+        .or_default() += 1;
 }
 
 fn counts(seen: &Arc<Mutex<HashMap<i64, u32>>>) -> HashMap<i64, u32> {
@@ -378,12 +382,7 @@ impl Reactor for Partitioned {
                 self.release.notified().await;
                 return Err(ReactError::Transient("held, then failed".into()));
             }
-            *self
-                .seen
-                .lock()
-                .unwrap()
-                .entry(trigger.event.position)
-                .or_default() += 1;
+            count(&self.seen, trigger);
             Ok(Reaction::Done)
         })
     }
@@ -494,12 +493,7 @@ impl Reactor for Shown {
         trigger: &'a Trigger<'a>,
     ) -> BoxFuture<'a, Result<Reaction, ReactError>> {
         Box::pin(async move {
-            *self
-                .seen
-                .lock()
-                .unwrap()
-                .entry(trigger.event.position)
-                .or_default() += 1;
+            count(&self.seen, trigger);
             Ok(Reaction::Done)
         })
     }

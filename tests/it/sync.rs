@@ -56,14 +56,20 @@ fn repository(workflow: &Value, slug: &str, canonical_id: &str) -> tempfile::Tem
 
 /// Registers `production` with the fake n8n (and its key) and the local repository.
 async fn register_production(api: &Api, admin: &str, n8n: &FakeN8n, repo: &Path) {
+    register(api, admin, "production", "PRODUCTION", n8n, repo).await;
+}
+
+/// Registers environment `id` of `class` with the fake n8n and the local repository.
+async fn register(api: &Api, admin: &str, id: &str, class: &str, n8n: &FakeN8n, repo: &Path) {
     let registered = api
         .gql(
             admin,
-            "mutation($url: String!, $key: String!, $repo: String!) {
-               registerEnvironment(id: \"production\", name: \"Production\", class: PRODUCTION,
+            "mutation($id: ID!, $class: EnvironmentClass!, $url: String!, $key: String!, $repo: String!) {
+               registerEnvironment(id: $id, name: $id, class: $class,
                  n8nBaseUrl: $url, n8nApiKey: $key,
                  git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
-            json!({ "url": n8n.base_url(), "key": API_KEY, "repo": repo.to_str().unwrap() }),
+            json!({ "id": id, "class": class, "url": n8n.base_url(), "key": API_KEY,
+                    "repo": repo.to_str().unwrap() }),
         )
         .await;
     assert!(registered.get("errors").is_none(), "{registered}");
@@ -496,17 +502,15 @@ async fn first_sync_and_check_are_recorded_and_no_status_is_claimed_before(kind:
     // not IN_SYNC before a drift check compared it.
     let n8n_staging = FakeN8n::start(API_KEY).await;
     n8n_staging.insert(sample_workflow(1));
-    let registered = api
-        .gql(
-            &admin,
-            "mutation($url: String!, $key: String!, $repo: String!) {
-               registerEnvironment(id: \"staging\", name: \"Staging\", class: STAGING,
-                 n8nBaseUrl: $url, n8nApiKey: $key,
-                 git: { provider: LOCAL, repository: $repo, branch: \"main\", folder: \"workflows\" }) { position } }",
-            json!({ "url": n8n_staging.base_url(), "key": API_KEY, "repo": repo.path().to_str().unwrap() }),
-        )
-        .await;
-    assert!(registered.get("errors").is_none(), "{registered}");
+    register(
+        &api,
+        &admin,
+        "staging",
+        "STAGING",
+        &n8n_staging,
+        repo.path(),
+    )
+    .await;
     let data = api
         .ok(
             &developer,

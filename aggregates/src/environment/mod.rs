@@ -129,6 +129,17 @@ impl KnownCredential {
             })
             .collect()
     }
+
+    /// `credentials` as an environment keeps them: sorted, without duplicates, at
+    /// most [`MAX_KNOWN_CREDENTIALS`] (the first ones in order); and how many were
+    /// left out.
+    pub fn set_of(mut credentials: Vec<KnownCredential>) -> (Vec<KnownCredential>, usize) {
+        credentials.sort();
+        credentials.dedup();
+        let left_out = credentials.len().saturating_sub(MAX_KNOWN_CREDENTIALS);
+        credentials.truncate(MAX_KNOWN_CREDENTIALS);
+        (credentials, left_out)
+    }
 }
 
 /// At most this many known credentials per environment (a larger set is cut, in
@@ -321,10 +332,8 @@ impl Environment {
                 workflows_seen,
                 at,
             }]),
-            RecordCredentials { mut credentials } => {
-                credentials.sort();
-                credentials.dedup();
-                credentials.truncate(MAX_KNOWN_CREDENTIALS);
+            RecordCredentials { credentials } => {
+                let (credentials, _) = KnownCredential::set_of(credentials);
                 for credential in &credentials {
                     require_text("credentials.type", Some(&credential.kind))?;
                     require_text("credentials.id", Some(&credential.id))?;

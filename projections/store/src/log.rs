@@ -208,73 +208,29 @@ impl Store {
         after: LogCursor,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read_after_of(after, limit, None).await
-    }
-
-    /// [`read_after`](Self::read_after) for a reader that looks into a few kinds of
-    /// event only: events whose type is not in `types` come without their content
-    /// (payload `null`, metadata empty), which is enough to move a cursor past them
-    /// and costs neither copying nor parsing it. `None`: every event whole.
-    pub async fn read_after_of(
-        &self,
-        after: LogCursor,
-        limit: i64,
-        types: Option<&[&str]>,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
         let raw = match self {
             Store::Postgres(PgStore { pool, .. }) => {
-                let columns = match types {
-                    None => PG_COLUMNS.to_string(),
-                    Some(_) => PG_COLUMNS
-                        .replace(
-                            "payload::text AS payload",
-                            "CASE WHEN event_type = ANY($4) THEN payload::text ELSE 'null' END AS payload",
-                        )
-                        .replace(
-                            "metadata::text AS metadata",
-                            "CASE WHEN event_type = ANY($4) THEN metadata::text ELSE '{}' END AS metadata",
-                        ),
-                };
                 let sql = format!(
-                    "SELECT {columns} FROM events \
+                    "SELECT {PG_COLUMNS} FROM events \
                      WHERE (tx_id, position) > ($1::text::xid8, $2) \
                        AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
                      ORDER BY events.tx_id, events.position LIMIT $3"
                 );
-                let mut query = sqlx::query(&sql)
+                let rows = sqlx::query(&sql)
                     .bind(after.tx_id.to_string())
                     .bind(after.position)
-                    .bind(limit);
-                if let Some(types) = types {
-                    query = query.bind(types.iter().map(|t| t.to_string()).collect::<Vec<_>>());
-                }
-                let rows = query.fetch_all(pool).await?;
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
                 rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
-                let columns = match types {
-                    None => SQLITE_COLUMNS.to_string(),
-                    Some(_) => {
-                        let wanted = "event_type IN (SELECT value FROM json_each(?3))";
-                        SQLITE_COLUMNS
-                            .replace(
-                                "payload, metadata",
-                                &format!(
-                                    "CASE WHEN {wanted} THEN payload ELSE 'null' END AS payload, \
-                                     CASE WHEN {wanted} THEN metadata ELSE json_object('recorded_at', \
-                                     json_extract(metadata, '$.recorded_at')) END AS metadata"
-                                ),
-                            )
-                    }
-                };
-                let sql = format!(
-                    "SELECT {columns} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
-                );
-                let mut query = sqlx::query(&sql).bind(after.position).bind(limit);
-                if let Some(types) = types {
-                    query = query.bind(serde_json::json!(types).to_string());
-                }
-                let rows = query.fetch_all(pool).await?;
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+                let rows = sqlx::query(&sql)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
                 rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
             }
         };
