@@ -116,6 +116,25 @@ pub struct Config {
         global = true
     )]
     pub sync_interval: Interval,
+    /// How often due scheduled deployments are started, stale ones recovered and
+    /// orphaned promotion slots freed (`off` disables).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_DEPLOYMENT_INTERVAL",
+        default_value = "10s",
+        global = true
+    )]
+    pub deployment_interval: Interval,
+    /// A deployment running longer than this is recovered: its target is restored
+    /// from the pre-snapshot and it fails as stale.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_DEPLOYMENT_STALE_AFTER",
+        default_value = "1h",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    pub deployment_stale_after: std::time::Duration,
     /// The most a GraphQL request may take (`15s`, `1m`…): a query past it is
     /// cancelled and answered `DEADLINE_EXCEEDED`.
     #[arg(
@@ -264,6 +283,7 @@ impl Config {
             sla: self.sla_interval.0,
             retention: self.retention_interval.0,
             environment_sync: self.sync_interval.0,
+            deployments: self.deployment_interval.0,
         }
     }
 

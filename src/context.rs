@@ -38,6 +38,9 @@ pub struct AppContext {
     /// The GitHub API root for GitHub repositories (`None`: api.github.com; GitHub
     /// Enterprise: `https://ghe.example.com/api/v3`).
     pub github_api_url: Option<String>,
+    /// A deployment running longer than this is recovered by the deployment sweep
+    /// (its target restored from the pre-snapshot, the deployment failed as stale).
+    pub deployment_stale_after: std::time::Duration,
 }
 
 impl AppContext {
@@ -60,6 +63,7 @@ impl AppContext {
             admission: Admission::new(Default::default()),
             retry: RetryPolicy::default(),
             github_api_url: None,
+            deployment_stale_after: crate::workflows::deployment::STALE_AFTER,
             store,
         }
     }

@@ -60,6 +60,7 @@ impl Application {
         app.set_secret_key(&config.secret_key()?);
         app.set_github_api_url(config.github_api_url.clone());
         app.intervals = config.intervals();
+        app.set_deployment_stale_after(config.deployment_stale_after);
         app.set_limits(config.limits());
         app.seal_interval = config.seal_interval.0;
         Ok(app)
@@ -76,6 +77,13 @@ impl Application {
     /// service's configuration sets them).
     pub fn set_scheduler_intervals(&mut self, intervals: scheduler::Intervals) {
         self.intervals = intervals;
+    }
+
+    /// How long a deployment may run before the deployment sweep recovers it
+    /// (default 1 hour).
+    pub fn set_deployment_stale_after(&mut self, after: std::time::Duration) {
+        self.context.deployment_stale_after = after;
+        self.scheduler = Default::default();
     }
 
     /// How often the log digest is sealed once the service runs (default 1 minute;
@@ -179,6 +187,9 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let schedulers = self.scheduler().start(self.intervals);
+        // Deployments run here, on their own reactor runtime, over the context as
+        // it is now (keys, connectors' settings).
+        let deployments = workflows::deployment::spawn_runner(&self.context);
         let sealer = scheduler::sealer::start(self.context.store.clone(), self.seal_interval);
         let schema = graphql::schema(Some(self.context.clone()));
         let router = http::router(http::HttpState {
@@ -201,6 +212,8 @@ impl Application {
         self.projector.abort();
         // A reaction in flight is replayed by the next runner: reactions are idempotent.
         self.reactor_runtime.abort();
+        // A deployment in flight is resumed by the next runner from its events.
+        deployments.abort();
         self.tail.abort();
         // Its writes are single statements: stopping it anywhere leaves the head whole.
         sealer.abort();

@@ -26,6 +26,7 @@ pub const NAMES: &[&str] = &[
     models::pipelines::NAME,
     models::policies::NAME,
     models::credential_mappings::NAME,
+    models::snapshots::NAME,
     models::audit::NAME,
 ];
 
@@ -44,6 +45,7 @@ pub fn projection(name: &str) -> Option<Box<dyn Projection>> {
         models::credential_mappings::NAME => {
             Box::<models::credential_mappings::CredentialMappings>::default()
         }
+        models::snapshots::NAME => Box::<models::snapshots::Snapshots>::default(),
         models::audit::NAME => Box::<models::audit::AuditTrail>::default(),
         _ => return None,
     })

@@ -772,6 +772,7 @@ impl Job<'_> {
                 }
             }
         }
+        projector.flush_checkpoints(true).await?;
         for status in projector.handle().status() {
             if let Some(failure) = status.failed {
                 return Err(RebuildError::Failed {

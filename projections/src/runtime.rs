@@ -4,6 +4,12 @@
 //!   `projection_checkpoints`. A batch's read-model changes and the projection's new
 //!   checkpoint are written in **one transaction** (one per projection), so a crash
 //!   at any point leaves either the whole batch or none of it.
+//!   A projection with none of its aggregate types in a batch
+//!   ([`Projection::aggregate_types`]) skips it without a transaction; its
+//!   checkpoint moves in memory (in-process waiters see it at once) and is written
+//!   with its next batch or within [`CHECKPOINT_FLUSH`] (other processes' waiters and
+//!   a restart read the row; a restart replays at most those skipped events, which
+//!   change nothing).
 //! - One reader per process reads the log once for all the projections it runs,
 //!   from the lowest of their checkpoints; each projection takes only the events past
 //!   its own checkpoint. On PostgreSQL the projections apply a batch concurrently,
@@ -64,6 +70,15 @@ pub trait Projection: Send + Sync {
         event: &'a Envelope,
     ) -> BoxFuture<'a, Result<(), ApplyError>>;
     fn flush<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    /// The aggregate types whose events this projection folds (`None`: every event).
+    /// A batch with none of them costs the projection no transaction: its checkpoint
+    /// moves in memory and is written with its next batch that has one, or within
+    /// [`CHECKPOINT_FLUSH`]. Must name every type `apply` does anything with (an
+    /// undecodable event of a named type included): events of other types never
+    /// reach it.
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
     fn committed(&mut self);
     fn rolled_back(&mut self);
     /// Forget cached rows; `empty` says the tables are known to be empty.
@@ -121,9 +136,20 @@ impl Default for ProjectorOptions {
 /// pooled connection while it applies the batch): every read model.
 const CONCURRENT_PROJECTIONS: usize = crate::NAMES.len();
 
+/// How soon the checkpoint of a projection that skipped batches (none of their
+/// events was its concern: [`Projection::aggregate_types`]) is written: waiters in
+/// other processes read the row, and a restart replays from it.
+pub const CHECKPOINT_FLUSH: Duration = Duration::from_millis(100);
+
 struct Slot {
     projection: Box<dyn Projection>,
+    /// Where this process has applied to (ahead of `stored` after skipped batches).
     checkpoint: LogCursor,
+    /// What the checkpoint row holds, as this runner last wrote or read it (the
+    /// compare-and-set of the next write).
+    stored: LogCursor,
+    /// Since when `checkpoint` is ahead of `stored`, and by how many events.
+    unwritten: Option<(std::time::Instant, i64)>,
     /// The checkpoint row's generation when loaded (bumped by each rebuild swap).
     generation: i64,
     applied: i64,
@@ -284,7 +310,7 @@ async fn apply_in(
 ) -> Result<Outcome, sqlx::Error> {
     let name = slot.projection.name();
     let (tx_id, position, .., generation) = read_checkpoint(tx, name, true).await?;
-    if (LogCursor { tx_id, position }) != slot.checkpoint || generation != slot.generation {
+    if (LogCursor { tx_id, position }) != slot.stored || generation != slot.generation {
         tracing::info!(
             projection = name,
             "checkpoint moved elsewhere (rebuild?): reloading"
@@ -316,7 +342,7 @@ async fn apply_in(
          failed_position = NULL, failed_event = NULL, failed_error = NULL WHERE name = {}",
         sql.arg(last.tx_id),
         sql.arg(last.position),
-        sql.arg(count as i64),
+        sql.arg(count as i64 + slot.unwritten.map_or(0, |(_, n)| n)),
         sql.arg(fmt_time(Utc::now())),
         sql.arg(name),
     );
@@ -407,6 +433,8 @@ impl Projector {
             .map(|projection| Slot {
                 projection,
                 checkpoint: LogCursor::START,
+                stored: LogCursor::START,
+                unwritten: None,
                 generation: 0,
                 applied: 0,
                 owned: false,
@@ -491,6 +519,8 @@ impl Projector {
                 tx.rollback().await?;
                 let slot = &mut self.slots[i];
                 slot.checkpoint = LogCursor { tx_id, position };
+                slot.stored = slot.checkpoint;
+                slot.unwritten = None;
                 slot.generation = generation;
                 slot.applied = applied;
                 // A stored failure is retried once per start: the cause may be fixed.
@@ -518,6 +548,7 @@ impl Projector {
         if !self.slots.iter().any(|s| s.owned) {
             return Ok(Step::Idle);
         }
+        self.flush_checkpoints(false).await?;
         let sql = "SELECT name, tx_id, position, generation FROM projection_checkpoints";
         let rows: Vec<(String, i64, i64, i64)> = match &self.store {
             Store::Postgres(PgStore { pool, .. }) => sqlx::query_as(sql).fetch_all(pool).await?,
@@ -532,7 +563,7 @@ impl Projector {
             else {
                 continue;
             };
-            if (LogCursor { tx_id, position }) != slot.checkpoint || generation != slot.generation {
+            if (LogCursor { tx_id, position }) != slot.stored || generation != slot.generation {
                 tracing::info!(
                     projection = slot.projection.name(),
                     "checkpoint moved elsewhere (rebuild?): reloading"
@@ -583,26 +614,76 @@ impl Projector {
             });
         }
 
+        // A projection with nothing of its concern in the batch skips it without a
+        // transaction (unless its unwritten checkpoint is due anyway).
+        let now = std::time::Instant::now();
+        let mut active = active;
+        active.retain(|&i| {
+            let slot = &mut self.slots[i];
+            let types = slot.projection.aggregate_types();
+            let concerns = |e: &&Envelope| {
+                types.is_none_or(|types| types.contains(&e.stored.aggregate_type.as_str()))
+            };
+            let past = |e: &&Envelope| e.cursor() > slot.checkpoint;
+            let due = slot
+                .unwritten
+                .is_some_and(|(since, _)| now.duration_since(since) >= CHECKPOINT_FLUSH);
+            if (due && last >= slot.checkpoint) || batch.iter().filter(past).any(|e| concerns(&e)) {
+                return true;
+            }
+            // (a projection ahead of this batch, whose checkpoint is past it, stays)
+            if last > slot.checkpoint {
+                let skipped = batch.iter().filter(past).count() as i64;
+                let (since, before) = slot.unwritten.unwrap_or((now, 0));
+                slot.unwritten = Some((since, before + skipped));
+                slot.applied += skipped;
+                slot.checkpoint = last;
+            }
+            false
+        });
+        let error = self.apply_to(&active, &batch, |_| last).await;
+        self.publish();
+        match error {
+            Some(error) => {
+                if let Some(ahead) = self.read_ahead.take() {
+                    ahead.task.abort();
+                }
+                Err(StoreError::Database(error))
+            }
+            None => Ok(Step::Applied(batch.len())),
+        }
+    }
+
+    /// Applies `batch` to the projections `slots` (each in its own transaction,
+    /// with its checkpoint moved to `last(slot)`), and settles each by its outcome.
+    /// Returns the first database error.
+    async fn apply_to(
+        &mut self,
+        slots: &[usize],
+        batch: &[Envelope],
+        last: impl Fn(&Slot) -> LogCursor,
+    ) -> Option<sqlx::Error> {
         let store = self.store.clone();
-        let batch = &batch;
-        let outcomes: Vec<(usize, Outcome)> = match &store {
+        let outcomes: Vec<(usize, LogCursor, Outcome)> = match &store {
             Store::Sqlite(sqlite) => {
                 // One writer at a time: the projections take their turns.
                 let _turn = sqlite.write_turn().await;
-                let mut outcomes = Vec::with_capacity(active.len());
-                for &i in &active {
+                let mut outcomes = Vec::with_capacity(slots.len());
+                for &i in slots {
+                    let last = last(&self.slots[i]);
                     let outcome = apply_slot(&store, &mut self.slots[i], batch, last).await;
-                    outcomes.push((i, outcome));
+                    outcomes.push((i, last, outcome));
                 }
                 outcomes
             }
             Store::Postgres(_) => {
                 let store = &store;
-                let mut work: Vec<BoxFuture<'_, (usize, Outcome)>> = Vec::new();
+                let mut work: Vec<BoxFuture<'_, (usize, LogCursor, Outcome)>> = Vec::new();
                 for (i, slot) in self.slots.iter_mut().enumerate() {
-                    if active.contains(&i) {
+                    if slots.contains(&i) {
+                        let last = last(slot);
                         work.push(Box::pin(async move {
-                            (i, apply_slot(store, slot, batch, last).await)
+                            (i, last, apply_slot(store, slot, batch, last).await)
                         }));
                     }
                 }
@@ -614,12 +695,14 @@ impl Projector {
         };
 
         let mut error = None;
-        for (i, outcome) in outcomes {
+        for (i, last, outcome) in outcomes {
             let slot = &mut self.slots[i];
             match outcome {
                 Outcome::Applied(n) => {
                     slot.projection.committed();
                     slot.checkpoint = last;
+                    slot.stored = last;
+                    slot.unwritten = None;
                     slot.applied += n as i64;
                 }
                 Outcome::Moved => slot.reload = true,
@@ -635,24 +718,47 @@ impl Projector {
                 }
             }
         }
-        self.publish();
-        match error {
-            Some(error) => {
-                if let Some(ahead) = self.read_ahead.take() {
-                    ahead.task.abort();
-                }
-                Err(StoreError::Database(error))
-            }
-            None => Ok(Step::Applied(batch.len())),
-        }
+        error
     }
 
-    /// Applies batches until nothing is left to apply. Returns the events applied.
+    /// Writes the checkpoints that skipped batches left behind: those unwritten for
+    /// [`CHECKPOINT_FLUSH`], or every one (`all`).
+    pub async fn flush_checkpoints(&mut self, all: bool) -> Result<(), StoreError> {
+        let now = std::time::Instant::now();
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                let slot = &self.slots[i];
+                slot.owned
+                    && slot.unwritten.is_some_and(|(since, _)| {
+                        all || now.duration_since(since) >= CHECKPOINT_FLUSH
+                    })
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let error = self.apply_to(&due, &[], |slot| slot.checkpoint).await;
+        self.publish();
+        error.map_or(Ok(()), |e| Err(StoreError::Database(e)))
+    }
+
+    /// How long until an unwritten checkpoint is due ([`Self::flush_checkpoints`]).
+    fn next_flush(&self) -> Option<Duration> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.unwritten.filter(|_| s.owned))
+            .map(|(since, _)| CHECKPOINT_FLUSH.saturating_sub(since.elapsed()))
+            .min()
+    }
+
+    /// Applies batches until nothing is left to apply, and writes every
+    /// checkpoint. Returns the events applied.
     pub async fn catch_up(&mut self) -> Result<u64, StoreError> {
         let mut total = 0;
         while let Step::Applied(n) = self.step().await? {
             total += n as u64;
         }
+        self.flush_checkpoints(true).await?;
         Ok(total)
     }
 
@@ -676,15 +782,22 @@ impl Projector {
                     backoff = Duration::from_millis(50);
                     tokio::task::yield_now().await;
                 }
-                Ok(Step::Idle) => match wakeup.as_mut() {
-                    Some(w) => {
-                        if !std::mem::take(&mut applied) {
-                            w.nothing_read();
+                Ok(Step::Idle) => {
+                    // Checkpoints left behind by skipped batches are written soon
+                    // after the log goes quiet.
+                    let wait = self
+                        .next_flush()
+                        .map_or(self.options.poll, |due| due.min(self.options.poll));
+                    match wakeup.as_mut() {
+                        Some(w) => {
+                            if !std::mem::take(&mut applied) {
+                                w.nothing_read();
+                            }
+                            w.wait(wait).await;
                         }
-                        w.wait(self.options.poll).await;
+                        None => tokio::time::sleep(wait).await,
                     }
-                    None => tokio::time::sleep(self.options.poll).await,
-                },
+                }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "projector batch failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -877,6 +990,10 @@ macro_rules! single_aggregate_projection {
 
             fn tables(&self) -> &'static [&'static str] {
                 &[$table]
+            }
+
+            fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+                Some(&[$aggregate])
             }
 
             fn apply<'a>(

@@ -305,6 +305,8 @@ named_column!(
     aggregates::mapping::MappingStatus,
     aggregates::promotion::PromotionStatus,
     aggregates::deployment::DeploymentStatus,
+    aggregates::deployment::DeploymentPhase,
+    aggregates::deployment::SnapshotKind,
 );
 
 /// Declares a read-model row: the struct, and its [`Row`] implementation with the

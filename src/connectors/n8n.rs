@@ -176,6 +176,8 @@ pub struct N8nClient {
     key_text: String,
     policy: RetryPolicy,
     page_size: u32,
+    /// Counts every attempt of every call (see [`N8nClient::counting`]).
+    attempts: Option<std::sync::Arc<std::sync::atomic::AtomicU32>>,
 }
 
 impl fmt::Debug for N8nClient {
@@ -285,7 +287,17 @@ impl N8nClient {
             key_text,
             policy,
             page_size: MAX_PAGE_SIZE,
+            attempts: None,
         })
+    }
+
+    /// The same client, adding one to `attempts` for every request it sends
+    /// (retries included): what a deployment reports as a workflow's attempts.
+    pub fn counting(&self, attempts: std::sync::Arc<std::sync::atomic::AtomicU32>) -> N8nClient {
+        N8nClient {
+            attempts: Some(attempts),
+            ..self.clone()
+        }
     }
 
     /// The same client with another page size for [`list_workflows`](Self::list_workflows),
@@ -528,6 +540,9 @@ impl N8nClient {
             },
             move |attempt| async move {
                 span_ref.record("attempt", attempt);
+                if let Some(attempts) = &self.attempts {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                }
                 let failure = match self.attempt(call, span_ref).await {
                     Ok(value) => return Ok(Some(value)),
                     Err(failure) => failure,

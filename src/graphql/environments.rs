@@ -118,6 +118,18 @@ impl Environment {
             })
             .collect()
     }
+    /// The deployment running a promotion to this environment (one at a time).
+    async fn running_deployment_id(&self) -> Option<ID> {
+        self.0.running_deployment_id.clone().map(ID)
+    }
+    async fn running_promotion_id(&self) -> Option<ID> {
+        self.0.running_promotion_id.clone().map(ID)
+    }
+    /// Why scheduled deployments to this environment wait (a rollback pinned it;
+    /// `unpinEnvironment` lets them start again). Null when not pinned.
+    async fn pinned(&self) -> Option<&str> {
+        self.0.pinned.as_deref()
+    }
     async fn registered_at(&self) -> Option<DateTime<Utc>> {
         Some(self.0.registered_at)
     }
@@ -359,6 +371,18 @@ impl EnvironmentMutation {
         reason: Option<String>,
     ) -> async_graphql::Result<EnvironmentPayload> {
         Self::execute(ctx, &id, EnvironmentCommand::Deactivate { reason }).await
+    }
+
+    /// Lets scheduled deployments to a pinned environment start again (admin). A
+    /// rollback pins its target so that automation does not deploy again what was
+    /// just rolled back.
+    async fn unpin_environment(
+        &self,
+        ctx: &Context<'_>,
+        id: LocalIdArg,
+        reason: Option<String>,
+    ) -> async_graphql::Result<EnvironmentPayload> {
+        Self::execute(ctx, &id, EnvironmentCommand::Unpin { reason }).await
     }
 
     /// Puts a deactivated environment back into service (admin).

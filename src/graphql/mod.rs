@@ -19,6 +19,7 @@ mod pipelines;
 mod policies;
 mod promotions;
 pub mod response_cache;
+mod snapshots;
 mod sync;
 mod types;
 
@@ -55,6 +56,7 @@ pub struct QueryRoot(
     policies::PolicyQuery,
     audit::AuditQuery,
     credentials::CredentialQuery,
+    snapshots::SnapshotQuery,
     digest::DigestQuery,
 );
 

@@ -22,6 +22,9 @@ pub struct Gates {
     pub require_approval: bool,
     /// The promotion's creator may approve it.
     pub allow_self_approval: bool,
+    /// Workflows a deployment creates in the target are activated (otherwise they
+    /// stay inactive, as n8n creates them; existing ones keep their state).
+    pub activate_new_workflows: bool,
 }
 
 impl From<StageGates> for Gates {
@@ -35,6 +38,7 @@ impl From<StageGates> for Gates {
             allow_placeholder_credentials: g.allow_placeholder_credentials,
             require_approval: g.require_approval,
             allow_self_approval: g.allow_self_approval,
+            activate_new_workflows: g.activate_new_workflows,
         }
     }
 }
@@ -50,6 +54,7 @@ pub struct GatesInput {
     pub allow_placeholder_credentials: Option<bool>,
     pub require_approval: Option<bool>,
     pub allow_self_approval: Option<bool>,
+    pub activate_new_workflows: Option<bool>,
 }
 
 impl GatesInput {
@@ -72,6 +77,9 @@ impl GatesInput {
                 .unwrap_or(d.allow_placeholder_credentials),
             require_approval: self.require_approval.unwrap_or(d.require_approval),
             allow_self_approval: self.allow_self_approval.unwrap_or(d.allow_self_approval),
+            activate_new_workflows: self
+                .activate_new_workflows
+                .unwrap_or(d.activate_new_workflows),
         }
     }
 }

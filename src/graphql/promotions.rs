@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use projections::models::deployments::{self as deployments_model, DeploymentRow};
 use projections::models::promotions::{self as model, PromotionRow};
 
+use super::snapshots::Snapshot;
 use super::types::{
-    arg, connection, list, DeploymentStatus, DeploymentWorkflow, GateResult, LocalIdArg,
-    PromotionStatus, PromotionWorkflow, WorkflowOutcome,
+    arg, connection, list, DeploymentPhase, DeploymentStatus, DeploymentWorkflow, GateResult,
+    LocalIdArg, PromotionStatus, PromotionWorkflow, WorkflowOutcome,
 };
 use super::{app, caller, loaders, new_id, read_back, run, wait_for, ApiError};
 use crate::workflows::promotion::{self, PromoteError, PromotionRequest};
@@ -130,6 +131,166 @@ impl Deployment {
     async fn created_at(&self) -> Option<DateTime<Utc>> {
         Some(self.0.created_at)
     }
+    /// Where the deployment is (seed 002's phases; each begins with an event).
+    async fn phase(&self) -> DeploymentPhase {
+        self.0.phase.into()
+    }
+    /// Workflows with a result (success, failed, skipped or unchanged).
+    async fn done(&self) -> i32 {
+        self.done_count()
+    }
+    async fn total(&self) -> i32 {
+        self.0.workflows.len() as i32
+    }
+    /// `done` of `total`, in percent (100 once finished).
+    async fn percent(&self) -> i32 {
+        if self.0.phase == aggregates::deployment::DeploymentPhase::Done {
+            return 100;
+        }
+        let total = self.0.workflows.len().max(1) as i32;
+        self.done_count() * 100 / total
+    }
+    /// The gates checked against the target when it started (`credentials_exist`,
+    /// `sub_workflows_resolved`, `source_unchanged`…); empty before.
+    async fn gate_results(&self) -> Vec<GateResult> {
+        self.0
+            .progress
+            .gate_results
+            .as_deref()
+            .map(list)
+            .unwrap_or_default()
+    }
+    /// The target as it was before the deployment touched it.
+    async fn pre_snapshot(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Snapshot>> {
+        self.snapshot(ctx, self.0.progress.pre_snapshot.as_ref())
+            .await
+    }
+    /// The target after the deployment succeeded.
+    async fn post_snapshot(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Snapshot>> {
+        self.snapshot(ctx, self.0.progress.post_snapshot.as_ref())
+            .await
+    }
+    /// Workflows that did not hold what was written when re-read (null before the
+    /// verification).
+    async fn verification_mismatches(&self) -> Option<Vec<String>> {
+        self.0.progress.verification.clone()
+    }
+    async fn rollback(&self) -> Option<DeploymentRollback> {
+        self.0
+            .progress
+            .rollback
+            .as_ref()
+            .map(|r| DeploymentRollback {
+                reason: r.reason.clone(),
+                finished: r.inconsistencies.is_some(),
+                inconsistencies: r.inconsistencies.clone().unwrap_or_default(),
+            })
+    }
+    /// The commit to the target's Git folder after success.
+    async fn git_commit(&self) -> Option<DeploymentGitCommit> {
+        self.0.progress.git.as_ref().map(|g| DeploymentGitCommit {
+            commit_sha: g.commit_sha.clone(),
+            files: g.files as i32,
+            error: g.error.clone(),
+        })
+    }
+    /// Why a recovery was asked for (the stale sweep).
+    async fn recovery_requested(&self) -> Option<&str> {
+        self.0.progress.recovery_requested.as_deref()
+    }
+    /// After a failure, what can be done: a new promotion of the same workflows,
+    /// restoring the pre-snapshot, unpinning the target.
+    async fn recovery_options(&self) -> Vec<RecoveryOption> {
+        if self.0.status != aggregates::deployment::DeploymentStatus::Failed {
+            return vec![];
+        }
+        let mut options = vec![RecoveryOption {
+            kind: RecoveryKind::RetryAsNewPromotion,
+            description: "create a new promotion of the same workflows (createPromotion) \
+                          and deploy it"
+                .into(),
+            snapshot_id: None,
+        }];
+        if let Some(pre) = &self.0.progress.pre_snapshot {
+            let rollback = self.0.progress.rollback.as_ref();
+            let restored = rollback
+                .and_then(|r| r.inconsistencies.as_ref())
+                .is_some_and(Vec::is_empty);
+            if !restored {
+                options.push(RecoveryOption {
+                    kind: RecoveryKind::RestoreSnapshot,
+                    description: "bring the target back to what it held before this \
+                                  deployment (restoreSnapshot)"
+                        .into(),
+                    snapshot_id: Some(ID(pre.snapshot_id.clone())),
+                });
+            }
+        }
+        if self.0.progress.rollback.is_some() {
+            options.push(RecoveryOption {
+                kind: RecoveryKind::UnpinEnvironment,
+                description: "the rollback pinned the target: scheduled deployments to it \
+                              wait until unpinEnvironment"
+                    .into(),
+                snapshot_id: None,
+            });
+        }
+        options
+    }
+}
+
+impl Deployment {
+    fn done_count(&self) -> i32 {
+        self.0
+            .workflows
+            .iter()
+            .filter(|w| w.status != aggregates::deployment::WorkflowDeployStatus::Pending)
+            .count() as i32
+    }
+
+    async fn snapshot(
+        &self,
+        ctx: &Context<'_>,
+        taken: Option<&aggregates::deployment::SnapshotRef>,
+    ) -> async_graphql::Result<Option<Snapshot>> {
+        let Some(taken) = taken else {
+            return Ok(None);
+        };
+        Ok(super::snapshots::load_snapshot(ctx, &taken.snapshot_id).await?)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct DeploymentRollback {
+    pub reason: String,
+    /// The target was re-read and compared with the pre-snapshot.
+    pub finished: bool,
+    /// What differs from the pre-snapshot after the restore (empty: restored
+    /// exactly).
+    pub inconsistencies: Vec<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct DeploymentGitCommit {
+    /// Null: the target has no Git, nothing was committed, or the commit failed.
+    pub commit_sha: Option<String>,
+    pub files: i32,
+    pub error: Option<String>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryKind {
+    RetryAsNewPromotion,
+    RestoreSnapshot,
+    UnpinEnvironment,
+}
+
+#[derive(SimpleObject)]
+pub struct RecoveryOption {
+    pub kind: RecoveryKind,
+    pub description: String,
+    /// The snapshot to restore (`RESTORE_SNAPSHOT`).
+    pub snapshot_id: Option<ID>,
 }
 
 #[derive(Default)]
@@ -318,9 +479,12 @@ impl PromotionMutation {
         promotion_command(ctx, &id, PromotionCommand::Cancel { reason }).await
     }
 
-    /// Records an approved promotion's deployment (admin): for now (`PENDING`) or
-    /// for `scheduledFor` (`SCHEDULED`). Nothing executes deployments yet: it stays
-    /// `PENDING` or `SCHEDULED` until cancelled.
+    /// Deploys an approved promotion (admin): now, or at `scheduledFor` (`SCHEDULED`:
+    /// the deployment scheduler starts it when due, unless a rollback pinned the
+    /// target). Starting reserves the target (one running promotion per target: a
+    /// `CONFLICT` names the one running) and moves the promotion to `RUNNING`; the
+    /// deployment then runs its phases in the background (`deployment(id)` and the
+    /// `events` subscription show its progress).
     async fn deploy_promotion(
         &self,
         ctx: &Context<'_>,
@@ -329,8 +493,8 @@ impl PromotionMutation {
     ) -> async_graphql::Result<DeploymentPayload> {
         let caller = caller(ctx)?;
         let (id, committed) = run(ctx, "deployment.create", async {
-            Ok(crate::workflows::promotion::deploy(
-                &app(ctx)?.domain,
+            Ok(crate::workflows::deployment::deploy(
+                app(ctx)?,
                 &caller.command_context(),
                 &promotion_id,
                 scheduled_for,
@@ -478,6 +642,18 @@ impl PromotionStartMutation {
         })
         .await?;
         Ok(PromotionPayload::new(id, committed.position))
+    }
+}
+
+impl From<crate::workflows::deployment::StartError> for ApiError {
+    fn from(e: crate::workflows::deployment::StartError) -> Self {
+        use crate::workflows::deployment::StartError;
+        match e {
+            StartError::Command(e) => ApiError::Command(e),
+            pinned @ StartError::Pinned { .. } => ApiError::Domain(
+                aggregates::kernel::error::DomainError::Conflict(pinned.to_string()),
+            ),
+        }
     }
 }
 

@@ -123,6 +123,32 @@ api_enum!(WorkflowDeployStatus = "aggregates::deployment::WorkflowDeployStatus" 
     Skipped,
     Unchanged
 });
+api_enum!(
+    /// Where a deployment is: `WAITING` (pending, scheduled or cancelled), then
+    /// `GATES`, `PRE_SNAPSHOT`, `PUSHING`, `VERIFYING`, `POST_SNAPSHOT`,
+    /// `GIT_COMMIT`, `DONE`; `ROLLING_BACK` after a failure.
+    DeploymentPhase = "aggregates::deployment::DeploymentPhase" {
+        Waiting,
+        Gates,
+        PreSnapshot,
+        Pushing,
+        Verifying,
+        PostSnapshot,
+        GitCommit,
+        RollingBack,
+        Done
+    }
+);
+api_enum!(SnapshotKind = "aggregates::deployment::SnapshotKind" { Pre, Post });
+api_enum!(
+    /// What a rollback did to one workflow.
+    RestoreAction = "aggregates::deployment::RestoreAction" {
+        Updated,
+        Recreated,
+        Deleted,
+        Unchanged
+    }
+);
 
 // The one API enum that is not a domain enum: `ABSENT` is a cell the matrix shows
 // where no mapping exists, so it has no mapping status to derive from.
@@ -223,10 +249,21 @@ impl From<aggregates::promotion::WorkflowOutcome> for WorkflowOutcome {
 
 #[derive(SimpleObject, Debug, Clone)]
 pub struct DeploymentWorkflow {
+    /// The canonical workflow.
     pub workflow_id: String,
     pub name: String,
     pub status: WorkflowDeployStatus,
     pub error: Option<String>,
+    /// Requests sent to the target for it (retries included; 0 when unchanged).
+    pub attempts: i32,
+    /// Its id in the target (after a create, the new one).
+    pub target_workflow_id: Option<String>,
+    /// This deployment created it in the target.
+    pub created: bool,
+    /// What the rollback did to it (null: not rolled back, or the restore failed).
+    pub restored: Option<RestoreAction>,
+    /// Why the rollback could not restore it.
+    pub restore_error: Option<String>,
 }
 
 impl From<aggregates::deployment::DeploymentWorkflow> for DeploymentWorkflow {
@@ -236,6 +273,11 @@ impl From<aggregates::deployment::DeploymentWorkflow> for DeploymentWorkflow {
             name: w.name,
             status: w.status.into(),
             error: w.error,
+            attempts: i32::try_from(w.attempts).unwrap_or(i32::MAX),
+            target_workflow_id: w.target_id,
+            created: w.created,
+            restored: w.restored.map(Into::into),
+            restore_error: w.restore_error,
         }
     }
 }

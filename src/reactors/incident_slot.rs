@@ -161,6 +161,10 @@ impl Reactor for IncidentSlotReactor {
         event.event_type == RESERVED || event.event_type == CLOSED
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[RESERVED, CLOSED, OPENED, RELEASED])
+    }
+
     /// Per aggregate: a reservation's opening and a closed incident's release look
     /// at the current state of the slot, so different environments and incidents
     /// never wait for each other.

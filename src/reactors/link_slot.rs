@@ -156,6 +156,10 @@ impl Reactor for LinkSlotReactor {
             .map_or(true, |e| e.leaves_linked())
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&LEAVING)
+    }
+
     /// Per mapping: a release looks at the slot's current holder and the mapping's
     /// current state, so different mappings never wait for each other.
     fn partition<'e>(&self, event: &'e StoredEvent) -> &'e str {

@@ -52,7 +52,8 @@
 //!    (a new name starts from position 0 and replays the whole log, harmlessly).
 //! 2. **Say which events.** [`Reactor::wants`] picks them by `event_type` (and, when
 //!    the type is not enough, by decoding the payload). It must be cheap: it sees
-//!    every event of the log. Say which may run concurrently
+//!    every event of the log, unless [`Reactor::event_types`] names the types it
+//!    (and [`Reactor::step_taken`]) looks at; then only those are read. Say which may run concurrently
 //!    ([`Reactor::partition`]): by default every event waits for the one before.
 //! 3. **Use deterministic ids.** Everything the reaction creates or changes is
 //!    addressed by an id derived from the event: the id the event names (the
@@ -101,8 +102,17 @@ pub use runtime::{
 pub trait Reactor: Send + Sync + 'static {
     /// Stable name: the checkpoint row and the advisory lock (never renamed).
     fn name(&self) -> &'static str;
-    /// Whether `event` needs this reactor. Sees every event of the log: keep it cheap.
+    /// Whether `event` needs this reactor. Sees every event of the log (of
+    /// [`event_types`](Reactor::event_types), when it names them): keep it cheap.
     fn wants(&self, event: &StoredEvent) -> bool;
+    /// Every event type [`wants`](Reactor::wants) or
+    /// [`step_taken`](Reactor::step_taken) may look at (`None`: every type). When
+    /// every reactor of a runtime names its types, the runtime reads only those
+    /// from the log (on SQLite the others never leave the database): most of the
+    /// log is no reactor's concern. Events of other types never reach the reactor.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
     /// Makes the event's effect happen, idempotently (see the module docs). May run
     /// more than once for one event, and after later events.
     fn react<'a>(&'a self, trigger: &'a Trigger<'a>)

@@ -378,6 +378,8 @@ pub struct ReactorRuntime {
     /// Holds the advisory locks of the reactors this process runs (PostgreSQL).
     locks: LockSession,
     handle: Reactors,
+    /// The event types any of the reactors looks at (`None`: every type).
+    types: Option<Vec<&'static str>>,
 }
 
 fn describe(event: &StoredEvent) -> String {
@@ -422,7 +424,18 @@ impl ReactorRuntime {
                 slot.reactor.name()
             );
         }
+        let types = slots
+            .iter()
+            .map(|s| s.reactor.event_types())
+            .collect::<Option<Vec<_>>>()
+            .map(|lists| {
+                let mut types: Vec<&'static str> = lists.concat();
+                types.sort_unstable();
+                types.dedup();
+                types
+            });
         let runtime = ReactorRuntime {
+            types,
             locks: LockSession::new(&store, options.poll),
             store,
             slots,
@@ -529,7 +542,18 @@ impl ReactorRuntime {
         let Some(from) = due.iter().map(|&i| self.slots[i].checkpoint).min() else {
             return Ok(Step::Idle);
         };
-        let batch = self.store.read_after(from, self.options.batch_size).await?;
+        let (batch, scanned) = self
+            .store
+            .read_after_matching(from, self.options.batch_size, self.types.as_deref())
+            .await?;
+        if batch.is_empty() && scanned > from {
+            // Nothing any reactor looks at: every slot moves over it.
+            for &i in &due {
+                let slot = &mut self.slots[i];
+                slot.checkpoint = slot.checkpoint.max(scanned);
+            }
+            self.publish();
+        }
         if batch.is_empty() {
             // Caught up: write the checkpoints that moved over unwanted events only,
             // at most once per `caught_up_flush` (the idle wait comes back for the rest).
@@ -549,7 +573,7 @@ impl ReactorRuntime {
                 .iter_mut()
                 .enumerate()
                 .filter(|(i, _)| due.contains(i))
-                .map(|(_, slot)| react_to_batch(slot, batch, handle, options));
+                .map(|(_, slot)| react_to_batch(slot, batch, scanned, handle, options));
             futures::future::join_all(work).await;
         }
         let mut error = None;
@@ -807,6 +831,7 @@ struct Progress {
 async fn react_to_batch(
     slot: &mut Slot,
     batch: &[StoredEvent],
+    scanned: LogCursor,
     handle: &Reactors,
     options: &ReactorOptions,
 ) {
@@ -861,8 +886,13 @@ async fn react_to_batch(
         }
         pending.truncate(i);
     }
-    let Some(last) = pending.last() else {
-        return;
+    // Where the checkpoint goes once every pending event is dealt with: through
+    // what the read scanned (events of types no reactor looks at were not
+    // returned), unless a young trigger stopped it before that.
+    let end = match (young, pending.last()) {
+        (None, Some(last)) => last.cursor().max(scanned),
+        (Some(_), Some(last)) => last.cursor(),
+        (_, None) => return,
     };
     let mut partitions: Vec<Vec<usize>> = vec![];
     let mut by_key: HashMap<&str, usize> = HashMap::new();
@@ -889,7 +919,7 @@ async fn react_to_batch(
         partitions[p].push(i);
     }
     if partitions.is_empty() && taken_already.is_none() {
-        slot.checkpoint = last.cursor();
+        slot.checkpoint = end;
         return;
     }
     let progress = Mutex::new(Progress {
@@ -1045,5 +1075,5 @@ async fn react_to_batch(
         slot.retry_at = None;
         slot.dirty = true;
     }
-    slot.checkpoint = last.cursor();
+    slot.checkpoint = end;
 }

@@ -30,6 +30,7 @@ impl Scheduler {
             Job::Sla => self.sla(&correlation_id).await?,
             Job::Retention => self.retention(&correlation_id).await?,
             Job::EnvironmentSync => self.environment_sync(&correlation_id).await?,
+            Job::Deployments => self.deployments(&correlation_id).await?,
         };
         report.correlation_id = correlation_id;
         Ok(report)
@@ -104,6 +105,27 @@ impl Scheduler {
             }
         }
         Ok(report)
+    }
+
+    /// The deployment sweep ([`crate::workflows::deployment::sweep`]).
+    async fn deployments(&self, correlation_id: &str) -> Result<RunReport, SchedulerError> {
+        let services = &self.inner.services;
+        services
+            .catch_up(&[
+                projections::models::deployments::NAME,
+                projections::models::environments::NAME,
+            ])
+            .await?;
+        let stale_after = chrono::Duration::from_std(services.deployment_stale_after)
+            .unwrap_or(chrono::Duration::hours(1));
+        let swept =
+            crate::workflows::deployment::sweep(services, correlation_id, stale_after).await?;
+        Ok(RunReport {
+            visited: u64::from(swept.started + swept.waiting + swept.stale + swept.failed),
+            acted: u64::from(swept.started + swept.stale + swept.slots_freed),
+            failed: u64::from(swept.failed),
+            ..Default::default()
+        })
     }
 
     /// Drift check of every active non-dev environment with Git configured.

@@ -46,14 +46,16 @@ pub enum Job {
     Sla,
     Retention,
     EnvironmentSync,
+    Deployments,
 }
 
 impl Job {
-    pub const ALL: [Job; 4] = [
+    pub const ALL: [Job; 5] = [
         Job::DriftCheck,
         Job::Sla,
         Job::Retention,
         Job::EnvironmentSync,
+        Job::Deployments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Job {
             Job::Sla => "sla",
             Job::Retention => "retention",
             Job::EnvironmentSync => "environment_sync",
+            Job::Deployments => "deployments",
         }
     }
 }
@@ -79,16 +82,20 @@ pub struct Intervals {
     pub sla: Option<Duration>,
     pub retention: Option<Duration>,
     pub environment_sync: Option<Duration>,
+    /// Due scheduled deployments, stale ones, orphaned promotion slots.
+    pub deployments: Option<Duration>,
 }
 
 impl Default for Intervals {
-    /// DOMAIN.md §6: drift 5 min, TTL/SLA 1 min, retention daily, sync off.
+    /// DOMAIN.md §6: drift 5 min, TTL/SLA 1 min, deployments 10 s, retention
+    /// daily, sync off.
     fn default() -> Self {
         Intervals {
             drift_check: Some(Duration::from_secs(5 * 60)),
             sla: Some(Duration::from_secs(60)),
             retention: Some(Duration::from_secs(24 * 3600)),
             environment_sync: None,
+            deployments: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -101,6 +108,7 @@ impl Intervals {
             sla: None,
             retention: None,
             environment_sync: None,
+            deployments: None,
         }
     }
 
@@ -110,6 +118,7 @@ impl Intervals {
             Job::Sla => self.sla,
             Job::Retention => self.retention,
             Job::EnvironmentSync => self.environment_sync,
+            Job::Deployments => self.deployments,
         }
     }
 }

@@ -1,5 +1,8 @@
-//! Content-addressed payloads outside the event log (DOMAIN.md §2.2, §6): today
-//! the drift snapshots.
+//! Content-addressed payloads outside the event log (DOMAIN.md §2.2, §6): the drift
+//! snapshots (`drift_snapshots`) and the deployments' snapshots of their targets
+//! (`workflow_snapshots`, [`Payloads::workflow_snapshots`]), each in its own table.
+//! Retention only ever looks at the drift snapshots: a deployment's snapshot is what
+//! a rollback or a restore needs, and is kept.
 //!
 //! A drift check that opens an incident stores what it saw (the drifted workflows
 //! and their diffs) here, under its SHA-256 digest; the incident's `detected` event
@@ -14,10 +17,11 @@ use sha2::{Digest, Sha256};
 
 use eventstore::Store;
 
-/// The payload store.
+/// One payload table.
 #[derive(Clone)]
 pub struct Payloads {
     store: Store,
+    table: &'static str,
 }
 
 /// The hex SHA-256 of a payload: the digest its incident records.
@@ -26,8 +30,20 @@ pub fn digest(payload: &str) -> String {
 }
 
 impl Payloads {
+    /// The drift snapshots.
     pub fn new(store: Store) -> Payloads {
-        Payloads { store }
+        Payloads {
+            store,
+            table: "drift_snapshots",
+        }
+    }
+
+    /// The deployments' snapshots of their targets (never purged by retention).
+    pub fn workflow_snapshots(store: Store) -> Payloads {
+        Payloads {
+            store,
+            table: "workflow_snapshots",
+        }
     }
 
     /// Stores `payload` for `tenant` and returns its digest. Storing the same payload
@@ -43,8 +59,9 @@ impl Payloads {
             sql.arg(fmt_time(Utc::now())),
         ];
         sql.push(&format!(
-            "INSERT INTO drift_snapshots (tenant, digest, payload, recorded_at) \
+            "INSERT INTO {} (tenant, digest, payload, recorded_at) \
              VALUES ({}) ON CONFLICT (tenant, digest) DO UPDATE SET recorded_at = excluded.recorded_at",
+            self.table,
             args.join(", ")
         ));
         sql.execute(&self.store).await?;
@@ -56,7 +73,8 @@ impl Payloads {
         let mut sql = Sql::new(Dialect::of(&self.store));
         let (t, d) = (sql.arg(tenant), sql.arg(digest));
         sql.push(&format!(
-            "SELECT payload FROM drift_snapshots WHERE tenant = {t} AND digest = {d}"
+            "SELECT payload FROM {} WHERE tenant = {t} AND digest = {d}",
+            self.table
         ));
         let rows: Vec<(String,)> = sql.fetch_as(&self.store).await?;
         Ok(rows.into_iter().next().map(|(payload,)| payload))
@@ -67,7 +85,8 @@ impl Payloads {
         let mut sql = Sql::new(Dialect::of(&self.store));
         let (t, d) = (sql.arg(tenant), sql.arg(digest));
         sql.push(&format!(
-            "DELETE FROM drift_snapshots WHERE tenant = {t} AND digest = {d}"
+            "DELETE FROM {} WHERE tenant = {t} AND digest = {d}",
+            self.table
         ));
         sql.execute(&self.store).await
     }
@@ -84,7 +103,8 @@ impl Payloads {
         let mut sql = Sql::new(Dialect::of(&self.store));
         let at = sql.arg(fmt_time(before));
         sql.push(&format!(
-            "SELECT tenant, digest FROM drift_snapshots WHERE recorded_at < {at}"
+            "SELECT tenant, digest FROM {} WHERE recorded_at < {at}",
+            self.table
         ));
         let old: Vec<(String, String)> = sql.fetch_as(&self.store).await?;
         let mut deleted = 0;
@@ -100,8 +120,8 @@ impl Payloads {
                 sql.arg(fmt_time(before)),
             );
             sql.push(&format!(
-                "DELETE FROM drift_snapshots WHERE tenant = {t} AND digest = {d} \
-                 AND recorded_at < {at}"
+                "DELETE FROM {} WHERE tenant = {t} AND digest = {d} AND recorded_at < {at}",
+                self.table
             ));
             deleted += sql.execute(&self.store).await?;
         }

@@ -779,7 +779,7 @@ pub struct OnboardReport {
 
 /// Top-level fields of an n8n workflow that belong to the instance, not to the
 /// workflow: left out of the file committed to Git (the content hash ignores them).
-const INSTANCE_FIELDS: &[&str] = &[
+pub(crate) const INSTANCE_FIELDS: &[&str] = &[
     "id",
     "createdAt",
     "updatedAt",
@@ -955,7 +955,7 @@ pub async fn onboard_workflow(
 }
 
 /// JSON as committed to Git: pretty, with a final newline.
-fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
     bytes

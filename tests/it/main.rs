@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod config_models;
 mod conformance;
+mod deployments;
 mod digest;
 mod fakes;
 mod gap;

@@ -82,7 +82,7 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
             action,
             role
         }),
-        (0usize..2, 0u8..6).prop_map(|(which, action)| Op::Deployment { which, action }),
+        (0usize..2, 0u8..7).prop_map(|(which, action)| Op::Deployment { which, action }),
     ]
 }
 
@@ -204,14 +204,28 @@ fn deployment_command(action: u8) -> DeploymentCommand {
             workflow_id: "w1".into(),
             status: WorkflowDeployStatus::Success,
             error: None,
+            attempts: 1,
+            target_id: Some("t1".into()),
+            created: true,
+            content_hash: None,
         },
         3 => DeploymentCommand::RecordWorkflowResult {
             workflow_id: "w1".into(),
             status: WorkflowDeployStatus::Failed,
             error: Some("500".into()),
+            attempts: 4,
+            target_id: None,
+            created: false,
+            content_hash: None,
         },
         4 => DeploymentCommand::Cancel { reason: None },
-        _ => DeploymentCommand::MarkStale,
+        5 => DeploymentCommand::Finish {
+            outcome: aggregates::deployment::DeploymentStatus::Success,
+            reason: None,
+        },
+        _ => DeploymentCommand::MarkStale {
+            after: chrono::Duration::hours(1),
+        },
     }
 }
 
@@ -515,7 +529,11 @@ async fn the_harness_stores_what_a_known_sequence_drives() {
         Deployment {
             which: 0,
             action: 2,
-        }, // its only workflow succeeded: success
+        }, // its only workflow succeeded
+        Deployment {
+            which: 0,
+            action: 5,
+        }, // the runner finishes it: success
     ];
     assert_eq!(run(ops).await, 5 + 5 + 4 + 3);
 }

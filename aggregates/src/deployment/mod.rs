@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::kernel::command::Issued;
 use crate::kernel::error::{non_blank, DomainError};
 use crate::kernel::transitions::{self, Lifecycle, StateMachine};
+use crate::promotion::GateResult;
 
-/// A running deployment older than this at start-up is marked failed (stale).
+/// A deployment running for longer than this is recovered and failed as stale
+/// (the default of the stale sweep).
 pub const STALE_AFTER: Duration = Duration::hours(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -99,12 +101,131 @@ impl StateMachine for WorkflowDeployStatus {
     };
 }
 
+/// Where a running deployment is (seed 002's phases). Progress, not a state of the
+/// transition table: every phase begins with its own event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentPhase {
+    /// Not started (pending or scheduled), or cancelled.
+    #[default]
+    Waiting,
+    Gates,
+    PreSnapshot,
+    Pushing,
+    Verifying,
+    PostSnapshot,
+    GitCommit,
+    RollingBack,
+    Done,
+}
+
+crate::state_names!(DeploymentPhase {
+    Waiting => "waiting",
+    Gates => "gates",
+    PreSnapshot => "pre_snapshot",
+    Pushing => "pushing",
+    Verifying => "verifying",
+    PostSnapshot => "post_snapshot",
+    GitCommit => "git_commit",
+    RollingBack => "rolling_back",
+    Done => "done",
+});
+
+/// Which of a deployment's two snapshots of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    Pre,
+    Post,
+}
+
+crate::state_names!(SnapshotKind {
+    Pre => "pre",
+    Post => "post",
+});
+
+/// What the rollback did to one workflow to bring it back to the pre-snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreAction {
+    /// Written back as the pre-snapshot holds it.
+    Updated,
+    /// It had been deleted: created again from the pre-snapshot.
+    Recreated,
+    /// This deployment created it: deleted.
+    Deleted,
+    /// Already as the pre-snapshot holds it.
+    Unchanged,
+}
+
+crate::state_names!(RestoreAction {
+    Updated => "updated",
+    Recreated => "recreated",
+    Deleted => "deleted",
+    Unchanged => "unchanged",
+});
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentWorkflow {
     pub workflow_id: String,
     pub name: String,
     pub status: WorkflowDeployStatus,
     pub error: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub target_id: Option<String>,
+    #[serde(default)]
+    pub created: bool,
+    #[serde(default)]
+    pub content_hash: Option<String>,
+    /// What the rollback did to it (`None`: not rolled back, or it failed).
+    #[serde(default)]
+    pub restored: Option<RestoreAction>,
+    #[serde(default)]
+    pub restore_error: Option<String>,
+}
+
+impl DeploymentWorkflow {
+    pub fn new(workflow_id: String, name: String) -> DeploymentWorkflow {
+        DeploymentWorkflow {
+            workflow_id,
+            name,
+            status: WorkflowDeployStatus::Pending,
+            error: None,
+            attempts: 0,
+            target_id: None,
+            created: false,
+            content_hash: None,
+            restored: None,
+            restore_error: None,
+        }
+    }
+}
+
+/// A snapshot a deployment took: its id and the digest of its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub snapshot_id: String,
+    pub digest: String,
+    pub workflows: u32,
+}
+
+/// What the Git phase did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitResult {
+    /// The commit (`None`: the target has no Git, or the commit failed).
+    pub commit_sha: Option<String>,
+    pub files: u32,
+    pub error: Option<String>,
+}
+
+/// The rollback of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub reason: String,
+    /// `Some` once finished: what was left different from the pre-snapshot.
+    pub inconsistencies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,10 +233,22 @@ pub struct Deployment {
     pub created: bool,
     pub promotion_id: String,
     pub status: DeploymentStatus,
+    pub phase: DeploymentPhase,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub workflows: Vec<DeploymentWorkflow>,
+    pub gate_results: Option<Vec<GateResult>>,
+    pub pre_snapshot: Option<SnapshotRef>,
+    pub post_snapshot: Option<SnapshotRef>,
+    /// `Some` once verified: the workflows that did not hold what was written.
+    pub verification: Option<Vec<String>>,
+    pub rollback: Option<Rollback>,
+    /// `Some` once the Git phase ran (a commit, nothing to commit, or an error).
+    pub git: Option<GitResult>,
+    /// A stale sweep asked for recovery: no more pushes, roll back and fail.
+    pub recovery_requested: Option<String>,
+    pub reason: Option<String>,
 }
 
 impl Deployment {
@@ -134,6 +267,52 @@ impl Deployment {
         } else {
             None
         }
+    }
+
+    /// Workflows with a status other than pending.
+    pub fn done(&self) -> usize {
+        self.workflows
+            .iter()
+            .filter(|w| w.status != WorkflowDeployStatus::Pending)
+            .count()
+    }
+
+    fn workflow(&self, workflow_id: &str) -> Result<usize, DomainError> {
+        self.workflows
+            .iter()
+            .position(|w| w.workflow_id == workflow_id)
+            .ok_or_else(|| DomainError::NotFound {
+                kind: "deployment workflow",
+                id: workflow_id.to_string(),
+            })
+    }
+
+    /// Refuses a progress record unless the deployment is running.
+    fn running(&self) -> Result<(), DomainError> {
+        if self.status != DeploymentStatus::Running {
+            return Err(DomainError::validation(
+                "status",
+                format!("a {} deployment records no progress", self.status),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a push result once the rollback started or a recovery was asked for.
+    fn pushing(&self) -> Result<(), DomainError> {
+        self.running()?;
+        if let Some(rollback) = &self.rollback {
+            return Err(DomainError::Conflict(format!(
+                "the deployment is rolling back ({}): no more pushes",
+                rollback.reason
+            )));
+        }
+        if let Some(reason) = &self.recovery_requested {
+            return Err(DomainError::Conflict(format!(
+                "recovery was requested ({reason}): no more pushes"
+            )));
+        }
+        Ok(())
     }
 
     pub fn decide(
@@ -170,12 +349,7 @@ impl Deployment {
             transitions::check_initial(status)?;
             let workflows = workflows
                 .into_iter()
-                .map(|(workflow_id, name)| DeploymentWorkflow {
-                    workflow_id,
-                    name,
-                    status: WorkflowDeployStatus::Pending,
-                    error: None,
-                })
+                .map(|(workflow_id, name)| DeploymentWorkflow::new(workflow_id, name))
                 .collect();
             return Ok(vec![DeploymentEvent::Created {
                 promotion_id: promotion_id.into(),
@@ -212,61 +386,194 @@ impl Deployment {
                     reason: non_blank(reason.as_deref()).map(str::to_string),
                 }])
             }
+            RecordGates { results } => {
+                self.running()?;
+                if self.gate_results.is_some() {
+                    return Ok(vec![]);
+                }
+                let passed = results.iter().all(|r| r.passed || !r.blocking);
+                Ok(vec![DeploymentEvent::GatesChecked { results, passed }])
+            }
+            RecordSnapshot {
+                kind,
+                environment_id,
+                promotion_id,
+                snapshot_id,
+                digest,
+                workflows,
+            } => {
+                self.running()?;
+                let taken = match kind {
+                    SnapshotKind::Pre => &self.pre_snapshot,
+                    SnapshotKind::Post => &self.post_snapshot,
+                };
+                if let Some(taken) = taken {
+                    if taken.snapshot_id == snapshot_id {
+                        return Ok(vec![]);
+                    }
+                    return Err(DomainError::Conflict(format!(
+                        "the {kind}-snapshot was taken already ({})",
+                        taken.snapshot_id
+                    )));
+                }
+                if kind == SnapshotKind::Post && self.rollback.is_some() {
+                    return Err(DomainError::validation(
+                        "kind",
+                        "a rolled back deployment takes no post-snapshot",
+                    ));
+                }
+                Ok(vec![DeploymentEvent::SnapshotTaken {
+                    kind,
+                    environment_id,
+                    promotion_id,
+                    snapshot_id,
+                    digest,
+                    workflows,
+                }])
+            }
             RecordWorkflowResult {
                 workflow_id,
                 status,
                 error,
+                attempts,
+                target_id,
+                created,
+                content_hash,
             } => {
-                if from != DeploymentStatus::Running {
-                    return Err(DomainError::validation(
-                        "status",
-                        format!("a {from} deployment records no results"),
-                    ));
-                }
-                let Some(index) = self
-                    .workflows
-                    .iter()
-                    .position(|w| w.workflow_id == workflow_id)
-                else {
-                    return Err(DomainError::NotFound {
-                        kind: "deployment workflow",
-                        id: workflow_id,
-                    });
-                };
+                self.pushing()?;
+                let index = self.workflow(&workflow_id)?;
                 let current = self.workflows[index].status;
                 if current == status {
                     return Ok(vec![]);
                 }
                 transitions::check(current, status, false)?;
-                let mut workflows = self.workflows.clone();
-                workflows[index].status = status;
-                let mut events = vec![DeploymentEvent::WorkflowResultRecorded {
+                Ok(vec![DeploymentEvent::WorkflowResultRecorded {
                     workflow_id,
                     status,
                     error,
-                }];
-                if let Some(to) = Self::roll_up(&workflows) {
-                    transitions::check(from, to, false)?;
-                    events.push(DeploymentEvent::Finished {
-                        from,
-                        to,
-                        at,
-                        reason: None,
-                    });
-                }
-                Ok(events)
+                    attempts,
+                    target_id,
+                    created,
+                    content_hash,
+                }])
             }
-            MarkStale => {
-                let started = self.started_at.unwrap_or(at);
-                if from != DeploymentStatus::Running || at - started < STALE_AFTER {
+            RecordVerification { mismatches } => {
+                self.pushing()?;
+                if self.verification.is_some() {
                     return Ok(vec![]);
                 }
-                transitions::check(from, DeploymentStatus::Failed, false)?;
+                Ok(vec![DeploymentEvent::Verified { mismatches }])
+            }
+            StartRollback { reason } => {
+                self.running()?;
+                if self.rollback.is_some() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeploymentEvent::RollbackStarted { reason }])
+            }
+            RecordRestore {
+                workflow_id,
+                action,
+                attempts,
+                error,
+            } => {
+                self.running()?;
+                match &self.rollback {
+                    Some(Rollback {
+                        inconsistencies: None,
+                        ..
+                    }) => {}
+                    Some(_) => {
+                        return Err(DomainError::validation(
+                            "rollback",
+                            "the rollback has finished",
+                        ))
+                    }
+                    None => {
+                        return Err(DomainError::validation(
+                            "rollback",
+                            "no rollback was started",
+                        ))
+                    }
+                }
+                self.workflow(&workflow_id)?;
+                Ok(vec![DeploymentEvent::WorkflowRestored {
+                    workflow_id,
+                    action,
+                    attempts,
+                    error,
+                }])
+            }
+            FinishRollback { inconsistencies } => {
+                self.running()?;
+                match &self.rollback {
+                    Some(Rollback {
+                        inconsistencies: None,
+                        ..
+                    }) => Ok(vec![DeploymentEvent::RollbackFinished { inconsistencies }]),
+                    Some(_) => Ok(vec![]),
+                    None => Err(DomainError::validation(
+                        "rollback",
+                        "no rollback was started",
+                    )),
+                }
+            }
+            RecordGitCommit {
+                commit_sha,
+                files,
+                error,
+            } => {
+                self.pushing()?;
+                if self.git.is_some() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeploymentEvent::GitCommitted {
+                    commit_sha,
+                    files,
+                    error,
+                }])
+            }
+            Finish { outcome, reason } => {
+                transitions::check(from, outcome, false)?;
+                if outcome == DeploymentStatus::Success {
+                    if self.rollback.is_some() || self.recovery_requested.is_some() {
+                        return Err(DomainError::validation(
+                            "outcome",
+                            "a rolled back deployment did not succeed",
+                        ));
+                    }
+                    if Self::roll_up(&self.workflows) != Some(DeploymentStatus::Success) {
+                        return Err(DomainError::validation(
+                            "outcome",
+                            format!(
+                                "{} of {} workflows done, or one failed",
+                                self.done(),
+                                self.workflows.len()
+                            ),
+                        ));
+                    }
+                }
                 Ok(vec![DeploymentEvent::Finished {
                     from,
-                    to: DeploymentStatus::Failed,
+                    to: outcome,
                     at,
-                    reason: Some("stale".into()),
+                    reason: non_blank(reason.as_deref()).map(str::to_string),
+                }])
+            }
+            MarkStale { after } => {
+                let started = self.started_at.unwrap_or(at);
+                if from != DeploymentStatus::Running
+                    || at - started < after
+                    || self.recovery_requested.is_some()
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeploymentEvent::RecoveryRequested {
+                    reason: format!(
+                        "stale: running since {} (longer than {} min)",
+                        started.format("%Y-%m-%d %H:%M:%S UTC"),
+                        after.num_minutes()
+                    ),
                 }])
             }
         }
@@ -293,11 +600,12 @@ impl Aggregate for Deployment {
     }
 
     fn apply(&mut self, event: DeploymentEvent) {
+        use DeploymentEvent::*;
         if let Some((_, to)) = event.status_change() {
             self.status = to;
         }
         match event {
-            DeploymentEvent::Created {
+            Created {
                 promotion_id,
                 scheduled_for,
                 workflows,
@@ -308,11 +616,45 @@ impl Aggregate for Deployment {
                 self.scheduled_for = scheduled_for;
                 self.workflows = workflows;
             }
-            DeploymentEvent::Started { at, .. } => self.started_at = Some(at),
-            DeploymentEvent::WorkflowResultRecorded {
+            Started { at, .. } => {
+                self.started_at = Some(at);
+                self.phase = DeploymentPhase::Gates;
+            }
+            GatesChecked { results, .. } => {
+                self.gate_results = Some(results);
+                self.phase = DeploymentPhase::PreSnapshot;
+            }
+            SnapshotTaken {
+                kind,
+                snapshot_id,
+                digest,
+                workflows,
+                ..
+            } => {
+                let taken = Some(SnapshotRef {
+                    snapshot_id,
+                    digest,
+                    workflows,
+                });
+                match kind {
+                    SnapshotKind::Pre => {
+                        self.pre_snapshot = taken;
+                        self.phase = DeploymentPhase::Pushing;
+                    }
+                    SnapshotKind::Post => {
+                        self.post_snapshot = taken;
+                        self.phase = DeploymentPhase::GitCommit;
+                    }
+                }
+            }
+            WorkflowResultRecorded {
                 workflow_id,
                 status,
                 error,
+                attempts,
+                target_id,
+                created,
+                content_hash,
             } => {
                 if let Some(w) = self
                     .workflows
@@ -321,10 +663,62 @@ impl Aggregate for Deployment {
                 {
                     w.status = status;
                     w.error = error;
+                    w.attempts = attempts;
+                    w.target_id = target_id.or(w.target_id.take());
+                    w.created = created;
+                    w.content_hash = content_hash;
+                }
+                self.phase = DeploymentPhase::Pushing;
+            }
+            Verified { mismatches } => {
+                self.verification = Some(mismatches);
+                self.phase = DeploymentPhase::PostSnapshot;
+            }
+            RollbackStarted { reason } => {
+                self.rollback = Some(Rollback {
+                    reason,
+                    inconsistencies: None,
+                });
+                self.phase = DeploymentPhase::RollingBack;
+            }
+            WorkflowRestored {
+                workflow_id,
+                action,
+                error,
+                ..
+            } => {
+                if let Some(w) = self
+                    .workflows
+                    .iter_mut()
+                    .find(|w| w.workflow_id == workflow_id)
+                {
+                    w.restored = action;
+                    w.restore_error = error;
                 }
             }
-            DeploymentEvent::Finished { at, .. } => self.finished_at = Some(at),
-            DeploymentEvent::Cancelled { .. } => {}
+            RollbackFinished { inconsistencies } => {
+                if let Some(rollback) = self.rollback.as_mut() {
+                    rollback.inconsistencies = Some(inconsistencies);
+                }
+            }
+            GitCommitted {
+                commit_sha,
+                files,
+                error,
+            } => {
+                self.git = Some(GitResult {
+                    commit_sha,
+                    files,
+                    error,
+                });
+            }
+            RecoveryRequested { reason } => self.recovery_requested = Some(reason),
+            Finished { at, reason, .. } => {
+                self.finished_at = Some(at);
+                self.reason = reason;
+                self.phase = DeploymentPhase::Done;
+            }
+            Cancelled { reason, .. } => self.reason = reason,
         }
     }
 }

@@ -23,12 +23,7 @@ fn at(minutes: i64, command: DeploymentCommand) -> Issued<DeploymentCommand> {
 fn workflows() -> Vec<DeploymentWorkflow> {
     ["w1", "w2"]
         .iter()
-        .map(|w| DeploymentWorkflow {
-            workflow_id: w.to_string(),
-            name: w.to_uppercase(),
-            status: WorkflowDeployStatus::Pending,
-            error: None,
-        })
+        .map(|w| DeploymentWorkflow::new(w.to_string(), w.to_uppercase()))
         .collect()
 }
 
@@ -50,6 +45,22 @@ fn result(w: &str, status: WorkflowDeployStatus) -> DeploymentCommand {
         workflow_id: w.into(),
         status,
         error: None,
+        attempts: 1,
+        target_id: Some(format!("t-{w}")),
+        created: false,
+        content_hash: None,
+    }
+}
+
+fn recorded(w: &str, status: WorkflowDeployStatus) -> DeploymentEvent {
+    DeploymentEvent::WorkflowResultRecorded {
+        workflow_id: w.into(),
+        status,
+        error: None,
+        attempts: 1,
+        target_id: Some(format!("t-{w}")),
+        created: false,
+        content_hash: None,
     }
 }
 
@@ -59,11 +70,12 @@ fn histories() -> Vec<(&'static str, Vec<DeploymentEvent>)> {
     let running = vec![created(false), started(S::Pending)];
     let half_done = {
         let mut h = running.clone();
-        h.push(DeploymentEvent::WorkflowResultRecorded {
-            workflow_id: "w1".into(),
-            status: WorkflowDeployStatus::Success,
-            error: None,
-        });
+        h.push(recorded("w1", WorkflowDeployStatus::Success));
+        h
+    };
+    let all_done = {
+        let mut h = half_done.clone();
+        h.push(recorded("w2", WorkflowDeployStatus::Unchanged));
         h
     };
     let finished = |to| {
@@ -81,6 +93,7 @@ fn histories() -> Vec<(&'static str, Vec<DeploymentEvent>)> {
         ("pending", vec![created(false)]),
         ("scheduled", vec![created(true)]),
         ("running, w1 done", half_done),
+        ("running, all done", all_done),
         ("success", finished(S::Success)),
         ("failed", finished(S::Failed)),
         ("running", running),
@@ -131,7 +144,30 @@ fn commands() -> Vec<(&'static str, Issued<DeploymentCommand>)> {
                 },
             ),
         ),
-        ("stale sweep", at(120, DeploymentCommand::MarkStale)),
+        (
+            "finish success",
+            at(
+                55,
+                DeploymentCommand::Finish {
+                    outcome: DeploymentStatus::Success,
+                    reason: None,
+                },
+            ),
+        ),
+        (
+            "finish failed",
+            at(
+                55,
+                DeploymentCommand::Finish {
+                    outcome: DeploymentStatus::Failed,
+                    reason: Some("w1 failed".into()),
+                },
+            ),
+        ),
+        (
+            "stale sweep",
+            at(120, DeploymentCommand::MarkStale { after: STALE_AFTER }),
+        ),
     ]
 }
 
@@ -150,7 +186,7 @@ fn every_command_from_every_state_stays_in_the_table() {
 }
 
 #[test]
-fn roll_up_and_schedule() {
+fn success_only_when_every_workflow_is_done_and_nothing_rolled_back() {
     let mut running = vec![
         created(false),
         DeploymentEvent::Started {
@@ -158,26 +194,99 @@ fn roll_up_and_schedule() {
             at: t0(),
         },
     ];
+    let finish = |outcome| DeploymentCommand::Finish {
+        outcome,
+        reason: None,
+    };
     let first = TestFramework::<Deployment>::with(())
         .given(running.clone())
         .when(at(1, result("w1", WorkflowDeployStatus::Skipped)))
         .inspect_result()
         .unwrap();
-    assert_eq!(first.len(), 1, "w2 still pending: no roll-up yet");
+    assert_eq!(first.len(), 1, "a result never finishes the deployment");
     running.extend(first);
-    let last = TestFramework::<Deployment>::with(())
-        .given(running)
-        .when(at(2, result("w2", WorkflowDeployStatus::Unchanged)))
+    let early = TestFramework::<Deployment>::with(())
+        .given(running.clone())
+        .when(at(2, finish(DeploymentStatus::Success)))
+        .inspect_result();
+    assert!(
+        matches!(early, Err(DomainError::Validation { ref field, .. }) if field == "outcome"),
+        "w2 still pending: {early:?}"
+    );
+    running.push(recorded("w2", WorkflowDeployStatus::Unchanged));
+    let done = TestFramework::<Deployment>::with(())
+        .given(running.clone())
+        .when(at(3, finish(DeploymentStatus::Success)))
         .inspect_result()
         .unwrap();
     assert!(matches!(
-        last.last(),
-        Some(DeploymentEvent::Finished {
+        done.as_slice(),
+        [DeploymentEvent::Finished {
             to: DeploymentStatus::Success,
             ..
-        })
+        }]
     ));
 
+    // a rollback: no more pushes, restores only while it runs, never a success
+    let mut rolling = running.clone();
+    rolling.push(DeploymentEvent::RollbackStarted {
+        reason: "w2 failed".into(),
+    });
+    let refused = TestFramework::<Deployment>::with(())
+        .given(rolling.clone())
+        .when(at(4, result("w1", WorkflowDeployStatus::Success)))
+        .inspect_result();
+    assert!(
+        matches!(refused, Err(DomainError::Conflict(_))),
+        "{refused:?}"
+    );
+    let restored = TestFramework::<Deployment>::with(())
+        .given(rolling.clone())
+        .when(at(
+            4,
+            DeploymentCommand::RecordRestore {
+                workflow_id: "w1".into(),
+                action: Some(RestoreAction::Updated),
+                attempts: 2,
+                error: None,
+            },
+        ))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(restored.len(), 1);
+    rolling.extend(restored);
+    rolling.push(DeploymentEvent::RollbackFinished {
+        inconsistencies: vec![],
+    });
+    let late = TestFramework::<Deployment>::with(())
+        .given(rolling.clone())
+        .when(at(
+            5,
+            DeploymentCommand::RecordRestore {
+                workflow_id: "w1".into(),
+                action: None,
+                attempts: 1,
+                error: Some("again".into()),
+            },
+        ))
+        .inspect_result();
+    assert!(matches!(late, Err(DomainError::Validation { .. })));
+    let success = TestFramework::<Deployment>::with(())
+        .given(rolling.clone())
+        .when(at(5, finish(DeploymentStatus::Success)))
+        .inspect_result();
+    assert!(matches!(success, Err(DomainError::Validation { .. })));
+    let mut state = Deployment::default();
+    for event in rolling {
+        state.apply(event);
+    }
+    assert_eq!(state.phase, DeploymentPhase::RollingBack);
+    assert_eq!(state.workflows[0].restored, Some(RestoreAction::Updated));
+    assert_eq!(state.rollback.and_then(|r| r.inconsistencies), Some(vec![]));
+}
+
+#[test]
+fn schedule_unknown_workflows_and_staleness() {
     let early = TestFramework::<Deployment>::with(())
         .given(vec![created(true)])
         .when(at(10, DeploymentCommand::Start))
@@ -204,8 +313,26 @@ fn roll_up_and_schedule() {
                 at: t0(),
             },
         ])
-        .when(at(30, DeploymentCommand::MarkStale))
+        .when(at(30, DeploymentCommand::MarkStale { after: STALE_AFTER }))
         .inspect_result()
         .unwrap();
     assert!(fresh.is_empty(), "not stale before an hour");
+    let stale = TestFramework::<Deployment>::with(())
+        .given(vec![
+            created(false),
+            DeploymentEvent::Started {
+                from: DeploymentStatus::Pending,
+                at: t0(),
+            },
+        ])
+        .when(at(61, DeploymentCommand::MarkStale { after: STALE_AFTER }))
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(
+            stale.as_slice(),
+            [DeploymentEvent::RecoveryRequested { .. }]
+        ),
+        "a stale deployment is recovered, not failed in place: {stale:?}"
+    );
 }

@@ -53,6 +53,25 @@ pub enum EnvironmentCommand {
     ReleaseIncidentSlot {
         incident_id: LocalId,
     },
+    /// Reserves the promotion slot (one running promotion per target) for a
+    /// deployment of `promotion_id`; refused while another deployment holds it.
+    ReservePromotionSlot {
+        promotion_id: LocalId,
+        deployment_id: LocalId,
+    },
+    /// Releases the promotion slot if `deployment_id` holds it (else a no-op).
+    ReleasePromotionSlot {
+        deployment_id: LocalId,
+    },
+    /// A rollback pins the environment: scheduled deployments to it do not start
+    /// until an admin unpins it.
+    Pin {
+        reason: String,
+        deployment_id: Option<LocalId>,
+    },
+    Unpin {
+        reason: Option<String>,
+    },
 }
 
 impl DomainCommand for EnvironmentCommand {
@@ -64,12 +83,20 @@ impl DomainCommand for EnvironmentCommand {
             | RecordCredentials { .. }
             | RecordSyncFailure { .. }
             | RecordDriftCheck { .. } => Role::Developer,
-            ReserveIncidentSlot { .. } | ReleaseIncidentSlot { .. } => Role::System,
+            Unpin { .. } => Role::Admin,
+            ReserveIncidentSlot { .. }
+            | ReleaseIncidentSlot { .. }
+            | ReservePromotionSlot { .. }
+            | ReleasePromotionSlot { .. }
+            | Pin { .. } => Role::System,
         }
     }
     fn reason(&self) -> Option<&str> {
         match self {
-            EnvironmentCommand::Deactivate { reason } => reason.as_deref(),
+            EnvironmentCommand::Deactivate { reason } | EnvironmentCommand::Unpin { reason } => {
+                reason.as_deref()
+            }
+            EnvironmentCommand::Pin { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -86,6 +113,10 @@ impl DomainCommand for EnvironmentCommand {
             RecordDriftCheck { .. } => "environment.record_drift_check",
             ReserveIncidentSlot { .. } => "environment.reserve_incident_slot",
             ReleaseIncidentSlot { .. } => "environment.release_incident_slot",
+            ReservePromotionSlot { .. } => "environment.reserve_promotion_slot",
+            ReleasePromotionSlot { .. } => "environment.release_promotion_slot",
+            Pin { .. } => "environment.pin",
+            Unpin { .. } => "environment.unpin",
         }
     }
 }

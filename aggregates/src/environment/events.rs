@@ -65,6 +65,22 @@ pub enum EnvironmentEvent {
     IncidentSlotReleased {
         incident_id: String,
     },
+    PromotionSlotReserved {
+        promotion_id: String,
+        deployment_id: String,
+    },
+    PromotionSlotReleased {
+        deployment_id: String,
+    },
+    Pinned {
+        reason: String,
+        deployment_id: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Unpinned {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
     /// The credentials the environment's workflows reference changed (the whole
     /// set, sorted).
     CredentialsObserved {
@@ -88,6 +104,10 @@ impl DomainEvent for EnvironmentEvent {
             IncidentSlotReserved { .. } => "environment.incident_slot_reserved",
             IncidentSlotReleased { .. } => "environment.incident_slot_released",
             CredentialsObserved { .. } => "environment.credentials_observed",
+            PromotionSlotReserved { .. } => "environment.promotion_slot_reserved",
+            PromotionSlotReleased { .. } => "environment.promotion_slot_released",
+            Pinned { .. } => "environment.pinned",
+            Unpinned { .. } => "environment.unpinned",
         }
         .to_string()
     }

@@ -184,6 +184,12 @@ pub struct Environment {
     /// The credentials the last sync saw referenced, sorted.
     #[serde(default)]
     pub known_credentials: Vec<KnownCredential>,
+    /// The deployment running a promotion to this environment: (promotion, deployment).
+    #[serde(default)]
+    pub promotion_slot: Option<(String, String)>,
+    /// Why scheduled deployments to this environment wait (a rollback pinned it).
+    #[serde(default)]
+    pub pinned: Option<String>,
 }
 
 const MAX_NAME: usize = 100;
@@ -278,10 +284,55 @@ impl Environment {
                 }
                 _ => vec![],
             }),
+            // Releasing, pinning and unpinning are allowed while deactivated: a
+            // finishing deployment must always be able to record its end.
+            ReleasePromotionSlot { deployment_id } => Ok(match &self.promotion_slot {
+                Some((_, holder)) if holder == deployment_id.as_str() => {
+                    vec![EnvironmentEvent::PromotionSlotReleased {
+                        deployment_id: deployment_id.into(),
+                    }]
+                }
+                _ => vec![],
+            }),
+            Pin {
+                reason,
+                deployment_id,
+            } => Ok(match &self.pinned {
+                Some(_) => vec![],
+                None => vec![EnvironmentEvent::Pinned {
+                    reason: require_text("reason", Some(&reason))?,
+                    deployment_id: deployment_id.map(String::from),
+                    at,
+                }],
+            }),
+            Unpin { reason } => match &self.pinned {
+                Some(_) => Ok(vec![EnvironmentEvent::Unpinned {
+                    reason: non_blank(reason.as_deref()).map(str::to_string),
+                    at,
+                }]),
+                None => Err(DomainError::validation(
+                    "environment_id",
+                    "the environment is not pinned",
+                )),
+            },
             _ if self.status == EnvironmentStatus::Deactivated => Err(DomainError::validation(
                 "environment_id",
                 "environment is deactivated",
             )),
+            ReservePromotionSlot {
+                promotion_id,
+                deployment_id,
+            } => match &self.promotion_slot {
+                Some((_, holder)) if holder == deployment_id.as_str() => Ok(vec![]),
+                Some((promotion, holder)) => Err(DomainError::Conflict(format!(
+                    "promotion {promotion} (deployment {holder}) is running on this \
+                     environment; one promotion at a time"
+                ))),
+                None => Ok(vec![EnvironmentEvent::PromotionSlotReserved {
+                    promotion_id: promotion_id.into(),
+                    deployment_id: deployment_id.into(),
+                }]),
+            },
             Update {
                 name,
                 n8n_base_url,
@@ -460,6 +511,13 @@ impl Aggregate for Environment {
             }
             Deactivated { .. } => self.status = EnvironmentStatus::Deactivated,
             Reactivated { .. } => self.status = EnvironmentStatus::Active,
+            PromotionSlotReserved {
+                promotion_id,
+                deployment_id,
+            } => self.promotion_slot = Some((promotion_id, deployment_id)),
+            PromotionSlotReleased { .. } => self.promotion_slot = None,
+            Pinned { reason, .. } => self.pinned = Some(reason),
+            Unpinned { .. } => self.pinned = None,
             SyncRecorded { kind, at, .. } => match kind {
                 SyncKind::Environment => {
                     self.last_sync_at = Some(at);

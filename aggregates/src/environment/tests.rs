@@ -2,7 +2,7 @@ use chrono::TimeZone;
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::kernel::command::{Actor, Role};
+use crate::kernel::command::{Actor, DomainCommand, Role};
 use crate::kernel::ids::LocalId;
 use crate::kernel::transitions::table_tests;
 
@@ -418,4 +418,92 @@ fn known_credentials_are_a_set() {
     let mut referenced = KnownCredential::referenced_by(&workflow);
     referenced.sort();
     assert_eq!(referenced, vec![db, slack]);
+}
+
+#[test]
+fn one_running_promotion_and_pinning() {
+    let reserve = |p: &str, d: &str| {
+        issue(EnvironmentCommand::ReservePromotionSlot {
+            promotion_id: id(p),
+            deployment_id: id(d),
+        })
+    };
+    let held = vec![
+        registered(EnvironmentClass::Staging),
+        EnvironmentEvent::PromotionSlotReserved {
+            promotion_id: "p1".into(),
+            deployment_id: "p1.1".into(),
+        },
+    ];
+    Fx::with(())
+        .given(held.clone())
+        .when(reserve("p1", "p1.1"))
+        .then_expect_events(vec![]);
+    let second = Fx::with(())
+        .given(held.clone())
+        .when(reserve("p2", "p2.1"))
+        .inspect_result();
+    assert!(
+        matches!(&second, Err(DomainError::Conflict(m)) if m.contains("p1") && m.contains("p1.1")),
+        "the refusal names the holder: {second:?}"
+    );
+    Fx::with(())
+        .given(held.clone())
+        .when(issue(EnvironmentCommand::ReleasePromotionSlot {
+            deployment_id: id("p2.1"),
+        }))
+        .then_expect_events(vec![]);
+    let mut released = held.clone();
+    released.push(EnvironmentEvent::PromotionSlotReleased {
+        deployment_id: "p1.1".into(),
+    });
+    Fx::with(())
+        .given(released)
+        .when(reserve("p2", "p2.1"))
+        .then_expect_events(vec![EnvironmentEvent::PromotionSlotReserved {
+            promotion_id: "p2".into(),
+            deployment_id: "p2.1".into(),
+        }]);
+
+    let at = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+    let pin = issue(EnvironmentCommand::Pin {
+        reason: "rolled back p1.1".into(),
+        deployment_id: Some(id("p1.1")),
+    });
+    Fx::with(())
+        .given(held.clone())
+        .when(pin.clone())
+        .then_expect_events(vec![EnvironmentEvent::Pinned {
+            reason: "rolled back p1.1".into(),
+            deployment_id: Some("p1.1".into()),
+            at,
+        }]);
+    let mut pinned = held;
+    pinned.push(EnvironmentEvent::Pinned {
+        reason: "rolled back p1.1".into(),
+        deployment_id: Some("p1.1".into()),
+        at,
+    });
+    Fx::with(())
+        .given(pinned.clone())
+        .when(pin)
+        .then_expect_events(vec![]);
+    Fx::with(())
+        .given(pinned)
+        .when(issue(EnvironmentCommand::Unpin {
+            reason: Some("fixed".into()),
+        }))
+        .then_expect_events(vec![EnvironmentEvent::Unpinned {
+            reason: Some("fixed".into()),
+            at,
+        }]);
+    let not_pinned = Fx::with(())
+        .given(vec![registered(EnvironmentClass::Staging)])
+        .when(issue(EnvironmentCommand::Unpin { reason: None }))
+        .inspect_result();
+    assert!(matches!(not_pinned, Err(DomainError::Validation { .. })));
+    assert_eq!(
+        EnvironmentCommand::Unpin { reason: None }.required_role(),
+        Role::Admin
+    );
 }

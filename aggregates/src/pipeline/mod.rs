@@ -66,6 +66,10 @@ pub struct StageGates {
     pub require_approval: bool,
     /// Not a gate: the promotion's creator may approve it (DOMAIN.md §2.3).
     pub allow_self_approval: bool,
+    /// Not a gate: workflows a deployment creates in the target are activated
+    /// (otherwise they stay inactive, as n8n creates them). Workflows the target
+    /// already had keep their activation state either way.
+    pub activate_new_workflows: bool,
 }
 
 impl Default for StageGates {
@@ -79,6 +83,7 @@ impl Default for StageGates {
             allow_placeholder_credentials: false,
             require_approval: false,
             allow_self_approval: false,
+            activate_new_workflows: false,
         }
     }
 }

@@ -30,6 +30,12 @@ pub enum Gate {
     RequireApproval,
     /// Every credential the workflows use exists in the target (checked on deploy).
     CredentialsExist,
+    /// Every sub-workflow reference resolves in the target (or is promoted with it),
+    /// and none is an expression (checked on deploy).
+    SubWorkflowsResolved,
+    /// The source still holds what the promotion recorded (checked on deploy): what
+    /// was approved is what is deployed.
+    SourceUnchanged,
 }
 
 crate::state_names!(Gate {
@@ -42,6 +48,8 @@ crate::state_names!(Gate {
     AllowPlaceholderCredentials => "allow_placeholder_credentials",
     RequireApproval => "require_approval",
     CredentialsExist => "credentials_exist",
+    SubWorkflowsResolved => "sub_workflows_resolved",
+    SourceUnchanged => "source_unchanged",
 });
 
 /// The result of one gate check (kept in the event, so a refusal can be explained).

@@ -401,6 +401,8 @@ fn gates_keep_the_names_stored_events_use() {
         ),
         (Gate::RequireApproval, "require_approval"),
         (Gate::CredentialsExist, "credentials_exist"),
+        (Gate::SubWorkflowsResolved, "sub_workflows_resolved"),
+        (Gate::SourceUnchanged, "source_unchanged"),
     ];
     for (gate, name) in gates {
         assert_eq!(gate.as_str(), name);

@@ -28,6 +28,9 @@ use eventstore::Store;
 
 pub const NAME: &str = "environment_status";
 
+/// The aggregates whose events this read model folds.
+const AGGREGATE_TYPES: &[&str] = &["environment", "incident", "workflow_mapping"];
+
 read_model_row! {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub struct EnvironmentRow in "rm_environments" {
@@ -56,6 +59,11 @@ read_model_row! {
         pub active_incident_status: Option<IncidentStatus>,
         /// What the last sync saw referenced (n8n 1.x cannot list credentials).
         pub known_credentials: Json<Vec<KnownCredential>>,
+        /// The deployment running a promotion to this environment (its slot).
+        pub running_deployment_id: Option<String>,
+        pub running_promotion_id: Option<String>,
+        /// Why scheduled deployments to it wait: a rollback pinned it.
+        pub pinned: Option<String>,
         pub registered_at: DateTime<Utc>,
         pub updated_at: DateTime<Utc>,
     }
@@ -149,6 +157,9 @@ impl EnvironmentStatusProjection {
                 active_incident_id: None,
                 active_incident_status: None,
                 known_credentials: Json(vec![]),
+                running_deployment_id: None,
+                running_promotion_id: None,
+                pinned: None,
                 registered_at: at,
                 updated_at: at,
             },
@@ -215,6 +226,19 @@ impl EnvironmentStatusProjection {
             EnvironmentEvent::CredentialsObserved { credentials, .. } => {
                 row.known_credentials = Json(credentials.clone());
             }
+            EnvironmentEvent::PromotionSlotReserved {
+                promotion_id,
+                deployment_id,
+            } => {
+                row.running_deployment_id = Some(deployment_id.clone());
+                row.running_promotion_id = Some(promotion_id.clone());
+            }
+            EnvironmentEvent::PromotionSlotReleased { .. } => {
+                row.running_deployment_id = None;
+                row.running_promotion_id = None;
+            }
+            EnvironmentEvent::Pinned { reason, .. } => row.pinned = Some(reason.clone()),
+            EnvironmentEvent::Unpinned { .. } => row.pinned = None,
             EnvironmentEvent::IncidentSlotReleased { incident_id } => {
                 if row.active_incident_id.as_deref() == Some(incident_id) {
                     row.active_incident_id = None;
@@ -304,6 +328,10 @@ impl Projection for EnvironmentStatusProjection {
         &["rm_environments", "rm_environment_incidents"]
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(AGGREGATE_TYPES)
+    }
+
     fn apply<'a>(
         &'a mut self,
         tx: &'a mut Tx,
@@ -315,10 +343,7 @@ impl Projection for EnvironmentStatusProjection {
                 Decoded::Incident(e) => self.apply_incident(tx, event, e).await?,
                 Decoded::Mapping(e) => self.apply_mapping(tx, event, e).await?,
                 Decoded::Undecodable(error)
-                    if matches!(
-                        event.stored.aggregate_type.as_str(),
-                        "environment" | "incident" | "workflow_mapping"
-                    ) =>
+                    if AGGREGATE_TYPES.contains(&event.stored.aggregate_type.as_str()) =>
                 {
                     return Err(ApplyError::Event(format!("undecodable payload: {error}")))
                 }
@@ -363,5 +388,12 @@ pub async fn environment(
 pub async fn active_environments(store: &Store) -> Result<Vec<EnvironmentRow>, QueryError> {
     let mut sql = select::<EnvironmentRow>(Dialect::of(store));
     sql.push(" WHERE status = 'active' ORDER BY tenant, name, id");
+    Ok(sql.fetch(store).await?)
+}
+
+/// Environments of every tenant whose promotion slot a deployment holds.
+pub async fn with_running_deployment(store: &Store) -> Result<Vec<EnvironmentRow>, QueryError> {
+    let mut sql = select::<EnvironmentRow>(Dialect::of(store));
+    sql.push(" WHERE running_deployment_id IS NOT NULL ORDER BY id");
     Ok(sql.fetch(store).await?)
 }

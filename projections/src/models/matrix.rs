@@ -24,6 +24,9 @@ use eventstore::Store;
 
 pub const NAME: &str = "workflow_matrix";
 
+/// The aggregates whose events this read model folds.
+const AGGREGATE_TYPES: &[&str] = &["canonical_workflow", "workflow_mapping"];
+
 /// What a matrix row stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -360,6 +363,10 @@ impl Projection for WorkflowMatrix {
         &["rm_matrix_rows", "rm_matrix_cells"]
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(AGGREGATE_TYPES)
+    }
+
     fn apply<'a>(
         &'a mut self,
         tx: &'a mut Tx,
@@ -370,10 +377,7 @@ impl Projection for WorkflowMatrix {
                 Decoded::Canonical(e) => self.apply_canonical(tx, event, e).await,
                 Decoded::Mapping(e) => self.apply_mapping(tx, event, e).await,
                 Decoded::Undecodable(error)
-                    if matches!(
-                        event.stored.aggregate_type.as_str(),
-                        "canonical_workflow" | "workflow_mapping"
-                    ) =>
+                    if AGGREGATE_TYPES.contains(&event.stored.aggregate_type.as_str()) =>
                 {
                     Err(ApplyError::Event(format!("undecodable payload: {error}")))
                 }

@@ -10,3 +10,4 @@ pub mod matrix;
 pub mod pipelines;
 pub mod policies;
 pub mod promotions;
+pub mod snapshots;

@@ -237,6 +237,73 @@ impl Store {
         raw.into_iter().map(RawEvent::parse).collect()
     }
 
+    /// [`read_after`](Store::read_after) for a reader that looks only at some event
+    /// types: the events of those types among the next ones, and how far the log
+    /// was read (a cursor at or after the last event returned; the reader moves its
+    /// checkpoint there). `None` reads every type.
+    ///
+    /// On SQLite the filter runs in the database, so the other events never cross
+    /// to the reader: it reads up to the head as it is now (fewer than `limit`
+    /// events returned: everything committed was read). On PostgreSQL the gap-safe
+    /// batch is read as usual and filtered here.
+    pub async fn read_after_matching(
+        &self,
+        after: LogCursor,
+        limit: i64,
+        types: Option<&[&str]>,
+    ) -> Result<(Vec<StoredEvent>, LogCursor), StoreError> {
+        let (Some(types), Store::Sqlite(SqliteStore { pool, .. })) = (types, self) else {
+            let batch = self.read_after(after, limit).await?;
+            let scanned = batch.last().map_or(after, StoredEvent::cursor);
+            let batch = match types {
+                Some(types) => batch
+                    .into_iter()
+                    .filter(|e| types.contains(&e.event_type.as_str()))
+                    .collect(),
+                None => batch,
+            };
+            return Ok((batch, scanned));
+        };
+        // One writer at a time: every position up to the head is committed.
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(pool)
+            .await?;
+        if head <= after.position || types.is_empty() {
+            let scanned = LogCursor {
+                tx_id: 0,
+                position: head.max(after.position),
+            };
+            return Ok((vec![], scanned));
+        }
+        let placeholders: Vec<String> = (0..types.len()).map(|i| format!("?{}", i + 4)).collect();
+        let sql = format!(
+            "SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 \
+             AND event_type IN ({}) ORDER BY position LIMIT ?3",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(after.position)
+            .bind(head)
+            .bind(limit);
+        for t in types {
+            query = query.bind(*t);
+        }
+        let rows = query.fetch_all(pool).await?;
+        let raw = rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?;
+        let batch = raw
+            .into_iter()
+            .map(RawEvent::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let scanned = match batch.last() {
+            Some(last) if batch.len() as i64 >= limit => last.cursor(),
+            _ => LogCursor {
+                tx_id: 0,
+                position: head,
+            },
+        };
+        Ok((batch, scanned))
+    }
+
     /// The highest position of a committed event (0 for an empty log). Unlike
     /// [`head`](Store::head) it does not wait for older transactions still running:
     /// it is what "everything committed so far" means to a read-your-writes wait.

@@ -599,6 +599,24 @@ async fn b_reads_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
     for id in A_ENVIRONMENTS {
         let data = walk
             .read(
+                "snapshots",
+                "query($e: ID!) { snapshots(environmentId: $e) { nodes { id digest } } }",
+                json!({ "e": id }),
+            )
+            .await;
+        assert_eq!(nodes(&data, "snapshots"), Vec::<Value>::new(), "{data}");
+    }
+    let data = walk
+        .read(
+            "snapshot",
+            "query($id: ID!) { snapshot(id: $id) { id digest workflows { name } } }",
+            json!({ "id": format!("{}.pre", seed.deployment) }),
+        )
+        .await;
+    assert_eq!(data["snapshot"], Value::Null, "{data}");
+    for id in A_ENVIRONMENTS {
+        let data = walk
+            .read(
                 "environment",
                 "query($id: ID!) { environment(id: $id) { id name activeIncident { id } } }",
                 json!({ "id": id }),
@@ -897,6 +915,12 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
             "deactivateEnvironment",
             "mutation($id: ID!) { deactivateEnvironment(id: $id, reason: \"globex: hijack\") {
                position environment { id status } } }",
+            json!({ "id": id }),
+        )
+        .await;
+        walk.refused(
+            "unpinEnvironment",
+            "mutation($id: ID!) { unpinEnvironment(id: $id, reason: \"globex\") { position environment { id pinned } } }",
             json!({ "id": id }),
         )
         .await;

@@ -171,6 +171,30 @@ impl Api {
         self.shutdown().await;
     }
 
+    /// Starts the service again on the same database (after [`Api::shutdown`], or
+    /// after another process that used it was killed), with the same secrets.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let mut app = Application::with_store(
+            self.store.store.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            self.auth.clone(),
+        )
+        .await
+        .expect("start the service again");
+        app.set_secret_key(SECRET_KEY);
+        self.addr = app.local_addr().unwrap();
+        self.base = format!("http://{}", self.addr);
+        self.domain = app.domain().clone();
+        self.projections = app.projections().clone();
+        self.context = app.context().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.server = Some(tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+    }
+
     /// Stops the service (its projector included) and keeps the database, for
     /// inspecting it afterwards.
     pub async fn shutdown(&mut self) {

@@ -246,10 +246,20 @@ async fn promotion_from_pipeline_to_deployment(kind: Kind) {
             json!({}),
         )
         .await;
-    assert_eq!(
-        again["deployPromotion"]["deployment"],
-        json!({ "id": "p1.2", "status": "PENDING" })
+    // deployed now: started at once (and run in the background)
+    assert_eq!(again["deployPromotion"]["deployment"]["id"], "p1.2");
+    assert_ne!(
+        again["deployPromotion"]["deployment"]["status"], "PENDING",
+        "{again}"
     );
+    // these environments have no n8n key: the run fails before touching anything
+    let ended = crate::deployments::ended(&api, &admin, "p1.2").await;
+    assert_eq!(ended["status"], "FAILED", "{ended}");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("n8n API key"),
+        "{ended}"
+    );
+    assert_eq!(ended["promotion"]["status"], "FAILED", "{ended}");
 
     // staging → production: approval required, by another admin
     run_workflow(&api, "staging", 2, 102).await;

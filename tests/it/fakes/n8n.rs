@@ -108,6 +108,13 @@ pub enum Fault {
     /// The request is carried out (a delete deletes, a create creates), but the
     /// answer comes only after this delay.
     Slow(Duration),
+    /// Someone edits workflow `workflow_id` in the n8n editor (its name becomes
+    /// `name`, `updatedAt` moves) just before the request is carried out as usual:
+    /// a hotfix landing in the middle of a promotion.
+    EditFirst { workflow_id: String, name: String },
+    /// Someone deletes workflow `workflow_id` just before the request is carried
+    /// out as usual.
+    DeleteFirst { workflow_id: String },
 }
 
 /// One request the fake received.
@@ -154,7 +161,8 @@ struct Inner {
     page_cap: usize,
     cursor_salt: u64,
     repeat_cursor: bool,
-    faults: VecDeque<(Option<Method>, Fault)>,
+    /// (only requests with this method, only paths containing this, fault)
+    faults: VecDeque<(Option<Method>, Option<String>, Fault)>,
     log: Vec<Request>,
 }
 
@@ -323,7 +331,18 @@ impl FakeN8n {
     pub fn fault_next(&self, count: usize, fault: Fault) {
         let mut inner = self.lock();
         for _ in 0..count {
-            inner.faults.push_back((None, fault.clone()));
+            inner.faults.push_back((None, None, fault.clone()));
+        }
+    }
+
+    /// The next `count` requests with this method whose path ends with `path`
+    /// (`/workflows/{id}`; `/api/v1/workflows` is the create alone) get `fault`.
+    pub fn fault_next_on(&self, method: Method, path: &str, count: usize, fault: Fault) {
+        let mut inner = self.lock();
+        for _ in 0..count {
+            inner
+                .faults
+                .push_back((Some(method.clone()), Some(path.to_string()), fault.clone()));
         }
     }
 
@@ -333,7 +352,7 @@ impl FakeN8n {
         for _ in 0..count {
             inner
                 .faults
-                .push_back((Some(method.clone()), fault.clone()));
+                .push_back((Some(method.clone()), None, fault.clone()));
         }
     }
 
@@ -463,9 +482,12 @@ async fn handle(
         let fault = inner
             .faults
             .iter()
-            .position(|(only, _)| only.as_ref().is_none_or(|m| *m == method))
+            .position(|(only, on, _)| {
+                only.as_ref().is_none_or(|m| *m == method)
+                    && on.as_ref().is_none_or(|p| uri.path().ends_with(p.as_str()))
+            })
             .and_then(|at| inner.faults.remove(at))
-            .map(|(_, fault)| fault);
+            .map(|(_, _, fault)| fault);
         inner.log[index].fault = fault.clone();
         let answer = match fault {
             Some(Fault::RateLimited { retry_after }) => Answer {
@@ -491,6 +513,21 @@ async fn handle(
                 delay: Some(delay),
                 ..respond(&mut inner, &method, &uri, &headers, &body)
             },
+            Some(Fault::EditFirst { workflow_id, name }) => {
+                if let Some(&seq) = inner.seq_of.get(&workflow_id) {
+                    if let Some(workflow) = inner.workflows.get_mut(&seq) {
+                        workflow["name"] = json!(name);
+                        touch(workflow);
+                    }
+                }
+                respond(&mut inner, &method, &uri, &headers, &body)
+            }
+            Some(Fault::DeleteFirst { workflow_id }) => {
+                if let Some(seq) = inner.seq_of.remove(&workflow_id) {
+                    inner.workflows.remove(&seq);
+                }
+                respond(&mut inner, &method, &uri, &headers, &body)
+            }
             None => respond(&mut inner, &method, &uri, &headers, &body),
         };
         inner.log[index].status = answer.status.as_u16();
