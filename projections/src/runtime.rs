@@ -625,10 +625,7 @@ impl Projector {
                 types.is_none_or(|types| types.contains(&e.stored.aggregate_type.as_str()))
             };
             let past = |e: &&Envelope| e.cursor() > slot.checkpoint;
-            let due = slot
-                .unwritten
-                .is_some_and(|(since, _)| now.duration_since(since) >= CHECKPOINT_FLUSH);
-            if (due && last >= slot.checkpoint) || batch.iter().filter(past).any(|e| concerns(&e)) {
+            if batch.iter().filter(past).any(|e| concerns(&e)) {
                 return true;
             }
             // (a projection ahead of this batch, whose checkpoint is past it, stays)
@@ -643,15 +640,14 @@ impl Projector {
         });
         let error = self.apply_to(&active, &batch, |_| last).await;
         self.publish();
-        match error {
-            Some(error) => {
-                if let Some(ahead) = self.read_ahead.take() {
-                    ahead.task.abort();
-                }
-                Err(StoreError::Database(error))
+        if let Some(error) = error {
+            if let Some(ahead) = self.read_ahead.take() {
+                ahead.task.abort();
             }
-            None => Ok(Step::Applied(batch.len())),
+            return Err(StoreError::Database(error));
         }
+        self.flush_checkpoints(false).await?;
+        Ok(Step::Applied(batch.len()))
     }
 
     /// Applies `batch` to the projections `slots` (each in its own transaction,
@@ -722,13 +718,16 @@ impl Projector {
     }
 
     /// Writes the checkpoints that skipped batches left behind: those unwritten for
-    /// [`CHECKPOINT_FLUSH`], or every one (`all`).
+    /// [`CHECKPOINT_FLUSH`], or every one (`all`), in one transaction (each
+    /// compared and set against what this runner last wrote: one that moved
+    /// elsewhere, a rebuild swapped in, is reloaded instead).
     pub async fn flush_checkpoints(&mut self, all: bool) -> Result<(), StoreError> {
         let now = std::time::Instant::now();
         let due: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 let slot = &self.slots[i];
                 slot.owned
+                    && slot.failed.is_none()
                     && slot.unwritten.is_some_and(|(since, _)| {
                         all || now.duration_since(since) >= CHECKPOINT_FLUSH
                     })
@@ -737,9 +736,49 @@ impl Projector {
         if due.is_empty() {
             return Ok(());
         }
-        let error = self.apply_to(&due, &[], |slot| slot.checkpoint).await;
+        let _turn = match &self.store {
+            Store::Sqlite(sqlite) => Some(sqlite.write_turn().await),
+            Store::Postgres(_) => None,
+        };
+        let mut tx = Tx::begin(&self.store).await?;
+        let mut moved = vec![];
+        for &i in &due {
+            let slot = &self.slots[i];
+            let mut sql = Sql::new(tx.backend());
+            let text = format!(
+                "UPDATE projection_checkpoints SET tx_id = {}, position = {}, \
+                 events_applied = events_applied + {}, updated_at = {} \
+                 WHERE name = {} AND tx_id = {} AND position = {} AND generation = {}",
+                sql.arg(slot.checkpoint.tx_id),
+                sql.arg(slot.checkpoint.position),
+                sql.arg(slot.unwritten.map_or(0, |(_, n)| n)),
+                sql.arg(fmt_time(Utc::now())),
+                sql.arg(slot.projection.name()),
+                sql.arg(slot.stored.tx_id),
+                sql.arg(slot.stored.position),
+                sql.arg(slot.generation),
+            );
+            sql.push(&text);
+            if tx.run(&sql).await? == 0 {
+                moved.push(i);
+            }
+        }
+        tx.commit().await?;
+        for &i in &due {
+            let slot = &mut self.slots[i];
+            if moved.contains(&i) {
+                tracing::info!(
+                    projection = slot.projection.name(),
+                    "checkpoint moved elsewhere (rebuild?): reloading"
+                );
+                slot.reload = true;
+            } else {
+                slot.stored = slot.checkpoint;
+                slot.unwritten = None;
+            }
+        }
         self.publish();
-        error.map_or(Ok(()), |e| Err(StoreError::Database(e)))
+        Ok(())
     }
 
     /// How long until an unwritten checkpoint is due ([`Self::flush_checkpoints`]).
