@@ -1262,7 +1262,150 @@ async fn corrupt_stored_values_are_errors(kind: Kind) {
     }
 }
 
+/// `read_after_matching` (what the reactors read): only the asked-for types, and
+/// how far the log was read: to the head on SQLite (filtered in the database),
+/// through the gap-safe batch on PostgreSQL (filtered after it); a limit stops at
+/// the last event returned.
+async fn filtered_reads_return_their_types_and_how_far_they_read(kind: Kind) {
+    use eventstore::LogCursor;
+    let t = TestStore::new(kind).await;
+    workload(&t, 40).await;
+    let all = t.store.read_after(LogCursor::START, 100_000).await.unwrap();
+    let last = t.store.last_position().await.unwrap();
+    assert_eq!(all.last().unwrap().position, last);
+    // the two rarest types of the log
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &all {
+        *counts.entry(e.event_type.as_str()).or_default() += 1;
+    }
+    let mut rare: Vec<(&str, usize)> = counts.into_iter().collect();
+    rare.sort_by_key(|(t, n)| (*n, *t));
+    let types = [rare[0].0, rare[1].0];
+    let expected: Vec<i64> = all
+        .iter()
+        .filter(|e| types.contains(&e.event_type.as_str()))
+        .map(|e| e.position)
+        .collect();
+    assert!(
+        expected.len() >= 2 && expected.len() < all.len(),
+        "{rare:?}"
+    );
+
+    let (batch, scanned) = t
+        .store
+        .read_after_matching(LogCursor::START, 100_000, Some(&types))
+        .await
+        .unwrap();
+    let got: Vec<i64> = batch.iter().map(|e| e.position).collect();
+    assert_eq!(got, expected);
+    assert_eq!(scanned.position, last, "read to the head");
+
+    let (first, upto) = t
+        .store
+        .read_after_matching(LogCursor::START, 1, Some(&types))
+        .await
+        .unwrap();
+    match kind {
+        Kind::Sqlite => {
+            assert_eq!(first.len(), 1);
+            assert_eq!(
+                upto,
+                first[0].cursor(),
+                "a full batch stops at its last event"
+            );
+        }
+        // one event read, filtered afterwards
+        Kind::Postgres => assert_eq!(upto, all[0].cursor()),
+    }
+    let (none, moved) = t
+        .store
+        .read_after_matching(LogCursor::START, 10, Some(&["no.such_type"]))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    match kind {
+        Kind::Sqlite => assert_eq!(moved.position, last),
+        Kind::Postgres => assert_eq!(moved, all[9].cursor()),
+    }
+    let (unfiltered, through) = t
+        .store
+        .read_after_matching(LogCursor::START, 100_000, None)
+        .await
+        .unwrap();
+    assert_eq!(unfiltered.len(), all.len());
+    assert_eq!(through, all.last().unwrap().cursor());
+}
+
+/// A read model with none of its aggregate types in a batch skips it without a
+/// transaction: its position moves in memory at once, its row within
+/// `CHECKPOINT_FLUSH` (or when `catch_up` returns).
+async fn a_batch_of_no_concern_is_skipped_and_its_checkpoint_written_soon(kind: Kind) {
+    use projections::runtime::stored_checkpoints;
+    let t = TestStore::new(kind).await;
+    workload(&t, 20).await;
+    let mut projector = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    );
+    projector.catch_up().await.unwrap();
+    let last = t.store.last_position().await.unwrap();
+    for (name, (cursor, ..)) in stored_checkpoints(&t.store).await.unwrap() {
+        assert_eq!(
+            cursor.position, last,
+            "{name}: catch_up writes every checkpoint"
+        );
+    }
+    // one environment event: no concern of the pipelines read model
+    t.domain()
+        .environment(
+            &admin("acme"),
+            &id("prod"),
+            EnvironmentCommand::RecordSync {
+                kind: SyncKind::Environment,
+                workflows_seen: 99,
+            },
+        )
+        .await
+        .unwrap();
+    let now = t.store.last_position().await.unwrap();
+    assert!(matches!(projector.step().await.unwrap(), Step::Applied(1)));
+    let status = projector.handle().status();
+    let position = |name: &str| {
+        status
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .checkpoint
+            .position
+    };
+    assert_eq!(
+        position(projections::models::pipelines::NAME),
+        now,
+        "in memory at once"
+    );
+    let stored = stored_checkpoints(&t.store).await.unwrap();
+    assert_eq!(
+        stored[projections::models::environments::NAME].0.position,
+        now,
+        "the concerned read model wrote its batch"
+    );
+    assert_eq!(
+        stored[projections::models::pipelines::NAME].0.position,
+        last,
+        "the skipping one has not written yet"
+    );
+    tokio::time::sleep(projections::runtime::CHECKPOINT_FLUSH + Duration::from_millis(20)).await;
+    assert_eq!(projector.step().await.unwrap(), Step::Idle);
+    let stored = stored_checkpoints(&t.store).await.unwrap();
+    for (name, (cursor, ..)) in stored {
+        assert_eq!(cursor.position, now, "{name}: written within the flush");
+    }
+}
+
 crate::support::both_backends!(
+    a_batch_of_no_concern_is_skipped_and_its_checkpoint_written_soon,
+    filtered_reads_return_their_types_and_how_far_they_read,
     killed_service_resumes_without_loss_or_double_apply,
     corrupt_stored_values_are_errors,
     rebuild_equals_live,
