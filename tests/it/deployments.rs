@@ -824,6 +824,52 @@ async fn two_more_instances_run_each_deployment_once() {
     s.api.stop().await;
 }
 
+/// A deployment running longer than the stale limit: the sweep asks for its
+/// recovery, the runner stops pushing, rolls the target back and fails it as stale.
+async fn a_stale_deployment_is_rolled_back_and_failed(kind: Kind) {
+    let s = Setup::new(kind).await;
+    s.approved("p1").await;
+    // the first create takes a while: the deployment is still running meanwhile
+    s.staging.fault_next_on(
+        Method::POST,
+        "/api/v1/workflows",
+        1,
+        Fault::Slow(Duration::from_secs(2)),
+    );
+    s.api
+        .ok(
+            &s.admin,
+            "mutation { deployPromotion(promotionId: \"p1\") { position } }",
+            json!({}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.staging.requests_to(Method::POST, "/workflows").is_empty() {
+        assert!(Instant::now() < deadline, "the push never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut context = s.api.context.clone();
+    context.deployment_stale_after = Duration::ZERO;
+    let swept = workflowops::scheduler::Scheduler::new(context)
+        .run(workflowops::scheduler::Job::Deployments)
+        .await
+        .unwrap();
+    assert_eq!(swept.acted, 1, "{swept:?}");
+    let deployment = ended(&s.api, &s.admin, "p1.1").await;
+    assert_eq!(deployment["status"], "FAILED", "{deployment}");
+    assert!(
+        deployment["reason"].as_str().unwrap().contains("stale"),
+        "{deployment}"
+    );
+    assert_eq!(
+        deployment["promotion"]["status"], "ROLLED_BACK",
+        "{deployment}"
+    );
+    assert_eq!(deployment["rollback"]["inconsistencies"], json!([]));
+    assert_eq!(s.staging.len(), 0, "{:?}", s.staging.workflows());
+    s.api.stop().await;
+}
+
 /// Promotes everything once, then changes all three in dev and approves `p2`; the
 /// staging ids by name.
 async fn promoted_then_changed(kind: Kind) -> (Setup, Vec<Value>) {
@@ -1041,6 +1087,7 @@ async fn a_rollback_that_cannot_restore_fails_with_the_inconsistencies(kind: Kin
 }
 
 both_backends!(
+    a_stale_deployment_is_rolled_back_and_failed,
     scenario_two,
     second_of_three_fails_and_the_first_is_restored,
     a_deployment_killed_mid_push_is_rolled_back_on_restart,

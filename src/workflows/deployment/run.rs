@@ -100,6 +100,10 @@ struct Run<'a> {
     target_id: LocalId,
     target: Environment,
     gates: StageGates,
+    /// A write to n8n whose result could not be recorded (a recovery was asked for
+    /// meanwhile): the rollback compares every promoted workflow, not only the
+    /// recorded ones.
+    unrecorded_write: bool,
 }
 
 /// Runs (or resumes) the deployment `deployment_id` of `tenant` to its end.
@@ -189,6 +193,7 @@ pub async fn run(
         target_id,
         target,
         gates,
+        unrecorded_write: false,
     };
     run.drive().await
 }
@@ -874,7 +879,12 @@ impl Run<'_> {
         match recorded {
             Ok(_) if failed => Ok(Err(error.unwrap_or_else(|| "push failed".into()))),
             Ok(_) => Ok(Ok(())),
-            Err(CommandError::Refused(refusal)) => Ok(Err(refusal.to_string())),
+            Err(CommandError::Refused(refusal)) => {
+                // what was written cannot be recorded any more: the rollback must
+                // look at everything
+                self.unrecorded_write |= status == WorkflowDeployStatus::Success;
+                Ok(Err(refusal.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -1186,6 +1196,7 @@ impl Run<'_> {
     /// when the process died): those named as a promoted workflow that the
     /// pre-snapshot does not know.
     async fn roll_back(&mut self, reason: String, sweep: bool) -> Result<RunOutcome, RunError> {
+        let sweep = sweep || self.unrecorded_write;
         self.deployment_command(DeploymentCommand::StartRollback {
             reason: reason.clone(),
         })
