@@ -189,7 +189,7 @@ pub(crate) struct Seen {
 }
 
 /// The id n8n lists a workflow under (very old instances used numbers).
-fn listed_id(workflow: &Value) -> Option<String> {
+pub(crate) fn listed_id(workflow: &Value) -> Option<String> {
     match workflow.get("id") {
         Some(Value::String(id)) => Some(id.clone()),
         Some(Value::Number(id)) => Some(id.to_string()),

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::api::{code, Api};
 use crate::fakes::n8n::{FakeN8n, Fault};
+use crate::scenarios::{exported, pretty};
 use crate::support::{both_backends, Kind};
 
 const TENANT: &str = "acme";
@@ -70,34 +71,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .expect("git");
     assert!(output.status.success(), "git {args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn pretty(value: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).unwrap();
-    bytes.push(b'\n');
-    bytes
-}
-
-/// A workflow as Git holds it: without the instance's fields.
-fn exported(workflow: &Value) -> Value {
-    let mut exported = workflow.clone();
-    for key in [
-        "id",
-        "createdAt",
-        "updatedAt",
-        "versionId",
-        "active",
-        "isArchived",
-        "triggerCount",
-        "meta",
-        "pinData",
-        "tags",
-        "staticData",
-        "shared",
-    ] {
-        exported.as_object_mut().unwrap().remove(key);
-    }
-    exported
 }
 
 fn schedule() -> Value {

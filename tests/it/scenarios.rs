@@ -58,7 +58,7 @@ const ENVIRONMENT: &str = "query($p: Int) { environment(id: \"staging\", minPosi
 // ---- fixtures ----
 
 /// A workflow as Git holds it: exported from n8n, without the instance's fields.
-fn exported(workflow: &Value) -> Value {
+pub(crate) fn exported(workflow: &Value) -> Value {
     let mut exported = workflow.clone();
     for key in [
         "id",
@@ -78,7 +78,7 @@ fn exported(workflow: &Value) -> Value {
     exported
 }
 
-fn pretty(value: &Value) -> Vec<u8> {
+pub(crate) fn pretty(value: &Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap();
     bytes.push(b'\n');
     bytes

@@ -210,14 +210,6 @@ fn is_active(workflow: &Value) -> bool {
     workflow.get("active").and_then(Value::as_bool) == Some(true)
 }
 
-fn workflow_id(workflow: &Value) -> Option<String> {
-    match workflow.get("id") {
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(Value::Number(id)) => Some(id.to_string()),
-        _ => None,
-    }
-}
-
 /// The rewriting targets of one deployment: credentials from the explicit mapping
 /// and the target's known credentials; sub-workflows through the canonical ids.
 struct Targets<'a> {
@@ -943,7 +935,7 @@ impl Run<'_> {
             .create_workflow(workflow)
             .await
             .map_err(|e| (e.to_string(), None))?;
-        let Some(id) = workflow_id(&stored) else {
+        let Some(id) = sync::listed_id(&stored) else {
             return Err(("n8n created the workflow without an id".into(), None));
         };
         if activate {
@@ -1256,7 +1248,7 @@ impl Run<'_> {
                         listed
                             .iter()
                             .filter(|l| l.get("name").and_then(Value::as_str) == Some(&w.name))
-                            .filter_map(workflow_id)
+                            .filter_map(sync::listed_id)
                             .filter(|id| !known.contains(id)),
                     );
                 }
@@ -1384,8 +1376,8 @@ impl Run<'_> {
                     .await
                     .map_err(|e| format!("was deleted and cannot be re-created: {e}"))?;
                 action = RestoreAction::Recreated;
-                let new_id =
-                    workflow_id(&stored).ok_or_else(|| "re-created without an id".to_string())?;
+                let new_id = sync::listed_id(&stored)
+                    .ok_or_else(|| "re-created without an id".to_string())?;
                 (new_id, stored)
             }
         };
