@@ -736,6 +736,9 @@ impl Projector {
         if due.is_empty() {
             return Ok(());
         }
+        // rows locked in name order, as a rebuild's swap locks them (no deadlock)
+        let mut due = due;
+        due.sort_by_key(|&i| self.slots[i].projection.name());
         let _turn = match &self.store {
             Store::Sqlite(sqlite) => Some(sqlite.write_turn().await),
             Store::Postgres(_) => None,
