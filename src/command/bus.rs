@@ -273,6 +273,7 @@ pub enum UseCase {
     ComparePromotion,
     CreatePromotion,
     DeployPromotion,
+    RestoreSnapshot,
 }
 
 impl RequiresRole for UseCase {
@@ -300,6 +301,8 @@ impl RequiresRole for UseCase {
             UseCase::ComparePromotion => Role::Developer,
             // creating a promotion decides its approval: an approver's role
             UseCase::CreatePromotion => DomainCommand::required_role(&PromotionCommand::Approve),
+            // a restore is a promotion whose source is a snapshot
+            UseCase::RestoreSnapshot => DomainCommand::required_role(&PromotionCommand::Approve),
             UseCase::DeployPromotion => DomainCommand::required_role(&DeploymentCommand::Create {
                 promotion_id: aggregates::kernel::ids::LocalId::parse("p")
                     .expect("a constant id is valid"),
@@ -317,6 +320,7 @@ impl RequiresRole for UseCase {
             UseCase::ComparePromotion => "comparing environments",
             UseCase::CreatePromotion => "creating a promotion",
             UseCase::DeployPromotion => "deploying a promotion",
+            UseCase::RestoreSnapshot => "restoring a snapshot",
         }
         .to_string()
     }

@@ -15,7 +15,7 @@ use super::types::{
     LocalIdArg, PromotionStatus, PromotionWorkflow, WorkflowOutcome,
 };
 use super::{app, caller, loaders, new_id, read_back, run, wait_for, ApiError};
-use crate::workflows::promotion::{self, PromoteError, PromotionRequest};
+use crate::workflows::promotion::{self, PromoteError, PromotionRequest, RestoreRequest};
 
 pub struct Promotion(pub PromotionRow);
 
@@ -68,6 +68,11 @@ impl Promotion {
     }
     async fn deployment_id(&self) -> Option<ID> {
         self.0.deployment_id.clone().map(ID)
+    }
+    /// A restore (`restoreSnapshot`): the snapshot its workflows come from (its
+    /// source and target are the same environment). Null for a promotion.
+    async fn source_snapshot_id(&self) -> Option<ID> {
+        self.0.source_snapshot_id.clone().map(ID)
     }
     /// Per-workflow outcomes once the promotion ran.
     async fn result(&self) -> Vec<WorkflowOutcome> {
@@ -642,6 +647,88 @@ impl PromotionStartMutation {
         })
         .await?;
         Ok(PromotionPayload::new(id, committed.position))
+    }
+
+    /// Brings an environment back to one of its snapshots (admin): a promotion
+    /// whose source is the snapshot, with the gates and approval of the pipeline
+    /// stage that promotes into the environment. Every workflow the snapshot holds
+    /// is written back as it was, activation included; one it records as absent is
+    /// deleted. Without an approval to wait for, it is deployed at once (the
+    /// deployment is in the answer) and runs like any deployment: progress,
+    /// verification, rollback on the first failure. With one, it waits in
+    /// `PENDING_APPROVAL`; once approved, `deployPromotion` runs it. A snapshot of
+    /// another environment is refused (`VALIDATION`), an unknown one is
+    /// `NOT_FOUND`.
+    async fn restore_snapshot(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<LocalIdArg>,
+        environment_id: LocalIdArg<arg::EnvironmentId>,
+        snapshot_id: LocalIdArg<arg::SnapshotId>,
+    ) -> async_graphql::Result<RestorePayload> {
+        let caller = caller(ctx)?;
+        let command_ctx = caller.command_context();
+        let request = RestoreRequest {
+            promotion_id: match id {
+                Some(id) => id.into_inner(),
+                None => new_id()?,
+            },
+            environment_id: environment_id.into_inner(),
+            snapshot_id: snapshot_id.to_string(),
+        };
+        let promotion_id = request.promotion_id.clone();
+        let services = app(ctx)?;
+        let (committed, deployment) = run(ctx, "promotion.restore", async {
+            let committed = promotion::restore(services, &command_ctx, request)
+                .await
+                .map_err(ApiError::from)?;
+            if committed.state.status != aggregates::promotion::PromotionStatus::Approved {
+                return Ok((committed, None));
+            }
+            let (id, started) =
+                crate::workflows::deployment::deploy(services, &command_ctx, &promotion_id, None)
+                    .await?;
+            Ok((committed, Some((id, started.position))))
+        })
+        .await?;
+        let position = deployment
+            .as_ref()
+            .and_then(|(_, p)| *p)
+            .or(committed.position);
+        Ok(RestorePayload {
+            position,
+            promotion: PromotionPayload::new(promotion_id.to_string(), committed.position),
+            deployment: deployment.map(|(id, position)| DeploymentPayload {
+                id: id.to_string(),
+                position,
+            }),
+        })
+    }
+}
+
+/// What `restoreSnapshot` recorded.
+pub struct RestorePayload {
+    position: Option<i64>,
+    promotion: PromotionPayload,
+    deployment: Option<DeploymentPayload>,
+}
+
+#[Object]
+impl RestorePayload {
+    /// Global position of the last event appended.
+    async fn position(&self) -> Option<i64> {
+        self.position
+    }
+    /// The restore's promotion.
+    async fn promotion(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Promotion>> {
+        self.promotion.promotion(ctx).await
+    }
+    /// Its deployment, started at once (null: the restore waits for an approval).
+    async fn deployment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Deployment>> {
+        match &self.deployment {
+            Some(deployment) => deployment.deployment(ctx).await,
+            None => Ok(None),
+        }
     }
 }
 

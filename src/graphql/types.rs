@@ -260,6 +260,9 @@ pub struct DeploymentWorkflow {
     pub target_workflow_id: Option<String>,
     /// This deployment created it in the target.
     pub created: bool,
+    /// This deployment deleted it from the target (a restore of a snapshot that
+    /// did not hold it).
+    pub deleted: bool,
     /// What the rollback did to it (null: not rolled back, or the restore failed).
     pub restored: Option<RestoreAction>,
     /// Why the rollback could not restore it.
@@ -276,6 +279,7 @@ impl From<aggregates::deployment::DeploymentWorkflow> for DeploymentWorkflow {
             attempts: i32::try_from(w.attempts).unwrap_or(i32::MAX),
             target_workflow_id: w.target_id,
             created: w.created,
+            deleted: w.deleted,
             restored: w.restored.map(Into::into),
             restore_error: w.restore_error,
         }
@@ -316,6 +320,7 @@ arg_names!(
     PromotionId => "promotionId",
     SourceEnvironmentId => "sourceEnvironmentId",
     TargetEnvironmentId => "targetEnvironmentId",
+    SnapshotId => "snapshotId",
 );
 
 /// An id argument, parsed into a [`LocalId`](aggregates::kernel::ids::LocalId) by

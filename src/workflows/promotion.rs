@@ -18,6 +18,7 @@ use aggregates::mapping::MappingStatus;
 use aggregates::pipeline::{Pipeline, StageGates};
 use aggregates::promotion::{
     Gate, GateResult, Promotion, PromotionCommand, PromotionStatus, PromotionWorkflow,
+    SnapshotSource,
 };
 use projections::display::SyncState;
 use projections::models::matrix::RowStatus;
@@ -273,38 +274,193 @@ pub async fn create(
         })
         .collect();
     let results = evaluate_gates(store, tenant, &gates, target, &selected).await?;
-    domain
-        .promotion(
-            ctx,
-            &request.promotion_id,
-            PromotionCommand::Create {
-                pipeline_id: request.pipeline_id.clone(),
-                source_environment_id: request.source_environment_id.clone(),
-                target_environment_id: request.target_environment_id.clone(),
-                workflows,
-                requires_approval: gates.require_approval,
-                allow_self_approval: gates.allow_self_approval,
-                bypass_validation: request.bypass_validation,
-            },
-        )
-        .await?;
+    let create = PromotionCommand::Create {
+        pipeline_id: request.pipeline_id.clone(),
+        source_environment_id: request.source_environment_id.clone(),
+        target_environment_id: request.target_environment_id.clone(),
+        workflows,
+        requires_approval: gates.require_approval,
+        allow_self_approval: gates.allow_self_approval,
+        bypass_validation: request.bypass_validation,
+        source_snapshot: None,
+    };
+    record(domain, ctx, &request.promotion_id, create, results).await
+}
+
+/// Records a new promotion and its gate results: the last commit, or `GateBlocked`
+/// when a blocking gate failed it.
+async fn record(
+    domain: &Domain,
+    ctx: &CommandContext,
+    promotion_id: &LocalId,
+    create: PromotionCommand,
+    results: Vec<GateResult>,
+) -> Result<Committed<Promotion>, PromoteError> {
+    domain.promotion(ctx, promotion_id, create).await?;
     let committed = domain
         .promotion(
             ctx,
-            &request.promotion_id,
+            promotion_id,
             PromotionCommand::RecordGateResults {
                 results: results.clone(),
             },
         )
         .await?;
-    if committed.state.status == aggregates::promotion::PromotionStatus::Failed {
+    if committed.state.status == PromotionStatus::Failed {
         return Err(PromoteError::GateBlocked {
-            promotion_id: request.promotion_id,
+            promotion_id: promotion_id.clone(),
             position: committed.position,
             results,
         });
     }
     Ok(committed)
+}
+
+/// What a client asks to restore.
+pub struct RestoreRequest {
+    pub promotion_id: LocalId,
+    pub environment_id: LocalId,
+    pub snapshot_id: String,
+}
+
+/// `restoreSnapshot`: a promotion whose source is a snapshot of the environment
+/// (decision 39). It holds every workflow the snapshot holds: those the snapshot
+/// has are written back as they were (activation included), those it records as
+/// absent are deleted. It goes through the gates of the pipeline stage that
+/// promotes into the environment (the pipeline of the promotion that took the
+/// snapshot), its approval, and, when it runs, the same deployment phases and
+/// rollback as any promotion.
+pub async fn restore(
+    services: &AppContext,
+    ctx: &CommandContext,
+    request: RestoreRequest,
+) -> Result<Committed<Promotion>, PromoteError> {
+    authorize(ctx, &UseCase::RestoreSnapshot)?;
+    let (store, domain) = (&services.store, &services.domain);
+    let tenant = ctx.tenant.as_str();
+    let environment = request.environment_id.as_str();
+    services
+        .catch_up(&[
+            READS[0],
+            READS[1],
+            READS[2],
+            READS[3],
+            projections::models::snapshots::NAME,
+        ])
+        .await
+        .map_err(PromoteError::Wait)?;
+    if projections::models::environments::environment(store, tenant, environment)
+        .await?
+        .is_none()
+    {
+        return Err(DomainError::NotFound {
+            kind: "environment",
+            id: environment.to_string(),
+        }
+        .into());
+    }
+    let row = projections::models::snapshots::snapshot(store, tenant, &request.snapshot_id)
+        .await?
+        .ok_or_else(|| DomainError::NotFound {
+            kind: "snapshot",
+            id: request.snapshot_id.clone(),
+        })?;
+    if row.environment_id != environment {
+        return Err(DomainError::validation(
+            "snapshot_id",
+            format!(
+                "snapshot {} is of environment {}, not {environment}",
+                row.snapshot_id, row.environment_id
+            ),
+        )
+        .into());
+    }
+    let payloads = crate::storage::payloads::Payloads::workflow_snapshots(store.clone());
+    let content = crate::workflows::deployment::snapshot::load(
+        &payloads,
+        tenant,
+        &row.snapshot_id,
+        &row.digest,
+    )
+    .await
+    .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+    // the gates of the stage that promotes into the environment, on the pipeline
+    // of the promotion that took the snapshot
+    let taken_by = LocalId::parse(row.promotion_id.as_str())?;
+    let taken_by = domain
+        .bus()
+        .load::<Promotion>(&aggregates::kernel::ids::aggregate_id(
+            &ctx.tenant,
+            &[&taken_by],
+        ))
+        .await?
+        .into_state();
+    let pipeline_id = LocalId::parse(taken_by.pipeline_id.as_str())?;
+    let pipeline = domain
+        .bus()
+        .load::<Pipeline>(&aggregates::kernel::ids::aggregate_id(
+            &ctx.tenant,
+            &[&pipeline_id],
+        ))
+        .await?
+        .into_state();
+    let gates = pipeline
+        .stage_into(environment)
+        .map(|s| s.gates)
+        .ok_or_else(|| {
+            DomainError::validation(
+                "snapshot_id",
+                format!("pipeline {pipeline_id} no longer promotes into {environment}"),
+            )
+        })?;
+    let workflows: Vec<PromotionWorkflow> = content
+        .workflows
+        .iter()
+        .map(|w| PromotionWorkflow {
+            canonical_id: w.canonical_id.clone(),
+            name: w.name.clone(),
+            source_content_hash: w
+                .workflow
+                .as_ref()
+                .and_then(|w| aggregates::content::content_hash(w).ok())
+                .map(|h| h.as_str().to_string()),
+        })
+        .collect();
+    // the target's own state decides the hotfix gate: compared with itself
+    let comparisons = compare(store, tenant, environment, environment).await?;
+    let selected: Vec<Comparison> = workflows
+        .iter()
+        .map(|w| {
+            comparisons
+                .iter()
+                .find(|c| c.canonical_id == w.canonical_id)
+                .cloned()
+                .unwrap_or_else(|| Comparison {
+                    canonical_id: w.canonical_id.clone(),
+                    name: w.name.clone(),
+                    change: Change::New,
+                    source_content_hash: w.source_content_hash.clone(),
+                    target_content_hash: None,
+                    target_hotfix: false,
+                })
+        })
+        .collect();
+    let selected: Vec<&Comparison> = selected.iter().collect();
+    let results = evaluate_gates(store, tenant, &gates, environment, &selected).await?;
+    let create = PromotionCommand::Create {
+        pipeline_id,
+        source_environment_id: request.environment_id.clone(),
+        target_environment_id: request.environment_id.clone(),
+        workflows,
+        requires_approval: gates.require_approval,
+        allow_self_approval: gates.allow_self_approval,
+        bypass_validation: false,
+        source_snapshot: Some(SnapshotSource {
+            snapshot_id: row.snapshot_id.clone(),
+            digest: row.digest.clone(),
+        }),
+    };
+    record(domain, ctx, &request.promotion_id, create, results).await
 }
 
 fn gate(gate: Gate, passed: bool, message: impl Into<String>) -> GateResult {

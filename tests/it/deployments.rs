@@ -10,7 +10,9 @@
 //! - a hotfix landing during the promotion is not overwritten;
 //! - a rollback through transient 503s, one that re-creates a deleted workflow, and
 //!   one that cannot restore (failed, with the inconsistencies);
-//! - two promotions to one target.
+//! - two promotions to one target;
+//! - restores of snapshots (back, to empty, forward with new ids) and a restore
+//!   that fails and is rolled back.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +31,7 @@ const DEV_KEY: &str = "n8n_api_key_DEV_0123456789abcdef";
 const STAGING_KEY: &str = "n8n_api_key_STAGING_0123456789ab";
 
 pub const DEPLOYMENT: &str = "id status phase done total percent reason
-    workflows { workflowId name status error attempts targetWorkflowId created restored restoreError }
+    workflows { workflowId name status error attempts targetWorkflowId created deleted restored restoreError }
     gateResults { gate passed blocking message }
     preSnapshot { id kind digest workflowCount } postSnapshot { id kind digest workflowCount }
     verificationMismatches rollback { reason finished inconsistencies }
@@ -1059,6 +1061,245 @@ async fn a_rollback_that_cannot_restore_fails_with_the_inconsistencies(kind: Kin
     s.api.stop().await;
 }
 
+const RESTORE: &str = "mutation($id: ID!, $e: ID!, $s: ID!) {
+    restoreSnapshot(id: $id, environmentId: $e, snapshotId: $s) {
+      position promotion { id status sourceEnvironmentId targetEnvironmentId sourceSnapshotId
+        workflows { canonicalId } gateResults { gate passed } }
+      deployment { id } } }";
+
+/// Restores snapshot `snapshot` of staging as promotion `id`, approved by the
+/// second admin and deployed now; the deployment once it has ended.
+async fn restored(s: &Setup, id: &str, snapshot: &str) -> Value {
+    let data = s
+        .api
+        .ok(
+            &s.admin,
+            RESTORE,
+            json!({ "id": id, "e": "staging", "s": snapshot }),
+        )
+        .await;
+    let promotion = &data["restoreSnapshot"]["promotion"];
+    assert_eq!(promotion["status"], "PENDING_APPROVAL", "{data}");
+    assert_eq!(promotion["sourceEnvironmentId"], "staging");
+    assert_eq!(promotion["targetEnvironmentId"], "staging");
+    assert_eq!(promotion["sourceSnapshotId"], snapshot);
+    assert_eq!(
+        data["restoreSnapshot"]["deployment"],
+        Value::Null,
+        "the stage asks for an approval first: {data}"
+    );
+    s.api
+        .ok(
+            &s.approver,
+            "mutation($id: ID!) { approvePromotion(id: $id) { position } }",
+            json!({ "id": id }),
+        )
+        .await;
+    s.deploy_now(id).await
+}
+
+fn statuses(deployment: &Value) -> Vec<(String, String, bool)> {
+    deployment["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["status"].as_str().unwrap().to_string(),
+                w["deleted"] == true,
+            )
+        })
+        .collect()
+}
+
+/// `restoreSnapshot` through the promotion machinery: back to before the last
+/// promotion (updated back, Git in sync after it), back to before the first one
+/// (the three deleted), and forward to a post-snapshot (re-created with new ids,
+/// active as the snapshot holds them, the sub-workflow reference following the
+/// re-created workflow's new id). Bad input is refused and records nothing.
+async fn restoring_snapshots_undoes_and_redoes_promotions(kind: Kind) {
+    let (s, before) = promoted_then_changed(kind).await;
+    let api = &s.api;
+    assert_eq!(s.deploy_now("p2").await["status"], "SUCCESS");
+    let promoted = s.staging.workflows();
+
+    // bad input first: another environment's id, an unknown snapshot, a developer
+    let refused = [
+        (&s.admin, "dev", "p2.1.pre", "VALIDATION"),
+        (&s.admin, "staging", "p9.1.pre", "NOT_FOUND"),
+        (&s.admin, "nowhere", "p2.1.pre", "NOT_FOUND"),
+    ];
+    for (token, environment, snapshot, expected) in refused {
+        let body = api
+            .gql(
+                token,
+                RESTORE,
+                json!({ "id": "r0", "e": environment, "s": snapshot }),
+            )
+            .await;
+        assert_eq!(code(&body["errors"][0]), expected, "{body}");
+    }
+    let developer = api.token(TENANT, "developer", "dev-1");
+    let body = api
+        .gql(
+            &developer,
+            RESTORE,
+            json!({ "id": "r0", "e": "staging", "s": "p2.1.pre" }),
+        )
+        .await;
+    assert_eq!(code(&body["errors"][0]), "FORBIDDEN", "{body}");
+    let none = api
+        .ok(&s.admin, "{ promotion(id: \"r0\") { id } }", json!({}))
+        .await;
+    assert_eq!(none["promotion"], Value::Null, "nothing recorded: {none}");
+
+    // back to before p2: every workflow updated back, exactly
+    s.staging.clear_requests();
+    let back = restored(&s, "r1", "p2.1.pre").await;
+    assert_eq!(back["status"], "SUCCESS", "{back}");
+    assert_eq!(back["promotion"]["status"], "COMPLETED", "{back}");
+    for (name, status, deleted) in statuses(&back) {
+        assert_eq!(
+            (status.as_str(), deleted),
+            ("SUCCESS", false),
+            "{name}: {back}"
+        );
+    }
+    let gates = back["gateResults"].as_array().unwrap();
+    assert!(gates.iter().all(|g| g["passed"] == true), "{back}");
+    holds_exactly(&s, &before);
+    for old in &before {
+        assert_eq!(
+            s.staging_named(old["name"].as_str().unwrap())["id"],
+            old["id"]
+        );
+    }
+    assert_eq!(
+        s.staging.requests_to(Method::POST, "/workflows").len(),
+        0,
+        "nothing created or re-activated"
+    );
+    // committed to staging's folder: the next drift check finds it in sync
+    let message = git(s.repo.path(), &["log", "-1", "--format=%s"]);
+    assert!(
+        message.starts_with("Restore 3 workflow(s) from snapshot p2.1.pre"),
+        "{message}"
+    );
+    let checked = api
+        .ok(
+            &s.admin,
+            "mutation { checkDrift(environmentId: \"staging\") { inSync withDrift } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        checked["checkDrift"],
+        json!({ "inSync": 3, "withDrift": 0 })
+    );
+
+    // back to before p1: staging had none of them, so all three are deleted
+    let emptied = restored(&s, "r2", "p1.1.pre").await;
+    assert_eq!(emptied["status"], "SUCCESS", "{emptied}");
+    for (name, status, deleted) in statuses(&emptied) {
+        assert_eq!(
+            (status.as_str(), deleted),
+            ("SUCCESS", true),
+            "{name}: {emptied}"
+        );
+    }
+    assert_eq!(s.staging.len(), 0, "{:?}", s.staging.workflows());
+
+    // forward to after p2: re-created, active, the reference rewritten to the new id
+    let again = restored(&s, "r3", "p2.1.post").await;
+    assert_eq!(again["status"], "SUCCESS", "{again}");
+    let enrich = s.staging_named("Enrich Order");
+    let old_enrich = promoted
+        .iter()
+        .find(|w| w["name"] == "Enrich Order")
+        .unwrap();
+    assert_ne!(enrich["id"], old_enrich["id"], "re-created: a new id");
+    // exactly what p2 left, but for the reference to Enrich Order's new id
+    let (old_id, new_id) = (
+        old_enrich["id"].as_str().unwrap(),
+        enrich["id"].as_str().unwrap(),
+    );
+    let expected: Vec<Value> = promoted
+        .iter()
+        .map(|w| serde_json::from_str(&w.to_string().replace(old_id, new_id)).unwrap())
+        .collect();
+    holds_exactly(&s, &expected);
+    let sync = s.staging_named("Order Sync");
+    let call = sync["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "Enrich")
+        .unwrap();
+    assert_eq!(call["parameters"]["workflowId"]["value"], enrich["id"]);
+    assert!(s.staging.workflows().iter().all(|w| w["active"] == true));
+    s.api.stop().await;
+}
+
+/// A restore whose write fails is rolled back like any promotion: what it deleted
+/// is re-created, the target is pinned.
+async fn a_failing_restore_is_rolled_back(kind: Kind) {
+    let s = Setup::new(kind).await;
+    s.approved("p1").await;
+    assert_eq!(s.deploy_now("p1").await["status"], "SUCCESS");
+    let before = s.staging.workflows();
+    // restoring p1.1.pre deletes the three; the last delete fails for good
+    let last = s
+        .api
+        .ok(
+            &s.admin,
+            "{ snapshot(id: \"p1.1.pre\") { workflows { name } } }",
+            json!({}),
+        )
+        .await["snapshot"]["workflows"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let last_id = id_of(&s, &last);
+    s.staging.fault_next_on(
+        Method::DELETE,
+        &format!("/workflows/{last_id}"),
+        10,
+        Fault::Status {
+            status: 400,
+            message: "cannot delete".into(),
+        },
+    );
+    let deployment = restored(&s, "r1", "p1.1.pre").await;
+    assert_eq!(deployment["status"], "FAILED", "{deployment}");
+    assert_eq!(
+        deployment["promotion"]["status"], "ROLLED_BACK",
+        "{deployment}"
+    );
+    let recreated = deployment["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["restored"] == "RECREATED")
+        .count();
+    assert_eq!(recreated, 2, "{deployment}");
+    holds_exactly(&s, &before);
+    let pinned = s
+        .api
+        .ok(
+            &s.admin,
+            "{ environment(id: \"staging\") { pinned } }",
+            json!({}),
+        )
+        .await;
+    assert!(pinned["environment"]["pinned"].is_string(), "{pinned}");
+    s.api.stop().await;
+}
+
 both_backends!(
     a_stale_deployment_is_rolled_back_and_failed,
     scenario_two,
@@ -1068,4 +1309,6 @@ both_backends!(
     a_hotfix_during_the_promotion_is_not_overwritten,
     rollback_through_503s_recreates_a_deleted_workflow,
     a_rollback_that_cannot_restore_fails_with_the_inconsistencies,
+    restoring_snapshots_undoes_and_redoes_promotions,
+    a_failing_restore_is_rolled_back,
 );

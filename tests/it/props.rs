@@ -165,6 +165,7 @@ fn promotion_command(action: u8) -> PromotionCommand {
             requires_approval: true,
             allow_self_approval: false,
             bypass_validation: false,
+            source_snapshot: None,
         },
         1 => PromotionCommand::RecordGateResults {
             results: vec![gate(true)],
@@ -208,6 +209,7 @@ fn deployment_command(action: u8) -> DeploymentCommand {
             target_id: Some("t1".into()),
             created: true,
             content_hash: None,
+            deleted: false,
         },
         3 => DeploymentCommand::RecordWorkflowResult {
             workflow_id: "w1".into(),
@@ -217,6 +219,7 @@ fn deployment_command(action: u8) -> DeploymentCommand {
             target_id: None,
             created: false,
             content_hash: None,
+            deleted: false,
         },
         4 => DeploymentCommand::Cancel { reason: None },
         5 => DeploymentCommand::Finish {

@@ -42,6 +42,9 @@ pub enum DeploymentCommand {
         created: bool,
         /// Content hash of what the target holds now.
         content_hash: Option<String>,
+        /// This deployment deleted the workflow `target_id` from the target (a
+        /// restore of a snapshot that did not hold it).
+        deleted: bool,
     },
     /// The target re-read after the pushes: the workflows that do not hold what was
     /// written (empty: verified).

@@ -44,6 +44,8 @@ pub enum DeploymentEvent {
         created: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         content_hash: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
     },
     Verified {
         mismatches: Vec<String>,

@@ -179,6 +179,10 @@ pub struct DeploymentWorkflow {
     pub created: bool,
     #[serde(default)]
     pub content_hash: Option<String>,
+    /// This deployment deleted it from the target (`target_id`): a restore of a
+    /// snapshot that did not hold it.
+    #[serde(default)]
+    pub deleted: bool,
     /// What the rollback did to it (`None`: not rolled back, or it failed).
     #[serde(default)]
     pub restored: Option<RestoreAction>,
@@ -197,6 +201,7 @@ impl DeploymentWorkflow {
             target_id: None,
             created: false,
             content_hash: None,
+            deleted: false,
             restored: None,
             restore_error: None,
         }
@@ -439,6 +444,7 @@ impl Deployment {
                 target_id,
                 created,
                 content_hash,
+                deleted,
             } => {
                 self.pushing()?;
                 let index = self.workflow(&workflow_id)?;
@@ -455,6 +461,7 @@ impl Deployment {
                     target_id,
                     created,
                     content_hash,
+                    deleted,
                 }])
             }
             RecordVerification { mismatches } => {
@@ -655,6 +662,7 @@ impl Aggregate for Deployment {
                 target_id,
                 created,
                 content_hash,
+                deleted,
             } => {
                 if let Some(w) = self
                     .workflows
@@ -667,6 +675,7 @@ impl Aggregate for Deployment {
                     w.target_id = target_id.or(w.target_id.take());
                     w.created = created;
                     w.content_hash = content_hash;
+                    w.deleted = deleted;
                 }
                 self.phase = DeploymentPhase::Pushing;
             }

@@ -49,6 +49,7 @@ fn result(w: &str, status: WorkflowDeployStatus) -> DeploymentCommand {
         target_id: Some(format!("t-{w}")),
         created: false,
         content_hash: None,
+        deleted: false,
     }
 }
 
@@ -61,6 +62,7 @@ fn recorded(w: &str, status: WorkflowDeployStatus) -> DeploymentEvent {
         target_id: Some(format!("t-{w}")),
         created: false,
         content_hash: None,
+        deleted: false,
     }
 }
 

@@ -214,6 +214,14 @@ impl Pipeline {
             .find(|s| s.source_environment_id == source && s.target_environment_id == target)
     }
 
+    /// The stage that promotes into `target` (a restore of `target` runs through its
+    /// gates).
+    pub fn stage_into(&self, target: &str) -> Option<&PipelineStage> {
+        self.stages
+            .iter()
+            .find(|s| s.target_environment_id == target)
+    }
+
     /// Created and not deactivated: promotions may be created on it.
     pub fn is_active(&self) -> bool {
         self.created && self.status == PipelineStatus::Active

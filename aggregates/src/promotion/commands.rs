@@ -12,6 +12,14 @@ pub struct PromotionWorkflow {
     pub source_content_hash: Option<String>,
 }
 
+/// The source of a restore: a stored snapshot of the target environment, whose
+/// content verifies against `digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSource {
+    pub snapshot_id: String,
+    pub digest: String,
+}
+
 /// A check a promotion passes before it may run (DOMAIN.md §5). Stored in events by
 /// its snake_case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +89,9 @@ pub enum PromotionCommand {
         allow_self_approval: bool,
         /// Admin only: skip the gates (never the state machine). Recorded.
         bypass_validation: bool,
+        /// A restore: the workflows come from this snapshot of the target (the
+        /// source environment is the target), not from the source's n8n.
+        source_snapshot: Option<SnapshotSource>,
     },
     RecordGateResults {
         results: Vec<GateResult>,

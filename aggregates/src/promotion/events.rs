@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::{GateResult, PromotionStatus, PromotionWorkflow, WorkflowOutcome};
+use super::{GateResult, PromotionStatus, PromotionWorkflow, SnapshotSource, WorkflowOutcome};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -16,6 +16,9 @@ pub enum PromotionEvent {
         allow_self_approval: bool,
         bypass_validation: bool,
         created_by: String,
+        /// A restore: the snapshot the workflows come from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_snapshot: Option<SnapshotSource>,
     },
     GatesEvaluated {
         from: PromotionStatus,

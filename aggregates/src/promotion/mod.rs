@@ -95,6 +95,8 @@ pub struct Promotion {
     pub deployment_id: Option<String>,
     pub outcomes: Vec<WorkflowOutcome>,
     pub inconsistencies: Vec<String>,
+    /// A restore: the snapshot the workflows come from.
+    pub source_snapshot: Option<SnapshotSource>,
 }
 
 impl Promotion {
@@ -121,17 +123,31 @@ impl Promotion {
             requires_approval,
             allow_self_approval,
             bypass_validation,
+            source_snapshot,
         } = issued.command
         {
             if self.created {
                 return Err(DomainError::validation("promotion_id", "already exists"));
             }
             transitions::check_initial(PromotionStatus::Pending)?;
-            if source_environment_id == target_environment_id {
-                return Err(DomainError::validation(
-                    "target_environment_id",
-                    "must differ from the source",
-                ));
+            match &source_snapshot {
+                None if source_environment_id == target_environment_id => {
+                    return Err(DomainError::validation(
+                        "target_environment_id",
+                        "must differ from the source",
+                    ));
+                }
+                Some(_) if source_environment_id != target_environment_id => {
+                    return Err(DomainError::validation(
+                        "source_environment_id",
+                        "a restore's source is a snapshot of the target itself",
+                    ));
+                }
+                Some(snapshot) => {
+                    require_text("source_snapshot.snapshot_id", Some(&snapshot.snapshot_id))?;
+                    require_text("source_snapshot.digest", Some(&snapshot.digest))?;
+                }
+                None => {}
             }
             if workflows.is_empty() {
                 return Err(DomainError::validation(
@@ -151,6 +167,7 @@ impl Promotion {
                 allow_self_approval,
                 bypass_validation,
                 created_by: actor.id,
+                source_snapshot,
             }]);
         }
         if !self.created {
@@ -294,8 +311,10 @@ impl Aggregate for Promotion {
                 allow_self_approval,
                 bypass_validation,
                 created_by,
+                source_snapshot,
             } => {
                 self.created = true;
+                self.source_snapshot = source_snapshot;
                 self.pipeline_id = pipeline_id;
                 self.source_environment_id = source_environment_id;
                 self.target_environment_id = target_environment_id;

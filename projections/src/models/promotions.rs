@@ -40,6 +40,8 @@ read_model_row! {
         pub result: Option<Json<Vec<WorkflowOutcome>>>,
         /// JSON list of what a failed rollback left inconsistent.
         pub inconsistencies: Option<Json<Vec<String>>>,
+        /// A restore: the snapshot the workflows come from.
+        pub source_snapshot_id: Option<String>,
         pub created_at: DateTime<Utc>,
         pub started_at: Option<DateTime<Utc>>,
         pub finished_at: Option<DateTime<Utc>>,
@@ -79,6 +81,7 @@ impl Promotions {
                     requires_approval,
                     bypass_validation,
                     created_by,
+                    source_snapshot,
                     ..
                 },
             ) => PromotionRow {
@@ -101,6 +104,7 @@ impl Promotions {
                 deployment_id: None,
                 result: None,
                 inconsistencies: None,
+                source_snapshot_id: source_snapshot.as_ref().map(|s| s.snapshot_id.clone()),
                 created_at: at,
                 started_at: None,
                 finished_at: None,

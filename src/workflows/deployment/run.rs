@@ -25,7 +25,7 @@ use std::sync::Arc;
 use aggregates::content::content_hash;
 use aggregates::credentials::CredentialMap;
 use aggregates::deployment::{
-    Deployment, DeploymentCommand, DeploymentStatus, RestoreAction, SnapshotKind, SnapshotRef,
+    Deployment, DeploymentCommand, DeploymentStatus, RestoreAction, SnapshotKind,
     WorkflowDeployStatus,
 };
 use aggregates::environment::{Environment, EnvironmentCommand};
@@ -33,9 +33,11 @@ use aggregates::kernel::ids::{aggregate_id, LocalId, TenantId};
 use aggregates::mapping::{MappingCommand, MappingStatus};
 use aggregates::pipeline::{Pipeline, StageGates};
 use aggregates::promotion::plan::{push_order, target_credential};
-use aggregates::promotion::rewrite::{rewrite, Problem, RewriteTargets, TargetCredential};
+use aggregates::promotion::rewrite::{
+    rewrite, Problem, RewriteTargets, Rewritten, TargetCredential,
+};
 use aggregates::promotion::{
-    Gate, GateResult, Promotion, PromotionCommand, PromotionStatus, WorkflowOutcome,
+    Gate, GateResult, Promotion, PromotionCommand, PromotionStatus, SnapshotSource, WorkflowOutcome,
 };
 use aggregates::Actor;
 use serde_json::Value;
@@ -176,13 +178,15 @@ pub async fn run(
         .load::<Pipeline>(&aggregate_id(tenant, &[&pipeline_id]))
         .await?
         .into_state();
-    let gates = pipeline
-        .stage(
+    // a restore runs through the gates of the stage that promotes into its target
+    let stage = match &promotion.source_snapshot {
+        Some(_) => pipeline.stage_into(&promotion.target_environment_id),
+        None => pipeline.stage(
             &promotion.source_environment_id,
             &promotion.target_environment_id,
-        )
-        .map(|s| s.gates)
-        .unwrap_or_default();
+        ),
+    };
+    let gates = stage.map(|s| s.gates).unwrap_or_default();
     let mut run = Run {
         app,
         ctx,
@@ -229,15 +233,76 @@ impl RewriteTargets for Targets<'_> {
     }
 }
 
+/// A restore's rewriting targets: the credential references the snapshot holds
+/// are the target's own and stay as they are; sub-workflow references go through
+/// the canonical ids to the target's ids now (a workflow re-created since has a
+/// new id).
+struct Kept<'a> {
+    /// (type, name) → id, as the workflow being written holds them
+    credentials: HashMap<(String, String), String>,
+    workflows: &'a HashMap<String, String>,
+}
+
+impl Kept<'_> {
+    fn new<'a>(workflow: &Value, workflows: &'a HashMap<String, String>) -> Kept<'a> {
+        let mut credentials = HashMap::new();
+        let nodes = workflow.get("nodes").and_then(Value::as_array);
+        for node in nodes.into_iter().flatten() {
+            let Some(held) = node.get("credentials").and_then(Value::as_object) else {
+                continue;
+            };
+            for (credential_type, reference) in held {
+                let field = |f: &str| reference.get(f).and_then(Value::as_str);
+                if let (Some(id), Some(name)) = (field("id"), field("name")) {
+                    credentials.insert((credential_type.clone(), name.to_string()), id.to_string());
+                }
+            }
+        }
+        Kept {
+            credentials,
+            workflows,
+        }
+    }
+}
+
+impl RewriteTargets for Kept<'_> {
+    fn credential(&self, credential_type: &str, name: &str) -> Option<TargetCredential> {
+        self.credentials
+            .get(&(credential_type.to_string(), name.to_string()))
+            .map(|id| TargetCredential {
+                id: id.clone(),
+                name: name.to_string(),
+            })
+    }
+    fn workflow(&self, source_id: &str) -> Option<String> {
+        self.workflows.get(source_id).cloned()
+    }
+}
+
 /// What the source holds for each promoted workflow.
 struct Source {
-    /// canonical id → (source n8n id, workflow)
+    /// canonical id → (source n8n id, workflow); a restore: (the id the snapshot
+    /// recorded, the workflow as the snapshot holds it)
     workflows: BTreeMap<String, (String, Value)>,
     /// source n8n id → target n8n id, for every linked canonical workflow the
-    /// target has
+    /// target has (a restore: also every id the target has now, to itself)
     target_ids: HashMap<String, String>,
     /// The source n8n ids of promoted workflows the target does not have yet.
     promoted_new: Vec<String>,
+    /// canonical id → the target's n8n id now, for every linked canonical workflow
+    /// the target has
+    in_target: HashMap<String, String>,
+    /// A restore: what else the snapshot says.
+    restore: Option<Restore>,
+}
+
+/// What a restore takes from its snapshot besides the workflows.
+struct Restore {
+    /// source (snapshot) n8n id → active in the snapshot
+    active: HashMap<String, bool>,
+    /// The promoted canonical workflows the snapshot records as absent: deleted
+    /// from the target.
+    remove: Vec<String>,
 }
 
 impl Run<'_> {
@@ -387,7 +452,7 @@ impl Run<'_> {
 
         // Pre-snapshot.
         let pre = match self.deployment.pre_snapshot.clone() {
-            Some(taken) => self.load_snapshot(&taken).await,
+            Some(taken) => self.load_snapshot(&taken.snapshot_id, &taken.digest).await,
             None => {
                 self.take_snapshot(&client, &source, SnapshotKind::Pre)
                     .await
@@ -412,7 +477,16 @@ impl Run<'_> {
             let Some(id) = w.target_id.as_deref() else {
                 continue;
             };
-            match client.get_workflow(id).await {
+            let read = client.get_workflow(id).await;
+            if w.deleted {
+                match read {
+                    Err(UpstreamError::NotFound { .. }) => {}
+                    Ok(_) => mismatches.push(format!("{}: deleted, but still there", w.name)),
+                    Err(e) => mismatches.push(format!("{}: cannot be read back: {e}", w.name)),
+                }
+                continue;
+            }
+            match read {
                 Ok(now) if body_hash(&now) == w.content_hash => {}
                 Ok(_) => mismatches.push(format!(
                     "{}: the target does not hold what was written",
@@ -458,8 +532,12 @@ impl Run<'_> {
             .into_state())
     }
 
-    /// Reads every promoted workflow from the source n8n.
+    /// Reads every promoted workflow from the source n8n (a restore: from its
+    /// snapshot, checked against the digest).
     async fn read_source(&self) -> Result<Source, String> {
+        if let Some(source) = &self.promotion.source_snapshot {
+            return self.read_snapshot(source).await;
+        }
         let tenant = self.ctx.tenant.as_str();
         let store = &self.app.store;
         let source_id = LocalId::parse(self.promotion.source_environment_id.as_str())
@@ -516,7 +594,91 @@ impl Run<'_> {
             workflows,
             target_ids,
             promoted_new,
+            in_target: target_cells,
+            restore: None,
         })
+    }
+
+    /// The target's cells now: every one (n8n id), and the linked ones by canonical id.
+    async fn target_cells(&self) -> Result<(Vec<String>, HashMap<String, String>), String> {
+        let cells = projections::models::matrix::environment_cells(
+            &self.app.store,
+            self.ctx.tenant.as_str(),
+            &self.promotion.target_environment_id,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let all = cells.iter().map(|c| c.n8n_workflow_id.clone()).collect();
+        let linked = cells
+            .into_iter()
+            .filter(|c| c.status == MappingStatus::Linked)
+            .filter_map(|c| c.canonical_id.clone().map(|id| (id, c.n8n_workflow_id)))
+            .collect();
+        Ok((all, linked))
+    }
+
+    /// A restore's source: the snapshot's workflows, the ids they referenced mapped
+    /// to the target's ids now, and what the snapshot records as absent.
+    async fn read_snapshot(&self, source: &SnapshotSource) -> Result<Source, String> {
+        let snapshot = self
+            .load_snapshot(&source.snapshot_id, &source.digest)
+            .await?;
+        if snapshot.environment_id != self.promotion.target_environment_id {
+            return Err(format!(
+                "snapshot {} is of environment {}, not {}",
+                snapshot.snapshot_id, snapshot.environment_id, self.promotion.target_environment_id
+            ));
+        }
+        let (all, in_target) = self.target_cells().await?;
+        let mut target_ids: HashMap<String, String> =
+            all.into_iter().map(|id| (id.clone(), id)).collect();
+        let (mut workflows, mut active, mut remove) = (BTreeMap::new(), HashMap::new(), vec![]);
+        for w in &self.promotion.workflows {
+            let held = snapshot.workflow(&w.canonical_id);
+            match held.and_then(|h| h.workflow.clone().zip(h.n8n_id.clone())) {
+                Some((workflow, id)) => {
+                    match in_target.get(&w.canonical_id) {
+                        Some(now) => target_ids.insert(id.clone(), now.clone()),
+                        None => target_ids.remove(&id),
+                    };
+                    active.insert(id.clone(), held.is_some_and(|h| h.active));
+                    workflows.insert(w.canonical_id.clone(), (id, workflow));
+                }
+                None => remove.push(w.canonical_id.clone()),
+            }
+        }
+        let promoted_new = workflows
+            .iter()
+            .filter(|(canonical, _)| !in_target.contains_key(*canonical))
+            .map(|(_, (id, _))| id.clone())
+            .collect();
+        Ok(Source {
+            workflows,
+            target_ids,
+            promoted_new,
+            in_target,
+            restore: Some(Restore { active, remove }),
+        })
+    }
+
+    /// `workflow` rewritten for the target: a promotion maps credentials and
+    /// sub-workflows; a restore keeps its credentials and maps sub-workflows only.
+    fn rewrite_for_target(
+        &self,
+        source: &Source,
+        workflow: &Value,
+        credentials: &CredentialMap,
+        ids: &HashMap<String, String>,
+    ) -> Result<Rewritten, Vec<Problem>> {
+        if source.restore.is_some() {
+            return rewrite(workflow, &Kept::new(workflow, ids), true);
+        }
+        let targets = Targets {
+            explicit: credentials,
+            known: &self.target.known_credentials,
+            workflows: ids,
+        };
+        rewrite(workflow, &targets, self.gates.allow_placeholder_credentials)
     }
 
     /// `source_unchanged`, `credentials_exist`, `allow_placeholder_credentials` and
@@ -537,18 +699,13 @@ impl Run<'_> {
         for id in &source.promoted_new {
             ids.insert(id.clone(), format!("(new:{id})"));
         }
-        let targets = Targets {
-            explicit: credentials,
-            known: &self.target.known_credentials,
-            workflows: &ids,
-        };
         let allow = self.gates.allow_placeholder_credentials;
         let (mut unmapped, mut unresolved, mut placeholders) = (vec![], vec![], vec![]);
         for w in &self.promotion.workflows {
             let Some((_, workflow)) = source.workflows.get(&w.canonical_id) else {
                 continue;
             };
-            match rewrite(workflow, &targets, allow) {
+            match self.rewrite_for_target(source, workflow, credentials, &ids) {
                 Ok(done) => placeholders.extend(
                     done.placeholders
                         .iter()
@@ -579,7 +736,11 @@ impl Run<'_> {
             result(
                 Gate::SourceUnchanged,
                 changed.is_empty(),
-                "the source holds what the promotion recorded",
+                if source.restore.is_some() {
+                    "the snapshot verifies against its digest"
+                } else {
+                    "the source holds what the promotion recorded"
+                },
                 &changed
                     .iter()
                     .map(|n| format!("{n} changed in the source since the promotion was created"))
@@ -588,7 +749,11 @@ impl Run<'_> {
             result(
                 Gate::CredentialsExist,
                 unmapped.is_empty(),
-                "every credential has a target credential",
+                if source.restore.is_some() {
+                    "the snapshot's credential references are the target's own, kept as they are"
+                } else {
+                    "every credential has a target credential"
+                },
                 &unmapped,
             ),
             result(
@@ -598,7 +763,7 @@ impl Run<'_> {
                 &unresolved,
             ),
         ];
-        if allow {
+        if allow && source.restore.is_none() {
             results.push(GateResult {
                 gate: Gate::AllowPlaceholderCredentials,
                 passed: true,
@@ -635,10 +800,7 @@ impl Run<'_> {
                     .iter()
                     .find(|d| d.workflow_id == w.canonical_id)
                     .and_then(|d| d.target_id.clone()),
-                SnapshotKind::Pre => source
-                    .workflows
-                    .get(&w.canonical_id)
-                    .and_then(|(source_id, _)| source.target_ids.get(source_id).cloned()),
+                SnapshotKind::Pre => source.in_target.get(&w.canonical_id).cloned(),
             };
             let workflow = match &n8n_id {
                 Some(id) => match client.get_workflow(id).await {
@@ -689,16 +851,11 @@ impl Run<'_> {
         Ok(snapshot)
     }
 
-    async fn load_snapshot(&self, taken: &SnapshotRef) -> Result<Snapshot, String> {
+    async fn load_snapshot(&self, snapshot_id: &str, digest: &str) -> Result<Snapshot, String> {
         let payloads = Payloads::workflow_snapshots(self.app.store.clone());
-        snapshot::load(
-            &payloads,
-            self.ctx.tenant.as_str(),
-            &taken.snapshot_id,
-            &taken.digest,
-        )
-        .await
-        .map_err(|e: SnapshotError| e.to_string())
+        snapshot::load(&payloads, self.ctx.tenant.as_str(), snapshot_id, digest)
+            .await
+            .map_err(|e: SnapshotError| e.to_string())
     }
 
     /// Pushes every promoted workflow, referenced ones first. `Ok(Err(reason))`:
@@ -745,39 +902,41 @@ impl Run<'_> {
                 continue;
             }
             let before = pre.workflow(canonical);
-            let targets = Targets {
-                explicit: credentials,
-                known: &self.target.known_credentials,
-                workflows: &ids,
-            };
-            let rewritten = match rewrite(
-                &by_source_id[&source_id],
-                &targets,
-                self.gates.allow_placeholder_credentials,
-            ) {
-                Ok(done) => done.workflow,
-                Err(problems) => {
-                    let reason = problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    let _failed = self
-                        .record_push(
-                            canonical,
-                            WorkflowDeployStatus::Failed,
-                            Some(reason.clone()),
-                            0,
-                            None,
-                        )
-                        .await?;
-                    return Ok(Err(format!("{} cannot be rewritten: {reason}", entry.name)));
-                }
-            };
+            // a restore brings back the snapshot's activation; a promotion keeps the
+            // target's
+            let wanted_active = source
+                .restore
+                .as_ref()
+                .and_then(|r| r.active.get(&source_id).copied());
+            let rewritten =
+                match self.rewrite_for_target(source, &by_source_id[&source_id], credentials, &ids)
+                {
+                    Ok(done) => done.workflow,
+                    Err(problems) => {
+                        let reason = problems
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        let _failed = self
+                            .record_push(
+                                canonical,
+                                WorkflowDeployStatus::Failed,
+                                Some(reason.clone()),
+                                0,
+                                None,
+                            )
+                            .await?;
+                        return Ok(Err(format!("{} cannot be rewritten: {reason}", entry.name)));
+                    }
+                };
             let wanted = body_hash(&rewritten);
             let existing = before.and_then(|b| b.n8n_id.clone().map(|id| (id, b)));
             if let Some((id, b)) = &existing {
-                if b.content_hash.is_some() && b.content_hash == wanted {
+                if b.content_hash.is_some()
+                    && b.content_hash == wanted
+                    && wanted_active.is_none_or(|active| active == b.active)
+                {
                     ids.insert(source_id.clone(), id.clone());
                     let result = (id.clone(), false, wanted.clone());
                     match self
@@ -798,9 +957,12 @@ impl Run<'_> {
             let attempts = Arc::new(AtomicU32::new(0));
             let counting = client.counting(attempts.clone());
             let outcome = match &existing {
-                Some((id, b)) => self.update(&counting, id, b, &rewritten).await,
+                Some((id, b)) => {
+                    let active = wanted_active.unwrap_or(b.active);
+                    self.update(&counting, id, b, &rewritten, active).await
+                }
                 None => {
-                    let activate = self.gates.activate_new_workflows;
+                    let activate = wanted_active.unwrap_or(self.gates.activate_new_workflows);
                     self.create(&counting, &rewritten, activate).await
                 }
             };
@@ -839,7 +1001,100 @@ impl Run<'_> {
                 }
             }
         }
+        let remove = source.restore.as_ref().map(|r| r.remove.as_slice());
+        for canonical in remove.unwrap_or_default() {
+            if let Err(reason) = self.remove(client, canonical, pre).await? {
+                return Ok(Err(reason));
+            }
+        }
         Ok(Ok(()))
+    }
+
+    /// A restore deletes a workflow its snapshot records as absent (after re-reading
+    /// it: one changed since the pre-snapshot is not deleted).
+    async fn remove(
+        &mut self,
+        client: &N8nClient,
+        canonical: &str,
+        pre: &Snapshot,
+    ) -> Result<Result<(), String>, RunError> {
+        let Some(entry) = self
+            .deployment
+            .workflows
+            .iter()
+            .find(|w| w.workflow_id == canonical)
+            .cloned()
+        else {
+            return Ok(Ok(()));
+        };
+        if entry.status != WorkflowDeployStatus::Pending {
+            return Ok(Ok(()));
+        }
+        let held = pre
+            .workflow(canonical)
+            .and_then(|b| b.n8n_id.clone().map(|id| (id, b)));
+        let Some((id, before)) = held else {
+            // the target does not have it either
+            return self
+                .record_push(canonical, WorkflowDeployStatus::Unchanged, None, 0, None)
+                .await;
+        };
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counting = client.counting(attempts.clone());
+        let deleted = match counting.get_workflow(&id).await {
+            Err(UpstreamError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(format!("cannot be re-read before deleting: {e}")),
+            Ok(now)
+                if body_hash(&now) != before.content_hash || is_active(&now) != before.active =>
+            {
+                Err("changed in the target since the pre-snapshot (a hotfix?); not deleted".into())
+            }
+            Ok(_) => match counting.delete_workflow(&id).await {
+                Ok(()) | Err(UpstreamError::NotFound { .. }) => Ok(true),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let attempts = attempts.load(Ordering::Relaxed);
+        match deleted {
+            Ok(false) => {
+                self.record_push(canonical, WorkflowDeployStatus::Unchanged, None, 0, None)
+                    .await
+            }
+            Ok(true) => {
+                let recorded = self
+                    .deployment_command(DeploymentCommand::RecordWorkflowResult {
+                        workflow_id: canonical.to_string(),
+                        status: WorkflowDeployStatus::Success,
+                        error: None,
+                        attempts,
+                        target_id: Some(id),
+                        created: false,
+                        content_hash: None,
+                        deleted: true,
+                    })
+                    .await;
+                match recorded {
+                    Ok(_) => Ok(Ok(())),
+                    Err(CommandError::Refused(refusal)) => {
+                        self.unrecorded_write = true;
+                        Ok(Err(refusal.to_string()))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(error) => {
+                let _failed = self
+                    .record_push(
+                        canonical,
+                        WorkflowDeployStatus::Failed,
+                        Some(error.clone()),
+                        attempts,
+                        None,
+                    )
+                    .await?;
+                Ok(Err(format!("{} failed: {error}", entry.name)))
+            }
+        }
     }
 
     /// Records one workflow's push result. `Ok(Err(reason))`: the deployment no
@@ -866,6 +1121,7 @@ impl Run<'_> {
                 target_id,
                 created,
                 content_hash,
+                deleted: false,
             })
             .await;
         match recorded {
@@ -882,14 +1138,15 @@ impl Run<'_> {
     }
 
     /// Updates `id` after checking that it still is what the pre-snapshot holds,
-    /// and keeps it active when it was. The new id and hash, or the error (and no
-    /// created id).
+    /// and leaves it `active` or not (a promotion: as it was; a restore: as the
+    /// snapshot holds it). The new id and hash, or the error (and no created id).
     async fn update(
         &self,
         client: &N8nClient,
         id: &str,
         before: &SnapshotWorkflow,
         workflow: &Value,
+        active: bool,
     ) -> Result<(String, Option<String>), (String, Option<String>)> {
         let fail = |e: String| (e, None);
         let now = match client.get_workflow(id).await {
@@ -910,11 +1167,16 @@ impl Run<'_> {
             .update_workflow(id, workflow)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        if before.active && !is_active(&stored) {
-            client.activate(id).await.map_err(|e| {
+        if active != is_active(&stored) {
+            let switched = if active {
+                client.activate(id).await
+            } else {
+                client.deactivate(id).await
+            };
+            switched.map_err(|e| {
                 // written: the rollback restores it
                 (
-                    format!("updated, but not re-activated: {e}"),
+                    format!("updated, but its activation not restored: {e}"),
                     Some(id.to_string()),
                 )
             })?;
@@ -1010,7 +1272,12 @@ impl Run<'_> {
         let mut post = None;
         if let (Some(client), Some(source)) = (&client, source) {
             match self.deployment.post_snapshot.clone() {
-                Some(taken) => post = self.load_snapshot(&taken).await.ok(),
+                Some(taken) => {
+                    post = self
+                        .load_snapshot(&taken.snapshot_id, &taken.digest)
+                        .await
+                        .ok()
+                }
                 None => match self.take_snapshot(client, source, SnapshotKind::Post).await {
                     Ok(snapshot) => post = Some(snapshot),
                     Err(error) => {
@@ -1042,6 +1309,21 @@ impl Run<'_> {
     /// The target's mappings learn what they now hold, linked to their canonical
     /// workflows (as a sync of the target would record it).
     async fn observe(&self, post: &Snapshot) {
+        for w in self.deployment.workflows.iter().filter(|w| w.deleted) {
+            let Some(Ok(n8n_id)) = w.target_id.as_deref().map(LocalId::parse) else {
+                continue;
+            };
+            let missing = MappingCommand::ObserveMissing;
+            if let Err(error) = self
+                .app
+                .domain
+                .mapping(&self.ctx, &self.target_id, &n8n_id, missing)
+                .await
+            {
+                tracing::warn!(deployment = %self.deployment_id, workflow = %n8n_id, %error,
+                    "the target mapping could not record the deleted workflow");
+            }
+        }
         for w in &post.workflows {
             let (Some(id), Some(workflow)) = (&w.n8n_id, &w.workflow) else {
                 continue;
@@ -1145,13 +1427,22 @@ impl Run<'_> {
         if files.is_empty() {
             return skipped(None);
         }
-        let message = format!(
-            "Promote {} workflow(s) from {} (promotion {}, deployment {})",
-            files.len() / 2,
-            self.promotion.source_environment_id,
-            self.promotion_id,
-            self.deployment_id
-        );
+        let message = match &self.promotion.source_snapshot {
+            Some(snapshot) => format!(
+                "Restore {} workflow(s) from snapshot {} (promotion {}, deployment {})",
+                files.len() / 2,
+                snapshot.snapshot_id,
+                self.promotion_id,
+                self.deployment_id
+            ),
+            None => format!(
+                "Promote {} workflow(s) from {} (promotion {}, deployment {})",
+                files.len() / 2,
+                self.promotion.source_environment_id,
+                self.promotion_id,
+                self.deployment_id
+            ),
+        };
         match repository.commit_files(&files, &message).await {
             Ok(sha) => {
                 for (id, hash) in hashes {
@@ -1204,7 +1495,7 @@ impl Run<'_> {
         }
         let mut inconsistencies = vec![];
         let pre = match self.deployment.pre_snapshot.clone() {
-            Some(taken) => match self.load_snapshot(&taken).await {
+            Some(taken) => match self.load_snapshot(&taken.snapshot_id, &taken.digest).await {
                 Ok(pre) => Some(pre),
                 Err(e) => {
                     inconsistencies.push(format!("nothing could be restored: {e}"));

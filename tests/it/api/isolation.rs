@@ -325,6 +325,7 @@ async fn seed_tenant_a(api: &Api) -> Seed {
             requires_approval,
             allow_self_approval: false,
             bypass_validation: false,
+            source_snapshot: None,
         };
         api.domain
             .promotion(&promoter, &local(id), create)
@@ -1083,6 +1084,15 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
         json!({ "id": seed.deployment }),
     )
     .await;
+    for environment in A_ENVIRONMENTS {
+        walk.refused(
+            "restoreSnapshot",
+            "mutation($e: ID!, $s: ID!) { restoreSnapshot(environmentId: $e, snapshotId: $s) {
+               position promotion { id status } deployment { id } } }",
+            json!({ "e": environment, "s": format!("{}.pre", seed.deployment) }),
+        )
+        .await;
+    }
 
     const PIPELINE_PAYLOAD: &str =
         "{ position pipeline { id name description active stages { sourceEnvironmentId } } }";
