@@ -279,6 +279,7 @@ pub struct DeploymentRollback {
 pub struct DeploymentGitCommit {
     /// Null: the target has no Git, nothing was committed, or the commit failed.
     pub commit_sha: Option<String>,
+    /// Files the commit wrote or deleted (a workflow and its sidecar are two).
     pub files: i32,
     pub error: Option<String>,
 }

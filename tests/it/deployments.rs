@@ -1209,6 +1209,24 @@ async fn restoring_snapshots_undoes_and_redoes_promotions(kind: Kind) {
         );
     }
     assert_eq!(s.staging.len(), 0, "{:?}", s.staging.workflows());
+    // and from staging's folder: nothing left for a drift check to miss
+    assert_eq!(emptied["gitCommit"]["files"], 6, "{emptied}");
+    let left = git(s.repo.path(), &["ls-files", "staging"]);
+    assert_eq!(left, "staging/README.md");
+    let checked = api
+        .ok(
+            &s.admin,
+            "mutation { checkDrift(environmentId: \"staging\") { inSync withDrift notInGit
+               environment { driftStatus } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        checked["checkDrift"],
+        json!({ "inSync": 0, "withDrift": 0, "notInGit": 0,
+                "environment": { "driftStatus": "UNTRACKED" } }),
+        "{checked}"
+    );
 
     // forward to after p2: re-created, active, the reference rewritten to the new id
     let again = restored(&s, "r3", "p2.1.post").await;

@@ -174,6 +174,27 @@ async fn github_commits_two_files_in_one_commit() {
     let updated = repo.commit_files(&update, "Rename").await.unwrap();
     assert_ne!(updated, sha);
     assert_eq!(fake.files()["workflows/invoices.wfo.json"], update[0].1);
+
+    // Deleting both (and a path the branch never held) in one commit; again: none.
+    let deletes = vec![
+        "workflows/invoices.json".to_string(),
+        "workflows/invoices.wfo.json".to_string(),
+        "workflows/never.json".to_string(),
+    ];
+    let removed = repo.commit_changes(&[], &deletes, "Remove").await.unwrap();
+    assert_eq!(removed, fake.head_sha());
+    assert_eq!(fake.log()[0].message, "Remove");
+    let stored = fake.files();
+    assert!(
+        !stored.contains_key("workflows/invoices.json"),
+        "{stored:?}"
+    );
+    assert!(
+        stored.contains_key("workflows/orders.json"),
+        "the rest is kept"
+    );
+    let again = repo.commit_changes(&[], &deletes, "Remove").await.unwrap();
+    assert_eq!(again, removed, "nothing left to delete: no commit");
 }
 
 #[tokio::test]
@@ -609,6 +630,36 @@ async fn local_commits_files_in_one_commit() {
     repo.commit_files(&files, "New folder").await.unwrap();
     let log = git(dir.path(), &["log", "-1", "--format=%an <%ae>|%cn"]);
     assert_eq!(log, "Ops Bot <ops@example.com>|Ops Bot\n");
+
+    // Deleting one file while writing another, in one commit; a path never held is
+    // skipped; the other staged change still stays staged.
+    let before = commit_count(dir.path());
+    let written = vec![("staging/other.json".to_string(), b"[]".to_vec())];
+    let deletes = vec![
+        "workflows/invoices.json".to_string(),
+        "workflows/never.json".to_string(),
+    ];
+    let sha = repo
+        .commit_changes(&written, &deletes, "Swap")
+        .await
+        .unwrap();
+    assert_eq!(sha, git(dir.path(), &["rev-parse", "HEAD"]).trim());
+    assert_eq!(commit_count(dir.path()), before + 1);
+    let changed = git(dir.path(), &["show", "--name-status", "--format=", "HEAD"]);
+    assert_eq!(
+        changed,
+        "A\tstaging/other.json\nD\tworkflows/invoices.json\n"
+    );
+    assert!(!dir.path().join("workflows/invoices.json").exists());
+    let staged = git(dir.path(), &["diff", "--cached", "--name-only"]);
+    assert_eq!(staged, "README.md\n");
+    // a path both written and deleted is refused, nothing written
+    let error = repo
+        .commit_changes(&written, &["staging/other.json".to_string()], "x")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("refused path"), "{error}");
+    assert_eq!(commit_count(dir.path()), before + 1);
 }
 
 #[tokio::test]

@@ -274,10 +274,11 @@ impl GitHubRepository {
     async fn commit(
         &self,
         files: &[(String, Vec<u8>)],
+        deletes: &[String],
         message: &str,
     ) -> Result<String, UpstreamError> {
-        check_files(SERVICE, files)?;
-        if files.is_empty() {
+        check_files(SERVICE, files, deletes)?;
+        if files.is_empty() && deletes.is_empty() {
             return Ok(self.head().await?.sha);
         }
         // Blobs do not depend on the head: created once, reused by every round.
@@ -288,7 +289,7 @@ impl GitHubRepository {
             .buffered(BLOB_CONCURRENCY)
             .try_collect()
             .await?;
-        let entries: Vec<serde_json::Value> = files
+        let written: Vec<serde_json::Value> = files
             .iter()
             .zip(&blobs)
             .map(|((path, _), sha)| {
@@ -300,6 +301,18 @@ impl GitHubRepository {
         loop {
             round += 1;
             let head = self.head().await?;
+            let mut entries = written.clone();
+            for path in deletes {
+                // `sha: null` removes a path the head holds
+                if self.holds(&head.tree, path).await? {
+                    entries.push(
+                        json!({ "path": path, "mode": "100644", "type": "blob", "sha": null }),
+                    );
+                }
+            }
+            if entries.is_empty() {
+                return Ok(head.sha);
+            }
             let tree: Created = self
                 .call(
                     Verb::Post,
@@ -340,6 +353,26 @@ impl GitHubRepository {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the tree `root` holds a file at `path`.
+    async fn holds(&self, root: &str, path: &str) -> Result<bool, UpstreamError> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let Some((name, folders)) = segments.split_last() else {
+            return Ok(false);
+        };
+        let mut entries = self.tree(root).await?;
+        for folder in folders {
+            let Some(sub) = entries
+                .iter()
+                .find(|e| e.path == *folder && e.kind == "tree")
+                .map(|e| e.sha.clone())
+            else {
+                return Ok(false);
+            };
+            entries = self.tree(&sub).await?;
+        }
+        Ok(entries.iter().any(|e| e.path == *name && e.kind == "blob"))
     }
 
     /// One API call with timeouts and retries; the body parsed as `T`. `what`
@@ -411,18 +444,22 @@ impl GitRepository for GitHubRepository {
         self.read(folder).instrument(span).boxed()
     }
 
-    fn commit_files<'a>(
+    fn commit_changes<'a>(
         &'a self,
         files: &'a [(String, Vec<u8>)],
+        deletes: &'a [String],
         message: &'a str,
     ) -> BoxFuture<'a, Result<String, UpstreamError>> {
         let span = tracing::info_span!(
             "github.commit_files",
             repository = %self.repository(),
             branch = %self.branch,
-            files = files.len()
+            files = files.len(),
+            deletes = deletes.len()
         );
-        self.commit(files, message).instrument(span).boxed()
+        self.commit(files, deletes, message)
+            .instrument(span)
+            .boxed()
     }
 }
 

@@ -289,9 +289,10 @@ impl LocalGitRepository {
     async fn commit(
         &self,
         files: &[(String, Vec<u8>)],
+        deletes: &[String],
         message: &str,
     ) -> Result<String, UpstreamError> {
-        check_files(SERVICE, files)?;
+        check_files(SERVICE, files, deletes)?;
         if message.trim().is_empty() {
             return Err(self.local("refused: empty commit message".into()));
         }
@@ -313,20 +314,46 @@ impl LocalGitRepository {
                 self.branch
             )));
         }
-        if files.is_empty() {
+        // only what the branch tracks can be deleted
+        let deletes = if deletes.is_empty() {
+            vec![]
+        } else {
+            let mut list = vec!["ls-files", "-z", "--"];
+            list.extend(deletes.iter().map(String::as_str));
+            let tracked = self.git_ok(Some(&top), &list, None).await?;
+            text(&tracked)
+                .split('\0')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<String>>()
+        };
+        if files.is_empty() && deletes.is_empty() {
             return self.head().await;
         }
 
-        let targets: Vec<PathBuf> = files.iter().map(|(p, _)| top.join(p)).collect();
-        for (target, (path, _)) in targets.iter().zip(files) {
+        let all: Vec<&str> = files
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .chain(deletes.iter().map(String::as_str))
+            .collect();
+        let targets: Vec<PathBuf> = all.iter().map(|p| top.join(p)).collect();
+        for (target, path) in targets.iter().zip(&all) {
             refuse_symlinks(&top, target)
                 .map_err(|reason| self.local(format!("refused path {path:?}: {reason}")))?;
         }
         let previous: Vec<Option<Vec<u8>>> =
             targets.iter().map(|t| std::fs::read(t).ok()).collect();
-        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        let paths = all;
 
-        let written = write_files(&targets, files);
+        let written = write_files(&targets[..files.len()], files).and_then(|()| {
+            for target in &targets[files.len()..] {
+                match std::fs::remove_file(target) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        });
         let committed = match written {
             Err(e) => Err(self.local(format!("cannot write the files: {e}"))),
             Ok(()) => self.add_and_commit(&top, &paths, message).await,
@@ -417,18 +444,22 @@ impl GitRepository for LocalGitRepository {
         self.read(folder).instrument(span).boxed()
     }
 
-    fn commit_files<'a>(
+    fn commit_changes<'a>(
         &'a self,
         files: &'a [(String, Vec<u8>)],
+        deletes: &'a [String],
         message: &'a str,
     ) -> BoxFuture<'a, Result<String, UpstreamError>> {
         let span = tracing::info_span!(
             "git.commit_files",
             path = %self.path.display(),
             branch = %self.branch,
-            files = files.len()
+            files = files.len(),
+            deletes = deletes.len()
         );
-        self.commit(files, message).instrument(span).boxed()
+        self.commit(files, deletes, message)
+            .instrument(span)
+            .boxed()
     }
 }
 

@@ -24,6 +24,9 @@
 //!   nothing). Paths are checked first: relative, no `..`, `.` or empty segment, no
 //!   `.git` segment, no NUL; a refused path is `Local { message: "refused path …" }`
 //!   and nothing is written.
+//! - `commit_changes` is the same with files to delete as well (a restore that
+//!   removes workflows): a path to delete that the branch does not hold is left
+//!   alone; a path both written and deleted is refused.
 
 mod github;
 mod local;
@@ -71,6 +74,19 @@ pub trait GitRepository: Send + Sync {
     fn commit_files<'a>(
         &'a self,
         files: &'a [(String, Vec<u8>)],
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<String, UpstreamError>> {
+        self.commit_changes(files, &[], message)
+    }
+
+    /// Writes `files` and deletes `deletes` (paths relative to the repository root)
+    /// in one commit with `message`; returns the new head commit sha (the current
+    /// one when nothing changed). A path in `deletes` the branch does not hold is
+    /// skipped.
+    fn commit_changes<'a>(
+        &'a self,
+        files: &'a [(String, Vec<u8>)],
+        deletes: &'a [String],
         message: &'a str,
     ) -> BoxFuture<'a, Result<String, UpstreamError>>;
 }
@@ -164,9 +180,13 @@ fn has_drive_prefix(path: &str) -> bool {
 }
 
 /// Checks every path and that none is given twice.
-fn check_files(service: &'static str, files: &[(String, Vec<u8>)]) -> Result<(), UpstreamError> {
+fn check_files(
+    service: &'static str,
+    files: &[(String, Vec<u8>)],
+    deletes: &[String],
+) -> Result<(), UpstreamError> {
     let mut seen = std::collections::HashSet::new();
-    for (path, _) in files {
+    for path in files.iter().map(|(path, _)| path).chain(deletes) {
         check_relative_path(path).map_err(|reason| UpstreamError::Local {
             service,
             message: format!("refused path: {reason}"),
@@ -248,10 +268,21 @@ mod tests {
     }
 
     #[test]
+    fn a_path_both_written_and_deleted_is_refused() {
+        let files = vec![("a".to_string(), vec![])];
+        assert!(check_files("git", &files, &["b".to_string()]).is_ok());
+        assert!(matches!(
+            check_files("git", &files, &["a".to_string()]),
+            Err(UpstreamError::Local { .. })
+        ));
+        assert!(check_files("git", &[], &["../x".to_string()]).is_err());
+    }
+
+    #[test]
     fn duplicates_are_refused() {
         let files = vec![("a".to_string(), vec![]), ("a".to_string(), vec![1])];
         assert!(matches!(
-            check_files("git", &files),
+            check_files("git", &files, &[]),
             Err(UpstreamError::Local { .. })
         ));
     }

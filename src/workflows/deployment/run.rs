@@ -1379,27 +1379,26 @@ impl Run<'_> {
         };
         let mut files = vec![];
         let mut hashes = vec![];
+        // a restore removes what it deleted from the folder too
+        let mut deletes = vec![];
+        for w in self.deployment.workflows.iter().filter(|w| w.deleted) {
+            match self.slug(&w.workflow_id).await {
+                Ok(Some(slug)) => deletes.extend([
+                    format!("{prefix}{slug}.json"),
+                    format!("{prefix}{slug}{SIDECAR_SUFFIX}"),
+                ]),
+                Ok(None) => {}
+                Err(e) => return skipped(Some(e)),
+            }
+        }
         for w in &post.workflows {
             let (Some(id), Some(workflow)) = (&w.n8n_id, &w.workflow) else {
                 continue;
             };
-            let canonical_aggregate = aggregate_id(
-                &self.ctx.tenant,
-                &[&match LocalId::parse(w.canonical_id.as_str()) {
-                    Ok(id) => id,
-                    Err(_) => continue,
-                }],
-            );
-            let canonical = match self
-                .bus()
-                .load::<aggregates::canonical::CanonicalWorkflow>(&canonical_aggregate)
-                .await
-            {
-                Ok(loaded) => loaded.into_state(),
-                Err(e) => return skipped(Some(e.to_string())),
-            };
-            let Some(slug) = canonical.slug.clone() else {
-                continue;
+            let slug = match self.slug(&w.canonical_id).await {
+                Ok(Some(slug)) => slug,
+                Ok(None) => continue,
+                Err(e) => return skipped(Some(e)),
             };
             let mut exported = workflow.clone();
             if let Some(object) = exported.as_object_mut() {
@@ -1409,28 +1408,25 @@ impl Run<'_> {
             }
             let sidecar = Sidecar {
                 canonical_id: w.canonical_id.clone(),
-                canonical_slug: Some(slug.as_str().to_string()),
+                canonical_slug: Some(slug.clone()),
                 tags: vec![],
             };
+            files.push((format!("{prefix}{slug}.json"), sync::pretty(&exported)));
             files.push((
-                format!("{prefix}{}.json", slug.as_str()),
-                sync::pretty(&exported),
-            ));
-            files.push((
-                format!("{prefix}{}{SIDECAR_SUFFIX}", slug.as_str()),
+                format!("{prefix}{slug}{SIDECAR_SUFFIX}"),
                 sync::pretty(&sidecar),
             ));
             if let Ok(hash) = content_hash(&exported) {
                 hashes.push((id.clone(), hash));
             }
         }
-        if files.is_empty() {
+        if files.is_empty() && deletes.is_empty() {
             return skipped(None);
         }
         let message = match &self.promotion.source_snapshot {
             Some(snapshot) => format!(
                 "Restore {} workflow(s) from snapshot {} (promotion {}, deployment {})",
-                files.len() / 2,
+                (files.len() + deletes.len()) / 2,
                 snapshot.snapshot_id,
                 self.promotion_id,
                 self.deployment_id
@@ -1443,7 +1439,7 @@ impl Run<'_> {
                 self.deployment_id
             ),
         };
-        match repository.commit_files(&files, &message).await {
+        match repository.commit_changes(&files, &deletes, &message).await {
             Ok(sha) => {
                 for (id, hash) in hashes {
                     let Ok(n8n_id) = LocalId::parse(id.as_str()) else {
@@ -1464,12 +1460,30 @@ impl Run<'_> {
                 }
                 DeploymentCommand::RecordGitCommit {
                     commit_sha: Some(sha),
-                    files: files.len() as u32,
+                    files: (files.len() + deletes.len()) as u32,
                     error: None,
                 }
             }
             Err(e) => skipped(Some(format!("the Git commit failed: {e}"))),
         }
+    }
+
+    /// The Git slug of canonical workflow `canonical_id` (`None`: it has none, or
+    /// the id is not a canonical id).
+    async fn slug(&self, canonical_id: &str) -> Result<Option<String>, String> {
+        let Ok(id) = LocalId::parse(canonical_id) else {
+            return Ok(None);
+        };
+        let canonical = self
+            .bus()
+            .load::<aggregates::canonical::CanonicalWorkflow>(&aggregate_id(
+                &self.ctx.tenant,
+                &[&id],
+            ))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_state();
+        Ok(canonical.slug.map(|s| s.as_str().to_string()))
     }
 
     /// Restores every promoted workflow from the pre-snapshot, checks the target
