@@ -1318,6 +1318,49 @@ async fn a_failing_restore_is_rolled_back(kind: Kind) {
     s.api.stop().await;
 }
 
+/// A workflow that is its own error workflow (n8n lets one handle its own errors)
+/// cannot be created with its reference rewritten: it is created first, inactive,
+/// and written again with its new id once it has one, then activated.
+async fn a_workflow_that_is_its_own_error_workflow_is_promoted(kind: Kind) {
+    let s = Setup::new(kind).await;
+    let report = s.dev_ids[2].clone();
+    s.dev.modify(&report, |w| {
+        w["settings"]["errorWorkflow"] = json!(report.clone());
+    });
+    s.api
+        .ok(
+            &s.admin,
+            "mutation { syncEnvironment(environmentId: \"dev\") { position } }",
+            json!({}),
+        )
+        .await;
+    s.approved("p1").await;
+    let deployment = s.deploy_now("p1").await;
+    assert_eq!(deployment["status"], "SUCCESS", "{deployment}");
+    assert_eq!(deployment["verificationMismatches"], json!([]));
+    let promoted = s.staging_named("Daily Report");
+    assert_eq!(promoted["settings"]["errorWorkflow"], promoted["id"]);
+    assert_eq!(promoted["active"], true);
+    let id = promoted["id"].as_str().unwrap();
+    assert_eq!(
+        s.staging
+            .requests_to(Method::PUT, &format!("/workflows/{id}"))
+            .len(),
+        1,
+        "written once more, with its own id"
+    );
+    let recorded = deployment["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "Daily Report")
+        .unwrap()
+        .clone();
+    assert_eq!(recorded["targetWorkflowId"], id);
+    assert_eq!(recorded["created"], true);
+    s.api.stop().await;
+}
+
 both_backends!(
     a_stale_deployment_is_rolled_back_and_failed,
     scenario_two,
@@ -1329,4 +1372,5 @@ both_backends!(
     a_rollback_that_cannot_restore_fails_with_the_inconsistencies,
     restoring_snapshots_undoes_and_redoes_promotions,
     a_failing_restore_is_rolled_back,
+    a_workflow_that_is_its_own_error_workflow_is_promoted,
 );

@@ -887,6 +887,10 @@ impl Run<'_> {
             }
         }
         let order = push_order(&by_source_id).order;
+        // new workflows created before the ids they reference existed (themselves,
+        // or a cycle): written again once every promoted workflow has its id
+        let mut deferred: Vec<Deferred> = vec![];
+        let unrecorded_before = self.unrecorded_write;
         for source_id in order {
             let canonical = &canonical_of[&source_id];
             let Some(entry) = self
@@ -908,10 +912,53 @@ impl Run<'_> {
                 .restore
                 .as_ref()
                 .and_then(|r| r.active.get(&source_id).copied());
+            let existing = before.and_then(|b| b.n8n_id.clone().map(|id| (id, b)));
             let rewritten =
                 match self.rewrite_for_target(source, &by_source_id[&source_id], credentials, &ids)
                 {
                     Ok(done) => done.workflow,
+                    Err(problems)
+                        if existing.is_none()
+                            && awaits_creation(&problems, &source.promoted_new) =>
+                    {
+                        let activate = wanted_active.unwrap_or(self.gates.activate_new_workflows);
+                        match self
+                            .create_deferred(
+                                client,
+                                source,
+                                &by_source_id[&source_id],
+                                credentials,
+                                &ids,
+                                &problems,
+                            )
+                            .await
+                        {
+                            Ok((id, attempts)) => {
+                                ids.insert(source_id.clone(), id.clone());
+                                self.unrecorded_write = true;
+                                deferred.push(Deferred {
+                                    source_id: source_id.clone(),
+                                    canonical: canonical.clone(),
+                                    target_id: id,
+                                    activate,
+                                    attempts,
+                                });
+                                continue;
+                            }
+                            Err((error, attempts)) => {
+                                let _failed = self
+                                    .record_push(
+                                        canonical,
+                                        WorkflowDeployStatus::Failed,
+                                        Some(error.clone()),
+                                        attempts,
+                                        None,
+                                    )
+                                    .await?;
+                                return Ok(Err(format!("{} failed: {error}", entry.name)));
+                            }
+                        }
+                    }
                     Err(problems) => {
                         let reason = problems
                             .iter()
@@ -931,7 +978,6 @@ impl Run<'_> {
                     }
                 };
             let wanted = body_hash(&rewritten);
-            let existing = before.and_then(|b| b.n8n_id.clone().map(|id| (id, b)));
             if let Some((id, b)) = &existing {
                 if b.content_hash.is_some()
                     && b.content_hash == wanted
@@ -1001,6 +1047,22 @@ impl Run<'_> {
                 }
             }
         }
+        for d in deferred {
+            if let Err(reason) = self
+                .complete_deferred(
+                    client,
+                    source,
+                    &by_source_id[&d.source_id],
+                    credentials,
+                    &ids,
+                    d,
+                )
+                .await?
+            {
+                return Ok(Err(reason));
+            }
+        }
+        self.unrecorded_write = unrecorded_before;
         let remove = source.restore.as_ref().map(|r| r.remove.as_slice());
         for canonical in remove.unwrap_or_default() {
             if let Err(reason) = self.remove(client, canonical, pre).await? {
@@ -1008,6 +1070,90 @@ impl Run<'_> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Creates a new workflow whose references to promoted workflows without an id
+    /// yet (itself, or a cycle) are left as they are for now: inactive, written
+    /// again by [`Run::complete_deferred`]. Its id and the requests made, or the
+    /// error (nothing created).
+    async fn create_deferred(
+        &self,
+        client: &N8nClient,
+        source: &Source,
+        workflow: &Value,
+        credentials: &CredentialMap,
+        ids: &HashMap<String, String>,
+        problems: &[Problem],
+    ) -> Result<(String, u32), (String, u32)> {
+        let mut interim = ids.clone();
+        for problem in problems {
+            if let Problem::UnknownSubWorkflow { workflow_id, .. } = problem {
+                interim.insert(workflow_id.clone(), workflow_id.clone());
+            }
+        }
+        let rewritten = self
+            .rewrite_for_target(source, workflow, credentials, &interim)
+            .map_err(|problems| {
+                let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                (reasons.join("; "), 0)
+            })?;
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counting = client.counting(attempts.clone());
+        let created = self.create(&counting, &rewritten.workflow, false).await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        match created {
+            Ok((id, _)) => Ok((id, attempts)),
+            Err((error, _)) => Err((error, attempts)),
+        }
+    }
+
+    /// Writes a deferred workflow again with every reference rewritten, activates it
+    /// when it should be, and records it. `Ok(Err(reason))`: it failed (recorded
+    /// with its id, so the rollback deletes it).
+    async fn complete_deferred(
+        &mut self,
+        client: &N8nClient,
+        source: &Source,
+        workflow: &Value,
+        credentials: &CredentialMap,
+        ids: &HashMap<String, String>,
+        d: Deferred,
+    ) -> Result<Result<(), String>, RunError> {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counting = client.counting(attempts.clone());
+        let written = match self.rewrite_for_target(source, workflow, credentials, ids) {
+            Ok(done) => match counting.update_workflow(&d.target_id, &done.workflow).await {
+                Ok(stored) if d.activate => match counting.activate(&d.target_id).await {
+                    Ok(_) => Ok(body_hash(&stored)),
+                    Err(e) => Err(format!("created, but not activated: {e}")),
+                },
+                Ok(stored) => Ok(body_hash(&stored)),
+                Err(e) => Err(format!("created, but its references not written: {e}")),
+            },
+            Err(problems) => Err(problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        };
+        let attempts = d.attempts + attempts.load(Ordering::Relaxed);
+        let (status, error, hash) = match written {
+            Ok(hash) => (WorkflowDeployStatus::Success, None, hash),
+            Err(error) => (WorkflowDeployStatus::Failed, Some(error), None),
+        };
+        let result = Some((d.target_id.clone(), true, hash));
+        let recorded = self
+            .record_push(&d.canonical, status, error, attempts, result)
+            .await?;
+        Ok(recorded.map_err(|reason| {
+            let name = self
+                .deployment
+                .workflows
+                .iter()
+                .find(|w| w.workflow_id == d.canonical)
+                .map_or(d.canonical.clone(), |w| w.name.clone());
+            format!("{name} failed: {reason}")
+        }))
     }
 
     /// A restore deletes a workflow its snapshot records as absent (after re-reading
@@ -1740,6 +1886,25 @@ impl Run<'_> {
             Err(e) => Some(format!("cannot be checked: {e}")),
         }
     }
+}
+
+/// A new workflow created before the ids it references existed.
+struct Deferred {
+    source_id: String,
+    canonical: String,
+    target_id: String,
+    activate: bool,
+    /// Requests its creation took.
+    attempts: u32,
+}
+
+/// Whether every problem is a reference to a promoted workflow the target does not
+/// have yet (it will, once created): the workflow can be created first and its
+/// references written afterwards.
+fn awaits_creation(problems: &[Problem], promoted_new: &[String]) -> bool {
+    problems.iter().all(|p| {
+        matches!(p, Problem::UnknownSubWorkflow { workflow_id, .. } if promoted_new.contains(workflow_id))
+    })
 }
 
 /// Whether the deployment wrote to the target for this workflow: pushed, or
