@@ -46,6 +46,13 @@ pub enum DeploymentCommand {
         /// restore of a snapshot that did not hold it).
         deleted: bool,
     },
+    /// Several workflows found unchanged (the target already holds what would be
+    /// written), recorded in one append: one `workflow_result_recorded` each.
+    /// Workflows already recorded are skipped.
+    RecordUnchanged {
+        /// (workflow id, its id in the target, content hash)
+        workflows: Vec<(String, String, Option<String>)>,
+    },
     /// The target re-read after the pushes: the workflows that do not hold what was
     /// written (empty: verified).
     RecordVerification {
@@ -96,6 +103,7 @@ impl DomainCommand for DeploymentCommand {
             RecordGates { .. }
             | RecordSnapshot { .. }
             | RecordWorkflowResult { .. }
+            | RecordUnchanged { .. }
             | RecordVerification { .. }
             | StartRollback { .. }
             | RecordRestore { .. }
@@ -122,6 +130,7 @@ impl DomainCommand for DeploymentCommand {
             RecordGates { .. } => "deployment.record_gates",
             RecordSnapshot { .. } => "deployment.record_snapshot",
             RecordWorkflowResult { .. } => "deployment.record_workflow_result",
+            RecordUnchanged { .. } => "deployment.record_unchanged",
             RecordVerification { .. } => "deployment.record_verification",
             StartRollback { .. } => "deployment.start_rollback",
             RecordRestore { .. } => "deployment.record_restore",

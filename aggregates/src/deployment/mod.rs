@@ -464,6 +464,28 @@ impl Deployment {
                     deleted,
                 }])
             }
+            RecordUnchanged { workflows } => {
+                self.pushing()?;
+                let mut events = Vec::with_capacity(workflows.len());
+                for (workflow_id, target_id, content_hash) in workflows {
+                    let current = self.workflows[self.workflow(&workflow_id)?].status;
+                    if current != WorkflowDeployStatus::Pending {
+                        continue;
+                    }
+                    transitions::check(current, WorkflowDeployStatus::Unchanged, false)?;
+                    events.push(DeploymentEvent::WorkflowResultRecorded {
+                        workflow_id,
+                        status: WorkflowDeployStatus::Unchanged,
+                        error: None,
+                        attempts: 0,
+                        target_id: Some(target_id),
+                        created: false,
+                        content_hash,
+                        deleted: false,
+                    });
+                }
+                Ok(events)
+            }
             RecordVerification { mismatches } => {
                 self.pushing()?;
                 if self.verification.is_some() {

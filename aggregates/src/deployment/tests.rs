@@ -338,3 +338,69 @@ fn schedule_unknown_workflows_and_staleness() {
         "a stale deployment is recovered, not failed in place: {stale:?}"
     );
 }
+
+#[test]
+fn unchanged_workflows_are_recorded_in_one_append() {
+    let running = vec![
+        created(false),
+        DeploymentEvent::Started {
+            from: DeploymentStatus::Pending,
+            at: t0(),
+        },
+        recorded("w1", WorkflowDeployStatus::Success),
+    ];
+    let unchanged = |ids: &[&str]| DeploymentCommand::RecordUnchanged {
+        workflows: ids
+            .iter()
+            .map(|w| (w.to_string(), format!("t-{w}"), Some("h".to_string())))
+            .collect(),
+    };
+    // w1 is already recorded: skipped; w2 gets its event
+    let events = TestFramework::<Deployment>::with(())
+        .given(running.clone())
+        .when(at(50, unchanged(&["w1", "w2"])))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let DeploymentEvent::WorkflowResultRecorded {
+        workflow_id,
+        status,
+        target_id,
+        attempts,
+        ..
+    } = &events[0]
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (
+            workflow_id.as_str(),
+            *status,
+            target_id.as_deref(),
+            *attempts
+        ),
+        ("w2", WorkflowDeployStatus::Unchanged, Some("t-w2"), 0)
+    );
+    // an unknown workflow refuses the whole batch
+    let unknown = TestFramework::<Deployment>::with(())
+        .given(running.clone())
+        .when(at(50, unchanged(&["w2", "w9"])))
+        .inspect_result();
+    assert!(
+        matches!(unknown, Err(DomainError::NotFound { .. })),
+        "{unknown:?}"
+    );
+    // not while rolling back
+    let mut rolling_back = running;
+    rolling_back.push(DeploymentEvent::RollbackStarted {
+        reason: "w1 failed".into(),
+    });
+    let refused = TestFramework::<Deployment>::with(())
+        .given(rolling_back)
+        .when(at(50, unchanged(&["w2"])))
+        .inspect_result();
+    assert!(
+        matches!(refused, Err(DomainError::Conflict(_))),
+        "{refused:?}"
+    );
+}

@@ -469,29 +469,31 @@ impl Run<'_> {
         }
 
         // Verify.
+        let pushed: Vec<_> = self
+            .deployment
+            .workflows
+            .iter()
+            .filter(|w| w.status == WorkflowDeployStatus::Success && w.target_id.is_some())
+            .cloned()
+            .collect();
+        let read = read_all(
+            &client,
+            pushed.iter().map(|w| w.target_id.clone()).collect(),
+        )
+        .await;
         let mut mismatches = vec![];
-        for w in self.deployment.workflows.clone() {
-            if w.status != WorkflowDeployStatus::Success {
-                continue;
-            }
-            let Some(id) = w.target_id.as_deref() else {
-                continue;
-            };
-            let read = client.get_workflow(id).await;
-            if w.deleted {
-                match read {
-                    Err(UpstreamError::NotFound { .. }) => {}
-                    Ok(_) => mismatches.push(format!("{}: deleted, but still there", w.name)),
-                    Err(e) => mismatches.push(format!("{}: cannot be read back: {e}", w.name)),
-                }
-                continue;
-            }
+        for (w, read) in pushed.iter().zip(read) {
             match read {
-                Ok(now) if body_hash(&now) == w.content_hash => {}
-                Ok(_) => mismatches.push(format!(
+                Ok(None) if w.deleted => {}
+                Ok(Some(_)) if w.deleted => {
+                    mismatches.push(format!("{}: deleted, but still there", w.name))
+                }
+                Ok(Some(now)) if body_hash(&now) == w.content_hash => {}
+                Ok(Some(_)) => mismatches.push(format!(
                     "{}: the target does not hold what was written",
                     w.name
                 )),
+                Ok(None) => mismatches.push(format!("{}: no longer in the target", w.name)),
                 Err(e) => mismatches.push(format!("{}: cannot be read back: {e}", w.name)),
             }
         }
@@ -565,7 +567,7 @@ impl Run<'_> {
         let client = sync::n8n_client(self.app, &self.ctx, &source_env)
             .await
             .map_err(|e| format!("the source's n8n cannot be reached: {e}"))?;
-        let mut workflows = BTreeMap::new();
+        let mut ids = Vec::with_capacity(self.promotion.workflows.len());
         for w in &self.promotion.workflows {
             let Some(source_n8n) = source_cells.get(&w.canonical_id) else {
                 return Err(format!(
@@ -573,11 +575,15 @@ impl Run<'_> {
                     w.name, self.promotion.source_environment_id
                 ));
             };
-            let workflow = client
-                .get_workflow(source_n8n)
-                .await
-                .map_err(|e| format!("{} cannot be read from the source: {e}", w.name))?;
-            workflows.insert(w.canonical_id.clone(), (source_n8n.clone(), workflow));
+            ids.push(Some(source_n8n.clone()));
+        }
+        let read = read_all(&client, ids.clone()).await;
+        let mut workflows = BTreeMap::new();
+        for ((w, id), workflow) in self.promotion.workflows.iter().zip(ids).zip(read) {
+            let workflow = workflow
+                .map_err(|e| format!("{} cannot be read from the source: {e}", w.name))?
+                .ok_or_else(|| format!("{} is no longer in the source's n8n", w.name))?;
+            workflows.insert(w.canonical_id.clone(), (id.unwrap_or_default(), workflow));
         }
         let mut target_ids = HashMap::new();
         for (canonical, source_n8n) in &source_cells {
@@ -790,9 +796,11 @@ impl Run<'_> {
         source: &Source,
         kind: SnapshotKind,
     ) -> Result<Snapshot, String> {
-        let mut workflows = Vec::with_capacity(self.promotion.workflows.len());
-        for w in &self.promotion.workflows {
-            let n8n_id = match kind {
+        let ids: Vec<Option<String>> = self
+            .promotion
+            .workflows
+            .iter()
+            .map(|w| match kind {
                 // after the pushes: where each one went
                 SnapshotKind::Post => self
                     .deployment
@@ -801,18 +809,14 @@ impl Run<'_> {
                     .find(|d| d.workflow_id == w.canonical_id)
                     .and_then(|d| d.target_id.clone()),
                 SnapshotKind::Pre => source.in_target.get(&w.canonical_id).cloned(),
-            };
-            let workflow = match &n8n_id {
-                Some(id) => match client.get_workflow(id).await {
-                    Ok(workflow) => Some(workflow),
-                    // the mapping names a workflow n8n no longer has: absent
-                    Err(UpstreamError::NotFound { .. }) => None,
-                    Err(e) => {
-                        return Err(format!("{} cannot be read from the target: {e}", w.name))
-                    }
-                },
-                None => None,
-            };
+            })
+            .collect();
+        let read = read_all(client, ids.clone()).await;
+        let mut workflows = Vec::with_capacity(self.promotion.workflows.len());
+        for ((w, n8n_id), workflow) in self.promotion.workflows.iter().zip(ids).zip(read) {
+            // a workflow the mapping names that n8n no longer has: absent
+            let workflow =
+                workflow.map_err(|e| format!("{} cannot be read from the target: {e}", w.name))?;
             workflows.push(SnapshotWorkflow {
                 canonical_id: w.canonical_id.clone(),
                 name: w.name.clone(),
@@ -891,6 +895,8 @@ impl Run<'_> {
         // or a cycle): written again once every promoted workflow has its id
         let mut deferred: Vec<Deferred> = vec![];
         let unrecorded_before = self.unrecorded_write;
+        // unchanged workflows, recorded together before the next write
+        let mut unchanged: Vec<(String, String, Option<String>)> = vec![];
         for source_id in order {
             let canonical = &canonical_of[&source_id];
             let Some(entry) = self
@@ -921,6 +927,9 @@ impl Run<'_> {
                         if existing.is_none()
                             && awaits_creation(&problems, &source.promoted_new) =>
                     {
+                        if let Err(reason) = self.record_unchanged(&mut unchanged).await? {
+                            return Ok(Err(reason));
+                        }
                         let activate = wanted_active.unwrap_or(self.gates.activate_new_workflows);
                         match self
                             .create_deferred(
@@ -965,6 +974,7 @@ impl Run<'_> {
                             .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join("; ");
+                        let _recorded = self.record_unchanged(&mut unchanged).await?;
                         let _failed = self
                             .record_push(
                                 canonical,
@@ -984,21 +994,12 @@ impl Run<'_> {
                     && wanted_active.is_none_or(|active| active == b.active)
                 {
                     ids.insert(source_id.clone(), id.clone());
-                    let result = (id.clone(), false, wanted.clone());
-                    match self
-                        .record_push(
-                            canonical,
-                            WorkflowDeployStatus::Unchanged,
-                            None,
-                            0,
-                            Some(result),
-                        )
-                        .await?
-                    {
-                        Ok(()) => continue,
-                        Err(reason) => return Ok(Err(reason)),
-                    }
+                    unchanged.push((canonical.clone(), id.clone(), wanted.clone()));
+                    continue;
                 }
+            }
+            if let Err(reason) = self.record_unchanged(&mut unchanged).await? {
+                return Ok(Err(reason));
             }
             let attempts = Arc::new(AtomicU32::new(0));
             let counting = client.counting(attempts.clone());
@@ -1046,6 +1047,9 @@ impl Run<'_> {
                     return Ok(Err(format!("{} failed: {error}", entry.name)));
                 }
             }
+        }
+        if let Err(reason) = self.record_unchanged(&mut unchanged).await? {
+            return Ok(Err(reason));
         }
         for d in deferred {
             if let Err(reason) = self
@@ -1240,6 +1244,26 @@ impl Run<'_> {
                     .await?;
                 Ok(Err(format!("{} failed: {error}", entry.name)))
             }
+        }
+    }
+
+    /// Records the unchanged workflows found so far in one append, and empties
+    /// `batch`. `Ok(Err(reason))`: the deployment no longer takes pushes.
+    async fn record_unchanged(
+        &mut self,
+        batch: &mut Vec<(String, String, Option<String>)>,
+    ) -> Result<Result<(), String>, RunError> {
+        if batch.is_empty() {
+            return Ok(Ok(()));
+        }
+        let workflows = std::mem::take(batch);
+        match self
+            .deployment_command(DeploymentCommand::RecordUnchanged { workflows })
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(CommandError::Refused(refusal)) => Ok(Err(refusal.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1886,6 +1910,35 @@ impl Run<'_> {
             Err(e) => Some(format!("cannot be checked: {e}")),
         }
     }
+}
+
+/// Workflows read from one n8n at a time.
+const READ_CONCURRENCY: usize = 8;
+
+/// Reads the workflows `ids` names, [`READ_CONCURRENCY`] at a time, in order:
+/// each one, or `None` (no id, or n8n does not have it).
+async fn read_all(
+    client: &N8nClient,
+    ids: Vec<Option<String>>,
+) -> Vec<Result<Option<Value>, UpstreamError>> {
+    use futures::StreamExt;
+    let reads = ids.into_iter().map(|id| {
+        let client = client.clone();
+        async move {
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            match client.get_workflow(&id).await {
+                Ok(workflow) => Ok(Some(workflow)),
+                Err(UpstreamError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    });
+    futures::stream::iter(reads)
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// A new workflow created before the ids it references existed.
