@@ -1479,19 +1479,10 @@ impl Run<'_> {
     /// The target's mappings learn what they now hold, linked to their canonical
     /// workflows (as a sync of the target would record it).
     async fn observe(&self, post: &Snapshot) {
+        let mut commands = vec![];
         for w in self.deployment.workflows.iter().filter(|w| w.deleted) {
-            let Some(Ok(n8n_id)) = w.target_id.as_deref().map(LocalId::parse) else {
-                continue;
-            };
-            let missing = MappingCommand::ObserveMissing;
-            if let Err(error) = self
-                .app
-                .domain
-                .mapping(&self.ctx, &self.target_id, &n8n_id, missing)
-                .await
-            {
-                tracing::warn!(deployment = %self.deployment_id, workflow = %n8n_id, %error,
-                    "the target mapping could not record the deleted workflow");
+            if let Some(Ok(n8n_id)) = w.target_id.as_deref().map(LocalId::parse) {
+                commands.push((n8n_id, MappingCommand::ObserveMissing));
             }
         }
         for w in &post.workflows {
@@ -1513,16 +1504,30 @@ impl Run<'_> {
                 observation: seen.observation,
                 auto_link: Some(canonical),
             };
-            if let Err(error) = self
-                .app
-                .domain
-                .mapping(&self.ctx, &self.target_id, &n8n_id, command)
-                .await
-            {
-                tracing::warn!(deployment = %self.deployment_id, workflow = %id, %error,
-                    "the target mapping could not record the promoted workflow");
-            }
+            commands.push((n8n_id, command));
         }
+        self.mapping_commands(commands).await;
+    }
+
+    /// Runs these commands on the target's mappings, [`READ_CONCURRENCY`] at a
+    /// time (each on its own aggregate). One that fails is logged: the next sync of
+    /// the target records the same.
+    async fn mapping_commands(&self, commands: Vec<(LocalId, MappingCommand)>) {
+        use futures::StreamExt;
+        futures::stream::iter(commands)
+            .for_each_concurrent(READ_CONCURRENCY, |(n8n_id, command)| async move {
+                let name = aggregates::DomainCommand::name(&command);
+                if let Err(error) = self
+                    .app
+                    .domain
+                    .mapping(&self.ctx, &self.target_id, &n8n_id, command)
+                    .await
+                {
+                    tracing::warn!(deployment = %self.deployment_id, workflow = %n8n_id,
+                        command = name, %error, "a target mapping could not record the deployment");
+                }
+            })
+            .await;
     }
 
     /// Commits the promoted workflows and their sidecars to the target's Git folder
@@ -1611,23 +1616,17 @@ impl Run<'_> {
         };
         match repository.commit_changes(&files, &deletes, &message).await {
             Ok(sha) => {
-                for (id, hash) in hashes {
-                    let Ok(n8n_id) = LocalId::parse(id.as_str()) else {
-                        continue;
-                    };
-                    let command = MappingCommand::ObserveGitHash {
-                        git_content_hash: hash,
-                    };
-                    if let Err(error) = self
-                        .app
-                        .domain
-                        .mapping(&self.ctx, &self.target_id, &n8n_id, command)
-                        .await
-                    {
-                        tracing::warn!(deployment = %self.deployment_id, %error,
-                            "the target mapping could not record the Git hash");
-                    }
-                }
+                let commands = hashes
+                    .into_iter()
+                    .filter_map(|(id, hash)| {
+                        let n8n_id = LocalId::parse(id.as_str()).ok()?;
+                        let command = MappingCommand::ObserveGitHash {
+                            git_content_hash: hash,
+                        };
+                        Some((n8n_id, command))
+                    })
+                    .collect();
+                self.mapping_commands(commands).await;
                 DeploymentCommand::RecordGitCommit {
                     commit_sha: Some(sha),
                     files: (files.len() + deletes.len()) as u32,
