@@ -1259,8 +1259,9 @@ async fn restoring_snapshots_undoes_and_redoes_promotions(kind: Kind) {
     s.api.stop().await;
 }
 
-/// A restore whose write fails is rolled back like any promotion: what it deleted
-/// is re-created, the target is pinned.
+/// A restore on a stage without approval is deployed at once; one whose write
+/// fails is rolled back like any promotion: what it deleted is re-created, the
+/// target is pinned.
 async fn a_failing_restore_is_rolled_back(kind: Kind) {
     let s = Setup::new(kind).await;
     s.approved("p1").await;
@@ -1292,7 +1293,29 @@ async fn a_failing_restore_is_rolled_back(kind: Kind) {
             message: "cannot delete".into(),
         },
     );
-    let deployment = restored(&s, "r1", "p1.1.pre").await;
+    // no approval on the stage any more: the restore is deployed at once
+    s.api
+        .ok(
+            &s.admin,
+            "mutation { updatePipeline(id: \"main\", stages: [
+               { sourceEnvironmentId: \"dev\", targetEnvironmentId: \"staging\",
+                 gates: { requireApproval: false, activateNewWorkflows: true } } ]) { position } }",
+            json!({}),
+        )
+        .await;
+    let data = s
+        .api
+        .ok(
+            &s.admin,
+            RESTORE,
+            json!({ "id": "r1", "e": "staging", "s": "p1.1.pre" }),
+        )
+        .await;
+    let started = data["restoreSnapshot"]["deployment"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("deployed at once: {data}"));
+    assert_eq!(started, "r1.1");
+    let deployment = ended(&s.api, &s.admin, started).await;
     assert_eq!(deployment["status"], "FAILED", "{deployment}");
     assert_eq!(
         deployment["promotion"]["status"], "ROLLED_BACK",
