@@ -1384,6 +1384,71 @@ async fn a_workflow_that_is_its_own_error_workflow_is_promoted(kind: Kind) {
     s.api.stop().await;
 }
 
+/// n8n goes away (its proxy answers 502) as the rollback starts: the rollback
+/// retries, then ends `failed` with what it could not restore, and the target is
+/// pinned. Once n8n is back, restoring the pre-snapshot brings staging back.
+async fn n8n_going_away_during_the_rollback_is_recorded_then_restored(kind: Kind) {
+    let (s, before) = promoted_then_changed(kind).await;
+    let (enrich, sync) = (id_of(&s, "Enrich Order"), id_of(&s, "Order Sync"));
+    s.staging.fault_next_on(
+        Method::PUT,
+        &format!("/workflows/{sync}"),
+        1,
+        Fault::Status {
+            status: 400,
+            message: "bad node".into(),
+        },
+    );
+    // Enrich Order's reads: the pre-snapshot's and the one before its write; the
+    // rollback's finds n8n gone
+    s.staging.fault_next_on(
+        Method::GET,
+        &format!("/workflows/{enrich}"),
+        2,
+        Fault::Slow(Duration::ZERO),
+    );
+    s.staging.fault_next_on(
+        Method::GET,
+        &format!("/workflows/{enrich}"),
+        1,
+        Fault::GoAway,
+    );
+    let deployment = s.deploy_now("p2").await;
+    assert_eq!(deployment["status"], "FAILED", "{deployment}");
+    assert_eq!(deployment["promotion"]["status"], "FAILED", "{deployment}");
+    let inconsistencies = deployment["rollback"]["inconsistencies"]
+        .as_array()
+        .unwrap();
+    assert!(
+        inconsistencies
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("Enrich Order:")),
+        "{deployment}"
+    );
+    let gone = s
+        .staging
+        .requests()
+        .iter()
+        .filter(|r| r.status == 502)
+        .count();
+    assert!(gone >= 2, "the 502s were retried: {gone}");
+    let pinned = s
+        .api
+        .ok(
+            &s.admin,
+            "{ environment(id: \"staging\") { pinned } }",
+            json!({}),
+        )
+        .await;
+    assert!(pinned["environment"]["pinned"].is_string(), "{pinned}");
+
+    s.staging.come_back();
+    let restored = restored(&s, "r1", "p2.1.pre").await;
+    assert_eq!(restored["status"], "SUCCESS", "{restored}");
+    holds_exactly(&s, &before);
+    s.api.stop().await;
+}
+
 both_backends!(
     a_stale_deployment_is_rolled_back_and_failed,
     scenario_two,
@@ -1396,4 +1461,5 @@ both_backends!(
     restoring_snapshots_undoes_and_redoes_promotions,
     a_failing_restore_is_rolled_back,
     a_workflow_that_is_its_own_error_workflow_is_promoted,
+    n8n_going_away_during_the_rollback_is_recorded_then_restored,
 );

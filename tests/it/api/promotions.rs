@@ -239,6 +239,16 @@ async fn promotion_from_pipeline_to_deployment(kind: Kind) {
         .await;
     assert_eq!(code(&refused), "INVALID_TRANSITION");
     assert_eq!(refused["extensions"]["from"], "cancelled");
+    // a time in the past is refused, and takes no deployment id
+    let refused = api
+        .err(
+            &admin,
+            "mutation { deployPromotion(promotionId: \"p1\", scheduledFor: \"2020-01-01T00:00:00Z\") { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&refused), "VALIDATION", "{refused}");
+    assert_eq!(refused["extensions"]["field"], "scheduledFor", "{refused}");
     let again = api
         .ok(
             &admin,
@@ -311,6 +321,22 @@ async fn promotion_from_pipeline_to_deployment(kind: Kind) {
         approved["approvePromotion"]["promotion"],
         json!({ "status": "APPROVED", "approvedBy": "admin-2" })
     );
+    // cancelled before it ran: it cannot be deployed any more
+    api.ok(
+        &admin,
+        "mutation { cancelPromotion(id: \"p2\", reason: \"not this week\") { position } }",
+        json!({}),
+    )
+    .await;
+    let refused = api
+        .err(
+            &admin,
+            "mutation { deployPromotion(promotionId: \"p2\") { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&refused), "INVALID_TRANSITION", "{refused}");
+    assert_eq!(refused["extensions"]["from"], "cancelled", "{refused}");
 
     // an active incident on production blocks the next promotion: recorded as failed
     open_incident(&api, TENANT, "production").await;

@@ -115,7 +115,14 @@ pub enum Fault {
     /// Someone deletes workflow `workflow_id` just before the request is carried
     /// out as usual.
     DeleteFirst { workflow_id: String },
+    /// n8n goes away: this request and every later one get what the reverse proxy
+    /// in front of it answers then (502 with nginx's HTML page), until
+    /// [`FakeN8n::come_back`].
+    GoAway,
 }
+
+/// What nginx answers when the n8n behind it is down.
+const BAD_GATEWAY: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
 /// One request the fake received.
 #[derive(Debug, Clone)]
@@ -163,6 +170,8 @@ struct Inner {
     repeat_cursor: bool,
     /// (only requests with this method, only paths containing this, fault)
     faults: VecDeque<(Option<Method>, Option<String>, Fault)>,
+    /// n8n went away ([`Fault::GoAway`]).
+    gone: bool,
     log: Vec<Request>,
 }
 
@@ -192,6 +201,7 @@ impl FakeN8n {
             cursor_salt: rand::random::<u64>() | 1,
             repeat_cursor: false,
             faults: VecDeque::new(),
+            gone: false,
             log: Vec::new(),
         }));
         let app = Router::new()
@@ -390,6 +400,11 @@ impl FakeN8n {
         self.lock().faults.clear();
     }
 
+    /// n8n is back after a [`Fault::GoAway`].
+    pub fn come_back(&self) {
+        self.lock().gone = false;
+    }
+
     // ---- the request log ----
 
     pub fn requests(&self) -> Vec<Request> {
@@ -443,6 +458,15 @@ struct Answer {
 }
 
 impl Answer {
+    fn bad_gateway() -> Answer {
+        Answer {
+            status: StatusCode::BAD_GATEWAY,
+            body: BAD_GATEWAY.to_string(),
+            retry_after: None,
+            delay: None,
+        }
+    }
+
     fn json(status: StatusCode, value: Value) -> Answer {
         Answer {
             status,
@@ -489,7 +513,12 @@ async fn handle(
             .and_then(|at| inner.faults.remove(at))
             .map(|(_, _, fault)| fault);
         inner.log[index].fault = fault.clone();
+        if matches!(fault, Some(Fault::GoAway)) {
+            inner.gone = true;
+        }
         let answer = match fault {
+            _ if inner.gone => Answer::bad_gateway(),
+            Some(Fault::GoAway) => Answer::bad_gateway(),
             Some(Fault::RateLimited { retry_after }) => Answer {
                 retry_after,
                 ..Answer::message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
