@@ -125,6 +125,27 @@ pub struct Config {
         global = true
     )]
     pub deployment_interval: Interval,
+    /// Publishes every event to NATS JetStream at this URL (`nats://host:4222`;
+    /// several comma-separated). Unset: no NATS feed.
+    #[arg(long, env = "WORKFLOWOPS_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// The JetStream stream the feed goes to (created when missing).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_NATS_STREAM",
+        default_value = "WORKFLOWOPS",
+        global = true
+    )]
+    pub nats_stream: String,
+    /// The first token of the feed's subjects
+    /// (`{prefix}.{tenant}.{aggregate_type}.{event}`); the stream takes `{prefix}.>`.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_NATS_SUBJECT_PREFIX",
+        default_value = "workflowops",
+        global = true
+    )]
+    pub nats_subject_prefix: String,
     /// A deployment running longer than this is recovered: its target is restored
     /// from the pre-snapshot and it fails as stale.
     #[arg(
@@ -266,6 +287,17 @@ pub enum Command {
 }
 
 impl Config {
+    /// The NATS feed's settings (`None` without `--nats-url`).
+    pub fn nats(&self) -> Option<crate::integrations::nats::NatsSettings> {
+        self.nats_url
+            .as_ref()
+            .map(|url| crate::integrations::nats::NatsSettings {
+                url: url.clone(),
+                stream: self.nats_stream.clone(),
+                subject_prefix: self.nats_subject_prefix.clone(),
+            })
+    }
+
     /// The admission limits of GraphQL requests.
     pub fn limits(&self) -> crate::http::admission::Limits {
         crate::http::admission::Limits {

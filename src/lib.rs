@@ -8,6 +8,7 @@ pub mod connectors;
 pub mod context;
 pub mod graphql;
 pub mod http;
+pub mod integrations;
 pub mod reactors;
 pub mod read_side;
 pub mod scheduler;
@@ -45,6 +46,8 @@ pub struct Application {
     seal_interval: Option<std::time::Duration>,
     /// Built on first use, from the context as it is by then.
     scheduler: std::sync::OnceLock<scheduler::Scheduler>,
+    /// The NATS JetStream feed (`None`: off).
+    nats: Option<integrations::nats::NatsSettings>,
 }
 
 impl Application {
@@ -63,6 +66,7 @@ impl Application {
         app.set_deployment_stale_after(config.deployment_stale_after);
         app.set_limits(config.limits());
         app.seal_interval = config.seal_interval.0;
+        app.nats = config.nats();
         Ok(app)
     }
 
@@ -84,6 +88,12 @@ impl Application {
     pub fn set_deployment_stale_after(&mut self, after: std::time::Duration) {
         self.context.deployment_stale_after = after;
         self.scheduler = Default::default();
+    }
+
+    /// Publishes every event to NATS JetStream once the service runs (`None`: off,
+    /// the default).
+    pub fn set_nats(&mut self, nats: Option<integrations::nats::NatsSettings>) {
+        self.nats = nats;
     }
 
     /// How often the log digest is sealed once the service runs (default 1 minute;
@@ -148,6 +158,7 @@ impl Application {
             intervals: scheduler::Intervals::off(),
             seal_interval: Some(DEFAULT_SEAL_INTERVAL),
             scheduler: Default::default(),
+            nats: None,
         })
     }
 
@@ -190,6 +201,19 @@ impl Application {
         // Deployments run here, on their own reactor runtime, over the context as
         // it is now (keys, connectors' settings).
         let deployments = workflows::deployment::spawn_runner(&self.context);
+        // The NATS feed, on its own runtime: a NATS that is down delays nothing else.
+        let nats = match &self.nats {
+            Some(settings) => Some(
+                integrations::nats::spawn(
+                    &self.context.store,
+                    settings.clone(),
+                    self.context.domain.reactors(),
+                )
+                .await
+                .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
         let sealer = scheduler::sealer::start(self.context.store.clone(), self.seal_interval);
         let schema = graphql::schema(Some(self.context.clone()));
         let router = http::router(http::HttpState {
@@ -214,6 +238,11 @@ impl Application {
         self.reactor_runtime.abort();
         // A deployment in flight is resumed by the next runner from its events.
         deployments.abort();
+        // An event published but not checkpointed is published again: JetStream
+        // drops the duplicate.
+        if let Some(nats) = nats {
+            nats.abort();
+        }
         self.tail.abort();
         // Its writes are single statements: stopping it anywhere leaves the head whole.
         sealer.abort();

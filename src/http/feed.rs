@@ -243,3 +243,20 @@ fn tokio_stream_from<T: Send + 'static>(
         Some((item, rx))
     })
 }
+
+/// An event as integrations receive it (the SSE stream, NATS, webhooks): the same
+/// fields as the GraphQL `Event`, the aggregate id without the tenant.
+pub fn event_json(event: &eventstore::StoredEvent) -> serde_json::Value {
+    serde_json::json!({
+        "position": event.position,
+        "aggregateType": event.aggregate_type,
+        "aggregateId": local_id(&event.aggregate_id),
+        "sequence": event.sequence,
+        "eventType": event.event_type,
+        "eventVersion": event.event_version,
+        "payload": event.payload,
+        "metadata": event.metadata,
+        "recordedAt": event.recorded_at,
+        "hash": event.hash(),
+    })
+}

@@ -529,19 +529,7 @@ async fn events(
 
 /// The same fields as the GraphQL `Event`.
 fn sse_data(event: &eventstore::StoredEvent) -> String {
-    json!({
-        "position": event.position,
-        "aggregateType": event.aggregate_type,
-        "aggregateId": crate::http::feed::local_id(&event.aggregate_id),
-        "sequence": event.sequence,
-        "eventType": event.event_type,
-        "eventVersion": event.event_version,
-        "payload": event.payload,
-        "metadata": event.metadata,
-        "recordedAt": event.recorded_at,
-        "hash": event.hash(),
-    })
-    .to_string()
+    crate::http::feed::event_json(event).to_string()
 }
 
 struct StreamGuard(Metrics);

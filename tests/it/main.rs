@@ -13,6 +13,7 @@ mod gap;
 mod git;
 mod invariants;
 mod n8n;
+mod nats;
 mod props;
 mod reactors;
 mod read_models;

@@ -50,7 +50,15 @@ impl Api {
     /// Like [`Api::start`], with GitHub repositories read through this API root (a
     /// fake GitHub on loopback) instead of api.github.com.
     pub async fn start_with_github(kind: Kind, github_api_url: Option<String>) -> Api {
-        Self::start_with(kind, github_api_url, None).await
+        Self::start_with(kind, github_api_url, None, None).await
+    }
+
+    /// Like [`Api::start`], publishing every event to NATS JetStream.
+    pub async fn start_with_nats(
+        kind: Kind,
+        nats: workflowops::integrations::nats::NatsSettings,
+    ) -> Api {
+        Self::start_with(kind, None, None, Some(nats)).await
     }
 
     /// Like [`Api::start`], with these admission limits (per-tenant slots, deadline).
@@ -58,13 +66,14 @@ impl Api {
         kind: Kind,
         limits: workflowops::http::admission::Limits,
     ) -> Api {
-        Self::start_with(kind, None, Some(limits)).await
+        Self::start_with(kind, None, Some(limits), None).await
     }
 
     async fn start_with(
         kind: Kind,
         github_api_url: Option<String>,
         limits: Option<workflowops::http::admission::Limits>,
+        nats: Option<workflowops::integrations::nats::NatsSettings>,
     ) -> Api {
         let store = TestStore::new(kind).await;
         let auth = Auth::new(SECRET);
@@ -80,6 +89,7 @@ impl Api {
         if let Some(limits) = limits {
             app.set_limits(limits);
         }
+        app.set_nats(nats);
         let addr = app.local_addr().unwrap();
         let domain = app.domain().clone();
         // fixtures that build through the store use the service's domain and reactors
