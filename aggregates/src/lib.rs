@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod promotion;
 pub mod reservation;
+pub mod webhook;
 
 pub use kernel::command::{Actor, DomainCommand, Issued, Role};
 pub use kernel::error::{DomainError, ErrorCode};

@@ -3,6 +3,7 @@
 
 use aggregates::canonical::{CanonicalEvent, CanonicalStatus, CanonicalWorkflow};
 use aggregates::credentials::{CredentialMap, CredentialMapEvent};
+use aggregates::webhook::{Webhook, WebhookEvent};
 use aggregates::deployment::{Deployment, DeploymentEvent};
 use aggregates::environment::{Environment, EnvironmentEvent, EnvironmentStatus};
 use aggregates::incident::{DriftIncident, IncidentEvent};
@@ -30,6 +31,7 @@ pub enum Decoded {
     Pipeline(PipelineEvent),
     DriftPolicy(DriftPolicyEvent),
     CredentialMap(CredentialMapEvent),
+    Webhook(WebhookEvent),
     /// An aggregate no read model folds (reservations); the audit trail still lists it.
     Other,
     /// The payload does not decode as its aggregate's event: no projection that needs
@@ -77,6 +79,7 @@ impl Envelope {
             t if t == Pipeline::TYPE => decode(payload, Decoded::Pipeline),
             t if t == DriftPolicy::TYPE => decode(payload, Decoded::DriftPolicy),
             t if t == CredentialMap::TYPE => decode(payload, Decoded::CredentialMap),
+            t if t == Webhook::TYPE => decode(payload, Decoded::Webhook),
             _ => Decoded::Other,
         };
         Envelope {

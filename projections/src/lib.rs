@@ -27,6 +27,7 @@ pub const NAMES: &[&str] = &[
     models::policies::NAME,
     models::credential_mappings::NAME,
     models::snapshots::NAME,
+    models::webhooks::NAME,
     models::audit::NAME,
 ];
 
@@ -46,6 +47,7 @@ pub fn projection(name: &str) -> Option<Box<dyn Projection>> {
             Box::<models::credential_mappings::CredentialMappings>::default()
         }
         models::snapshots::NAME => Box::<models::snapshots::Snapshots>::default(),
+        models::webhooks::NAME => Box::<models::webhooks::Webhooks>::default(),
         models::audit::NAME => Box::<models::audit::AuditTrail>::default(),
         _ => return None,
     })

@@ -4,7 +4,8 @@
 //! [`NatsPublisher`] is a reactor (`nats_publisher`) on its own runtime. For each
 //! event it publishes the event's JSON (the fields of the GraphQL `Event`, as the SSE
 //! stream sends them) to `{prefix}.{tenant}.{aggregate_type}.{event}` (`event`: the
-//! event type without its aggregate prefix, `incident.opened` → `opened`), with
+//! event type after its first dot: `incident.detected` → `detected`,
+//! `mapping.linked` on a `workflow_mapping` → `linked`), with
 //! `Nats-Msg-Id` = `{aggregate id}/{sequence}`, which never changes for an event. It
 //! waits for JetStream's acknowledgement before the next event, so the checkpoint
 //! never passes an event the stream does not hold. A replay after a crash publishes
@@ -60,9 +61,8 @@ impl NatsSettings {
     pub fn subject(&self, event: &StoredEvent) -> String {
         let name = event
             .event_type
-            .strip_prefix(&event.aggregate_type)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or(&event.event_type);
+            .split_once('.')
+            .map_or(event.event_type.as_str(), |(_, name)| name);
         format!(
             "{}.{}.{}.{}",
             self.subject_prefix,

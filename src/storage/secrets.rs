@@ -49,6 +49,8 @@ impl std::fmt::Debug for Secret {
 pub enum SecretKind {
     N8nApiKey,
     GitToken,
+    /// A webhook endpoint's signing secret (`whsec_…`).
+    WebhookSecret,
 }
 
 impl SecretKind {
@@ -56,6 +58,7 @@ impl SecretKind {
         match self {
             SecretKind::N8nApiKey => "n8n_api_key",
             SecretKind::GitToken => "git_token",
+            SecretKind::WebhookSecret => "webhook_secret",
         }
     }
 }

@@ -11,3 +11,4 @@ pub mod pipelines;
 pub mod policies;
 pub mod promotions;
 pub mod snapshots;
+pub mod webhooks;
