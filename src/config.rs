@@ -146,6 +146,29 @@ pub struct Config {
         global = true
     )]
     pub nats_subject_prefix: String,
+    /// Webhook delivery attempts: the delay before each (humantime, comma-separated;
+    /// the first after the event). A delivery failing all of them disables its
+    /// endpoint.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "0s,5s,5m,30m,2h,5h,10h,10h",
+        global = true
+    )]
+    pub webhook_retry_schedule: String,
+    /// One webhook delivery attempt's limit.
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_WEBHOOK_TIMEOUT",
+        default_value = "15s",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    pub webhook_timeout: std::time::Duration,
+    /// Lets webhooks target internal addresses (loopback, private, link-local): only
+    /// on a network where every endpoint is trusted.
+    #[arg(long, env = "WORKFLOWOPS_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
     /// A deployment running longer than this is recovered: its target is restored
     /// from the pre-snapshot and it fails as stale.
     #[arg(
@@ -287,6 +310,20 @@ pub enum Command {
 }
 
 impl Config {
+    /// How webhooks are delivered.
+    pub fn webhooks(&self) -> anyhow::Result<crate::integrations::webhooks::WebhookSettings> {
+        use crate::integrations::webhooks::{parse_schedule, ssrf::Allow, WebhookSettings};
+        Ok(WebhookSettings {
+            schedule: parse_schedule(&self.webhook_retry_schedule)
+                .map_err(|e| anyhow::anyhow!("--webhook-retry-schedule: {e}"))?,
+            timeout: self.webhook_timeout,
+            allow: Allow {
+                private: self.webhook_allow_private,
+                loopback: false,
+            },
+        })
+    }
+
     /// The NATS feed's settings (`None` without `--nats-url`).
     pub fn nats(&self) -> Option<crate::integrations::nats::NatsSettings> {
         self.nats_url

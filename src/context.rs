@@ -41,6 +41,10 @@ pub struct AppContext {
     /// A deployment running longer than this is recovered by the deployment sweep
     /// (its target restored from the pre-snapshot, the deployment failed as stale).
     pub deployment_stale_after: std::time::Duration,
+    /// How webhook deliveries are made (schedule, timeout, SSRF allowances).
+    pub webhooks: crate::integrations::webhooks::WebhookSettings,
+    /// Wakes the webhook sender when the dispatcher queued something.
+    pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl AppContext {
@@ -64,6 +68,8 @@ impl AppContext {
             retry: RetryPolicy::default(),
             github_api_url: None,
             deployment_stale_after: crate::workflows::deployment::STALE_AFTER,
+            webhooks: Default::default(),
+            webhook_wake: Default::default(),
             store,
         }
     }

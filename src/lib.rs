@@ -67,6 +67,7 @@ impl Application {
         app.set_limits(config.limits());
         app.seal_interval = config.seal_interval.0;
         app.nats = config.nats();
+        app.set_webhooks(config.webhooks()?);
         Ok(app)
     }
 
@@ -87,6 +88,13 @@ impl Application {
     /// (default 1 hour).
     pub fn set_deployment_stale_after(&mut self, after: std::time::Duration) {
         self.context.deployment_stale_after = after;
+        self.scheduler = Default::default();
+    }
+
+    /// How webhook deliveries are made (schedule, timeout, which internal targets
+    /// are allowed).
+    pub fn set_webhooks(&mut self, settings: integrations::webhooks::WebhookSettings) {
+        self.context.webhooks = settings;
         self.scheduler = Default::default();
     }
 
@@ -201,6 +209,8 @@ impl Application {
         // Deployments run here, on their own reactor runtime, over the context as
         // it is now (keys, connectors' settings).
         let deployments = workflows::deployment::spawn_runner(&self.context);
+        // Webhooks: the dispatcher on its own reactor runtime, and the sender.
+        let (webhook_dispatcher, webhook_sender) = integrations::webhooks::spawn(&self.context);
         // The NATS feed, on its own runtime: a NATS that is down delays nothing else.
         let nats = match &self.nats {
             Some(settings) => Some(
@@ -243,6 +253,9 @@ impl Application {
         if let Some(nats) = nats {
             nats.abort();
         }
+        // A delivery in flight is sent again (same webhook-id) by the next sender.
+        webhook_dispatcher.abort();
+        webhook_sender.abort();
         self.tail.abort();
         // Its writes are single statements: stopping it anywhere leaves the head whole.
         sealer.abort();

@@ -3,7 +3,6 @@
 
 use aggregates::canonical::{CanonicalEvent, CanonicalStatus, CanonicalWorkflow};
 use aggregates::credentials::{CredentialMap, CredentialMapEvent};
-use aggregates::webhook::{Webhook, WebhookEvent};
 use aggregates::deployment::{Deployment, DeploymentEvent};
 use aggregates::environment::{Environment, EnvironmentEvent, EnvironmentStatus};
 use aggregates::incident::{DriftIncident, IncidentEvent};
@@ -12,6 +11,7 @@ use aggregates::mapping::{MappingEvent, WorkflowMapping};
 use aggregates::pipeline::{Pipeline, PipelineEvent};
 use aggregates::policy::{DriftPolicy, DriftPolicyEvent};
 use aggregates::promotion::{Promotion, PromotionEvent};
+use aggregates::webhook::{Webhook, WebhookEvent};
 use chrono::{DateTime, SubsecRound as _, Utc};
 use cqrs_es::Aggregate;
 use serde::Serialize;

@@ -3,6 +3,7 @@
 
 use aggregates::canonical::CanonicalWorkflow;
 use aggregates::credentials::CredentialMap;
+use aggregates::webhook::Webhook;
 use aggregates::deployment::Deployment;
 use aggregates::environment::Environment;
 use aggregates::incident::DriftIncident;
@@ -30,6 +31,7 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     Pipeline::TYPE,
     DriftPolicy::TYPE,
     CredentialMap::TYPE,
+    Webhook::TYPE,
     <Reservation<LinkSlot> as Aggregate>::TYPE,
     <Reservation<SlugClaim> as Aggregate>::TYPE,
 ];
@@ -120,6 +122,7 @@ pub async fn state_at(
         t if t == Pipeline::TYPE => replay::<Pipeline>(&events)?,
         t if t == DriftPolicy::TYPE => replay::<DriftPolicy>(&events)?,
         t if t == CredentialMap::TYPE => replay::<CredentialMap>(&events)?,
+        t if t == Webhook::TYPE => replay::<Webhook>(&events)?,
         t if t == <Reservation<LinkSlot> as Aggregate>::TYPE => {
             replay::<Reservation<LinkSlot>>(&events)?
         }

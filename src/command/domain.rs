@@ -253,6 +253,18 @@ impl Domain {
         }
     }
 
+    /// A command on a webhook endpoint of the caller's tenant.
+    pub async fn webhook(
+        &self,
+        ctx: &CommandContext,
+        webhook_id: &LocalId,
+        command: aggregates::webhook::WebhookCommand,
+    ) -> Result<Committed<aggregates::webhook::Webhook>, CommandError> {
+        self.bus
+            .execute::<aggregates::webhook::Webhook, _>(ctx, &[webhook_id], command, false, &())
+            .await
+    }
+
     /// A credential-mapping command on the (source, target) pair. Both environments
     /// must be registered in the caller's tenant, and differ.
     pub async fn credential_map(

@@ -248,7 +248,7 @@ impl EnvironmentMutation {
             if value.trim().is_empty() {
                 let field = match kind {
                     SecretKind::N8nApiKey => "n8nApiKey",
-                    SecretKind::GitToken => "gitToken",
+                    _ => "gitToken",
                 };
                 return Err(ApiError::validation(field, "must not be blank").into());
             }
@@ -270,7 +270,7 @@ impl EnvironmentMutation {
             {
                 match kind {
                     SecretKind::N8nApiKey => *n8n_secret_ref = Some(secret_id.clone()),
-                    SecretKind::GitToken => *git_secret_ref = Some(secret_id.clone()),
+                    _ => *git_secret_ref = Some(secret_id.clone()),
                 }
             }
             sealed.push(secret_id);

@@ -22,6 +22,7 @@ pub mod response_cache;
 mod snapshots;
 mod sync;
 mod types;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ pub struct QueryRoot(
     credentials::CredentialQuery,
     snapshots::SnapshotQuery,
     digest::DigestQuery,
+    webhooks::WebhookQuery,
 );
 
 // The order of the parts is the order of the fields in `schema.graphql`.
@@ -72,6 +74,7 @@ pub struct MutationRoot(
     promotions::PromotionStartMutation,
     sync::SyncMutation,
     credentials::CredentialMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -66,6 +66,12 @@ struct Inner {
     reactor_attempts: Family<ReactorLabels, Gauge>,
     ticks: Family<TickLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
+    webhook_attempts: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 /// Cheap to clone; every clone records into the same registry.
@@ -182,6 +188,14 @@ impl Metrics {
              requests in flight; deadline: not finished within the request deadline)",
             refused.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome (delivered: a 2xx; failed: anything else, \
+             retried on the schedule); the dispatcher's lag is reactor_lag_positions \
+             {reactor=\"webhook_dispatcher\"}",
+            webhook_attempts.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -200,6 +214,7 @@ impl Metrics {
             reactor_attempts,
             ticks,
             refused,
+            webhook_attempts,
         }))
     }
 
@@ -218,6 +233,14 @@ impl Metrics {
         self.0
             .commands
             .get_or_create(&CommandLabels { command, code })
+            .inc();
+    }
+
+    /// One webhook delivery attempt, `delivered` or `failed`.
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.0
+            .webhook_attempts
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -1,4 +1,5 @@
 //! What the service tells the outside world about its events: the NATS JetStream
-//! feed ([`nats`]).
+//! feed ([`nats`]) and signed webhooks ([`webhooks`]).
 
 pub mod nats;
+pub mod webhooks;

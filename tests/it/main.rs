@@ -22,3 +22,4 @@ mod scenarios;
 mod schedulers;
 mod support;
 mod sync;
+mod webhooks;

@@ -99,9 +99,7 @@ impl Webhooks {
                 updated_at: at,
             },
             (Some(row), _) => row,
-            (None, _) => {
-                return Err(ApplyError::Event(format!("webhook {id} was never created")))
-            }
+            (None, _) => return Err(ApplyError::Event(format!("webhook {id} was never created"))),
         };
         match e {
             WebhookEvent::Created { .. } => {}

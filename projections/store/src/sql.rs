@@ -280,6 +280,12 @@ impl From<i64> for Bind {
         Bind::Int(Some(v))
     }
 }
+impl From<Option<i64>> for Bind {
+    fn from(value: Option<i64>) -> Self {
+        Bind::Int(value)
+    }
+}
+
 impl From<bool> for Bind {
     fn from(v: bool) -> Bind {
         Bind::Bool(Some(v))

@@ -77,7 +77,9 @@ pub fn check_url(url: &str, allow: Allow) -> Result<reqwest::Url, String> {
         Some(url::Host::Ipv6(ip)) if !allow.permits(IpAddr::V6(ip)) => {
             return Err(format!("{ip} is an internal address"))
         }
-        Some(url::Host::Domain(name)) if name.eq_ignore_ascii_case("localhost") && !allow.loopback && !allow.private => {
+        Some(url::Host::Domain(name))
+            if name.eq_ignore_ascii_case("localhost") && !allow.loopback && !allow.private =>
+        {
             return Err("localhost is an internal address".into())
         }
         _ => {}
@@ -97,9 +99,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow = self.allow;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let permitted: Vec<SocketAddr> = resolved
                 .iter()
                 .copied()

@@ -25,6 +25,23 @@ pub const SECRET: &[u8] = b"api-tests-secret-0123456789abcdef-0123456789";
 /// process on the same database can read them).
 pub const SECRET_KEY: &[u8] = b"api-tests-credentials-key-0123456789abcdef";
 
+/// Webhooks in tests: loopback receivers allowed, fast retries (5 attempts over
+/// 750 ms), 2 s per attempt.
+pub fn webhook_settings() -> workflowops::integrations::webhooks::WebhookSettings {
+    use workflowops::integrations::webhooks::{ssrf::Allow, WebhookSettings};
+    WebhookSettings {
+        schedule: [0, 50, 100, 200, 400]
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect(),
+        timeout: Duration::from_secs(2),
+        allow: Allow {
+            private: false,
+            loopback: true,
+        },
+    }
+}
+
 /// A running service and a client for it.
 pub struct Api {
     pub base: String,
@@ -90,6 +107,7 @@ impl Api {
             app.set_limits(limits);
         }
         app.set_nats(nats);
+        app.set_webhooks(webhook_settings());
         let addr = app.local_addr().unwrap();
         let domain = app.domain().clone();
         // fixtures that build through the store use the service's domain and reactors
@@ -193,6 +211,7 @@ impl Api {
         .await
         .expect("start the service again");
         app.set_secret_key(SECRET_KEY);
+        app.set_webhooks(webhook_settings());
         self.addr = app.local_addr().unwrap();
         self.base = format!("http://{}", self.addr);
         self.domain = app.domain().clone();

@@ -1,0 +1,930 @@
+//! Webhooks (issue 15): signed HTTP deliveries of a tenant's events to endpoints it
+//! registers, at least once, in log order per endpoint, never lost.
+//!
+//! - **Endpoints** are `webhook` aggregates ([`aggregates::webhook`]); their signing
+//!   secrets are sealed in the secret store (kind `webhook_secret`) and shown once,
+//!   when created or rotated.
+//! - **Routing** is a reactor on the reactor runtime ([`Dispatcher`],
+//!   `webhook_dispatcher`, checkpointed, once across replicas): for every event it
+//!   inserts one delivery row per active endpoint of the event's tenant whose filters
+//!   match and that existed before the event (`webhook_deliveries`, id
+//!   `{tenant}:{webhook}:{position}`, an insert that a replay finds done). It learns
+//!   the endpoints from the `webhook` events it reads in log order, so an endpoint
+//!   created at position P gets exactly the events after P.
+//! - **Sending** ([`Sender`]) runs in the process that holds the `webhook_sender`
+//!   lock. Each endpoint is a queue in position order: the oldest undelivered
+//!   delivery goes first, and nothing after it goes until it is delivered, so an
+//!   endpoint sees its events in log order and a failing endpoint delays only
+//!   itself. An attempt is a POST with the Standard Webhooks headers
+//!   (`webhook-id` = the delivery's message id, the same on every attempt;
+//!   `webhook-timestamp`; `webhook-signature` with the current secret and, for 24 h
+//!   after a rotation, the previous one). 2xx delivers it; 410 disables the
+//!   endpoint; anything else (a timeout, a refused connection, a redirect, which is
+//!   never followed) is retried on the schedule (`Retry-After` when the receiver
+//!   sends one), and a delivery that fails the whole schedule disables the endpoint.
+//!   A disabled endpoint keeps its queue: enabling it resumes where it stopped.
+//!   A process killed mid-delivery leaves the delivery undelivered: the next sender
+//!   sends it again with the same `webhook-id`.
+
+pub mod signing;
+pub mod ssrf;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aggregates::kernel::ids::{aggregate_id, LocalId, TenantId};
+use aggregates::webhook::{Webhook, WebhookCommand, WebhookConfig, WebhookStatus};
+use chrono::Utc;
+use futures::future::BoxFuture;
+use projections::models::webhooks::{self as model, DeliveryRow, WebhookRow};
+use serde_json::json;
+
+use crate::command::bus::{CommandContext, CommandError, Committed};
+use crate::reactors::{ReactError, Reaction, Reactor, ReactorOptions, ReactorRuntime, Trigger};
+use crate::storage::secrets::{Secret, SecretKind};
+use crate::AppContext;
+use eventstore::sql::{Dialect, Sql};
+use eventstore::StoredEvent;
+
+/// The dispatcher's reactor name (its checkpoint row and advisory lock).
+pub const DISPATCHER: &str = "webhook_dispatcher";
+/// The sender's lock.
+const SENDER_LOCK: &str = "workflowops.webhook_sender";
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
+/// Most bytes of a receiver's answer kept (for the delivery's error).
+const ANSWER_BYTES: usize = 1024;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Every event type an endpoint may ask for.
+pub const EVENT_TYPES: &[&str] = &[
+    "canonical.created",
+    "canonical.deleted",
+    "canonical.git_version_recorded",
+    "canonical.renamed",
+    "credential_map.removed",
+    "credential_map.set",
+    "deployment.cancelled",
+    "deployment.created",
+    "deployment.finished",
+    "deployment.gates_checked",
+    "deployment.git_committed",
+    "deployment.recovery_requested",
+    "deployment.rollback_finished",
+    "deployment.rollback_started",
+    "deployment.snapshot_taken",
+    "deployment.started",
+    "deployment.verified",
+    "deployment.workflow_restored",
+    "deployment.workflow_result_recorded",
+    "drift_policy.cleared",
+    "drift_policy.set",
+    "environment.credentials_observed",
+    "environment.deactivated",
+    "environment.drift_check_failed",
+    "environment.drift_checked",
+    "environment.incident_slot_released",
+    "environment.incident_slot_reserved",
+    "environment.pinned",
+    "environment.promotion_slot_released",
+    "environment.promotion_slot_reserved",
+    "environment.reactivated",
+    "environment.registered",
+    "environment.sync_failed",
+    "environment.sync_recorded",
+    "environment.unpinned",
+    "environment.updated",
+    "incident.acknowledged",
+    "incident.approval_granted",
+    "incident.approval_rejected",
+    "incident.approval_requested",
+    "incident.closed",
+    "incident.detected",
+    "incident.drift_updated",
+    "incident.payload_purged",
+    "incident.reconciled",
+    "incident.sla_escalated",
+    "incident.stabilized",
+    "incident.ttl_extended",
+    "mapping.content_observed",
+    "mapping.deleted",
+    "mapping.disappeared",
+    "mapping.discovered",
+    "mapping.git_hash_observed",
+    "mapping.ignored",
+    "mapping.linked",
+    "mapping.reappeared",
+    "mapping.unignored",
+    "mapping.unlinked",
+    "pipeline.created",
+    "pipeline.deactivated",
+    "pipeline.reactivated",
+    "pipeline.updated",
+    "promotion.approved",
+    "promotion.cancelled",
+    "promotion.completed",
+    "promotion.created",
+    "promotion.failed",
+    "promotion.gates_evaluated",
+    "promotion.rejected",
+    "promotion.rolled_back",
+    "promotion.started",
+    "reservation.claimed",
+    "reservation.released",
+    "webhook.created",
+    "webhook.deleted",
+    "webhook.disabled",
+    "webhook.enabled",
+    "webhook.secret_rotated",
+    "webhook.updated",
+];
+
+/// Every aggregate type an endpoint may ask for.
+pub const AGGREGATE_TYPES: &[&str] = &[
+    "canonical_workflow",
+    "credential_map",
+    "deployment",
+    "drift_policy",
+    "environment",
+    "incident",
+    "link_slot",
+    "pipeline",
+    "promotion",
+    "slug",
+    "webhook",
+    "workflow_mapping",
+];
+
+/// How deliveries are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// The delay before each attempt (the first: after the event). A delivery that
+    /// fails every attempt disables its endpoint.
+    pub schedule: Vec<Duration>,
+    /// One attempt's limit (connect, send, answer).
+    pub timeout: Duration,
+    pub allow: ssrf::Allow,
+}
+
+/// Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub fn default_schedule() -> Vec<Duration> {
+    [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            schedule: default_schedule(),
+            timeout: Duration::from_secs(15),
+            allow: ssrf::Allow::default(),
+        }
+    }
+}
+
+/// Parses `0s,5s,5m,…` (humantime durations, comma-separated).
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let schedule: Vec<Duration> = text
+        .split(',')
+        .map(|part| humantime::parse_duration(part.trim()).map_err(|e| format!("{part}: {e}")))
+        .collect::<Result<_, _>>()?;
+    if schedule.is_empty() || schedule.len() > 20 {
+        return Err("between 1 and 20 attempts".into());
+    }
+    Ok(schedule)
+}
+
+fn validation(field: &str, message: impl Into<String>) -> CommandError {
+    aggregates::kernel::error::DomainError::validation(field, message).into()
+}
+
+/// Checks a configuration's URL (scheme, SSRF) and types (known ones only).
+pub fn check_config(config: &WebhookConfig, allow: ssrf::Allow) -> Result<(), CommandError> {
+    ssrf::check_url(&config.url, allow).map_err(|reason| validation("url", reason))?;
+    for t in &config.event_types {
+        if !EVENT_TYPES.contains(&t.as_str()) {
+            return Err(validation(
+                "event_types",
+                format!("unknown event type {t:?}"),
+            ));
+        }
+    }
+    for t in &config.aggregate_types {
+        if !AGGREGATE_TYPES.contains(&t.as_str()) {
+            return Err(validation(
+                "aggregate_types",
+                format!("unknown aggregate type {t:?}"),
+            ));
+        }
+    }
+    config.validate()?;
+    Ok(())
+}
+
+/// `createWebhook`: stores a new signing secret, records the endpoint, and returns
+/// the secret (shown this once).
+pub async fn create(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+    config: WebhookConfig,
+) -> Result<(Committed<Webhook>, String), CommandError> {
+    crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
+    check_config(&config, app.webhooks.allow)?;
+    let existing = app
+        .domain
+        .bus()
+        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
+        .await?
+        .into_state();
+    if existing.created {
+        return Err(validation(
+            "id",
+            format!("webhook {webhook_id} already exists"),
+        ));
+    }
+    let secret = signing::new_secret();
+    let secret_id = store_secret(app, &ctx.tenant, &secret).await?;
+    let command = WebhookCommand::Create {
+        config,
+        secret_id: secret_id.to_string(),
+    };
+    match app.domain.webhook(ctx, webhook_id, command).await {
+        Ok(committed) => Ok((committed, secret)),
+        Err(error) => {
+            // nothing half-created: the secret goes with the refused endpoint
+            let _ = app.secrets.delete(&ctx.tenant, &secret_id).await;
+            Err(error)
+        }
+    }
+}
+
+async fn store_secret(
+    app: &AppContext,
+    tenant: &TenantId,
+    secret: &str,
+) -> Result<LocalId, CommandError> {
+    app.secrets
+        .put(tenant, SecretKind::WebhookSecret, &Secret::new(secret))
+        .await
+        .map_err(|e| {
+            aggregates::kernel::error::DomainError::Unavailable(format!(
+                "the secret cannot be stored: {e}"
+            ))
+            .into()
+        })
+}
+
+/// `updateWebhook`: a new configuration (checked as on creation).
+pub async fn update(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+    config: WebhookConfig,
+) -> Result<Committed<Webhook>, CommandError> {
+    crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
+    check_config(&config, app.webhooks.allow)?;
+    app.domain
+        .webhook(ctx, webhook_id, WebhookCommand::Update { config })
+        .await
+}
+
+/// `rotateWebhookSecret`: a new secret; the previous one keeps signing for 24 h.
+pub async fn rotate(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+) -> Result<(Committed<Webhook>, String), CommandError> {
+    crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
+    let current = app
+        .domain
+        .bus()
+        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
+        .await?
+        .into_state();
+    if !current.created || current.status == WebhookStatus::Deleted {
+        return Err(aggregates::kernel::error::DomainError::NotFound {
+            kind: "webhook",
+            id: webhook_id.to_string(),
+        }
+        .into());
+    }
+    let secret = signing::new_secret();
+    let secret_id = store_secret(app, &ctx.tenant, &secret).await?;
+    let command = WebhookCommand::RotateSecret {
+        secret_id: secret_id.to_string(),
+        previous_valid_until: app.domain.bus().clock().now() + ROTATION_OVERLAP,
+    };
+    match app.domain.webhook(ctx, webhook_id, command).await {
+        Ok(committed) => Ok((committed, secret)),
+        Err(error) => {
+            let _ = app.secrets.delete(&ctx.tenant, &secret_id).await;
+            Err(error)
+        }
+    }
+}
+
+/// Enabling resumes the endpoint's queue from where it stopped: deliveries that
+/// exhausted the schedule start it again.
+pub async fn enable(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+) -> Result<Committed<Webhook>, CommandError> {
+    let committed = app
+        .domain
+        .webhook(ctx, webhook_id, WebhookCommand::Enable)
+        .await?;
+    let mut sql = Sql::new(Dialect::of(&app.store));
+    let (t, w) = (sql.arg(ctx.tenant.as_str()), sql.arg(webhook_id.as_str()));
+    sql.push(&format!(
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = NULL \
+         WHERE tenant = {t} AND webhook_id = {w} AND status = 'exhausted'"
+    ));
+    sql.execute(&app.store)
+        .await
+        .map_err(|e| CommandError::Store(eventstore::StoreError::from(e)))?;
+    app.webhook_wake.notify_one();
+    Ok(committed)
+}
+
+/// `redeliver`: sends a delivery again (same `webhook-id`), as the next of its
+/// endpoint's queue once the deliveries before it are through.
+pub async fn redeliver(
+    app: &AppContext,
+    ctx: &CommandContext,
+    delivery_id: &str,
+) -> Result<DeliveryRow, CommandError> {
+    crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
+    let not_found = || -> CommandError {
+        aggregates::kernel::error::DomainError::NotFound {
+            kind: "delivery",
+            id: delivery_id.to_string(),
+        }
+        .into()
+    };
+    let row = model::delivery(&app.store, ctx.tenant.as_str(), delivery_id)
+        .await
+        .map_err(|e| aggregates::kernel::error::DomainError::Unavailable(e.to_string()))?
+        .ok_or_else(not_found)?;
+    let mut sql = Sql::new(Dialect::of(&app.store));
+    let (id, t) = (sql.arg(row.id.as_str()), sql.arg(ctx.tenant.as_str()));
+    sql.push(&format!(
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = NULL, \
+         delivered_at = NULL WHERE id = {id} AND tenant = {t}"
+    ));
+    sql.execute(&app.store)
+        .await
+        .map_err(|e| CommandError::Store(eventstore::StoreError::from(e)))?;
+    app.webhook_wake.notify_one();
+    model::delivery(&app.store, ctx.tenant.as_str(), delivery_id)
+        .await
+        .map_err(|e| aggregates::kernel::error::DomainError::Unavailable(e.to_string()).into())
+        .and_then(|row| row.ok_or_else(not_found))
+}
+
+// ---------------------------------------------------------------------------------
+// Routing
+
+/// An endpoint as the dispatcher knows it.
+#[derive(Debug, Clone)]
+struct Route {
+    webhook_id: String,
+    config: WebhookConfig,
+    active: bool,
+    created_position: i64,
+}
+
+/// The reactor that routes events to endpoints (see the module docs).
+pub struct Dispatcher {
+    app: AppContext,
+    /// tenant → endpoints (`None`: not loaded yet)
+    routes: tokio::sync::Mutex<Option<HashMap<String, Vec<Route>>>>,
+}
+
+impl Dispatcher {
+    pub fn new(app: AppContext) -> Dispatcher {
+        Dispatcher {
+            app,
+            routes: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Every endpoint, from the read model once it has caught up (at start).
+    async fn load(&self) -> Result<HashMap<String, Vec<Route>>, ReactError> {
+        self.app
+            .catch_up(&[model::NAME])
+            .await
+            .map_err(|e| ReactError::Transient(e.to_string()))?;
+        let rows = model::live(&self.app.store)
+            .await
+            .map_err(|e| ReactError::Transient(e.to_string()))?;
+        let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+        for row in rows {
+            routes
+                .entry(row.tenant.clone())
+                .or_default()
+                .push(route(&row));
+        }
+        Ok(routes)
+    }
+
+    /// A `webhook` event: the endpoint as it is now (its aggregate).
+    async fn learn(
+        &self,
+        routes: &mut HashMap<String, Vec<Route>>,
+        event: &StoredEvent,
+    ) -> Result<(), ReactError> {
+        let id = aggregates::kernel::ids::AggregateId::parse(event.aggregate_id.as_str())?;
+        let webhook = self
+            .app
+            .domain
+            .bus()
+            .load::<Webhook>(event.aggregate_id.as_str())
+            .await?
+            .into_state();
+        let tenant = routes.entry(event.tenant().to_string()).or_default();
+        let webhook_id = id.local().to_string();
+        let created_position = tenant
+            .iter()
+            .find(|r| r.webhook_id == webhook_id)
+            .map_or(event.position, |r| r.created_position.min(event.position));
+        tenant.retain(|r| r.webhook_id != webhook_id);
+        if webhook.status != WebhookStatus::Deleted {
+            tenant.push(Route {
+                webhook_id,
+                config: webhook.config,
+                active: webhook.status == WebhookStatus::Active,
+                created_position,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn route(row: &WebhookRow) -> Route {
+    Route {
+        webhook_id: row.webhook_id.clone(),
+        config: row.config(),
+        active: row.status == WebhookStatus::Active.as_str(),
+        created_position: row.created_position,
+    }
+}
+
+impl Reactor for Dispatcher {
+    fn name(&self) -> &'static str {
+        DISPATCHER
+    }
+
+    fn wants(&self, _event: &StoredEvent) -> bool {
+        true
+    }
+
+    fn react<'a>(
+        &'a self,
+        trigger: &'a Trigger<'a>,
+    ) -> BoxFuture<'a, Result<Reaction, ReactError>> {
+        Box::pin(async move {
+            let event = trigger.event;
+            let mut guard = self.routes.lock().await;
+            if guard.is_none() {
+                *guard = Some(self.load().await?);
+            }
+            let routes = guard.as_mut().expect("loaded above");
+            if event.aggregate_type == "webhook" {
+                self.learn(routes, event).await?;
+            }
+            let targets: Vec<&Route> = routes
+                .get(event.tenant())
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    r.active
+                        && r.created_position < event.position
+                        && r.config.matches(&event.event_type, &event.aggregate_type)
+                })
+                .collect();
+            if targets.is_empty() {
+                return Ok(Reaction::Skipped("no endpoint wants it".into()));
+            }
+            let body = json!({
+                "type": event.event_type,
+                "tenant": event.tenant(),
+                "event": crate::http::feed::event_json(event),
+            })
+            .to_string();
+            let now = eventstore::sql::fmt_time(Utc::now());
+            for route in targets {
+                let mut sql = Sql::new(Dialect::of(&self.app.store));
+                let args = [
+                    sql.arg(format!(
+                        "{}:{}:{}",
+                        event.tenant(),
+                        route.webhook_id,
+                        event.position
+                    )),
+                    sql.arg(event.tenant()),
+                    sql.arg(route.webhook_id.as_str()),
+                    sql.arg(event.position),
+                    sql.arg(event.event_type.as_str()),
+                    sql.arg(event.aggregate_type.as_str()),
+                    sql.arg(format!("msg_{}", event.position)),
+                    sql.arg(body.as_str()),
+                    sql.arg(now.as_str()),
+                ];
+                sql.push(&format!(
+                    "INSERT INTO webhook_deliveries (id, tenant, webhook_id, position, event_type, \
+                     aggregate_type, message_id, body, status, created_at) \
+                     VALUES ({}, {}, {}, {}, {}, {}, {}, {}, 'pending', {}) \
+                     ON CONFLICT (id) DO NOTHING",
+                    args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8]
+                ));
+                sql.execute(&self.app.store)
+                    .await
+                    .map_err(|e| ReactError::Transient(format!("queueing a delivery: {e}")))?;
+            }
+            self.app.webhook_wake.notify_one();
+            Ok(Reaction::Done)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Sending
+
+/// The outcome of one attempt.
+#[derive(Debug)]
+struct Attempt {
+    status: Option<u16>,
+    latency: Duration,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl Attempt {
+    fn delivered(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Sends the queued deliveries (see the module docs).
+#[derive(Clone)]
+pub struct Sender {
+    app: AppContext,
+    http: reqwest::Client,
+    /// Endpoints with a task working their queue.
+    busy: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Sender {
+    pub fn new(app: AppContext) -> Sender {
+        let settings = app.webhooks.clone();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .dns_resolver(ssrf::GuardedResolver::arc(settings.allow))
+            .user_agent(concat!("workflowops-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS backend is compiled in");
+        Sender {
+            app,
+            http,
+            busy: Default::default(),
+        }
+    }
+
+    /// Runs until aborted: one pass over the endpoints whenever the dispatcher
+    /// queues something, and every 500 ms (for retries that came due).
+    pub async fn run(self) {
+        let mut lock = eventstore::locks::LockSession::new(&self.app.store, Duration::from_secs(5));
+        let mut held = false;
+        loop {
+            if lock.check().await {
+                held = false;
+            }
+            if !held && lock.try_now() {
+                held = lock.try_lock(SENDER_LOCK).await.unwrap_or(false);
+            }
+            if held {
+                if let Err(error) = self.pass().await {
+                    tracing::warn!(%error, "webhook sender: a pass failed; retrying");
+                }
+            }
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), self.app.webhook_wake.notified())
+                    .await;
+        }
+    }
+
+    /// Starts a task for every active endpoint with a delivery due and no task yet.
+    async fn pass(&self) -> Result<(), projections::query::QueryError> {
+        for endpoint in model::live(&self.app.store).await? {
+            if endpoint.status != WebhookStatus::Active.as_str() {
+                continue;
+            }
+            let key = endpoint.id.clone();
+            if !self.busy.lock().expect("not poisoned").insert(key.clone()) {
+                continue;
+            }
+            let sender = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = sender.work(&endpoint).await {
+                    tracing::warn!(webhook = %endpoint.id, %error, "webhook sender: the queue stopped");
+                }
+                sender.busy.lock().expect("not poisoned").remove(&key);
+            });
+        }
+        Ok(())
+    }
+
+    /// Delivers one endpoint's due deliveries in order; returns when its head is
+    /// not due yet (or it has none, or it was disabled).
+    async fn work(&self, endpoint: &WebhookRow) -> Result<(), String> {
+        let store = &self.app.store;
+        loop {
+            let Some(head) = model::head(store, &endpoint.tenant, &endpoint.webhook_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(());
+            };
+            if head.status == "exhausted" {
+                return Ok(());
+            }
+            if head.next_attempt_at.is_some_and(|at| at > Utc::now()) {
+                return Ok(());
+            }
+            // the endpoint as it is now (a rotation, an update, a disable)
+            let Some(current) = model::webhook(store, &endpoint.tenant, &endpoint.webhook_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(());
+            };
+            if current.status != WebhookStatus::Active.as_str() {
+                return Ok(());
+            }
+            let attempt = self.attempt(&current, &head).await;
+            self.record(&current, &head, attempt).await?;
+        }
+    }
+
+    /// The keys that sign now: the current secret, and the previous one during its
+    /// overlap.
+    async fn keys(&self, endpoint: &WebhookRow) -> Result<Vec<Vec<u8>>, String> {
+        let tenant = TenantId::parse(endpoint.tenant.as_str()).map_err(|e| e.to_string())?;
+        let mut ids = vec![endpoint.secret_id.clone()];
+        if let (Some(previous), Some(until)) =
+            (&endpoint.previous_secret_id, endpoint.previous_valid_until)
+        {
+            if until > Utc::now() {
+                ids.push(previous.clone());
+            }
+        }
+        let mut keys = vec![];
+        for id in ids {
+            let secret = self
+                .app
+                .secrets
+                .get(&tenant, &id)
+                .await
+                .map_err(|e| format!("the signing secret cannot be read: {e}"))?
+                .ok_or_else(|| "the signing secret is missing".to_string())?;
+            keys.push(signing::key(secret.expose())?);
+        }
+        Ok(keys)
+    }
+
+    async fn attempt(&self, endpoint: &WebhookRow, delivery: &DeliveryRow) -> Attempt {
+        let failed = |error: String| Attempt {
+            status: None,
+            latency: Duration::ZERO,
+            error: Some(error),
+            retry_after: None,
+        };
+        if let Err(reason) = ssrf::check_url(&endpoint.url, self.app.webhooks.allow) {
+            return failed(format!("refused URL: {reason}"));
+        }
+        let keys = match self.keys(endpoint).await {
+            Ok(keys) => keys,
+            Err(error) => return failed(error),
+        };
+        let timestamp = Utc::now().timestamp();
+        let signature = signing::signature_header(
+            &keys,
+            &delivery.message_id,
+            timestamp,
+            delivery.body.as_bytes(),
+        );
+        let started = Instant::now();
+        let sent = self
+            .http
+            .post(&endpoint.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.body.clone())
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                let mut attempt = failed(describe(&e));
+                attempt.latency = started.elapsed();
+                return attempt;
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // at most ANSWER_BYTES of the answer: a huge one is not read
+        let mut answer = Vec::new();
+        while answer.len() < ANSWER_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        answer.truncate(ANSWER_BYTES);
+        let latency = started.elapsed();
+        let error = (!(200..300).contains(&status)).then(|| {
+            let text = String::from_utf8_lossy(&answer).trim().to_string();
+            let what = if (300..400).contains(&status) {
+                "a redirect (not followed)".to_string()
+            } else {
+                format!("HTTP {status}")
+            };
+            if text.is_empty() {
+                what
+            } else {
+                format!("{what}: {text}")
+            }
+        });
+        Attempt {
+            status: Some(status),
+            latency,
+            error,
+            retry_after,
+        }
+    }
+
+    /// Records an attempt: delivered, or scheduled again, or (schedule exhausted,
+    /// 410) the endpoint disabled.
+    async fn record(
+        &self,
+        endpoint: &WebhookRow,
+        delivery: &DeliveryRow,
+        attempt: Attempt,
+    ) -> Result<(), String> {
+        let now = Utc::now();
+        let attempts = delivery.attempts + 1;
+        let mut log = delivery.attempt_log.0.clone();
+        log.push(json!({
+            "at": now,
+            "status": attempt.status,
+            "latencyMs": attempt.latency.as_millis() as i64,
+            "error": attempt.error,
+        }));
+        self.app.metrics.webhook_attempt(if attempt.delivered() {
+            "delivered"
+        } else {
+            "failed"
+        });
+        let schedule = &self.app.webhooks.schedule;
+        let gone = attempt.status == Some(410);
+        let (status, next) = if attempt.delivered() {
+            ("delivered", None)
+        } else if gone || attempts as usize >= schedule.len() {
+            ("exhausted", None)
+        } else {
+            let wait = attempt
+                .retry_after
+                .unwrap_or(schedule[attempts as usize])
+                .min(MAX_RETRY_AFTER);
+            let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+            ("failing", Some(next))
+        };
+        let mut sql = Sql::new(Dialect::of(&self.app.store));
+        let fmt = eventstore::sql::fmt_time;
+        let args = [
+            sql.arg(status),
+            sql.arg(attempts),
+            sql.arg(next.map(fmt)),
+            sql.arg(fmt(now)),
+            sql.arg(attempt.status.map(i64::from)),
+            sql.arg(attempt.error.clone()),
+            sql.arg(attempt.latency.as_millis() as i64),
+            sql.arg(serde_json::to_string(&log).unwrap_or_else(|_| "[]".into())),
+            sql.arg(attempt.delivered().then(|| fmt(now))),
+            sql.arg(delivery.id.as_str()),
+        ];
+        sql.push(&format!(
+            "UPDATE webhook_deliveries SET status = {}, attempts = {}, next_attempt_at = {}, \
+             last_attempt_at = {}, response_status = {}, error = {}, latency_ms = {}, \
+             attempt_log = {}, delivered_at = {} WHERE id = {}",
+            args[0],
+            args[1],
+            args[2],
+            args[3],
+            args[4],
+            args[5],
+            args[6],
+            args[7],
+            args[8],
+            args[9]
+        ));
+        sql.execute(&self.app.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status == "exhausted" {
+            let reason = if gone {
+                "the receiver answered 410 Gone".to_string()
+            } else {
+                format!(
+                    "delivery {} failed {attempts} attempts: {}",
+                    delivery.id,
+                    attempt.error.as_deref().unwrap_or("unknown error")
+                )
+            };
+            self.disable(endpoint, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn disable(&self, endpoint: &WebhookRow, reason: String) -> Result<(), String> {
+        let tenant = TenantId::parse(endpoint.tenant.as_str()).map_err(|e| e.to_string())?;
+        let id = LocalId::parse(endpoint.webhook_id.as_str()).map_err(|e| e.to_string())?;
+        let ctx = CommandContext {
+            tenant,
+            actor: aggregates::Actor::system("webhooks"),
+            correlation_id: format!("webhook-sender:{}", endpoint.id),
+            causation_id: None,
+        };
+        tracing::warn!(webhook = %endpoint.id, %reason, "webhook endpoint disabled");
+        self.app
+            .domain
+            .webhook(
+                &ctx,
+                &id,
+                WebhookCommand::Disable {
+                    reason,
+                    automatic: true,
+                },
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A transport error in a sentence (reqwest's own stops at "error sending request").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Starts the dispatcher (on its own reactor runtime) and the sender; both run
+/// until aborted.
+pub fn spawn(app: &AppContext) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let runtime = ReactorRuntime::new(
+        app.store.clone(),
+        vec![Arc::new(Dispatcher::new(app.clone()))],
+        ReactorOptions::default(),
+        app.domain.reactors().clone(),
+    );
+    let dispatcher = runtime.spawn().1;
+    let sender = tokio::spawn(Sender::new(app.clone()).run());
+    (dispatcher, sender)
+}
