@@ -3,7 +3,6 @@
 
 use aggregates::canonical::CanonicalWorkflow;
 use aggregates::credentials::CredentialMap;
-use aggregates::webhook::Webhook;
 use aggregates::deployment::Deployment;
 use aggregates::environment::Environment;
 use aggregates::incident::DriftIncident;
@@ -12,6 +11,7 @@ use aggregates::pipeline::Pipeline;
 use aggregates::policy::DriftPolicy;
 use aggregates::promotion::Promotion;
 use aggregates::reservation::{LinkSlot, Reservation, SlugClaim};
+use aggregates::webhook::Webhook;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use serde::Serialize;

@@ -306,6 +306,19 @@ async fn seed_tenant_a(api: &Api) -> Seed {
         "{data}"
     );
 
+    // A webhook endpoint, for an event type nothing here produces (no delivery is
+    // ever queued, so the sender appends nothing during the walk).
+    let data = api
+        .ok(
+            &admin,
+            "mutation { createWebhook(id: \"hook-1\", url: \"https://hooks.acme.example/wfo\",
+               eventTypes: [\"incident.payload_purged\"], description: \"Acme Confidential tickets\") {
+               secret webhook { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["createWebhook"]["webhook"]["id"], "hook-1", "{data}");
+
     // Promotions (created by the promotion service), one deployed for tomorrow.
     let promoter = context(A, Actor::new(A_ADMIN, Role::Admin));
     for (id, requires_approval) in [
@@ -607,6 +620,22 @@ async fn b_reads_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
             .await;
         assert_eq!(nodes(&data, "snapshots"), Vec::<Value>::new(), "{data}");
     }
+    let data = walk
+        .read("webhooks", "{ webhooks { id url description } }", json!({}))
+        .await;
+    assert_eq!(data["webhooks"], json!([]), "B sees no webhook of A");
+    let data = walk
+        .read(
+            "webhookDeliveries",
+            "query($id: ID!) { webhookDeliveries(webhookId: $id) { nodes { id messageId } } }",
+            json!({ "id": "hook-1" }),
+        )
+        .await;
+    assert_eq!(
+        nodes(&data, "webhookDeliveries"),
+        Vec::<Value>::new(),
+        "{data}"
+    );
     let data = walk
         .read(
             "snapshot",
@@ -1195,6 +1224,51 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
         "B had no policy to clear: {cleared}"
     );
     assert_eq!(cleared["policy"]["source"], "DEFAULT", "{cleared}");
+
+    // A's webhook: B can change none of it, nor redeliver A's deliveries.
+    const HOOK: &str = "{ position secret webhook { id url } }";
+    let vars = json!({ "id": "hook-1" });
+    walk.refused(
+        "updateWebhook",
+        &format!("mutation($id: ID!) {{ updateWebhook(id: $id, url: \"https://hooks.globex.example/x\") {HOOK} }}"),
+        vars.clone(),
+    )
+    .await;
+    for (field, call) in [
+        ("rotateWebhookSecret", "rotateWebhookSecret(id: $id)"),
+        (
+            "disableWebhook",
+            "disableWebhook(id: $id, reason: \"globex\")",
+        ),
+        ("enableWebhook", "enableWebhook(id: $id)"),
+        ("deleteWebhook", "deleteWebhook(id: $id)"),
+    ] {
+        walk.refused(
+            field,
+            &format!("mutation($id: ID!) {{ {call} {HOOK} }}"),
+            vars.clone(),
+        )
+        .await;
+    }
+    walk.refused(
+        "redeliver",
+        "mutation($id: ID!) { redeliver(deliveryId: $id) { delivery { id messageId } } }",
+        json!({ "id": "x:hook-1:1" }),
+    )
+    .await;
+    let created = walk
+        .own(
+            "createWebhook",
+            &format!("mutation($id: ID) {{ createWebhook(id: $id, url: \"https://hooks.globex.example/x\",
+               eventTypes: [\"incident.payload_purged\"]) {HOOK} }}"),
+            vars,
+        )
+        .await;
+    assert_eq!(
+        created["webhook"],
+        json!({ "id": "hook-1", "url": "https://hooks.globex.example/x" }),
+        "B's `hook-1` is B's own"
+    );
 
     // Creating with an id A uses: B's own objects, A's untouched (checked by the
     // caller with A's snapshot).

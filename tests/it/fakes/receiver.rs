@@ -154,20 +154,25 @@ async fn handle(
             .to_string()
     };
     let answer = inner.lock().unwrap().answers.pop_front();
-    let (status, extra, delay, payload): (u16, Option<(&str, String)>, Option<Duration>, Vec<u8>) =
-        match answer {
-            None => (204, None, None, vec![]),
-            Some(Answer::Status(status)) => (status, None, None, b"{\"error\":\"no\"}".to_vec()),
-            Some(Answer::RetryAfter(seconds)) => (
-                429,
-                Some(("retry-after", seconds.to_string())),
-                None,
-                vec![],
-            ),
-            Some(Answer::Slow(delay)) => (204, None, Some(delay), vec![]),
-            Some(Answer::Huge(bytes)) => (500, None, None, vec![b'x'; bytes]),
-            Some(Answer::Redirect(to)) => (302, Some(("location", to)), None, vec![]),
-        };
+    type Reply = (
+        u16,
+        Option<(&'static str, String)>,
+        Option<Duration>,
+        Vec<u8>,
+    );
+    let (status, extra, delay, payload): Reply = match answer {
+        None => (204, None, None, vec![]),
+        Some(Answer::Status(status)) => (status, None, None, b"{\"error\":\"no\"}".to_vec()),
+        Some(Answer::RetryAfter(seconds)) => (
+            429,
+            Some(("retry-after", seconds.to_string())),
+            None,
+            vec![],
+        ),
+        Some(Answer::Slow(delay)) => (204, None, Some(delay), vec![]),
+        Some(Answer::Huge(bytes)) => (500, None, None, vec![b'x'; bytes]),
+        Some(Answer::Redirect(to)) => (302, Some(("location", to)), None, vec![]),
+    };
     inner.lock().unwrap().received.push(Received {
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),
