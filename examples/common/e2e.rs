@@ -201,9 +201,19 @@ pub struct Service {
 
 impl Service {
     pub async fn start(store: Store) -> anyhow::Result<Service> {
+        Self::start_with(store, |_| {}).await
+    }
+
+    /// Like [`Service::start`], with the application configured by `configure`
+    /// before it runs.
+    pub async fn start_with(
+        store: Store,
+        configure: impl FnOnce(&mut Application),
+    ) -> anyhow::Result<Service> {
         let auth = Auth::new(SECRET);
-        let app =
+        let mut app =
             Application::with_store(store.clone(), "127.0.0.1:0".parse()?, auth.clone()).await?;
+        configure(&mut app);
         let addr = app.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {

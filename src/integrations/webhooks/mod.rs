@@ -29,7 +29,7 @@
 pub mod signing;
 pub mod ssrf;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -576,8 +576,10 @@ impl Attempt {
 pub struct Sender {
     app: AppContext,
     http: reqwest::Client,
-    /// Endpoints with a task working their queue.
-    busy: Arc<Mutex<HashSet<String>>>,
+    /// Endpoints with a task working their queue, and whether a pass found work
+    /// for one while its task ran (the task then asks for another pass when it
+    /// ends, so nothing queued meanwhile waits for the next tick).
+    busy: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 impl Sender {
@@ -628,15 +630,24 @@ impl Sender {
                 continue;
             }
             let key = endpoint.id.clone();
-            if !self.busy.lock().expect("not poisoned").insert(key.clone()) {
-                continue;
+            {
+                let mut busy = self.busy.lock().expect("not poisoned");
+                if let Some(again) = busy.get_mut(&key) {
+                    *again = true;
+                    continue;
+                }
+                busy.insert(key.clone(), false);
             }
             let sender = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = sender.work(&endpoint).await {
                     tracing::warn!(webhook = %endpoint.id, %error, "webhook sender: the queue stopped");
                 }
-                sender.busy.lock().expect("not poisoned").remove(&key);
+                let again = sender.busy.lock().expect("not poisoned").remove(&key);
+                if again == Some(true) {
+                    // something was queued while this task ran: another pass now
+                    sender.app.webhook_wake.notify_one();
+                }
             });
         }
         Ok(())
