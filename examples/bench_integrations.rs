@@ -292,6 +292,30 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
         }
     }
 
+    // where a webhook's time goes, from one endpoint's deliveries: event → queued
+    // (the dispatcher) → delivered (the sender)
+    let (_, data) = client
+        .gql(
+            "query { webhookDeliveries(webhookId: \"hook-0\", first: 200) {
+               nodes { position createdAt deliveredAt } } }",
+            json!({}),
+        )
+        .await?;
+    let (mut queued_ms, mut sent_ms) = (vec![], vec![]);
+    for node in data["webhookDeliveries"]["nodes"].as_array().context("nodes")? {
+        let position = node["position"].as_i64().unwrap_or(-1);
+        let (Some(at), Ok(created), Ok(delivered)) = (
+            recorded.get(&position),
+            node["createdAt"].as_str().unwrap_or("").parse::<DateTime<Utc>>(),
+            node["deliveredAt"].as_str().unwrap_or("").parse::<DateTime<Utc>>(),
+        ) else {
+            continue;
+        };
+        let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        queued_ms.push(ms(created - *at));
+        sent_ms.push(ms(delivered - created));
+    }
+
     // the stream: every event, once, in log order; stored when
     let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await?);
     let mut stream = js.get_stream(&nats.stream).await?;
@@ -371,6 +395,8 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
         "backend": args.backend,
         "endpoints": args.endpoints,
         "webhook_latency_ms": webhook,
+        "webhook_queued_ms": summary(queued_ms),
+        "webhook_queued_to_delivered_ms": summary(sent_ms),
         "nats_latency_ms": nats_summary,
         "throughput": {
             "events": burst_events.len(),

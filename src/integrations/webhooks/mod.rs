@@ -518,8 +518,10 @@ impl Reactor for Dispatcher {
             })
             .to_string();
             let now = eventstore::sql::fmt_time(Utc::now());
+            // one statement for every endpoint of the event: one write turn
+            let mut sql = Sql::new(Dialect::of(&self.app.store));
+            let mut rows = Vec::with_capacity(targets.len());
             for route in targets {
-                let mut sql = Sql::new(Dialect::of(&self.app.store));
                 let args = [
                     sql.arg(format!(
                         "{}:{}:{}",
@@ -536,17 +538,17 @@ impl Reactor for Dispatcher {
                     sql.arg(body.as_str()),
                     sql.arg(now.as_str()),
                 ];
-                sql.push(&format!(
-                    "INSERT INTO webhook_deliveries (id, tenant, webhook_id, position, event_type, \
-                     aggregate_type, message_id, body, status, created_at) \
-                     VALUES ({}, {}, {}, {}, {}, {}, {}, {}, 'pending', {}) \
-                     ON CONFLICT (id) DO NOTHING",
-                    args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8]
-                ));
-                sql.execute(&self.app.store)
-                    .await
-                    .map_err(|e| ReactError::Transient(format!("queueing a delivery: {e}")))?;
+                rows.push(format!("({}, 'pending')", args.join(", ")));
             }
+            sql.push(&format!(
+                "INSERT INTO webhook_deliveries (id, tenant, webhook_id, position, event_type, \
+                 aggregate_type, message_id, body, created_at, status) VALUES {} \
+                 ON CONFLICT (id) DO NOTHING",
+                rows.join(", ")
+            ));
+            sql.execute(&self.app.store)
+                .await
+                .map_err(|e| ReactError::Transient(format!("queueing deliveries: {e}")))?;
             self.app.webhook_wake.notify_one();
             Ok(Reaction::Done)
         })
