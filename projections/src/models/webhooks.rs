@@ -242,6 +242,23 @@ pub async fn head(
     Ok(sql.fetch(store).await?.into_iter().next())
 }
 
+/// The next `limit` deliveries of an endpoint that are not delivered, in position
+/// order: its queue.
+pub async fn queue(
+    store: &Store,
+    tenant: &str,
+    webhook_id: &str,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, QueryError> {
+    let mut sql = select::<DeliveryRow>(Dialect::of(store));
+    let (t, w, l) = (sql.arg(tenant), sql.arg(webhook_id), sql.arg(limit));
+    sql.push(&format!(
+        " WHERE tenant = {t} AND webhook_id = {w} AND status <> 'delivered' \
+         ORDER BY position LIMIT {l}"
+    ));
+    Ok(sql.fetch(store).await?)
+}
+
 /// The position of the last event delivered to an endpoint (0: none), for its lag.
 pub async fn delivered_through(
     store: &Store,

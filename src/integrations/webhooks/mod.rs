@@ -55,6 +55,8 @@ const SENDER_LOCK: &str = "workflowops.webhook_sender";
 pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
 /// Most bytes of a receiver's answer kept (for the delivery's error).
 const ANSWER_BYTES: usize = 1024;
+/// Deliveries of one endpoint read at a time.
+const QUEUE_BATCH: i64 = 50;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -655,35 +657,42 @@ impl Sender {
         Ok(())
     }
 
-    /// Delivers one endpoint's due deliveries in order; returns when its head is
-    /// not due yet (or it has none, or it was disabled).
+    /// Delivers one endpoint's due deliveries in order, a batch of its queue at a
+    /// time; returns when its head is not due yet (or it has none, or a delivery
+    /// failed and waits for its next attempt). The endpoint as `pass` read it, and
+    /// its keys, serve the whole run: a run is short, and a rotation, an update or a
+    /// disable is seen by the next.
     async fn work(&self, endpoint: &WebhookRow) -> Result<(), String> {
         let store = &self.app.store;
+        let keys = self.keys(endpoint).await;
         loop {
-            let Some(head) = model::head(store, &endpoint.tenant, &endpoint.webhook_id)
+            let queue = model::queue(store, &endpoint.tenant, &endpoint.webhook_id, QUEUE_BATCH)
                 .await
-                .map_err(|e| e.to_string())?
-            else {
-                return Ok(());
-            };
-            if head.status == "exhausted" {
+                .map_err(|e| e.to_string())?;
+            if queue.is_empty() {
                 return Ok(());
             }
-            if head.next_attempt_at.is_some_and(|at| at > Utc::now()) {
-                return Ok(());
+            for delivery in &queue {
+                if delivery.status == "exhausted"
+                    || delivery.next_attempt_at.is_some_and(|at| at > Utc::now())
+                {
+                    return Ok(());
+                }
+                let attempt = match &keys {
+                    Ok(keys) => self.attempt(endpoint, delivery, keys).await,
+                    Err(error) => Attempt {
+                        status: None,
+                        latency: Duration::ZERO,
+                        error: Some(error.clone()),
+                        retry_after: None,
+                    },
+                };
+                let delivered = attempt.delivered();
+                self.record(endpoint, delivery, attempt).await?;
+                if !delivered {
+                    return Ok(());
+                }
             }
-            // the endpoint as it is now (a rotation, an update, a disable)
-            let Some(current) = model::webhook(store, &endpoint.tenant, &endpoint.webhook_id)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
-                return Ok(());
-            };
-            if current.status != WebhookStatus::Active.as_str() {
-                return Ok(());
-            }
-            let attempt = self.attempt(&current, &head).await;
-            self.record(&current, &head, attempt).await?;
         }
     }
 
@@ -713,7 +722,12 @@ impl Sender {
         Ok(keys)
     }
 
-    async fn attempt(&self, endpoint: &WebhookRow, delivery: &DeliveryRow) -> Attempt {
+    async fn attempt(
+        &self,
+        endpoint: &WebhookRow,
+        delivery: &DeliveryRow,
+        keys: &[Vec<u8>],
+    ) -> Attempt {
         let failed = |error: String| Attempt {
             status: None,
             latency: Duration::ZERO,
@@ -723,13 +737,9 @@ impl Sender {
         if let Err(reason) = ssrf::check_url(&endpoint.url, self.app.webhooks.allow) {
             return failed(format!("refused URL: {reason}"));
         }
-        let keys = match self.keys(endpoint).await {
-            Ok(keys) => keys,
-            Err(error) => return failed(error),
-        };
         let timestamp = Utc::now().timestamp();
         let signature = signing::signature_header(
-            &keys,
+            keys,
             &delivery.message_id,
             timestamp,
             delivery.body.as_bytes(),
