@@ -47,8 +47,8 @@ use workflowops::integrations::webhooks::{ssrf::Allow, WebhookSettings};
 mod bench_store;
 #[path = "common/e2e.rs"]
 mod e2e;
-// the shared end-to-end module refers to it; this benchmark does not use n8n
-#[allow(dead_code)]
+// the shared end-to-end module refers to it; this benchmark does not use n8n (the
+// file allows its own unused items)
 #[path = "../tests/it/fakes/n8n.rs"]
 mod fake_n8n;
 use bench_store::BenchStore;
@@ -302,12 +302,21 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
         )
         .await?;
     let (mut queued_ms, mut sent_ms) = (vec![], vec![]);
-    for node in data["webhookDeliveries"]["nodes"].as_array().context("nodes")? {
+    for node in data["webhookDeliveries"]["nodes"]
+        .as_array()
+        .context("nodes")?
+    {
         let position = node["position"].as_i64().unwrap_or(-1);
         let (Some(at), Ok(created), Ok(delivered)) = (
             recorded.get(&position),
-            node["createdAt"].as_str().unwrap_or("").parse::<DateTime<Utc>>(),
-            node["deliveredAt"].as_str().unwrap_or("").parse::<DateTime<Utc>>(),
+            node["createdAt"]
+                .as_str()
+                .unwrap_or("")
+                .parse::<DateTime<Utc>>(),
+            node["deliveredAt"]
+                .as_str()
+                .unwrap_or("")
+                .parse::<DateTime<Utc>>(),
         ) else {
             continue;
         };
