@@ -48,3 +48,5 @@ CREATE TABLE webhook_deliveries
     delivered_at    text
 );
 CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (tenant, webhook_id, position);
+-- What is due: the sender's pass reads only undelivered rows.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);

@@ -242,6 +242,22 @@ pub async fn head(
     Ok(sql.fetch(store).await?.into_iter().next())
 }
 
+/// The endpoints (tenant, webhook id) with a delivery due by `now`: what the sender
+/// works on (others have nothing to send, or wait for a retry).
+pub async fn due_endpoints(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, QueryError> {
+    let mut sql = eventstore::sql::Sql::new(Dialect::of(store));
+    let at = sql.arg(eventstore::sql::fmt_time(now));
+    sql.push(&format!(
+        "SELECT DISTINCT tenant, webhook_id FROM webhook_deliveries \
+         WHERE status IN ('pending', 'failing') \
+         AND (next_attempt_at IS NULL OR next_attempt_at <= {at})"
+    ));
+    Ok(sql.fetch_as(store).await?)
+}
+
 /// The next `limit` deliveries of an endpoint that are not delivered, in position
 /// order: its queue.
 pub async fn queue(

@@ -629,8 +629,15 @@ impl Sender {
 
     /// Starts a task for every active endpoint with a delivery due and no task yet.
     async fn pass(&self) -> Result<(), projections::query::QueryError> {
+        let due = model::due_endpoints(&self.app.store, Utc::now()).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let due: std::collections::HashSet<(String, String)> = due.into_iter().collect();
         for endpoint in model::live(&self.app.store).await? {
-            if endpoint.status != WebhookStatus::Active.as_str() {
+            if endpoint.status != WebhookStatus::Active.as_str()
+                || !due.contains(&(endpoint.tenant.clone(), endpoint.webhook_id.clone()))
+            {
                 continue;
             }
             let key = endpoint.id.clone();
