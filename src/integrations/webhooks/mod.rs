@@ -584,64 +584,6 @@ pub struct Sender {
     /// for one while its task ran (the task then asks for another pass when it
     /// ends, so nothing queued meanwhile waits for the next tick).
     busy: Arc<Mutex<HashMap<String, bool>>>,
-    recorder: Recorder,
-}
-
-/// A statement to write and who waits for it.
-type Record = (Sql, tokio::sync::oneshot::Sender<Result<(), String>>);
-
-/// Writes the sender's records in groups: every record that arrived while the
-/// previous group was written goes in one transaction (on SQLite, one write turn
-/// instead of one per delivery). A task waits for its record before its endpoint's
-/// next delivery, so a crash can only make a delivery go again, never out of order.
-#[derive(Clone)]
-struct Recorder(tokio::sync::mpsc::UnboundedSender<Record>);
-
-/// Most records one group writes.
-const RECORD_GROUP: usize = 256;
-
-impl Recorder {
-    fn start(store: eventstore::Store) -> Recorder {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut group = vec![first];
-                while group.len() < RECORD_GROUP {
-                    match rx.try_recv() {
-                        Ok(record) => group.push(record),
-                        Err(_) => break,
-                    }
-                }
-                let written = Self::write(&store, &group).await.map_err(|e| e.to_string());
-                for (_, reply) in group {
-                    let _ = reply.send(written.clone());
-                }
-            }
-        });
-        Recorder(tx)
-    }
-
-    async fn write(store: &eventstore::Store, group: &[Record]) -> Result<(), sqlx::Error> {
-        let _turn = match store {
-            eventstore::Store::Sqlite(sqlite) => Some(sqlite.write_turn().await),
-            eventstore::Store::Postgres(_) => None,
-        };
-        let mut tx = eventstore::sql::Tx::begin(store).await?;
-        for (sql, _) in group {
-            tx.run(sql).await?;
-        }
-        tx.commit().await
-    }
-
-    async fn record(&self, sql: Sql) -> Result<(), String> {
-        let (reply, written) = tokio::sync::oneshot::channel();
-        self.0
-            .send((sql, reply))
-            .map_err(|_| "the webhook recorder stopped".to_string())?;
-        written
-            .await
-            .map_err(|_| "the webhook recorder stopped".to_string())?
-    }
 }
 
 impl Sender {
@@ -656,7 +598,6 @@ impl Sender {
             .build()
             .expect("a TLS backend is compiled in");
         Sender {
-            recorder: Recorder::start(app.store.clone()),
             app,
             http,
             busy: Default::default(),
@@ -931,7 +872,9 @@ impl Sender {
             args[8],
             args[9]
         ));
-        self.recorder.record(sql).await?;
+        sql.execute(&self.app.store)
+            .await
+            .map_err(|e| e.to_string())?;
         if status == "exhausted" {
             let reason = if gone {
                 "the receiver answered 410 Gone".to_string()
