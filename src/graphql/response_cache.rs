@@ -29,8 +29,15 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// Responses larger than this are not cached.
 const MAX_RESPONSE: usize = 2 * 1024 * 1024;
 
-/// Root fields that read the event log, not a read model.
-const UNCACHEABLE_FIELDS: &[&str] = &["eventHistory", "aggregateAt", "verifyEventLog"];
+/// Root fields that read the event log, or state that changes without an event
+/// (webhook deliveries: their attempts are not events), not a read model.
+const UNCACHEABLE_FIELDS: &[&str] = &[
+    "eventHistory",
+    "aggregateAt",
+    "verifyEventLog",
+    "webhookDeliveries",
+    "webhooks",
+];
 
 struct Entry {
     version: u64,

@@ -135,6 +135,9 @@ pub struct RunReport {
     /// Payloads deleted (retention).
     #[serde(skip_serializing_if = "is_zero")]
     pub payloads_deleted: u64,
+    /// Delivered webhook deliveries older than the history kept (retention).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deliveries_deleted: u64,
     /// The correlation id of the run's events.
     pub correlation_id: String,
 }

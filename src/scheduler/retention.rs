@@ -14,6 +14,9 @@
 //! that claims a payload it lost). Payloads no incident names are deleted after a
 //! grace period (a drift check stores its payload just before it opens its
 //! incident; storing a payload again makes it young again).
+//!
+//! Webhook deliveries that were delivered more than [`DELIVERY_HISTORY`] ago are
+//! deleted (a record of HTTP attempts, not evidence: the log keeps the events).
 
 use std::collections::HashMap;
 
@@ -149,8 +152,19 @@ pub(super) async fn run(
         "DELETE FROM scheduler_ticks WHERE started_at < {before}"
     ));
     prune.execute(store).await?;
+    // Webhook deliveries made: their record is kept for DELIVERY_HISTORY (what is
+    // not delivered yet is the queue, and stays).
+    let mut deliveries = Sql::new(Dialect::of(store));
+    let before = deliveries.arg(fmt_time(now - DELIVERY_HISTORY));
+    deliveries.push(&format!(
+        "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND delivered_at < {before}"
+    ));
+    report.deliveries_deleted += deliveries.execute(store).await?;
     Ok(report)
 }
+
+/// How long a delivered webhook delivery stays listed in `webhookDeliveries`.
+pub const DELIVERY_HISTORY: chrono::Duration = chrono::Duration::days(30);
 
 /// The policy in force for an environment, from the drift-policy aggregates: the
 /// environment's own, else the tenant's, else the default.

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use eventstore::sql::{Dialect, Sql};
 use serde_json::{json, Value};
 
 use crate::api::{code, Api};
@@ -204,6 +205,30 @@ async fn gone_disables_the_endpoint_and_enabling_resumes_it(kind: Kind) {
         accepted[0].id,
         "the same id again"
     );
+
+    // retention: a delivery made longer ago than the history kept goes; the rest stay
+    let listed = deliveries(&api, &admin).await;
+    let oldest = listed.last().unwrap()["id"].as_str().unwrap().to_string();
+    let mut sql = Sql::new(Dialect::of(&api.store.store));
+    let (at, id) = (
+        sql.arg(eventstore::sql::fmt_time(
+            chrono::Utc::now() - chrono::Duration::days(31),
+        )),
+        sql.arg(oldest.as_str()),
+    );
+    sql.push(&format!(
+        "UPDATE webhook_deliveries SET delivered_at = {at} WHERE id = {id}"
+    ));
+    sql.execute(&api.store.store).await.unwrap();
+    let scheduler = workflowops::scheduler::Scheduler::new(api.context.clone());
+    let report = scheduler
+        .run(workflowops::scheduler::Job::Retention)
+        .await
+        .unwrap();
+    assert_eq!(report.deliveries_deleted, 1, "{report:?}");
+    let left = deliveries(&api, &admin).await;
+    assert_eq!(left.len(), listed.len() - 1, "{listed:#?} {left:#?}");
+    assert!(left.iter().all(|d| d["id"] != oldest.as_str()));
     api.stop().await;
 }
 
