@@ -435,34 +435,37 @@ impl Dispatcher {
         Ok(routes)
     }
 
-    /// A `webhook` event: the endpoint as it is now (its aggregate).
-    async fn learn(
+    /// A `webhook` event: the endpoint as the event leaves it (not as it is now:
+    /// a dispatcher that lags must route the events before a later disable).
+    fn learn(
         &self,
         routes: &mut HashMap<String, Vec<Route>>,
         event: &StoredEvent,
     ) -> Result<(), ReactError> {
+        use aggregates::webhook::WebhookEvent;
         let id = aggregates::kernel::ids::AggregateId::parse(event.aggregate_id.as_str())?;
-        let webhook = self
-            .app
-            .domain
-            .bus()
-            .load::<Webhook>(event.aggregate_id.as_str())
-            .await?
-            .into_state();
-        let tenant = routes.entry(event.tenant().to_string()).or_default();
         let webhook_id = id.local().to_string();
-        let created_position = tenant
-            .iter()
-            .find(|r| r.webhook_id == webhook_id)
-            .map_or(event.position, |r| r.created_position.min(event.position));
-        tenant.retain(|r| r.webhook_id != webhook_id);
-        if webhook.status != WebhookStatus::Deleted {
-            tenant.push(Route {
+        let decoded: WebhookEvent = serde_json::from_value(event.payload.clone())
+            .map_err(|e| ReactError::Permanent(format!("undecodable {}: {e}", event.event_type)))?;
+        let tenant = routes.entry(event.tenant().to_string()).or_default();
+        let known = tenant.iter().position(|r| r.webhook_id == webhook_id);
+        match (decoded, known) {
+            (WebhookEvent::Created { config, .. }, None) => tenant.push(Route {
                 webhook_id,
-                config: webhook.config,
-                active: webhook.status == WebhookStatus::Active,
-                created_position,
-            });
+                config,
+                active: true,
+                created_position: event.position,
+            }),
+            // loaded from the read model already (created before it was loaded)
+            (WebhookEvent::Created { .. }, Some(_)) => {}
+            (WebhookEvent::Updated { config }, Some(i)) => tenant[i].config = config,
+            (WebhookEvent::Disabled { .. }, Some(i)) => tenant[i].active = false,
+            (WebhookEvent::Enabled { .. }, Some(i)) => tenant[i].active = true,
+            (WebhookEvent::Deleted { .. }, Some(i)) => {
+                tenant.remove(i);
+            }
+            // a rotation changes no route; an endpoint deleted before the load
+            _ => {}
         }
         Ok(())
     }
@@ -498,7 +501,7 @@ impl Reactor for Dispatcher {
             }
             let routes = guard.as_mut().expect("loaded above");
             if event.aggregate_type == "webhook" {
-                self.learn(routes, event).await?;
+                self.learn(routes, event)?;
             }
             let targets: Vec<&Route> = routes
                 .get(event.tenant())
