@@ -51,7 +51,6 @@ mod e2e;
 // file allows its own unused items)
 #[path = "../tests/it/fakes/n8n.rs"]
 mod fake_n8n;
-use bench_store::BenchStore;
 use e2e::*;
 
 #[global_allocator]
@@ -427,41 +426,31 @@ async fn main() -> anyhow::Result<()> {
         args.endpoints > 0 && args.events > 0,
         "--endpoints and --events > 0"
     );
-    let temp = tempfile::tempdir()?;
-    let bench = BenchStore::open(&args.backend, None, args.pool, &args.pg_url, temp.path()).await?;
-    let store = bench.store.clone();
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let nats = NatsSettings {
         url: args.nats_url.clone(),
         stream: format!("WFOBENCH_{unique}"),
         subject_prefix: format!("wfobench_{unique}"),
     };
-    let report = async {
-        store.migrate().await?;
-        let settings = nats.clone();
-        let service = Service::start_with(store.clone(), move |app| {
-            app.set_webhooks(WebhookSettings {
-                allow: Allow {
-                    loopback: true,
-                    private: false,
-                },
-                ..Default::default()
-            });
-            app.set_nats(Some(settings));
-        })
-        .await?;
-        eprintln!("service on {}", service.base);
-        let report = run(&args, &service, &nats).await;
-        service.stop().await;
-        report
-    }
-    .await;
+    let settings = nats.clone();
+    let bench = Bench::start(&args.backend, args.pool, &args.pg_url, move |app| {
+        app.set_webhooks(WebhookSettings {
+            allow: Allow {
+                loopback: true,
+                private: false,
+            },
+            ..Default::default()
+        });
+        app.set_nats(Some(settings));
+    })
+    .await?;
+    let report = run(&args, &bench.service, &nats).await;
+    let report = bench.finish(report).await;
     if let Ok(client) = async_nats::connect(nats.url.as_str()).await {
         let _ = async_nats::jetstream::new(client)
             .delete_stream(&nats.stream)
             .await;
     }
-    bench.finish().await;
     println!("{}", report?);
     Ok(())
 }

@@ -80,7 +80,6 @@ mod bench_store;
 mod e2e;
 #[path = "../tests/it/fakes/n8n.rs"]
 mod fake_n8n;
-use bench_store::BenchStore;
 use e2e::*;
 use fake_n8n::FakeN8n;
 
@@ -672,20 +671,9 @@ async fn main() -> anyhow::Result<()> {
         "--page-size within 1..={}",
         fake_n8n::MAX_LIMIT
     );
-    let temp = tempfile::tempdir()?;
-    let bench = BenchStore::open(&args.backend, None, args.pool, &args.pg_url, temp.path()).await?;
-    let store = bench.store.clone();
-    let report = async {
-        store.migrate().await?;
-        let service = Service::start(store.clone()).await?;
-        eprintln!("service on {}", service.base);
-        let report = run(&args, &service).await;
-        service.stop().await;
-        report
-    }
-    .await;
-    // the database goes whether or not the run succeeded
-    bench.finish().await;
+    let bench = Bench::start(&args.backend, args.pool, &args.pg_url, |_| {}).await?;
+    let report = run(&args, &bench.service).await;
+    let report = bench.finish(report).await;
     println!("{}", report?);
     Ok(())
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use workflowops::http::auth::Auth;
 use workflowops::Application;
 
+use crate::bench_store::BenchStore;
 use crate::fake_n8n::{sample_workflow, FakeN8n};
 
 /// The signing secret of the benchmark's service.
@@ -190,6 +191,53 @@ pub fn max(samples: &[f64]) -> f64 {
 
 // ----------------------------------------------------------------------------------
 // The service and its client
+
+/// A benchmark's service on a fresh database: on `backend` (PostgreSQL: created on
+/// `pg_url`'s server and dropped by [`Bench::finish`]; SQLite: a temporary file),
+/// migrated, with the service started on it and configured by `configure`.
+pub struct Bench {
+    pub service: Service,
+    store: BenchStore,
+    _temp: tempfile::TempDir,
+}
+
+impl Bench {
+    pub async fn start(
+        backend: &str,
+        pool: Option<u32>,
+        pg_url: &str,
+        configure: impl FnOnce(&mut Application),
+    ) -> anyhow::Result<Bench> {
+        let temp = tempfile::tempdir()?;
+        let bench = BenchStore::open(backend, None, pool, pg_url, temp.path()).await?;
+        let started = async {
+            bench.store.migrate().await?;
+            Service::start_with(bench.store.clone(), configure).await
+        }
+        .await;
+        match started {
+            Ok(service) => {
+                eprintln!("service on {}", service.base);
+                Ok(Bench {
+                    service,
+                    store: bench,
+                    _temp: temp,
+                })
+            }
+            Err(error) => {
+                bench.finish().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops the service and drops the database, whatever `report` is; returns it.
+    pub async fn finish(self, report: anyhow::Result<Value>) -> anyhow::Result<Value> {
+        self.service.stop().await;
+        self.store.finish().await;
+        report
+    }
+}
 
 pub struct Service {
     pub base: String,

@@ -863,6 +863,17 @@ async fn promoted_then_changed(kind: Kind) -> (Setup, Vec<Value>) {
     (s, before)
 }
 
+/// The deployment's entry for the workflow named `name`.
+fn workflow_named(deployment: &Value, name: &str) -> Value {
+    deployment["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {deployment}"))
+        .clone()
+}
+
 fn id_of(s: &Setup, name: &str) -> String {
     s.staging_named(name)["id"].as_str().unwrap().to_string()
 }
@@ -896,13 +907,7 @@ async fn a_hotfix_during_the_promotion_is_not_overwritten(kind: Kind) {
     );
     let deployment = s.deploy_now("p2").await;
     assert_eq!(deployment["status"], "FAILED", "{deployment}");
-    let failed = deployment["workflows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "Order Sync")
-        .unwrap()
-        .clone();
+    let failed = workflow_named(&deployment, "Order Sync");
     assert_eq!(failed["status"], "FAILED", "{deployment}");
     assert!(
         failed["error"].as_str().unwrap().contains("hotfix"),
@@ -983,13 +988,7 @@ async fn rollback_through_503s_recreates_a_deleted_workflow(kind: Kind) {
         deployment["promotion"]["status"], "ROLLED_BACK",
         "{deployment}"
     );
-    let restored = deployment["workflows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "Enrich Order")
-        .unwrap()
-        .clone();
+    let restored = workflow_named(&deployment, "Enrich Order");
     assert_eq!(restored["restored"], "RECREATED", "{deployment}");
     let unavailable = s
         .staging
@@ -1372,13 +1371,7 @@ async fn a_workflow_that_is_its_own_error_workflow_is_promoted(kind: Kind) {
         1,
         "written once more, with its own id"
     );
-    let recorded = deployment["workflows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "Daily Report")
-        .unwrap()
-        .clone();
+    let recorded = workflow_named(&deployment, "Daily Report");
     assert_eq!(recorded["targetWorkflowId"], id);
     assert_eq!(recorded["created"], true);
     s.api.stop().await;

@@ -955,16 +955,10 @@ impl Run<'_> {
                                 continue;
                             }
                             Err((error, attempts)) => {
-                                let _failed = self
-                                    .record_push(
-                                        canonical,
-                                        WorkflowDeployStatus::Failed,
-                                        Some(error.clone()),
-                                        attempts,
-                                        None,
-                                    )
+                                let reason = self
+                                    .fail_push(canonical, &entry.name, error, attempts, None)
                                     .await?;
-                                return Ok(Err(format!("{} failed: {error}", entry.name)));
+                                return Ok(Err(reason));
                             }
                         }
                     }
@@ -1035,16 +1029,10 @@ impl Run<'_> {
                 Err((error, written)) => {
                     // a workflow written before the failure is restored by the rollback
                     let result = written.map(|id| (id, existing.is_none(), None));
-                    let _failed = self
-                        .record_push(
-                            canonical,
-                            WorkflowDeployStatus::Failed,
-                            Some(error.clone()),
-                            attempts,
-                            result,
-                        )
+                    let reason = self
+                        .fail_push(canonical, &entry.name, error, attempts, result)
                         .await?;
-                    return Ok(Err(format!("{} failed: {error}", entry.name)));
+                    return Ok(Err(reason));
                 }
             }
         }
@@ -1233,16 +1221,10 @@ impl Run<'_> {
                 }
             }
             Err(error) => {
-                let _failed = self
-                    .record_push(
-                        canonical,
-                        WorkflowDeployStatus::Failed,
-                        Some(error.clone()),
-                        attempts,
-                        None,
-                    )
+                let reason = self
+                    .fail_push(canonical, &entry.name, error, attempts, None)
                     .await?;
-                Ok(Err(format!("{} failed: {error}", entry.name)))
+                Ok(Err(reason))
             }
         }
     }
@@ -1265,6 +1247,27 @@ impl Run<'_> {
             Err(CommandError::Refused(refusal)) => Ok(Err(refusal.to_string())),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Records a workflow's failed push; returns why the deployment rolls back.
+    async fn fail_push(
+        &mut self,
+        canonical: &str,
+        name: &str,
+        error: String,
+        attempts: u32,
+        result: Option<(String, bool, Option<String>)>,
+    ) -> Result<String, RunError> {
+        let _failed = self
+            .record_push(
+                canonical,
+                WorkflowDeployStatus::Failed,
+                Some(error.clone()),
+                attempts,
+                result,
+            )
+            .await?;
+        Ok(format!("{name} failed: {error}"))
     }
 
     /// Records one workflow's push result. `Ok(Err(reason))`: the deployment no
