@@ -165,6 +165,10 @@ pub struct Config {
         global = true
     )]
     pub webhook_timeout: std::time::Duration,
+    /// The service's address as people reach it (behind a proxy, say): the links in
+    /// notifications start with it. Default: `http://` + the listen address.
+    #[arg(long, env = "WORKFLOWOPS_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
     /// Lets webhooks target internal addresses (loopback, private, link-local): only
     /// on a network where every endpoint is trusted.
     #[arg(long, env = "WORKFLOWOPS_WEBHOOK_ALLOW_PRIVATE", global = true)]
@@ -317,6 +321,10 @@ impl Config {
             schedule: parse_schedule(&self.webhook_retry_schedule)
                 .map_err(|e| anyhow::anyhow!("--webhook-retry-schedule: {e}"))?,
             timeout: self.webhook_timeout,
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.listen)),
             allow: Allow {
                 private: self.webhook_allow_private,
                 loopback: false,

@@ -44,6 +44,42 @@ macro_rules! api_enum {
     };
 }
 
+api_enum!(
+    /// What a notification says happened.
+    NotificationKind = "aggregates::webhook::NotificationKind" {
+        /// A drift incident was opened (`incident.detected`).
+        IncidentOpened,
+        /// An incident's SLA escalated (`escalated`, `critical_overdue`).
+        IncidentEscalated,
+        /// An incident's SLA deadline passed (SLA state `expired`).
+        IncidentExpired,
+        IncidentClosed,
+        /// The gates passed and the promotion waits for an admin's approval.
+        PromotionPendingApproval,
+        /// A blocking gate failed: nothing was deployed.
+        PromotionBlocked,
+        PromotionCompleted,
+        /// A deployment failed and the target was restored from its pre-snapshot.
+        PromotionRolledBack,
+        /// The promotion failed (a failure before deploying, or a rollback that
+        /// left the target inconsistent).
+        PromotionFailed,
+        DriftCheckFailed,
+        /// An endpoint or channel was disabled (by an admin, or by the sender: a
+        /// 410, or a delivery that failed every attempt).
+        WebhookDisabled,
+    }
+);
+api_enum!(
+    /// How a notification channel wants its messages.
+    ChannelFormat = "aggregates::webhook::ChannelFormat" {
+        /// A Slack-compatible incoming webhook: `text` plus Block Kit `blocks`.
+        Slack,
+        /// A generic JSON document: kind, title, details, object, transition,
+        /// environmentId, severity, actor, link, at, position, eventType.
+        Json,
+    }
+);
 api_enum!(EnvironmentClass = "aggregates::environment::EnvironmentClass" {
     Dev,
     Staging,

@@ -1,6 +1,11 @@
 //! Webhook endpoints and their deliveries (issue 15), admin only: an endpoint's URL
 //! and filters say where a tenant's events go. The signing secret is in the answer
-//! of `createWebhook` and `rotateWebhookSecret` only.
+//! of `createWebhook`, `createNotificationRule` and `rotateWebhookSecret` only.
+//!
+//! A notification rule is an endpoint with a rule: it receives rendered
+//! notifications (Slack or generic JSON) instead of events, with the same delivery,
+//! retries, disabling and `webhookDeliveries`. Its URL is sealed like a secret; the
+//! API shows only its origin.
 
 use aggregates::webhook::{WebhookCommand, WebhookConfig};
 use async_graphql::connection::Connection;
@@ -8,7 +13,7 @@ use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use projections::models::webhooks::{self as model, DeliveryRow, WebhookRow};
 
-use super::types::{connection, LocalIdArg};
+use super::types::{connection, ChannelFormat, LocalIdArg, NotificationKind, Severity};
 use super::{app, caller, read_back, run, wait_for, ApiError};
 use crate::integrations::webhooks;
 
@@ -39,6 +44,14 @@ impl Webhook {
     }
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
+    }
+    /// Set for a notification channel: which notifications it receives (it receives
+    /// no events, and `url` shows only its origin: the URL itself is sealed).
+    async fn notification_rule(&self) -> Option<NotificationRule> {
+        self.0
+            .notification
+            .as_ref()
+            .map(|n| NotificationRule(n.0.clone()))
     }
     /// `active` or `disabled` (by an admin, or by the sender: a 410, or a delivery
     /// that failed every attempt of the schedule).
@@ -71,6 +84,28 @@ impl Webhook {
             .await
             .map_err(ApiError::from)?;
         Ok(head.map_or(0, |h| (h.position - delivered).max(0)))
+    }
+}
+
+/// Which notifications a channel receives.
+pub struct NotificationRule(aggregates::webhook::NotificationRule);
+
+#[Object]
+impl NotificationRule {
+    async fn format(&self) -> ChannelFormat {
+        self.0.format.into()
+    }
+    /// The kinds it receives (empty: every kind).
+    async fn kinds(&self) -> Vec<NotificationKind> {
+        self.0.kinds.iter().map(|k| (*k).into()).collect()
+    }
+    /// Only notifications about this environment (and those about none).
+    async fn environment_id(&self) -> Option<ID> {
+        self.0.environment_id.clone().map(ID)
+    }
+    /// Only incidents of these severities (empty: any).
+    async fn severities(&self) -> Vec<Severity> {
+        self.0.severities.iter().map(|s| (*s).into()).collect()
     }
 }
 
@@ -237,6 +272,35 @@ fn config(
         description: description
             .map(|d| d.trim().to_string())
             .filter(|d| !d.is_empty()),
+        notification: None,
+    }
+}
+
+fn channel(
+    url: String,
+    format: ChannelFormat,
+    kinds: Option<Vec<NotificationKind>>,
+    environment_id: Option<LocalIdArg>,
+    severities: Option<Vec<Severity>>,
+    description: Option<String>,
+) -> webhooks::Channel {
+    webhooks::Channel {
+        url,
+        format: format.into(),
+        kinds: kinds
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        environment_id: environment_id.map(|e| e.as_str().to_string()),
+        severities: severities
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        description: description
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty()),
     }
 }
 
@@ -299,6 +363,85 @@ impl WebhookMutation {
         })
     }
 
+    /// Registers a notification channel (admin): a Slack-compatible incoming webhook
+    /// or a generic JSON webhook, receiving the notifications of `kinds` (empty or
+    /// absent: every kind) about `environmentId` (absent: any) and, for incidents,
+    /// of `severities` (empty or absent: any). The URL is sealed and never shown
+    /// again (only its origin); it must be http(s) and not an internal address
+    /// (`VALIDATION`). Deliveries are signed like a webhook's (the secret is in the
+    /// answer this once) and managed with the webhook operations (`webhooks`,
+    /// `webhookDeliveries`, `disableWebhook`, `enableWebhook`, `deleteWebhook`,
+    /// `redeliver`).
+    #[allow(clippy::too_many_arguments)]
+    async fn create_notification_rule(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<LocalIdArg>,
+        url: String,
+        format: ChannelFormat,
+        kinds: Option<Vec<NotificationKind>>,
+        environment_id: Option<LocalIdArg>,
+        severities: Option<Vec<Severity>>,
+        description: Option<String>,
+    ) -> async_graphql::Result<WebhookPayload> {
+        let caller = caller(ctx)?;
+        let id = match id {
+            Some(id) => id.into_inner(),
+            None => super::new_id()?,
+        };
+        let channel = channel(url, format, kinds, environment_id, severities, description);
+        let (committed, secret) = run(ctx, "webhook.create", async {
+            Ok(
+                webhooks::create_channel(app(ctx)?, &caller.command_context(), &id, channel)
+                    .await?,
+            )
+        })
+        .await?;
+        Ok(WebhookPayload {
+            id: id.to_string(),
+            position: committed.position,
+            secret: Some(secret),
+        })
+    }
+
+    /// Changes a notification channel's rule (admin), checked as on creation; the
+    /// URL only when one is given (absent: the sealed one stays).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_notification_rule(
+        &self,
+        ctx: &Context<'_>,
+        id: LocalIdArg,
+        url: Option<String>,
+        format: ChannelFormat,
+        kinds: Option<Vec<NotificationKind>>,
+        environment_id: Option<LocalIdArg>,
+        severities: Option<Vec<Severity>>,
+        description: Option<String>,
+    ) -> async_graphql::Result<WebhookPayload> {
+        let caller = caller(ctx)?;
+        let keep = url.is_none();
+        let channel = channel(
+            url.unwrap_or_default(),
+            format,
+            kinds,
+            environment_id,
+            severities,
+            description,
+        );
+        let committed = run(ctx, "webhook.update", async {
+            Ok(
+                webhooks::update_channel(app(ctx)?, &caller.command_context(), &id, channel, keep)
+                    .await?,
+            )
+        })
+        .await?;
+        Ok(WebhookPayload {
+            id: id.to_string(),
+            position: committed.position,
+            secret: None,
+        })
+    }
+
     /// A new signing secret (admin), in the answer this once; the previous one
     /// keeps signing alongside for 24 hours.
     async fn rotate_webhook_secret(
@@ -350,13 +493,23 @@ impl WebhookMutation {
         })
     }
 
-    /// Deletes an endpoint (admin): nothing more is delivered to it.
+    /// Deletes an endpoint or notification channel (admin): nothing more is
+    /// delivered to it, and its secrets and sealed URL are deleted.
     async fn delete_webhook(
         &self,
         ctx: &Context<'_>,
         id: LocalIdArg,
     ) -> async_graphql::Result<WebhookPayload> {
-        webhook_command(ctx, id, WebhookCommand::Delete).await
+        let caller = caller(ctx)?;
+        let committed = run(ctx, "webhook.delete", async {
+            Ok(webhooks::delete(app(ctx)?, &caller.command_context(), &id).await?)
+        })
+        .await?;
+        Ok(WebhookPayload {
+            id: id.to_string(),
+            position: committed.position,
+            secret: None,
+        })
     }
 
     /// Sends a delivery again (admin), with the same `webhook-id`, once the

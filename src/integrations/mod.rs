@@ -2,4 +2,5 @@
 //! feed ([`nats`]) and signed webhooks ([`webhooks`]).
 
 pub mod nats;
+pub mod notifications;
 pub mod webhooks;

@@ -51,6 +51,8 @@ pub enum SecretKind {
     GitToken,
     /// A webhook endpoint's signing secret (`whsec_…`).
     WebhookSecret,
+    /// A notification channel's URL (a Slack incoming webhook's URL is its key).
+    ChannelUrl,
 }
 
 impl SecretKind {
@@ -59,6 +61,7 @@ impl SecretKind {
             SecretKind::N8nApiKey => "n8n_api_key",
             SecretKind::GitToken => "git_token",
             SecretKind::WebhookSecret => "webhook_secret",
+            SecretKind::ChannelUrl => "channel_url",
         }
     }
 }

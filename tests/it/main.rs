@@ -14,6 +14,7 @@ mod git;
 mod invariants;
 mod n8n;
 mod nats;
+mod notifications;
 mod props;
 mod reactors;
 mod read_models;

@@ -1119,6 +1119,15 @@ async fn killed_service_resumes_without_loss_or_double_apply(kind: Kind) {
         "killed before it caught up: {at_kill:?}"
     );
 
+    // The killed service ran its reactors and schedulers too, so the log can have
+    // grown after `head_cursor`: the next projector must reach the head as it
+    // stands now, or the audit count below races with those late appends.
+    let final_cursor = t
+        .store
+        .cursor_after_position(head(&t.store).await)
+        .await
+        .unwrap()
+        .unwrap();
     // The next process: its projector resumes where each checkpoint stands (the dead
     // process's locks go with its connections).
     let mut projector = Projector::new(
@@ -1133,7 +1142,7 @@ async fn killed_service_resumes_without_loss_or_double_apply(kind: Kind) {
         let status = handle.status();
         if status
             .iter()
-            .all(|s| s.running_here && s.checkpoint >= head_cursor)
+            .all(|s| s.running_here && s.checkpoint >= final_cursor)
         {
             break;
         }

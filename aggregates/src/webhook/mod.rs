@@ -63,12 +63,119 @@ pub struct WebhookConfig {
     /// Aggregate types delivered (`incident`); empty: every type.
     pub aggregate_types: Vec<String>,
     pub description: Option<String>,
+    /// Set: the endpoint is a notification channel. It receives rendered
+    /// notifications of the kinds its rule selects, never raw events, and `url` holds
+    /// only the channel's origin for display (the URL itself, a credential for a
+    /// Slack incoming webhook, is sealed in the secret store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationRule>,
+}
+
+/// What a notification says happened (issue 15 point 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    IncidentOpened,
+    IncidentEscalated,
+    IncidentExpired,
+    IncidentClosed,
+    PromotionPendingApproval,
+    PromotionBlocked,
+    PromotionCompleted,
+    PromotionRolledBack,
+    PromotionFailed,
+    DriftCheckFailed,
+    WebhookDisabled,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 11] = [
+        Self::IncidentOpened,
+        Self::IncidentEscalated,
+        Self::IncidentExpired,
+        Self::IncidentClosed,
+        Self::PromotionPendingApproval,
+        Self::PromotionBlocked,
+        Self::PromotionCompleted,
+        Self::PromotionRolledBack,
+        Self::PromotionFailed,
+        Self::DriftCheckFailed,
+        Self::WebhookDisabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IncidentOpened => "incident_opened",
+            Self::IncidentEscalated => "incident_escalated",
+            Self::IncidentExpired => "incident_expired",
+            Self::IncidentClosed => "incident_closed",
+            Self::PromotionPendingApproval => "promotion_pending_approval",
+            Self::PromotionBlocked => "promotion_blocked",
+            Self::PromotionCompleted => "promotion_completed",
+            Self::PromotionRolledBack => "promotion_rolled_back",
+            Self::PromotionFailed => "promotion_failed",
+            Self::DriftCheckFailed => "drift_check_failed",
+            Self::WebhookDisabled => "webhook_disabled",
+        }
+    }
+}
+
+/// How a notification channel wants its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelFormat {
+    /// A Slack-compatible incoming webhook: `text` plus Block Kit `blocks`.
+    Slack,
+    /// A generic JSON document (the notification's fields).
+    Json,
+}
+
+/// A notification rule: which notifications go to the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRule {
+    pub format: ChannelFormat,
+    /// Empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<NotificationKind>,
+    /// Only notifications about this environment (those about no environment, a
+    /// webhook endpoint's, still come).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+    /// Only incidents of these severities (empty: any); notifications without a
+    /// severity (promotions, drift checks, endpoints) are not filtered by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub severities: Vec<crate::incident::Severity>,
+    /// The sealed channel URL's id in the secret store.
+    pub url_secret_id: String,
+}
+
+impl NotificationRule {
+    /// Whether a notification of `kind` about `environment`, of `severity`, goes to
+    /// the channel.
+    pub fn matches(
+        &self,
+        kind: NotificationKind,
+        environment: Option<&str>,
+        severity: Option<crate::incident::Severity>,
+    ) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && match (&self.environment_id, environment) {
+                (Some(wanted), Some(env)) => wanted == env,
+                _ => true,
+            }
+            && match severity {
+                Some(s) => self.severities.is_empty() || self.severities.contains(&s),
+                None => true,
+            }
+    }
 }
 
 impl WebhookConfig {
-    /// Whether an event of `event_type` on an `aggregate_type` aggregate goes here.
+    /// Whether an event of `event_type` on an `aggregate_type` aggregate goes here
+    /// (never, to a notification channel: it receives notifications).
     pub fn matches(&self, event_type: &str, aggregate_type: &str) -> bool {
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+        self.notification.is_none()
+            && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
             && (self.aggregate_types.is_empty()
                 || self.aggregate_types.iter().any(|t| t == aggregate_type))
     }
@@ -94,6 +201,17 @@ impl WebhookConfig {
                 "description",
                 format!("must be at most {MAX_DESCRIPTION} characters"),
             ));
+        }
+        if let Some(rule) = &self.notification {
+            if !self.event_types.is_empty() || !self.aggregate_types.is_empty() {
+                return Err(DomainError::validation(
+                    "event_types",
+                    "a notification channel selects notification kinds, not event types",
+                ));
+            }
+            if rule.url_secret_id.is_empty() {
+                return Err(DomainError::required("url"));
+            }
         }
         for (field, types) in [
             ("event_types", &self.event_types),

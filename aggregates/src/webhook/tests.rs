@@ -23,6 +23,7 @@ fn config(url: &str) -> WebhookConfig {
         event_types: vec!["incident.detected".into()],
         aggregate_types: vec![],
         description: Some("tickets".into()),
+        notification: None,
     }
 }
 
@@ -149,4 +150,54 @@ fn a_deleted_endpoint_is_gone_and_filters_match() {
         ..Default::default()
     };
     assert!(too_long.validate().is_err());
+}
+
+#[test]
+fn a_notification_rule_selects_kinds_environment_and_severity() {
+    use crate::incident::Severity;
+    let rule = NotificationRule {
+        format: ChannelFormat::Slack,
+        kinds: vec![
+            NotificationKind::IncidentOpened,
+            NotificationKind::WebhookDisabled,
+        ],
+        environment_id: Some("prod".into()),
+        severities: vec![Severity::High, Severity::Critical],
+        url_secret_id: "s1".into(),
+    };
+    let opened = NotificationKind::IncidentOpened;
+    assert!(rule.matches(opened, Some("prod"), Some(Severity::High)));
+    assert!(!rule.matches(opened, Some("prod"), Some(Severity::Low)));
+    assert!(!rule.matches(opened, Some("dev"), Some(Severity::High)));
+    assert!(!rule.matches(
+        NotificationKind::IncidentClosed,
+        Some("prod"),
+        Some(Severity::High)
+    ));
+    // about no environment and without a severity: not filtered by either
+    assert!(rule.matches(NotificationKind::WebhookDisabled, None, None));
+    let every = NotificationRule {
+        kinds: vec![],
+        environment_id: None,
+        severities: vec![],
+        ..rule
+    };
+    assert!(NotificationKind::ALL.iter().all(|k| every.matches(
+        *k,
+        Some("dev"),
+        Some(Severity::Low)
+    )));
+    // a channel never receives raw events, and selects kinds, not event types
+    let channel = WebhookConfig {
+        url: "https://hooks.slack.com/".into(),
+        notification: Some(every.clone()),
+        ..Default::default()
+    };
+    assert!(!channel.matches("incident.detected", "incident"));
+    assert!(channel.validate().is_ok());
+    let mixed = WebhookConfig {
+        event_types: vec!["incident.detected".into()],
+        ..channel
+    };
+    assert!(mixed.validate().is_err());
 }

@@ -25,6 +25,8 @@ read_model_row! {
         pub event_types: Json<Vec<String>>,
         pub aggregate_types: Json<Vec<String>>,
         pub description: Option<String>,
+        /// A notification channel's rule (`None`: an endpoint that receives events).
+        pub notification: Option<Json<aggregates::webhook::NotificationRule>>,
         /// `active`, `disabled` or `deleted`
         pub status: String,
         pub disabled_reason: Option<String>,
@@ -53,6 +55,7 @@ impl WebhookRow {
             event_types: self.event_types.0.clone(),
             aggregate_types: self.aggregate_types.0.clone(),
             description: self.description.clone(),
+            notification: self.notification.as_ref().map(|n| n.0.clone()),
         }
     }
 }
@@ -87,6 +90,7 @@ impl Webhooks {
                 event_types: Json(config.event_types.clone()),
                 aggregate_types: Json(config.aggregate_types.clone()),
                 description: config.description.clone(),
+                notification: config.notification.clone().map(Json),
                 status: WebhookStatus::Active.as_str().to_string(),
                 disabled_reason: None,
                 disabled_automatically: false,
@@ -108,6 +112,7 @@ impl Webhooks {
                 row.event_types = Json(config.event_types.clone());
                 row.aggregate_types = Json(config.aggregate_types.clone());
                 row.description = config.description.clone();
+                row.notification = config.notification.clone().map(Json);
             }
             WebhookEvent::SecretRotated {
                 secret_id,

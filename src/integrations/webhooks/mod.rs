@@ -29,6 +29,8 @@
 pub mod signing;
 pub mod ssrf;
 
+use super::notifications;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +170,8 @@ pub struct WebhookSettings {
     /// One attempt's limit (connect, send, answer).
     pub timeout: Duration,
     pub allow: ssrf::Allow,
+    /// The service's address as people reach it: notification links start with it.
+    pub public_url: String,
 }
 
 /// Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -184,6 +188,7 @@ impl Default for WebhookSettings {
             schedule: default_schedule(),
             timeout: Duration::from_secs(15),
             allow: ssrf::Allow::default(),
+            public_url: "http://127.0.0.1:8080".to_string(),
         }
     }
 }
@@ -237,6 +242,189 @@ pub async fn create(
 ) -> Result<(Committed<Webhook>, String), CommandError> {
     crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
     check_config(&config, app.webhooks.allow)?;
+    register(app, ctx, webhook_id, config).await
+}
+
+/// A notification channel as a client describes it (the URL in clear).
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub url: String,
+    pub format: aggregates::webhook::ChannelFormat,
+    pub kinds: Vec<aggregates::webhook::NotificationKind>,
+    pub environment_id: Option<String>,
+    pub severities: Vec<aggregates::incident::Severity>,
+    pub description: Option<String>,
+}
+
+/// `createNotificationRule`: seals the channel's URL, then records the channel as an
+/// endpoint with its rule; returns the signing secret (a generic JSON receiver may
+/// verify the signatures; Slack ignores them).
+pub async fn create_channel(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+    channel: Channel,
+) -> Result<(Committed<Webhook>, String), CommandError> {
+    crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
+    let config = seal_channel(app, ctx, channel, None).await?;
+    let sealed = config
+        .notification
+        .as_ref()
+        .map(|n| n.url_secret_id.clone());
+    let created = register(app, ctx, webhook_id, config).await;
+    if let (Err(_), Some(sealed)) = (&created, sealed) {
+        forget(app, &ctx.tenant, &sealed).await;
+    }
+    created
+}
+
+/// `updateNotificationRule`: a new rule; a new URL when one is given (the old one's
+/// sealed copy is deleted), else the current one.
+pub async fn update_channel(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+    channel: Channel,
+    keep_url: bool,
+) -> Result<Committed<Webhook>, CommandError> {
+    crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
+    let current = app
+        .domain
+        .bus()
+        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
+        .await?
+        .into_state();
+    let not_found = || -> CommandError {
+        aggregates::kernel::error::DomainError::NotFound {
+            kind: "notification rule",
+            id: webhook_id.to_string(),
+        }
+        .into()
+    };
+    let Some(rule) = current.config.notification.as_ref() else {
+        return Err(not_found());
+    };
+    if !current.created || current.status == WebhookStatus::Deleted {
+        return Err(not_found());
+    }
+    let kept = keep_url.then(|| (current.config.url.clone(), rule.url_secret_id.clone()));
+    let config = seal_channel(app, ctx, channel, kept).await?;
+    let new_secret = config
+        .notification
+        .as_ref()
+        .map(|n| n.url_secret_id.clone())
+        .filter(|id| *id != rule.url_secret_id);
+    let updated = app
+        .domain
+        .webhook(ctx, webhook_id, WebhookCommand::Update { config })
+        .await;
+    match (&updated, new_secret) {
+        (Ok(_), Some(_)) => forget(app, &ctx.tenant, &rule.url_secret_id).await,
+        (Err(_), Some(new)) => forget(app, &ctx.tenant, &new).await,
+        _ => {}
+    }
+    updated
+}
+
+/// Checks a channel and turns it into an endpoint configuration: the URL sealed
+/// (or `kept`: the current display URL and sealed id), only its origin in the
+/// configuration.
+async fn seal_channel(
+    app: &AppContext,
+    ctx: &CommandContext,
+    channel: Channel,
+    kept: Option<(String, String)>,
+) -> Result<WebhookConfig, CommandError> {
+    if let Some(env) = &channel.environment_id {
+        let id = LocalId::parse(env.as_str())
+            .map_err(|_| validation("environment_id", format!("unknown environment {env:?}")))?;
+        let state = app
+            .domain
+            .bus()
+            .load::<aggregates::environment::Environment>(&aggregate_id(&ctx.tenant, &[&id]))
+            .await?
+            .into_state();
+        if !state.registered {
+            return Err(validation(
+                "environment_id",
+                format!("unknown environment {env:?}"),
+            ));
+        }
+    }
+    let mut rule = aggregates::webhook::NotificationRule {
+        format: channel.format,
+        kinds: channel.kinds,
+        environment_id: channel.environment_id,
+        severities: channel.severities,
+        url_secret_id: String::new(),
+    };
+    rule.kinds.sort();
+    rule.kinds.dedup();
+    rule.severities.sort();
+    rule.severities.dedup();
+    let mut config = WebhookConfig {
+        url: String::new(),
+        event_types: vec![],
+        aggregate_types: vec![],
+        description: channel.description,
+        notification: None,
+    };
+    let url = channel.url.trim();
+    match kept {
+        Some((display, sealed)) if url.is_empty() => {
+            config.url = display;
+            rule.url_secret_id = sealed;
+            config.notification = Some(rule);
+            check_config(&config, app.webhooks.allow)?;
+        }
+        _ => {
+            let parsed = ssrf::check_url(url, app.webhooks.allow)
+                .map_err(|reason| validation("url", reason))?;
+            config.url = format!(
+                "{}://{}/…",
+                parsed.scheme(),
+                match parsed.port() {
+                    Some(port) => format!("{}:{port}", parsed.host_str().unwrap_or_default()),
+                    None => parsed.host_str().unwrap_or_default().to_string(),
+                }
+            );
+            rule.url_secret_id = "pending".into();
+            config.notification = Some(rule);
+            check_config(&config, app.webhooks.allow)?;
+            if url.chars().count() > aggregates::webhook::MAX_URL {
+                return Err(validation("url", "too long"));
+            }
+            let sealed = app
+                .secrets
+                .put(&ctx.tenant, SecretKind::ChannelUrl, &Secret::new(url))
+                .await
+                .map_err(|e| {
+                    aggregates::kernel::error::DomainError::Unavailable(format!(
+                        "the channel's URL cannot be stored: {e}"
+                    ))
+                })?;
+            if let Some(rule) = config.notification.as_mut() {
+                rule.url_secret_id = sealed.to_string();
+            }
+        }
+    }
+    Ok(config)
+}
+
+async fn forget(app: &AppContext, tenant: &TenantId, secret_id: &str) {
+    if let Ok(id) = LocalId::parse(secret_id) {
+        let _ = app.secrets.delete(tenant, &id).await;
+    }
+}
+
+/// Records a new endpoint with a new signing secret (deleted again if the endpoint
+/// is refused: nothing half-created).
+async fn register(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+    config: WebhookConfig,
+) -> Result<(Committed<Webhook>, String), CommandError> {
     let existing = app
         .domain
         .bus()
@@ -290,6 +478,18 @@ pub async fn update(
 ) -> Result<Committed<Webhook>, CommandError> {
     crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
     check_config(&config, app.webhooks.allow)?;
+    let current = app
+        .domain
+        .bus()
+        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
+        .await?
+        .into_state();
+    if current.config.notification.is_some() {
+        return Err(validation(
+            "id",
+            format!("{webhook_id} is a notification rule: updateNotificationRule changes it"),
+        ));
+    }
     app.domain
         .webhook(ctx, webhook_id, WebhookCommand::Update { config })
         .await
@@ -328,6 +528,32 @@ pub async fn rotate(
             Err(error)
         }
     }
+}
+
+/// `deleteWebhook`: nothing more is delivered to the endpoint, and its sealed
+/// secrets (signing secrets, a channel's URL) are deleted from the secret store.
+pub async fn delete(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+) -> Result<Committed<Webhook>, CommandError> {
+    let committed = app
+        .domain
+        .webhook(ctx, webhook_id, WebhookCommand::Delete)
+        .await?;
+    let state = app
+        .domain
+        .bus()
+        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
+        .await?
+        .into_state();
+    let mut sealed = vec![state.secret_id.clone()];
+    sealed.extend(state.previous_secret.map(|(id, _)| id));
+    sealed.extend(state.config.notification.map(|n| n.url_secret_id));
+    for id in sealed {
+        forget(app, &ctx.tenant, &id).await;
+    }
+    Ok(committed)
 }
 
 /// Enabling resumes the endpoint's queue from where it stopped: deliveries that
@@ -503,30 +729,56 @@ impl Reactor for Dispatcher {
             if event.aggregate_type == "webhook" {
                 self.learn(routes, event)?;
             }
-            let targets: Vec<&Route> = routes
-                .get(event.tenant())
-                .into_iter()
-                .flatten()
-                .filter(|r| {
-                    r.active
-                        && r.created_position < event.position
-                        && r.config.matches(&event.event_type, &event.aggregate_type)
-                })
+            let live = |r: &&Route| r.active && r.created_position < event.position;
+            let tenant_routes = routes.get(event.tenant()).map(Vec::as_slice).unwrap_or(&[]);
+            // (route, event type recorded, body)
+            let mut targets: Vec<(&Route, String, Arc<String>)> = vec![];
+            let wanted: Vec<&Route> = tenant_routes
+                .iter()
+                .filter(live)
+                .filter(|r| r.config.matches(&event.event_type, &event.aggregate_type))
                 .collect();
+            if !wanted.is_empty() {
+                let raw = Arc::new(
+                    json!({
+                        "type": event.event_type,
+                        "tenant": event.tenant(),
+                        "event": crate::http::feed::event_json(event),
+                    })
+                    .to_string(),
+                );
+                for route in wanted {
+                    targets.push((route, event.event_type.clone(), raw.clone()));
+                }
+            }
+            let channels: Vec<&Route> = tenant_routes
+                .iter()
+                .filter(live)
+                .filter(|r| r.config.notification.is_some())
+                .collect();
+            if !channels.is_empty() {
+                if let Some(n) = notifications::derive(&self.app, event).await? {
+                    for route in channels {
+                        let rule = route.config.notification.as_ref().expect("filtered above");
+                        if rule.matches(n.kind, n.environment_id.as_deref(), n.severity) {
+                            let body = notifications::render(&n, rule.format);
+                            targets.push((
+                                route,
+                                format!("notification.{}", n.kind.as_str()),
+                                Arc::new(body),
+                            ));
+                        }
+                    }
+                }
+            }
             if targets.is_empty() {
                 return Ok(Reaction::Skipped("no endpoint wants it".into()));
             }
-            let body = json!({
-                "type": event.event_type,
-                "tenant": event.tenant(),
-                "event": crate::http::feed::event_json(event),
-            })
-            .to_string();
             let now = eventstore::sql::fmt_time(Utc::now());
             // one statement for every endpoint of the event: one write turn
             let mut sql = Sql::new(Dialect::of(&self.app.store));
             let mut rows = Vec::with_capacity(targets.len());
-            for route in targets {
+            for (route, event_type, body) in targets {
                 let args = [
                     sql.arg(format!(
                         "{}:{}:{}",
@@ -537,7 +789,7 @@ impl Reactor for Dispatcher {
                     sql.arg(event.tenant()),
                     sql.arg(route.webhook_id.as_str()),
                     sql.arg(event.position),
-                    sql.arg(event.event_type.as_str()),
+                    sql.arg(event_type),
                     sql.arg(event.aggregate_type.as_str()),
                     sql.arg(format!("msg_{}", event.position)),
                     sql.arg(body.as_str()),
@@ -674,7 +926,10 @@ impl Sender {
     /// disable is seen by the next.
     async fn work(&self, endpoint: &WebhookRow) -> Result<(), String> {
         let store = &self.app.store;
-        let keys = self.keys(endpoint).await;
+        let keys = match self.keys(endpoint).await {
+            Ok(keys) => self.target(endpoint).await.map(|url| (keys, url)),
+            Err(error) => Err(error),
+        };
         loop {
             let queue = model::queue(store, &endpoint.tenant, &endpoint.webhook_id, QUEUE_BATCH)
                 .await
@@ -689,7 +944,7 @@ impl Sender {
                     return Ok(());
                 }
                 let attempt = match &keys {
-                    Ok(keys) => self.attempt(endpoint, delivery, keys).await,
+                    Ok((keys, url)) => self.attempt(url, delivery, keys).await,
                     Err(error) => Attempt {
                         status: None,
                         latency: Duration::ZERO,
@@ -732,19 +987,30 @@ impl Sender {
         Ok(keys)
     }
 
-    async fn attempt(
-        &self,
-        endpoint: &WebhookRow,
-        delivery: &DeliveryRow,
-        keys: &[Vec<u8>],
-    ) -> Attempt {
+    /// Where the endpoint's deliveries go: its URL, or a channel's sealed one.
+    async fn target(&self, endpoint: &WebhookRow) -> Result<String, String> {
+        let Some(rule) = &endpoint.notification else {
+            return Ok(endpoint.url.clone());
+        };
+        let tenant = TenantId::parse(endpoint.tenant.as_str()).map_err(|e| e.to_string())?;
+        let url = self
+            .app
+            .secrets
+            .get(&tenant, &rule.0.url_secret_id)
+            .await
+            .map_err(|e| format!("the channel's URL cannot be read: {e}"))?
+            .ok_or_else(|| "the channel's URL is missing".to_string())?;
+        Ok(url.expose().to_string())
+    }
+
+    async fn attempt(&self, url: &str, delivery: &DeliveryRow, keys: &[Vec<u8>]) -> Attempt {
         let failed = |error: String| Attempt {
             status: None,
             latency: Duration::ZERO,
             error: Some(error),
             retry_after: None,
         };
-        if let Err(reason) = ssrf::check_url(&endpoint.url, self.app.webhooks.allow) {
+        if let Err(reason) = ssrf::check_url(url, self.app.webhooks.allow) {
             return failed(format!("refused URL: {reason}"));
         }
         let timestamp = Utc::now().timestamp();
@@ -757,7 +1023,7 @@ impl Sender {
         let started = Instant::now();
         let sent = self
             .http
-            .post(&endpoint.url)
+            .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &delivery.message_id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -768,7 +1034,8 @@ impl Sender {
         let mut response = match sent {
             Ok(response) => response,
             Err(e) => {
-                let mut attempt = failed(describe(&e));
+                // a channel's URL is a credential: never in a delivery's error
+                let mut attempt = failed(describe(&e).replace(url, "<the endpoint's URL>"));
                 attempt.latency = started.elapsed();
                 return attempt;
             }

@@ -39,6 +39,7 @@ pub fn webhook_settings() -> workflowops::integrations::webhooks::WebhookSetting
             private: false,
             loopback: true,
         },
+        public_url: "https://workflowops.example.com".to_string(),
     }
 }
 
