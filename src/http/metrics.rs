@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text (OpenMetrics) for requests, command outcomes by
-//! error code, open event streams, projection and reactor lag, and scheduler ticks.
+//! error code, open event streams, projection and reactor lag, scheduler ticks, and
+//! webhook deliveries, attempts, endpoints by status and endpoint lag.
 
 use std::sync::Arc;
 
@@ -67,6 +68,19 @@ struct Inner {
     ticks: Family<TickLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
     webhook_attempts: Family<OutcomeLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_endpoints: Family<StatusLabels, Gauge>,
+    webhook_lag: Family<WebhookLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -196,6 +210,28 @@ impl Metrics {
              {reactor=\"webhook_dispatcher\"}",
             webhook_attempts.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook and notification deliveries ended, by outcome (delivered: a 2xx; \
+             exhausted: every attempt of the schedule failed, or a 410: the endpoint was \
+             disabled)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_endpoints = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "webhook_endpoints",
+            "Webhook endpoints and notification channels by status (active, disabled, deleted)",
+            webhook_endpoints.clone(),
+        );
+        let webhook_lag = Family::<WebhookLabels, Gauge>::default();
+        registry.register(
+            "webhook_endpoint_lag_positions",
+            "Log head position minus the position of the endpoint's oldest undelivered \
+             delivery (endpoints with none are not listed); the NATS publisher's lag is \
+             reactor_lag_positions{reactor=\"nats_publisher\"}",
+            webhook_lag.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -215,6 +251,9 @@ impl Metrics {
             ticks,
             refused,
             webhook_attempts,
+            webhook_deliveries,
+            webhook_endpoints,
+            webhook_lag,
         }))
     }
 
@@ -244,6 +283,14 @@ impl Metrics {
             .inc();
     }
 
+    /// A delivery ended: `delivered` or `exhausted`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.0
+            .webhook_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     pub fn scheduler_tick(&self, job: &'static str, outcome: &'static str) {
         self.0
             .ticks
@@ -269,8 +316,29 @@ impl Metrics {
         head: i64,
         projections: &[projections::ProjectionStatus],
         reactors: &[crate::reactors::ReactorStatus],
+        webhooks: Option<&projections::models::webhooks::EndpointStats>,
     ) -> Result<String, std::fmt::Error> {
         self.0.head.set(head);
+        if let Some(stats) = webhooks {
+            self.0.webhook_endpoints.clear();
+            for (status, n) in &stats.by_status {
+                self.0
+                    .webhook_endpoints
+                    .get_or_create(&StatusLabels {
+                        status: status.clone(),
+                    })
+                    .set(*n);
+            }
+            self.0.webhook_lag.clear();
+            for (webhook, oldest) in &stats.oldest_undelivered {
+                self.0
+                    .webhook_lag
+                    .get_or_create(&WebhookLabels {
+                        webhook: webhook.clone(),
+                    })
+                    .set((head - oldest + 1).max(0));
+            }
+        }
         for p in projections {
             let labels = ProjectionLabels {
                 projection: p.name.clone(),

@@ -548,10 +548,15 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             0
         }
     };
+    let webhooks = projections::models::webhooks::endpoint_stats(&state.context.store)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "metrics: cannot read the webhook endpoints"))
+        .ok();
     match state.context.metrics.render(
         head,
         &state.context.projections.status(),
         &state.context.domain.reactors().status(),
+        webhooks.as_ref(),
     ) {
         Ok(text) => (
             [(

@@ -130,18 +130,17 @@ async fn deliveries_are_signed_in_log_order_through_an_outage(kind: Kind) {
         vec![json!(503), json!(503), json!(500), json!(204)]
     );
     assert_eq!(webhook(&api, &admin).await["lag"], 0);
-    // the attempts are counted for /metrics
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // the attempts and deliveries are counted for /metrics; nothing is behind
+    let metrics = metrics(&api).await;
+    for line in [
+        "webhook_attempts_total{outcome=\"failed\"} 3",
+        "webhook_deliveries_total{outcome=\"delivered\"} 12",
+        "webhook_endpoints{status=\"active\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
     assert!(
-        metrics.contains("webhook_attempts_total{outcome=\"failed\"} 3"),
+        !metrics.contains("webhook_endpoint_lag_positions{"),
         "{metrics}"
     );
     api.stop().await;
@@ -171,6 +170,24 @@ async fn gone_disables_the_endpoint_and_enabling_resumes_it(kind: Kind) {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1, "nothing more after the 410");
+    // /metrics: the disabled endpoint, its exhausted delivery, how far it is behind
+    let text = metrics(&api).await;
+    for line in [
+        "webhook_endpoints{status=\"disabled\"} 1",
+        "webhook_deliveries_total{outcome=\"exhausted\"} 1",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let lag = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("workflowops_webhook_endpoint_lag_positions{webhook=\"acme:hook\"} ")
+        })
+        .unwrap_or_else(|| panic!("the endpoint's lag: {text}"));
+    assert!(
+        lag.parse::<i64>().unwrap() >= 3,
+        "three events behind at least: {lag}"
+    );
     let trail = api
         .ok(
             &admin,
@@ -456,4 +473,15 @@ async fn a_delivery_cut_by_a_crash_is_sent_again_with_the_same_id(kind: Kind) {
     ids.dedup();
     assert_eq!(ids, expected, "nothing skipped, in order");
     api.stop().await;
+}
+
+async fn metrics(api: &Api) -> String {
+    api.http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -295,3 +295,35 @@ pub async fn delivered_through(
     let rows: Vec<(i64,)> = sql.fetch_as(store).await?;
     Ok(rows.first().map_or(0, |r| r.0))
 }
+
+/// What `/metrics` shows of the endpoints: how many per status, and for each live
+/// endpoint with undelivered deliveries, the position of the oldest (the endpoint
+/// is behind the log from there).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointStats {
+    /// `(status, endpoints)`
+    pub by_status: Vec<(String, i64)>,
+    /// `(tenant:webhook, oldest undelivered position)`
+    pub oldest_undelivered: Vec<(String, i64)>,
+}
+
+pub async fn endpoint_stats(store: &Store) -> Result<EndpointStats, QueryError> {
+    let mut sql = eventstore::sql::Sql::new(Dialect::of(store));
+    sql.push("SELECT status, COUNT(*) FROM rm_webhooks GROUP BY status");
+    let by_status: Vec<(String, i64)> = sql.fetch_as(store).await?;
+    let mut sql = eventstore::sql::Sql::new(Dialect::of(store));
+    sql.push(
+        "SELECT d.tenant, d.webhook_id, MIN(d.position) FROM webhook_deliveries d \
+         JOIN rm_webhooks w ON w.tenant = d.tenant AND w.webhook_id = d.webhook_id \
+         WHERE d.status <> 'delivered' AND w.status <> 'deleted' \
+         GROUP BY d.tenant, d.webhook_id",
+    );
+    let rows: Vec<(String, String, i64)> = sql.fetch_as(store).await?;
+    Ok(EndpointStats {
+        by_status,
+        oldest_undelivered: rows
+            .into_iter()
+            .map(|(t, w, p)| (format!("{t}:{w}"), p))
+            .collect(),
+    })
+}

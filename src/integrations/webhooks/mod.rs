@@ -1113,6 +1113,9 @@ impl Sender {
             let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
             ("failing", Some(next))
         };
+        if status != "failing" {
+            self.app.metrics.webhook_delivery(status);
+        }
         let mut sql = Sql::new(Dialect::of(&self.app.store));
         let fmt = eventstore::sql::fmt_time;
         let args = [

@@ -318,6 +318,21 @@ async fn seed_tenant_a(api: &Api) -> Seed {
         )
         .await;
     assert_eq!(data["createWebhook"]["webhook"]["id"], "hook-1", "{data}");
+    // A notification channel, for a kind nothing here produces (an SLA expiry).
+    let data = api
+        .ok(
+            &admin,
+            "mutation { createNotificationRule(id: \"rule-1\",
+               url: \"https://hooks.acme.example/services/acme-confidential\", format: SLACK,
+               kinds: [INCIDENT_EXPIRED], environmentId: \"prod\", description: \"Acme Confidential ops\") {
+               webhook { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["createNotificationRule"]["webhook"]["id"], "rule-1",
+        "{data}"
+    );
 
     // Promotions (created by the promotion service), one deployed for tomorrow.
     let promoter = context(A, Actor::new(A_ADMIN, Role::Admin));
@@ -1234,6 +1249,28 @@ async fn b_changes_nothing_of_a(walk: &mut Walk<'_>, seed: &Seed) {
         vars.clone(),
     )
     .await;
+    walk.refused(
+        "updateNotificationRule",
+        &format!("mutation($id: ID!) {{ updateNotificationRule(id: $id, format: JSON, kinds: []) {HOOK} }}"),
+        json!({ "id": "rule-1" }),
+    )
+    .await;
+    let own_rule = walk
+        .own(
+            "createNotificationRule",
+            &format!(
+                "mutation($id: ID) {{ createNotificationRule(id: $id,
+               url: \"https://hooks.globex.example/services/x\", format: JSON,
+               kinds: [INCIDENT_EXPIRED]) {HOOK} }}"
+            ),
+            json!({ "id": "rule-1" }),
+        )
+        .await;
+    assert_eq!(
+        own_rule["webhook"],
+        json!({ "id": "rule-1", "url": "https://hooks.globex.example/…" }),
+        "B's `rule-1` is B's own"
+    );
     for (field, call) in [
         ("rotateWebhookSecret", "rotateWebhookSecret(id: $id)"),
         (
