@@ -109,14 +109,24 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// GraphiQL. `?query=` fills its editor: the links in notifications open it on a
+/// query for the object they are about.
 async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("workflowops")
-            .finish(),
-    )
+    let page = GraphiQLSource::build()
+        .endpoint("/graphql")
+        .subscription_endpoint("/graphql/ws")
+        .title("workflowops")
+        .finish();
+    const PROPS: &str = "defaultEditorToolsVisibility: true,";
+    debug_assert!(
+        page.contains(PROPS),
+        "async-graphql's GraphiQL page changed"
+    );
+    Html(page.replacen(
+        PROPS,
+        "defaultEditorToolsVisibility: true,          query: new URLSearchParams(window.location.search).get('query') || undefined,",
+        1,
+    ))
 }
 
 async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {

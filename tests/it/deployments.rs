@@ -1424,7 +1424,11 @@ async fn n8n_going_away_during_the_rollback_is_recorded_then_restored(kind: Kind
         .iter()
         .filter(|r| r.status == 502)
         .count();
-    assert!(gone >= 2, "the 502s were retried: {gone}");
+    // Which read meets the 502 first depends on how many reads of Enrich Order came
+    // before it (a runner that retries a step under load reads it again), so only
+    // that n8n was met gone is certain here; the connector's retries of a 502 are
+    // tested with the connector.
+    assert!(gone >= 1, "n8n was met gone: {gone}");
     let pinned = s
         .api
         .ok(

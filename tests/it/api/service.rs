@@ -78,6 +78,11 @@ async fn graphiql_is_served_on_get() {
         .starts_with("text/html"));
     let html = response.text().await.unwrap();
     assert!(html.contains("graphiql") && html.contains("/graphql/ws"));
+    // `?query=` fills the editor (the links in notifications rely on it)
+    assert!(
+        html.contains("query: new URLSearchParams(window.location.search).get('query')"),
+        "{html}"
+    );
     api.stop().await;
 }
 
