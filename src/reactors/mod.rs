@@ -145,6 +145,21 @@ pub trait Reactor: Send + Sync + 'static {
         let _ = event;
         None
     }
+    /// Whether the reactor batches its effects: its reactions may leave them
+    /// pending until [`flush`](Reactor::flush), which the runtime calls once it
+    /// has reacted to a batch, before the checkpoint (in memory or in its row)
+    /// passes any of those events. A flush that fails fails the batch at its first
+    /// effect, which is replayed (reactions are idempotent). One write for a batch
+    /// instead of one per event: what keeps routing ahead of the commands on
+    /// SQLite's single write turn.
+    fn batched(&self) -> bool {
+        false
+    }
+    /// Makes the pending effects of the reactions since the last flush happen (a
+    /// batched reactor's; see [`batched`](Reactor::batched)).
+    fn flush(&self) -> BoxFuture<'_, Result<(), ReactError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What a reaction did.

@@ -828,6 +828,46 @@ struct Progress {
 /// partitions run concurrently. A failure stops its partition; the checkpoint
 /// stops before the earliest failed event (what other partitions did after it is
 /// replayed on retry, harmlessly: reactions are idempotent).
+fn dealt(reaction: &Reaction) -> Dealt {
+    match reaction {
+        Reaction::Done => Dealt::Handled,
+        Reaction::Skipped(_) => Dealt::Skipped,
+    }
+}
+
+/// A batched reactor's flush after its reactions to a batch: once it succeeds, the
+/// reactions count as dealt with (in order, up to a failed one); if it fails, the
+/// batch fails at its first effect (the reactions before it only skipped).
+async fn flush_batch(
+    reactor: &Arc<dyn Reactor>,
+    outcomes: &mut Vec<(usize, Outcome)>,
+    finished: &(impl Fn(usize, Dealt) + ?Sized),
+) {
+    let flushed = if outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, Outcome::Reacted(Reaction::Done)))
+    {
+        reactor.flush().await
+    } else {
+        Ok(())
+    };
+    if let Err(error) = flushed {
+        if let Some(first) = outcomes
+            .iter()
+            .position(|(_, o)| matches!(o, Outcome::Reacted(Reaction::Done)))
+        {
+            outcomes.truncate(first + 1);
+            outcomes[first].1 = Outcome::Failed(error);
+        }
+    }
+    for (i, outcome) in outcomes.iter() {
+        match outcome {
+            Outcome::Reacted(reaction) => finished(*i, dealt(reaction)),
+            Outcome::Failed(_) => break,
+        }
+    }
+}
+
 async fn react_to_batch(
     slot: &mut Slot,
     batch: &[StoredEvent],
@@ -960,6 +1000,8 @@ async fn react_to_batch(
         // counts the skipped events at the front, and lets waiters pass them
         finished(i, Dealt::Skipped);
     }
+    // A batched reactor's effects happen at its flush: nothing is passed before.
+    let batched = reactor.batched();
     let run_partition = |events: Vec<usize>| {
         let (reactor, pending, finished) = (&reactor, &pending, &finished);
         async move {
@@ -971,13 +1013,9 @@ async fn react_to_batch(
                 };
                 match reactor.react(&trigger).await {
                     Ok(reaction) => {
-                        finished(
-                            i,
-                            match reaction {
-                                Reaction::Done => Dealt::Handled,
-                                Reaction::Skipped(_) => Dealt::Skipped,
-                            },
-                        );
+                        if !batched {
+                            finished(i, dealt(&reaction));
+                        }
                         outcomes.push((i, Outcome::Reacted(reaction)));
                     }
                     Err(error) => {
@@ -996,6 +1034,9 @@ async fn react_to_batch(
         .collect()
         .await;
     outcomes.sort_by_key(|(i, _)| *i);
+    if batched {
+        flush_batch(&reactor, &mut outcomes, &finished).await;
+    }
 
     let failed_at = outcomes
         .iter()

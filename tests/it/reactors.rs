@@ -39,6 +39,7 @@ both_backends!(
     a_refused_effect_stops_the_reactor_and_ends_waits,
     partitions_react_concurrently_and_stop_at_the_earliest_failure,
     a_step_already_in_the_batch_is_skipped_without_reacting,
+    a_batched_reactor_passes_nothing_before_its_flush,
     reserved_incident_is_opened_by_the_reactor,
     closing_an_incident_releases_its_slot,
     leaving_linked_releases_the_link_slot,
@@ -102,6 +103,51 @@ impl Reactor for Counter {
             }
             count(&self.seen, trigger);
             Ok(Reaction::Done)
+        })
+    }
+}
+
+/// A batched reactor: its reactions queue positions, its flush makes them happen
+/// (after failing the first `failures` flushes).
+struct Batched {
+    queued: Mutex<Vec<i64>>,
+    flushed: Arc<Mutex<Vec<i64>>>,
+    failures: AtomicU32,
+}
+
+impl Reactor for Batched {
+    fn name(&self) -> &'static str {
+        "batched"
+    }
+
+    fn wants(&self, event: &StoredEvent) -> bool {
+        event.event_type == "environment.registered"
+    }
+
+    fn react<'a>(
+        &'a self,
+        trigger: &'a Trigger<'a>,
+    ) -> BoxFuture<'a, Result<Reaction, ReactError>> {
+        Box::pin(async move {
+            self.queued.lock().unwrap().push(trigger.event.position);
+            Ok(Reaction::Done)
+        })
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), ReactError>> {
+        Box::pin(async move {
+            let queued = std::mem::take(&mut *self.queued.lock().unwrap());
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(ReactError::Transient("the flush failed".into()));
+            }
+            self.flushed.lock().unwrap().extend(queued);
+            Ok(())
         })
     }
 }
@@ -995,4 +1041,46 @@ async fn replaying_handled_batches_changes_nothing(kind: Kind) {
             .as_deref(),
         Some("inc-2")
     );
+}
+
+/// A batched reactor's checkpoint never passes an event before its flush made the
+/// effect happen: a failed flush blocks the batch at its first event, and the retry
+/// reacts to the whole batch again and flushes it, once.
+async fn a_batched_reactor_passes_nothing_before_its_flush(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain_without_reactors();
+    let positions = register_environments(&domain, "b", 5).await;
+    wait_readable(&t.store, 5).await;
+    let flushed = Arc::new(Mutex::new(vec![]));
+    let reactor = Batched {
+        queued: Mutex::new(vec![]),
+        flushed: flushed.clone(),
+        failures: AtomicU32::new(1),
+    };
+    let mut runner = ReactorRuntime::new(
+        t.store.clone(),
+        vec![Arc::new(reactor)],
+        options(),
+        Reactors::new(t.store.clone()),
+    );
+    // one batch, one failed flush: blocked at the first event, nothing passed
+    assert_eq!(runner.step().await.unwrap(), Step::Idle);
+    let status = runner.handle().status().remove(0);
+    let blocked = status.blocked.clone().expect("blocked by the flush");
+    assert_eq!(blocked.position, positions[0]);
+    assert!(blocked.error.contains("the flush failed"), "{blocked:?}");
+    assert!(status.checkpoint.position < positions[0]);
+    assert_eq!(status.events_handled, 0);
+    assert!(flushed.lock().unwrap().is_empty());
+    // the retry: the whole batch again, flushed once, in order
+    let (handle, task) = runner.spawn();
+    let _task = AbortOnDrop(task);
+    handle
+        .wait_for(*positions.last().unwrap(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(*flushed.lock().unwrap(), positions);
+    let status = handle.status().remove(0);
+    assert_eq!(status.blocked, None);
+    assert_eq!(status.events_handled, 5);
 }

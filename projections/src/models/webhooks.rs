@@ -199,6 +199,9 @@ read_model_row! {
         pub attempt_log: Json<Vec<serde_json::Value>>,
         pub created_at: DateTime<Utc>,
         pub delivered_at: Option<DateTime<Utc>>,
+        /// The event's transaction (PostgreSQL; 0 on SQLite): the queue goes in the
+        /// log's read order, `(tx_id, position)`.
+        pub tx_id: i64,
     }
 }
 
@@ -208,7 +211,8 @@ impl KeyedRow for DeliveryRow {
     }
 }
 
-/// The deliveries of one endpoint, newest first.
+/// The deliveries of one endpoint, newest event first (its log position: the
+/// rows one batch of events queued share their `created_at`).
 pub async fn deliveries(
     store: &Store,
     tenant: &str,
@@ -216,8 +220,19 @@ pub async fn deliveries(
     first: i64,
     after: Option<&str>,
 ) -> Result<crate::query::Page<DeliveryRow>, QueryError> {
-    let filters = [("webhook_id", Some(webhook_id.to_string()))];
-    crate::query::newest_first(store, tenant, "created_at", &filters, first, after).await
+    let limit = crate::query::page_size(first)?;
+    let mut sql = select::<DeliveryRow>(Dialect::of(store));
+    let (t, w) = (sql.arg(tenant), sql.arg(webhook_id));
+    sql.push(&format!(" WHERE tenant = {t} AND webhook_id = {w}"));
+    if let Some(after) = after {
+        let position: i64 = crate::query::decode_cursor(after)?;
+        let p = sql.arg(position);
+        sql.push(&format!(" AND position < {p}"));
+    }
+    let l = sql.arg(limit + 1);
+    sql.push(&format!(" ORDER BY position DESC LIMIT {l}"));
+    let rows: Vec<DeliveryRow> = sql.fetch(store).await?;
+    Ok(crate::query::page(rows, limit, |row| row.position))
 }
 
 /// One delivery of `tenant`.
@@ -275,7 +290,7 @@ pub async fn queue(
     let (t, w, l) = (sql.arg(tenant), sql.arg(webhook_id), sql.arg(limit));
     sql.push(&format!(
         " WHERE tenant = {t} AND webhook_id = {w} AND status <> 'delivered' \
-         ORDER BY position LIMIT {l}"
+         ORDER BY tx_id, position LIMIT {l}"
     ));
     Ok(sql.fetch(store).await?)
 }

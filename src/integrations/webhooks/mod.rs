@@ -12,7 +12,7 @@
 //!   the endpoints from the `webhook` events it reads in log order, so an endpoint
 //!   created at position P gets exactly the events after P.
 //! - **Sending** ([`Sender`]) runs in the process that holds the `webhook_sender`
-//!   lock. Each endpoint is a queue in position order: the oldest undelivered
+//!   lock. Each endpoint is a queue in log order: the oldest undelivered
 //!   delivery goes first, and nothing after it goes until it is delivered, so an
 //!   endpoint sees its events in log order and a failing endpoint delays only
 //!   itself. An attempt is a POST with the Standard Webhooks headers
@@ -632,14 +632,71 @@ pub struct Dispatcher {
     app: AppContext,
     /// tenant → endpoints (`None`: not loaded yet)
     routes: tokio::sync::Mutex<Option<HashMap<String, Vec<Route>>>>,
+    /// The routes as of the last flush: a failed flush replays its batch from
+    /// them, not from what the batch's own `webhook` events taught since.
+    flushed_routes: tokio::sync::Mutex<Option<HashMap<String, Vec<Route>>>>,
+    /// The delivery rows of the batch's events, inserted at the flush.
+    queued: Mutex<Vec<Delivery>>,
 }
+
+/// A delivery row to insert.
+struct Delivery {
+    id: String,
+    tenant: String,
+    webhook_id: String,
+    position: i64,
+    event_type: String,
+    aggregate_type: String,
+    body: Arc<String>,
+    tx_id: i64,
+}
+
+/// Rows per INSERT (10 parameters each, well under SQLite's and PostgreSQL's limits).
+const INSERT_ROWS: usize = 1000;
 
 impl Dispatcher {
     pub fn new(app: AppContext) -> Dispatcher {
         Dispatcher {
             app,
             routes: tokio::sync::Mutex::new(None),
+            flushed_routes: tokio::sync::Mutex::new(None),
+            queued: Mutex::new(vec![]),
         }
+    }
+
+    /// Inserts the queued rows, one statement per `INSERT_ROWS` (an insert a
+    /// replay finds done is a no-op).
+    async fn insert(&self, rows: &[Delivery]) -> Result<(), ReactError> {
+        let now = eventstore::sql::fmt_time(Utc::now());
+        for chunk in rows.chunks(INSERT_ROWS) {
+            let mut sql = Sql::new(Dialect::of(&self.app.store));
+            let mut values = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let args = [
+                    sql.arg(row.id.as_str()),
+                    sql.arg(row.tenant.as_str()),
+                    sql.arg(row.webhook_id.as_str()),
+                    sql.arg(row.position),
+                    sql.arg(row.event_type.as_str()),
+                    sql.arg(row.aggregate_type.as_str()),
+                    sql.arg(format!("msg_{}", row.position)),
+                    sql.arg(row.body.as_str()),
+                    sql.arg(now.as_str()),
+                    sql.arg(row.tx_id),
+                ];
+                values.push(format!("({}, 'pending')", args.join(", ")));
+            }
+            sql.push(&format!(
+                "INSERT INTO webhook_deliveries (id, tenant, webhook_id, position, event_type, \
+                 aggregate_type, message_id, body, created_at, tx_id, status) VALUES {} \
+                 ON CONFLICT (id) DO NOTHING",
+                values.join(", ")
+            ));
+            sql.execute(&self.app.store)
+                .await
+                .map_err(|e| ReactError::Transient(format!("queueing deliveries: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Every endpoint, from the read model once it has caught up (at start).
@@ -774,40 +831,46 @@ impl Reactor for Dispatcher {
             if targets.is_empty() {
                 return Ok(Reaction::Skipped("no endpoint wants it".into()));
             }
-            let now = eventstore::sql::fmt_time(Utc::now());
-            // one statement for every endpoint of the event: one write turn
-            let mut sql = Sql::new(Dialect::of(&self.app.store));
-            let mut rows = Vec::with_capacity(targets.len());
+            // queued for the flush at the end of the batch: one write for all
+            let mut queued = self.queued.lock().expect("not poisoned");
             for (route, event_type, body) in targets {
-                let args = [
-                    sql.arg(format!(
-                        "{}:{}:{}",
-                        event.tenant(),
-                        route.webhook_id,
-                        event.position
-                    )),
-                    sql.arg(event.tenant()),
-                    sql.arg(route.webhook_id.as_str()),
-                    sql.arg(event.position),
-                    sql.arg(event_type),
-                    sql.arg(event.aggregate_type.as_str()),
-                    sql.arg(format!("msg_{}", event.position)),
-                    sql.arg(body.as_str()),
-                    sql.arg(now.as_str()),
-                ];
-                rows.push(format!("({}, 'pending')", args.join(", ")));
+                queued.push(Delivery {
+                    id: format!("{}:{}:{}", event.tenant(), route.webhook_id, event.position),
+                    tenant: event.tenant().to_string(),
+                    webhook_id: route.webhook_id.clone(),
+                    position: event.position,
+                    event_type,
+                    aggregate_type: event.aggregate_type.clone(),
+                    body,
+                    tx_id: event.tx_id.unwrap_or(0),
+                });
             }
-            sql.push(&format!(
-                "INSERT INTO webhook_deliveries (id, tenant, webhook_id, position, event_type, \
-                 aggregate_type, message_id, body, created_at, status) VALUES {} \
-                 ON CONFLICT (id) DO NOTHING",
-                rows.join(", ")
-            ));
-            sql.execute(&self.app.store)
-                .await
-                .map_err(|e| ReactError::Transient(format!("queueing deliveries: {e}")))?;
-            self.app.webhook_wake.notify_one();
             Ok(Reaction::Done)
+        })
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// Inserts the batch's rows in one statement and wakes the sender; on failure
+    /// the routes go back to where the last flush left them (the runtime replays
+    /// the batch, whose `webhook` events teach them again in order).
+    fn flush(&self) -> BoxFuture<'_, Result<(), ReactError>> {
+        Box::pin(async move {
+            let rows = std::mem::take(&mut *self.queued.lock().expect("not poisoned"));
+            let mut routes = self.routes.lock().await;
+            match self.insert(&rows).await {
+                Ok(()) => {
+                    *self.flushed_routes.lock().await = routes.clone();
+                    self.app.webhook_wake.notify_one();
+                    Ok(())
+                }
+                Err(error) => {
+                    *routes = self.flushed_routes.lock().await.clone();
+                    Err(error)
+                }
+            }
         })
     }
 }
