@@ -6,9 +6,11 @@
 //!   when created or rotated.
 //! - **Routing** is a reactor on the reactor runtime ([`Dispatcher`],
 //!   `webhook_dispatcher`, checkpointed, once across replicas): for every event it
-//!   inserts one delivery row per active endpoint of the event's tenant whose filters
+//!   queues one delivery row per active endpoint of the event's tenant whose filters
 //!   match and that existed before the event (`webhook_deliveries`, id
-//!   `{tenant}:{webhook}:{position}`, an insert that a replay finds done). It learns
+//!   `{tenant}:{webhook}:{position}`, an insert that a replay finds done), and
+//!   writes a batch's rows in one statement when the runtime flushes it (a batched
+//!   reactor: its checkpoint never passes a row not written yet). It learns
 //!   the endpoints from the `webhook` events it reads in log order, so an endpoint
 //!   created at position P gets exactly the events after P.
 //! - **Sending** ([`Sender`]) runs in the process that holds the `webhook_sender`
