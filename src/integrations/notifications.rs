@@ -202,7 +202,7 @@ fn object_link(public_url: &str, object_type: &str, id: &str) -> String {
             "{{ promotion(id: \"{id}\") {{ id status sourceEnvironmentId targetEnvironmentId }} }}"
         ),
         "environment" => format!(
-            "{{ environment(id: \"{id}\") {{ id name lastDriftError }} }}"
+            "{{ environment(id: \"{id}\") {{ id name driftStatus lastDriftCheckAt lastDriftCheckError }} }}"
         ),
         _ => format!(
             "{{ webhookDeliveries(webhookId: \"{id}\", first: 10) {{ nodes {{ id status error }} }} }}"

@@ -931,6 +931,11 @@ async fn incidents_drift_checks_and_endpoints_are_notified(kind: Kind) {
         failed["details"][0].as_str().unwrap().contains("503"),
         "{failed}"
     );
+    let followed = follow(&s.api, &s.admin, failed["link"].as_str().unwrap()).await;
+    assert!(
+        followed["environment"]["lastDriftCheckError"].is_string(),
+        "{followed}"
+    );
 
     // an endpoint disabled by an admin
     let plain = Receiver::start().await;
@@ -962,6 +967,11 @@ async fn incidents_drift_checks_and_endpoints_are_notified(kind: Kind) {
     assert_eq!(
         disabled["transition"],
         json!({"from": "active", "to": "disabled"})
+    );
+    let followed = follow(&s.api, &s.admin, disabled["link"].as_str().unwrap()).await;
+    assert!(
+        followed["webhookDeliveries"]["nodes"].is_array(),
+        "{followed}"
     );
 
     // the dev-only channel heard about no staging object, only the endpoint

@@ -816,7 +816,17 @@ impl Reactor for Dispatcher {
                 .filter(|r| r.config.notification.is_some())
                 .collect();
             if !channels.is_empty() {
-                if let Some(n) = notifications::derive(&self.app, event).await? {
+                // A notification that cannot be made (an event it cannot read) is
+                // logged and left out: it must not stop every endpoint's routing.
+                let derived = match notifications::derive(&self.app, event).await {
+                    Err(error) if error.is_permanent() => {
+                        tracing::error!(position = event.position, %error,
+                            "no notification for this event");
+                        None
+                    }
+                    other => other?,
+                };
+                if let Some(n) = derived {
                     for route in channels {
                         let rule = route.config.notification.as_ref().expect("filtered above");
                         if rule.matches(n.kind, n.environment_id.as_deref(), n.severity) {
