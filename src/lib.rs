@@ -5,6 +5,7 @@
 pub mod command;
 pub mod config;
 pub mod connectors;
+pub mod console;
 pub mod context;
 pub mod graphql;
 pub mod http;

@@ -56,6 +56,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -651,7 +652,10 @@ async fn ready(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn not_found() -> Response {
+async fn not_found(headers: HeaderMap) -> Response {
+    if let Some(page) = crate::console::not_found_page(&headers) {
+        return page;
+    }
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "error": { "code": "NOT_FOUND", "message": "no such route" } })),

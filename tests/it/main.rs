@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod config_models;
 mod conformance;
+mod console;
 mod deployments;
 mod digest;
 mod fakes;

@@ -450,6 +450,59 @@ fn view(row: &MatrixRow, cell: MatrixCell) -> CellView {
 }
 
 /// A page of the matrix for `tenant`, in name order.
+/// The rows `filter` selects (the console's counts).
+pub async fn matrix_count(
+    store: &Store,
+    tenant: &str,
+    filter: &MatrixFilter,
+) -> Result<i64, QueryError> {
+    let mut sql = Sql::new(Dialect::of(store));
+    sql.push("SELECT COUNT(*) FROM rm_matrix_rows r");
+    filtered(&mut sql, tenant, filter);
+    let rows: Vec<(i64,)> = sql.fetch_as(store).await?;
+    Ok(rows.first().map_or(0, |r| r.0))
+}
+
+/// The `WHERE` clause of the rows `filter` selects (table alias `r`).
+fn filtered(sql: &mut Sql, tenant: &str, filter: &MatrixFilter) {
+    let t = sql.arg(tenant);
+    sql.push(&format!(" WHERE r.tenant = {t} AND r.status <> 'deleted'"));
+    if filter.canonical_only {
+        sql.push(&format!(" AND r.kind = '{}'", RowKind::Canonical));
+    }
+    if filter.untracked_only {
+        sql.push(&format!(" AND r.kind = '{}'", RowKind::Untracked));
+    }
+    if let Some(status) = filter.row_status {
+        let v = sql.arg(status.as_str());
+        sql.push(&format!(" AND r.status = {v}"));
+    }
+    if let Some(term) = filter.search.as_deref().filter(|t| !t.is_empty()) {
+        let p = sql.arg(like_pattern(term));
+        sql.push(&format!(" AND r.sort_key LIKE {p} ESCAPE '\\'"));
+    }
+    let env_clause = |sql: &mut Sql| match &filter.environment_ids {
+        Some(ids) if !ids.is_empty() => format!(" AND c.environment_id IN ({})", sql.args(ids)),
+        Some(_) => " AND 1 = 0".to_string(),
+        None => String::new(),
+    };
+    if filter.environment_ids.is_some() {
+        let envs = env_clause(sql);
+        sql.push(&format!(
+            " AND EXISTS (SELECT 1 FROM rm_matrix_cells c WHERE c.row_id = r.id{envs})"
+        ));
+    }
+    if filter.only_drift {
+        let envs = env_clause(sql);
+        sql.push(&format!(
+            " AND EXISTS (SELECT 1 FROM rm_matrix_cells c WHERE c.row_id = r.id \
+             AND c.status = 'linked' AND c.env_content_hash IS NOT NULL \
+             AND COALESCE(c.git_content_hash, r.git_content_hash) IS NOT NULL \
+             AND c.env_content_hash <> COALESCE(c.git_content_hash, r.git_content_hash){envs})"
+        ));
+    }
+}
+
 pub async fn matrix_page(
     store: &Store,
     tenant: &str,
@@ -464,46 +517,11 @@ pub async fn matrix_page(
     sql.text = sql
         .text
         .replace("FROM rm_matrix_rows", "FROM rm_matrix_rows r");
-    let t = sql.arg(tenant);
-    sql.push(&format!(" WHERE r.tenant = {t} AND r.status <> 'deleted'"));
-    if filter.canonical_only {
-        sql.push(&format!(" AND r.kind = '{}'", RowKind::Canonical));
-    }
-    if filter.untracked_only {
-        sql.push(&format!(" AND r.kind = '{}'", RowKind::Untracked));
-    }
-    if let Some(status) = filter.row_status {
-        let v = sql.arg(status.as_str());
-        sql.push(&format!(" AND r.status = {v}"));
-    }
+    filtered(&mut sql, tenant, filter);
     if let Some(after) = after {
         let (sort_key, id): (String, String) = decode_cursor(after)?;
         let (s, i) = (sql.arg(sort_key), sql.arg(id));
         sql.push(&format!(" AND (r.sort_key, r.id) > ({s}, {i})"));
-    }
-    if let Some(term) = filter.search.as_deref().filter(|t| !t.is_empty()) {
-        let p = sql.arg(like_pattern(term));
-        sql.push(&format!(" AND r.sort_key LIKE {p} ESCAPE '\\'"));
-    }
-    let env_clause = |sql: &mut Sql| match &filter.environment_ids {
-        Some(ids) if !ids.is_empty() => format!(" AND c.environment_id IN ({})", sql.args(ids)),
-        Some(_) => " AND 1 = 0".to_string(),
-        None => String::new(),
-    };
-    if filter.environment_ids.is_some() {
-        let envs = env_clause(&mut sql);
-        sql.push(&format!(
-            " AND EXISTS (SELECT 1 FROM rm_matrix_cells c WHERE c.row_id = r.id{envs})"
-        ));
-    }
-    if filter.only_drift {
-        let envs = env_clause(&mut sql);
-        sql.push(&format!(
-            " AND EXISTS (SELECT 1 FROM rm_matrix_cells c WHERE c.row_id = r.id \
-             AND c.status = 'linked' AND c.env_content_hash IS NOT NULL \
-             AND COALESCE(c.git_content_hash, r.git_content_hash) IS NOT NULL \
-             AND c.env_content_hash <> COALESCE(c.git_content_hash, r.git_content_hash){envs})"
-        ));
     }
     let l = sql.arg(limit + 1);
     sql.push(&format!(" ORDER BY r.sort_key, r.id LIMIT {l}"));

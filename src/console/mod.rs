@@ -1,0 +1,245 @@
+//! The web console (issue 16, first part): server-rendered pages served by the same
+//! binary, another client of the read models (the queries the GraphQL API uses).
+//!
+//! Every page works as plain links and forms. Signing in keeps the pasted bearer
+//! token in an `HttpOnly`, `SameSite=Strict` cookie; every request verifies it as
+//! the API does, so the tenant and role come from the token only. Every
+//! state-changing form carries a CSRF token derived from the session (an HMAC keyed
+//! with the session's token: a page of another site can neither read the cookie
+//! nor compute it), checked before anything else.
+//!
+//! Built so far: sign-in and sign-out, the workflow matrix (filters with counts,
+//! keyset pagination) and the environments page (read-only). The rest of issue 16
+//! (incidents, promotions, audit, live updates, browser tests) is not built yet.
+
+mod environments;
+mod layout;
+mod matrix;
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use maud::{html, Markup};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::http::auth::Principal;
+use crate::http::HttpState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "wfo_session";
+/// Longest token accepted from the sign-in form.
+const MAX_TOKEN: usize = 4096;
+
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/signin", post(sign_in))
+        .route("/signout", post(sign_out))
+        .route("/matrix", get(matrix::page))
+        .route("/environments", get(environments::page))
+        .route("/console.css", get(layout::stylesheet))
+}
+
+/// A signed-in request: who, and the CSRF token of its session.
+pub struct Session {
+    pub principal: Principal,
+    pub csrf: String,
+}
+
+impl Session {
+    pub fn can_act(&self) -> bool {
+        matches!(
+            self.principal.role,
+            aggregates::kernel::command::Role::Developer | aggregates::kernel::command::Role::Admin
+        )
+    }
+}
+
+/// The session token from the cookie, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The CSRF token of a session: HMAC-SHA256 of a fixed label keyed with the
+/// session's token, base64url.
+fn csrf_of(token: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
+    mac.update(b"workflowops console csrf");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// The signed-in session, or the sign-in page saying why not (an expired or forged
+/// cookie is cleared).
+/// (The page is boxed: a `Response` is large.)
+pub fn session(state: &HttpState, headers: &HeaderMap) -> Result<Session, Box<Response>> {
+    let Some(token) = cookie_token(headers) else {
+        return Err(Box::new(sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            None,
+            false,
+        )));
+    };
+    match state.auth.verify(token) {
+        Ok(principal) => Ok(Session {
+            principal,
+            csrf: csrf_of(token),
+        }),
+        Err(error) => Err(Box::new(sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            Some(format!("Your session ended: {error}. Sign in again.")),
+            true,
+        ))),
+    }
+}
+
+/// Checks a form's CSRF token against the session's (constant time).
+pub fn check_csrf(session: &Session, sent: &str) -> Result<(), Box<Response>> {
+    let (a, b) = (session.csrf.as_bytes(), sent.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(Box::new(layout::error_page(
+            Some(session),
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "The form was not sent from this console (its security token is missing or \
+             wrong), so nothing was changed. Reload the page and try again.",
+        )))
+    }
+}
+
+fn cookie(value: &str, max_age: Option<i64>) -> HeaderValue {
+    let mut text = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
+    if let Some(age) = max_age {
+        text.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn clear_cookie() -> HeaderValue {
+    cookie("", Some(0))
+}
+
+/// `GET /`: the matrix when signed in, else the sign-in form.
+async fn home(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    match cookie_token(&headers) {
+        None => sign_in_page(StatusCode::OK, None, false),
+        Some(_) => match session(&state, &headers) {
+            Ok(_) => Redirect::to("/matrix").into_response(),
+            Err(page) => *page,
+        },
+    }
+}
+
+fn sign_in_page(status: StatusCode, message: Option<String>, clear: bool) -> Response {
+    let body: Markup = html! {
+        section.signin {
+            h1 { "Sign in to workflowops" }
+            @if let Some(message) = &message {
+                p.error role="alert" { (message) }
+            }
+            form method="post" action="/signin" {
+                label for="token" { "Bearer token" }
+                textarea #token name="token" rows="4" required autocomplete="off" spellcheck="false" {}
+                p.hint { "Paste a token from your administrator, or print one with "
+                    code { "workflowops token --tenant <tenant> --role <role> --sub <you>" } "." }
+                button type="submit" { "Sign in" }
+            }
+        }
+    };
+    let mut response = (status, layout::page(None, "Sign in", body)).into_response();
+    if clear {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, clear_cookie());
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+/// `POST /signin`: verifies the token, then keeps it in the session cookie (for as
+/// long as the token is valid).
+async fn sign_in(State(state): State<HttpState>, Form(form): Form<SignIn>) -> Response {
+    let token = form.token.trim();
+    if token.is_empty() || token.len() > MAX_TOKEN {
+        return sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            Some("That is not a token: paste the whole bearer token.".into()),
+            false,
+        );
+    }
+    match state.auth.verify(token) {
+        Ok(_) => {
+            let mut response = Redirect::to("/matrix").into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, cookie(token, None));
+            response
+        }
+        Err(error) => sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            Some(format!("This token cannot sign in: {error}.")),
+            false,
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /signout`: clears the session cookie.
+async fn sign_out(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    let session = match session(&state, &headers) {
+        Ok(session) => session,
+        Err(page) => return *page,
+    };
+    if let Err(page) = check_csrf(&session, &form.csrf) {
+        return *page;
+    }
+    let mut response = Redirect::to("/").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, clear_cookie());
+    response
+}
+
+/// An unknown page, for a browser.
+pub fn not_found_page(headers: &HeaderMap) -> Option<Response> {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    wants_html.then(|| {
+        layout::error_page(
+            None,
+            StatusCode::NOT_FOUND,
+            "No such page",
+            "This page does not exist. The matrix is at /matrix.",
+        )
+    })
+}
