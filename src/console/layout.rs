@@ -77,6 +77,7 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href="/matrix" { "Matrix" }
                             a href="/environments" { "Environments" }
+                            a href="/incidents" { "Incidents" }
                         }
                         span.who {
                             (session.principal.subject) " · " (session.principal.tenant.as_str())

@@ -9,10 +9,12 @@
 //! nor compute it), checked before anything else.
 //!
 //! Built so far: sign-in and sign-out, the workflow matrix (filters with counts,
-//! keyset pagination) and the environments page (read-only). The rest of issue 16
-//! (incidents, promotions, audit, live updates, browser tests) is not built yet.
+//! keyset pagination), the environments page (read-only), and incidents (list,
+//! detail with timeline, the allowed transitions as forms, approvals). The rest of
+//! issue 16 (promotions, audit, live updates, browser tests) is not built yet.
 
 mod environments;
+mod incidents;
 mod layout;
 mod matrix;
 
@@ -42,6 +44,9 @@ pub fn routes() -> Router<HttpState> {
         .route("/signout", post(sign_out))
         .route("/matrix", get(matrix::page))
         .route("/environments", get(environments::page))
+        .route("/incidents", get(incidents::list))
+        .route("/incidents/{id}", get(incidents::detail))
+        .route("/incidents/{id}/transition", post(incidents::transition))
         .route("/console.css", get(layout::stylesheet))
 }
 

@@ -13,7 +13,23 @@ use crate::support::{both_backends, Kind};
 both_backends!(
     sign_in_browse_the_matrix_and_sign_out,
     bad_sessions_forms_and_pages_change_nothing,
+    an_incident_is_walked_through_its_forms,
 );
+
+/// Waits until the read models the pages read hold every event so far (the pages,
+/// like a browser, read them as they stand).
+async fn settle(s: &Setup) {
+    let head = s.api.store.store.last_position().await.unwrap();
+    s.api
+        .ok(
+            &s.admin,
+            "query($p: Int) { workflowMatrix(first: 1, minPosition: $p) { nodes { name } }
+               environments(minPosition: $p) { id }
+               incidents(first: 1, minPosition: $p) { nodes { id } } }",
+            json!({ "p": head }),
+        )
+        .await;
+}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -61,6 +77,7 @@ fn csrf(page: &str) -> String {
 
 async fn sign_in_browse_the_matrix_and_sign_out(kind: Kind) {
     let s = Setup::new(kind).await;
+    settle(&s).await;
     let base = s.api.base.clone();
     // the sign-in page
     let (status, page) = get(&base, "", "/").await;
@@ -110,11 +127,20 @@ async fn sign_in_browse_the_matrix_and_sign_out(kind: Kind) {
     s.dev.modify(&report, |w| {
         w["nodes"][1]["parameters"]["url"] = json!("https://reports.example.com/hotfix");
     });
-    s.api
+    let synced = s
+        .api
         .ok(
             &s.admin,
             "mutation { syncEnvironment(environmentId: \"dev\") { position } }",
             json!({}),
+        )
+        .await;
+    // the pages read the read model as it stands: wait until it holds the sync
+    s.api
+        .ok(
+            &s.admin,
+            "query($p: Int) { workflowMatrix(first: 1, minPosition: $p) { nodes { name } } }",
+            json!({ "p": synced["syncEnvironment"]["position"] }),
         )
         .await;
     let (_, drifted) = get(&base, &cookie, "/matrix?drift=1").await;
@@ -159,6 +185,7 @@ async fn sign_in_browse_the_matrix_and_sign_out(kind: Kind) {
 
 async fn bad_sessions_forms_and_pages_change_nothing(kind: Kind) {
     let s = Setup::new(kind).await;
+    settle(&s).await;
     let base = s.api.base.clone();
     // no cookie, a forged one, an expired one: the sign-in page, the cookie cleared
     let (status, page) = get(&base, "", "/matrix").await;
@@ -219,5 +246,150 @@ async fn bad_sessions_forms_and_pages_change_nothing(kind: Kind) {
     }
     let (_, envs) = get(&base, &cookie, "/environments").await;
     assert!(!envs.contains("staging"), "{envs}");
+    s.api.stop().await;
+}
+
+async fn post_form(
+    base: &str,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .header(COOKIE, cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+/// An incident from detected to closed through the forms: only the transitions the
+/// table allows from its status, for the role, are offered; a tampered one is
+/// refused in words; a viewer gets no action; another tenant gets nothing.
+async fn an_incident_is_walked_through_its_forms(kind: Kind) {
+    let s = Setup::new(kind).await;
+    s.approved("p1").await;
+    assert_eq!(s.deploy_now("p1").await["status"], "SUCCESS");
+    let report = s.staging_named("Daily Report")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.staging.modify(&report, |w| {
+        w["nodes"][1]["parameters"]["url"] = json!("https://reports.example.com/hotfix");
+    });
+    let checked = s
+        .api
+        .ok(
+            &s.admin,
+            "mutation { checkDrift(environmentId: \"staging\") { incident { id } } }",
+            json!({}),
+        )
+        .await;
+    let id = checked["checkDrift"]["incident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    settle(&s).await;
+    let base = s.api.base.clone();
+    let detail = format!("/incidents/{id}");
+    let action = format!("/incidents/{id}/transition");
+
+    // the list, with its filters
+    let admin = sign_in(&base, &s.admin).await;
+    let (status, list) = get(&base, &admin, "/incidents?status=detected").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(&format!("href=\"{detail}\"")), "{list}");
+    let (_, none) = get(&base, &admin, "/incidents?status=closed").await;
+    assert!(none.contains("No incident matches"), "{none}");
+
+    // a viewer sees the incident and no action
+    let viewer = sign_in(&base, &s.api.token("acme", "viewer", "v-1")).await;
+    let (_, page) = get(&base, &viewer, &detail).await;
+    assert!(page.contains("Daily Report"), "{page}");
+    assert!(!page.contains("Move to"), "{page}");
+    assert!(
+        page.contains("Your role may not move this incident."),
+        "{page}"
+    );
+
+    // a developer is offered acknowledging only (closing needs an admin)
+    let developer = sign_in(&base, &s.api.token("acme", "developer", "d-1")).await;
+    let (_, page) = get(&base, &developer, &detail).await;
+    assert!(page.contains("Move to acknowledged"), "{page}");
+    assert!(!page.contains("Move to closed"), "{page}");
+    assert!(!page.contains("Move to stabilized"), "{page}");
+    let token = csrf(&page);
+    // a transition not offered (tampered form): refused in words, nothing changes
+    let (status, page) = post_form(
+        &base,
+        &developer,
+        &action,
+        &[("csrf", token.as_str()), ("to", "stabilized")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(
+        page.contains("From detected it can move to: acknowledged, closed."),
+        "{page}"
+    );
+    // without the CSRF token: nothing changes
+    let (status, _) = post_form(&base, &developer, &action, &[("to", "acknowledged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, page) = get(&base, &developer, &detail).await;
+    assert!(page.contains("<dd>detected</dd>"), "{page}");
+    // acknowledged through the form
+    let (status, page) = post_form(
+        &base,
+        &developer,
+        &action,
+        &[
+            ("csrf", token.as_str()),
+            ("to", "acknowledged"),
+            ("reason", "looking into it"),
+            ("ticket_ref", "OPS-7"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (_, page) = get(&base, &developer, &detail).await;
+    assert!(page.contains("<dd>acknowledged</dd>"), "{page}");
+    assert!(page.contains("OPS-7"), "{page}");
+    assert!(
+        page.contains("d-1 (developer)") && page.contains("looking into it"),
+        "timeline: {page}"
+    );
+    // the admin closes it
+    let (_, page) = get(&base, &admin, &detail).await;
+    assert!(
+        page.contains("Move to closed") && page.contains("Move to reconciled"),
+        "{page}"
+    );
+    let token = csrf(&page);
+    let (status, page) = post_form(
+        &base,
+        &admin,
+        &action,
+        &[
+            ("csrf", token.as_str()),
+            ("to", "closed"),
+            ("reason", "accepted as is"),
+            ("resolution_type", "acknowledge"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (_, page) = get(&base, &admin, &detail).await;
+    assert!(page.contains("<dd>closed</dd>"), "{page}");
+    assert!(page.contains("Closed: no transition is left."), "{page}");
+    assert!(page.contains("admin-1 (admin)"), "{page}");
+
+    // another tenant: no such incident
+    let globex = sign_in(&base, &s.api.token("globex", "admin", "g-1")).await;
+    let (status, page) = get(&base, &globex, &detail).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!page.contains("Daily Report"), "{page}");
     s.api.stop().await;
 }

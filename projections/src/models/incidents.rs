@@ -238,6 +238,35 @@ pub async fn incidents(
     newest_first(store, tenant, "detected_at", &filters, first, after).await
 }
 
+/// What the console's incident list filters on (each `None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub environment_id: Option<String>,
+    pub status: Option<IncidentStatus>,
+    pub severity: Option<aggregates::incident::Severity>,
+    pub sla_state: Option<SlaState>,
+}
+
+/// `tenant`'s incidents that `filter` selects, newest first.
+pub async fn incidents_where(
+    store: &Store,
+    tenant: &str,
+    filter: &IncidentFilter,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<IncidentRow>, QueryError> {
+    let filters = [
+        ("environment_id", filter.environment_id.clone()),
+        ("status", filter.status.map(|s| s.as_str().to_string())),
+        ("severity", filter.severity.map(|s| s.as_str().to_string())),
+        (
+            "sla_state",
+            filter.sla_state.map(|s| s.as_str().to_string()),
+        ),
+    ];
+    newest_first(store, tenant, "detected_at", &filters, first, after).await
+}
+
 pub async fn incident(
     store: &Store,
     tenant: &str,
