@@ -147,9 +147,10 @@ pub trait Reactor: Send + Sync + 'static {
     }
     /// Whether the reactor batches its effects: its reactions may leave them
     /// pending until [`flush`](Reactor::flush), which the runtime calls once it
-    /// has reacted to a batch, before the checkpoint (in memory or in its row)
-    /// passes any of those events. A flush that fails fails the batch at its first
-    /// effect, which is replayed (reactions are idempotent). One write for a batch
+    /// has reacted to a batch (after any reaction, an effect or a skip), before the
+    /// checkpoint (in memory or in its row) passes any of those events. A flush
+    /// that fails fails the batch at its first effect (or first reaction), which is
+    /// replayed (reactions are idempotent). One write for a batch
     /// instead of one per event: what keeps routing ahead of the commands on
     /// SQLite's single write turn.
     fn batched(&self) -> bool {

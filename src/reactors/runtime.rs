@@ -837,25 +837,33 @@ fn dealt(reaction: &Reaction) -> Dealt {
 
 /// A batched reactor's flush after its reactions to a batch: once it succeeds, the
 /// reactions count as dealt with (in order, up to a failed one); if it fails, the
-/// batch fails at its first effect (the reactions before it only skipped).
+/// batch fails at its first effect (the reactions before it only skipped), or at its
+/// first reaction when it had no effect.
 async fn flush_batch(
     reactor: &Arc<dyn Reactor>,
     outcomes: &mut Vec<(usize, Outcome)>,
     finished: &(impl Fn(usize, Dealt) + ?Sized),
 ) {
+    // Flushed after any reaction, an effect or a skip: a reactor may keep state its
+    // reactions built (the dispatcher's routes) as of its last flush.
     let flushed = if outcomes
         .iter()
-        .any(|(_, o)| matches!(o, Outcome::Reacted(Reaction::Done)))
+        .any(|(_, o)| matches!(o, Outcome::Reacted(_)))
     {
         reactor.flush().await
     } else {
         Ok(())
     };
     if let Err(error) = flushed {
-        if let Some(first) = outcomes
+        let first = outcomes
             .iter()
             .position(|(_, o)| matches!(o, Outcome::Reacted(Reaction::Done)))
-        {
+            .or_else(|| {
+                outcomes
+                    .iter()
+                    .position(|(_, o)| matches!(o, Outcome::Reacted(_)))
+            });
+        if let Some(first) = first {
             outcomes.truncate(first + 1);
             outcomes[first].1 = Outcome::Failed(error);
         }
