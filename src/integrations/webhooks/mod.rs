@@ -875,7 +875,9 @@ impl Reactor for Dispatcher {
             match self.insert(&rows).await {
                 Ok(()) => {
                     *self.flushed_routes.lock().await = routes.clone();
-                    self.app.webhook_wake.notify_one();
+                    if !rows.is_empty() {
+                        self.app.webhook_wake.notify_one();
+                    }
                     Ok(())
                 }
                 Err(error) => {
