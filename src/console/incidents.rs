@@ -18,7 +18,7 @@ use projections::models::incidents::{self as model, IncidentRow};
 use serde::Deserialize;
 
 use super::layout::{self, time};
-use super::{check_csrf, session, Session};
+use super::{form_session, session, Session};
 use crate::command::bus::{CommandContext, CommandError};
 use crate::http::HttpState;
 
@@ -115,6 +115,15 @@ pub async fn list(
         .into_response()
 }
 
+fn no_such_incident(session: &Session) -> Response {
+    layout::error_page(
+        Some(session),
+        StatusCode::NOT_FOUND,
+        "No such incident",
+        "This incident does not exist (or is not your tenant's).",
+    )
+}
+
 fn unavailable(session: &Session, error: impl std::fmt::Display) -> Response {
     tracing::warn!(%error, "console: incidents cannot be read");
     layout::error_page(
@@ -179,14 +188,7 @@ async fn render_detail(
     let store = &state.context.store;
     let incident = match model::incident(store, tenant, id).await {
         Ok(Some(incident)) => incident,
-        Ok(None) => {
-            return layout::error_page(
-                Some(session),
-                StatusCode::NOT_FOUND,
-                "No such incident",
-                "This incident does not exist (or is not your tenant's).",
-            )
-        }
+        Ok(None) => return no_such_incident(session),
         Err(error) => return unavailable(session, error),
     };
     let filter = AuditFilter {
@@ -341,20 +343,12 @@ pub async fn transition(
     Path(id): Path<String>,
     Form(form): Form<TransitionForm>,
 ) -> Response {
-    let session = match session(&state, &headers) {
+    let session = match form_session(&state, &headers, &form.csrf) {
         Ok(session) => session,
         Err(page) => return *page,
     };
-    if let Err(page) = check_csrf(&session, &form.csrf) {
-        return *page;
-    }
     let Ok(incident_id) = LocalId::parse(id.as_str()) else {
-        return layout::error_page(
-            Some(&session),
-            StatusCode::NOT_FOUND,
-            "No such incident",
-            "This incident does not exist (or is not your tenant's).",
-        );
+        return no_such_incident(&session);
     };
     let resolution = match text(form.resolution_type) {
         None => None,

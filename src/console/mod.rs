@@ -110,8 +110,19 @@ pub fn session(state: &HttpState, headers: &HeaderMap) -> Result<Session, Box<Re
     }
 }
 
+/// The session of a state-changing form, once its CSRF token checks out.
+pub fn form_session(
+    state: &HttpState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Session, Box<Response>> {
+    let session = session(state, headers)?;
+    check_csrf(&session, csrf)?;
+    Ok(session)
+}
+
 /// Checks a form's CSRF token against the session's (constant time).
-pub fn check_csrf(session: &Session, sent: &str) -> Result<(), Box<Response>> {
+fn check_csrf(session: &Session, sent: &str) -> Result<(), Box<Response>> {
     let (a, b) = (session.csrf.as_bytes(), sent.as_bytes());
     let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
     if same {
@@ -219,11 +230,7 @@ async fn sign_out(
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    let session = match session(&state, &headers) {
-        Ok(session) => session,
-        Err(page) => return *page,
-    };
-    if let Err(page) = check_csrf(&session, &form.csrf) {
+    if let Err(page) = form_session(&state, &headers, &form.csrf) {
         return *page;
     }
     let mut response = Redirect::to("/").into_response();

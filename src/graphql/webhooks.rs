@@ -238,6 +238,16 @@ pub struct WebhookPayload {
     secret: Option<String>,
 }
 
+impl WebhookPayload {
+    fn new(id: &str, position: Option<i64>, secret: Option<String>) -> Self {
+        WebhookPayload {
+            id: id.to_string(),
+            position,
+            secret,
+        }
+    }
+}
+
 #[Object]
 impl WebhookPayload {
     /// Global position of the last event appended (null when nothing changed).
@@ -332,11 +342,11 @@ impl WebhookMutation {
             Ok(webhooks::create(app(ctx)?, &caller.command_context(), &id, config).await?)
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: Some(secret),
-        })
+        Ok(WebhookPayload::new(
+            id.as_str(),
+            committed.position,
+            Some(secret),
+        ))
     }
 
     /// Changes an endpoint's URL, filters and description (admin), checked as on
@@ -356,11 +366,7 @@ impl WebhookMutation {
             Ok(webhooks::update(app(ctx)?, &caller.command_context(), &id, config).await?)
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: None,
-        })
+        Ok(WebhookPayload::new(id.as_str(), committed.position, None))
     }
 
     /// Registers a notification channel (admin): a Slack-compatible incoming webhook
@@ -397,11 +403,11 @@ impl WebhookMutation {
             )
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: Some(secret),
-        })
+        Ok(WebhookPayload::new(
+            id.as_str(),
+            committed.position,
+            Some(secret),
+        ))
     }
 
     /// Changes a notification channel's rule (admin), checked as on creation; the
@@ -435,11 +441,7 @@ impl WebhookMutation {
             )
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: None,
-        })
+        Ok(WebhookPayload::new(id.as_str(), committed.position, None))
     }
 
     /// A new signing secret (admin), in the answer this once; the previous one
@@ -454,11 +456,11 @@ impl WebhookMutation {
             Ok(webhooks::rotate(app(ctx)?, &caller.command_context(), &id).await?)
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: Some(secret),
-        })
+        Ok(WebhookPayload::new(
+            id.as_str(),
+            committed.position,
+            Some(secret),
+        ))
     }
 
     /// Stops deliveries to an endpoint (admin); its queue is kept.
@@ -486,11 +488,7 @@ impl WebhookMutation {
             Ok(webhooks::enable(app(ctx)?, &caller.command_context(), &id).await?)
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: None,
-        })
+        Ok(WebhookPayload::new(id.as_str(), committed.position, None))
     }
 
     /// Deletes an endpoint or notification channel (admin): nothing more is
@@ -505,11 +503,7 @@ impl WebhookMutation {
             Ok(webhooks::delete(app(ctx)?, &caller.command_context(), &id).await?)
         })
         .await?;
-        Ok(WebhookPayload {
-            id: id.to_string(),
-            position: committed.position,
-            secret: None,
-        })
+        Ok(WebhookPayload::new(id.as_str(), committed.position, None))
     }
 
     /// Sends a delivery again (admin), with the same `webhook-id`, once the
@@ -553,9 +547,5 @@ async fn webhook_command(
             .await?)
     })
     .await?;
-    Ok(WebhookPayload {
-        id: id.to_string(),
-        position: committed.position,
-        secret: None,
-    })
+    Ok(WebhookPayload::new(id.as_str(), committed.position, None))
 }

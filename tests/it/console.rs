@@ -271,27 +271,7 @@ async fn post_form(
 /// refused in words; a viewer gets no action; another tenant gets nothing.
 async fn an_incident_is_walked_through_its_forms(kind: Kind) {
     let s = Setup::new(kind).await;
-    s.approved("p1").await;
-    assert_eq!(s.deploy_now("p1").await["status"], "SUCCESS");
-    let report = s.staging_named("Daily Report")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    s.staging.modify(&report, |w| {
-        w["nodes"][1]["parameters"]["url"] = json!("https://reports.example.com/hotfix");
-    });
-    let checked = s
-        .api
-        .ok(
-            &s.admin,
-            "mutation { checkDrift(environmentId: \"staging\") { incident { id } } }",
-            json!({}),
-        )
-        .await;
-    let id = checked["checkDrift"]["incident"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = s.drift_incident_on_staging().await;
     settle(&s).await;
     let base = s.api.base.clone();
     let detail = format!("/incidents/{id}");

@@ -283,6 +283,47 @@ impl Setup {
             .unwrap_or_else(|| panic!("staging has no {name}"))
     }
 
+    /// Staging's n8n refuses the next update of workflow `name` as n8n refuses a
+    /// body it cannot take (400, with its message).
+    pub fn refuse_next_update(&self, name: &str) {
+        let id = self.staging_named(name)["id"].as_str().unwrap().to_string();
+        self.staging.fault_next_on(
+            Method::PUT,
+            &format!("/workflows/{id}"),
+            1,
+            Fault::Status {
+                status: 400,
+                message: "request/body/nodes/1 must have required property 'type'".into(),
+            },
+        );
+    }
+
+    /// Promotes everything to staging, hotfixes Daily Report there and checks
+    /// staging's drift: the incident it opens (its id).
+    pub async fn drift_incident_on_staging(&self) -> String {
+        self.approved("p1").await;
+        assert_eq!(self.deploy_now("p1").await["status"], "SUCCESS");
+        let report = self.staging_named("Daily Report")["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.staging.modify(&report, |w| {
+            w["nodes"][1]["parameters"]["url"] = json!("https://reports.example.com/hotfix");
+        });
+        let checked = self
+            .api
+            .ok(
+                &self.admin,
+                "mutation { checkDrift(environmentId: \"staging\") { incident { id } } }",
+                json!({}),
+            )
+            .await;
+        checked["checkDrift"]["incident"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an incident: {checked}"))
+            .to_string()
+    }
+
     /// Changes workflow `index` in dev (a new URL) and syncs dev.
     pub async fn change_in_dev(&self, index: usize, url: &str) {
         self.dev.modify(&self.dev_ids[index], |w| {
@@ -487,19 +528,7 @@ async fn second_of_three_fails_and_the_first_is_restored(kind: Kind) {
     }
     s.approved("p2").await;
     // push order: a, then b, then c (b references a); b's update is refused
-    let b = s.staging_named("Order Sync")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    s.staging.fault_next_on(
-        Method::PUT,
-        &format!("/workflows/{b}"),
-        1,
-        Fault::Status {
-            status: 400,
-            message: "request/body/nodes/1 must have required property 'type'".into(),
-        },
-    );
+    s.refuse_next_update("Order Sync");
     let deployment = s.deploy_now("p2").await;
     assert_eq!(deployment["status"], "FAILED", "{deployment}");
     assert_eq!(

@@ -679,19 +679,7 @@ async fn promotions_reach_a_slack_and_a_json_channel(kind: Kind) {
         s.change_in_dev(i, url).await;
     }
     s.approved("p2").await;
-    let b = s.staging_named("Order Sync")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    s.staging.fault_next_on(
-        Method::PUT,
-        &format!("/workflows/{b}"),
-        1,
-        Fault::Status {
-            status: 400,
-            message: "request/body/nodes/1 must have required property 'type'".into(),
-        },
-    );
+    s.refuse_next_update("Order Sync");
     assert_eq!(s.deploy_now("p2").await["status"], "FAILED");
     let rolled = message(&generic, "Promotion dev → staging rolled back").await;
     let body = rolled.event();
@@ -842,27 +830,7 @@ async fn incidents_drift_checks_and_endpoints_are_notified(kind: Kind) {
     assert_eq!(crate::api::code(&refused), "VALIDATION", "{refused}");
 
     // promoted, then hotfixed in staging: the drift check opens an incident
-    s.approved("p1").await;
-    assert_eq!(s.deploy_now("p1").await["status"], "SUCCESS");
-    let report = s.staging_named("Daily Report")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    s.staging.modify(&report, |w| {
-        w["nodes"][1]["parameters"]["url"] = json!("https://reports.example.com/hotfix");
-    });
-    let checked = s
-        .api
-        .ok(
-            &s.admin,
-            "mutation { checkDrift(environmentId: \"staging\") { incident { id } } }",
-            json!({}),
-        )
-        .await;
-    let incident = checked["checkDrift"]["incident"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("an incident: {checked}"))
-        .to_string();
+    let incident = s.drift_incident_on_staging().await;
     let opened = message(
         &receiver,
         "Incident opened on staging: 1 workflow drifted, severity",

@@ -290,12 +290,7 @@ pub async fn update_channel(
     keep_url: bool,
 ) -> Result<Committed<Webhook>, CommandError> {
     crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
-    let current = app
-        .domain
-        .bus()
-        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
-        .await?
-        .into_state();
+    let current = current(app, ctx, webhook_id).await?;
     let not_found = || -> CommandError {
         aggregates::kernel::error::DomainError::NotFound {
             kind: "notification rule",
@@ -427,12 +422,7 @@ async fn register(
     webhook_id: &LocalId,
     config: WebhookConfig,
 ) -> Result<(Committed<Webhook>, String), CommandError> {
-    let existing = app
-        .domain
-        .bus()
-        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
-        .await?
-        .into_state();
+    let existing = current(app, ctx, webhook_id).await?;
     if existing.created {
         return Err(validation(
             "id",
@@ -471,6 +461,20 @@ async fn store_secret(
         })
 }
 
+/// The endpoint as its events leave it (not created: `created` is false).
+async fn current(
+    app: &AppContext,
+    ctx: &CommandContext,
+    webhook_id: &LocalId,
+) -> Result<Webhook, CommandError> {
+    Ok(app
+        .domain
+        .bus()
+        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
+        .await?
+        .into_state())
+}
+
 /// `updateWebhook`: a new configuration (checked as on creation).
 pub async fn update(
     app: &AppContext,
@@ -480,12 +484,7 @@ pub async fn update(
 ) -> Result<Committed<Webhook>, CommandError> {
     crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
     check_config(&config, app.webhooks.allow)?;
-    let current = app
-        .domain
-        .bus()
-        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
-        .await?
-        .into_state();
+    let current = current(app, ctx, webhook_id).await?;
     if current.config.notification.is_some() {
         return Err(validation(
             "id",
@@ -504,12 +503,7 @@ pub async fn rotate(
     webhook_id: &LocalId,
 ) -> Result<(Committed<Webhook>, String), CommandError> {
     crate::command::bus::authorize(ctx, &WebhookCommand::Enable)?;
-    let current = app
-        .domain
-        .bus()
-        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
-        .await?
-        .into_state();
+    let current = current(app, ctx, webhook_id).await?;
     if !current.created || current.status == WebhookStatus::Deleted {
         return Err(aggregates::kernel::error::DomainError::NotFound {
             kind: "webhook",
@@ -543,15 +537,16 @@ pub async fn delete(
         .domain
         .webhook(ctx, webhook_id, WebhookCommand::Delete)
         .await?;
-    let state = app
-        .domain
-        .bus()
-        .load::<Webhook>(&aggregate_id(&ctx.tenant, &[webhook_id]))
-        .await?
-        .into_state();
+    let state = &committed.state;
     let mut sealed = vec![state.secret_id.clone()];
-    sealed.extend(state.previous_secret.map(|(id, _)| id));
-    sealed.extend(state.config.notification.map(|n| n.url_secret_id));
+    sealed.extend(state.previous_secret.as_ref().map(|(id, _)| id.clone()));
+    sealed.extend(
+        state
+            .config
+            .notification
+            .as_ref()
+            .map(|n| n.url_secret_id.clone()),
+    );
     for id in sealed {
         forget(app, &ctx.tenant, &id).await;
     }
