@@ -307,13 +307,24 @@ pub enum Command {
         /// Who the token stands for (shown in the audit trail).
         #[arg(long)]
         sub: String,
-        /// Validity in hours.
+        /// Validity in hours (with --signin-url: of the session the link opens).
         #[arg(long, default_value_t = 24 * 30)]
         ttl_hours: u64,
+        /// Print a one-time console sign-in link instead (usable once, within ten
+        /// minutes), under --public-url.
+        #[arg(long)]
+        signin_url: bool,
     },
 }
 
 impl Config {
+    /// Where users reach the service: --public-url, else the listen address.
+    pub fn public_base_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
     /// How webhooks are delivered.
     pub fn webhooks(&self) -> anyhow::Result<crate::integrations::webhooks::WebhookSettings> {
         use crate::integrations::webhooks::{parse_schedule, ssrf::Allow, WebhookSettings};
@@ -321,10 +332,7 @@ impl Config {
             schedule: parse_schedule(&self.webhook_retry_schedule)
                 .map_err(|e| anyhow::anyhow!("--webhook-retry-schedule: {e}"))?,
             timeout: self.webhook_timeout,
-            public_url: self
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", self.listen)),
+            public_url: self.public_base_url(),
             allow: Allow {
                 private: self.webhook_allow_private,
                 loopback: false,

@@ -77,10 +77,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             role,
             sub,
             ttl_hours,
+            signin_url,
         } => {
             let (auth, _) = cli.config.auth()?;
             let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
-            println!("{}", auth.mint(&tenant, &role, &sub, ttl)?);
+            if signin_url {
+                let ticket = auth.mint_ticket(&tenant, &role, &sub, ttl)?;
+                let base = cli.config.public_base_url();
+                println!("{}/signin?ticket={ticket}", base.trim_end_matches('/'));
+            } else {
+                println!("{}", auth.mint(&tenant, &role, &sub, ttl)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {

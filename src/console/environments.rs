@@ -1,7 +1,8 @@
 //! `GET /environments`: each environment's drift status with time in state, counts,
 //! active incident, last check and sync with their errors, pinned state and running
-//! promotion, from the environments read model. Read-only so far: the sync and
-//! drift-check buttons are not built yet (the API's mutations do it).
+//! promotion, from the environments read model; for developers and up, buttons
+//! that sync n8n, sync Git and check drift (`actions`), and a link to the
+//! environment's snapshots.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -46,6 +47,7 @@ pub async fn page(State(state): State<HttpState>, headers: HeaderMap) -> Respons
                     th scope="col" { "Last drift check" }
                     th scope="col" { "Last sync" }
                     th scope="col" { "Promotion" }
+                    th scope="col" { "Actions" }
                 } }
                 tbody {
                     @for env in &environments {
@@ -76,12 +78,15 @@ pub async fn page(State(state): State<HttpState>, headers: HeaderMap) -> Respons
                                 @if let Some(pin) = &env.pinned { span.error { "pinned: " (pin) } }
                                 @if env.running_promotion_id.is_none() && env.pinned.is_none() { span.muted { "none" } }
                             }
+                            td {
+                                (super::actions::buttons(&session, &env.environment_id,
+                                    env.class != aggregates::environment::EnvironmentClass::Dev && env.git_configured))
+                                a href=(format!("/environments/{}/snapshots", env.environment_id)) { "Snapshots" }
+                            }
                         }
                     }
                 }
             } }
-            p.muted { "Sync, repository sync and drift checks run from the API for now ("
-                code { "syncEnvironment" } ", " code { "syncRepository" } ", " code { "checkDrift" } ")." }
         }
     };
     (

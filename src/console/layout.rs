@@ -16,7 +16,7 @@ body { margin: 0; font: 15px/1.45 system-ui, sans-serif; color: var(--fg); backg
 a { color: var(--accent); }
 a:focus, button:focus, input:focus, select:focus, textarea:focus { outline: 3px solid #f5a623; outline-offset: 1px; }
 header.top { display: flex; flex-wrap: wrap; gap: .75rem 1.5rem; align-items: center; padding: .6rem 1rem; border-bottom: 1px solid var(--line); }
-header.top nav a { margin-right: 1rem; }
+header.top nav { display: flex; flex-wrap: wrap; gap: .25rem 1rem; }
 header.top .who { margin-left: auto; color: var(--muted); }
 main { padding: 1rem; max-width: 1400px; }
 h1 { font-size: 1.4rem; margin: .2rem 0 1rem; }
@@ -38,6 +38,11 @@ button { padding: .3rem .8rem; }
 section.signin { max-width: 36rem; }
 section.signin textarea { width: 100%; }
 .empty { padding: 1rem; border: 1px dashed var(--line); }
+form.inline { display: inline-block; margin: 0 .25rem .25rem 0; }
+.actions { margin-bottom: .25rem; }
+.SUCCESS, .COMPLETED, .APPROVED { color: var(--ok); background: var(--ok-bg); }
+.FAILED, .ROLLED_BACK, .REJECTED { color: var(--bad); background: var(--bad-bg); }
+.PENDING, .PENDING_APPROVAL, .SCHEDULED, .RUNNING, .CHANGED { color: var(--warn); background: var(--warn-bg); }
 @media (max-width: 700px) { main { padding: .5rem; } th, td { padding: .25rem; } }
 "#;
 
@@ -78,6 +83,9 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                             a href="/matrix" { "Matrix" }
                             a href="/environments" { "Environments" }
                             a href="/incidents" { "Incidents" }
+                            a href="/promotions" { "Promotions" }
+                            a href="/audit" { "Audit" }
+                            a href="/live" { "Live events" }
                         }
                         span.who {
                             (session.principal.subject) " · " (session.principal.tenant.as_str())

@@ -13,10 +13,13 @@
 //! detail with timeline, the allowed transitions as forms, approvals). The rest of
 //! issue 16 (promotions, audit, live updates, browser tests) is not built yet.
 
+mod actions;
+mod audit;
 mod environments;
 mod incidents;
 mod layout;
 mod matrix;
+mod promotions;
 
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -40,7 +43,7 @@ const MAX_TOKEN: usize = 4096;
 pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/", get(home))
-        .route("/signin", post(sign_in))
+        .route("/signin", get(ticket_sign_in).post(sign_in))
         .route("/signout", post(sign_out))
         .route("/matrix", get(matrix::page))
         .route("/environments", get(environments::page))
@@ -48,6 +51,9 @@ pub fn routes() -> Router<HttpState> {
         .route("/incidents/{id}", get(incidents::detail))
         .route("/incidents/{id}/transition", post(incidents::transition))
         .route("/console.css", get(layout::stylesheet))
+        .merge(promotions::routes())
+        .merge(actions::routes())
+        .merge(audit::routes())
 }
 
 /// A signed-in request: who, and the CSRF token of its session.
@@ -57,6 +63,21 @@ pub struct Session {
 }
 
 impl Session {
+    pub fn is_admin(&self) -> bool {
+        self.principal.role == aggregates::kernel::command::Role::Admin
+    }
+
+    /// The context of a command the console runs for this session (one
+    /// correlation id per form submitted).
+    pub fn command_context(&self) -> crate::command::bus::CommandContext {
+        crate::command::bus::CommandContext {
+            tenant: self.principal.tenant.clone(),
+            actor: aggregates::Actor::new(self.principal.subject.clone(), self.principal.role),
+            correlation_id: format!("console:{}", uuid::Uuid::new_v4()),
+            causation_id: None,
+        }
+    }
+
     pub fn can_act(&self) -> bool {
         matches!(
             self.principal.role,
@@ -76,6 +97,20 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.trim())
         .filter(|v| !v.is_empty())
+}
+
+/// Whether the request carries a console session cookie.
+pub fn has_session_cookie(headers: &HeaderMap) -> bool {
+    cookie_token(headers).is_some()
+}
+
+/// Who the session cookie stands for (verified as a bearer token is).
+pub fn cookie_principal(
+    auth: &crate::http::auth::Auth,
+    headers: &HeaderMap,
+) -> Result<Principal, crate::http::auth::AuthError> {
+    let token = cookie_token(headers).ok_or(crate::http::auth::AuthError::Missing)?;
+    auth.verify(token)
 }
 
 /// The CSRF token of a session: HMAC-SHA256 of a fixed label keyed with the
@@ -254,4 +289,134 @@ pub fn not_found_page(headers: &HeaderMap) -> Option<Response> {
             "This page does not exist. The matrix is at /matrix.",
         )
     })
+}
+
+/// A command's refusal in words, with what is allowed instead, and its status.
+pub fn explain(error: &crate::command::bus::CommandError) -> (StatusCode, String) {
+    use crate::command::bus::CommandError;
+    use aggregates::kernel::error::DomainError;
+    match error {
+        CommandError::Refused(DomainError::InvalidTransition { from, allowed, .. }) => (
+            StatusCode::CONFLICT,
+            format!(
+                "Refused: {error}. From {from} it can move to: {}.",
+                if allowed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+        ),
+        CommandError::Refused(DomainError::Forbidden(_)) => {
+            (StatusCode::FORBIDDEN, format!("Refused: {error}."))
+        }
+        CommandError::Refused(DomainError::NotFound { .. }) => {
+            (StatusCode::NOT_FOUND, format!("Refused: {error}."))
+        }
+        CommandError::Refused(DomainError::Conflict(_)) | CommandError::Conflict { .. } => (
+            StatusCode::CONFLICT,
+            format!("Refused: {error}. Nothing changed; reload and try again."),
+        ),
+        CommandError::Refused(_) => (StatusCode::BAD_REQUEST, format!("Refused: {error}.")),
+        _ => {
+            tracing::warn!(%error, "console: a command failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The change could not be recorded now; nothing changed. Try again.".to_string(),
+            )
+        }
+    }
+}
+
+/// The page for a read that failed (the database did not answer).
+pub fn unavailable(session: &Session, what: &str, error: impl std::fmt::Display) -> Response {
+    tracing::warn!(%error, "console: {what} cannot be read");
+    layout::error_page(
+        Some(session),
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{what} cannot be read now"),
+        "The database did not answer. Try again in a moment.",
+    )
+}
+
+/// Ids of the sign-in tickets already redeemed, with their expiry (Unix seconds):
+/// each ticket opens one session. Kept in memory: a ticket lives ten minutes, so a
+/// restart within them is the only way to redeem one twice (decision 43).
+static REDEEMED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Records a ticket's id; false if it was redeemed before.
+fn redeem(id: &str, expires: i64) -> bool {
+    let now = chrono::Utc::now().timestamp();
+    let mut redeemed = REDEEMED.lock().unwrap_or_else(|e| e.into_inner());
+    redeemed.retain(|_, exp| *exp >= now);
+    redeemed.insert(id.to_string(), expires).is_none()
+}
+
+#[derive(Deserialize)]
+struct TicketParams {
+    #[serde(default)]
+    ticket: Option<String>,
+}
+
+/// `GET /signin?ticket=…`: the one-time sign-in link `workflowops token
+/// --signin-url` prints. A valid, unused ticket opens a session (a new token for
+/// the same subject, tenant and role); then a page leads on to the console (a
+/// redirect would reach it as a cross-site navigation, without the `SameSite=Strict`
+/// cookie).
+async fn ticket_sign_in(
+    State(state): State<HttpState>,
+    axum::extract::Query(params): axum::extract::Query<TicketParams>,
+) -> Response {
+    let Some(ticket) = params
+        .ticket
+        .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN)
+    else {
+        return sign_in_page(StatusCode::OK, None, false);
+    };
+    let refused = |message: String| sign_in_page(StatusCode::UNAUTHORIZED, Some(message), false);
+    let ticket = match state.auth.verify_ticket(&ticket) {
+        Ok(ticket) => ticket,
+        Err(crate::http::auth::AuthError::Expired) => {
+            return refused(
+                "This sign-in link has expired (links last ten minutes). Ask for a new one.".into(),
+            )
+        }
+        Err(error) => return refused(format!("This sign-in link cannot be used: {error}.")),
+    };
+    if !redeem(&ticket.id, ticket.expires) {
+        return refused(
+            "This sign-in link was already used: each link signs in once. Ask for a new one."
+                .into(),
+        );
+    }
+    let principal = &ticket.principal;
+    let role = format!("{:?}", principal.role).to_lowercase();
+    let token = match state.auth.mint(
+        principal.tenant.as_str(),
+        &role,
+        &principal.subject,
+        ticket.session_ttl,
+    ) {
+        Ok(token) => token,
+        Err(error) => return refused(format!("No session could be opened: {error}.")),
+    };
+    let body = html! {
+        h1 { "Signed in" }
+        p { "Signed in as " (principal.subject) " (" (role) ") of " (principal.tenant.as_str()) "." }
+        p { a href="/matrix" autofocus { "Continue to the console" } }
+    };
+    let mut response = (StatusCode::OK, layout::page(None, "Signed in", body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::SET_COOKIE,
+        cookie(&token, Some(ticket.session_ttl.as_secs() as i64)),
+    );
+    headers.insert(header::REFRESH, HeaderValue::from_static("0; url=/matrix"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }

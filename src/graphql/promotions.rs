@@ -206,41 +206,19 @@ impl Deployment {
     /// After a failure, what can be done: a new promotion of the same workflows,
     /// restoring the pre-snapshot, unpinning the target.
     async fn recovery_options(&self) -> Vec<RecoveryOption> {
-        if self.0.status != aggregates::deployment::DeploymentStatus::Failed {
-            return vec![];
-        }
-        let mut options = vec![RecoveryOption {
-            kind: RecoveryKind::RetryAsNewPromotion,
-            description: "create a new promotion of the same workflows (createPromotion) \
-                          and deploy it"
-                .into(),
-            snapshot_id: None,
-        }];
-        if let Some(pre) = &self.0.progress.pre_snapshot {
-            let rollback = self.0.progress.rollback.as_ref();
-            let restored = rollback
-                .and_then(|r| r.inconsistencies.as_ref())
-                .is_some_and(Vec::is_empty);
-            if !restored {
-                options.push(RecoveryOption {
-                    kind: RecoveryKind::RestoreSnapshot,
-                    description: "bring the target back to what it held before this \
-                                  deployment (restoreSnapshot)"
-                        .into(),
-                    snapshot_id: Some(ID(pre.snapshot_id.clone())),
-                });
-            }
-        }
-        if self.0.progress.rollback.is_some() {
-            options.push(RecoveryOption {
-                kind: RecoveryKind::UnpinEnvironment,
-                description: "the rollback pinned the target: scheduled deployments to it \
-                              wait until unpinEnvironment"
-                    .into(),
-                snapshot_id: None,
-            });
-        }
-        options
+        use crate::workflows::deployment::{recovery_options, Recovery};
+        recovery_options(&self.0)
+            .into_iter()
+            .map(|(kind, snapshot_id)| RecoveryOption {
+                kind: match kind {
+                    Recovery::RetryAsNewPromotion => RecoveryKind::RetryAsNewPromotion,
+                    Recovery::RestoreSnapshot => RecoveryKind::RestoreSnapshot,
+                    Recovery::UnpinEnvironment => RecoveryKind::UnpinEnvironment,
+                },
+                description: kind.description().into(),
+                snapshot_id: snapshot_id.map(ID),
+            })
+            .collect()
     }
 }
 

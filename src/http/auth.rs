@@ -22,13 +22,39 @@ pub const SECRET_FILE: &str = "jwt-secret";
 pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The claims of a workflowops token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub tenant: String,
     pub role: String,
     pub exp: i64,
     pub iat: i64,
+    /// Set only on a one-time console sign-in ticket ([`TICKET_PURPOSE`]), which is
+    /// never accepted as a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// A ticket's id (each is redeemed once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// A ticket's session length in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ttl: Option<i64>,
+}
+
+/// The `purpose` of a console sign-in ticket.
+pub const TICKET_PURPOSE: &str = "console-sign-in";
+/// How long a sign-in ticket may wait to be used.
+pub const TICKET_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// What a redeemed sign-in ticket grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub principal: Principal,
+    /// Its id: redeem it once.
+    pub id: String,
+    /// When it expires (Unix seconds): its id need not be remembered after.
+    pub expires: i64,
+    pub session_ttl: Duration,
 }
 
 /// Who is calling: what a verified token says.
@@ -112,6 +138,9 @@ impl Auth {
             role: role_name(role).to_string(),
             iat: now,
             exp: now.saturating_add(ttl.as_secs().min(i64::MAX as u64) as i64),
+            purpose: None,
+            jti: None,
+            session_ttl: None,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -120,8 +149,63 @@ impl Auth {
         )?)
     }
 
+    /// A one-time console sign-in ticket for `subject` of `tenant` with `role`,
+    /// usable for [`TICKET_TTL`]; the session it opens lasts `session_ttl`. It is
+    /// not a bearer token: [`Auth::verify`] refuses it.
+    pub fn mint_ticket(
+        &self,
+        tenant: &str,
+        role: &str,
+        subject: &str,
+        session_ttl: Duration,
+    ) -> Result<String, MintError> {
+        let token = self.mint(tenant, role, subject, TICKET_TTL)?;
+        let mut claims = self
+            .claims(&token)
+            .map_err(|e| MintError::Tenant(e.to_string()))?;
+        claims.purpose = Some(TICKET_PURPOSE.to_string());
+        claims.jti = Some(uuid::Uuid::new_v4().to_string());
+        claims.session_ttl = Some(session_ttl.as_secs().min(i64::MAX as u64) as i64);
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Verifies a sign-in ticket (signature, expiry, purpose). The caller redeems
+    /// its id once.
+    pub fn verify_ticket(&self, ticket: &str) -> Result<Ticket, AuthError> {
+        let claims = self.claims(ticket)?;
+        let (Some(TICKET_PURPOSE), Some(id), Some(ttl)) = (
+            claims.purpose.as_deref(),
+            claims.jti.clone(),
+            claims.session_ttl,
+        ) else {
+            return Err(AuthError::Invalid("not a sign-in ticket".into()));
+        };
+        let expires = claims.exp;
+        let principal = principal_of(claims)?;
+        Ok(Ticket {
+            principal,
+            id,
+            expires,
+            session_ttl: Duration::from_secs(ttl.max(0) as u64),
+        })
+    }
+
     /// Verifies a token's signature, algorithm and expiry, and reads its claims.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.claims(token)?;
+        if claims.purpose.is_some() {
+            return Err(AuthError::Invalid(
+                "a sign-in ticket is not a bearer token".into(),
+            ));
+        }
+        principal_of(claims)
+    }
+
+    fn claims(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -133,19 +217,7 @@ impl Auth {
                 ErrorKind::Json(_) => AuthError::Invalid("unreadable claims".into()),
                 _ => AuthError::Invalid("not a token".into()),
             })?;
-        let claims = data.claims;
-        let tenant = TenantId::parse(&claims.tenant)
-            .map_err(|_| AuthError::Invalid("invalid tenant claim".into()))?;
-        let role = token_role(&claims.role)
-            .ok_or_else(|| AuthError::Invalid("invalid role claim".into()))?;
-        if claims.sub.trim().is_empty() {
-            return Err(AuthError::Invalid("empty subject".into()));
-        }
-        Ok(Principal {
-            subject: claims.sub,
-            tenant,
-            role,
-        })
+        Ok(data.claims)
     }
 
     /// Verifies the token of an `Authorization` header value.
@@ -159,6 +231,22 @@ impl Auth {
             .ok_or(AuthError::Malformed)?;
         self.verify(token)
     }
+}
+
+/// The principal a verified token's claims name.
+fn principal_of(claims: Claims) -> Result<Principal, AuthError> {
+    let tenant = TenantId::parse(&claims.tenant)
+        .map_err(|_| AuthError::Invalid("invalid tenant claim".into()))?;
+    let role =
+        token_role(&claims.role).ok_or_else(|| AuthError::Invalid("invalid role claim".into()))?;
+    if claims.sub.trim().is_empty() {
+        return Err(AuthError::Invalid("empty subject".into()));
+    }
+    Ok(Principal {
+        subject: claims.sub,
+        tenant,
+        role,
+    })
 }
 
 /// Roles a token may carry: `system` is for the service's own jobs, never a token.
@@ -303,6 +391,7 @@ mod tests {
             role: "admin".into(),
             iat: now - 120,
             exp: now - 60,
+            ..Default::default()
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -456,9 +456,19 @@ async fn events(
     headers: HeaderMap,
     params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let principal = match authenticate(&state.auth, &headers) {
-        Ok(principal) => principal,
-        Err(error) => return unauthenticated(error),
+    // The console's pages follow the stream with the session cookie (EventSource
+    // cannot send a header); a cross-site page never gets it (SameSite=Strict).
+    let principal = match headers.get(header::AUTHORIZATION) {
+        None if crate::console::has_session_cookie(&headers) => {
+            match crate::console::cookie_principal(&state.auth, &headers) {
+                Ok(principal) => principal,
+                Err(error) => return unauthenticated(error),
+            }
+        }
+        _ => match authenticate(&state.auth, &headers) {
+            Ok(principal) => principal,
+            Err(error) => return unauthenticated(error),
+        },
     };
     let Query(params) = match params {
         Ok(params) => params,

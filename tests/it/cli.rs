@@ -208,6 +208,37 @@ async fn token_command_mints_tokens_the_service_accepts() {
 }
 
 #[tokio::test]
+async fn token_command_prints_a_one_time_sign_in_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let out = workflowops()
+        .args([
+            "token", "--tenant", "acme", "--role", "viewer", "--sub", "vi@acme",
+        ])
+        .args(["--signin-url", "--public-url", "https://ops.example.com/"])
+        .args(["--ttl-hours", "8", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap();
+    let ticket = link
+        .trim()
+        .strip_prefix("https://ops.example.com/signin?ticket=")
+        .unwrap_or_else(|| panic!("a sign-in link: {link}"));
+    let auth = data_dir_auth(dir.path());
+    let redeemed = auth.verify_ticket(ticket).unwrap();
+    assert_eq!(redeemed.principal.subject, "vi@acme");
+    assert_eq!(redeemed.session_ttl, Duration::from_secs(8 * 3600));
+    assert!(redeemed.expires <= chrono::Utc::now().timestamp() + 600);
+    // a ticket is not a bearer token
+    assert!(auth.verify(ticket).is_err());
+}
+
+#[tokio::test]
 async fn migrate_is_idempotent_and_bad_urls_fail_cleanly() {
     let t = TestStore::postgres().await;
     for _ in 0..2 {

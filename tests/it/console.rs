@@ -14,6 +14,8 @@ both_backends!(
     sign_in_browse_the_matrix_and_sign_out,
     bad_sessions_forms_and_pages_change_nothing,
     an_incident_is_walked_through_its_forms,
+    a_promotion_is_compared_created_approved_and_deployed,
+    a_sign_in_link_opens_one_session,
 );
 
 /// Waits until the read models the pages read hold every event so far (the pages,
@@ -212,6 +214,7 @@ async fn bad_sessions_forms_and_pages_change_nothing(kind: Kind) {
             role: "admin".into(),
             iat: now - 3600,
             exp: now - 60,
+            ..Default::default()
         },
         &jsonwebtoken::EncodingKey::from_secret(crate::api::SECRET),
     )
@@ -372,4 +375,426 @@ async fn an_incident_is_walked_through_its_forms(kind: Kind) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!page.contains("Daily Report"), "{page}");
     s.api.stop().await;
+}
+
+/// Posts a form; the status, the redirect's target (if any) and the body.
+async fn post_location(
+    base: &str,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .header(COOKIE, cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .map(|l| l.to_str().unwrap().to_string());
+    (status, location, response.text().await.unwrap())
+}
+
+/// The value of the first hidden input named `name` on the page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"));
+    let rest = &page[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// The promotion pages: compare, create (a double submit creates one), the
+/// creator's own approval refused in words, approval by another admin, deploy now,
+/// the deployment's progress and snapshots with restore; a viewer gets no action,
+/// a form without its CSRF token and an action the state no longer allows change
+/// nothing, and a blocking gate is shown with its gates.
+async fn a_promotion_is_compared_created_approved_and_deployed(kind: Kind) {
+    let s = Setup::new(kind).await;
+    settle(&s).await;
+    let base = s.api.base.clone();
+    let admin = sign_in(&base, &s.admin).await;
+    let approver = sign_in(&base, &s.approver).await;
+    let viewer = sign_in(&base, &s.api.token("acme", "viewer", "viewer-1")).await;
+
+    // the environments' buttons: developers and up; each says what it did
+    let (_, page) = get(&base, &admin, "/environments").await;
+    assert_eq!(page.matches(">Sync n8n<").count(), 2, "{page}");
+    assert_eq!(
+        page.matches(">Check drift<").count(),
+        1,
+        "staging only: {page}"
+    );
+    let (_, viewer_page) = get(&base, &viewer, "/environments").await;
+    assert!(!viewer_page.contains(">Sync n8n<"), "{viewer_page}");
+    let token = csrf(&page);
+    let run = |action: &'static str| [("csrf", token.clone()), ("action", action.to_string())];
+    let (status, _, done) =
+        post_location(&base, &admin, "/environments/dev/run", &pairs(&run("sync"))).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert!(done.contains("Saw 3 workflows: 0 new, 0 changed"), "{done}");
+    let (status, _, done) = post_location(
+        &base,
+        &admin,
+        "/environments/dev/run",
+        &pairs(&run("sync_repository")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert!(done.contains("Read 3 workflow files at commit"), "{done}");
+    let (status, _, done) = post_location(
+        &base,
+        &admin,
+        "/environments/staging/run",
+        &pairs(&run("check_drift")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert!(done.contains("0 drifted"), "{done}");
+    let (status, _, done) = post_location(
+        &base,
+        &admin,
+        "/environments/dev/run",
+        &pairs(&run("check_drift")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{done}");
+    assert!(
+        done.contains("drift detection runs on non-dev environments"),
+        "{done}"
+    );
+    let (status, _, done) = post_location(
+        &base,
+        &admin,
+        "/environments/dev/run",
+        &pairs(&run("reboot")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{done}");
+    let (status, _, _) = post_location(
+        &base,
+        &viewer,
+        "/environments/dev/run",
+        &[("csrf", "x"), ("action", "sync")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, viewer_page) = get(&base, &viewer, "/environments").await;
+    let (status, _, done) = post_location(
+        &base,
+        &viewer,
+        "/environments/dev/run",
+        &[("csrf", csrf(&viewer_page).as_str()), ("action", "sync")],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the bus refuses a viewer: {done}"
+    );
+    settle(&s).await;
+
+    let (status, page) = get(&base, &admin, "/promotions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("No promotion matches"), "{page}");
+
+    let (_, page) = get(&base, &admin, "/promotions/new").await;
+    assert!(page.contains("value=\"main/dev/staging\""), "{page}");
+    assert!(page.contains("Main: dev → staging"), "{page}");
+
+    let (status, page) = get(&base, &admin, "/promotions/new?stage=main%2Fdev%2Fstaging").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for name in ["Enrich Order", "Order Sync", "Daily Report"] {
+        assert!(page.contains(name), "{name}: {page}");
+    }
+    assert_eq!(page.matches("name=\"workflow\"").count(), 3, "{page}");
+    let id = hidden(&page, "id");
+    let token = csrf(&page);
+    let form = [
+        ("csrf", token.as_str()),
+        ("id", id.as_str()),
+        ("pipeline", "main"),
+        ("source", "dev"),
+        ("target", "staging"),
+        ("workflow", "wf-a"),
+        ("workflow", "wf-b"),
+        ("workflow", "wf-c"),
+    ];
+    // without the CSRF token: refused, nothing recorded
+    let (status, _, page) = post_location(&base, &admin, "/promotions", &form[1..]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    let listed = s
+        .api
+        .ok(&s.admin, "{ promotions { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(listed["promotions"]["nodes"], json!([]), "{listed}");
+
+    let (status, location, _) = post_location(&base, &admin, "/promotions", &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/promotions/{id}").as_str())
+    );
+    // a double submit lands on the same promotion
+    let (status, again, _) = post_location(&base, &admin, "/promotions", &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(again, location);
+    let listed = s
+        .api
+        .ok(
+            &s.admin,
+            "{ promotions { nodes { id status } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listed["promotions"]["nodes"],
+        json!([{ "id": id, "status": "PENDING_APPROVAL" }])
+    );
+
+    let path = format!("/promotions/{id}");
+    let (_, page) = get(&base, &admin, &path).await;
+    assert!(page.contains("pending_approval"), "{page}");
+    assert!(
+        page.contains("target_environment_healthy"),
+        "gates shown: {page}"
+    );
+    assert!(
+        page.contains(">Approve<") && page.contains(">Reject<"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("Deploy now"),
+        "not offered before approval: {page}"
+    );
+    // a viewer sees it without actions
+    let (_, page) = get(&base, &viewer, &path).await;
+    assert!(page.contains("pending_approval"), "{page}");
+    assert!(!page.contains("/action\""), "{page}");
+    assert!(page.contains("need the admin role"), "{page}");
+
+    // the creator may not approve their own promotion: refused in words
+    let action = format!("{path}/action");
+    let (_, page) = get(&base, &admin, &path).await;
+    let (status, _, page) = post_location(
+        &base,
+        &admin,
+        &action,
+        &[("csrf", csrf(&page).as_str()), ("to", "approve")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("Refused"), "{page}");
+    assert!(page.contains("pending_approval"), "unchanged: {page}");
+
+    let (_, page) = get(&base, &approver, &path).await;
+    let (status, location, page) = post_location(
+        &base,
+        &approver,
+        &action,
+        &[("csrf", csrf(&page).as_str()), ("to", "approve")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert_eq!(location.as_deref(), Some(path.as_str()));
+    let (_, page) = get(&base, &admin, &path).await;
+    assert!(page.contains("approved by admin-2"), "{page}");
+    assert!(
+        page.contains("Deploy now") && page.contains("Schedule"),
+        "{page}"
+    );
+
+    // a bad time is refused in words
+    let (status, _, page) = post_location(
+        &base,
+        &admin,
+        &action,
+        &[
+            ("csrf", csrf(&page).as_str()),
+            ("to", "deploy"),
+            ("scheduled_for", "tomorrow"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("is not a time"), "{page}");
+
+    let (status, location, page) = post_location(
+        &base,
+        &admin,
+        &action,
+        &[("csrf", csrf(&page).as_str()), ("to", "deploy")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let deployment_path = location.unwrap();
+    let deployment = deployment_path
+        .trim_start_matches("/deployments/")
+        .to_string();
+    assert_eq!(
+        crate::deployments::ended(&s.api, &s.admin, &deployment).await["status"],
+        "SUCCESS"
+    );
+    settle(&s).await;
+    let (status, page) = get(&base, &admin, &deployment_path).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let head = s.api.store.store.last_position().await.unwrap();
+    let (status, fragment) = get(
+        &base,
+        &admin,
+        &format!("{deployment_path}/progress?min={head}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(fragment.contains("data-done=\"true\""), "{fragment}");
+    assert!(fragment.contains(">success<"), "{fragment}");
+    assert!(fragment.contains("3 of 3"), "{fragment}");
+    for name in ["Enrich Order", "Order Sync", "Daily Report"] {
+        assert!(fragment.contains(name), "{name}: {fragment}");
+    }
+    assert!(!fragment.contains("<html"), "a fragment, not a page");
+
+    // the same action again: the state no longer allows it, refused in words
+    let (_, page) = get(&base, &admin, &path).await;
+    assert!(page.contains("completed"), "{page}");
+    let (status, _, page) = post_location(
+        &base,
+        &admin,
+        &action,
+        &[("csrf", csrf(&page).as_str()), ("to", "deploy")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(page.contains("it can move to: nothing"), "{page}");
+
+    // snapshots: before and after, each with restore for an admin only
+    let (_, page) = get(&base, &admin, "/environments/staging/snapshots").await;
+    assert_eq!(
+        page.matches("aria-label=\"Restore snapshot").count(),
+        2,
+        "{page}"
+    );
+    assert!(page.contains(">pre<") && page.contains(">post<"), "{page}");
+    let (_, page) = get(&base, &viewer, "/environments/staging/snapshots").await;
+    assert!(!page.contains("aria-label=\"Restore snapshot"), "{page}");
+    assert!(page.contains("admin only"), "{page}");
+    let (status, _) = get(&base, &admin, "/environments/nope/snapshots").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&base, &admin, "/deployments/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // a blocking gate: the target deactivated
+    s.api
+        .ok(
+            &s.admin,
+            "mutation { deactivateEnvironment(id: \"staging\") { position } }",
+            json!({}),
+        )
+        .await;
+    settle(&s).await;
+    let (_, page) = get(&base, &admin, "/promotions/new?stage=main%2Fdev%2Fstaging").await;
+    let blocked = [
+        ("csrf", csrf(&page)),
+        ("id", "blocked-1".to_string()),
+        ("pipeline", "main".into()),
+        ("source", "dev".into()),
+        ("target", "staging".into()),
+        ("workflow", "wf-a".into()),
+        ("bypass", "0".into()),
+    ];
+    let blocked: Vec<(&str, &str)> = blocked.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, page) = post_location(&base, &admin, "/promotions", &blocked).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(page.contains("GATE_BLOCKED"), "{page}");
+    assert!(page.contains("target_environment_healthy"), "{page}");
+}
+
+/// `workflowops token --signin-url`'s ticket opens one session, once; a used,
+/// forged or plain token as ticket is refused, and a ticket is no bearer token.
+async fn a_sign_in_link_opens_one_session(kind: Kind) {
+    let s = Setup::new(kind).await;
+    settle(&s).await;
+    let base = s.api.base.clone();
+    let ticket = s
+        .api
+        .auth
+        .mint_ticket(
+            "acme",
+            "developer",
+            "dev-1",
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let link = format!("{base}/signin?ticket={ticket}");
+    let response = client().get(&link).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(set.contains("Max-Age=3600"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("Signed in as dev-1 (developer) of acme"),
+        "{page}"
+    );
+    let (status, page) = get(&base, &cookie, "/matrix").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("dev-1"), "{page}");
+
+    // once only
+    let response = client().get(&link).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    assert!(response.text().await.unwrap().contains("already used"));
+    // a bearer token is not a ticket, and a ticket is not a bearer token
+    let response = client()
+        .get(format!("{base}/signin?ticket={}", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("not a sign-in ticket"));
+    let other = s
+        .api
+        .auth
+        .mint_ticket(
+            "acme",
+            "admin",
+            "admin-9",
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    let (status, _) = s
+        .api
+        .post(Some(&other), json!({ "query": "{ environments { id } }" }))
+        .await;
+    assert_eq!(status, 401);
+    let response = client()
+        .post(format!("{base}/signin"))
+        .form(&[("token", other.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("not a bearer token"));
+}
+
+fn pairs<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }

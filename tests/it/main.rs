@@ -3,10 +3,12 @@
 //! with `WORKFLOWOPS_TEST_PG_URL`), each test in a fresh database.
 
 mod api;
+mod browser;
 mod cli;
 mod config_models;
 mod conformance;
 mod console;
+mod console_audit;
 mod deployments;
 mod digest;
 mod fakes;

@@ -408,3 +408,57 @@ pub fn spawn_runner(app: &AppContext) -> tokio::task::JoinHandle<()> {
     );
     runtime.spawn().1
 }
+
+/// What can be done after a deployment failed (empty for any other status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// A new promotion of the same workflows, deployed again.
+    RetryAsNewPromotion,
+    /// Bring the target back to what it held before this deployment.
+    RestoreSnapshot,
+    /// The rollback pinned the target: scheduled deployments to it wait.
+    UnpinEnvironment,
+}
+
+impl Recovery {
+    pub fn description(self) -> &'static str {
+        match self {
+            Recovery::RetryAsNewPromotion => {
+                "create a new promotion of the same workflows (createPromotion) and deploy it"
+            }
+            Recovery::RestoreSnapshot => {
+                "bring the target back to what it held before this deployment (restoreSnapshot)"
+            }
+            Recovery::UnpinEnvironment => {
+                "the rollback pinned the target: scheduled deployments to it wait until \
+                 unpinEnvironment"
+            }
+        }
+    }
+}
+
+/// The recovery options of a deployment as its read model holds it, each with the
+/// snapshot it would restore (the API's `recoveryOptions` and the console's page).
+pub fn recovery_options(
+    row: &projections::models::deployments::DeploymentRow,
+) -> Vec<(Recovery, Option<String>)> {
+    if row.status != DeploymentStatus::Failed {
+        return vec![];
+    }
+    let progress = &row.progress.0;
+    let mut options = vec![(Recovery::RetryAsNewPromotion, None)];
+    if let Some(pre) = &progress.pre_snapshot {
+        let restored = progress
+            .rollback
+            .as_ref()
+            .and_then(|r| r.inconsistencies.as_ref())
+            .is_some_and(Vec::is_empty);
+        if !restored {
+            options.push((Recovery::RestoreSnapshot, Some(pre.snapshot_id.clone())));
+        }
+    }
+    if progress.rollback.is_some() {
+        options.push((Recovery::UnpinEnvironment, None));
+    }
+    options
+}

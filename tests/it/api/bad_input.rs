@@ -363,6 +363,7 @@ async fn bad_credentials_are_unauthenticated(kind: Kind) {
             role: "admin".into(),
             iat: now - 3600,
             exp: now - 60,
+            ..Default::default()
         },
         &EncodingKey::from_secret(SECRET),
     )
@@ -378,6 +379,7 @@ async fn bad_credentials_are_unauthenticated(kind: Kind) {
             role: "system".into(),
             iat: now,
             exp: now + 3600,
+            ..Default::default()
         },
         &EncodingKey::from_secret(SECRET),
     )
@@ -945,6 +947,7 @@ async fn streams_refuse_bad_positions_and_tokens(kind: Kind) {
             role: "admin".into(),
             iat: chrono::Utc::now().timestamp() - 120,
             exp: chrono::Utc::now().timestamp() - 60,
+            ..Default::default()
         },
         &EncodingKey::from_secret(SECRET),
     )
