@@ -6,7 +6,6 @@
 
 use aggregates::incident::{IncidentCommand, IncidentStatus, ResolutionType, Severity, SlaState};
 use aggregates::kernel::command::{DomainCommand, Role};
-use aggregates::kernel::error::DomainError;
 use aggregates::kernel::ids::LocalId;
 use aggregates::kernel::transitions::{allowed_targets, StateMachine};
 use axum::extract::{Form, Path, Query, State};
@@ -18,8 +17,7 @@ use projections::models::incidents::{self as model, IncidentRow};
 use serde::Deserialize;
 
 use super::layout::{self, time};
-use super::{form_session, session, Session};
-use crate::command::bus::{CommandContext, CommandError};
+use super::{explain, form_session, session, Session};
 use crate::http::HttpState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,13 +123,7 @@ fn no_such_incident(session: &Session) -> Response {
 }
 
 fn unavailable(session: &Session, error: impl std::fmt::Display) -> Response {
-    tracing::warn!(%error, "console: incidents cannot be read");
-    layout::error_page(
-        Some(session),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Incidents cannot be read now",
-        "The database did not answer. Try again in a moment.",
-    )
+    super::unavailable(session, "Incidents", error)
 }
 
 /// The command a transition to `to` runs, and the role it needs.
@@ -200,14 +192,18 @@ async fn render_detail(
         Ok(page) => page.items,
         Err(error) => return unavailable(session, error),
     };
+    let drift = super::drift::snapshot(state, &incident).await;
     let body = html! {
         h1 { "Incident " (incident.incident_id) }
         @if let Some(problem) = &problem { p.error role="alert" { (problem) } }
         (summary(&incident))
+        h2 { "Drift at detection" }
+        (drift)
         h2 { "Actions" }
         (actions(session, &incident))
-        h2 { "Timeline" }
-        div.scroll { table {
+        h2 #timeline { "Timeline" }
+        // (focusable: a keyboard can scroll it when it is wider than the screen)
+        div.scroll tabindex="0" role="region" aria-labelledby="timeline" { table {
             thead { tr { th scope="col" { "When" } th scope="col" { "Event" } th scope="col" { "Transition" }
                 th scope="col" { "Actor" } th scope="col" { "Reason" } } }
             tbody { @for e in &timeline { tr {
@@ -238,8 +234,6 @@ fn summary(incident: &IncidentRow) -> Markup {
             @if let Some(owner) = &incident.owner_user_id { dt { "Owner" } dd { (owner) } }
             @if let Some(ticket) = &incident.ticket_ref { dt { "Ticket" } dd { (ticket) } }
         }
-        p.muted { "The drift snapshot's per-workflow diff is not shown here yet (the API's "
-            code { "incident { driftSnapshot }" } " has it)." }
     }
 }
 
@@ -422,12 +416,7 @@ pub async fn transition(
             .await;
         }
     };
-    let ctx = CommandContext {
-        tenant: session.principal.tenant.clone(),
-        actor: aggregates::Actor::new(session.principal.subject.clone(), session.principal.role),
-        correlation_id: format!("console:{}", uuid::Uuid::new_v4()),
-        causation_id: None,
-    };
+    let ctx = session.command_context();
     match state
         .context
         .domain
@@ -449,33 +438,5 @@ pub async fn transition(
             let (status, problem) = explain(&error);
             render_detail(&state, &session, &id, status, Some(problem)).await
         }
-    }
-}
-
-/// A refusal in words, with what is allowed instead.
-fn explain(error: &CommandError) -> (StatusCode, String) {
-    match error {
-        CommandError::Refused(DomainError::InvalidTransition { from, allowed, .. }) => (
-            StatusCode::CONFLICT,
-            format!(
-                "Refused: {error}. From {from} it can move to: {}.",
-                if allowed.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    allowed.join(", ")
-                }
-            ),
-        ),
-        CommandError::Refused(DomainError::Forbidden(_)) => {
-            (StatusCode::FORBIDDEN, format!("Refused: {error}."))
-        }
-        CommandError::Refused(DomainError::NotFound { .. }) => {
-            (StatusCode::NOT_FOUND, format!("Refused: {error}."))
-        }
-        CommandError::Refused(_) => (StatusCode::BAD_REQUEST, format!("Refused: {error}.")),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The change could not be recorded now; nothing changed. Try again.".to_string(),
-        ),
     }
 }

@@ -15,6 +15,7 @@
 
 mod actions;
 mod audit;
+mod drift;
 mod environments;
 mod incidents;
 mod layout;

@@ -292,6 +292,9 @@ async fn an_incident_is_walked_through_its_forms(kind: Kind) {
     let viewer = sign_in(&base, &s.api.token("acme", "viewer", "v-1")).await;
     let (_, page) = get(&base, &viewer, &detail).await;
     assert!(page.contains("Daily Report"), "{page}");
+    // the drift snapshot's per-workflow diff: the hotfixed node
+    assert!(page.contains("At detection: 2 in sync, 1 drifted, 0 not in Git."), "{page}");
+    assert!(page.contains("Nodes modified: <code>Report</code>"), "{page}");
     assert!(!page.contains("Move to"), "{page}");
     assert!(
         page.contains("Your role may not move this incident."),
