@@ -32,6 +32,10 @@ pub async fn page(State(state): State<HttpState>, headers: HeaderMap) -> Respons
                 );
             }
         };
+    let scheduled = match scheduled_by_target(&state, tenant).await {
+        Ok(scheduled) => scheduled,
+        Err(error) => return super::unavailable(&session, "The environments", error),
+    };
     let body = html! {
         h1 { "Environments" }
         @if environments.is_empty() {
@@ -74,9 +78,14 @@ pub async fn page(State(state): State<HttpState>, headers: HeaderMap) -> Respons
                                 @if let Some(error) = &env.last_sync_error { br; span.error { (error) } }
                             }
                             td {
-                                @if let Some(promotion) = &env.running_promotion_id { "running: " (promotion) br; }
+                                @if let Some(promotion) = &env.running_promotion_id {
+                                    "running: " a href=(format!("/promotions/{promotion}")) { (promotion) } br;
+                                }
+                                @for (deployment, at) in scheduled.iter().filter(|(t, _, _)| *t == env.environment_id).map(|(_, d, at)| (d, at)) {
+                                    "scheduled: " a href=(format!("/deployments/{deployment}")) { (deployment) } " at " (time(*at)) br;
+                                }
                                 @if let Some(pin) = &env.pinned { span.error { "pinned: " (pin) } }
-                                @if env.running_promotion_id.is_none() && env.pinned.is_none() { span.muted { "none" } }
+                                @if env.running_promotion_id.is_none() && env.pinned.is_none() && !scheduled.iter().any(|(t, _, _)| *t == env.environment_id) { span.muted { "none" } }
                             }
                             td {
                                 (super::actions::buttons(&session, &env.environment_id,
@@ -94,4 +103,33 @@ pub async fn page(State(state): State<HttpState>, headers: HeaderMap) -> Respons
         layout::page(Some(&session), "Environments", body),
     )
         .into_response()
+}
+
+/// Scheduled deployments as (target environment, deployment, when), from the
+/// deployments and promotions read models.
+async fn scheduled_by_target(
+    state: &HttpState,
+    tenant: &str,
+) -> Result<Vec<(String, String, chrono::DateTime<chrono::Utc>)>, projections::query::QueryError> {
+    use projections::models::{deployments, promotions};
+    let store = &state.context.store;
+    let scheduled = deployments::deployments(
+        store,
+        tenant,
+        None,
+        Some(aggregates::deployment::DeploymentStatus::Scheduled),
+        100,
+        None,
+    )
+    .await?;
+    let mut out = vec![];
+    for d in scheduled.items {
+        if let (Some(at), Some(p)) = (
+            d.scheduled_for,
+            promotions::promotion(store, tenant, &d.promotion_id).await?,
+        ) {
+            out.push((p.target_environment_id, d.deployment_id, at));
+        }
+    }
+    Ok(out)
 }

@@ -293,8 +293,14 @@ async fn an_incident_is_walked_through_its_forms(kind: Kind) {
     let (_, page) = get(&base, &viewer, &detail).await;
     assert!(page.contains("Daily Report"), "{page}");
     // the drift snapshot's per-workflow diff: the hotfixed node
-    assert!(page.contains("At detection: 2 in sync, 1 drifted, 0 not in Git."), "{page}");
-    assert!(page.contains("Nodes modified: <code>Report</code>"), "{page}");
+    assert!(
+        page.contains("At detection: 2 in sync, 1 drifted, 0 not in Git."),
+        "{page}"
+    );
+    assert!(
+        page.contains("Nodes modified: <code>Report</code>"),
+        "{page}"
+    );
     assert!(!page.contains("Move to"), "{page}");
     assert!(
         page.contains("Your role may not move this incident."),
@@ -627,6 +633,51 @@ async fn a_promotion_is_compared_created_approved_and_deployed(kind: Kind) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
     assert!(page.contains("is not a time"), "{page}");
 
+    // scheduled for later: shown on the environments page, then cancelled
+    let later = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let (status, location, page) = post_location(
+        &base,
+        &admin,
+        &action,
+        &[
+            ("csrf", csrf(&page).as_str()),
+            ("to", "deploy"),
+            ("scheduled_for", later.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let scheduled_path = location.unwrap();
+    let (_, page) = get(&base, &admin, &scheduled_path).await;
+    assert!(page.contains(">scheduled<"), "{page}");
+    assert!(page.contains(">Cancel deployment<"), "{page}");
+    let scheduled = scheduled_path.trim_start_matches("/deployments/");
+    let (_, environments) = get(&base, &admin, "/environments").await;
+    assert!(
+        environments.contains(&format!(
+            "scheduled: <a href=\"{scheduled_path}\">{scheduled}</a>"
+        )),
+        "{environments}"
+    );
+    let (status, location, page) = post_location(
+        &base,
+        &admin,
+        &format!("{scheduled_path}/cancel"),
+        &[("csrf", csrf(&page).as_str()), ("reason", "not tomorrow")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert_eq!(location.as_deref(), Some(scheduled_path.as_str()));
+    let (_, page) = get(&base, &admin, &scheduled_path).await;
+    assert!(
+        page.contains(">cancelled<") && page.contains("not tomorrow"),
+        "{page}"
+    );
+    assert!(!page.contains(">Cancel deployment<"), "{page}");
+
+    let (_, page) = get(&base, &admin, &path).await;
     let (status, location, page) = post_location(
         &base,
         &admin,
@@ -636,6 +687,7 @@ async fn a_promotion_is_compared_created_approved_and_deployed(kind: Kind) {
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
     let deployment_path = location.unwrap();
+    assert_ne!(deployment_path, scheduled_path);
     let deployment = deployment_path
         .trim_start_matches("/deployments/")
         .to_string();
