@@ -743,6 +743,49 @@ async fn a_promotion_is_compared_created_approved_and_deployed(kind: Kind) {
     let (status, _) = get(&base, &admin, "/deployments/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // another tenant sees none of it and cannot act on it
+    let other = sign_in(&base, &s.api.token("globex", "admin", "g-1")).await;
+    let (_, page) = get(&base, &other, "/promotions").await;
+    assert!(page.contains("No promotion matches"), "{page}");
+    for path in [
+        path.as_str(),
+        deployment_path.as_str(),
+        "/environments/staging/snapshots",
+    ] {
+        let (status, page) = get(&base, &other, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {page}");
+    }
+    let (status, _, page) = post_location(
+        &base,
+        &other,
+        &action,
+        &[("csrf", csrf(&page).as_str()), ("to", "cancel")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+    let (_, snapshots) = get(&base, &admin, "/environments/staging/snapshots").await;
+    let restore = snapshots
+        .split("action=\"")
+        .find(|a| a.starts_with("/environments/staging/snapshots/"))
+        .map(|a| a[..a.find('"').unwrap()].to_string())
+        .unwrap();
+    let (status, _, page) = post_location(
+        &base,
+        &other,
+        &restore,
+        &[("csrf", csrf(&page).as_str()), ("id", "r-1")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+    let listed = s
+        .api
+        .ok(&s.admin, "{ promotions { nodes { status } } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["promotions"]["nodes"],
+        json!([{ "status": "COMPLETED" }])
+    );
+
     // a blocking gate: the target deactivated
     s.api
         .ok(
