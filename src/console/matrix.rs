@@ -267,8 +267,13 @@ fn cell_markup(cell: &CellView) -> Markup {
         .env_content_hash
         .as_deref()
         .map(|h| h.chars().take(8).collect::<String>());
+    // the workflow's history in this environment: its mapping's events
+    let history = super::audit::history_url(
+        "workflow_mapping",
+        &format!("{}:{}", cell.cell.environment_id, cell.cell.n8n_workflow_id),
+    );
     html! {
-        span { (cell.cell.status.as_str()) }
+        a href=(history) title="this workflow's history in this environment" { (cell.cell.status.as_str()) }
         @if cell.sync_state != SyncState::None {
             " " span class=(format!("state {sync}")) { (sync) }
         }
@@ -276,3 +281,4 @@ fn cell_markup(cell: &CellView) -> Markup {
         br; span.muted { "since " (time(cell.cell.status_since)) }
     }
 }
+

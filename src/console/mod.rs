@@ -1,4 +1,4 @@
-//! The web console (issue 16, first part): server-rendered pages served by the same
+//! The web console: server-rendered pages served by the same
 //! binary, another client of the read models (the queries the GraphQL API uses).
 //!
 //! Every page works as plain links and forms. Signing in keeps the pasted bearer
@@ -8,10 +8,13 @@
 //! with the session's token: a page of another site can neither read the cookie
 //! nor compute it), checked before anything else.
 //!
-//! Built so far: sign-in and sign-out, the workflow matrix (filters with counts,
-//! keyset pagination), the environments page (read-only), and incidents (list,
-//! detail with timeline, the allowed transitions as forms, approvals). The rest of
-//! issue 16 (promotions, audit, live updates, browser tests) is not built yet.
+//! Pages: the workflow matrix (filters with counts, keyset pages, cells linking to
+//! the workflow's history), environments (with sync, Git sync and drift-check
+//! buttons), incidents (list, detail with the drift snapshot's diff and the
+//! timeline, the allowed transitions as forms, approvals), promotions (compare,
+//! create, approve, deploy, cancel), deployments (live progress over the event
+//! stream, recovery), snapshots (restore), the audit trail, aggregate histories,
+//! log verification and a live event feed.
 
 mod actions;
 mod audit;

@@ -119,6 +119,14 @@ async fn sign_in_browse_the_matrix_and_sign_out(kind: Kind) {
     assert!(page.contains("All (3)"), "{page}");
     assert!(page.contains("Drift only (0)"), "{page}");
     assert!(page.contains("admin-1 · acme · admin"), "who: {page}");
+    // a cell links to the workflow's history in its environment
+    let report = &s.dev_ids[2];
+    let history = format!("/audit/workflow_mapping/dev:{report}");
+    assert!(page.contains(&format!("href=\"{history}\"")), "{page}");
+    let (status, events) = get(&base, &cookie, &history).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert!(events.contains("workflow_mapping"), "{events}");
+    assert!(events.contains("Daily Report"), "{events}");
     // a name search
     let (_, found) = get(&base, &cookie, "/matrix?q=order").await;
     assert!(found.contains("2 workflows match."), "{found}");

@@ -126,15 +126,8 @@ pub struct AuditFilter {
     pub to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// A page of `tenant`'s audit trail in log order.
-pub async fn audit_trail(
-    store: &Store,
-    tenant: &str,
-    filter: &AuditFilter,
-    first: i64,
-    after: Option<&str>,
-) -> Result<Page<AuditEntry>, QueryError> {
-    let limit = page_size(first)?;
+/// `SELECT … WHERE` the rows of `tenant` that `filter` selects.
+fn filtered(store: &Store, tenant: &str, filter: &AuditFilter) -> crate::sql::Sql {
     let mut sql = select::<AuditEntry>(Dialect::of(store));
     let t = sql.arg(tenant);
     sql.push(&format!(" WHERE tenant = {t}"));
@@ -157,6 +150,19 @@ pub async fn audit_trail(
         let v = sql.arg(crate::sql::fmt_time(to));
         sql.push(&format!(" AND recorded_at < {v}"));
     }
+    sql
+}
+
+/// A page of `tenant`'s audit trail in log order.
+pub async fn audit_trail(
+    store: &Store,
+    tenant: &str,
+    filter: &AuditFilter,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<AuditEntry>, QueryError> {
+    let limit = page_size(first)?;
+    let mut sql = filtered(store, tenant, filter);
     if let Some(after) = after {
         let (tx_id, position): (i64, i64) = decode_cursor(after)?;
         let (a, b) = (sql.arg(tx_id), sql.arg(position));
@@ -166,4 +172,19 @@ pub async fn audit_trail(
     sql.push(&format!(" ORDER BY tx_id, position LIMIT {l}"));
     let rows: Vec<AuditEntry> = sql.fetch(store).await?;
     Ok(page(rows, limit, |e| (e.tx_id, e.position)))
+}
+
+/// The newest `first` entries of `tenant`'s trail that `filter` selects, newest
+/// first (the reverse of [`audit_trail`]'s log order): the console's live feed.
+pub async fn latest(
+    store: &Store,
+    tenant: &str,
+    filter: &AuditFilter,
+    first: i64,
+) -> Result<Vec<AuditEntry>, QueryError> {
+    let limit = page_size(first)?;
+    let mut sql = filtered(store, tenant, filter);
+    let l = sql.arg(limit);
+    sql.push(&format!(" ORDER BY tx_id DESC, position DESC LIMIT {l}"));
+    Ok(sql.fetch(store).await?)
 }
