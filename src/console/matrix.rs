@@ -281,4 +281,3 @@ fn cell_markup(cell: &CellView) -> Markup {
         br; span.muted { "since " (time(cell.cell.status_since)) }
     }
 }
-
