@@ -1,6 +1,7 @@
 //! The environments page's buttons (developer and up): sync with n8n, sync the
 //! Git folder, check drift. Each runs the same use case as the API's mutation
-//! (`syncEnvironment`, `syncRepository`, `checkDrift`), which checks the role again,
+//! (`syncEnvironment`, `syncRepository`, `checkDrift`; `unpinEnvironment` for an
+//! admin when a rollback pinned it), which checks the role again,
 //! and answers with what it saw and recorded, in words.
 
 use aggregates::kernel::ids::LocalId;
@@ -27,10 +28,12 @@ pub struct RunForm {
     csrf: String,
     #[serde(default)]
     action: String,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// The buttons of one environment's row, for a session that may use them.
-pub fn buttons(session: &Session, environment_id: &str, drift_check: bool) -> Markup {
+pub fn buttons(session: &Session, environment_id: &str, drift_check: bool, pinned: bool) -> Markup {
     if !session.can_act() {
         return html! {};
     }
@@ -49,6 +52,14 @@ pub fn buttons(session: &Session, environment_id: &str, drift_check: bool) -> Ma
             (button("sync", "Sync n8n"))
             (button("sync_repository", "Sync Git"))
             @if drift_check { (button("check_drift", "Check drift")) }
+            @if pinned && session.is_admin() {
+                form.inline method="post" action=(action) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    input type="hidden" name="action" value="unpin";
+                    label { "Reason" input name="reason" required; }
+                    button type="submit" aria-label=(format!("Unpin {environment_id}")) { "Unpin" }
+                }
+            }
         }
     }
 }
@@ -179,11 +190,44 @@ async fn run(
                 Err(error) => refused(&session, &title, error),
             }
         }
+        "unpin" => {
+            let title = format!("Unpin {id}");
+            let reason = form
+                .reason
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty());
+            let command = aggregates::environment::EnvironmentCommand::Unpin { reason };
+            match services
+                .domain
+                .environment(&ctx, &environment_id, command)
+                .await
+            {
+                Ok(committed) => {
+                    if let Some(position) = committed.position {
+                        let _ = services
+                            .projections
+                            .wait_for(
+                                projections::models::environments::NAME,
+                                position,
+                                std::time::Duration::from_secs(5),
+                            )
+                            .await;
+                    }
+                    result_page(
+                        &session,
+                        StatusCode::OK,
+                        &title,
+                        html! { p role="status" { "Unpinned: scheduled deployments to " (id) " may start again." } },
+                    )
+                }
+                Err(error) => refused(&session, &title, SyncError::Command(error)),
+            }
+        }
         other => result_page(
             &session,
             StatusCode::BAD_REQUEST,
             "Unknown action",
-            html! { p.error role="alert" { (format!("{other:?} is not an action on an environment: sync, sync_repository or check_drift.")) } },
+            html! { p.error role="alert" { (format!("{other:?} is not an action on an environment: sync, sync_repository, check_drift or unpin.")) } },
         ),
     }
 }

@@ -89,7 +89,7 @@ pub async fn page(State(state): State<HttpState>, headers: HeaderMap) -> Respons
                             }
                             td {
                                 (super::actions::buttons(&session, &env.environment_id,
-                                    env.class != aggregates::environment::EnvironmentClass::Dev && env.git_configured))
+                                    env.class != aggregates::environment::EnvironmentClass::Dev && env.git_configured, env.pinned.is_some()))
                                 a href=(format!("/environments/{}/snapshots", env.environment_id)) { "Snapshots" }
                             }
                         }

@@ -16,6 +16,7 @@ both_backends!(
     an_incident_is_walked_through_its_forms,
     a_promotion_is_compared_created_approved_and_deployed,
     a_sign_in_link_opens_one_session,
+    a_rolled_back_deployment_shows_its_recovery_and_unpins,
 );
 
 /// Waits until the read models the pages read hold every event so far (the pages,
@@ -903,4 +904,94 @@ async fn a_sign_in_link_opens_one_session(kind: Kind) {
 
 fn pairs<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A deployment that failed and was rolled back: its page explains the rollback and
+/// the recovery options; the environments page shows the pin and an admin unpins it
+/// there (a developer is not offered it, and the bus refuses it anyway).
+async fn a_rolled_back_deployment_shows_its_recovery_and_unpins(kind: Kind) {
+    let s = Setup::new(kind).await;
+    s.approved("p1").await;
+    assert_eq!(s.deploy_now("p1").await["status"], "SUCCESS");
+    s.change_in_dev(1, "https://slack.example.com/v2").await;
+    s.approved("p2").await;
+    s.refuse_next_update("Order Sync");
+    let deployment = s.deploy_now("p2").await;
+    assert_eq!(deployment["status"], "FAILED", "{deployment}");
+    let id = deployment["id"].as_str().unwrap().to_string();
+    settle(&s).await;
+    let base = s.api.base.clone();
+    let admin = sign_in(&base, &s.admin).await;
+    let developer = sign_in(&base, &s.api.token("acme", "developer", "d-1")).await;
+
+    let (status, page) = get(&base, &admin, &format!("/deployments/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(">failed<"), "{page}");
+    assert!(
+        page.contains("must have required property"),
+        "n8n's message: {page}"
+    );
+    assert!(
+        page.contains("The target holds exactly what it held before."),
+        "{page}"
+    );
+    assert!(page.contains("id=\"recovery\""), "{page}");
+    assert!(
+        page.contains("create a new promotion of the same workflows"),
+        "{page}"
+    );
+    assert!(page.contains("until unpinEnvironment"), "{page}");
+    assert!(
+        !page.contains("data-live=\"true\""),
+        "a finished deployment is not followed: {page}"
+    );
+
+    let (_, page) = get(&base, &admin, "/environments").await;
+    assert!(page.contains("pinned: "), "{page}");
+    assert!(page.contains(">Unpin<"), "{page}");
+    let (_, dev_page) = get(&base, &developer, "/environments").await;
+    assert!(
+        dev_page.contains(">Sync n8n<") && !dev_page.contains(">Unpin<"),
+        "{dev_page}"
+    );
+    // a developer's forged unpin is refused by the bus
+    let (status, _, refused) = post_location(
+        &base,
+        &developer,
+        "/environments/staging/run",
+        &[
+            ("csrf", csrf(&dev_page).as_str()),
+            ("action", "unpin"),
+            ("reason", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (status, _, done) = post_location(
+        &base,
+        &admin,
+        "/environments/staging/run",
+        &[
+            ("csrf", csrf(&page).as_str()),
+            ("action", "unpin"),
+            ("reason", "looked at it"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert!(done.contains("Unpinned"), "{done}");
+    let (_, page) = get(&base, &admin, "/environments").await;
+    assert!(
+        !page.contains("pinned: ") && !page.contains(">Unpin<"),
+        "{page}"
+    );
+    let pinned = s
+        .api
+        .ok(
+            &s.admin,
+            "{ environment(id: \"staging\") { pinned } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(pinned["environment"]["pinned"], json!(null), "{pinned}");
 }
