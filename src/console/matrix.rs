@@ -4,7 +4,7 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maud::{html, Markup};
+use maud::{html, Markup, PreEscaped};
 use projections::display::SyncState;
 use projections::models::environments::EnvironmentRow;
 use projections::models::matrix::{self as model, CellView, MatrixFilter, MatrixRowView};
@@ -105,8 +105,46 @@ pub async fn page(
             &format!("A name search is at most {MAX_SEARCH} characters."),
         );
     }
-    let store = &state.context.store;
     let tenant = session.principal.tenant.as_str();
+    // The page's content depends on the tenant, the query and the read models
+    // only: it is cached while the read models do not change, as the API's
+    // answers are (`response_cache`), and framed per session.
+    let key = axum::body::Bytes::from(format!(
+        "console:{}",
+        params.with("after", params.after.as_deref())
+    ));
+    let version = state.context.projections.read_version();
+    if let Some(cached) = version.and_then(|v| state.cache.get(tenant, &key, v)) {
+        let body = PreEscaped(String::from_utf8_lossy(&cached).into_owned());
+        return framed(&session, body);
+    }
+    let body = match content(&state, tenant, &params).await {
+        Ok(body) => body,
+        Err(page) => return page(&session),
+    };
+    if let Some(version) = version {
+        if state.context.projections.read_version() == Some(version) {
+            let bytes = axum::body::Bytes::from(body.0.clone());
+            state.cache.put(tenant, key, version, bytes);
+        }
+    }
+    framed(&session, body)
+}
+
+fn framed(session: &super::Session, body: Markup) -> Response {
+    (
+        StatusCode::OK,
+        layout::page(Some(session), "Workflow matrix", body),
+    )
+        .into_response()
+}
+
+/// Why the content could not be built: the page that says so, for a session.
+type Failed = Box<dyn FnOnce(&super::Session) -> Response + Send>;
+
+/// The page's content: filters with their counts, the rows, the next page's link.
+async fn content(state: &HttpState, tenant: &str, params: &Params) -> Result<Markup, Failed> {
+    let store = &state.context.store;
     let filter = params.filter();
     let loaded = async {
         let environments = projections::models::environments::environments(store, tenant).await?;
@@ -148,21 +186,25 @@ pub async fn page(
         match loaded.await {
             Ok(loaded) => loaded,
             Err(projections::query::QueryError::Validation { message, .. }) => {
-                return layout::error_page(
-                    Some(&session),
-                    StatusCode::BAD_REQUEST,
-                    "This page cannot be shown",
-                    &format!("{message}. Start again from the first page."),
-                )
+                return Err(Box::new(move |session| {
+                    layout::error_page(
+                        Some(session),
+                        StatusCode::BAD_REQUEST,
+                        "This page cannot be shown",
+                        &format!("{message}. Start again from the first page."),
+                    )
+                }))
             }
             Err(error) => {
                 tracing::warn!(%error, "console: the matrix cannot be read");
-                return layout::error_page(
-                    Some(&session),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The matrix cannot be read now",
-                    "The database did not answer. Try again in a moment.",
-                );
+                return Err(Box::new(|session| {
+                    layout::error_page(
+                        Some(session),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The matrix cannot be read now",
+                        "The database did not answer. Try again in a moment.",
+                    )
+                }));
             }
         };
     let columns: Vec<&EnvironmentRow> = environments
@@ -225,11 +267,7 @@ pub async fn page(
             }
         }
     };
-    (
-        StatusCode::OK,
-        layout::page(Some(&session), "Workflow matrix", body),
-    )
-        .into_response()
+    Ok(body)
 }
 
 fn row_markup(row: &MatrixRowView, columns: &[&EnvironmentRow]) -> Markup {

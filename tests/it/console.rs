@@ -120,6 +120,23 @@ async fn sign_in_browse_the_matrix_and_sign_out(kind: Kind) {
     assert!(page.contains("All (3)"), "{page}");
     assert!(page.contains("Drift only (0)"), "{page}");
     assert!(page.contains("admin-1 · acme · admin"), "who: {page}");
+    // the content is cached while the read models stand still; the frame is each
+    // session's own
+    let viewer = sign_in(&base, &s.api.token("acme", "viewer", "v-9")).await;
+    let (_, seen) = get(&base, &viewer, "/matrix").await;
+    assert!(seen.contains("v-9 · acme · viewer"), "{seen}");
+    assert!(!seen.contains("admin-1"), "{seen}");
+    assert_ne!(csrf(&seen), csrf(&page));
+    let (_, other) = get(
+        &base,
+        &sign_in(&base, &s.api.token("globex", "admin", "g-1")).await,
+        "/matrix",
+    )
+    .await;
+    assert!(
+        other.contains("No environment is registered yet"),
+        "{other}"
+    );
     // a cell links to the workflow's history in its environment
     let report = &s.dev_ids[2];
     let history = format!("/audit/workflow_mapping/dev:{report}");
