@@ -150,17 +150,9 @@ async fn content(state: &HttpState, tenant: &str, params: &Params) -> Result<Mar
         let environments = projections::models::environments::environments(store, tenant).await?;
         // the counts each filter shows: the rows it would select, the others as set
         let count = |f: MatrixFilter| async move { model::matrix_count(store, tenant, &f).await };
-        let mut env_counts = vec![];
-        for env in &environments {
-            let f = MatrixFilter {
-                environment_ids: Some(vec![env.environment_id.clone()]),
-                ..filter.clone()
-            };
-            env_counts.push(count(f));
-        }
         let (page, env_counts, all_envs, drift, untracked, matching) = tokio::try_join!(
             model::matrix_page(store, tenant, &filter, PAGE, params.after.as_deref()),
-            futures::future::try_join_all(env_counts),
+            model::matrix_counts_by_environment(store, tenant, &filter),
             count(MatrixFilter {
                 environment_ids: None,
                 ..filter.clone()
@@ -222,7 +214,8 @@ async fn content(state: &HttpState, tenant: &str, params: &Params) -> Result<Mar
                     select name="env" {
                         option value="" selected[params.env().is_none()] {
                             "All (" (all_envs) ")" }
-                        @for (env, n) in environments.iter().zip(&env_counts) {
+                        @for env in &environments {
+                            @let n = env_counts.iter().find(|(id, _)| *id == env.environment_id).map_or(0, |(_, n)| *n);
                             option value=(env.environment_id)
                                 selected[params.env() == Some(env.environment_id.as_str())] {
                                 (env.name) " (" (n) ")" }

@@ -571,6 +571,41 @@ async fn matrix_and_environment_status(kind: Kind) {
             .is_empty()
     );
 
+    // The console's grouped counts per environment are the per-environment counts.
+    let untracked = MatrixFilter {
+        untracked_only: true,
+        ..Default::default()
+    };
+    for filter in [
+        MatrixFilter::default(),
+        drift.clone(),
+        search.clone(),
+        untracked,
+    ] {
+        let grouped =
+            projections::models::matrix::matrix_counts_by_environment(&t.store, "acme", &filter)
+                .await
+                .unwrap();
+        assert!(!grouped.is_empty() || filter.search.is_some(), "{filter:?}");
+        for env in ["prod", "dev", "staging", "nowhere"] {
+            let one = projections::models::matrix::matrix_count(
+                &t.store,
+                "acme",
+                &MatrixFilter {
+                    environment_ids: Some(vec![env.into()]),
+                    ..filter.clone()
+                },
+            )
+            .await
+            .unwrap();
+            let from_grouped = grouped
+                .iter()
+                .find(|(e, _)| e == env)
+                .map_or(0, |(_, n)| *n);
+            assert_eq!(from_grouped, one, "{env} {filter:?}: {grouped:?}");
+        }
+    }
+
     // Bad input.
     for first in [0, 201] {
         let err = matrix_page(&t.store, "acme", &MatrixFilter::default(), first, None)

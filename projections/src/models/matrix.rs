@@ -463,6 +463,37 @@ pub async fn matrix_count(
     Ok(rows.first().map_or(0, |r| r.0))
 }
 
+/// For each environment, the rows `filter` would select with that environment as
+/// its environment filter (`filter.environment_ids` is ignored): one grouped query
+/// for what [`matrix_count`] answers one environment at a time. Environments
+/// without such a row are absent.
+pub async fn matrix_counts_by_environment(
+    store: &Store,
+    tenant: &str,
+    filter: &MatrixFilter,
+) -> Result<Vec<(String, i64)>, QueryError> {
+    let mut sql = Sql::new(Dialect::of(store));
+    sql.push(
+        "SELECT c.environment_id, COUNT(DISTINCT r.id) FROM rm_matrix_rows r \
+         JOIN rm_matrix_cells c ON c.row_id = r.id",
+    );
+    let rows_only = MatrixFilter {
+        environment_ids: None,
+        only_drift: false,
+        ..filter.clone()
+    };
+    filtered(&mut sql, tenant, &rows_only);
+    if filter.only_drift {
+        sql.push(
+            " AND c.status = 'linked' AND c.env_content_hash IS NOT NULL \
+             AND COALESCE(c.git_content_hash, r.git_content_hash) IS NOT NULL \
+             AND c.env_content_hash <> COALESCE(c.git_content_hash, r.git_content_hash)",
+        );
+    }
+    sql.push(" GROUP BY c.environment_id");
+    Ok(sql.fetch_as(store).await?)
+}
+
 /// The `WHERE` clause of the rows `filter` selects (table alias `r`).
 fn filtered(sql: &mut Sql, tenant: &str, filter: &MatrixFilter) {
     let t = sql.arg(tenant);
