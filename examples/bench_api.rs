@@ -59,25 +59,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use workflowops::workflows::incident_slot::report_drift;
 
-use aggregates::canonical::CanonicalCommand;
-use aggregates::environment::{
-    EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
-};
+use aggregates::environment::EnvironmentClass;
 use aggregates::incident::{AffectedWorkflow, IncidentCommand, IncidentPolicy, IncidentStatus};
-use aggregates::kernel::command::{Actor, Role};
-use aggregates::kernel::ids::{LocalId, TenantId};
+use aggregates::kernel::command::Role;
+use aggregates::kernel::ids::LocalId;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use eventstore::{PgStore, Store};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use workflowops::command::bus::CommandContext;
 use workflowops::command::domain::Domain;
-use workflowops::http::auth::Auth;
-use workflowops::Application;
 
 #[path = "common/bench_store.rs"]
 mod bench_store;
@@ -166,184 +159,6 @@ const MATRIX_QUERY: &str = "query Matrix($first: Int, $after: String, $environme
 const EVENT_FIELDS: &str =
     "position aggregateType aggregateId sequence eventType eventVersion payload metadata recordedAt hash";
 
-// ----------------------------------------------------------------------------------
-// Deterministic data (as bench_projections)
-
-fn register(e: usize, name: String, class: EnvironmentClass) -> EnvironmentCommand {
-    EnvironmentCommand::Register {
-        name,
-        class,
-        n8n_base_url: format!("https://n8n-{e:02}.example.com"),
-        git: Some(GitTarget {
-            provider: GitProvider::Github,
-            repository: "bench/flows".into(),
-            branch: "main".into(),
-            folder: format!("env-{e:02}"),
-        }),
-        n8n_secret_ref: Some(id(format!("secret-{e:02}"))),
-        git_secret_ref: None,
-    }
-}
-
-fn ctx(tenant: &str, role: Role) -> CommandContext {
-    let who = match role {
-        Role::Admin => "alice",
-        Role::Developer => "dev",
-        Role::Viewer => "viewer",
-        Role::System => "system:bench",
-    };
-    CommandContext::new(
-        TenantId::parse(tenant).expect("valid tenant"),
-        Actor::new(who, role),
-    )
-}
-
-// ----------------------------------------------------------------------------------
-// Figures
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// p50/p90/p99/max of samples in milliseconds (may be negative: clock differences).
-fn latency(mut samples: Vec<f64>) -> Value {
-    samples.sort_unstable_by(f64::total_cmp);
-    json!({
-        "n": samples.len(),
-        "p50_ms": round3(percentile(&samples, 50.0)),
-        "p90_ms": round3(percentile(&samples, 90.0)),
-        "p99_ms": round3(percentile(&samples, 99.0)),
-        "max_ms": round3(percentile(&samples, 100.0)),
-    })
-}
-
-/// Failures counted by code.
-#[derive(Default, Debug)]
-struct Failures(HashMap<String, usize>);
-
-impl Failures {
-    fn add(&mut self, code: impl Into<String>, detail: &str) {
-        let n = self.total();
-        if n < 5 {
-            eprintln!("  failure: {detail}");
-        }
-        *self.0.entry(code.into()).or_default() += 1;
-    }
-
-    fn total(&self) -> usize {
-        self.0.values().sum()
-    }
-
-    fn merge(&mut self, other: Failures) {
-        for (k, v) in other.0 {
-            *self.0.entry(k).or_default() += v;
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!(self.0)
-    }
-}
-
-/// Prints `label: n/total (rate/s)` to stderr every 5 s until dropped.
-struct Progress(tokio::task::JoinHandle<()>);
-
-impl Progress {
-    fn start(label: &'static str, counter: Arc<AtomicUsize>, total: usize) -> Progress {
-        let started = Instant::now();
-        Progress(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let n = counter.load(Ordering::Relaxed);
-                eprintln!(
-                    "  {label}: {n}/{total} ({:.0}/s, {:.0} s)",
-                    n as f64 / started.elapsed().as_secs_f64(),
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        }))
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-// ----------------------------------------------------------------------------------
-// The service
-
-struct Service {
-    base: String,
-    addr: std::net::SocketAddr,
-    auth: Auth,
-    domain: Domain,
-    projections: projections::ProjectorHandle,
-    store: Store,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl Service {
-    async fn start(store: Store) -> anyhow::Result<Service> {
-        let auth = Auth::new(SECRET);
-        let app =
-            Application::with_store(store.clone(), "127.0.0.1:0".parse()?, auth.clone()).await?;
-        let addr = app.local_addr()?;
-        let domain = app.domain().clone();
-        let projections = app.projections().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        Ok(Service {
-            base: format!("http://{addr}"),
-            addr,
-            auth,
-            domain,
-            projections,
-            store,
-            stop: Some(stop),
-            server: Some(server),
-        })
-    }
-
-    fn token(&self, tenant: &str, role: &str, sub: &str) -> anyhow::Result<String> {
-        Ok(self
-            .auth
-            .mint(tenant, role, sub, Duration::from_secs(24 * 3600))?)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            match tokio::time::timeout(Duration::from_secs(10), server).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => eprintln!("the service stopped with an error: {e}"),
-                Ok(Err(e)) => eprintln!("the service task failed: {e}"),
-                Err(_) => eprintln!("the service did not stop within 10 s"),
-            }
-        }
-    }
-}
-
 /// POSTs a GraphQL request; the time is from sending to having the whole body.
 async fn post(
     http: &reqwest::Client,
@@ -380,118 +195,6 @@ async fn post(
         return (elapsed, Err((format!("HTTP_{status}"), value.to_string())));
     }
     (elapsed, Ok(value))
-}
-
-// ----------------------------------------------------------------------------------
-// Population
-
-async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
-    let started = Instant::now();
-    let errors = Arc::new(AtomicUsize::new(0));
-    let commands = Arc::new(AtomicUsize::new(0));
-    let record = {
-        let (errors, commands) = (errors.clone(), commands.clone());
-        move |what: &str, result: Result<(), workflowops::command::bus::CommandError>| {
-            commands.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = result {
-                if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                    eprintln!("  {what} failed: {e}");
-                }
-            }
-        }
-    };
-    for e in 0..ENVIRONMENTS {
-        let class = if e < 2 {
-            EnvironmentClass::Production
-        } else {
-            EnvironmentClass::Staging
-        };
-        let r = domain
-            .environment(
-                &ctx(TENANT, Role::Admin),
-                &env_id(e),
-                register(e, format!("Environment {e:02}"), class),
-            )
-            .await;
-        record("environment.register", r.map(|_| ()));
-        let sync = EnvironmentCommand::RecordSync {
-            kind: SyncKind::Environment,
-            workflows_seen: CANONICALS as u32,
-        };
-        let r = domain
-            .environment(&ctx(TENANT, Role::Developer), &env_id(e), sync)
-            .await;
-        record("environment.record_sync", r.map(|_| ()));
-    }
-
-    let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("canonical workflows", done.clone(), CANONICALS);
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
-            tokio::spawn(async move {
-                for c in (client..CANONICALS).step_by(clients) {
-                    let create = CanonicalCommand::Create {
-                        canonical_id: canonical_id(c),
-                        name: canonical_name(c),
-                        slug: None,
-                        git_path: None,
-                    };
-                    let r = domain
-                        .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), create)
-                        .await;
-                    record("canonical.create", r.map(|_| ()));
-                    let version = CanonicalCommand::RecordGitVersion {
-                        git_content_hash: git_hash(c),
-                        commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
-                        git_path: format!("workflows/wf-{c:04}.json"),
-                    };
-                    let r = domain
-                        .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), version)
-                        .await;
-                    record("canonical.record_git_version", r.map(|_| ()));
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await?;
-    }
-    drop(progress);
-
-    let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("mappings", done.clone(), MAPPINGS);
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
-            tokio::spawn(async move {
-                for m in (client..MAPPINGS).step_by(clients) {
-                    let (e, c) = mapping_parts(m);
-                    let r = domain
-                        .mapping(
-                            &ctx(TENANT, Role::Developer),
-                            &env_id(e),
-                            &n8n_id(e, c),
-                            observe(e, c, 0, true),
-                        )
-                        .await;
-                    record("mapping.observe (discover)", r.map(|_| ()));
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await?;
-    }
-    drop(progress);
-    Ok(json!({
-        "commands": commands.load(Ordering::Relaxed),
-        "errors": errors.load(Ordering::Relaxed),
-        "clients": clients,
-        "seconds": round3(started.elapsed().as_secs_f64()),
-    }))
 }
 
 // ----------------------------------------------------------------------------------
@@ -1432,56 +1135,8 @@ async fn measure_delivery(service: &Service, args: &Args) -> anyhow::Result<Valu
 
 // ----------------------------------------------------------------------------------
 
-async fn count_events(store: &Store) -> anyhow::Result<i64> {
-    let sql = "SELECT count(*) FROM events";
-    Ok(match store {
-        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await?,
-    })
-}
-
 async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
-    let store = &service.store;
-    let existing = count_events(store).await?;
-    let mut population = if existing > 0 {
-        eprintln!("reusing a populated log: {existing} events (population skipped)");
-        json!({ "reused": true })
-    } else {
-        eprintln!(
-            "populating: {ENVIRONMENTS} environments, {CANONICALS} canonical workflows, {MAPPINGS} mappings ({} clients)",
-            args.clients
-        );
-        let p = populate(&service.domain, args.clients).await?;
-        eprintln!(
-            "  {} commands in {} s ({} errors)",
-            p["commands"], p["seconds"], p["errors"]
-        );
-        p
-    };
-    let head = store.head().await?.position;
-    // Measured on a settled service: every projection and reactor has handled the
-    // population (a catch-up still running would take CPU from what is measured).
-    eprintln!("waiting for the projections and reactors to reach position {head}");
-    let t = Instant::now();
-    for name in projections::NAMES {
-        service
-            .projections
-            .wait_for(name, head, Duration::from_secs(600))
-            .await
-            .with_context(|| format!("projection {name} catching up"))?;
-        eprintln!("  {name}: {:.1} s", t.elapsed().as_secs_f64());
-    }
-    service
-        .domain
-        .reactors()
-        .wait_for(head, Duration::from_secs(600))
-        .await
-        .context("reactors catching up")?;
-    eprintln!("  caught up in {:.1} s", t.elapsed().as_secs_f64());
-    population["environments"] = json!(ENVIRONMENTS);
-    population["canonical_workflows"] = json!(CANONICALS);
-    population["mappings"] = json!(MAPPINGS);
-    population["events"] = json!(count_events(store).await?);
+    let population = populate_and_settle(service, args.clients).await?;
 
     let matrix = if args.skip_matrix {
         Value::Null
@@ -1570,7 +1225,7 @@ async fn main() -> anyhow::Result<()> {
     let store = bench.store.clone();
     let report = async {
         store.migrate().await?;
-        let service = Service::start(store.clone()).await?;
+        let service = Service::start(store.clone(), SECRET).await?;
         eprintln!("service on {}", service.base);
         let report = run(&args, &service).await;
         service.stop().await;

@@ -3,14 +3,36 @@
 //! workflow), about one cell in seven drifted from Git. Deterministic, so a database
 //! populated by one benchmark serves the others.
 //!
+//! Also what the benchmarks of the service over HTTP share (`bench_api`,
+//! `bench_console`): the population through the domain and the wait for the read
+//! models ([`populate_and_settle`]), the service started in-process on loopback
+//! ([`Service`]), and the figures' helpers.
+//!
 //! Included by each benchmark with `#[path = "common/matrix_data.rs"] mod matrix_data;`
 //! (each uses a different part of it).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::canonical::CanonicalCommand;
 use aggregates::content::ContentHash;
-use aggregates::kernel::ids::LocalId;
+use aggregates::environment::{
+    EnvironmentClass, EnvironmentCommand, GitProvider, GitTarget, SyncKind,
+};
+use aggregates::kernel::command::{Actor, Role};
+use aggregates::kernel::ids::{LocalId, TenantId};
 use aggregates::mapping::{MappingCommand, Observation};
+use anyhow::Context;
 use chrono::Utc;
+use eventstore::{PgStore, Store};
+use serde_json::{json, Value};
+use workflowops::command::bus::CommandContext;
+use workflowops::command::domain::Domain;
+use workflowops::http::auth::Auth;
+use workflowops::Application;
 
 pub const TENANT: &str = "bench";
 pub const ENVIRONMENTS: usize = 10;
@@ -103,6 +125,22 @@ pub fn observation(e: usize, c: usize, version: u64) -> Observation {
     }
 }
 
+/// The first observation of cell (`e`, `c`): n8n holds Git's content, auto-linked
+/// to canonical `c`. (An auto-link takes the observed hash as the cell's Git hash,
+/// so a drifted cell is discovered in sync, then observed with its own content.)
+pub fn discover_in_sync(e: usize, c: usize) -> MappingCommand {
+    MappingCommand::Observe {
+        environment_id: env_id(e),
+        n8n_workflow_id: n8n_id(e, c),
+        observation: Observation {
+            name: canonical_name(c),
+            content_hash: git_hash(c),
+            n8n_updated_at: Some(Utc::now()),
+        },
+        auto_link: Some(canonical_id(c)),
+    }
+}
+
 pub fn observe(e: usize, c: usize, version: u64, auto_link: bool) -> MappingCommand {
     MappingCommand::Observe {
         environment_id: env_id(e),
@@ -110,4 +148,364 @@ pub fn observe(e: usize, c: usize, version: u64, auto_link: bool) -> MappingComm
         observation: observation(e, c, version),
         auto_link: auto_link.then(|| canonical_id(c)),
     }
+}
+
+// ----------------------------------------------------------------------------------
+// The population's commands
+
+pub fn register(e: usize, name: String, class: EnvironmentClass) -> EnvironmentCommand {
+    EnvironmentCommand::Register {
+        name,
+        class,
+        n8n_base_url: format!("https://n8n-{e:02}.example.com"),
+        git: Some(GitTarget {
+            provider: GitProvider::Github,
+            repository: "bench/flows".into(),
+            branch: "main".into(),
+            folder: format!("env-{e:02}"),
+        }),
+        n8n_secret_ref: Some(id(format!("secret-{e:02}"))),
+        git_secret_ref: None,
+    }
+}
+
+pub fn ctx(tenant: &str, role: Role) -> CommandContext {
+    let who = match role {
+        Role::Admin => "alice",
+        Role::Developer => "dev",
+        Role::Viewer => "viewer",
+        Role::System => "system:bench",
+    };
+    CommandContext::new(
+        TenantId::parse(tenant).expect("valid tenant"),
+        Actor::new(who, role),
+    )
+}
+
+// ----------------------------------------------------------------------------------
+// Figures
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50/p90/p99/max of samples in milliseconds (may be negative: clock differences).
+pub fn latency(mut samples: Vec<f64>) -> Value {
+    samples.sort_unstable_by(f64::total_cmp);
+    json!({
+        "n": samples.len(),
+        "p50_ms": round3(percentile(&samples, 50.0)),
+        "p90_ms": round3(percentile(&samples, 90.0)),
+        "p99_ms": round3(percentile(&samples, 99.0)),
+        "max_ms": round3(percentile(&samples, 100.0)),
+    })
+}
+
+/// Failures counted by code.
+#[derive(Default, Debug)]
+pub struct Failures(pub HashMap<String, usize>);
+
+impl Failures {
+    pub fn add(&mut self, code: impl Into<String>, detail: &str) {
+        let n = self.total();
+        if n < 5 {
+            eprintln!("  failure: {detail}");
+        }
+        *self.0.entry(code.into()).or_default() += 1;
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    pub fn merge(&mut self, other: Failures) {
+        for (k, v) in other.0 {
+            *self.0.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!(self.0)
+    }
+}
+
+/// Prints `label: n/total (rate/s)` to stderr every 5 s until dropped.
+pub struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    pub fn start(label: &'static str, counter: Arc<AtomicUsize>, total: usize) -> Progress {
+        let started = Instant::now();
+        Progress(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = counter.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {label}: {n}/{total} ({:.0}/s, {:.0} s)",
+                    n as f64 / started.elapsed().as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// The service
+
+pub struct Service {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub auth: Auth,
+    pub domain: Domain,
+    pub projections: projections::ProjectorHandle,
+    pub store: Store,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Service {
+    pub async fn start(store: Store, secret: &[u8]) -> anyhow::Result<Service> {
+        let auth = Auth::new(secret);
+        let app =
+            Application::with_store(store.clone(), "127.0.0.1:0".parse()?, auth.clone()).await?;
+        let addr = app.local_addr()?;
+        let domain = app.domain().clone();
+        let projections = app.projections().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Service {
+            base: format!("http://{addr}"),
+            addr,
+            auth,
+            domain,
+            projections,
+            store,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    pub fn token(&self, tenant: &str, role: &str, sub: &str) -> anyhow::Result<String> {
+        Ok(self
+            .auth
+            .mint(tenant, role, sub, Duration::from_secs(24 * 3600))?)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(Duration::from_secs(10), server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("the service stopped with an error: {e}"),
+                Ok(Err(e)) => eprintln!("the service task failed: {e}"),
+                Err(_) => eprintln!("the service did not stop within 10 s"),
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Population
+
+pub async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let commands = Arc::new(AtomicUsize::new(0));
+    let record = {
+        let (errors, commands) = (errors.clone(), commands.clone());
+        move |what: &str, result: Result<(), workflowops::command::bus::CommandError>| {
+            commands.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("  {what} failed: {e}");
+                }
+            }
+        }
+    };
+    for e in 0..ENVIRONMENTS {
+        let class = if e < 2 {
+            EnvironmentClass::Production
+        } else {
+            EnvironmentClass::Staging
+        };
+        let r = domain
+            .environment(
+                &ctx(TENANT, Role::Admin),
+                &env_id(e),
+                register(e, format!("Environment {e:02}"), class),
+            )
+            .await;
+        record("environment.register", r.map(|_| ()));
+        let sync = EnvironmentCommand::RecordSync {
+            kind: SyncKind::Environment,
+            workflows_seen: CANONICALS as u32,
+        };
+        let r = domain
+            .environment(&ctx(TENANT, Role::Developer), &env_id(e), sync)
+            .await;
+        record("environment.record_sync", r.map(|_| ()));
+    }
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("canonical workflows", done.clone(), CANONICALS);
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
+            tokio::spawn(async move {
+                for c in (client..CANONICALS).step_by(clients) {
+                    let create = CanonicalCommand::Create {
+                        canonical_id: canonical_id(c),
+                        name: canonical_name(c),
+                        slug: None,
+                        git_path: None,
+                    };
+                    let r = domain
+                        .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), create)
+                        .await;
+                    record("canonical.create", r.map(|_| ()));
+                    let version = CanonicalCommand::RecordGitVersion {
+                        git_content_hash: git_hash(c),
+                        commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
+                        git_path: format!("workflows/wf-{c:04}.json"),
+                    };
+                    let r = domain
+                        .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), version)
+                        .await;
+                    record("canonical.record_git_version", r.map(|_| ()));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    drop(progress);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("mappings", done.clone(), MAPPINGS);
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
+            tokio::spawn(async move {
+                for m in (client..MAPPINGS).step_by(clients) {
+                    let (e, c) = mapping_parts(m);
+                    // Discovered holding Git's content and auto-linked (the cell
+                    // takes the content as its Git hash, as a sync does when the
+                    // hash matched); a drifted cell is then changed in n8n.
+                    let r = domain
+                        .mapping(
+                            &ctx(TENANT, Role::Developer),
+                            &env_id(e),
+                            &n8n_id(e, c),
+                            discover_in_sync(e, c),
+                        )
+                        .await;
+                    record("mapping.observe (discover)", r.map(|_| ()));
+                    if drifted(e, c) {
+                        let r = domain
+                            .mapping(
+                                &ctx(TENANT, Role::Developer),
+                                &env_id(e),
+                                &n8n_id(e, c),
+                                observe(e, c, 0, false),
+                            )
+                            .await;
+                        record("mapping.observe (drift)", r.map(|_| ()));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    drop(progress);
+    Ok(json!({
+        "commands": commands.load(Ordering::Relaxed),
+        "errors": errors.load(Ordering::Relaxed),
+        "clients": clients,
+        "seconds": round3(started.elapsed().as_secs_f64()),
+    }))
+}
+
+pub async fn count_events(store: &Store) -> anyhow::Result<i64> {
+    let sql = "SELECT count(*) FROM events";
+    Ok(match store {
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await?,
+    })
+}
+
+/// Populates the log through the domain (unless it holds events already: population
+/// skipped), then waits until every projection and reactor has handled it. Returns
+/// the population's figures.
+pub async fn populate_and_settle(service: &Service, clients: usize) -> anyhow::Result<Value> {
+    let store = &service.store;
+    let existing = count_events(store).await?;
+    let mut population = if existing > 0 {
+        eprintln!("reusing a populated log: {existing} events (population skipped)");
+        json!({ "reused": true })
+    } else {
+        eprintln!(
+            "populating: {ENVIRONMENTS} environments, {CANONICALS} canonical workflows, {MAPPINGS} mappings ({} clients)",
+            clients
+        );
+        let p = populate(&service.domain, clients).await?;
+        eprintln!(
+            "  {} commands in {} s ({} errors)",
+            p["commands"], p["seconds"], p["errors"]
+        );
+        p
+    };
+    let head = store.head().await?.position;
+    // Measured on a settled service: every projection and reactor has handled the
+    // population (a catch-up still running would take CPU from what is measured).
+    eprintln!("waiting for the projections and reactors to reach position {head}");
+    let t = Instant::now();
+    for name in projections::NAMES {
+        service
+            .projections
+            .wait_for(name, head, Duration::from_secs(600))
+            .await
+            .with_context(|| format!("projection {name} catching up"))?;
+        eprintln!("  {name}: {:.1} s", t.elapsed().as_secs_f64());
+    }
+    service
+        .domain
+        .reactors()
+        .wait_for(head, Duration::from_secs(600))
+        .await
+        .context("reactors catching up")?;
+    eprintln!("  caught up in {:.1} s", t.elapsed().as_secs_f64());
+    population["environments"] = json!(ENVIRONMENTS);
+    population["canonical_workflows"] = json!(CANONICALS);
+    population["mappings"] = json!(MAPPINGS);
+    population["events"] = json!(count_events(store).await?);
+    Ok(population)
 }

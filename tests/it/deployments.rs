@@ -376,7 +376,11 @@ async fn scenario_two(kind: Kind) {
         .run(workflowops::scheduler::Job::Deployments)
         .await
         .unwrap();
-    assert_eq!(early.acted + due.acted, 1, "started once: {early:?} {due:?}");
+    assert_eq!(
+        early.acted + due.acted,
+        1,
+        "started once: {early:?} {due:?}"
+    );
     let deployment = ended(api, &s.admin, "p1.1").await;
     assert_eq!(deployment["status"], "SUCCESS", "{deployment}");
     assert_eq!(deployment["phase"], "DONE");
