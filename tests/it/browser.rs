@@ -1097,11 +1097,23 @@ async fn live_deployment_progress_without_a_reload() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen_partial = false;
     loop {
-        let text = b.wait_css("#progress").await.text().await.unwrap();
+        // read in one script: the progress is re-rendered under the test's feet, so
+        // an element found a moment ago may already be replaced
+        let read = b
+            .client
+            .execute(
+                "var p = document.getElementById('progress'), \
+                     s = document.getElementById('deployment-status'); \
+                 return [p ? p.textContent : '', s ? s.textContent.trim() : ''];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let text = read[0].as_str().unwrap_or_default().to_string();
         if text.contains("1 of 3") || text.contains("2 of 3") {
             seen_partial = true;
         }
-        if b.wait_css("#deployment-status").await.text().await.unwrap() == "success" {
+        if read[1] == "success" {
             break;
         }
         assert!(Instant::now() < deadline, "no success within 20 s: {text}");
