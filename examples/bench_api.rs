@@ -14,18 +14,22 @@
 //! secret. Progress goes to stderr; the last line of stdout is one JSON object.
 //!
 //! **Population** (not timed), through `Domain` with `--clients` concurrent tasks, the
-//! same data as `bench_projections`' setup: tenant `bench`, 10 environments, 1,000
-//! canonical workflows with a Git version, and one linked mapping per (environment,
-//! canonical workflow) = 10,000 matrix cells, about one in seven drifted (n8n's hash
-//! differs from Git), the rest in sync. Then it waits until the matrix and environment
-//! projections have applied the whole log. With `--database` holding events already,
-//! population is skipped (a log populated by `bench_projections` works too).
+//! same data as `bench_projections`' setup (`examples/common/matrix_data.rs`): tenant
+//! `bench`, 10 environments (`--environments`), 1,000 canonical workflows
+//! (`--canonicals`) with a Git version, and one linked mapping per (environment,
+//! canonical workflow) = 10,000 matrix cells, about one in seven drifted (discovered
+//! holding Git's content and auto-linked, then observed with content of its own: n8n's
+//! hash differs from Git), the rest in sync. Then it waits until every projection and
+//! reactor has applied the whole log. With `--database` holding events already,
+//! population is skipped (a log populated by `bench_projections` at the same size works
+//! too).
 //!
 //! **1. matrix** — `--clients` concurrent HTTP clients (one connection pool each) POST
 //! the `workflowMatrix` query with API.md's fields; latency is measured client-side,
 //! from sending the request to having read the whole body. Three queries, each after a
 //! warm-up: the first page (`first: --page`), a deep page (`after:` the cursor at row
-//! 500) and a filtered page (3 environments + `search: "sync"` + `onlyDrift: true`).
+//! `--deep-after`, 500) and a filtered page (3 environments + `search: "sync"` +
+//! `onlyDrift: true`).
 //! Every response is checked (HTTP 200, no errors, the expected number of rows, one
 //! cell per environment, linked cells); a response that fails counts in `failures`
 //! by code. Before timing, the whole matrix is paged through over HTTP and compared with
@@ -52,6 +56,19 @@
 //! bound), and also minus the time the append returned to the appender. The events each
 //! subscriber received are compared with the log (same events, same order, no gap, no
 //! duplicate). Target: p99 ≤ 100 ms.
+//!
+//! **Smoke** (`--smoke`): every phase and every check at a tiny size (3 environments
+//! × 80 canonical workflows, 4 clients, a hundred requests, 12 lifecycles, 2 s of
+//! delivery at 50 commands/s), for CI in a debug build; sizes given with it win.
+//!
+//! **Fails** (non-zero exit, after the JSON, the problems on stderr and in
+//! `problems`) when the workload did not produce what is measured: a population
+//! command failed; the matrix over HTTP is not what the population wrote; the
+//! filtered page has no row to find (the population planted no drift matching it);
+//! any timed matrix answer has fewer (or other) rows than expected; a phase has no
+//! samples; a lifecycle's mutation failed; a subscriber missed, repeated or reordered
+//! an event, or received none. A missed target is reported in `targets`, not a
+//! failure.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -76,18 +93,35 @@ use workflowops::command::domain::Domain;
 mod bench_store;
 #[path = "common/matrix_data.rs"]
 mod matrix_data;
+#[path = "common/outcome.rs"]
+mod outcome;
 use bench_store::BenchStore;
 use matrix_data::*;
+use outcome::{require, require_eq, require_some};
 
 // The same allocator as the service binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
+#[command(args_override_self = true)]
 struct Args {
     /// sqlite or postgres
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
+    /// on the command line still win.
+    #[arg(long)]
+    smoke: bool,
+    /// Environments of the population (matrix columns).
+    #[arg(long, default_value_t = DEFAULT_ENVIRONMENTS)]
+    environments: usize,
+    /// Canonical workflows of the population (matrix rows).
+    #[arg(long, default_value_t = DEFAULT_CANONICALS)]
+    canonicals: usize,
+    /// The deep page starts after this many rows (a multiple of `--page`).
+    #[arg(long, default_value_t = 500)]
+    deep_after: usize,
     /// Concurrent HTTP clients (matrix and mutations), and population tasks.
     #[arg(short = 'c', long, default_value_t = 16)]
     clients: usize,
@@ -138,12 +172,34 @@ struct Args {
     pg_url: String,
 }
 
+/// `--smoke`: the sizes put before the arguments given.
+const SMOKE: &[&str] = &[
+    "--environments",
+    "3",
+    "--canonicals",
+    "80",
+    "--clients",
+    "4",
+    "--requests",
+    "100",
+    "--other-requests",
+    "40",
+    "--warmup",
+    "8",
+    "--deep-after",
+    "50",
+    "--lifecycles",
+    "12",
+    "--rate",
+    "50",
+    "--seconds",
+    "2",
+];
+
 /// The signing secret of the benchmark's service.
 const SECRET: &[u8] = b"bench-api-secret-0123456789abcdef-0123456789";
 /// The mutation phase's tenant (its environments stay out of `bench`'s matrix).
 const OPS_TENANT: &str = "bench-ops";
-/// The deep page starts after this many rows.
-const DEEP_AFTER: usize = 500;
 const MATRIX_TARGET_MS: f64 = 30.0;
 const DELIVERY_TARGET_MS: f64 = 100.0;
 /// Longest a subscriber may take to deliver the last appended event.
@@ -368,8 +424,7 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
     let page = args.page;
     let mut check_failures = 0;
     let mut check = |ok: bool, what: String| {
-        if !ok {
-            eprintln!("  CHECK FAILED: {what}");
+        if !require(ok, || what) {
             check_failures += 1;
         }
     };
@@ -390,7 +445,7 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
                 linked += usize::from(cell["mappingStatus"] == "LINKED");
                 drift_cells += usize::from(cell["syncState"] == "DRIFT");
             }
-            if rows == DEEP_AFTER {
+            if rows == args.deep_after {
                 deep_cursor = Some(connection["pageInfo"]["endCursor"].clone());
             }
         }
@@ -402,50 +457,62 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
             _ => break,
         }
     }
-    let expected_drift = (0..ENVIRONMENTS)
-        .flat_map(|e| (0..CANONICALS).map(move |c| (e, c)))
-        .filter(|&(e, c)| drifted(e, c))
-        .count();
+    let (canonicals, mappings) = (canonicals(), mappings());
+    let expected_drift = drifted_cells();
     check(
-        rows == CANONICALS,
-        format!("{rows} matrix rows, expected {CANONICALS}"),
+        rows == canonicals,
+        format!("{rows} matrix rows, expected {canonicals}"),
     );
     check(
-        cells == MAPPINGS,
-        format!("{cells} matrix cells, expected {MAPPINGS}"),
+        cells == mappings,
+        format!("{cells} matrix cells, expected {mappings}"),
     );
     check(
-        linked == MAPPINGS,
-        format!("{linked} linked cells, expected {MAPPINGS}"),
+        linked == mappings,
+        format!("{linked} linked cells, expected {mappings}"),
     );
     check(
         drift_cells == expected_drift,
-        format!("{drift_cells} DRIFT cells, expected {expected_drift}"),
+        format!(
+            "{drift_cells} DRIFT cells, expected {expected_drift} (a reused --database must hold \
+             this population at this size)"
+        ),
     );
     eprintln!(
         "  matrix over HTTP: {rows} rows, {cells} cells ({drift_cells} DRIFT, {} IN_SYNC expected)",
-        MAPPINGS - expected_drift
+        mappings - expected_drift
     );
-    // The deep page: `after` the cursor that ends row DEEP_AFTER (needs DEEP_AFTER to
-    // be a multiple of the page size, else the cursor of the page holding it).
+    // The deep page: `after` the cursor that ends row `--deep-after` (a multiple of
+    // the page size).
     let deep_cursor = deep_cursor
         .and_then(|c| c.as_str().map(str::to_string))
-        .context("no cursor in the middle of the matrix")?;
+        .with_context(|| {
+            format!(
+                "the matrix has {rows} rows: no cursor after row {} for the deep page",
+                args.deep_after
+            )
+        })?;
     let filter_envs: Vec<String> = (0..FILTER_ENVIRONMENTS)
         .map(|e| env_id(e).to_string())
         .collect();
-    let filtered_rows = (0..CANONICALS)
-        .filter(|&c| canonical_name(c).to_lowercase().contains(FILTER_SEARCH))
-        .filter(|&c| (0..FILTER_ENVIRONMENTS).any(|e| drifted(e, c)))
-        .count();
+    // The population must have planted drift the filtered page finds, else the page
+    // measures an empty answer.
+    let filtered_rows = filtered_canonicals().len();
+    check(
+        filtered_rows > 0,
+        format!(
+            "the population has no drifted cell in the first {FILTER_ENVIRONMENTS} environments \
+             of a workflow named *{FILTER_SEARCH}*: the filtered page would be empty"
+        ),
+    );
 
     let queries = [
         (
             "first_page",
             MatrixRequest {
                 body: matrix_body(page, None, None, None, false),
-                rows: page.min(CANONICALS),
-                cells_per_row: ENVIRONMENTS,
+                rows: page.min(canonicals),
+                cells_per_row: environments(),
                 drift_in_every_row: false,
                 distinct: false,
             },
@@ -455,8 +522,8 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
             "first_page_uncached",
             MatrixRequest {
                 body: matrix_body(page, None, None, None, false),
-                rows: page.min(CANONICALS),
-                cells_per_row: ENVIRONMENTS,
+                rows: page.min(canonicals),
+                cells_per_row: environments(),
                 drift_in_every_row: false,
                 distinct: true,
             },
@@ -466,8 +533,8 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
             "deep_page",
             MatrixRequest {
                 body: matrix_body(page, Some(&deep_cursor), None, None, false),
-                rows: page.min(CANONICALS.saturating_sub(DEEP_AFTER.div_ceil(page) * page)),
-                cells_per_row: ENVIRONMENTS,
+                rows: page.min(canonicals.saturating_sub(args.deep_after)),
+                cells_per_row: environments(),
                 drift_in_every_row: false,
                 distinct: false,
             },
@@ -507,7 +574,14 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
             out[name] = Value::Null;
             continue;
         }
-        eprintln!("  {name}: {total} requests from {} clients", args.clients);
+        let rows = request.rows;
+        require(rows > 0, || {
+            format!("{name}: the data has no row for it (0 rows expected)")
+        });
+        eprintln!(
+            "  {name}: {total} requests from {} clients, {rows} rows each",
+            args.clients
+        );
         let (mut v, p99, f) = load_matrix(
             &service.base,
             &token,
@@ -521,11 +595,23 @@ async fn measure_matrix(service: &Service, args: &Args) -> anyhow::Result<Value>
             "    p50 {} ms, p90 {} ms, p99 {} ms, max {} ms, {} requests/s, {f} failures",
             v["p50_ms"], v["p90_ms"], v["p99_ms"], v["max_ms"], v["requests_per_sec"]
         );
+        require_eq(
+            v["n"].as_u64().unwrap_or(0),
+            total as u64,
+            &format!("{name}: samples"),
+        );
+        require(f == 0, || {
+            format!(
+                "{name}: {f} of {total} answers failed their checks ({}; every answer must have \
+                 the expected {rows} rows)",
+                v["failures_by_code"]
+            )
+        });
         if name == "first_page" {
             first_p99 = p99;
         }
         if name == "deep_page" {
-            v["after_rows"] = json!(DEEP_AFTER);
+            v["after_rows"] = json!(args.deep_after);
         }
         if name == "filtered_page" {
             v["environments"] = json!(FILTER_ENVIRONMENTS);
@@ -739,6 +825,19 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
         out["all_mutations"]["p50_ms"],
         out["all_mutations"]["p99_ms"],
         failures.total()
+    );
+    require(failures.total() == 0, || {
+        format!(
+            "mutations: {} lifecycles failed ({})",
+            failures.total(),
+            failures.json()
+        )
+    });
+    require_eq(transitions, total * STEPS.len(), "mutations: transitions");
+    require_eq(
+        out["all_mutations"]["n"].as_u64().unwrap_or(0),
+        (total * STEPS.len()) as u64,
+        "mutations: timed mutations",
     );
     Ok(out)
 }
@@ -1052,7 +1151,7 @@ async fn measure_delivery(service: &Service, args: &Args) -> anyhow::Result<Valu
         let (domain, acked, errors) = (domain.clone(), acked.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             // A different cell each time (10,000 of them), skipping the warm-up's.
-            let (e, c) = mapping_parts(1 + i % (MAPPINGS - 1));
+            let (e, c) = mapping_parts(1 + i % (mappings() - 1));
             let r = domain
                 .mapping(
                     &ctx(TENANT, Role::Developer),
@@ -1107,7 +1206,40 @@ async fn measure_delivery(service: &Service, args: &Args) -> anyhow::Result<Valu
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let websocket = delivery_figures(ws_received, ws_problems, warm_position, &expected, &acked);
     let sse = delivery_figures(sse_received, sse_problems, warm_position, &expected, &acked);
+    let command_errors = errors.load(Ordering::Relaxed);
+    require(command_errors == 0, || {
+        format!("delivery: {command_errors} of {total} appends failed")
+    });
+    require(expected.len() >= total, || {
+        format!(
+            "delivery: the log holds {} events of the tenant after the warm-up, expected at least {total}",
+            expected.len()
+        )
+    });
+    require(drained_in_time, || {
+        format!(
+            "delivery: the subscribers had not received position {last_expected} {} s after the appends",
+            DRAIN_TIMEOUT.as_secs()
+        )
+    });
     for (name, v) in [("websocket", &websocket), ("sse", &sse)] {
+        require_some(
+            v["received"].as_u64().unwrap_or(0) as usize,
+            &format!("delivery: events the {name} subscriber received"),
+        );
+        require(v["ok"] == true, || {
+            format!(
+                "delivery: the {name} subscriber received {} of {} events ({} missing, {} \
+                 duplicates, {} unexpected, in log order: {}; problems {})",
+                v["received"],
+                v["expected"],
+                v["missing"],
+                v["duplicates"],
+                v["unexpected"],
+                v["in_log_order"],
+                v["problems"]
+            )
+        });
         eprintln!(
             "  {name}: {}/{} events, p50 {} ms, p99 {} ms, max {} ms (from commit ack: p50 {} ms, p99 {} ms); ok {}",
             v["received"],
@@ -1125,7 +1257,7 @@ async fn measure_delivery(service: &Service, args: &Args) -> anyhow::Result<Valu
         "rate_achieved": (total as f64 / issuing.as_secs_f64()).round(),
         "seconds": round3(issuing.as_secs_f64()),
         "commands": total,
-        "command_errors": errors.load(Ordering::Relaxed),
+        "command_errors": command_errors,
         "events_appended": expected.len(),
         "drained_in_time": drained_in_time,
         "websocket": websocket,
@@ -1203,16 +1335,22 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
+    let report = bench(&args).await;
+    outcome::conclude("api", args.smoke, report)
+}
+
+async fn bench(args: &Args) -> anyhow::Result<Value> {
     anyhow::ensure!(
         args.clients > 0 && args.rate > 0 && args.page > 0 && args.page <= 200,
         "--clients and --rate must be positive, --page within 1..=200"
     );
     anyhow::ensure!(
-        DEEP_AFTER % args.page == 0,
-        "--page must divide {DEEP_AFTER} (the deep page starts after row {DEEP_AFTER})"
+        args.deep_after > 0 && args.deep_after % args.page == 0,
+        "--deep-after must be a positive multiple of --page"
     );
+    set_size(args.environments, args.canonicals)?;
     let temp = tempfile::tempdir()?;
     let bench = BenchStore::open(
         &args.backend,
@@ -1227,13 +1365,12 @@ async fn main() -> anyhow::Result<()> {
         store.migrate().await?;
         let service = Service::start(store.clone(), SECRET).await?;
         eprintln!("service on {}", service.base);
-        let report = run(&args, &service).await;
+        let report = run(args, &service).await;
         service.stop().await;
         report
     }
     .await;
     // the database goes whether or not the run succeeded
     bench.finish().await;
-    println!("{}", report?);
-    Ok(())
+    report
 }

@@ -20,8 +20,17 @@
 //!    last delivery received (report).
 //!
 //! Checked: every receiver got every event of the tenant once per id, in log order,
-//! each signature verifying; the stream holds every event. A run whose checks fail
-//! fails. The last line of stdout is JSON.
+//! each signature verifying; the stream holds every event. The last line of stdout
+//! is JSON.
+//!
+//! **Smoke** (`--smoke`): every phase and every check with 3 endpoints, 20 events and
+//! a burst of 60, for CI in a debug build; sizes given with it win.
+//!
+//! **Fails** (non-zero exit, after the JSON, the problems on stderr and in
+//! `problems`) when a check above fails, a mutation appended other than one event, a
+//! latency has fewer samples than events × endpoints (or the stream than events),
+//! the split into routing and sending has no sample, or the burst delivered nothing.
+//! A missed target is reported in `targets`, not a failure.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,14 +61,23 @@ mod e2e;
 #[path = "../tests/it/fakes/n8n.rs"]
 mod fake_n8n;
 use e2e::*;
+#[path = "common/outcome.rs"]
+mod outcome;
+use outcome::{require, require_eq};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
+#[command(args_override_self = true)]
 struct Args {
+    /// sqlite or postgres
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
+    /// on the command line still win.
+    #[arg(long)]
+    smoke: bool,
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
     /// Events of the latency phase, one after another.
@@ -83,6 +101,9 @@ struct Args {
     )]
     pg_url: String,
 }
+
+/// `--smoke`: the sizes put before the arguments given.
+const SMOKE: &[&str] = &["--endpoints", "3", "--events", "20", "--burst", "60"];
 
 const TENANT: &str = "bench-integrations";
 const LATENCY_TARGET_MS: f64 = 100.0;
@@ -323,6 +344,16 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
         queued_ms.push(ms(created - *at));
         sent_ms.push(ms(delivered - created));
     }
+    require_eq(
+        webhook_ms.len(),
+        events.len() * args.endpoints,
+        "latency: webhook deliveries timed",
+    );
+    require_eq(
+        queued_ms.len(),
+        events.len().min(200),
+        "latency: hook-0's deliveries split into routing and sending",
+    );
 
     // the stream: every event, once, in log order; stored when
     let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await?);
@@ -362,6 +393,9 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
         }
     }
     anyhow::ensure!(nats_ms.len() == events.len(), "the stream misses events");
+    require(!nats_ms.is_empty(), || {
+        "latency: the stream holds no event of the phase".into()
+    });
 
     // 2. throughput
     eprintln!("2. throughput: {} events from 16 clients", args.burst);
@@ -388,12 +422,18 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
         c.await??;
     }
     let burst_events = tenant_events(&service.store, before).await?;
+    require_eq(
+        burst_events.len(),
+        args.burst,
+        "throughput: events appended by the burst's mutations",
+    );
     wait_all(&inboxes, already + burst_events.len()).await?;
     let elapsed = started.elapsed();
     let all = tenant_events(&service.store, start).await?;
     check(&inboxes, &all)?;
     let deliveries = burst_events.len() * args.endpoints;
     let per_second = deliveries as f64 / elapsed.as_secs_f64();
+    require(deliveries > 0, || "throughput: nothing delivered".into());
 
     let webhook = summary(webhook_ms);
     let nats_summary = summary(nats_ms);
@@ -420,11 +460,16 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
+    let report = bench(&args).await;
+    outcome::conclude("integrations", args.smoke, report)
+}
+
+async fn bench(args: &Args) -> anyhow::Result<Value> {
     anyhow::ensure!(
-        args.endpoints > 0 && args.events > 0,
-        "--endpoints and --events > 0"
+        args.endpoints > 0 && args.events > 0 && args.burst > 0,
+        "--endpoints, --events and --burst > 0"
     );
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let nats = NatsSettings {
@@ -444,13 +489,12 @@ async fn main() -> anyhow::Result<()> {
         app.set_nats(Some(settings));
     })
     .await?;
-    let report = run(&args, &bench.service, &nats).await;
+    let report = run(args, &bench.service, &nats).await;
     let report = bench.finish(report).await;
     if let Ok(client) = async_nats::connect(nats.url.as_str()).await {
         let _ = async_nats::jetstream::new(client)
             .delete_stream(&nats.stream)
             .await;
     }
-    println!("{}", report?);
-    Ok(())
+    report
 }

@@ -15,10 +15,12 @@
 //!
 //! **Population.** Everything goes through the real command path (`Domain` /
 //! `CommandBus`: load, decide, append with chain hashes), so every event decodes as
-//! the domain event the projections expect. Setup: one tenant (`bench`), 10
+//! the domain event the projections expect. Setup (`bench_api`'s and
+//! `bench_console`'s, `examples/common/matrix_data.rs`): one tenant (`bench`), 10
 //! environments, 1,000 canonical workflows (each with a Git version) and one linked
 //! mapping per (environment, canonical workflow): 10,000 matrix cells. About one cell
-//! in seven is deliberately drifted (its n8n content hash differs from Git); the rest
+//! in seven is deliberately drifted (discovered holding Git's content and auto-linked,
+//! then observed with content of its own, as a sync finds a hotfix); the rest
 //! match. Then `--clients` concurrent clients append the bulk of the history until the
 //! log holds `--events` events (setup included): ~85% mapping observations with a new
 //! `n8n_updated_at` (`mapping.content_observed`; drifted cells stay drifted, in-sync
@@ -49,17 +51,27 @@
 //! position) to `ProjectorHandle::wait_for(matrix, position, 5 s)` returning, i.e.
 //! until the matrix read model includes the change (read-your-writes). Also reported:
 //! the command latency and the achieved rate. Target: p99 lag ≤ 100 ms.
+//!
+//! **Smoke** (`--smoke`): every measurement and every check at a tiny size (3
+//! environments × 150 canonical workflows, so the deep page is rows 101–150; a log of
+//! 2,500 events, 20 iterations per page, 2 s of lag at 100 commands/s), for CI in a
+//! debug build; sizes given with it win.
+//!
+//! **Fails** (non-zero exit, after the JSON, the problems on stderr and in
+//! `problems`) when the workload did not produce what is measured: a population
+//! command failed; the rebuild replayed no event or not the whole log; the matrix or
+//! the filtered list is not what the population wrote (including a filtered list with
+//! no row: no drift planted where the filter looks); a timed page answered other than
+//! its expected rows; the lag phase has a failed command, a sample that timed out
+//! (missing from the distribution), a failed projection, or no samples. A missed
+//! target is reported (`meets_target`), not a failure.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregates::canonical::CanonicalCommand;
-use aggregates::environment::{
-    DriftCheckOutcome, DriftCounts, Environment, EnvironmentClass, EnvironmentCommand, GitProvider,
-    GitTarget,
-};
+use aggregates::environment::{DriftCheckOutcome, DriftCounts, Environment, EnvironmentCommand};
 use aggregates::incident::{AffectedWorkflow, IncidentCommand, IncidentPolicy, ResolutionType};
 use aggregates::kernel::command::{Actor, Role};
 use aggregates::kernel::ids::{LocalId, TenantId};
@@ -77,20 +89,34 @@ use workflowops::command::domain::Domain;
 mod bench_store;
 #[path = "common/matrix_data.rs"]
 mod matrix_data;
+#[path = "common/outcome.rs"]
+mod outcome;
 use bench_store::BenchStore;
 use matrix_data::*;
+use outcome::{require, require_eq, require_some};
 
 // The same allocator as the service binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
+#[command(args_override_self = true)]
 struct Args {
     /// sqlite or postgres
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Tiny sizes (every measurement and check, a few seconds in a debug build); sizes
+    /// given on the command line still win.
+    #[arg(long)]
+    smoke: bool,
+    /// Environments of the population (matrix columns).
+    #[arg(long, default_value_t = DEFAULT_ENVIRONMENTS)]
+    environments: usize,
+    /// Canonical workflows of the population (matrix rows).
+    #[arg(long, default_value_t = DEFAULT_CANONICALS)]
+    canonicals: usize,
     /// Events in the log before the measurements (setup included; the setup alone
-    /// writes about 33,000, so anything below that means "setup only").
+    /// writes about 33,000 at 10 × 1,000, so anything below that means "setup only").
     #[arg(long, default_value_t = 500_000)]
     events: usize,
     /// Skip measurement 1 (rebuild of every read model).
@@ -131,31 +157,29 @@ struct Args {
     pg_url: String,
 }
 
+/// `--smoke`: the sizes put before the arguments given.
+const SMOKE: &[&str] = &[
+    "--environments",
+    "3",
+    "--canonicals",
+    "150",
+    "--events",
+    "2500",
+    "--clients",
+    "4",
+    "--iterations",
+    "20",
+    "--rate",
+    "100",
+    "--seconds",
+    "2",
+];
+
 const PAGE: i64 = 100;
 const LAG_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ----------------------------------------------------------------------------------
 // Deterministic data
-
-fn register(e: usize) -> EnvironmentCommand {
-    EnvironmentCommand::Register {
-        name: format!("Environment {e:02}"),
-        class: if e < 2 {
-            EnvironmentClass::Production
-        } else {
-            EnvironmentClass::Staging
-        },
-        n8n_base_url: format!("https://n8n-{e:02}.example.com"),
-        git: Some(GitTarget {
-            provider: GitProvider::Github,
-            repository: "bench/flows".into(),
-            branch: "main".into(),
-            folder: format!("env-{e:02}"),
-        }),
-        n8n_secret_ref: Some(id(format!("secret-{e:02}"))),
-        git_secret_ref: None,
-    }
-}
 
 const LIFECYCLE: usize = 5;
 
@@ -308,89 +332,6 @@ where
     Ok(total)
 }
 
-/// Environments, canonical workflows with Git versions, and 10,000 linked mappings.
-async fn setup(domain: &Domain, clients: usize) -> anyhow::Result<Tally> {
-    let mut tally = Tally::default();
-    for e in 0..ENVIRONMENTS {
-        let r = domain
-            .environment(&ctx(Role::Admin), &env_id(e), register(e))
-            .await;
-        tally.record("environment.register", r);
-        let sync = EnvironmentCommand::RecordSync {
-            kind: aggregates::environment::SyncKind::Environment,
-            workflows_seen: CANONICALS as u32,
-        };
-        let r = domain
-            .environment(&ctx(Role::Developer), &env_id(e), sync)
-            .await;
-        tally.record("environment.record_sync", r);
-    }
-
-    let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("canonical workflows", done.clone(), CANONICALS);
-    let t = on_clients(clients, |client| {
-        let (domain, done) = (domain.clone(), done.clone());
-        async move {
-            let mut tally = Tally::default();
-            for c in (client..CANONICALS).step_by(clients) {
-                let create = CanonicalCommand::Create {
-                    canonical_id: canonical_id(c),
-                    name: canonical_name(c),
-                    slug: None,
-                    git_path: None,
-                };
-                let r = domain
-                    .canonical(&ctx(Role::Developer), &canonical_id(c), create)
-                    .await;
-                tally.record("canonical.create", r);
-                let version = CanonicalCommand::RecordGitVersion {
-                    git_content_hash: git_hash(c),
-                    commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
-                    git_path: format!("workflows/wf-{c:04}.json"),
-                };
-                let r = domain
-                    .canonical(&ctx(Role::Developer), &canonical_id(c), version)
-                    .await;
-                tally.record("canonical.record_git_version", r);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            tally
-        }
-    })
-    .await?;
-    drop(progress);
-    tally.commands += t.commands;
-    tally.errors += t.errors;
-
-    let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("mappings", done.clone(), MAPPINGS);
-    let t = on_clients(clients, |client| {
-        let (domain, done) = (domain.clone(), done.clone());
-        async move {
-            let mut tally = Tally::default();
-            for m in (client..MAPPINGS).step_by(clients) {
-                let (e, c) = mapping_parts(m);
-                let r = domain
-                    .mapping(
-                        &ctx(Role::Developer),
-                        &env_id(e),
-                        &n8n_id(e, c),
-                        observe(e, c, 0, true),
-                    )
-                    .await;
-                tally.record("mapping.observe (discover)", r);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            tally
-        }
-    })
-    .await?;
-    drop(progress);
-    tally.commands += t.commands;
-    tally.errors += t.errors;
-    Ok(tally)
-}
-
 /// One client's share of the bulk history, until the log holds `target` events.
 async fn bulk_client(
     domain: Domain,
@@ -402,11 +343,11 @@ async fn bulk_client(
     let bus = domain.bus().clone();
     let mut tally = Tally::default();
     // This client's mappings: m ≡ client (mod clients).
-    let mine: Vec<usize> = (client..MAPPINGS).step_by(clients).collect();
+    let mine: Vec<usize> = (client..mappings()).step_by(clients).collect();
     let mut next_mapping = 0usize;
     let mut missing: Option<usize> = None;
     let mut version = 1u64;
-    let environment = env_id(client % ENVIRONMENTS);
+    let environment = env_id(client % environments());
     let (mut incident, mut step) = (0usize, 0usize);
     let mut op = client as u64;
     let add = |n: usize| appended.fetch_add(n, Ordering::Relaxed) + n;
@@ -466,13 +407,13 @@ async fn bulk_client(
                 incident += 1;
             }
         } else {
-            let with_drift = (0..CANONICALS)
-                .filter(|&c| drifted(client % ENVIRONMENTS, c))
+            let with_drift = (0..canonicals())
+                .filter(|&c| drifted(client % environments(), c))
                 .count() as u32;
             let check = EnvironmentCommand::RecordDriftCheck {
                 outcome: DriftCheckOutcome::Checked {
                     counts: DriftCounts {
-                        in_sync: CANONICALS as u32 - with_drift,
+                        in_sync: canonicals() as u32 - with_drift,
                         with_drift,
                         not_in_git: 0,
                     },
@@ -514,20 +455,40 @@ async fn bulk_client(
 // ----------------------------------------------------------------------------------
 // Measurements
 
-async fn timed<F, Fut, T>(iterations: usize, mut query: F) -> anyhow::Result<Vec<Duration>>
+/// `iterations` timed runs of `query` (after a warm-up), each of which must answer
+/// `rows` rows.
+async fn timed<F, Fut>(
+    name: &str,
+    iterations: usize,
+    rows: usize,
+    mut query: F,
+) -> anyhow::Result<Vec<Duration>>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
 {
     for _ in 0..(iterations / 10).clamp(5, 50) {
         query().await?;
     }
     let mut samples = Vec::with_capacity(iterations);
+    let mut wrong = vec![];
     for _ in 0..iterations {
         let t = Instant::now();
-        query().await?;
+        let got = query().await?;
         samples.push(t.elapsed());
+        if got != rows {
+            wrong.push(got);
+        }
     }
+    require(rows > 0, || format!("{name}: the data has no row for it"));
+    require(wrong.is_empty(), || {
+        format!(
+            "{name}: {} of {iterations} answers had other than the expected {rows} rows (e.g. {})",
+            wrong.len(),
+            wrong[0]
+        )
+    });
+    require_some(samples.len(), &format!("{name}: samples"));
     Ok(samples)
 }
 
@@ -555,8 +516,7 @@ async fn walk(
 }
 
 fn check(failures: &mut usize, ok: bool, what: String) {
-    if !ok {
-        eprintln!("  CHECK FAILED: {what}");
+    if !require(ok, || what) {
         *failures += 1;
     }
 }
@@ -572,19 +532,17 @@ async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Valu
         .flat_map(|r| &r.cells)
         .filter(|c| c.cell.env_content_hash != c.effective_git_content_hash)
         .count();
-    let expected_drifted = (0..ENVIRONMENTS)
-        .flat_map(|e| (0..CANONICALS).map(move |c| (e, c)))
-        .filter(|&(e, c)| drifted(e, c))
-        .count();
+    let (canonicals, mappings) = (canonicals(), mappings());
+    let expected_drifted = matrix_data::drifted_cells();
     check(
         &mut failures,
-        rows.len() == CANONICALS,
-        format!("{} matrix rows, expected {CANONICALS}", rows.len()),
+        rows.len() == canonicals,
+        format!("{} matrix rows, expected {canonicals}", rows.len()),
     );
     check(
         &mut failures,
-        cells == MAPPINGS,
-        format!("{cells} matrix cells, expected {MAPPINGS}"),
+        cells == mappings,
+        format!("{cells} matrix cells, expected {mappings}"),
     );
     let linked = rows
         .iter()
@@ -593,13 +551,16 @@ async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Valu
         .count();
     check(
         &mut failures,
-        linked == MAPPINGS,
-        format!("{linked} linked cells, expected {MAPPINGS}"),
+        linked == mappings,
+        format!("{linked} linked cells, expected {mappings}"),
     );
     check(
         &mut failures,
         drifted_cells == expected_drifted,
-        format!("{drifted_cells} cells differ from Git, expected {expected_drifted}"),
+        format!(
+            "{drifted_cells} cells differ from Git, expected {expected_drifted} (a reused \
+             --database must hold this population at this size)"
+        ),
     );
     let sorted = rows
         .windows(2)
@@ -621,11 +582,18 @@ async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Valu
         ..MatrixFilter::default()
     };
     let (filtered, _) = walk(store, &filter).await?;
-    let expected: HashSet<String> = (0..CANONICALS)
-        .filter(|&c| canonical_name(c).to_lowercase().contains(FILTER_SEARCH))
-        .filter(|&c| (0..FILTER_ENVIRONMENTS).any(|e| drifted(e, c)))
+    let expected: HashSet<String> = filtered_canonicals()
+        .into_iter()
         .map(|c| format!("{TENANT}:{}", canonical_id(c)))
         .collect();
+    check(
+        &mut failures,
+        !expected.is_empty(),
+        format!(
+            "the population has no drifted cell in the first {FILTER_ENVIRONMENTS} environments \
+             of a workflow named *{FILTER_SEARCH}*: the filtered page would be empty"
+        ),
+    );
     let got: HashSet<String> = filtered.iter().map(|r| r.row.id.clone()).collect();
     check(
         &mut failures,
@@ -654,6 +622,14 @@ async fn measure_matrix(store: &Store, iterations: usize) -> anyhow::Result<Valu
     );
 
     let deep = cursors.last().cloned();
+    check(
+        &mut failures,
+        deep.is_some(),
+        format!(
+            "the matrix has {} rows, one page of {PAGE}: the deep page would be the first",
+            rows.len()
+        ),
+    );
     let deep_rows = rows.len().saturating_sub(cursors.len() * PAGE as usize);
     let pages = Pages {
         all,
@@ -723,16 +699,20 @@ impl Pages {
         store: &Store,
         iterations: usize,
     ) -> anyhow::Result<(Value, Value, Value)> {
-        let first_page = timed(iterations, || async {
-            Ok(matrix::matrix_page(store, TENANT, &self.all, PAGE, None).await?)
+        let first_page = timed("first page", iterations, self.rows, || async {
+            let page = matrix::matrix_page(store, TENANT, &self.all, PAGE, None).await?;
+            Ok(page.items.len())
         })
         .await?;
-        let deep_page = timed(iterations, || async {
-            Ok(matrix::matrix_page(store, TENANT, &self.all, PAGE, self.deep.as_deref()).await?)
+        let deep_page = timed("deep page", iterations, self.deep_rows, || async {
+            let after = self.deep.as_deref();
+            let page = matrix::matrix_page(store, TENANT, &self.all, PAGE, after).await?;
+            Ok(page.items.len())
         })
         .await?;
-        let filtered_page = timed(iterations, || async {
-            Ok(matrix::matrix_page(store, TENANT, &self.filter, PAGE, None).await?)
+        let filtered_page = timed("filtered page", iterations, self.filtered_rows, || async {
+            let page = matrix::matrix_page(store, TENANT, &self.filter, PAGE, None).await?;
+            Ok(page.items.len())
         })
         .await?;
         let mut first = latency(first_page);
@@ -817,7 +797,7 @@ async fn measure_lag(
             let (domain, handle) = (domain.clone(), handle.clone());
             tasks.push(tokio::spawn(async move {
                 // A different cell each time within a run (10,000 of them).
-                let (e, c) = mapping_parts(i % MAPPINGS);
+                let (e, c) = mapping_parts(i % mappings());
                 let t0 = Instant::now();
                 let committed = domain
                     .mapping(
@@ -832,7 +812,10 @@ async fn measure_lag(
                     Ok(c) => c,
                     Err(e) => return Err(format!("command: {e}")),
                 };
-                let position = committed.position.unwrap_or(0);
+                // A command that appended nothing has no lag to measure.
+                let Some(position) = committed.position else {
+                    return Err("command: appended no event".to_string());
+                };
                 match handle.wait_for(matrix::NAME, position, LAG_TIMEOUT).await {
                     Ok(()) => Ok((t1 - t0, t1.elapsed())),
                     Err(e) => Err(format!("wait_for: {e}")),
@@ -881,6 +864,24 @@ async fn measure_lag(
         lag_v["failed_projections"] = json!(failed.len());
         lag_v["target_p99_ms"] = json!(100);
         lag_v["meets_target"] = json!(p99 <= 100.0 && errors + timeouts == 0 && failed.is_empty());
+        require(errors == 0, || {
+            format!("lag: {errors} of {total} commands failed or appended nothing")
+        });
+        require(timeouts == 0, || {
+            format!(
+                "lag: {timeouts} of {total} changes were not in the matrix within {} s (missing \
+                 from the distribution)",
+                LAG_TIMEOUT.as_secs()
+            )
+        });
+        require(failed.is_empty(), || {
+            format!("lag: projections failed: {failed:?}")
+        });
+        require_eq(
+            lag_v["n"].as_u64().unwrap_or(0),
+            total as u64,
+            "lag: samples",
+        );
         anyhow::Ok(lag_v)
     }
     .await;
@@ -912,9 +913,18 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
         )
         .await;
     }
-    eprintln!("populating: setup (10 environments, 1,000 canonical workflows, 10,000 mappings)");
+    eprintln!(
+        "populating: setup ({} environments, {} canonical workflows, {} mappings)",
+        environments(),
+        canonicals(),
+        mappings()
+    );
     let started = Instant::now();
-    let setup_tally = setup(&domain, args.clients).await?;
+    let setup = populate(&domain, args.clients).await?;
+    let setup_tally = Tally {
+        commands: setup["commands"].as_u64().unwrap_or(0) as usize,
+        errors: setup["errors"].as_u64().unwrap_or(0) as usize,
+    };
     let setup_seconds = started.elapsed().as_secs_f64();
     let after_setup = count_events(store).await? as usize;
     eprintln!(
@@ -951,10 +961,26 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<Value> {
         events as f64 / population_seconds,
         setup_tally.errors + bulk.errors,
     );
+    let errors = setup_tally.errors + bulk.errors;
+    require(events as usize >= args.events, || {
+        format!(
+            "population: the log holds {events} events, --events asked for {}",
+            args.events
+        )
+    });
+    require(errors == 0, || {
+        format!(
+            "population: {errors} of {} commands failed",
+            setup_tally.commands + bulk.commands
+        )
+    });
     let population = json!({
         "events": events,
+        "environments": environments(),
+        "canonical_workflows": canonicals(),
+        "mappings": mappings(),
         "commands": setup_tally.commands + bulk.commands,
-        "errors": setup_tally.errors + bulk.errors,
+        "errors": errors,
         "clients": args.clients,
         "seconds": round3(population_seconds),
         "setup_seconds": round3(setup_seconds),
@@ -975,12 +1001,21 @@ async fn measure(
         Value::Null
     } else {
         eprintln!("rebuild: every read model from position 0");
+        let in_log = count_events(store).await?;
         let report = workflowops::read_side::rebuild(store, &[]).await?;
         caught_up = true;
         eprintln!(
             "  rebuilt {} events in {:.2} s: {:.0} events/s",
             report.events, report.seconds, report.events_per_second
         );
+        require_some(report.events as usize, "rebuild: events replayed");
+        // (the reactors may append a little meanwhile: at least the log as it was)
+        require(report.events as i64 >= in_log, || {
+            format!(
+                "rebuild: replayed {} events, the log holds {in_log}",
+                report.events
+            )
+        });
         json!({
             "events": report.events,
             "seconds": round3(report.seconds),
@@ -1042,12 +1077,18 @@ async fn measure(
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
+    let report = bench(&args).await;
+    outcome::conclude("projections", args.smoke, report)
+}
+
+async fn bench(args: &Args) -> anyhow::Result<Value> {
     anyhow::ensure!(
         args.clients > 0 && args.rate > 0,
         "--clients and --rate must be positive"
     );
+    set_size(args.environments, args.canonicals)?;
     let temp = tempfile::tempdir()?;
     let bench = BenchStore::open(
         &args.backend,
@@ -1058,11 +1099,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let store = bench.store.clone();
-    let report = run(&args, &store).await;
+    let report = run(args, &store).await;
     // the database goes whether or not the run succeeded
     bench.finish().await;
-    println!("{}", report?);
-    Ok(())
+    report
 }
 
 /// Aborts a background task when dropped.

@@ -39,6 +39,15 @@
 //! checks fail fails the benchmark. Progress goes to stderr; the last line of
 //! stdout is one JSON object with the medians over the rounds, their ranges, and
 //! the targets.
+//!
+//! **Smoke** (`--smoke`): every phase and every check with 12 workflows in one round,
+//! for CI in a debug build; sizes given with it win.
+//!
+//! **Fails** (non-zero exit, after the JSON, the problems on stderr and in
+//! `problems`) when a check above fails, a promotion wrote fewer workflows to
+//! staging than it promoted, or the deployment's history lacks a step the figures
+//! are taken from (the pushes, the Git commit, the end; the rollback's start and end).
+//! A missed target is reported in `targets`, not a failure.
 
 use std::time::{Duration, Instant};
 
@@ -56,16 +65,24 @@ mod fake_n8n;
 use axum::http::Method;
 use e2e::*;
 use fake_n8n::{FakeN8n, Fault};
+#[path = "common/outcome.rs"]
+mod outcome;
+use outcome::{require, require_eq};
 
 // The same allocator as the service binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
+#[command(args_override_self = true)]
 struct Args {
     /// sqlite or postgres
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
+    /// on the command line still win.
+    #[arg(long)]
+    smoke: bool,
     /// Workflows promoted.
     #[arg(long, default_value_t = 200)]
     workflows: usize,
@@ -83,6 +100,9 @@ struct Args {
     )]
     pg_url: String,
 }
+
+/// `--smoke`: the sizes put before the arguments given.
+const SMOKE: &[&str] = &["--workflows", "12", "--rounds", "1"];
 
 const PROMOTE_TARGET_MS: f64 = 5000.0;
 const AGAIN_TARGET_MS: f64 = 1000.0;
@@ -333,6 +353,15 @@ async fn round(service: &Service, args: &Args, r: usize) -> anyhow::Result<Value
         d["gitCommit"]
     );
     let creates = writes(&staging);
+    require(creates >= n, || {
+        format!("round {r}: the first promotion of {n} workflows wrote {creates} times to staging")
+    });
+    require_steps(
+        r,
+        "promote",
+        &first.steps,
+        &["first_push", "last_push", "git_commit", "finished"],
+    );
     let held = staging.workflows();
 
     // 2. again
@@ -350,6 +379,7 @@ async fn round(service: &Service, args: &Args, r: usize) -> anyhow::Result<Value
         again_writes == 0,
         "promoting again wrote {again_writes} times to n8n"
     );
+    require_steps(r, "again", &again.steps, &["finished"]);
 
     // 3. rollback
     eprintln!("round {r}: 3. rollback after a failure at the last of {n}");
@@ -393,6 +423,19 @@ async fn round(service: &Service, args: &Args, r: usize) -> anyhow::Result<Value
                 .any(|w| w["id"] == old["id"] && w["nodes"] == old["nodes"])),
         "staging does not hold what it held before the failed promotion"
     );
+    require_steps(
+        r,
+        "rollback",
+        &rollback.steps,
+        &[
+            "first_push",
+            "last_push",
+            "rollback_started",
+            "first_restore",
+            "rollback_finished",
+            "finished",
+        ],
+    );
     let rollback_alone = match (
         rollback.steps["rollback_started"].as_f64(),
         rollback.steps["finished"].as_f64(),
@@ -422,6 +465,15 @@ async fn round(service: &Service, args: &Args, r: usize) -> anyhow::Result<Value
     }))
 }
 
+/// Requires the steps the figures are taken from in a deployment's history.
+fn require_steps(r: usize, what: &str, steps: &Value, names: &[&str]) {
+    for name in names {
+        require(steps[name].is_number(), || {
+            format!("round {r}: {what}: no {name} in the deployment's history ({steps})")
+        });
+    }
+}
+
 fn range(rounds: &[Value], field: &str) -> Value {
     let samples: Vec<f64> = rounds.iter().filter_map(|r| r[field].as_f64()).collect();
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
@@ -433,6 +485,7 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
     for r in 1..=args.rounds {
         rounds.push(round(service, args, r).await?);
     }
+    require_eq(rounds.len(), args.rounds, "rounds");
     let promote = range(&rounds, "promote_ms");
     let again = range(&rounds, "again_ms");
     let rollback = range(&rounds, "rollback_ms");
@@ -465,15 +518,18 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
+    let report = bench(&args).await;
+    outcome::conclude("promotion", args.smoke, report)
+}
+
+async fn bench(args: &Args) -> anyhow::Result<Value> {
     anyhow::ensure!(
         args.workflows > REFERENCED.len() && args.rounds > 0,
         "--workflows at least 3, --rounds positive"
     );
     let bench = Bench::start(&args.backend, args.pool, &args.pg_url, |_| {}).await?;
-    let report = run(&args, &bench.service).await;
-    let report = bench.finish(report).await;
-    println!("{}", report?);
-    Ok(())
+    let report = run(args, &bench.service).await;
+    bench.finish(report).await
 }

@@ -61,6 +61,18 @@
 //! listing through `N8nClient` (both, `n8n_list_ms`); hashing what it returns; reading
 //! the Git folder through `LocalGitRepository`; and the two read-model queries a sync
 //! makes (an environment's cells, the canonical rows).
+//!
+//! **Smoke** (`--smoke`): every phase and every check at a tiny size (30 workflows
+//! listed 10 to a page, one round of two unchanged syncs, 2 environments with 3
+//! drifted workflows each), for CI in a debug build; sizes given with it win.
+//!
+//! **Fails** (non-zero exit, after the JSON, the problems on stderr and in
+//! `problems`) when the workload did not produce what is measured: a sync answered
+//! other counts than the data holds (files, discovered, linked, rejected), the first
+//! sync appended no event, an unchanged sync appended any, a drift check found other
+//! drift than was planted (or none was planted), a measurement has no samples, or a
+//! part of the breakdown read less than the whole listing or folder. A missed target
+//! is reported in `targets`, not a failure.
 
 use std::path::Path;
 use std::time::Instant;
@@ -80,8 +92,11 @@ mod bench_store;
 mod e2e;
 #[path = "../tests/it/fakes/n8n.rs"]
 mod fake_n8n;
+#[path = "common/outcome.rs"]
+mod outcome;
 use e2e::*;
 use fake_n8n::FakeN8n;
+use outcome::{require, require_eq, require_some};
 
 const DRIFT_TENANT: &str = "bench-drift";
 
@@ -90,10 +105,15 @@ const DRIFT_TENANT: &str = "bench-drift";
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
+#[command(args_override_self = true)]
 struct Args {
     /// sqlite or postgres
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
+    /// on the command line still win.
+    #[arg(long)]
+    smoke: bool,
     /// Workflows in each n8n and in Git.
     #[arg(long, default_value_t = 1000)]
     workflows: usize,
@@ -131,6 +151,22 @@ struct Args {
     pg_url: String,
 }
 
+/// `--smoke`: the sizes put before the arguments given.
+const SMOKE: &[&str] = &[
+    "--workflows",
+    "30",
+    "--page-size",
+    "10",
+    "--rounds",
+    "1",
+    "--repeats",
+    "2",
+    "--environments",
+    "2",
+    "--drifted",
+    "3",
+];
+
 const FIRST_SYNC_TARGET_MS: f64 = 2000.0;
 const UNCHANGED_SYNC_TARGET_MS: f64 = 500.0;
 const MATRIX_AFTER: &str = "query($p: Int) { workflowMatrix(first: 1, minPosition: $p) {
@@ -167,6 +203,9 @@ async fn round(
     let before = store.event_count().await?;
     let (repository, report) = client.sync_repository("production").await?;
     let repository_events = store.event_count().await? - before;
+    require(repository_events >= n, || {
+        format!("round {r}: the repository sync appended {repository_events} events for {n} files")
+    });
     anyhow::ensure!(
         int(&report, "filesSeen") == n && int(&report, "created") == n && none(&report, "rejected"),
         "repository sync: {report}"
@@ -216,6 +255,16 @@ async fn round(
     );
     let first_reported = int(&report, "events");
     let first_phases = phases(store, cursor, &tenant, sent_at).await?;
+    require(first_events >= 2 * n, || {
+        format!(
+            "round {r}: the first sync appended {first_events} events for {n} workflows \
+             discovered and linked (at least two each)"
+        )
+    });
+    require_some(
+        first_phases.as_array().map_or(0, Vec::len),
+        &format!("round {r}: the first sync's events in the log"),
+    );
     eprintln!(
         "  round {r}: syncEnvironment (first) {:.0} ms, in the matrix after {:.0} ms ({} linked, {first_events} events; the answer says {first_reported})",
         ms(first),
@@ -263,6 +312,12 @@ async fn round(
         unchanged.push(ms(elapsed));
     }
     let unchanged_events = store.event_count().await? - before;
+    require(unchanged_events == 0, || {
+        format!(
+            "round {r}: {} unchanged syncs appended {unchanged_events} events",
+            args.repeats
+        )
+    });
     eprintln!(
         "  round {r}: syncEnvironment (unchanged) {unchanged:?} ms, {unchanged_events} events"
     );
@@ -379,6 +434,13 @@ async fn drift(
     }
     // hotfixes in n8n
     let drifted = args.drifted.min(args.workflows);
+    require(drifted > 0 && args.environments > 0, || {
+        format!(
+            "drift: {drifted} drifted workflows in {} environments: the drift check would find \
+             no drift",
+            args.environments
+        )
+    });
     for (e, n8n) in fakes.iter().enumerate() {
         for k in 0..drifted {
             let w = (e * 37 + k * 97) % args.workflows;
@@ -439,6 +501,16 @@ async fn drift(
         "  checkDrift all at once: {:.0} ms in all, {concurrent:?} ms",
         ms(concurrent_total)
     );
+    require_eq(
+        sequential.len(),
+        args.environments,
+        "drift: checks one after the other",
+    );
+    require_eq(
+        concurrent.len(),
+        args.environments,
+        "drift: checks all at once",
+    );
     Ok(json!({
         "environments": args.environments,
         "workflows_each": args.workflows,
@@ -486,6 +558,7 @@ async fn breakdown(
     n8n: &FakeN8n,
     repo: &Path,
     tenant: &str,
+    workflows_expected: usize,
 ) -> anyhow::Result<Value> {
     const TIMES: usize = 3;
     let client = N8nClient::new(&n8n.base_url(), API_KEY, RetryPolicy::default())?;
@@ -524,6 +597,19 @@ async fn breakdown(
             }
         }
         fetch.push(ms(started.elapsed()));
+        let listed: usize = pages
+            .iter()
+            .map(|page| {
+                serde_json::from_slice::<Value>(page)
+                    .map(|p| p["data"].as_array().map_or(0, Vec::len))
+                    .unwrap_or(0)
+            })
+            .sum();
+        require(listed == workflows_expected, || {
+            format!(
+                "breakdown: the fake's pages hold {listed} workflows, expected {workflows_expected}"
+            )
+        });
         let started = Instant::now();
         for page in &pages {
             let _: Value = serde_json::from_slice(page)?;
@@ -533,6 +619,12 @@ async fn breakdown(
         let started = Instant::now();
         let workflows = client.list_workflows().await?;
         list.push(ms(started.elapsed()));
+        require(workflows.len() == workflows_expected, || {
+            format!(
+                "breakdown: N8nClient listed {} workflows, expected {workflows_expected}",
+                workflows.len()
+            )
+        });
         let started = Instant::now();
         for workflow in &workflows {
             aggregates::content::content_hash(workflow)?;
@@ -543,15 +635,32 @@ async fn breakdown(
             .map(|w| serde_json::to_vec(w).map(|v| v.len()).unwrap_or(0))
             .sum::<usize>();
         let started = Instant::now();
-        git.read_folder(FOLDER).await?;
+        let folder = git.read_folder(FOLDER).await?;
         read.push(ms(started.elapsed()));
+        require(folder.files.len() == 2 * workflows_expected, || {
+            format!(
+                "breakdown: the Git folder holds {} files, expected {} (each workflow and its \
+                 sidecar)",
+                folder.files.len(),
+                2 * workflows_expected
+            )
+        });
         let started = Instant::now();
         let (cells, rows) = tokio::try_join!(
             projections::models::matrix::environment_cells(store, tenant, "production"),
             projections::models::matrix::canonical_rows(store, tenant),
         )?;
         queries.push(ms(started.elapsed()));
-        anyhow::ensure!(!cells.is_empty() && !rows.is_empty(), "read models filled");
+        require(
+            cells.len() == workflows_expected && rows.len() == workflows_expected,
+            || {
+                format!(
+                    "breakdown: the read models hold {} cells and {} canonical rows, expected {workflows_expected}",
+                    cells.len(),
+                    rows.len()
+                )
+            },
+        );
     }
     let figures = json!({
         "n8n_fetch_ms": median(&fetch),
@@ -611,9 +720,19 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
         .iter()
         .map(|r| r["unchanged_sync_events"].as_i64().unwrap_or(-1))
         .sum();
+    require_eq(
+        unchanged.len(),
+        args.rounds * args.repeats,
+        "unchanged syncs timed",
+    );
+    require_eq(
+        column("first_sync_ms").len(),
+        args.rounds,
+        "first syncs timed",
+    );
 
     eprintln!("breakdown (each part alone, median of 3)");
-    let breakdown = breakdown(&service.store, &n8n, &repo, "bench-1").await?;
+    let breakdown = breakdown(&service.store, &n8n, &repo, "bench-1", args.workflows).await?;
 
     let drift = if args.skip_drift {
         Value::Null
@@ -660,8 +779,13 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
+    let report = bench(&args).await;
+    outcome::conclude("sync", args.smoke, report)
+}
+
+async fn bench(args: &Args) -> anyhow::Result<Value> {
     anyhow::ensure!(
         args.workflows > 0 && args.rounds > 0 && args.repeats > 0,
         "--workflows, --rounds and --repeats must be positive"
@@ -672,8 +796,6 @@ async fn main() -> anyhow::Result<()> {
         fake_n8n::MAX_LIMIT
     );
     let bench = Bench::start(&args.backend, args.pool, &args.pg_url, |_| {}).await?;
-    let report = run(&args, &bench.service).await;
-    let report = bench.finish(report).await;
-    println!("{}", report?);
-    Ok(())
+    let report = run(args, &bench.service).await;
+    bench.finish(report).await
 }

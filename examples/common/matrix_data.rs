@@ -1,7 +1,8 @@
 //! The data the benchmarks populate, the same in each: tenant `bench`, 10
-//! environments × 1,000 canonical workflows, one mapping per (environment, canonical
-//! workflow), about one cell in seven drifted from Git. Deterministic, so a database
-//! populated by one benchmark serves the others.
+//! environments × 1,000 canonical workflows (by default; [`set_size`], the
+//! benchmarks' `--environments` and `--canonicals`), one mapping per (environment,
+//! canonical workflow), about one cell in seven drifted from Git. Deterministic, so a
+//! database populated by one benchmark at one size serves the others at that size.
 //!
 //! Also what the benchmarks of the service over HTTP share (`bench_api`,
 //! `bench_console`): the population through the domain and the wait for the read
@@ -35,9 +36,39 @@ use workflowops::http::auth::Auth;
 use workflowops::Application;
 
 pub const TENANT: &str = "bench";
-pub const ENVIRONMENTS: usize = 10;
-pub const CANONICALS: usize = 1000;
-pub const MAPPINGS: usize = ENVIRONMENTS * CANONICALS;
+pub const DEFAULT_ENVIRONMENTS: usize = 10;
+pub const DEFAULT_CANONICALS: usize = 1000;
+
+static ENVIRONMENTS: AtomicUsize = AtomicUsize::new(DEFAULT_ENVIRONMENTS);
+static CANONICALS: AtomicUsize = AtomicUsize::new(DEFAULT_CANONICALS);
+
+/// The size of the data: `environments` × `canonicals` (set once, before anything
+/// is populated or checked). At least [`FILTER_ENVIRONMENTS`] environments, so the
+/// filtered page has its three columns.
+pub fn set_size(environments: usize, canonicals: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (FILTER_ENVIRONMENTS..=99).contains(&environments) && (1..=9999).contains(&canonicals),
+        "--environments within {FILTER_ENVIRONMENTS}..=99 and --canonicals within 1..=9999"
+    );
+    ENVIRONMENTS.store(environments, Ordering::Relaxed);
+    CANONICALS.store(canonicals, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Environments (matrix columns).
+pub fn environments() -> usize {
+    ENVIRONMENTS.load(Ordering::Relaxed)
+}
+
+/// Canonical workflows (matrix rows).
+pub fn canonicals() -> usize {
+    CANONICALS.load(Ordering::Relaxed)
+}
+
+/// Mappings (matrix cells): one per environment and canonical workflow.
+pub fn mappings() -> usize {
+    environments() * canonicals()
+}
 /// Environments and search term of the filtered matrix page.
 pub const FILTER_ENVIRONMENTS: usize = 3;
 pub const FILTER_SEARCH: &str = "sync";
@@ -91,9 +122,9 @@ pub fn canonical_name(c: usize) -> String {
     format!("{} {c:04}", FAMILIES[c % FAMILIES.len()])
 }
 
-/// Mapping `m` is canonical `m % CANONICALS` in environment `m / CANONICALS`.
+/// Mapping `m` is canonical `m % canonicals()` in environment `m / canonicals()`.
 pub fn mapping_parts(m: usize) -> (usize, usize) {
-    (m / CANONICALS, m % CANONICALS)
+    (m / canonicals(), m % canonicals())
 }
 
 pub fn n8n_id(e: usize, c: usize) -> LocalId {
@@ -110,11 +141,29 @@ pub fn drifted(e: usize, c: usize) -> bool {
     mix(((e as u64) << 32) | c as u64) % 7 == 0
 }
 
+/// The cells that differ from Git.
+pub fn drifted_cells() -> usize {
+    (0..environments())
+        .flat_map(|e| (0..canonicals()).map(move |c| (e, c)))
+        .filter(|&(e, c)| drifted(e, c))
+        .count()
+}
+
+/// The canonical workflows of the filtered page: the name contains
+/// [`FILTER_SEARCH`] and a cell of the first [`FILTER_ENVIRONMENTS`] environments
+/// differs from Git.
+pub fn filtered_canonicals() -> Vec<usize> {
+    (0..canonicals())
+        .filter(|&c| canonical_name(c).to_lowercase().contains(FILTER_SEARCH))
+        .filter(|&c| (0..FILTER_ENVIRONMENTS).any(|e| drifted(e, c)))
+        .collect()
+}
+
 /// What n8n shows of the cell: Git's hash unless drifted; `version` makes each
 /// observation of a drifted cell a new hash.
 pub fn observation(e: usize, c: usize, version: u64) -> Observation {
     let content_hash = if drifted(e, c) {
-        hash(mix(((e * CANONICALS + c) as u64) << 20 | version))
+        hash(mix(((e * canonicals() + c) as u64) << 20 | version))
     } else {
         git_hash(c)
     };
@@ -346,7 +395,7 @@ pub async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> 
             }
         }
     };
-    for e in 0..ENVIRONMENTS {
+    for e in 0..environments() {
         let class = if e < 2 {
             EnvironmentClass::Production
         } else {
@@ -362,7 +411,7 @@ pub async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> 
         record("environment.register", r.map(|_| ()));
         let sync = EnvironmentCommand::RecordSync {
             kind: SyncKind::Environment,
-            workflows_seen: CANONICALS as u32,
+            workflows_seen: canonicals() as u32,
         };
         let r = domain
             .environment(&ctx(TENANT, Role::Developer), &env_id(e), sync)
@@ -371,12 +420,12 @@ pub async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> 
     }
 
     let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("canonical workflows", done.clone(), CANONICALS);
+    let progress = Progress::start("canonical workflows", done.clone(), canonicals());
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
             let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
             tokio::spawn(async move {
-                for c in (client..CANONICALS).step_by(clients) {
+                for c in (client..canonicals()).step_by(clients) {
                     let create = CanonicalCommand::Create {
                         canonical_id: canonical_id(c),
                         name: canonical_name(c),
@@ -407,12 +456,12 @@ pub async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> 
     drop(progress);
 
     let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("mappings", done.clone(), MAPPINGS);
+    let progress = Progress::start("mappings", done.clone(), mappings());
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
             let (domain, done, record) = (domain.clone(), done.clone(), record.clone());
             tokio::spawn(async move {
-                for m in (client..MAPPINGS).step_by(clients) {
+                for m in (client..mappings()).step_by(clients) {
                     let (e, c) = mapping_parts(m);
                     // Discovered holding Git's content and auto-linked (the cell
                     // takes the content as its Git hash, as a sync does when the
@@ -473,14 +522,22 @@ pub async fn populate_and_settle(service: &Service, clients: usize) -> anyhow::R
         json!({ "reused": true })
     } else {
         eprintln!(
-            "populating: {ENVIRONMENTS} environments, {CANONICALS} canonical workflows, {MAPPINGS} mappings ({} clients)",
-            clients
+            "populating: {} environments, {} canonical workflows, {} mappings ({clients} clients)",
+            environments(),
+            canonicals(),
+            mappings()
         );
         let p = populate(&service.domain, clients).await?;
         eprintln!(
             "  {} commands in {} s ({} errors)",
             p["commands"], p["seconds"], p["errors"]
         );
+        crate::outcome::require(p["errors"] == 0, || {
+            format!(
+                "population: {} of {} commands failed",
+                p["errors"], p["commands"]
+            )
+        });
         p
     };
     let head = store.head().await?.position;
@@ -503,9 +560,9 @@ pub async fn populate_and_settle(service: &Service, clients: usize) -> anyhow::R
         .await
         .context("reactors catching up")?;
     eprintln!("  caught up in {:.1} s", t.elapsed().as_secs_f64());
-    population["environments"] = json!(ENVIRONMENTS);
-    population["canonical_workflows"] = json!(CANONICALS);
-    population["mappings"] = json!(MAPPINGS);
+    population["environments"] = json!(environments());
+    population["canonical_workflows"] = json!(canonicals());
+    population["mappings"] = json!(mappings());
     population["events"] = json!(count_events(store).await?);
     Ok(population)
 }
