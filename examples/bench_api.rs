@@ -1182,7 +1182,9 @@ async fn measure_delivery(service: &Service, args: &Args) -> anyhow::Result<Valu
     }
     drop(progress);
 
-    // What the log holds for the tenant after the warm-up, in delivery order.
+    // What the log holds for the tenant after the warm-up, in delivery order (once the
+    // log's readers see every committed event).
+    bench_store::settle_log(store, DRAIN_TIMEOUT).await?;
     let mut expected = vec![];
     let mut cursor = warm_cursor;
     loop {

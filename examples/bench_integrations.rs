@@ -290,6 +290,7 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
             .gql(REGISTER_ENV, json!({ "id": format!("lat-{i}") }))
             .await?;
     }
+    bench_store::settle_log(&service.store, Duration::from_secs(120)).await?;
     let events = tenant_events(&service.store, start).await?;
     anyhow::ensure!(
         events.len() == args.events,
@@ -421,6 +422,7 @@ async fn run(args: &Args, service: &Service, nats: &NatsSettings) -> anyhow::Res
     for c in clients {
         c.await??;
     }
+    bench_store::settle_log(&service.store, Duration::from_secs(120)).await?;
     let burst_events = tenant_events(&service.store, before).await?;
     require_eq(
         burst_events.len(),

@@ -995,6 +995,9 @@ async fn measure(
     domain: &Domain,
     population: Value,
 ) -> anyhow::Result<Value> {
+    // Every committed event visible to the log's readers (the rebuild, the projector).
+    bench_store::settle_log(store, Duration::from_secs(600)).await?;
+
     // 1. Rebuild
     let mut caught_up = false;
     let rebuild = if args.skip_rebuild {

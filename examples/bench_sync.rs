@@ -254,6 +254,7 @@ async fn round(
         "first environment sync: {report} ({first_events} events in the log)"
     );
     let first_reported = int(&report, "events");
+    bench_store::settle_log(store, std::time::Duration::from_secs(120)).await?;
     let first_phases = phases(store, cursor, &tenant, sent_at).await?;
     require(first_events >= 2 * n, || {
         format!(

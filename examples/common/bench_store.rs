@@ -5,6 +5,7 @@
 //! Included by each benchmark with `#[path = "common/bench_store.rs"] mod bench_store;`.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use eventstore::{PgStore, Store};
 
@@ -91,4 +92,45 @@ async fn drop_database(admin: &Store, database: &str) {
             eprintln!("could not drop {database}: {e}");
         }
     }
+}
+
+/// Waits until the log's readers see every committed event, and returns the last
+/// position. On PostgreSQL a reader holds back the events of transactions newer than
+/// the oldest transaction still open on the server, whichever database it is in
+/// (`pg_snapshot_xmin`): a long transaction elsewhere (another process's tests) hides
+/// the latest events from the projections, the subscribers and `read_after`, and a
+/// benchmark that went on would measure read models still catching up. Fails after
+/// `timeout`, saying so.
+#[allow(dead_code)] // not every benchmark reads the log
+pub async fn settle_log(store: &Store, timeout: Duration) -> anyhow::Result<i64> {
+    if let Store::Postgres(PgStore { pool, .. }) = store {
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+            )
+            .fetch_one(pool)
+            .await?;
+            if held == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "{held} events are still held back from the log's readers after {} s: a \
+                 transaction older than them is open elsewhere on the PostgreSQL server",
+                timeout.as_secs()
+            );
+            if !told && started.elapsed() > Duration::from_secs(1) {
+                eprintln!(
+                    "  {held} events held back from the log's readers by a transaction open \
+                     elsewhere on the server; waiting (at most {} s)",
+                    timeout.as_secs()
+                );
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(store.last_position().await?)
 }

@@ -540,7 +540,8 @@ pub async fn populate_and_settle(service: &Service, clients: usize) -> anyhow::R
         });
         p
     };
-    let head = store.head().await?.position;
+    // Every committed event, once the log's readers can see them all.
+    let head = crate::bench_store::settle_log(store, Duration::from_secs(600)).await?;
     // Measured on a settled service: every projection and reactor has handled the
     // population (a catch-up still running would take CPU from what is measured).
     eprintln!("waiting for the projections and reactors to reach position {head}");
