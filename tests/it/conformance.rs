@@ -24,6 +24,7 @@ both_backends!(
     ids_are_tenant_scoped,
     duplicate_sequence_is_a_conflict,
     concurrent_writes_conflict_but_never_lose_or_duplicate,
+    group_commit_keeps_each_command_whole_and_conflicts_per_command,
     global_log_returns_every_event_once_in_commit_order,
     verify_names_the_tampered_event,
     commit_refuses_transitions_outside_the_table,
@@ -377,6 +378,93 @@ async fn concurrent_writes_conflict_but_never_lose_or_duplicate(kind: Kind) {
     let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
     assert!(t.store.verify().await.unwrap().ok);
+}
+
+/// Concurrent commands share group commits (one statement on PostgreSQL, one
+/// transaction on SQLite), yet each command lands whole or not at all and a
+/// conflict refuses only its own command. Two stores on one database stand for two
+/// processes, each with its own committer: writers of both race on the same
+/// aggregates with two-event commands.
+async fn group_commit_keeps_each_command_whole_and_conflicts_per_command(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let domain = t.domain();
+    let aggregates = 24;
+    for e in 0..aggregates {
+        domain
+            .environment(&admin("acme"), &id(&format!("g-{e}")), register("Grouped"))
+            .await
+            .unwrap();
+    }
+    let other = Store::connect(&t.url, 4).await.unwrap();
+    let before = t.store.group_stats();
+    let mut tasks = vec![];
+    for round in 0..3 {
+        for e in 0..aggregates {
+            for writer in 0..4 {
+                let store = if writer % 2 == 0 {
+                    t.store.clone()
+                } else {
+                    other.clone()
+                };
+                tasks.push(tokio::spawn(async move {
+                    let aggregate = format!("acme:g-{e}");
+                    let loaded = store.load::<Environment>(&aggregate).await.unwrap();
+                    let recorded = |seen| EnvironmentEvent::SyncRecorded {
+                        kind: SyncKind::Environment,
+                        workflows_seen: seen,
+                        at: chrono::Utc::now(),
+                    };
+                    let events = vec![recorded(round * 10 + writer), recorded(99)];
+                    let result = store
+                        .commit(loaded, events, &envelope("acme", Role::Admin))
+                        .await;
+                    (e, result)
+                }));
+            }
+        }
+    }
+    let mut stored = vec![0usize; aggregates];
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (e, Ok(committed)) => {
+                assert_eq!(committed.events.len(), 2);
+                assert!(committed.position.is_some());
+                stored[e] += 1;
+            }
+            (_, Err(eventstore::CommitError::Conflict { .. })) => conflicts += 1,
+            (_, Err(other)) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(stored.iter().sum::<usize>() + conflicts, 3 * aggregates * 4);
+    assert!(conflicts > 0, "writers on one state must conflict");
+    for (e, commands) in stored.iter().enumerate() {
+        assert!(*commands >= 1, "g-{e}: some writer must win");
+        let events = t
+            .store
+            .aggregate_events("environment", &format!("acme:g-{e}"))
+            .await
+            .unwrap();
+        // registration + two events per successful command: never one of a pair
+        assert_eq!(events.len(), 1 + 2 * commands, "g-{e}");
+        let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+        for pair in events[1..].chunks(2) {
+            assert_eq!(pair[1].payload["workflows_seen"], 99, "g-{e}: {pair:?}");
+            assert_eq!(
+                pair[0].metadata["correlation_id"], pair[1].metadata["correlation_id"],
+                "g-{e}: a pair is one command's"
+            );
+        }
+    }
+    let after = t.store.group_stats();
+    let (groups, appends) = (after.groups - before.groups, after.appends - before.appends);
+    assert!(
+        appends > 0 && groups < appends,
+        "concurrent appends shared groups: {groups} groups for {appends} appends"
+    );
+    assert!(t.store.verify().await.unwrap().ok);
+    other.close().await;
 }
 
 async fn global_log_returns_every_event_once_in_commit_order(kind: Kind) {

@@ -1,5 +1,6 @@
-//! Appending rows: one statement per command. Private to the store: every write
-//! comes through [`Store::commit`](crate::Store::commit), which builds the rows.
+//! Appending rows: one statement per command, or one per group of concurrent
+//! commands ([`crate::group`]). Private to the store: every write comes through
+//! [`Store::commit`](crate::Store::commit), which builds the rows.
 //!
 //! The command path is load + append. postgres-es's own `persist` takes three round
 //! trips (BEGIN, INSERT, COMMIT) and returns no global position, which a mutation
@@ -10,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{PgStore, SqliteStore, Store, StoreError};
+use super::{LogCursor, PgStore, SqliteStore, Store, StoreError};
 
 /// An event ready to append: everything but its global position.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
-fn classify(error: sqlx::Error) -> AppendError {
+pub(crate) fn classify(error: sqlx::Error) -> AppendError {
     if let sqlx::Error::Database(db) = &error {
         // PostgreSQL unique_violation; SQLite SQLITE_CONSTRAINT_PRIMARYKEY / _UNIQUE
         if matches!(db.code().as_deref(), Some("23505" | "1555" | "2067")) {
@@ -48,23 +49,39 @@ fn classify(error: sqlx::Error) -> AppendError {
 
 const PG_ONE: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
-    VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8) RETURNING position";
+    VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8) RETURNING position, tx_id::text::bigint";
 
 const PG_MANY: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
     SELECT t, i, s, et, ev, p::json, m::json, r \
     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[]) \
       AS u(t, i, s, et, ev, p, m, r) \
-    RETURNING position";
+    RETURNING position, tx_id::text::bigint";
 
 const SQLITE_ONE: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT COALESCE(MAX(position), 0) + 1 FROM events)) RETURNING position";
 
+/// The SQLite insert of one event (its position: one more than the highest).
+pub(crate) fn sqlite_insert(
+    event: &NewEvent,
+) -> sqlx::query::QueryScalar<'static, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments<'static>> {
+    sqlx::query_scalar(SQLITE_ONE)
+        .bind(event.aggregate_type.clone())
+        .bind(event.aggregate_id.clone())
+        .bind(event.sequence)
+        .bind(event.event_type.clone())
+        .bind(event.event_version.clone())
+        .bind(event.payload.clone())
+        .bind(event.metadata.clone())
+}
+
 impl Store {
-    /// Appends `events` atomically (all or none) and returns the last one's position.
-    /// A sequence already taken is [`AppendError::Conflict`] and appends nothing.
-    pub(crate) async fn append(&self, events: &[NewEvent]) -> Result<i64, AppendError> {
+    /// Appends `events` atomically (all or none) in one statement of its own and
+    /// returns the last one's position. A sequence already taken is
+    /// [`AppendError::Conflict`] and appends nothing. The committer
+    /// ([`crate::group`]) calls it for an append that goes alone.
+    pub(crate) async fn append_one(&self, events: &[NewEvent]) -> Result<LogCursor, AppendError> {
         let Some(first) = events.first() else {
             return Err(AppendError::Store(StoreError::Config(
                 "nothing to append".into(),
@@ -76,8 +93,8 @@ impl Store {
                 // protocol's Sync, after the RETURNING row has been sent. `fetch_one`
                 // returns on that row, before the commit; `fetch_all` reads through
                 // ReadyForQuery, so success here means committed.
-                let positions: Vec<i64> = if events.len() == 1 {
-                    sqlx::query_scalar(PG_ONE)
+                let positions: Vec<(i64, i64)> = if events.len() == 1 {
+                    sqlx::query_as(PG_ONE)
                         .bind(&first.aggregate_type)
                         .bind(&first.aggregate_id)
                         .bind(first.sequence)
@@ -92,7 +109,7 @@ impl Store {
                 } else {
                     let column =
                         |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
-                    sqlx::query_scalar(PG_MANY)
+                    sqlx::query_as(PG_MANY)
                         .bind(column(|e| e.aggregate_type.clone()))
                         .bind(column(|e| e.aggregate_id.clone()))
                         .bind(events.iter().map(|e| e.sequence).collect::<Vec<i64>>())
@@ -110,27 +127,21 @@ impl Store {
                         .await
                         .map_err(classify)?
                 };
-                positions.into_iter().max().unwrap_or_default()
+                let (position, tx_id) = positions.into_iter().max().unwrap_or_default();
+                LogCursor { tx_id, position }
             }
-            Store::Sqlite(sqlite) => Self::append_sqlite(sqlite, events).await?,
+            Store::Sqlite(sqlite) => LogCursor {
+                tx_id: 0,
+                position: Self::append_sqlite(sqlite, events).await?,
+            },
         };
-        self.appended(last);
         Ok(last)
     }
 
     async fn append_sqlite(sqlite: &SqliteStore, events: &[NewEvent]) -> Result<i64, AppendError> {
         let pool = &sqlite.pool;
         let _turn = sqlite.write_turn().await;
-        let insert = |event: &'_ NewEvent| {
-            sqlx::query_scalar(SQLITE_ONE)
-                .bind(event.aggregate_type.clone())
-                .bind(event.aggregate_id.clone())
-                .bind(event.sequence)
-                .bind(event.event_type.clone())
-                .bind(event.event_version.clone())
-                .bind(event.payload.clone())
-                .bind(event.metadata.clone())
-        };
+        let insert = sqlite_insert;
         if let [only] = events {
             // A single statement is its own transaction, committed when the
             // statement completes: read all of it (see above).

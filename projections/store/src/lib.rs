@@ -17,6 +17,7 @@
 mod append;
 pub mod chain;
 pub mod digest;
+mod group;
 pub mod locks;
 mod log;
 mod repo;
@@ -32,6 +33,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use url::Url;
 
+pub use group::GroupStats;
 pub use log::{BrokenLink, LogCursor, StoredEvent, VerifyReport};
 pub use write::{CommitError, Committed, Envelope, Loaded};
 
@@ -87,6 +89,7 @@ pub enum Store {
 pub struct PgStore {
     pub pool: PgPool,
     pub(crate) appended: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    pub(crate) committer: group::Committer,
 }
 
 impl PgStore {
@@ -96,6 +99,7 @@ impl PgStore {
         PgStore {
             pool,
             appended: std::sync::Arc::new(sender),
+            committer: Default::default(),
         }
     }
 }
@@ -130,6 +134,7 @@ pub struct SqliteStore {
     /// The last position this process appended: readers of the log in this process
     /// wait on it instead of polling (SQLite has no `LISTEN`).
     pub(crate) appended: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    pub(crate) committer: group::Committer,
 }
 
 impl SqliteStore {
@@ -139,6 +144,7 @@ impl SqliteStore {
             pool,
             writer: Default::default(),
             appended: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            committer: Default::default(),
         }
     }
 

@@ -372,6 +372,9 @@ impl Store {
         if position <= 0 {
             return Ok(Some(LogCursor::START));
         }
+        if let Some(cursor) = self.recent_cursor(position) {
+            return Ok(Some(cursor));
+        }
         Ok(match self {
             Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar::<_, i64>(
                 "SELECT tx_id::text::bigint FROM events WHERE position = $1",

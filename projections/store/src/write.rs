@@ -328,7 +328,7 @@ impl Store {
             previous = hash;
         }
 
-        let position = self.append(&rows).await.map_err(|e| match e {
+        let cursor = self.append(rows).await.map_err(|e| match e {
             AppendError::Conflict => CommitError::Conflict {
                 aggregate_id: aggregate_id.clone(),
             },
@@ -340,7 +340,7 @@ impl Store {
             state,
             events: numbered,
             sequence: last,
-            position: Some(position),
+            position: Some(cursor.position),
         })
     }
 }

@@ -1,0 +1,413 @@
+//! Group commit: the appends of concurrent commands share one statement and one
+//! commit.
+//!
+//! Every append goes to the store's committer, one task per store started with its
+//! first append. The committer takes the next append and, without waiting, every
+//! other one already queued (up to [`MAX_EVENTS`] events and [`MAX_BYTES`] of
+//! payload and metadata), at most one per aggregate (a second append to the same
+//! aggregate waits for the next group: it was decided on the same state, or on a
+//! state this group is about to change). An append alone goes as it always did: one
+//! autocommit statement. A group of several goes as one:
+//!
+//! - **PostgreSQL**: one autocommit statement. A first data-modifying `WITH` inserts
+//!   each command's first event with `ON CONFLICT DO NOTHING`; the rest of a
+//!   command's events are inserted only if its first one was. A sequence already
+//!   taken therefore skips that whole command, which gets
+//!   [`AppendError::Conflict`], while the others of the group commit. (A later event
+//!   of a command cannot conflict when its first one did not: every writer appends
+//!   its aggregate's next sequences in order, after the stored ones.)
+//! - **SQLite**: one transaction under the write turn. A constraint violation undoes
+//!   only its own statement; a command of several events runs inside a savepoint so
+//!   that it lands whole or not at all.
+//!
+//! Success is reported only after the commit (`fetch_all`, decision 3). If the group
+//! statement fails for any other reason, each of its appends is retried alone, so one
+//! bad append cannot fail the others. Per-command conflict detection is unchanged:
+//! the unique `(aggregate_type, aggregate_id, sequence)` key decides, and a conflict
+//! stores nothing of that command.
+//!
+//! The committer runs one group at a time; appends arriving meanwhile form the next
+//! group. A lone append waits for nothing. If the caller stops waiting (a request
+//! deadline), its append still lands or is refused as it would have been: the
+//! outcome of a command does not depend on whether anyone is still listening.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::append::{classify, AppendError, NewEvent};
+use crate::{LogCursor, PgStore, SqliteStore, Store, StoreError};
+
+/// Most events in one group.
+pub const MAX_EVENTS: usize = 512;
+/// Most bytes of payload and metadata in one group.
+pub const MAX_BYTES: usize = 4 << 20;
+/// Appends that may wait for the committer before callers wait to enqueue.
+const QUEUE: usize = 4096;
+
+struct Request {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<LogCursor, AppendError>>,
+}
+
+impl Request {
+    fn key(&self) -> (&str, &str) {
+        let first = &self.events[0];
+        (&first.aggregate_type, &first.aggregate_id)
+    }
+
+    fn bytes(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| e.payload.len() + e.metadata.len())
+            .sum()
+    }
+}
+
+/// The store's committer, started on first use (an append runs inside a Tokio
+/// runtime; building a store need not).
+#[derive(Default, Clone)]
+pub(crate) struct Committer {
+    sender: Arc<OnceLock<mpsc::Sender<Request>>>,
+    counters: Arc<Counters>,
+    recent: Arc<std::sync::Mutex<Vec<LogCursor>>>,
+}
+
+/// How many of this process's latest appends keep their cursor in memory.
+const RECENT: usize = 4096;
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    appends: AtomicU64,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Committer")
+    }
+}
+
+/// What a store's committer has done so far: `appends / groups` is the mean
+/// group size (for benchmarks and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Statements (SQLite: transactions) the committer ran.
+    pub groups: u64,
+    /// Appends they carried.
+    pub appends: u64,
+}
+
+impl Store {
+    /// This store's group commits so far.
+    pub fn group_stats(&self) -> GroupStats {
+        let counters = &self.committer().counters;
+        GroupStats {
+            groups: counters.groups.load(Relaxed),
+            appends: counters.appends.load(Relaxed),
+        }
+    }
+
+    fn committer(&self) -> &Committer {
+        match self {
+            Store::Postgres(pg) => &pg.committer,
+            Store::Sqlite(sqlite) => &sqlite.committer,
+        }
+    }
+
+    /// The cursor right after the event at `position` if this process appended it
+    /// lately (the read-back of a mutation waits for it: no query needed).
+    pub(crate) fn recent_cursor(&self, position: i64) -> Option<LogCursor> {
+        let recent = self.committer().recent.lock().ok()?;
+        recent
+            .get(position.rem_euclid(RECENT as i64) as usize)
+            .filter(|cursor| cursor.position == position)
+            .copied()
+    }
+
+    fn remember(&self, cursor: LogCursor) {
+        if let Ok(mut recent) = self.committer().recent.lock() {
+            if recent.is_empty() {
+                recent.resize(RECENT, LogCursor::START);
+            }
+            recent[cursor.position.rem_euclid(RECENT as i64) as usize] = cursor;
+        }
+    }
+
+    /// Appends `events` (one command's, all of one aggregate) atomically through the
+    /// committer, and returns the cursor of the last one.
+    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<LogCursor, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::Store(StoreError::Config(
+                "nothing to append".into(),
+            )));
+        }
+        let committer = self.committer();
+        let sender = committer.sender.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(QUEUE);
+            // The task's copy of the store has a committer of its own that is never
+            // started: holding this one's sender would keep the channel (and the
+            // pool) alive after every other copy of the store is dropped.
+            let mut detached = self.clone();
+            match &mut detached {
+                Store::Postgres(pg) => pg.committer = Committer::default(),
+                Store::Sqlite(sqlite) => sqlite.committer = Committer::default(),
+            }
+            tokio::spawn(run(detached, committer.counters.clone(), receiver));
+            sender
+        });
+        let (reply, answer) = oneshot::channel();
+        if let Err(refused) = sender.send(Request { events, reply }).await {
+            // The committer is gone (its runtime shut down): append directly.
+            return self.append_one(&refused.0.events).await;
+        }
+        let cursor = answer.await.map_err(|_| {
+            AppendError::Store(StoreError::Config(
+                "the committer stopped before answering; the append may or may not have \
+                 been stored (a retry of the command finds out)"
+                    .into(),
+            ))
+        })??;
+        self.remember(cursor);
+        Ok(cursor)
+    }
+}
+
+async fn run(store: Store, counters: Arc<Counters>, mut receiver: mpsc::Receiver<Request>) {
+    let mut carried: VecDeque<Request> = VecDeque::new();
+    loop {
+        let first = match carried.pop_front() {
+            Some(request) => request,
+            None => match receiver.recv().await {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        let mut group = Group::new(first);
+        while let Some(request) = carried.pop_front() {
+            group.consider(request);
+        }
+        while !group.full {
+            match receiver.try_recv() {
+                Ok(request) => group.consider(request),
+                Err(_) => break,
+            }
+        }
+        carried = std::mem::take(&mut group.deferred);
+        counters.groups.fetch_add(1, Relaxed);
+        counters
+            .appends
+            .fetch_add(group.requests.len() as u64, Relaxed);
+        commit_group(&store, group.requests).await;
+    }
+}
+
+/// The appends of one group, and those deferred to the next.
+struct Group {
+    requests: Vec<Request>,
+    deferred: VecDeque<Request>,
+    keys: HashSet<(String, String)>,
+    events: usize,
+    bytes: usize,
+    full: bool,
+}
+
+impl Group {
+    fn new(first: Request) -> Group {
+        Group {
+            keys: HashSet::from([owned(first.key())]),
+            events: first.events.len(),
+            bytes: first.bytes(),
+            requests: vec![first],
+            deferred: VecDeque::new(),
+            full: false,
+        }
+    }
+
+    /// Takes `request` into the group, or defers it: the group is full, or already
+    /// appends to the same aggregate.
+    fn consider(&mut self, request: Request) {
+        let fits = self.events + request.events.len() <= MAX_EVENTS
+            && self.bytes + request.bytes() <= MAX_BYTES;
+        self.full |= !fits;
+        if self.full || self.keys.contains(&owned(request.key())) {
+            self.deferred.push_back(request);
+            return;
+        }
+        self.events += request.events.len();
+        self.bytes += request.bytes();
+        self.keys.insert(owned(request.key()));
+        self.requests.push(request);
+    }
+}
+
+fn owned((t, i): (&str, &str)) -> (String, String) {
+    (t.to_string(), i.to_string())
+}
+
+async fn commit_group(store: &Store, group: Vec<Request>) {
+    if group.len() == 1 {
+        for request in group {
+            let result = store.append_one(&request.events).await;
+            if let Ok(cursor) = result {
+                store.appended(cursor.position);
+            }
+            let _ = request.reply.send(result);
+        }
+        return;
+    }
+    let outcome = match store {
+        Store::Postgres(pg) => append_group_pg(pg, &group).await,
+        Store::Sqlite(sqlite) => append_group_sqlite(sqlite, &group).await,
+    };
+    match outcome {
+        Ok(results) => {
+            if let Some(last) = results.iter().filter_map(|r| r.as_ref().ok()).max() {
+                store.appended(last.position);
+            }
+            for (request, result) in group.into_iter().zip(results) {
+                let _ = request.reply.send(result);
+            }
+        }
+        Err(error) => {
+            // Nothing of the group was stored: each append alone, so one bad append
+            // fails only itself.
+            tracing::debug!(%error, size = group.len(), "group append failed; appending one by one");
+            for request in group {
+                let result = store.append_one(&request.events).await;
+                if let Ok(cursor) = result {
+                    store.appended(cursor.position);
+                }
+                let _ = request.reply.send(result);
+            }
+        }
+    }
+}
+
+const PG_GROUP: &str = "WITH input AS ( \
+      SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+        $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
+        AS u(k, t, i, s, et, ev, p, m, r) \
+    ), \
+    heads AS ( \
+      INSERT INTO events \
+        (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
+      SELECT t, i, s, et, ev, p::json, m::json, r FROM input WHERE k = 0 ORDER BY t, i \
+      ON CONFLICT DO NOTHING \
+      RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint AS tx_id \
+    ), \
+    tails AS ( \
+      INSERT INTO events \
+        (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
+      SELECT u.t, u.i, u.s, u.et, u.ev, u.p::json, u.m::json, u.r \
+      FROM input u JOIN heads h ON h.aggregate_type = u.t AND h.aggregate_id = u.i \
+      WHERE u.k > 0 ORDER BY u.t, u.i, u.s \
+      RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint AS tx_id \
+    ) \
+    SELECT aggregate_type, aggregate_id, MAX(position), MAX(tx_id) FROM ( \
+      SELECT * FROM heads UNION ALL SELECT * FROM tails \
+    ) AS stored GROUP BY aggregate_type, aggregate_id";
+
+/// One statement for the whole group; per append its last position or a conflict.
+async fn append_group_pg(
+    pg: &PgStore,
+    group: &[Request],
+) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
+    let rows = group.iter().flat_map(|r| r.events.iter().enumerate());
+    let column = |f: fn(&NewEvent) -> String| rows.clone().map(|(_, e)| f(e)).collect::<Vec<_>>();
+    let stored: Vec<(String, String, i64, i64)> = sqlx::query_as(PG_GROUP)
+        .bind(rows.clone().map(|(k, _)| k as i32).collect::<Vec<i32>>())
+        .bind(column(|e| e.aggregate_type.clone()))
+        .bind(column(|e| e.aggregate_id.clone()))
+        .bind(rows.clone().map(|(_, e)| e.sequence).collect::<Vec<i64>>())
+        .bind(column(|e| e.event_type.clone()))
+        .bind(column(|e| e.event_version.clone()))
+        .bind(column(|e| e.payload.clone()))
+        .bind(column(|e| e.metadata.clone()))
+        .bind(
+            rows.clone()
+                .map(|(_, e)| e.recorded_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        // `fetch_all`: success means committed (decision 3).
+        .fetch_all(&pg.pool)
+        .await?;
+    let positions: std::collections::HashMap<(String, String), LogCursor> = stored
+        .into_iter()
+        .map(|(t, i, position, tx_id)| ((t, i), LogCursor { tx_id, position }))
+        .collect();
+    Ok(group
+        .iter()
+        .map(|request| {
+            positions
+                .get(&owned(request.key()))
+                .copied()
+                .ok_or(AppendError::Conflict)
+        })
+        .collect())
+}
+
+/// One transaction for the whole group; per append its last position or a conflict.
+async fn append_group_sqlite(
+    sqlite: &SqliteStore,
+    group: &[Request],
+) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
+    let _turn = sqlite.write_turn().await;
+    let mut tx = sqlite.pool.begin().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for request in group {
+        let result = if let [only] = request.events.as_slice() {
+            // A failed statement undoes only itself.
+            match crate::append::sqlite_insert(only).fetch_all(&mut *tx).await {
+                Ok(positions) => positions
+                    .into_iter()
+                    .max()
+                    .map(|position| LogCursor { tx_id: 0, position })
+                    .ok_or_else(|| {
+                        AppendError::Store(StoreError::Config("insert returned no position".into()))
+                    }),
+                Err(error) => Err(classify(error)),
+            }
+        } else {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            let mut last = Ok(LogCursor::START);
+            for event in &request.events {
+                match crate::append::sqlite_insert(event)
+                    .fetch_all(&mut *savepoint)
+                    .await
+                {
+                    Ok(positions) => {
+                        last = Ok(LogCursor {
+                            tx_id: 0,
+                            position: positions.into_iter().max().unwrap_or_default(),
+                        })
+                    }
+                    Err(error) => {
+                        last = Err(classify(error));
+                        break;
+                    }
+                }
+            }
+            if last.is_ok() {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+            last
+        };
+        match result {
+            Err(AppendError::Store(StoreError::Database(error))) => {
+                // Not a conflict: the transaction is not to be trusted; roll back
+                // and let each append go alone.
+                let _ = tx.rollback().await;
+                return Err(error);
+            }
+            other => results.push(other),
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
