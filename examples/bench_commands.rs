@@ -5,6 +5,11 @@
 //! command bus, as a mutation does) until N commands have run in total. Prints
 //! progress to stderr and one JSON line with the figures to stdout.
 //!
+//! **Smoke** (`--smoke`): 300 commands from 4 clients, for CI in a debug build; sizes
+//! given with it win. **Fails** (non-zero exit, after the JSON, the problems on
+//! stderr and in `problems`) when a command failed, fewer commands ran than asked, or
+//! the log does not verify or holds fewer events than commands succeeded.
+//!
 //!   cargo run --release --example bench_commands -- --backend postgres -n 20000 -c 16
 //!   cargo run --release --example bench_commands -- --backend sqlite -n 20000 -c 1
 //!
@@ -33,15 +38,24 @@ use clap::Parser;
 use eventstore::{PgStore, Store};
 use workflowops::command::bus::{CommandBus, CommandContext};
 
+#[path = "common/outcome.rs"]
+mod outcome;
+use outcome::{require, require_eq};
+
 // The same allocator as the service binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
+#[command(args_override_self = true)]
 struct Args {
     /// sqlite or postgres
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Tiny sizes (a few seconds in a debug build); sizes given on the command line
+    /// still win.
+    #[arg(long)]
+    smoke: bool,
     /// Total commands.
     #[arg(short = 'n', long, default_value_t = 20_000)]
     commands: usize,
@@ -103,6 +117,9 @@ fn command(step: usize, environment: &LocalId) -> IncidentCommand {
     }
 }
 
+/// `--smoke`: the sizes put before the arguments given.
+const SMOKE: &[&str] = &["--commands", "300", "--clients", "4"];
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -112,8 +129,18 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
+    let smoke = args.smoke;
+    let report = bench(args).await;
+    outcome::conclude("commands", smoke, report)
+}
+
+async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        args.commands > 0 && args.clients > 0,
+        "--commands and --clients must be positive"
+    );
     let temp = tempfile::tempdir()?;
     let (store, cleanup) = match args.backend.as_str() {
         "sqlite" => {
@@ -184,7 +211,10 @@ async fn main() -> anyhow::Result<()> {
                         )
                         .await;
                     latencies.push(t.elapsed());
-                    if result.is_err() {
+                    if let Err(e) = result {
+                        if errors < 3 {
+                            eprintln!("  command failed: {e}");
+                        }
                         errors += 1;
                     }
                 }
@@ -263,6 +293,17 @@ async fn main() -> anyhow::Result<()> {
             .execute(pool)
             .await?;
     }
-    println!("{report}");
-    Ok(())
+    require(errors == 0, || {
+        format!("{errors} of {} commands failed", latencies.len())
+    });
+    require_eq(latencies.len(), args.commands, "commands run");
+    require(verified.ok, || "the log does not verify".to_string());
+    let succeeded = latencies.len() - errors;
+    require(verified.checked_events as usize >= succeeded, || {
+        format!(
+            "the log holds {} events for {succeeded} commands that succeeded",
+            verified.checked_events
+        )
+    });
+    Ok(report)
 }

@@ -39,11 +39,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHES = {
     "bench_commands": {
         "backends": True,
-        "variants": [("c1", ["--clients", "1"], "C = 1"), ("c16", ["--clients", "16"], "C = 16")],
+        "variants": [("c1", ["--clients", "1"], "C = 1"),
+                     ("c16", ["--clients", "16", "--compare-pgbench"], "C = 16")],
         "rows": [
             ("{v}: commands/s", "commands_per_sec", None, "report"),
             ("{v}: p50 ms", "p50_ms", 2, ""),
             ("{v}: p99 ms", "p99_ms", 2, ""),
+            ("{v}: appends per group commit", "mean_group", 2, ""),
+            ("{v}: pgbench, one command's SQL shape, tx/s", "pgbench_tps", None, ""),
+            ("{v}: commands/s ÷ pgbench's", "vs_pgbench", 2, "≥ 1.5 (C = 16)"),
         ],
     },
     "bench_projections": {
@@ -377,7 +381,9 @@ def main():
                         command += ["--backend", backend]
                     if args.smoke:
                         command.append("--smoke")
-                    command += variant_args + args.extra
+                    # pgbench is PostgreSQL's peer only
+                    command += [a for a in variant_args
+                                if a != "--compare-pgbench" or backend == "postgres"] + args.extra
                     stem = os.path.join(out, f"{name}.{variant}.{backend}.{run}")
                     print(f"== {' '.join(command[1:]) or '(defaults)'}: {name} run {run}/{runs} "
                           f"({time.monotonic() - started:.0f} s so far)", file=sys.stderr, flush=True)

@@ -213,6 +213,16 @@ pub struct Config {
         global = true
     )]
     pub tenant_expensive_concurrency: u32,
+    /// GraphQL requests the whole process may have in flight, all tenants together
+    /// (more wait up to 1 s, then get 503 `OVERLOADED` with `Retry-After`).
+    #[arg(
+        long,
+        env = "WORKFLOWOPS_MAX_IN_FLIGHT",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        global = true
+    )]
+    pub max_in_flight: u32,
     /// How often the log digest is sealed into an immutable row (`off` disables; the
     /// digest head is kept up to date either way, and `workflowops digest` seals on
     /// demand).
@@ -357,6 +367,7 @@ impl Config {
             per_tenant: self.tenant_concurrency as usize,
             per_tenant_expensive: self.tenant_expensive_concurrency as usize,
             deadline: self.request_deadline,
+            in_flight: self.max_in_flight as usize,
             ..Default::default()
         }
     }

@@ -32,13 +32,19 @@ pub async fn run(
     let eventstore::Store::Postgres(pg) = store else {
         anyhow::bail!("pgbench compares against PostgreSQL only");
     };
-    let (payload, metadata): (String, String) = sqlx::query_as(
-        "SELECT payload::text, metadata::text FROM events \
-         WHERE event_type = 'IncidentAcknowledged' ORDER BY position LIMIT 1",
+    let (aggregate_type, event_type, event_version, payload, metadata): (
+        String,
+        String,
+        String,
+        String,
+        String,
+    ) = sqlx::query_as(
+        "SELECT aggregate_type, event_type, event_version, payload::text, metadata::text FROM events \
+         WHERE event_type = 'incident.acknowledged' ORDER BY position LIMIT 1",
     )
     .fetch_optional(&pg.pool)
     .await?
-    .context("the benchmark wrote no IncidentAcknowledged event to copy")?;
+    .context("the benchmark wrote no incident.acknowledged event to copy")?;
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("command.sql");
     // `:name` is a pgbench variable; the SQL has no other colon.
@@ -50,11 +56,11 @@ pub async fn run(
              \\set s random(0, 4)\n\
              \\set n random(1, 2000000000)\n\
              SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata \
-             FROM events WHERE aggregate_type = 'DriftIncident' \
+             FROM events WHERE aggregate_type = :aggregate_type \
              AND aggregate_id = 'bench' || chr(58) || 'c' || :c || '-i' || :i AND sequence <= :s \
              ORDER BY sequence;\n\
              INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
-             VALUES ('DriftIncident', 'pgbench' || chr(58) || :client_id || '-' || :n, 1, 'IncidentAcknowledged', '1.0', \
+             VALUES (:aggregate_type, 'pgbench' || chr(58) || :client_id || '-' || :n, 1, :event_type, :event_version, \
              :payload, :metadata, now());\n",
             last_client = clients.max(1) - 1,
             last_incident = (incidents / clients.max(1)).max(1) - 1,
@@ -70,6 +76,12 @@ pub async fn run(
         .arg(seconds.to_string())
         .arg("-f")
         .arg(&script)
+        .arg("-D")
+        .arg(format!("aggregate_type={aggregate_type}"))
+        .arg("-D")
+        .arg(format!("event_type={event_type}"))
+        .arg("-D")
+        .arg(format!("event_version={event_version}"))
         .arg("-D")
         .arg(format!("payload={payload}"))
         .arg("-D")

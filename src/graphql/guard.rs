@@ -609,6 +609,10 @@ impl GuardExtension {
             .await
         {
             Ok(permit) => permit,
+            Err(busy @ crate::http::admission::Busy::Overloaded(_)) => {
+                services.metrics.refused("overloaded");
+                return refusal(crate::http::OVERLOADED, busy.to_string());
+            }
             Err(busy) => {
                 services.metrics.refused("tenant_concurrency");
                 return refusal(crate::http::RATE_LIMITED, busy.to_string());

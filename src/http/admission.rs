@@ -6,6 +6,12 @@
 //!   ([`Limits::per_tenant_expensive`]). A request that finds its tenant's slots
 //!   taken waits at most [`Limits::queue_wait`], then is refused (`RATE_LIMITED`,
 //!   HTTP 429 with `Retry-After`): other tenants' requests never wait behind it.
+//! - The whole process has a bound too ([`Limits::in_flight`]): past it, a request
+//!   waits at most the same queue wait for a slot and is then refused
+//!   (`OVERLOADED`, HTTP 503 with `Retry-After`). Load beyond what the machine can
+//!   do is turned away early instead of queueing without end: latency of the
+//!   admitted requests stays bounded, memory does not grow with the backlog, and
+//!   the service is back to normal as soon as the load drops.
 //! - Every request has a deadline ([`Limits::deadline`], queueing included). A
 //!   query or subscription set-up past it is cancelled (`DEADLINE_EXCEEDED`,
 //!   retryable) and frees its connection and slots; so is a query whose client
@@ -30,6 +36,8 @@ pub struct Limits {
     pub queue_wait: Duration,
     /// The most a request may take, from arrival to answer.
     pub deadline: Duration,
+    /// GraphQL requests the whole process may have in flight, all tenants together.
+    pub in_flight: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +47,7 @@ impl Default for Limits {
             per_tenant_expensive: 1,
             queue_wait: Duration::from_secs(1),
             deadline: Duration::from_secs(15),
+            in_flight: 64,
         }
     }
 }
@@ -53,6 +62,11 @@ pub enum Busy {
          (at most {0}); retry shortly"
     )]
     Expensive(usize),
+    #[error(
+        "the service is at capacity ({0} requests in flight); retry after the time \
+         Retry-After gives"
+    )]
+    Overloaded(usize),
 }
 
 struct Slots {
@@ -65,11 +79,13 @@ struct Slots {
 pub struct Admission {
     limits: Limits,
     tenants: Arc<Mutex<HashMap<String, Arc<Slots>>>>,
+    process: Arc<Semaphore>,
 }
 
 /// Held while a request runs; dropping it frees the tenant's slots.
 #[derive(Debug)]
 pub struct Permit {
+    _process: OwnedSemaphorePermit,
     _all: OwnedSemaphorePermit,
     _expensive: Option<OwnedSemaphorePermit>,
 }
@@ -83,9 +99,11 @@ impl Admission {
             limits: Limits {
                 per_tenant: limits.per_tenant.max(1),
                 per_tenant_expensive: limits.per_tenant_expensive.max(1),
+                in_flight: limits.in_flight.max(1),
                 ..limits
             },
             tenants: Default::default(),
+            process: Arc::new(Semaphore::new(limits.in_flight.max(1))),
         }
     }
 
@@ -143,7 +161,12 @@ impl Admission {
         let all = take(&slots.all)
             .await
             .ok_or(Busy::Tenant(self.limits.per_tenant))?;
+        // the process's slot last: a request queued behind its own tenant holds none
+        let process = take(&self.process)
+            .await
+            .ok_or(Busy::Overloaded(self.limits.in_flight))?;
         Ok(Permit {
+            _process: process,
             _all: all,
             _expensive: expensive,
         })
@@ -170,6 +193,7 @@ mod tests {
             per_tenant_expensive: 1,
             queue_wait: Duration::from_millis(50),
             deadline: Duration::from_secs(1),
+            in_flight: 3,
         }
     }
 
@@ -202,6 +226,21 @@ mod tests {
         let _other = admission.admit("b", true).await.unwrap();
         drop(heavy);
         admission.admit("a", true).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_process_bound_refuses_past_capacity_and_frees_at_once() {
+        let admission = Admission::new(limits());
+        let a = admission.admit("a", false).await.unwrap();
+        let _b = admission.admit("b", false).await.unwrap();
+        let _c = admission.admit("c", false).await.unwrap();
+        assert_eq!(
+            admission.admit("d", false).await.unwrap_err(),
+            Busy::Overloaded(3)
+        );
+        // a refused request holds nothing: its tenant's slot is free again
+        drop(a);
+        admission.admit("d", false).await.unwrap();
     }
 
     #[tokio::test]

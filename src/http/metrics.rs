@@ -199,7 +199,8 @@ impl Metrics {
             "requests_refused",
             "GraphQL requests refused before or during execution, by reason (cost: over a \
              limit on size, expansion or expensive fields; tenant_concurrency: the tenant's \
-             requests in flight; deadline: not finished within the request deadline)",
+             requests in flight; overloaded: the process's requests in flight; deadline: not \
+             finished within the request deadline)",
             refused.clone(),
         );
         let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
@@ -298,7 +299,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A request refused for `reason` (`cost`, `tenant_concurrency`, `deadline`).
+    /// A request refused for `reason` (`cost`, `tenant_concurrency`, `overloaded`,
+    /// `deadline`).
     pub fn refused(&self, reason: &'static str) {
         self.0
             .refused

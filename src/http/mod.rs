@@ -87,6 +87,8 @@ fn retry_later(status: StatusCode, code: &str, message: impl Into<String>) -> Re
 
 /// Code of a request refused because its tenant has too many in flight.
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// Code of a request refused because the whole process is at capacity.
+pub const OVERLOADED: &str = "OVERLOADED";
 /// Code of a request that did not finish within its deadline.
 pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 
@@ -232,6 +234,14 @@ async fn execute(
         .await
     {
         Ok(permit) => permit,
+        Err(busy @ crate::http::admission::Busy::Overloaded(_)) => {
+            state.context.metrics.refused("overloaded");
+            return retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                OVERLOADED,
+                busy.to_string(),
+            );
+        }
         Err(busy) => {
             state.context.metrics.refused("tenant_concurrency");
             return retry_later(

@@ -168,7 +168,9 @@ impl SqliteStore {
 /// its next [`wait`](Self::wait) then asks whether committed events are held back
 /// (one probe of the `(tx_id, position)` index) and, if so, waits for the next
 /// announcement or a short pause (5 ms, doubling to 250 ms), whichever comes first,
-/// instead of until the next announcement or poll. Only then: a probe before every
+/// instead of until the next announcement or poll. A probe that finds nothing
+/// held back sends the reader to read once more (the blocker may have ended between
+/// its empty read and the probe, and nobody announces that). Only then: a probe before every
 /// wait doubled the queries of a steady command load (measured: `syncRepository`
 /// twice as slow on PostgreSQL).
 pub struct Wakeup {
@@ -182,6 +184,9 @@ pub struct Wakeup {
     woken: bool,
     /// The reader read nothing after that: the next wait probes.
     probe: bool,
+    /// A probe found nothing held back and sent the reader to read once more (reset
+    /// by the next wake-up).
+    rechecked: bool,
 }
 
 /// The PostgreSQL channel appends are announced on (payload: the last position).
@@ -247,6 +252,15 @@ impl Wakeup {
                 held = true;
             } else {
                 self.held_pause = None;
+                if !self.rechecked {
+                    // Nothing is held back now, but the reader's empty read came
+                    // before this probe: a blocker that ended in between released
+                    // events nobody will announce again. Read once more (once per
+                    // wake-up: an empty re-read waits as usual).
+                    self.rechecked = true;
+                    self.woken = true;
+                    return true;
+                }
             }
         }
         let local = &mut self.local;
@@ -268,6 +282,9 @@ impl Wakeup {
                 }
             }
         };
+        if woken || held {
+            self.rechecked = false;
+        }
         // Several appends may have signalled: one read of the log covers them all.
         local.borrow_and_update();
         if let Some(listener) = self.listener.as_mut() {
@@ -396,6 +413,7 @@ impl Store {
                     // a new reader's first read may meet announced events
                     woken: true,
                     probe: false,
+                    rechecked: false,
                 })
             }
             Store::Sqlite(sqlite) => Ok(Wakeup {
@@ -405,6 +423,7 @@ impl Store {
                 held_pause: None,
                 woken: true,
                 probe: false,
+                rechecked: false,
             }),
         }
     }

@@ -313,6 +313,7 @@ async fn a_busy_tenant_waits_alone(kind: Kind) {
             per_tenant_expensive: 1,
             queue_wait: Duration::from_millis(200),
             deadline: Duration::from_secs(30),
+            ..Limits::default()
         },
     )
     .await;
@@ -522,6 +523,7 @@ both_backends!(
     nul_is_refused_in_every_argument,
     a_busy_tenant_waits_alone,
     a_mutation_past_its_deadline_runs_to_its_end,
+    past_capacity_is_refused_early_and_recovers_at_once,
     websocket_operations_are_checked_too,
 );
 
@@ -551,6 +553,7 @@ mod postgres_only {
                 per_tenant_expensive: 1,
                 queue_wait: Duration::from_millis(300),
                 deadline: Duration::from_millis(1500),
+                ..Limits::default()
             },
         )
         .await;
@@ -608,4 +611,116 @@ mod postgres_only {
         assert!(refused(&api, "deadline").await >= 1);
         api.stop().await;
     }
+}
+
+/// Driven past its capacity for a few seconds (64 clients of three tenants against
+/// two requests in flight), the service refuses early and clearly (503 `OVERLOADED`,
+/// retryable, `Retry-After`) instead of queueing without end; every client is still
+/// served now and then (none is starved), and the first request after the storm is
+/// answered as if nothing had happened.
+async fn past_capacity_is_refused_early_and_recovers_at_once(kind: Kind) {
+    let api = Api::start_with_limits(
+        kind,
+        Limits {
+            in_flight: 2,
+            // the tenants' own bounds out of the way: only the process's applies
+            per_tenant: 64,
+            queue_wait: Duration::from_millis(10),
+            deadline: Duration::from_secs(10),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let tokens: Vec<String> = ["acme", "globex", "initech"]
+        .iter()
+        .map(|tenant| api.token(tenant, "admin", "ada"))
+        .collect();
+    for token in &tokens {
+        let data = api
+            .ok(
+                token,
+                "mutation { registerEnvironment(id: \"prod\", name: \"Production\", \
+                 class: PRODUCTION, n8nBaseUrl: \"https://n8n.example.com\") { position } }",
+                json!({}),
+            )
+            .await;
+        let position = data["registerEnvironment"]["position"].as_i64().unwrap();
+        let seen = api
+            .ok(
+                token,
+                "query($p: Int) { environments(minPosition: $p) { id } }",
+                json!({ "p": position }),
+            )
+            .await;
+        assert_eq!(seen["environments"][0]["id"], "prod", "{seen}");
+    }
+    let query = "{ environments { id name driftStatus } incidents(first: 20) { nodes { id } } }";
+    let storm = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..64)
+        .map(|client| {
+            let (http, base) = (api.http.clone(), api.base.clone());
+            let token = tokens[client % tokens.len()].clone();
+            tokio::spawn(async move {
+                let (mut served, mut refused, mut other) = (0, 0, vec![]);
+                while started.elapsed() < storm {
+                    let response = http
+                        .post(format!("{base}/graphql"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "query": query }))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let body: Value = response.json().await.unwrap();
+                    match status {
+                        200 if body.get("errors").is_none() => {
+                            assert_eq!(body["data"]["environments"][0]["id"], "prod", "{body}");
+                            served += 1;
+                        }
+                        503 => {
+                            let error = &body["errors"][0];
+                            assert_eq!(error["extensions"]["code"], "OVERLOADED", "{body}");
+                            assert_eq!(error["extensions"]["retryable"], true, "{body}");
+                            assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+                            refused += 1;
+                        }
+                        _ => other.push(format!("{status} {body}")),
+                    }
+                }
+                (served, refused, other)
+            })
+        })
+        .collect();
+    let (mut served, mut refused_total) = (0, 0);
+    for client in clients {
+        let (s, r, other) = client.await.unwrap();
+        assert!(other.is_empty(), "only answers or refusals: {other:?}");
+        assert!(
+            s > 0,
+            "no client is starved: one got {s} answers and {r} refusals"
+        );
+        served += s;
+        refused_total += r;
+    }
+    assert!(
+        served > 0 && refused_total > 0,
+        "{served} served, {refused_total} refused"
+    );
+    assert!(refused(&api, "overloaded").await >= refused_total);
+    // at once afterwards: every tenant is answered, first time
+    for token in &tokens {
+        let (status, retry_after, _, body) = post(&api, token, query).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            retry_after.is_none() && body.get("errors").is_none(),
+            "{body}"
+        );
+    }
+    api.stop().await;
 }
