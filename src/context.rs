@@ -45,6 +45,9 @@ pub struct AppContext {
     pub webhooks: crate::integrations::webhooks::WebhookSettings,
     /// Wakes the webhook sender when the dispatcher queued something.
     pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Git folder reads shared by concurrent syncs and drift checks, and workflow
+    /// files hashed once by blob id.
+    pub git_reads: std::sync::Arc<crate::workflows::git_reads::GitReads>,
 }
 
 impl AppContext {
@@ -70,6 +73,7 @@ impl AppContext {
             deployment_stale_after: crate::workflows::deployment::STALE_AFTER,
             webhooks: Default::default(),
             webhook_wake: Default::default(),
+            git_reads: Default::default(),
             store,
         }
     }

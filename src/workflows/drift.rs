@@ -100,11 +100,12 @@ pub fn diff(runtime: &Value, git: &Value) -> DiffSummary {
     summary
 }
 
-/// A workflow file of the Git folder, hashed once.
+/// A workflow file of the Git folder: its hash, and where it is in the snapshot (it
+/// is parsed only when a drifted workflow is compared with it).
 #[derive(Clone)]
 struct GitWorkflow {
     hash: aggregates::content::ContentHash,
-    workflow: std::sync::Arc<Value>,
+    file: usize,
 }
 
 /// Runs one drift check of `environment_id` and records it.
@@ -124,10 +125,11 @@ pub async fn check_drift(
     }
     let read = async {
         let client = sync::n8n_client(services, ctx, &environment).await?;
-        let (repository, git) = sync::git_repository(services, ctx, &environment).await?;
         let (workflows, snapshot) = tokio::try_join!(
-            client.list_workflows_with(sync::seen),
-            repository.read_folder(&git.folder)
+            async { Ok::<_, SyncError>(client.list_workflows_with(sync::seen).await?) },
+            async {
+                Ok::<_, SyncError>(sync::read_git_folder(services, ctx, &environment).await??)
+            }
         )?;
         Ok::<_, SyncError>((workflows, snapshot))
     };
@@ -149,7 +151,7 @@ pub async fn check_drift(
         .iter()
         .map(|f| (f.path.as_str(), f.content.as_slice()))
         .collect();
-    for file in &snapshot.files {
+    for (index, file) in snapshot.files.iter().enumerate() {
         let Some(stem) = file
             .path
             .strip_suffix(".json")
@@ -157,24 +159,24 @@ pub async fn check_drift(
         else {
             continue;
         };
-        let (workflow, hash) = match sync::git_workflow(&file.path, &file.content) {
-            Ok(read) => read,
+        let hashed = match services.git_reads.hashed(file) {
+            Ok(hashed) => hashed,
             Err(reason) => {
                 report.rejected.push(reason.to_string());
                 continue;
             }
         };
         let git = GitWorkflow {
-            hash,
-            workflow: std::sync::Arc::new(workflow),
+            hash: hashed.hash.clone(),
+            file: index,
         };
         let slug = stem.rsplit('/').next().unwrap_or(stem);
         let canonical = files
             .get(format!("{stem}{SIDECAR_SUFFIX}").as_str())
             .and_then(|bytes| serde_json::from_slice::<sync::Sidecar>(bytes).ok())
             .map_or_else(|| slug.to_string(), |s| s.canonical_id);
-        if let Some(name) = git.workflow.get("name").and_then(Value::as_str) {
-            by_name.insert(name.to_string(), git.clone());
+        if let Some(name) = &hashed.name {
+            by_name.insert(name.clone(), git.clone());
         }
         by_canonical.insert(canonical, git);
     }
@@ -226,7 +228,11 @@ pub async fn check_drift(
                 n8n_workflow_id: n8n_id,
                 name,
                 matched_by_name: by_name_only,
-                diff: diff(workflow, &git.workflow),
+                // it hashed, so it parses
+                diff: diff(
+                    workflow,
+                    &serde_json::from_slice(&snapshot.files[git.file].content).unwrap_or_default(),
+                ),
             });
         }
     }

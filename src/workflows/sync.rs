@@ -524,6 +524,30 @@ pub async fn git_repository(
     Ok((repository, git))
 }
 
+/// The environment's Git folder at the branch head. Concurrent reads of one folder
+/// with the same credentials share one read ([`GitReads`](super::git_reads::GitReads)).
+/// The outer error is the configuration's, the inner one Git's.
+pub(crate) async fn read_git_folder(
+    services: &AppContext,
+    ctx: &CommandContext,
+    environment: &Environment,
+) -> Result<Result<std::sync::Arc<crate::connectors::git::GitSnapshot>, UpstreamError>, SyncError> {
+    let (repository, git) = git_repository(services, ctx, environment).await?;
+    let key = format!(
+        "{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{}\u{0}{:?}",
+        ctx.tenant.as_str(),
+        services.github_api_url,
+        git.provider,
+        git.repository,
+        git.branch,
+        environment.git_secret_ref,
+    );
+    Ok(services
+        .git_reads
+        .read_folder(&key, repository, &git.folder)
+        .await)
+}
+
 /// Reads the environment's Git folder and records the canonical workflows it holds:
 /// new ones (with the sidecar's canonical id and slug), renames, new Git versions,
 /// and the Git hash of this environment's linked mappings. Nothing new: nothing
@@ -535,8 +559,7 @@ pub async fn sync_repository(
 ) -> Result<RepositorySyncReport, SyncError> {
     authorize(ctx, &UseCase::SyncRepository)?;
     let environment = environment(services, ctx, environment_id).await?;
-    let (repository, git) = git_repository(services, ctx, &environment).await?;
-    let snapshot = match repository.read_folder(&git.folder).await {
+    let snapshot = match read_git_folder(services, ctx, &environment).await? {
         Ok(snapshot) => snapshot,
         Err(error) => {
             return Err(
@@ -589,6 +612,7 @@ pub async fn sync_repository(
         }
     };
     let mut held: HashMap<String, String> = HashMap::new();
+    let mut plans = Vec::new();
     for file in &snapshot.files {
         let path = file.path.as_str();
         let Some(slug) = path
@@ -600,8 +624,8 @@ pub async fn sync_repository(
             continue;
         };
         report.files_seen += 1;
-        let (workflow, hash) = match git_workflow(path, &file.content) {
-            Ok(read) => read,
+        let hashed = match services.git_reads.hashed(file) {
+            Ok(hashed) => hashed,
             Err(reason) => {
                 report.rejected.push(reason.to_string());
                 continue;
@@ -651,9 +675,10 @@ pub async fn sync_repository(
             continue;
         }
         held.insert(canonical_id.to_string(), path.to_string());
-        let name = workflow
-            .get("name")
-            .and_then(Value::as_str)
+        let hash = hashed.hash.clone();
+        let name = hashed
+            .name
+            .as_deref()
             .filter(|n| !n.trim().is_empty())
             .unwrap_or(slug)
             .to_string();
@@ -693,29 +718,44 @@ pub async fn sync_repository(
                 report.updated += 1;
             }
         }
-        let mut refused = false;
-        for command in commands {
-            match services
-                .domain
-                .canonical(&system, &canonical_id, command)
-                .await
-            {
-                Ok(committed) => {
-                    report.events += committed.events.len() as u32;
-                    report.position = report.position.max(committed.position);
-                }
-                // a refused file is reported; the rest of the sync proceeds
-                Err(CommandError::Refused(e)) => {
-                    report.rejected.push(format!("{path}: {e}"));
-                    refused = true;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // the linked mappings learn only a Git hash the canonical workflow recorded
-        if !refused {
+        if commands.is_empty() {
             git_hashes.insert(canonical_id.to_string(), hash);
+        } else {
+            plans.push((path.to_string(), canonical_id, hash, commands));
+        }
+    }
+    // Each file's commands run in order; files run CONCURRENTLY at a time, so that
+    // their appends share group commits. Answers are taken in file order.
+    let domain = &services.domain;
+    let system = &system;
+    let mut runs = futures::stream::iter(plans)
+        .map(|(path, canonical_id, hash, commands)| async move {
+            let mut committed = Vec::with_capacity(commands.len());
+            for command in commands {
+                match domain.canonical(system, &canonical_id, command).await {
+                    Ok(c) => committed.push((c.events.len() as u32, c.position)),
+                    // a refused file is reported; the rest of the sync proceeds
+                    Err(CommandError::Refused(e)) => {
+                        return (path, canonical_id, hash, committed, Some(Ok(e)))
+                    }
+                    Err(e) => return (path, canonical_id, hash, committed, Some(Err(e))),
+                }
+            }
+            (path, canonical_id, hash, committed, None)
+        })
+        .buffered(CONCURRENCY);
+    while let Some((path, canonical_id, hash, committed, stopped)) = runs.next().await {
+        for (events, position) in committed {
+            report.events += events;
+            report.position = report.position.max(position);
+        }
+        match stopped {
+            None => {
+                // the linked mappings learn only a Git hash the canonical workflow recorded
+                git_hashes.insert(canonical_id.to_string(), hash);
+            }
+            Some(Ok(refusal)) => report.rejected.push(format!("{path}: {refusal}")),
+            Some(Err(e)) => return Err(e.into()),
         }
     }
     // this environment's linked mappings learn their canonical workflow's Git hash
