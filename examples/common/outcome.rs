@@ -70,6 +70,14 @@ pub fn args_with_smoke(smoke: &[&str]) -> Vec<OsString> {
 
 /// Prints the run's report as the last line of stdout and returns the exit code:
 /// failure when the run stopped with an error or any check failed.
+/// The process's peak resident memory in MB (`VmHWM`), `None` where `/proc` has none.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0).round())
+}
+
 pub fn conclude(benchmark: &str, smoke: bool, report: anyhow::Result<Value>) -> ExitCode {
     let mut problems = problems();
     let mut report = match report {
@@ -83,6 +91,8 @@ pub fn conclude(benchmark: &str, smoke: bool, report: anyhow::Result<Value>) -> 
         report = json!({ "benchmark": benchmark, "report": report });
     }
     report["smoke"] = json!(smoke);
+    // the benchmark's whole process: the service, and the fakes and clients beside it
+    report["peak_rss_mb"] = json!(peak_rss_mb());
     report["problems"] = json!(problems);
     report["ok"] = json!(problems.is_empty());
     println!("{report}");

@@ -324,22 +324,19 @@ impl N8nClient {
     /// them. A workflow listed twice (it moved between pages while paging) appears
     /// once, in its latest form.
     pub async fn list_workflows(&self) -> Result<Vec<Value>, UpstreamError> {
-        let listed = self.list_workflows_with(|_| ()).await?;
-        Ok(listed.into_iter().map(|(workflow, ())| workflow).collect())
+        self.list_workflows_with(|workflow| workflow).await
     }
 
     /// [`list_workflows`](Self::list_workflows), with `each` applied to every workflow
     /// page by page while the next page is already being fetched and parsed (a sync
-    /// hashes page 1 while n8n sends page 2). A workflow listed twice keeps its last
-    /// listing and the value computed from it.
-    pub async fn list_workflows_with<T, F>(
-        &self,
-        mut each: F,
-    ) -> Result<Vec<(Value, T)>, UpstreamError>
+    /// hashes page 1 while n8n sends page 2). `each` takes the workflow: what it does
+    /// not keep is freed page by page, so a listing of 10,000 workflows need not hold
+    /// them all. A workflow listed twice keeps what `each` made of its last listing.
+    pub async fn list_workflows_with<T, F>(&self, mut each: F) -> Result<Vec<T>, UpstreamError>
     where
-        F: FnMut(&Value) -> T,
+        F: FnMut(Value) -> T,
     {
-        let mut workflows: Vec<(Value, T)> = Vec::new();
+        let mut workflows: Vec<T> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
         let mut seen_cursors: HashSet<String> = HashSet::new();
         let mut fetching = self.fetch_page(None);
@@ -363,16 +360,17 @@ impl N8nClient {
                 }
             };
             for item in items {
-                let value = each(&item);
-                match workflow_id(&item) {
+                let id = workflow_id(&item);
+                let value = each(item);
+                match id {
                     Some(id) => match position.get(&id) {
-                        Some(&at) => workflows[at] = (item, value),
+                        Some(&at) => workflows[at] = value,
                         None => {
                             position.insert(id, workflows.len());
-                            workflows.push((item, value));
+                            workflows.push(value);
                         }
                     },
-                    None => workflows.push((item, value)),
+                    None => workflows.push(value),
                 }
             }
             match more {

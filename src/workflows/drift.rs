@@ -126,7 +126,16 @@ pub async fn check_drift(
     let read = async {
         let client = sync::n8n_client(services, ctx, &environment).await?;
         let (workflows, snapshot) = tokio::try_join!(
-            async { Ok::<_, SyncError>(client.list_workflows_with(sync::seen).await?) },
+            async {
+                Ok::<_, SyncError>(
+                    client
+                        .list_workflows_with(|workflow| {
+                            let seen = sync::seen(&workflow);
+                            (workflow, seen)
+                        })
+                        .await?,
+                )
+            },
             async {
                 Ok::<_, SyncError>(sync::read_git_folder(services, ctx, &environment).await??)
             }

@@ -281,8 +281,16 @@ pub async fn sync_environment(
     let environment = environment(services, ctx, environment_id).await?;
     let client = n8n_client(services, ctx, &environment).await?;
     authorize(ctx, &UseCase::SyncEnvironment)?;
-    // hashed page by page while the next page arrives
-    let workflows = match client.list_workflows_with(seen).await {
+    // hashed page by page while the next page arrives; of each workflow only what
+    // the sync records is kept
+    let workflows = match client
+        .list_workflows_with(|workflow| {
+            let seen = seen(&workflow);
+            let listed_id = seen.is_err().then(|| listed_id(&workflow)).flatten();
+            (seen, listed_id, KnownCredential::referenced_by(&workflow))
+        })
+        .await
+    {
         Ok(workflows) => workflows,
         Err(error) => {
             return Err(
@@ -318,21 +326,19 @@ pub async fn sync_environment(
         ..Default::default()
     };
     // what the workflows reference is what this n8n is known to hold
-    let referenced: Vec<KnownCredential> = workflows
-        .iter()
-        .flat_map(|(workflow, _)| KnownCredential::referenced_by(workflow))
-        .collect();
+    let mut referenced: Vec<KnownCredential> = Vec::new();
     let mut commands = Vec::new();
     let mut present = HashSet::new();
     let mut collisions = HashSet::new();
-    for (workflow, seen) in workflows {
+    for (seen, listed_id, credentials) in workflows {
+        referenced.extend(credentials);
         let seen = match seen {
             Ok(seen) => seen,
             Err(reason) => {
                 // n8n still lists it: it is not gone, so what was recorded of it
                 // stays as it is (it must not be marked missing because this one
                 // answer cannot be used)
-                if let Some(id) = listed_id(&workflow) {
+                if let Some(id) = listed_id {
                     present.insert(id);
                 }
                 report.rejected.push(reason.to_string());
