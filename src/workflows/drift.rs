@@ -142,7 +142,22 @@ pub async fn check_drift(
         )?;
         Ok::<_, SyncError>((workflows, snapshot))
     };
-    let (workflows, snapshot) = match read.await {
+    // the environment's cells, read while n8n and Git are
+    let cells = async {
+        services
+            .catch_up(&[projections::models::matrix::NAME])
+            .await?;
+        Ok::<_, SyncError>(
+            projections::models::matrix::environment_cells(
+                &services.store,
+                ctx.tenant.as_str(),
+                environment_id.as_str(),
+            )
+            .await?,
+        )
+    };
+    let (read, cells) = tokio::join!(read, cells);
+    let (workflows, snapshot) = match read {
         Ok(read) => read,
         Err(SyncError::Upstream(error)) => {
             record(services, ctx, environment_id, failed(&error)).await?;
@@ -189,15 +204,7 @@ pub async fn check_drift(
         }
         by_canonical.insert(canonical, git);
     }
-    services
-        .catch_up(&[projections::models::matrix::NAME])
-        .await?;
-    let cells = projections::models::matrix::environment_cells(
-        &services.store,
-        ctx.tenant.as_str(),
-        environment_id.as_str(),
-    )
-    .await?;
+    let cells = cells?;
     let mapped: HashMap<String, projections::models::matrix::MatrixCell> = cells
         .into_iter()
         .filter(|c| !matches!(c.status, MappingStatus::Ignored | MappingStatus::Deleted))

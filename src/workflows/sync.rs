@@ -269,6 +269,35 @@ fn registry(rows: &[projections::models::matrix::MatrixRow]) -> HashMap<String, 
     registry
 }
 
+/// What the read models record of the environment's mappings and of the tenant's
+/// canonical workflows, once the matrix has applied every event committed so far.
+/// A sync reads them while it reads n8n or Git (the commands it sends decide under
+/// concurrency in any case: the read models only choose which to send).
+async fn recorded(
+    services: &AppContext,
+    ctx: &CommandContext,
+    environment_id: &LocalId,
+) -> Result<
+    (
+        Vec<projections::models::matrix::MatrixCell>,
+        Vec<projections::models::matrix::MatrixRow>,
+    ),
+    SyncError,
+> {
+    services
+        .catch_up(&[projections::models::matrix::NAME])
+        .await?;
+    let tenant = ctx.tenant.as_str();
+    Ok(tokio::try_join!(
+        projections::models::matrix::environment_cells(
+            &services.store,
+            tenant,
+            environment_id.as_str()
+        ),
+        projections::models::matrix::canonical_rows(&services.store, tenant),
+    )?)
+}
+
 /// Reads every workflow of the environment's n8n and records what changed: new
 /// workflows (auto-linked when the hash registry names exactly one live canonical
 /// workflow the environment has not linked yet), changed content or names, and
@@ -282,15 +311,14 @@ pub async fn sync_environment(
     let client = n8n_client(services, ctx, &environment).await?;
     authorize(ctx, &UseCase::SyncEnvironment)?;
     // hashed page by page while the next page arrives; of each workflow only what
-    // the sync records is kept
-    let workflows = match client
-        .list_workflows_with(|workflow| {
-            let seen = seen(&workflow);
-            let listed_id = seen.is_err().then(|| listed_id(&workflow)).flatten();
-            (seen, listed_id, KnownCredential::referenced_by(&workflow))
-        })
-        .await
-    {
+    // the sync records is kept. The read models are read meanwhile.
+    let listing = client.list_workflows_with(|workflow| {
+        let seen = seen(&workflow);
+        let listed_id = seen.is_err().then(|| listed_id(&workflow)).flatten();
+        (seen, listed_id, KnownCredential::referenced_by(&workflow))
+    });
+    let (workflows, recorded) = tokio::join!(listing, recorded(services, ctx, environment_id));
+    let workflows = match workflows {
         Ok(workflows) => workflows,
         Err(error) => {
             return Err(
@@ -298,18 +326,7 @@ pub async fn sync_environment(
             )
         }
     };
-    services
-        .catch_up(&[projections::models::matrix::NAME])
-        .await?;
-    let tenant = ctx.tenant.as_str();
-    let (cells, canonicals) = tokio::try_join!(
-        projections::models::matrix::environment_cells(
-            &services.store,
-            tenant,
-            environment_id.as_str()
-        ),
-        projections::models::matrix::canonical_rows(&services.store, tenant),
-    )?;
+    let (cells, canonicals) = recorded?;
     let registry = registry(&canonicals);
     let linked: HashSet<String> = cells
         .iter()
@@ -565,7 +582,11 @@ pub async fn sync_repository(
 ) -> Result<RepositorySyncReport, SyncError> {
     authorize(ctx, &UseCase::SyncRepository)?;
     let environment = environment(services, ctx, environment_id).await?;
-    let snapshot = match read_git_folder(services, ctx, &environment).await? {
+    let (snapshot, recorded) = tokio::join!(
+        read_git_folder(services, ctx, &environment),
+        recorded(services, ctx, environment_id)
+    );
+    let snapshot = match snapshot? {
         Ok(snapshot) => snapshot,
         Err(error) => {
             return Err(
@@ -573,18 +594,7 @@ pub async fn sync_repository(
             )
         }
     };
-    services
-        .catch_up(&[projections::models::matrix::NAME])
-        .await?;
-    let tenant = ctx.tenant.as_str();
-    let (cells, canonicals) = tokio::try_join!(
-        projections::models::matrix::environment_cells(
-            &services.store,
-            tenant,
-            environment_id.as_str()
-        ),
-        projections::models::matrix::canonical_rows(&services.store, tenant),
-    )?;
+    let (cells, canonicals) = recorded?;
     let canonicals: HashMap<String, projections::models::matrix::MatrixRow> = canonicals
         .into_iter()
         .filter_map(|row| Some((row.canonical_id.clone()?, row)))
