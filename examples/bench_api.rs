@@ -39,16 +39,24 @@
 //! models do not change (as a dashboard polling the first page is); `first_page_uncached`
 //! makes every request's text unique, so each one executes (SQL, GraphQL, JSON).
 //!
-//! **2. mutations** — `--clients` clients, each with its own environment (tenant
-//! `bench-ops`, so the matrix keeps its 10 columns): an incident is opened with
-//! `workflows::incident_slot::report_drift` (untimed, not counted as a transition), then driven over HTTP
+//! **2. mutations** — tenant `bench-ops` (so the matrix keeps its 10 columns), one
+//! environment per incident (an environment holds one open incident at a time). Three
+//! passes, each over `--lifecycles` fresh incidents opened first with
+//! `workflows::incident_slot::report_drift` (untimed, not counted) and one more per
+//! client for its untimed warm-up; `--clients` clients then drive each incident
 //! through acknowledgeIncident → stabilizeIncident → reconcileIncident(REVERT) →
-//! closeIncident; closing frees the environment's slot for the next one. Each mutation
-//! selects `position incident { id status }`, so it includes the read-back (the
-//! payload waits until the incidents projection has applied the command; `--no-read-back`
-//! selects `position` only). Reported: transitions/s over the phase's wall time (the
-//! untimed opens included), latency per mutation, errors by code. Target (issue 17):
-//! ≥ 1,500 transitions/s with the read-back, p99 ≤ 20 ms.
+//! closeIncident:
+//! - `read_back` (the top-level figures): each mutation selects
+//!   `position incident { id status }`, so the payload waits until the incidents
+//!   projection has applied the command;
+//! - `no_read_back`: each selects `position` only;
+//! - `bus`: the same four commands through `Domain` in process (no HTTP, no
+//!   GraphQL), what `bench_commands` measures.
+//!
+//! Reported per pass: transitions/s over the pass's wall time, latency per transition,
+//! errors by code; and `no_read_back_vs_bus`, the second pass's rate over the
+//! third's. Targets (issue 17): ≥ 1,500 transitions/s with the read-back, p99 ≤ 20
+//! ms; without it ≥ 0.6 × the bus.
 //!
 //! **3. delivery** — one `events` subscription over graphql-transport-ws and one SSE
 //! stream (`GET /events`), both of tenant `bench` from the current head; then `--rate`
@@ -142,9 +150,6 @@ struct Args {
     /// Incident lifecycles (4 timed transitions each) in the mutation phase.
     #[arg(long, default_value_t = 800)]
     lifecycles: usize,
-    /// Mutations select `position` only (no read-back of the incident).
-    #[arg(long)]
-    no_read_back: bool,
     /// Commands per second appended during the delivery measurement.
     #[arg(long, default_value_t = 300)]
     rate: u32,
@@ -208,6 +213,8 @@ const MATRIX_UNCACHED_TARGET_MS: f64 = 30.0;
 const DELIVERY_TARGET_MS: f64 = 25.0;
 const MUTATIONS_TARGET_PER_SEC: f64 = 1500.0;
 const MUTATIONS_TARGET_P99_MS: f64 = 20.0;
+/// Mutations without the read-back over the same commands through the bus.
+const MUTATIONS_TARGET_VS_BUS: f64 = 0.6;
 /// Longest a subscriber may take to deliver the last appended event.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -655,117 +662,240 @@ const STEPS: [(&str, &str, &str); 4] = [
     ("closeIncident", ", reason: \"verified\"", "CLOSED"),
 ];
 
-fn ops_env(c: usize) -> LocalId {
-    id(format!("ops-{c:02}"))
+fn ops_env(i: usize) -> LocalId {
+    id(format!("ops-{i:04}"))
 }
 
-async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Value> {
-    let domain = &service.domain;
-    let token = service.token(OPS_TENANT, "admin", "bench-admin")?;
-    // One environment per client (kept when the database is reused).
-    for c in 0..args.clients {
-        let r = domain
-            .environment(
-                &ctx(OPS_TENANT, Role::Admin),
-                &ops_env(c),
-                register(c, format!("Ops {c:02}"), EnvironmentClass::Production),
-            )
-            .await;
-        if let Err(e) = r {
-            if !e.to_string().contains("already") {
-                eprintln!("  register ops-{c:02}: {e}");
-            }
+/// How a pass of the mutation phase drives the four transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Drive {
+    /// GraphQL mutations selecting `position incident { id status }`.
+    ReadBack,
+    /// GraphQL mutations selecting `position` only.
+    PositionOnly,
+    /// The same commands through the command bus, in process (no HTTP, no GraphQL):
+    /// what `bench_commands` measures, side by side.
+    Bus,
+}
+
+impl Drive {
+    fn name(self) -> &'static str {
+        match self {
+            Drive::ReadBack => "read_back",
+            Drive::PositionOnly => "no_read_back",
+            Drive::Bus => "bus",
         }
     }
+}
+
+/// The bus command of transition `step` (the mutation's arguments).
+fn step_command(step: usize) -> IncidentCommand {
+    match step {
+        0 => IncidentCommand::Acknowledge {
+            reason: Some("investigating".into()),
+            owner_user_id: Some("oncall".into()),
+            ticket_ref: Some("OPS-1".into()),
+            expires_at: None,
+        },
+        1 => IncidentCommand::Stabilize {
+            reason: Some("traffic drained".into()),
+        },
+        2 => IncidentCommand::Reconcile {
+            resolution_type: Some(aggregates::incident::ResolutionType::Revert),
+            resolution_details: Some("restored from git".into()),
+        },
+        _ => IncidentCommand::Close {
+            reason: Some("verified".into()),
+            resolution_type: None,
+        },
+    }
+}
+
+/// Three passes over fresh incidents: with the read-back (the target), without it,
+/// and the same commands through the bus; the second's rate over the third's is
+/// the issue's "≥ 0.6 × the commands" ratio, measured in the same run.
+async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Value> {
+    let domain = &service.domain;
+    // One environment per incident of a pass (one open incident per environment),
+    // plus one per client for its warm-up; kept when the database is reused.
+    let environments = args.lifecycles + args.clients;
+    let registered = futures::stream::iter(0..environments)
+        .map(|i| async move {
+            let r = domain
+                .environment(
+                    &ctx(OPS_TENANT, Role::Admin),
+                    &ops_env(i),
+                    register(i, format!("Ops {i:04}"), EnvironmentClass::Production),
+                )
+                .await;
+            match r {
+                Err(e) if !e.to_string().contains("already") => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .buffer_unordered(args.clients)
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(Err(e)) = registered.into_iter().find(Result::is_err) {
+        anyhow::bail!("mutations: registering the environments: {e}");
+    }
+    let mut out = mutation_pass(service, args, Drive::ReadBack).await?;
+    let mut rates = HashMap::new();
+    for drive in [Drive::PositionOnly, Drive::Bus] {
+        let pass = mutation_pass(service, args, drive).await?;
+        rates.insert(drive, pass["transitions_per_sec"].as_f64().unwrap_or(0.0));
+        out[drive.name()] = pass;
+    }
+    let ratio = rates[&Drive::PositionOnly] / rates[&Drive::Bus].max(1.0);
+    out["no_read_back_vs_bus"] = json!((ratio * 100.0).round() / 100.0);
+    eprintln!("  without the read-back ÷ the bus: {ratio:.2}");
+    Ok(out)
+}
+
+/// Opens one incident per environment (untimed, through `Domain`), then `--clients`
+/// clients drive each through acknowledge → stabilize → reconcile → close.
+async fn mutation_pass(service: &Service, args: &Args, drive: Drive) -> anyhow::Result<Value> {
+    let domain = &service.domain;
+    let token = service.token(OPS_TENANT, "admin", "bench-admin")?;
+    let environments = args.lifecycles + args.clients;
+    eprintln!(
+        "mutations ({}): opening {environments} incidents (untimed)",
+        drive.name()
+    );
+    let opened = futures::stream::iter(0..environments)
+        .map(|i| async move {
+            let environment = ops_env(i);
+            loop {
+                let opened = report_drift(
+                    domain,
+                    &ctx(OPS_TENANT, Role::System),
+                    &environment,
+                    vec![AffectedWorkflow {
+                        workflow_id: format!("wf-{i}"),
+                        name: format!("Workflow {i}"),
+                    }],
+                    Some("ab".repeat(32)),
+                    IncidentPolicy::default(),
+                )
+                .await;
+                match opened {
+                    Ok((incident, committed))
+                        if committed.state.status == IncidentStatus::Detected =>
+                    {
+                        return Ok(incident)
+                    }
+                    // A leftover open incident (an earlier aborted run): close it.
+                    Ok((incident, _)) => close_leftover(domain, &incident).await,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .buffered(args.clients)
+        .collect::<Vec<_>>()
+        .await;
+    let mut incidents = Vec::with_capacity(environments);
+    for opened in opened {
+        incidents.push(opened.map_err(|e| anyhow::anyhow!("mutations: opening: {e}"))?);
+    }
+    let incidents = Arc::new(incidents);
+
     let queries: Vec<String> = STEPS
         .iter()
         .map(|(mutation, arguments, _)| {
-            let selection = if args.no_read_back {
-                "position"
-            } else {
+            let selection = if drive == Drive::ReadBack {
                 "position incident { id status }"
+            } else {
+                "position"
             };
             format!("mutation($id: ID!) {{ {mutation}(id: $id{arguments}) {{ {selection} }} }}")
         })
         .collect();
     let queries = Arc::new(queries);
     let url = format!("{}/graphql", service.base);
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(args.clients));
     let done = Arc::new(AtomicUsize::new(0));
     let total = args.lifecycles;
-    let read_back = !args.no_read_back;
     let barrier = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
     let tasks: Vec<_> = (0..args.clients)
         .map(|c| {
             let (domain, queries, url, token) =
                 (domain.clone(), queries.clone(), url.clone(), token.clone());
-            let (next, done, barrier) = (next.clone(), done.clone(), barrier.clone());
+            let (next, done, barrier, incidents) = (
+                next.clone(),
+                done.clone(),
+                barrier.clone(),
+                incidents.clone(),
+            );
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
-                let environment = ops_env(c);
                 let mut per_step: Vec<Vec<f64>> = vec![vec![]; STEPS.len()];
-                let mut opens = vec![];
                 let mut failures = Failures::default();
                 let mut transitions = 0usize;
-                // One untimed lifecycle per client first (connections, caches).
-                let mut first = true;
+                // Each client's first incident is untimed (connections, caches).
+                let mut first = Some(c);
                 barrier.wait().await;
                 loop {
-                    let warm = std::mem::take(&mut first);
-                    if !warm && next.fetch_add(1, Ordering::Relaxed) >= total {
-                        break;
-                    }
-                    let t = Instant::now();
-                    let opened = report_drift(
-                        &domain,
-                        &ctx(OPS_TENANT, Role::System),
-                        &environment,
-                        vec![AffectedWorkflow {
-                            workflow_id: format!("wf-{c}"),
-                            name: format!("Workflow {c}"),
-                        }],
-                        Some("ab".repeat(32)),
-                        IncidentPolicy::default(),
-                    )
-                    .await;
-                    let open_ms = ms(t.elapsed());
-                    let incident = match opened {
-                        Ok((incident, committed))
-                            if committed.state.status == IncidentStatus::Detected =>
-                        {
-                            incident
-                        }
-                        Ok((incident, committed)) => {
-                            // A leftover open incident (an earlier aborted run): close it.
-                            failures.add(
-                                "OPEN_NOT_NEW",
-                                &format!("{incident} is {:?}", committed.state.status),
-                            );
-                            close_leftover(&domain, &incident).await;
-                            continue;
-                        }
-                        Err(e) => {
-                            failures.add(format!("OPEN_{:?}", e.code()), &e.to_string());
-                            continue;
-                        }
+                    let (warm, index) = match first.take() {
+                        Some(index) => (true, index),
+                        None => match next.fetch_add(1, Ordering::Relaxed) {
+                            index if index < incidents.len() => (false, index),
+                            _ => break,
+                        },
                     };
-                    if !warm {
-                        opens.push(open_ms);
-                    }
+                    let incident = &incidents[index];
                     let variables = json!({ "id": incident.as_str() });
                     for (i, (mutation, _, expected)) in STEPS.iter().enumerate() {
-                        let body = json!({ "query": queries[i], "variables": variables });
-                        let (elapsed, result) = post(&http, &url, &token, &body).await;
-                        let result = result.and_then(|data| {
-                            let payload = &data["data"][mutation];
-                            if payload["position"].as_i64().is_none() {
-                                Err(("SHAPE".into(), format!("no position: {data}")))
-                            } else if read_back && payload["incident"]["status"] != *expected {
-                                Err(("SHAPE".into(), format!("expected {expected}: {data}")))
-                            } else {
-                                Ok(())
+                        let (elapsed, result) = match drive {
+                            Drive::Bus => {
+                                let t = Instant::now();
+                                let result = domain
+                                    .incident(
+                                        &ctx(OPS_TENANT, Role::Admin),
+                                        incident,
+                                        step_command(i),
+                                        false,
+                                    )
+                                    .await;
+                                let elapsed = t.elapsed();
+                                let result = match result {
+                                    Ok(committed)
+                                        if format!("{:?}", committed.state.status)
+                                            .eq_ignore_ascii_case(expected) =>
+                                    {
+                                        Ok(())
+                                    }
+                                    Ok(committed) => Err((
+                                        "SHAPE".to_string(),
+                                        format!(
+                                            "expected {expected}: {:?}",
+                                            committed.state.status
+                                        ),
+                                    )),
+                                    Err(e) => Err((format!("{:?}", e.code()), e.to_string())),
+                                };
+                                (elapsed, result)
                             }
-                        });
+                            _ => {
+                                let body = json!({ "query": queries[i], "variables": variables });
+                                let (elapsed, result) = post(&http, &url, &token, &body).await;
+                                let result = result.and_then(|data| {
+                                    let payload = &data["data"][mutation];
+                                    if payload["position"].as_i64().is_none() {
+                                        Err(("SHAPE".into(), format!("no position: {data}")))
+                                    } else if drive == Drive::ReadBack
+                                        && payload["incident"]["status"] != *expected
+                                    {
+                                        Err((
+                                            "SHAPE".into(),
+                                            format!("expected {expected}: {data}"),
+                                        ))
+                                    } else {
+                                        Ok(())
+                                    }
+                                });
+                                (elapsed, result)
+                            }
+                        };
                         if warm {
                             if result.is_err() {
                                 eprintln!("  warm-up {mutation} failed: {result:?}");
@@ -777,7 +907,7 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
                             Ok(()) => transitions += 1,
                             Err((code, detail)) => {
                                 failures.add(code, &format!("{mutation}: {detail}"));
-                                close_leftover(&domain, &incident).await;
+                                close_leftover(&domain, incident).await;
                                 break;
                             }
                         }
@@ -786,7 +916,7 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                (per_step, opens, transitions, failures)
+                (per_step, transitions, failures)
             })
         })
         .collect();
@@ -794,15 +924,13 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
     barrier.wait().await;
     let started = Instant::now();
     let mut per_step: Vec<Vec<f64>> = vec![vec![]; STEPS.len()];
-    let mut opens = vec![];
     let mut transitions = 0;
     let mut failures = Failures::default();
     for task in tasks {
-        let (s, o, t, f) = task.await?;
+        let (s, t, f) = task.await?;
         for (all, mine) in per_step.iter_mut().zip(s) {
             all.extend(mine);
         }
-        opens.extend(o);
         transitions += t;
         failures.merge(f);
     }
@@ -813,12 +941,12 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
     let mut out = json!({
         "clients": args.clients,
         "lifecycles": total,
-        "read_back": read_back,
+        "drive": drive.name(),
+        "read_back": drive == Drive::ReadBack,
         "transitions": transitions,
         "seconds": round3(seconds),
         "transitions_per_sec": (transitions as f64 / seconds).round(),
         "all_mutations": latency(all),
-        "open_via_domain_untimed": latency(opens),
         "errors": failures.total(),
         "errors_by_code": failures.json(),
     });
@@ -826,24 +954,30 @@ async fn measure_mutations(service: &Service, args: &Args) -> anyhow::Result<Val
         out[*mutation] = latency(std::mem::take(&mut per_step[i]));
     }
     eprintln!(
-        "  {transitions} transitions in {seconds:.1} s: {} /s; p50 {} ms, p99 {} ms; {} errors",
+        "  {}: {transitions} transitions in {seconds:.1} s: {} /s; p50 {} ms, p99 {} ms; {} errors",
+        drive.name(),
         out["transitions_per_sec"],
         out["all_mutations"]["p50_ms"],
         out["all_mutations"]["p99_ms"],
         failures.total()
     );
+    let name = drive.name();
     require(failures.total() == 0, || {
         format!(
-            "mutations: {} lifecycles failed ({})",
+            "mutations ({name}): {} lifecycles failed ({})",
             failures.total(),
             failures.json()
         )
     });
-    require_eq(transitions, total * STEPS.len(), "mutations: transitions");
+    require_eq(
+        transitions,
+        total * STEPS.len(),
+        &format!("mutations ({name}): transitions"),
+    );
     require_eq(
         out["all_mutations"]["n"].as_u64().unwrap_or(0),
         (total * STEPS.len()) as u64,
-        "mutations: timed mutations",
+        &format!("mutations ({name}): timed mutations"),
     );
     Ok(out)
 }
@@ -1307,7 +1441,10 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
     let uncached_p99 = matrix["first_page_uncached"]["p99_ms"].as_f64();
     let mutation_rate = mutations["transitions_per_sec"].as_f64();
     let mutation_p99 = mutations["all_mutations"]["p99_ms"].as_f64();
-    let mutations_ok = mutations["errors"] == 0;
+    let mutations_ok = mutations["errors"] == 0
+        && mutations["no_read_back"]["errors"] == 0
+        && mutations["bus"]["errors"] == 0;
+    let vs_bus = mutations["no_read_back_vs_bus"].as_f64();
     let matrix_ok = matrix["failures"] == 0 && matrix["check_failures"] == 0;
     let ws_p99 = delivery["websocket"]["p99_ms"].as_f64();
     let sse_p99 = delivery["sse"]["p99_ms"].as_f64();
@@ -1349,6 +1486,13 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
                 "met": mutation_rate.zip(mutation_p99).map(|(rate, p99)| {
                     rate >= MUTATIONS_TARGET_PER_SEC && p99 <= MUTATIONS_TARGET_P99_MS && mutations_ok
                 }),
+            },
+            "mutations_without_read_back_vs_bus": {
+                "target": MUTATIONS_TARGET_VS_BUS,
+                "value": vs_bus,
+                "no_read_back_per_sec": mutations["no_read_back"]["transitions_per_sec"],
+                "bus_per_sec": mutations["bus"]["transitions_per_sec"],
+                "met": vs_bus.map(|r| r >= MUTATIONS_TARGET_VS_BUS && mutations_ok),
             },
             "delivery_p99_ms": {
                 "target": DELIVERY_TARGET_MS,

@@ -226,10 +226,10 @@ impl Application {
             None => None,
         };
         let sealer = scheduler::sealer::start(self.context.store.clone(), self.seal_interval);
-        let schema = graphql::schema(Some(self.context.clone()));
         let router = http::router(http::HttpState {
             context: self.context.clone(),
-            schema,
+            schema: graphql::http_schema(self.context.clone()),
+            ws_schema: graphql::schema(Some(self.context.clone())),
             auth: self.auth.clone(),
             cache: Default::default(),
         });

@@ -309,18 +309,24 @@ async fn apply_in(
     last: LogCursor,
 ) -> Result<Outcome, sqlx::Error> {
     let name = slot.projection.name();
-    let (tx_id, position, .., generation) = read_checkpoint(tx, name, true).await?;
-    if (LogCursor { tx_id, position }) != slot.stored || generation != slot.generation {
+    let count = batch
+        .iter()
+        .filter(|e| e.cursor() > slot.checkpoint)
+        .count();
+    // The checkpoint moves first, compared and set in one statement against what
+    // this runner last wrote (which also locks the row until the commit): no row
+    // changed means it moved elsewhere. An event that cannot be applied rolls the
+    // whole transaction back, this move included.
+    if !claim_checkpoint(tx, slot, last, count).await? {
         tracing::info!(
             projection = name,
             "checkpoint moved elsewhere (rebuild?): reloading"
         );
         return Ok(Outcome::Moved);
     }
-    let mut count = 0;
     for event in batch.iter().filter(|e| e.cursor() > slot.checkpoint) {
         match slot.projection.apply(tx, event).await {
-            Ok(()) => count += 1,
+            Ok(()) => {}
             Err(ApplyError::Database(e)) => return Err(e),
             Err(ApplyError::Event(error)) => {
                 return Ok(Outcome::Failed(Failure {
@@ -335,20 +341,43 @@ async fn apply_in(
         }
     }
     slot.projection.flush(tx).await?;
+    Ok(Outcome::Applied(count))
+}
+
+/// Moves `slot`'s stored checkpoint to `last` if it is still what this runner last
+/// wrote (cursor and generation); returns whether it was. On PostgreSQL the
+/// transaction also stops waiting for the WAL flush at commit: read models are
+/// derived, so a crash may lose their last batches (rows and checkpoint together,
+/// which are then replayed) but never corrupts them (set in the same statement, to
+/// save the round trip of a separate `SET LOCAL`).
+async fn claim_checkpoint(
+    tx: &mut Tx,
+    slot: &Slot,
+    last: LogCursor,
+    count: usize,
+) -> Result<bool, sqlx::Error> {
     let mut sql = Sql::new(tx.backend());
+    let no_flush_wait = if tx.backend() == Dialect::Postgres {
+        " AND set_config('synchronous_commit', 'off', true) = 'off'"
+    } else {
+        ""
+    };
     let text = format!(
         "UPDATE projection_checkpoints SET tx_id = {}, position = {}, \
          events_applied = events_applied + {}, updated_at = {}, \
-         failed_position = NULL, failed_event = NULL, failed_error = NULL WHERE name = {}",
+         failed_position = NULL, failed_event = NULL, failed_error = NULL \
+         WHERE name = {} AND tx_id = {} AND position = {} AND generation = {}{no_flush_wait}",
         sql.arg(last.tx_id),
         sql.arg(last.position),
         sql.arg(count as i64 + slot.unwritten.map_or(0, |(_, n)| n)),
         sql.arg(fmt_time(Utc::now())),
-        sql.arg(name),
+        sql.arg(slot.projection.name()),
+        sql.arg(slot.stored.tx_id),
+        sql.arg(slot.stored.position),
+        sql.arg(slot.generation),
     );
     sql.push(&text);
-    tx.run(&sql).await?;
-    Ok(Outcome::Applied(count))
+    Ok(tx.run(&sql).await? == 1)
 }
 
 /// Stores where a projection stopped, for other processes and restarts.
@@ -390,26 +419,13 @@ pub async fn stored_checkpoints(
         .collect())
 }
 
-async fn read_checkpoint(
-    tx: &mut Tx,
-    name: &str,
-    lock: bool,
-) -> Result<CheckpointRow, sqlx::Error> {
-    // The applying transaction also stops waiting for the WAL flush at commit: read
-    // models are derived, so a crash may lose their last batches (rows and checkpoint
-    // together, which are then replayed) but never corrupts them. Set here to save
-    // the round trip of a separate `SET LOCAL`.
-    let for_update = if lock && tx.backend() == Dialect::Postgres {
-        " AND set_config('synchronous_commit', 'off', true) = 'off' FOR UPDATE"
-    } else {
-        ""
-    };
+async fn read_checkpoint(tx: &mut Tx, name: &str) -> Result<CheckpointRow, sqlx::Error> {
     let placeholder = match tx.backend() {
         Dialect::Postgres => "$1",
         Dialect::Sqlite => "?1",
     };
     let sql = format!(
-        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = {placeholder}{for_update}"
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = {placeholder}"
     );
     match tx {
         Tx::Postgres(tx) => sqlx::query_as(&sql).bind(name).fetch_one(&mut **tx).await,
@@ -515,7 +531,7 @@ impl Projector {
                 ensure_checkpoint_row(&self.store, name).await?;
                 let mut tx = Tx::begin(&self.store).await?;
                 let (tx_id, position, applied, fp, fe, ferr, generation) =
-                    read_checkpoint(&mut tx, name, false).await?;
+                    read_checkpoint(&mut tx, name).await?;
                 tx.rollback().await?;
                 let slot = &mut self.slots[i];
                 slot.checkpoint = LogCursor { tx_id, position };

@@ -128,7 +128,10 @@ impl CommandBus {
     }
 
     /// Replays an aggregate from its events.
-    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, CommandError> {
+    pub async fn load<A: Aggregate + Clone + 'static>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, CommandError> {
         Ok(self.store.load::<A>(aggregate_id).await?)
     }
 
@@ -142,7 +145,7 @@ impl CommandBus {
         services: &A::Services,
     ) -> Result<Committed<A>, CommandError>
     where
-        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone,
+        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone + 'static,
         A::Event: Clone,
         C: DomainCommand,
     {
@@ -166,7 +169,7 @@ impl CommandBus {
         services: &A::Services,
     ) -> Result<Committed<A>, CommandError>
     where
-        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone,
+        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone + 'static,
         A::Event: Clone,
         C: DomainCommand,
     {
@@ -228,7 +231,7 @@ impl CommandBus {
         attempts: usize,
     ) -> Result<Committed<A>, CommandError>
     where
-        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone,
+        A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone + 'static,
         A::Event: Clone,
         C: DomainCommand + Clone,
     {

@@ -146,13 +146,60 @@ fn parse_and_check(
     query: &str,
     variables: &Variables,
 ) -> Result<(ExecutableDocument, Vec<Operation>), Refusal> {
+    if let Some(parsed) = PARSED.get(query) {
+        // (its text passed the lexer's limits when it was parsed)
+        variables_nul(variables)?;
+        return Ok(parsed);
+    }
     lex(query)?;
     variables_nul(variables)?;
     let document = async_graphql::parser::parse_query(query)
         .map_err(|e| Refusal::new(format!("malformed query: {e}")))?;
     let operations = check_document(&document)?;
+    PARSED.put(query, &document, &operations);
     Ok((document, operations))
 }
+
+/// Documents parsed and checked lately, by their text: clients send the same few
+/// operations over and over with other variables, and parsing was about a twentieth
+/// of a mutation's CPU. Only accepted documents are kept (whatever is refused is
+/// checked again), only short texts, and only [`ParsedCache::ENTRIES`] of them.
+struct ParsedCache {
+    entries: std::sync::Mutex<Option<lru::LruCache<String, Parsed>>>,
+}
+
+/// A document as parsed, and its operations as checked.
+type Parsed = (ExecutableDocument, Vec<Operation>);
+
+impl ParsedCache {
+    const ENTRIES: usize = 256;
+    /// Longest text kept (bytes).
+    const MAX_TEXT: usize = 4096;
+
+    fn get(&self, query: &str) -> Option<Parsed> {
+        if query.len() > Self::MAX_TEXT {
+            return None;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.as_mut()?.get(query).cloned()
+    }
+
+    fn put(&self, query: &str, document: &ExecutableDocument, operations: &[Operation]) {
+        if query.len() > Self::MAX_TEXT {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get_or_insert_with(|| {
+                lru::LruCache::new(std::num::NonZeroUsize::new(Self::ENTRIES).expect("non-zero"))
+            })
+            .put(query.to_string(), (document.clone(), operations.to_vec()));
+    }
+}
+
+static PARSED: ParsedCache = ParsedCache {
+    entries: std::sync::Mutex::new(None),
+};
 
 /// One operation of a checked document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -103,16 +103,38 @@ impl Caller {
     }
 }
 
-/// The schema, with its limits. `context` is `None` only to print the SDL.
+/// The schema, with its limits and the [`guard`] as an extension (it parses,
+/// checks and admits each operation): what the WebSocket transport runs. `context`
+/// is `None` only to print the SDL.
 pub fn schema(context: Option<AppContext>) -> ApiSchema {
+    build(context, true)
+}
+
+/// The schema for `POST /graphql`, whose handler parses, checks and admits each
+/// request itself before the schema sees it, and unwraps id errors after
+/// ([`types::unwrap_id_errors`]). No extension: with one, async-graphql sends every
+/// field of an answer through the extension chain (a registry lookup and a boxed
+/// future per field), which was a large share of a 50 × 10 matrix page's CPU.
+pub fn http_schema(context: AppContext) -> ApiSchema {
+    build(Some(context), false)
+}
+
+/// Unwraps the errors of ids that did not parse (see [`types::unwrap_id_errors`]).
+pub fn unwrap_id_errors(errors: &mut [async_graphql::ServerError]) {
+    types::unwrap_id_errors(errors)
+}
+
+fn build(context: Option<AppContext>, guard: bool) -> ApiSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot,
     )
     .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
-    .extension(guard::Guard);
+    .limit_complexity(MAX_COMPLEXITY);
+    if guard {
+        builder = builder.extension(guard::Guard);
+    }
     if let Some(context) = context {
         builder = builder.data(context);
     }

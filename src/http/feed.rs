@@ -1,8 +1,9 @@
 //! The live event stream behind the `events` subscription and `GET /events`.
 //!
 //! One tail task per process follows the global log (woken by appends and, on
-//! PostgreSQL, by `NOTIFY` from other processes) and broadcasts each batch it reads
-//! together with the cursor the batch follows. A subscriber first catches up from the
+//! PostgreSQL, by `NOTIFY` from other processes) while at least one stream is open,
+//! and broadcasts each batch it reads together with the cursor the batch follows.
+//! With no stream open it reads nothing, and starts again from the head. A subscriber first catches up from the
 //! store from its own cursor, then takes broadcast batches that continue exactly where
 //! it stands. A batch that starts beyond its cursor (it lagged, or raced the tail)
 //! sends it back to the store, so a stream never has a gap; events at or before its
@@ -80,6 +81,8 @@ pub struct EventFeed {
     live: broadcast::Sender<Arc<Batch>>,
     /// Set on shutdown: every stream ends, so connections can drain.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Wakes an idle tail when a stream starts.
+    subscribed: Arc<tokio::sync::Notify>,
 }
 
 impl EventFeed {
@@ -91,6 +94,7 @@ impl EventFeed {
             store,
             live,
             closing,
+            subscribed: Default::default(),
         };
         let tail = tokio::spawn(feed.clone().tail());
         (feed, tail)
@@ -115,6 +119,17 @@ impl EventFeed {
     ) -> Result<(), StoreError> {
         if wakeup.is_none() {
             *wakeup = Some(self.store.wakeup().await?);
+        }
+        if self.live.receiver_count() == 0 {
+            // Nobody follows: reading the log would serve nobody (it was a read of
+            // every event after every append). A stream that starts catches up from
+            // the store, and meets the tail where it reads again, from the head.
+            *cursor = None;
+            if let Some(w) = wakeup.as_mut() {
+                w.discard_announcements();
+            }
+            let _ = tokio::time::timeout(POLL, self.subscribed.notified()).await;
+            return Ok(());
         }
         let after = match *cursor {
             Some(cursor) => cursor,
@@ -164,6 +179,7 @@ impl EventFeed {
     ) -> impl Stream<Item = Result<Arc<StoredEvent>, FeedError>> + Send + 'static {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         let live = self.live.subscribe();
+        self.subscribed.notify_one();
         let store = self.store.clone();
         let mut closing = self.closing.subscribe();
         tokio::spawn(async move {

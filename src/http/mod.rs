@@ -43,7 +43,10 @@ pub const MAX_BODY: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct HttpState {
     pub context: AppContext,
+    /// For `POST /graphql` ([`crate::graphql::http_schema`]).
     pub schema: ApiSchema,
+    /// For the WebSocket transport, with the guard ([`crate::graphql::schema`]).
+    pub ws_schema: ApiSchema,
     pub auth: Auth,
     pub cache: std::sync::Arc<crate::graphql::response_cache::ResponseCache>,
 }
@@ -316,6 +319,7 @@ async fn execute(
     {
         state.context.metrics.refused("cost");
     }
+    crate::graphql::unwrap_id_errors(&mut response.errors);
     label_errors(&mut response.errors, request_id);
     let body = match serde_json::to_vec(&response) {
         Ok(body) => Bytes::from(body),
@@ -387,7 +391,7 @@ async fn graphql_ws(
             let sink = futures::SinkExt::with(sink, |message| {
                 futures::future::ready(Ok::<_, axum::Error>(protocol_close_codes(message)))
             });
-            GraphQLWebSocket::new_with_pair(sink, stream, state.schema.clone(), protocol)
+            GraphQLWebSocket::new_with_pair(sink, stream, state.ws_schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
                     let principal = match connection_token(&payload) {
                         Some(token) => auth.verify_header(Some(&token)),

@@ -144,7 +144,7 @@ pub async fn derive(
     describe(event, &lookup, &app.webhooks.public_url)
 }
 
-async fn load<A: Aggregate>(
+async fn load<A: Aggregate + Clone + 'static>(
     app: &AppContext,
     tenant: &TenantId,
     id: &LocalId,

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use aggregates::environment::{EnvironmentCommand, SyncKind};
+use aggregates::environment::{Environment, EnvironmentCommand, SyncKind};
 use eventstore::chain::{ChainedEvent, GENESIS, HASH_KEY};
 use eventstore::digest::{DigestCheckError, ExternalDigest, LogId, RunningDigest};
 use eventstore::{LogCursor, PgStore, SqliteStore, Store, StoredEvent, VerifyReport};
@@ -26,6 +26,7 @@ both_backends!(
     a_full_rewrite_passes_plain_verify_but_not_an_external_digest,
     bad_digests_are_refused_with_exit_code_2,
     a_missing_or_forged_previous_hash_blocks_appends,
+    loads_replay_only_new_events_whoever_appended_them,
     the_digest_command_round_trips_into_verify,
     the_sealer_keeps_the_head_and_seals_in_serve,
     log_digest_through_graphql_seals_and_verifies,
@@ -758,6 +759,81 @@ async fn a_missing_or_forged_previous_hash_blocks_appends(kind: Kind) {
         t.store.event_count().await.unwrap(),
         before,
         "nothing appended"
+    );
+}
+
+/// The aggregate cache (`eventstore`'s `cache`): a load replays only the events
+/// appended since this process last saw the aggregate, whichever process appended
+/// them, and a stream changed under it (its last event gone) is replayed in full.
+async fn loads_replay_only_new_events_whoever_appended_them(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let replica = Store::connect(&t.url, 4).await.unwrap();
+    let here = t.bus();
+    let there = workflowops::command::bus::CommandBus::new(replica.clone());
+    let alice = admin("acme");
+    let aggregate = "acme:prod";
+    here.execute::<Environment, _>(&alice, &[&id("prod")], register("Production"), false, &())
+        .await
+        .unwrap();
+    // commands alternate between the two processes: each one's cached state is
+    // behind by the other's last command
+    for round in 0..12 {
+        let bus = if round % 2 == 0 { &there } else { &here };
+        let command = EnvironmentCommand::RecordSync {
+            kind: SyncKind::Environment,
+            workflows_seen: round,
+        };
+        bus.execute::<Environment, _>(&alice, &[&id("prod")], command, false, &())
+            .await
+            .unwrap();
+    }
+    assert!(t.store.cached_aggregates() >= 1 && replica.cached_aggregates() >= 1);
+    // a third process, with nothing cached, replays the whole stream: the same
+    let fresh = Store::connect(&t.url, 1).await.unwrap();
+    let full = fresh.load::<Environment>(aggregate).await.unwrap();
+    assert_eq!(full.sequence(), 13);
+    for store in [&t.store, &replica] {
+        let loaded = store.load::<Environment>(aggregate).await.unwrap();
+        assert_eq!(loaded.sequence(), 13);
+        assert_eq!(
+            serde_json::to_value(loaded.state()).unwrap(),
+            serde_json::to_value(full.state()).unwrap()
+        );
+    }
+    // and a command chains onto what the other process appended
+    here.execute::<Environment, _>(&alice, &[&id("prod")], record_sync(), false, &())
+        .await
+        .unwrap();
+    assert!(t.store.verify().await.unwrap().ok);
+
+    // the stream's last event removed under the caches: both replay in full
+    exec(
+        &t.store,
+        &format!("DELETE FROM events WHERE aggregate_id = '{aggregate}' AND sequence = 14"),
+    )
+    .await;
+    let full = fresh.load::<Environment>(aggregate).await.unwrap();
+    assert_eq!(full.sequence(), 13);
+    for store in [&t.store, &replica] {
+        let loaded = store.load::<Environment>(aggregate).await.unwrap();
+        assert_eq!(loaded.sequence(), 13, "not the cached 14");
+        assert_eq!(
+            serde_json::to_value(loaded.state()).unwrap(),
+            serde_json::to_value(full.state()).unwrap()
+        );
+    }
+    // commands go on from there
+    there
+        .execute::<Environment, _>(&alice, &[&id("prod")], record_sync(), false, &())
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh
+            .load::<Environment>(aggregate)
+            .await
+            .unwrap()
+            .sequence(),
+        14
     );
 }
 

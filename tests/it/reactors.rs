@@ -662,7 +662,7 @@ async fn report_on_prod(
     .unwrap()
 }
 
-async fn load<A: cqrs_es::Aggregate>(domain: &Domain, aggregate_id: &str) -> A {
+async fn load<A: cqrs_es::Aggregate + Clone + 'static>(domain: &Domain, aggregate_id: &str) -> A {
     domain
         .bus()
         .load::<A>(aggregate_id)

@@ -74,6 +74,7 @@ pub(crate) struct Committer {
     sender: Arc<OnceLock<mpsc::Sender<Request>>>,
     counters: Arc<Counters>,
     recent: Arc<std::sync::Mutex<Vec<LogCursor>>>,
+    aggregates: crate::cache::AggregateCache,
 }
 
 /// How many of this process's latest appends keep their cursor in memory.
@@ -109,6 +110,16 @@ impl Store {
             groups: counters.groups.load(Relaxed),
             appends: counters.appends.load(Relaxed),
         }
+    }
+
+    /// The aggregates this process loaded or committed lately ([`crate::cache`]).
+    pub(crate) fn aggregate_cache(&self) -> &crate::cache::AggregateCache {
+        &self.committer().aggregates
+    }
+
+    /// How many aggregates this process keeps replayed (tests and benchmarks).
+    pub fn cached_aggregates(&self) -> usize {
+        self.aggregate_cache().len()
     }
 
     fn committer(&self) -> &Committer {

@@ -15,6 +15,7 @@
 //! at once ([`Wakeup`]). [`sql`] is the dialect-neutral SQL both sides build on.
 
 mod append;
+mod cache;
 pub mod chain;
 pub mod digest;
 mod group;

@@ -35,6 +35,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{Map, Value};
 
 use crate::append::{AppendError, NewEvent};
+use crate::cache::Cached;
 use crate::chain::{self, EventIdentity, GENESIS, HASH_KEY};
 use crate::{Store, StoreError};
 
@@ -174,7 +175,40 @@ impl CommitError {
 
 impl Store {
     /// Replays an aggregate from its events (postgres-es or sqlite-es reads them).
-    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, CommitError> {
+    /// An aggregate this process loaded or committed lately is replayed only from
+    /// its last event as seen then ([`crate::cache`]): one indexed read of the
+    /// events since, whatever the length of its history.
+    pub async fn load<A: Aggregate + Clone + 'static>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, CommitError> {
+        let cache = self.aggregate_cache();
+        if let Some(cached) = cache.get::<A>(aggregate_id) {
+            let stored = self
+                .repository()
+                .get_last_events::<A>(aggregate_id, (cached.sequence - 1).max(0) as usize)
+                .await
+                .map_err(|e| CommitError::from_persistence(e, aggregate_id))?;
+            // Usable only if its last event is still stored as it was seen.
+            let same = stored.first().is_some_and(|first| {
+                first.sequence as i64 == cached.sequence
+                    && first.metadata.get(HASH_KEY).and_then(Value::as_str)
+                        == Some(cached.last_hash.as_str())
+            });
+            if same {
+                let mut loaded = Loaded {
+                    aggregate_id: aggregate_id.to_string(),
+                    state: cached.state,
+                    sequence: cached.sequence,
+                    last_hash: cached.last_hash,
+                    last_hash_matches: true,
+                };
+                let previous = replay(&mut loaded, cached.previous_hash, stored, 1)?;
+                self.keep_replayed(&loaded, previous);
+                return Ok(loaded);
+            }
+            cache.forget::<A>(aggregate_id);
+        }
         let stored = self
             .repository()
             .get_events::<A>(aggregate_id)
@@ -187,44 +221,31 @@ impl Store {
             last_hash: GENESIS.to_string(),
             last_hash_matches: true,
         };
-        let mut previous = GENESIS.to_string();
-        let last = stored.last().map(|e| e.sequence);
-        for event in stored {
-            if Some(event.sequence) == last {
-                // The link a commit chains onto is checked against the content it
-                // covers: a stored hash replaced by another well-formed one is
-                // refused here, not chained after.
-                let stored_hash = event.metadata.get(HASH_KEY).and_then(Value::as_str);
-                let metadata = event.metadata.as_object().cloned().unwrap_or_default();
-                let computed = chain::ChainedEvent {
-                    aggregate_type: &event.aggregate_type,
-                    aggregate_id,
-                    sequence: event.sequence as i64,
-                    event_type: &event.event_type,
-                    event_version: &event.event_version,
-                    payload: &event.payload,
-                    metadata: &metadata,
-                }
-                .hash(&previous);
-                loaded.last_hash_matches = stored_hash == Some(computed.as_str());
-            }
-            let payload: A::Event = serde_json::from_value(event.payload).map_err(|e| {
-                CommitError::Corrupt(format!(
-                    "{aggregate_id} #{}: undecodable {}: {e}",
-                    event.sequence, event.event_type
-                ))
-            })?;
-            loaded.state.apply(payload);
-            loaded.sequence = event.sequence as i64;
-            loaded.last_hash = event
-                .metadata
-                .get(HASH_KEY)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            previous.clone_from(&loaded.last_hash);
-        }
+        let previous = replay(&mut loaded, GENESIS.to_string(), stored, 0)?;
+        self.keep_replayed(&loaded, previous);
         Ok(loaded)
+    }
+
+    /// Keeps `loaded` in the aggregate cache when a commit may chain after it.
+    fn keep_replayed<A: Aggregate + Clone + 'static>(
+        &self,
+        loaded: &Loaded<A>,
+        previous_hash: String,
+    ) {
+        if loaded.sequence > 0
+            && loaded.last_hash_matches
+            && chain::is_chain_hash(&loaded.last_hash)
+        {
+            self.aggregate_cache().put(
+                &loaded.aggregate_id,
+                Cached {
+                    state: loaded.state.clone(),
+                    sequence: loaded.sequence,
+                    last_hash: loaded.last_hash.clone(),
+                    previous_hash,
+                },
+            );
+        }
     }
 
     /// Stores `events` after `loaded`, checked as the module explains, in one
@@ -236,7 +257,7 @@ impl Store {
         envelope: &Envelope,
     ) -> Result<Committed<A>, CommitError>
     where
-        A: Aggregate + Lifecycle + Clone,
+        A: Aggregate + Lifecycle + Clone + 'static,
         A::Event: Clone,
     {
         let Loaded {
@@ -286,6 +307,7 @@ impl Store {
         }
 
         let mut previous = last_hash;
+        let mut before_last = previous.clone();
         let mut rows = Vec::with_capacity(events.len());
         let mut numbered = Vec::with_capacity(events.len());
         for (offset, event) in events.into_iter().enumerate() {
@@ -325,7 +347,7 @@ impl Store {
                 recorded_at: envelope.at,
             });
             numbered.push((sequence, event));
-            previous = hash;
+            before_last = std::mem::replace(&mut previous, hash);
         }
 
         let cursor = self.append(rows).await.map_err(|e| match e {
@@ -335,6 +357,15 @@ impl Store {
             AppendError::Store(e) => CommitError::Store(e),
         })?;
         let last = sequence + numbered.len() as i64;
+        self.aggregate_cache().put(
+            &aggregate_id,
+            Cached {
+                state: state.clone(),
+                sequence: last,
+                last_hash: previous,
+                previous_hash: before_last,
+            },
+        );
         Ok(Committed {
             aggregate_id,
             state,
@@ -343,6 +374,56 @@ impl Store {
             position: Some(cursor.position),
         })
     }
+}
+
+/// Applies `stored` (in sequence order) to `loaded`, all but the first `skip` (the
+/// cached last event, already in the state), starting from the chain hash
+/// `previous`. The last event's stored hash is checked against its content: a
+/// stored hash replaced by another well-formed one is refused by the commit, not
+/// chained after. Returns the hash the last event chains onto.
+fn replay<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    mut previous: String,
+    stored: Vec<cqrs_es::persist::SerializedEvent>,
+    skip: usize,
+) -> Result<String, CommitError> {
+    let mut before_last = previous.clone();
+    let last = stored.last().map(|e| e.sequence);
+    for (index, event) in stored.into_iter().enumerate() {
+        let stored_hash = event
+            .metadata
+            .get(HASH_KEY)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if Some(event.sequence) == last {
+            let metadata = event.metadata.as_object().cloned().unwrap_or_default();
+            let computed = chain::ChainedEvent {
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &loaded.aggregate_id,
+                sequence: event.sequence as i64,
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: &event.payload,
+                metadata: &metadata,
+            }
+            .hash(&previous);
+            loaded.last_hash_matches = stored_hash == computed;
+        }
+        if index >= skip {
+            let payload: A::Event = serde_json::from_value(event.payload).map_err(|e| {
+                CommitError::Corrupt(format!(
+                    "{} #{}: undecodable {}: {e}",
+                    loaded.aggregate_id, event.sequence, event.event_type
+                ))
+            })?;
+            loaded.state.apply(payload);
+        }
+        loaded.sequence = event.sequence as i64;
+        before_last = std::mem::replace(&mut previous, stored_hash.clone());
+        loaded.last_hash = stored_hash;
+    }
+    Ok(before_last)
 }
 
 fn nul_refusal(field: impl Into<String>) -> DomainError {
