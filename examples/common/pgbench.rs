@@ -47,14 +47,16 @@ pub async fn run(
     .context("the benchmark wrote no incident.acknowledged event to copy")?;
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("command.sql");
-    // `:name` is a pgbench variable; the SQL has no other colon.
+    // `:name` is a pgbench variable; the SQL has no other colon. `n` names the new
+    // aggregate: drawn from 9e18 values, as 1..2e9 made a duplicate key (which aborts
+    // pgbench) about one run in six.
     std::fs::write(
         &script,
         format!(
             "\\set c random(0, {last_client})\n\
              \\set i random(0, {last_incident})\n\
              \\set s random(0, 4)\n\
-             \\set n random(1, 2000000000)\n\
+             \\set n random(1, 9000000000000000000)\n\
              SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata \
              FROM events WHERE aggregate_type = :aggregate_type \
              AND aggregate_id = 'bench' || chr(58) || 'c' || :c || '-i' || :i AND sequence <= :s \
