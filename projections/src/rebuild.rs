@@ -14,7 +14,11 @@
 //! 1. lock the live checkpoint rows of the rebuilt projections (`FOR UPDATE`; `BEGIN
 //!    IMMEDIATE` on SQLite): a serving projector's next batch waits for the swap;
 //! 2. if a live checkpoint is ahead of the shadow's (the service applied newer events
-//!    meanwhile), roll back, let the shadow catch up and try again (bounded);
+//!    meanwhile): on PostgreSQL, the shadow catches up to the locked live checkpoints
+//!    while the serving projectors wait (at most 2 s; under a steady stream of appends
+//!    the live projectors are always a little ahead of a shadow that comes to swap);
+//!    if it still is behind, or on SQLite, roll back, let the shadow catch up and
+//!    try again (bounded);
 //! 3. per table, delete the live rows that differ from the shadow's and insert the
 //!    shadow's rows that differ from the live ones (`EXCEPT`, so a rebuild that changes
 //!    nothing writes nothing); readers see the old rows until the commit (MVCC, WAL)
@@ -674,6 +678,29 @@ enum SwapAttempt {
     Behind(Vec<String>),
 }
 
+/// The projections whose live checkpoint is ahead of the shadow's.
+fn behind(
+    live: &[(String, i64, i64)],
+    shadow: &[(String, i64, i64)],
+) -> Result<Vec<String>, RebuildError> {
+    let mut ahead = Vec::new();
+    for (name, tx_id, position) in live {
+        let Some((_, s_tx, s_pos)) = shadow.iter().find(|(n, ..)| n == name) else {
+            return Err(RebuildError::Schema(format!(
+                "no shadow checkpoint of {name}"
+            )));
+        };
+        if (*tx_id, *position) > (*s_tx, *s_pos) {
+            ahead.push(name.clone());
+        }
+    }
+    Ok(ahead)
+}
+
+/// Longest a swap holds the live checkpoints while the shadow catches up to them
+/// (PostgreSQL); then it lets go, and the shadow catches up without the lock.
+const CATCH_UP_UNDER_LOCK: Duration = Duration::from_secs(2);
+
 /// One rebuild run, once claimed.
 struct Job<'a> {
     store: &'a Store,
@@ -720,7 +747,10 @@ impl Job<'_> {
         loop {
             outcome.swap_attempts += 1;
             let attempt = Instant::now();
-            match self.swap(shadow_store).await? {
+            match self
+                .swap(shadow_store, &mut projector, &mut outcome.events)
+                .await?
+            {
                 SwapAttempt::Done(swapped) => {
                     outcome.swap_seconds = attempt.elapsed().as_secs_f64();
                     outcome.rows_copied = swapped.iter().map(|t| t.deleted + t.inserted).sum();
@@ -747,6 +777,12 @@ impl Job<'_> {
         events: &mut u64,
     ) -> Result<(), RebuildError> {
         let mut target = self.store.last_position().await?;
+        // PostgreSQL: where this call ends even if appends never pause, the log's end
+        // when it began. Waiting for a read that finds nothing new never ended under a
+        // steady stream of appends faster than the shadow's batches; the swap catches
+        // the shadow up to the live projectors under its lock. (SQLite's appends and
+        // the shadow take turns at the one writer: a read finds nothing new soon.)
+        let goal = (Dialect::of(self.store) == Dialect::Postgres).then_some(target);
         // A crashed rebuild's connection may hold a shadow lock a little longer
         // (until the server notices it is gone): the runtime tries again each poll.
         let lock_deadline = Instant::now() + LOCK_WAIT;
@@ -758,6 +794,15 @@ impl Job<'_> {
                         target = target.max(self.store.last_position().await?);
                         self.progress(&projector.handle().status(), target, *events)
                             .await;
+                    }
+                    if let Some(goal) = goal {
+                        let status = projector.handle().status();
+                        let reached = status.iter().all(|s| {
+                            s.running_here && (s.failed.is_some() || s.checkpoint.position >= goal)
+                        });
+                        if n > 0 && reached {
+                            break;
+                        }
                     }
                 }
                 Step::Idle => {
@@ -821,7 +866,12 @@ impl Job<'_> {
     }
 
     /// One attempt at the swap transaction (see the module documentation).
-    async fn swap(&self, shadow_store: &Store) -> Result<SwapAttempt, RebuildError> {
+    async fn swap(
+        &self,
+        shadow_store: &Store,
+        projector: &mut Projector,
+        events: &mut u64,
+    ) -> Result<SwapAttempt, RebuildError> {
         // PostgreSQL: on a live connection, the shadow qualified by its schema.
         // SQLite: on a shadow connection, where the live database is `live`.
         let (on, l, s) = match self.live {
@@ -850,17 +900,24 @@ impl Job<'_> {
         let live_sql = checkpoints(&l, true);
         let shadow_sql = checkpoints(&s, false);
         let live_rows: Vec<(String, i64, i64)> = tx.fetch_as(&live_sql).await?;
-        let shadow_rows: Vec<(String, i64, i64)> = tx.fetch_as(&shadow_sql).await?;
-        let mut ahead = Vec::new();
-        for (name, tx_id, position) in &live_rows {
-            let Some((_, s_tx, s_pos)) = shadow_rows.iter().find(|(n, ..)| n == name) else {
-                tx.rollback().await?;
-                return Err(RebuildError::Schema(format!(
-                    "no shadow checkpoint of {name}"
-                )));
-            };
-            if (*tx_id, *position) > (*s_tx, *s_pos) {
-                ahead.push(name.clone());
+        let mut shadow_rows: Vec<(String, i64, i64)> = tx.fetch_as(&shadow_sql).await?;
+        let mut ahead = behind(&live_rows, &shadow_rows)?;
+        if !ahead.is_empty() && pg {
+            // The live checkpoint rows are locked: the serving projectors cannot move
+            // on. Under a steady stream of appends they are always a little ahead of
+            // a shadow that replays and then comes to swap, so the shadow catches up
+            // to them here, while they wait (its own connections, its own tables),
+            // then the cursors are compared again.
+            let deadline = Instant::now() + CATCH_UP_UNDER_LOCK;
+            while !ahead.is_empty() && Instant::now() < deadline {
+                match projector.step().await? {
+                    Step::Applied(n) => *events += n as u64,
+                    // the events may not be readable yet (an append still committing)
+                    Step::Idle => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+                projector.flush_checkpoints(true).await?;
+                shadow_rows = tx.fetch_as(&shadow_sql).await?;
+                ahead = behind(&live_rows, &shadow_rows)?;
             }
         }
         if !ahead.is_empty() {

@@ -75,3 +75,64 @@ impl PersistedEventRepository for AnyRepository {
         }
     }
 }
+
+const FROM_SEQUENCE_PG: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, \
+    event_version, payload, metadata FROM events \
+    WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence";
+const FROM_SEQUENCE_SQLITE: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, \
+    event_version, payload, metadata FROM events \
+    WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence >= ?3 ORDER BY sequence";
+
+/// One stored event as cqrs-es's repositories hand it out.
+fn serialized<'r, R>(row: &'r R) -> Result<SerializedEvent, sqlx::Error>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Value: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SerializedEvent::new(
+        row.try_get("aggregate_id")?,
+        row.try_get::<i64, _>("sequence")? as usize,
+        row.try_get("aggregate_type")?,
+        row.try_get("event_type")?,
+        row.try_get("event_version")?,
+        row.try_get("payload")?,
+        row.try_get("metadata")?,
+    ))
+}
+
+impl crate::Store {
+    /// The events of one aggregate from sequence `from` on, in order. One statement
+    /// text whatever `from` is (cqrs-es's `get_last_events` writes the sequence into
+    /// the SQL, so every length of stream would be a statement of its own to
+    /// prepare).
+    pub(crate) async fn events_from(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from: i64,
+    ) -> Result<Vec<SerializedEvent>, sqlx::Error> {
+        match self {
+            crate::Store::Postgres(crate::PgStore { pool, .. }) => {
+                let rows = sqlx::query(FROM_SEQUENCE_PG)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(from)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(serialized).collect()
+            }
+            crate::Store::Sqlite(crate::SqliteStore { pool, .. }) => {
+                let rows = sqlx::query(FROM_SEQUENCE_SQLITE)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(from)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(serialized).collect()
+            }
+        }
+    }
+}

@@ -185,10 +185,9 @@ impl Store {
         let cache = self.aggregate_cache();
         if let Some(cached) = cache.get::<A>(aggregate_id) {
             let stored = self
-                .repository()
-                .get_last_events::<A>(aggregate_id, (cached.sequence - 1).max(0) as usize)
+                .events_from(A::TYPE, aggregate_id, cached.sequence)
                 .await
-                .map_err(|e| CommitError::from_persistence(e, aggregate_id))?;
+                .map_err(|e| CommitError::Store(e.into()))?;
             // Usable only if its last event is still stored as it was seen.
             let same = stored.first().is_some_and(|first| {
                 first.sequence as i64 == cached.sequence
