@@ -185,9 +185,10 @@ impl Store {
         let cache = self.aggregate_cache();
         if let Some(cached) = cache.get::<A>(aggregate_id) {
             let stored = self
-                .events_from(A::TYPE, aggregate_id, cached.sequence)
+                .repository()
+                .get_last_events::<A>(aggregate_id, (cached.sequence - 1).max(0) as usize)
                 .await
-                .map_err(|e| CommitError::Store(e.into()))?;
+                .map_err(|e| CommitError::from_persistence(e, aggregate_id))?;
             // Usable only if its last event is still stored as it was seen.
             let same = stored.first().is_some_and(|first| {
                 first.sequence as i64 == cached.sequence
