@@ -858,6 +858,9 @@ impl Projector {
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "projector batch failed; retrying");
+                    // The listener holds a pooled connection: give it back (a closing
+                    // pool waits for it) and listen afresh once the store answers.
+                    wakeup = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -3,7 +3,8 @@
 //! One tail task per process follows the global log (woken by appends and, on
 //! PostgreSQL, by `NOTIFY` from other processes) while at least one stream is open,
 //! and broadcasts each batch it reads together with the cursor the batch follows.
-//! With no stream open it reads nothing, and starts again from the head. A subscriber first catches up from the
+//! With no stream open it reads nothing and listens to nothing, and starts again from
+//! the head (announcing it with an empty batch there). A subscriber first catches up from the
 //! store from its own cursor, then takes broadcast batches that continue exactly where
 //! it stands. A batch that starts beyond its cursor (it lagged, or raced the tail)
 //! sends it back to the store, so a stream never has a gap; events at or before its
@@ -117,23 +118,35 @@ impl EventFeed {
         wakeup: &mut Option<eventstore::Wakeup>,
         cursor: &mut Option<LogCursor>,
     ) -> Result<(), StoreError> {
-        if wakeup.is_none() {
-            *wakeup = Some(self.store.wakeup().await?);
-        }
         if self.live.receiver_count() == 0 {
             // Nobody follows: reading the log would serve nobody (it was a read of
             // every event after every append). A stream that starts catches up from
             // the store, and meets the tail where it reads again, from the head.
             *cursor = None;
-            if let Some(w) = wakeup.as_mut() {
-                w.discard_announcements();
-            }
+            // Nor does the idle tail hold a listener: on PostgreSQL that is a pool
+            // connection taken for good, and `Store::close` waits for it.
+            *wakeup = None;
             let _ = tokio::time::timeout(POLL, self.subscribed.notified()).await;
             return Ok(());
         }
+        if wakeup.is_none() {
+            // (before the head is read: an append after that read wakes the tail)
+            *wakeup = Some(self.store.wakeup().await?);
+        }
         let after = match *cursor {
             Some(cursor) => cursor,
-            None => *cursor.insert(self.store.head().await?),
+            None => {
+                // Starting again from the head: a stream that caught up to an earlier
+                // cursor would otherwise wait for a batch after the head, and miss
+                // what was appended in between until the next append. An empty batch
+                // at the head sends it back to the store for that stretch.
+                let head = *cursor.insert(self.store.head().await?);
+                let _ = self.live.send(Arc::new(Batch {
+                    after: head,
+                    events: Vec::new(),
+                }));
+                head
+            }
         };
         let events = self.store.read_after(after, READ_BATCH).await?;
         match events.last() {

@@ -64,6 +64,27 @@ pub async fn ended(api: &Api, token: &str, id: &str) -> Value {
     }
 }
 
+/// `environment(id: "staging") { pinned runningDeploymentId }` once staging is pinned
+/// (or after [`WAIT`](crate::support::WAIT)): the environments read model applies the
+/// pin in its own transaction, possibly after the deployment's read model showed the
+/// deployment ended.
+async fn pinned_staging(api: &Api, token: &str) -> Value {
+    let deadline = Instant::now() + crate::support::WAIT;
+    loop {
+        let data = api
+            .ok(
+                token,
+                "{ environment(id: \"staging\") { pinned runningDeploymentId } }",
+                json!({}),
+            )
+            .await;
+        if !data["environment"]["pinned"].is_null() || Instant::now() > deadline {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
@@ -583,14 +604,7 @@ async fn second_of_three_fails_and_the_first_is_restored(kind: Kind) {
     assert_eq!(kinds, ["RETRY_AS_NEW_PROMOTION", "UNPIN_ENVIRONMENT"]);
 
     // pinned: a scheduled deployment waits; an admin unpins
-    let data = s
-        .api
-        .ok(
-            &s.admin,
-            "{ environment(id: \"staging\") { pinned runningDeploymentId } }",
-            json!({}),
-        )
-        .await;
+    let data = pinned_staging(&s.api, &s.admin).await;
     assert!(
         data["environment"]["pinned"]
             .as_str()
@@ -1366,14 +1380,7 @@ async fn a_failing_restore_is_rolled_back(kind: Kind) {
         .count();
     assert_eq!(recreated, 2, "{deployment}");
     holds_exactly(&s, &before);
-    let pinned = s
-        .api
-        .ok(
-            &s.admin,
-            "{ environment(id: \"staging\") { pinned } }",
-            json!({}),
-        )
-        .await;
+    let pinned = pinned_staging(&s.api, &s.admin).await;
     assert!(pinned["environment"]["pinned"].is_string(), "{pinned}");
     s.api.stop().await;
 }
@@ -1467,14 +1474,7 @@ async fn n8n_going_away_during_the_rollback_is_recorded_then_restored(kind: Kind
     // that n8n was met gone is certain here; the connector's retries of a 502 are
     // tested with the connector.
     assert!(gone >= 1, "n8n was met gone: {gone}");
-    let pinned = s
-        .api
-        .ok(
-            &s.admin,
-            "{ environment(id: \"staging\") { pinned } }",
-            json!({}),
-        )
-        .await;
+    let pinned = pinned_staging(&s.api, &s.admin).await;
     assert!(pinned["environment"]["pinned"].is_string(), "{pinned}");
 
     s.staging.come_back();

@@ -238,6 +238,7 @@ impl Wakeup {
     /// Waits until new events may have been appended, or `max` has passed. Returns
     /// whether it was woken (false on timeout).
     pub async fn wait(&mut self, max: Duration) -> bool {
+        self.let_go_if_closed();
         let mut max = max;
         let mut held = false;
         let probe = std::mem::take(&mut self.probe);
@@ -268,8 +269,15 @@ impl Wakeup {
         let woken = match self.listener.as_mut() {
             None => matches!(tokio::time::timeout(max, local.changed()).await, Ok(Ok(()))),
             Some(listener) => {
+                let closed = self.pool.as_ref().map(|pool| pool.close_event());
                 tokio::select! {
                     changed = local.changed() => changed.is_ok(),
+                    () = async {
+                        match closed {
+                            Some(closed) => closed.await,
+                            None => std::future::pending().await,
+                        }
+                    } => false,
                     received = tokio::time::timeout(max, listener.recv()) => match received {
                         Ok(Ok(_)) => true,
                         Ok(Err(error)) => {
@@ -288,11 +296,21 @@ impl Wakeup {
         }
         // Several appends may have signalled: one read of the log covers them all.
         local.borrow_and_update();
+        self.let_go_if_closed();
         if let Some(listener) = self.listener.as_mut() {
             drain_announcements(listener);
         }
         self.woken = woken || held;
         self.woken
+    }
+
+    /// Gives the listener's connection back once the pool is closing: `Pool::close`
+    /// waits for every checked-out connection, and a reader that only waits would
+    /// otherwise hold it for good (the wake-ups from this process still come).
+    fn let_go_if_closed(&mut self) {
+        if self.pool.as_ref().is_some_and(|pool| pool.is_closed()) {
+            self.listener = None;
+        }
     }
 
     /// Forgets the announcements received so far, without waiting: for a reader
