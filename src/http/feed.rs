@@ -4,9 +4,9 @@
 //! PostgreSQL, by `NOTIFY` from other processes) while at least one stream is open,
 //! and broadcasts each batch it reads together with the cursor the batch follows.
 //! With no stream open it reads nothing and listens to nothing, and starts again from
-//! the head (announcing it with an empty batch there). A subscriber first catches up from the
-//! store from its own cursor, then takes broadcast batches that continue exactly where
-//! it stands. A batch that starts beyond its cursor (it lagged, or raced the tail)
+//! the head (announcing it with an empty batch there). A subscriber first catches up
+//! from the store from its own cursor, then takes broadcast batches that continue
+//! exactly where it stands. A batch that starts beyond its cursor (it lagged, or raced the tail)
 //! sends it back to the store, so a stream never has a gap; events at or before its
 //! cursor are skipped, so it never repeats one. The order is the log's commit-safe
 //! order ([`Store::read_after`]), the same the projector uses.
