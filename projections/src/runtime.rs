@@ -141,6 +141,11 @@ const CONCURRENT_PROJECTIONS: usize = crate::NAMES.len();
 /// other processes read the row, and a restart replays from it.
 pub const CHECKPOINT_FLUSH: Duration = Duration::from_millis(100);
 
+/// How long a catch-up pauses when events committed before it are held back from
+/// gap-safe reads (first pause, doubling to the last).
+pub const CATCH_UP_PAUSE_FIRST: Duration = Duration::from_millis(5);
+pub const CATCH_UP_PAUSE_MAX: Duration = Duration::from_millis(100);
+
 struct Slot {
     projection: Box<dyn Projection>,
     /// Where this process has applied to (ahead of `stored` after skipped batches).
@@ -811,10 +816,33 @@ impl Projector {
 
     /// Applies batches until nothing is left to apply, and writes every
     /// checkpoint. Returns the events applied.
+    ///
+    /// Caught up means past every event committed when it was called. On
+    /// PostgreSQL a step may read nothing while such events exist (an older
+    /// transaction anywhere in the cluster holds gap-safe reads back): it then waits
+    /// briefly and reads again.
     pub async fn catch_up(&mut self) -> Result<u64, StoreError> {
+        let target = self.store.committed_head().await?;
         let mut total = 0;
-        while let Step::Applied(n) = self.step().await? {
-            total += n as u64;
+        let mut pause = CATCH_UP_PAUSE_FIRST;
+        loop {
+            match self.step().await? {
+                Step::Applied(n) => {
+                    total += n as u64;
+                    pause = CATCH_UP_PAUSE_FIRST;
+                }
+                Step::Idle => {
+                    let behind = self
+                        .slots
+                        .iter()
+                        .any(|s| s.owned && s.failed.is_none() && s.checkpoint < target);
+                    if !behind {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(CATCH_UP_PAUSE_MAX);
+                }
+            }
         }
         self.flush_checkpoints(true).await?;
         Ok(total)

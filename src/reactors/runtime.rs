@@ -643,12 +643,37 @@ impl ReactorRuntime {
     }
 
     /// Steps until nothing is left to handle now. Returns the events read.
+    ///
+    /// Nothing left means: every reactor not waiting to retry is past every event
+    /// committed when this was called (on PostgreSQL a step may read nothing while
+    /// an older transaction anywhere in the cluster holds such events back; it then
+    /// pauses briefly and reads again).
     pub async fn catch_up(&mut self) -> Result<u64, StoreError> {
+        use projections::runtime::{CATCH_UP_PAUSE_FIRST, CATCH_UP_PAUSE_MAX};
+        let target = self.store.committed_head().await?;
         let mut total = 0;
-        while let Step::Handled(n) = self.step().await? {
-            total += n as u64;
+        let mut pause = CATCH_UP_PAUSE_FIRST;
+        loop {
+            match self.step().await? {
+                Step::Handled(n) => {
+                    total += n as u64;
+                    pause = CATCH_UP_PAUSE_FIRST;
+                }
+                Step::Idle => {
+                    let behind = self.slots.iter().any(|s| {
+                        s.owned
+                            && s.retry_at.is_none()
+                            && s.deferred.is_none()
+                            && s.checkpoint < target
+                    });
+                    if !behind {
+                        return Ok(total);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(CATCH_UP_PAUSE_MAX);
+                }
+            }
         }
-        Ok(total)
     }
 
     /// How soon a checkpoint that moved is written once caught up: at once-ish where

@@ -1107,6 +1107,63 @@ async fn events_held_back_by_a_transaction_elsewhere_are_read_when_it_ends_postg
     task.abort();
 }
 
+/// A catch-up reaches every event committed before it was called, even while a
+/// transaction elsewhere in the cluster holds gap-safe reads back (other tests'
+/// transactions do, on a shared server): it waits for them instead of returning
+/// with nothing applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_waits_for_events_held_back_by_a_transaction_elsewhere_postgres() {
+    use sqlx::Connection as _;
+    let t = TestStore::new(Kind::Postgres).await;
+    let domain = t.domain_without_reactors();
+    let mut elsewhere = sqlx::PgConnection::connect(&crate::support::admin_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    let mut last = 0;
+    for name in ["Production", "Staging", "Development"] {
+        last = domain
+            .environment(&admin("acme"), &id(&name.to_lowercase()), register(name))
+            .await
+            .unwrap()
+            .position
+            .unwrap();
+    }
+    let target = t.store.cursor_after_position(last).await.unwrap().unwrap();
+    let mut projector = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    );
+    let handle = projector.handle();
+    let catch_up = tokio::spawn(async move { projector.catch_up().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !catch_up.is_finished(),
+        "returned while committed events were held back: {:?}",
+        handle.status()
+    );
+    sqlx::query("COMMIT").execute(&mut elsewhere).await.unwrap();
+    let applied = tokio::time::timeout(WAIT, catch_up)
+        .await
+        .expect("the catch-up ends once the transaction did")
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied, 3);
+    for status in handle.status() {
+        assert!(status.checkpoint >= target, "{status:?}");
+    }
+    assert_eq!(
+        dump(&t.store).await["audit"].len(),
+        3,
+        "every event in the audit trail"
+    );
+}
+
 /// Crash safety with a real crash: `serve` is killed (SIGKILL) while its projector is
 /// catching up in batches of 5 events — inside a transaction most of the time. A new
 /// process resumes from the checkpoints, and every read model then equals a rebuild:

@@ -364,6 +364,30 @@ impl Store {
         })
     }
 
+    /// The cursor of the last event committed now, in [`read_after`] order, whether
+    /// or not a gap-safe read can return it yet (on PostgreSQL an older transaction
+    /// anywhere in the cluster holds such reads back). A reader whose checkpoint is
+    /// at or past it has read everything committed before the call: this is what
+    /// "caught up" means to a catch-up.
+    ///
+    /// [`read_after`]: Store::read_after
+    pub async fn committed_head(&self) -> Result<LogCursor, StoreError> {
+        match self {
+            Store::Postgres(PgStore { pool, .. }) => Ok(sqlx::query_as::<_, (i64, i64)>(
+                "SELECT tx_id::text::bigint, position FROM events \
+                 ORDER BY tx_id DESC, position DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?
+            .map_or(LogCursor::START, |(tx_id, position)| LogCursor {
+                tx_id,
+                position,
+            })),
+            // one writer at a time: the head is committed and readable
+            Store::Sqlite(_) => self.head().await,
+        }
+    }
+
     /// The cursor that resumes right after the event at `position`, if it exists.
     pub async fn cursor_after_position(
         &self,
