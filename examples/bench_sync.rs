@@ -759,6 +759,9 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
     let repository = median(&column("repository_sync_ms"));
     let listing = breakdown["n8n_list_ms"].as_f64().unwrap_or(f64::NAN);
     let unchanged_ratio = (unchanged_median / listing * 100.0).round() / 100.0;
+    // the stricter reading: against the pages' bytes alone, not parsed
+    let fetch = breakdown["n8n_fetch_ms"].as_f64().unwrap_or(f64::NAN);
+    let unchanged_vs_fetch = (unchanged_median / fetch * 100.0).round() / 100.0;
     let drift_total = drift["concurrent"]["total_ms"].as_f64();
     Ok(json!({
         "benchmark": "sync",
@@ -790,6 +793,8 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
                 "target": UNCHANGED_SYNC_TARGET_RATIO,
                 "value": unchanged_ratio,
                 "listing_ms": listing,
+                "vs_fetch": unchanged_vs_fetch,
+                "fetch_ms": fetch,
                 "events_appended": unchanged_events,
                 "met": unchanged_ratio <= UNCHANGED_SYNC_TARGET_RATIO && unchanged_events == 0,
             },

@@ -48,6 +48,9 @@ pub struct AppContext {
     /// Git folder reads shared by concurrent syncs and drift checks, and workflow
     /// files hashed once by blob id.
     pub git_reads: std::sync::Arc<crate::workflows::git_reads::GitReads>,
+    /// Listed n8n workflows summarised once per JSON text (what a sync records of
+    /// each), shared by every sync.
+    pub n8n_reads: std::sync::Arc<crate::workflows::n8n_reads::ListedWorkflows>,
 }
 
 impl AppContext {
@@ -74,6 +77,7 @@ impl AppContext {
             webhooks: Default::default(),
             webhook_wake: Default::default(),
             git_reads: Default::default(),
+            n8n_reads: Default::default(),
             store,
         }
     }

@@ -24,8 +24,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -336,10 +338,39 @@ impl N8nClient {
     where
         F: FnMut(Value) -> T,
     {
+        self.list_pages(value_page, |workflow| {
+            (workflow_id(&workflow), each(workflow))
+        })
+        .await
+    }
+
+    /// [`list_workflows_with`](Self::list_workflows_with), with `each` given every
+    /// workflow's JSON text as n8n sent it (a JSON object), not parsed: a caller that
+    /// knows a text already (a sync that saw it unchanged) need not parse it again.
+    /// `each` also answers the workflow's id (`None`: it has none), by which a
+    /// workflow listed twice keeps only its last listing.
+    pub async fn list_workflow_texts_with<T, F>(&self, each: F) -> Result<Vec<T>, UpstreamError>
+    where
+        F: FnMut(Box<RawValue>) -> (Option<String>, T),
+    {
+        self.list_pages(raw_page, each).await
+    }
+
+    /// Every page of the listing, each parsed by `parse` in the task that fetched it
+    /// while the previous one goes through `each`.
+    async fn list_pages<I, T, F>(
+        &self,
+        parse: fn(Bytes) -> Result<Page<I>, UpstreamError>,
+        mut each: F,
+    ) -> Result<Vec<T>, UpstreamError>
+    where
+        I: Send + 'static,
+        F: FnMut(I) -> (Option<String>, T),
+    {
         let mut workflows: Vec<T> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
         let mut seen_cursors: HashSet<String> = HashSet::new();
-        let mut fetching = self.fetch_page(None);
+        let mut fetching = self.fetch_page(None, parse);
         loop {
             let (items, next) = fetching.await.map_err(|e| UpstreamError::Local {
                 service: SERVICE,
@@ -356,12 +387,11 @@ impl N8nClient {
                     if !seen_cursors.insert(next.clone()) {
                         return Err(malformed("a pagination cursor it had already sent"));
                     }
-                    Some(self.fetch_page(Some(next)))
+                    Some(self.fetch_page(Some(next), parse))
                 }
             };
             for item in items {
-                let id = workflow_id(&item);
-                let value = each(item);
+                let (id, value) = each(item);
                 match id {
                     Some(id) => match position.get(&id) {
                         Some(&at) => workflows[at] = value,
@@ -380,9 +410,13 @@ impl N8nClient {
         }
     }
 
-    /// One page of `GET /api/v1/workflows`, fetched and parsed in a task of its own
-    /// (aborted if the listing is dropped).
-    fn fetch_page(&self, cursor: Option<String>) -> PageTask {
+    /// One page of `GET /api/v1/workflows`, fetched and parsed by `parse` in a task
+    /// of its own (aborted if the listing is dropped).
+    fn fetch_page<I: Send + 'static>(
+        &self,
+        cursor: Option<String>,
+        parse: fn(Bytes) -> Result<Page<I>, UpstreamError>,
+    ) -> PageTask<I> {
         let client = self.clone();
         PageTask(tokio::spawn(async move {
             let mut url = client.url(&["workflows"]);
@@ -394,7 +428,7 @@ impl N8nClient {
                 }
             }
             let page = client
-                .execute(Call {
+                .execute_bytes(Call {
                     method: Method::GET,
                     url,
                     body: None,
@@ -402,7 +436,7 @@ impl N8nClient {
                     idempotence: Idempotence::Idempotent,
                 })
                 .await?;
-            parse_page(page)
+            parse(page.unwrap_or_default())
         }))
     }
 
@@ -511,6 +545,19 @@ impl N8nClient {
     /// Runs one call with retries; `Ok(None)` only for a DELETE whose earlier attempt
     /// did the work.
     async fn execute(&self, call: Call<'_>) -> Result<Option<Value>, UpstreamError> {
+        let delete = call.method == Method::DELETE;
+        match self.execute_bytes(call).await? {
+            None => Ok(None),
+            Some(_) if delete => Ok(Some(Value::Null)),
+            Some(body) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| invalid_json(&e)),
+        }
+    }
+
+    /// [`execute`](Self::execute), answering the body of a success as n8n sent it
+    /// (empty for a DELETE).
+    async fn execute_bytes(&self, call: Call<'_>) -> Result<Option<Bytes>, UpstreamError> {
         let span = tracing::info_span!(
             "n8n.request",
             method = %call.method,
@@ -542,7 +589,7 @@ impl N8nClient {
                     attempts.fetch_add(1, Ordering::Relaxed);
                 }
                 let failure = match self.attempt(call, span_ref).await {
-                    Ok(value) => return Ok(Some(value)),
+                    Ok(body) => return Ok(Some(body)),
                     Err(failure) => failure,
                 };
                 if call.idempotence == Idempotence::Delete
@@ -565,7 +612,7 @@ impl N8nClient {
         outcome.instrument(span.clone()).await
     }
 
-    async fn attempt(&self, call: &Call<'_>, span: &tracing::Span) -> Result<Value, Failure> {
+    async fn attempt(&self, call: &Call<'_>, span: &tracing::Span) -> Result<Bytes, Failure> {
         let mut request = self
             .http
             .request(call.method.clone(), call.url.clone())
@@ -586,11 +633,7 @@ impl N8nClient {
         span.record("status", status.as_u16());
 
         if status.is_success() {
-            if call.method == Method::DELETE {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&body)
-                .map_err(|e| Failure::permanent(malformed(&format!("invalid JSON ({e})"))));
+            return Ok(body);
         }
         let code = status.as_u16();
         match status {
@@ -700,6 +743,10 @@ impl N8nClient {
     }
 }
 
+fn invalid_json(error: &serde_json::Error) -> UpstreamError {
+    malformed(&format!("invalid JSON ({error})"))
+}
+
 fn malformed(message: &str) -> UpstreamError {
     UpstreamError::Malformed {
         service: SERVICE,
@@ -715,13 +762,13 @@ fn expect_object(value: Option<Value>) -> Result<Value, UpstreamError> {
 }
 
 /// One page of workflows and the cursor of the next.
-type Page = (Vec<Value>, Option<String>);
+type Page<I> = (Vec<I>, Option<String>);
 
 /// A page being fetched; dropping it aborts the fetch.
-struct PageTask(tokio::task::JoinHandle<Result<Page, UpstreamError>>);
+struct PageTask<I>(tokio::task::JoinHandle<Result<Page<I>, UpstreamError>>);
 
-impl std::future::Future for PageTask {
-    type Output = Result<Result<Page, UpstreamError>, tokio::task::JoinError>;
+impl<I> std::future::Future for PageTask<I> {
+    type Output = Result<Result<Page<I>, UpstreamError>, tokio::task::JoinError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -731,16 +778,48 @@ impl std::future::Future for PageTask {
     }
 }
 
-impl Drop for PageTask {
+impl<I> Drop for PageTask<I> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
+/// A page's body parsed into values ([`parse_page`]).
+fn value_page(body: Bytes) -> Result<Page<Value>, UpstreamError> {
+    parse_page(serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?)
+}
+
+/// A page's body with each workflow's JSON text kept as sent. A page of any other
+/// shape is parsed again into values by [`parse_page`], which names what is wrong
+/// with it, exactly as a listing into values does.
+fn raw_page(body: Bytes) -> Result<Page<Box<RawValue>>, UpstreamError> {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        data: Vec<Box<RawValue>>,
+        #[serde(rename = "nextCursor", default)]
+        next_cursor: Option<String>,
+    }
+    match serde_json::from_slice::<Shape>(&body) {
+        Ok(page) if page.data.iter().all(|item| item.get().starts_with('{')) => Ok((
+            page.data,
+            page.next_cursor.filter(|cursor| !cursor.is_empty()),
+        )),
+        _ => {
+            let (items, next) = value_page(body)?;
+            let items = items
+                .iter()
+                .map(serde_json::value::to_raw_value)
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid_json(&e))?;
+            Ok((items, next))
+        }
+    }
+}
+
 /// `{ "data": [...], "nextCursor": "…" | null }` → the items and the next cursor
 /// (`None` when null, absent or empty).
-fn parse_page(page: Option<Value>) -> Result<Page, UpstreamError> {
-    let Some(Value::Object(mut page)) = page else {
+fn parse_page(page: Value) -> Result<Page<Value>, UpstreamError> {
+    let Value::Object(mut page) = page else {
         return Err(malformed("a workflow page that is not a JSON object"));
     };
     let items = match page.remove("data") {
@@ -979,25 +1058,74 @@ mod tests {
 
     #[test]
     fn pages_are_checked() {
-        let (items, next) =
-            parse_page(Some(json!({"data": [{"id": "a"}], "nextCursor": "abc"}))).unwrap();
-        assert_eq!((items.len(), next.as_deref()), (1, Some("abc")));
-        assert_eq!(parse_page(Some(json!({"data": []}))).unwrap().1, None);
-        assert_eq!(
-            parse_page(Some(json!({"data": [], "nextCursor": ""})))
-                .unwrap()
-                .1,
-            None
-        );
+        // both parsers: into values, and keeping each workflow's text
+        let pages = |page: &Value| {
+            let body = Bytes::from(serde_json::to_vec(page).unwrap());
+            let values = value_page(body.clone());
+            let texts = raw_page(body).map(|(items, next)| {
+                let items: Vec<Value> = items
+                    .iter()
+                    .map(|item| serde_json::from_str(item.get()).unwrap())
+                    .collect();
+                (items, next)
+            });
+            (values, texts)
+        };
+        for (page, expected) in [
+            (
+                json!({"data": [{"id": "a"}, {"id": "b", "x": [1, "\u{e9}\n"]}], "nextCursor": "abc"}),
+                Some("abc"),
+            ),
+            (json!({"data": []}), None),
+            (json!({"data": [], "nextCursor": ""}), None),
+            (
+                json!({"data": [], "nextCursor": null, "other": {"k": 1}}),
+                None,
+            ),
+        ] {
+            let (values, texts) = pages(&page);
+            let (items, next) = values.unwrap();
+            assert_eq!(next.as_deref(), expected);
+            assert_eq!(
+                items.as_slice(),
+                page["data"].as_array().unwrap().as_slice()
+            );
+            assert_eq!(texts.unwrap(), (items, next));
+        }
         for bad in [
             json!([]),
             json!({"items": []}),
             json!({"data": {}}),
             json!({"data": [1]}),
+            json!({"data": [{"id": "a"}, "b"]}),
             json!({"data": [], "nextCursor": 5}),
         ] {
+            let (values, texts) = pages(&bad);
+            let (
+                Err(UpstreamError::Malformed { message: a, .. }),
+                Err(UpstreamError::Malformed { message: b, .. }),
+            ) = (values, texts)
+            else {
+                panic!("{bad} was accepted");
+            };
+            assert_eq!(a, b, "{bad}: both parsers say the same");
+        }
+        // a text is kept exactly as sent, escapes and all
+        let escaped = Bytes::from_static(b"{\"data\": [ {\"id\": \"a\\u00e9\"} ]}");
+        let (items, _) = raw_page(escaped).unwrap();
+        assert_eq!(items[0].get(), "{\"id\": \"a\\u00e9\"}");
+        for body in [
+            &b"{\"data\": [{\"id\": 1},"[..],
+            b"",
+            b"{\"data\": [{\"id\": 1}, {\"id\": 1}]} x",
+        ] {
+            let body = Bytes::from_static(body);
             assert!(matches!(
-                parse_page(Some(bad)),
+                value_page(body.clone()),
+                Err(UpstreamError::Malformed { .. })
+            ));
+            assert!(matches!(
+                raw_page(body),
                 Err(UpstreamError::Malformed { .. })
             ));
         }

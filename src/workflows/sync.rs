@@ -183,7 +183,8 @@ pub async fn n8n_client(
 }
 
 /// One workflow as n8n returned it, reduced to what the store records.
-pub(crate) struct Seen {
+#[derive(Debug, Clone)]
+pub struct Seen {
     pub(crate) id: LocalId,
     pub(crate) observation: Observation,
 }
@@ -312,10 +313,9 @@ pub async fn sync_environment(
     authorize(ctx, &UseCase::SyncEnvironment)?;
     // hashed page by page while the next page arrives; of each workflow only what
     // the sync records is kept. The read models are read meanwhile.
-    let listing = client.list_workflows_with(|workflow| {
-        let seen = seen(&workflow);
-        let listed_id = seen.is_err().then(|| listed_id(&workflow)).flatten();
-        (seen, listed_id, KnownCredential::referenced_by(&workflow))
+    let listing = client.list_workflow_texts_with(|text| {
+        let listed = services.n8n_reads.summary(&text);
+        (listed.id.clone(), listed)
     });
     let (workflows, recorded) = tokio::join!(listing, recorded(services, ctx, environment_id));
     let workflows = match workflows {
@@ -347,16 +347,16 @@ pub async fn sync_environment(
     let mut commands = Vec::new();
     let mut present = HashSet::new();
     let mut collisions = HashSet::new();
-    for (seen, listed_id, credentials) in workflows {
-        referenced.extend(credentials);
-        let seen = match seen {
+    for listed in &workflows {
+        referenced.extend(listed.credentials.iter().cloned());
+        let seen = match &listed.seen {
             Ok(seen) => seen,
             Err(reason) => {
                 // n8n still lists it: it is not gone, so what was recorded of it
                 // stays as it is (it must not be marked missing because this one
                 // answer cannot be used)
-                if let Some(id) = listed_id {
-                    present.insert(id);
+                if let Some(id) = &listed.id {
+                    present.insert(id.clone());
                 }
                 report.rejected.push(reason.to_string());
                 continue;
@@ -399,8 +399,8 @@ pub async fn sync_environment(
             seen.id.clone(),
             MappingCommand::Observe {
                 environment_id: environment_id.clone(),
-                n8n_workflow_id: seen.id,
-                observation: seen.observation,
+                n8n_workflow_id: seen.id.clone(),
+                observation: seen.observation.clone(),
                 auto_link,
             },
         ));
