@@ -116,19 +116,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(args_override_self = true)]
 struct Args {
-    /// sqlite or postgres
-    #[arg(long, default_value = "sqlite")]
-    backend: String,
-    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
-    /// on the command line still win.
-    #[arg(long)]
-    smoke: bool,
-    /// Environments of the population (matrix columns).
-    #[arg(long, default_value_t = DEFAULT_ENVIRONMENTS)]
-    environments: usize,
-    /// Canonical workflows of the population (matrix rows).
-    #[arg(long, default_value_t = DEFAULT_CANONICALS)]
-    canonicals: usize,
+    // --backend, --smoke, --environments, --canonicals (shared: matrix_data.rs)
+    #[command(flatten)]
+    population: PopulationArgs,
     /// The deep page starts after this many rows (a multiple of `--page`).
     #[arg(long, default_value_t = 500)]
     deep_after: usize,
@@ -1459,7 +1449,7 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
     };
     Ok(json!({
         "benchmark": "api",
-        "backend": args.backend,
+        "backend": args.population.backend,
         "clients": args.clients,
         "population": population,
         "matrix": matrix,
@@ -1509,7 +1499,7 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
     let report = bench(&args).await;
-    outcome::conclude("api", args.smoke, report)
+    outcome::conclude("api", args.population.smoke, report)
 }
 
 async fn bench(args: &Args) -> anyhow::Result<Value> {
@@ -1521,10 +1511,10 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         args.deep_after > 0 && args.deep_after % args.page == 0,
         "--deep-after must be a positive multiple of --page"
     );
-    set_size(args.environments, args.canonicals)?;
+    args.population.set_size()?;
     let temp = tempfile::tempdir()?;
     let bench = BenchStore::open(
-        &args.backend,
+        &args.population.backend,
         args.database.as_deref(),
         args.pool,
         &args.pg_url,

@@ -87,19 +87,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(args_override_self = true)]
 struct Args {
-    /// sqlite or postgres
-    #[arg(long, default_value = "sqlite")]
-    backend: String,
-    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
-    /// on the command line still win.
-    #[arg(long)]
-    smoke: bool,
-    /// Environments of the population (matrix columns).
-    #[arg(long, default_value_t = DEFAULT_ENVIRONMENTS)]
-    environments: usize,
-    /// Canonical workflows of the population (matrix rows; more than a page, 50).
-    #[arg(long, default_value_t = DEFAULT_CANONICALS)]
-    canonicals: usize,
+    // --backend, --smoke, --environments, --canonicals (shared: matrix_data.rs)
+    #[command(flatten)]
+    population: PopulationArgs,
     /// Concurrent HTTP clients, and population tasks.
     #[arg(short = 'c', long, default_value_t = 16)]
     clients: usize,
@@ -803,7 +793,7 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
     // Timed phases.
     let mut out = json!({
         "benchmark": "console",
-        "backend": args.backend,
+        "backend": args.population.backend,
         "clients": args.clients,
         "requests": args.requests,
         "warmup": args.warmup,
@@ -906,7 +896,7 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
     let report = bench(&args).await;
-    outcome::conclude("console", args.smoke, report)
+    outcome::conclude("console", args.population.smoke, report)
 }
 
 async fn bench(args: &Args) -> anyhow::Result<Value> {
@@ -914,10 +904,10 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         args.clients > 0 && args.requests > 0,
         "--clients and --requests must be positive"
     );
-    set_size(args.environments, args.canonicals)?;
+    args.population.set_size()?;
     let temp = tempfile::tempdir()?;
     let bench = BenchStore::open(
-        &args.backend,
+        &args.population.backend,
         args.database.as_deref(),
         args.pool,
         &args.pg_url,

@@ -102,19 +102,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(args_override_self = true)]
 struct Args {
-    /// sqlite or postgres
-    #[arg(long, default_value = "sqlite")]
-    backend: String,
-    /// Tiny sizes (every measurement and check, a few seconds in a debug build); sizes
-    /// given on the command line still win.
-    #[arg(long)]
-    smoke: bool,
-    /// Environments of the population (matrix columns).
-    #[arg(long, default_value_t = DEFAULT_ENVIRONMENTS)]
-    environments: usize,
-    /// Canonical workflows of the population (matrix rows).
-    #[arg(long, default_value_t = DEFAULT_CANONICALS)]
-    canonicals: usize,
+    // --backend, --smoke, --environments, --canonicals (shared: matrix_data.rs)
+    #[command(flatten)]
+    population: PopulationArgs,
     /// Events in the log before the measurements (setup included; the setup alone
     /// writes about 33,000 at 10 × 1,000, so anything below that means "setup only").
     #[arg(long, default_value_t = 500_000)]
@@ -1071,7 +1061,7 @@ async fn measure(
 
     Ok(json!({
         "benchmark": "projections",
-        "backend": args.backend,
+        "backend": args.population.backend,
         "population": population,
         "rebuild": rebuild,
         "matrix": matrix,
@@ -1083,7 +1073,7 @@ async fn measure(
 async fn main() -> std::process::ExitCode {
     let args = Args::parse_from(outcome::args_with_smoke(SMOKE));
     let report = bench(&args).await;
-    outcome::conclude("projections", args.smoke, report)
+    outcome::conclude("projections", args.population.smoke, report)
 }
 
 async fn bench(args: &Args) -> anyhow::Result<Value> {
@@ -1091,10 +1081,10 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         args.clients > 0 && args.rate > 0,
         "--clients and --rate must be positive"
     );
-    set_size(args.environments, args.canonicals)?;
+    args.population.set_size()?;
     let temp = tempfile::tempdir()?;
     let bench = BenchStore::open(
-        &args.backend,
+        &args.population.backend,
         args.database.as_deref(),
         args.pool,
         &args.pg_url,

@@ -39,6 +39,33 @@ pub const TENANT: &str = "bench";
 pub const DEFAULT_ENVIRONMENTS: usize = 10;
 pub const DEFAULT_CANONICALS: usize = 1000;
 
+// The command-line arguments every benchmark over this data takes (flattened into
+// each one's own with `#[command(flatten)]`; a doc comment here would become their
+// `--help`'s description).
+#[derive(clap::Args, Debug)]
+pub struct PopulationArgs {
+    /// sqlite or postgres
+    #[arg(long, default_value = "sqlite")]
+    pub backend: String,
+    /// Tiny sizes (every phase and check, a few seconds in a debug build); sizes given
+    /// on the command line still win.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Environments of the population (matrix columns).
+    #[arg(long, default_value_t = DEFAULT_ENVIRONMENTS)]
+    pub environments: usize,
+    /// Canonical workflows of the population (matrix rows).
+    #[arg(long, default_value_t = DEFAULT_CANONICALS)]
+    pub canonicals: usize,
+}
+
+impl PopulationArgs {
+    /// [`set_size`] to the sizes asked for.
+    pub fn set_size(&self) -> anyhow::Result<()> {
+        set_size(self.environments, self.canonicals)
+    }
+}
+
 static ENVIRONMENTS: AtomicUsize = AtomicUsize::new(DEFAULT_ENVIRONMENTS);
 static CANONICALS: AtomicUsize = AtomicUsize::new(DEFAULT_CANONICALS);
 
