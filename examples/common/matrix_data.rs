@@ -74,8 +74,8 @@ static CANONICALS: AtomicUsize = AtomicUsize::new(DEFAULT_CANONICALS);
 /// filtered page has its three columns.
 pub fn set_size(environments: usize, canonicals: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (FILTER_ENVIRONMENTS..=99).contains(&environments) && (1..=9999).contains(&canonicals),
-        "--environments within {FILTER_ENVIRONMENTS}..=99 and --canonicals within 1..=9999"
+        (FILTER_ENVIRONMENTS..=99).contains(&environments) && (1..=99_999).contains(&canonicals),
+        "--environments within {FILTER_ENVIRONMENTS}..=99 and --canonicals within 1..=99999"
     );
     ENVIRONMENTS.store(environments, Ordering::Relaxed);
     CANONICALS.store(canonicals, Ordering::Relaxed);
@@ -141,12 +141,23 @@ pub fn env_id(e: usize) -> LocalId {
     id(format!("env-{e:02}"))
 }
 
+/// Canonical `c` as the ids and names write it: 4 digits, 5 from 10,000 canonical
+/// workflows on (so names sort by number at every size, and a database populated
+/// at up to 9,999 keeps its ids).
+pub fn number(c: usize) -> String {
+    if canonicals() > 9999 {
+        format!("{c:05}")
+    } else {
+        format!("{c:04}")
+    }
+}
+
 pub fn canonical_id(c: usize) -> LocalId {
-    id(format!("wf-{c:04}"))
+    id(format!("wf-{}", number(c)))
 }
 
 pub fn canonical_name(c: usize) -> String {
-    format!("{} {c:04}", FAMILIES[c % FAMILIES.len()])
+    format!("{} {}", FAMILIES[c % FAMILIES.len()], number(c))
 }
 
 /// Mapping `m` is canonical `m % canonicals()` in environment `m / canonicals()`.
@@ -155,7 +166,7 @@ pub fn mapping_parts(m: usize) -> (usize, usize) {
 }
 
 pub fn n8n_id(e: usize, c: usize) -> LocalId {
-    id(format!("n8n-{e:02}-{c:04}"))
+    id(format!("n8n-{e:02}-{}", number(c)))
 }
 
 /// The Git version of canonical `c`.
@@ -466,7 +477,7 @@ pub async fn populate(domain: &Domain, clients: usize) -> anyhow::Result<Value> 
                     let version = CanonicalCommand::RecordGitVersion {
                         git_content_hash: git_hash(c),
                         commit_sha: format!("{:016x}{:016x}{:08x}", mix(c as u64), mix(7), c),
-                        git_path: format!("workflows/wf-{c:04}.json"),
+                        git_path: format!("workflows/wf-{}.json", number(c)),
                     };
                     let r = domain
                         .canonical(&ctx(TENANT, Role::Developer), &canonical_id(c), version)
