@@ -732,3 +732,68 @@ async fn commit_refuses_another_tenants_aggregate(kind: Kind) {
         "nothing stored"
     );
 }
+
+/// Decision 57: a pooled connection goes back without a ping when nothing is queued
+/// to send. On a pool of one connection: a query cancelled mid-answer leaves rows
+/// unread, and the next query on that connection still gets its own answer; a
+/// transaction dropped without commit is rolled back before the connection serves
+/// anyone else (its write is gone, and the next query runs outside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_connection_serves_the_next_query_cleanly_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let store = Store::connect(&t.url, 1).await.unwrap();
+    let Store::Postgres(PgStore { pool, .. }) = &store else {
+        unreachable!()
+    };
+    sqlx::query("CREATE TABLE released (n int)")
+        .execute(pool)
+        .await
+        .unwrap();
+    for round in 0..20 {
+        // a big answer, cancelled once its first rows are in
+        let mut rows = sqlx::query_scalar::<_, i32>(
+            "SELECT g FROM generate_series(1, 200000) g, pg_sleep(0.01)",
+        )
+        .fetch(pool);
+        use futures::StreamExt as _;
+        assert!(rows.next().await.unwrap().is_ok());
+        drop(rows);
+        let answer: i64 = sqlx::query_scalar("SELECT $1::bigint + 1")
+            .bind(round as i64)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            round as i64 + 1,
+            "round {round}: another query's answer"
+        );
+
+        // a transaction dropped without commit
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO released VALUES ($1)")
+            .bind(round)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let in_transaction: Option<String> =
+            sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            in_transaction, None,
+            "round {round}: ran inside the dropped transaction"
+        );
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM released")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept, 0,
+            "round {round}: the dropped transaction's write stayed"
+        );
+    }
+    store.close().await;
+}
