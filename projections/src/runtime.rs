@@ -141,10 +141,31 @@ const CONCURRENT_PROJECTIONS: usize = crate::NAMES.len();
 /// other processes read the row, and a restart replays from it.
 pub const CHECKPOINT_FLUSH: Duration = Duration::from_millis(100);
 
-/// How long a catch-up pauses when events committed before it are held back from
-/// gap-safe reads (first pause, doubling to the last).
-pub const CATCH_UP_PAUSE_FIRST: Duration = Duration::from_millis(5);
-pub const CATCH_UP_PAUSE_MAX: Duration = Duration::from_millis(100);
+/// A catch-up's pause while events committed before it are held back from gap-safe
+/// reads: 5 ms, doubling to 100 ms, and 5 ms again once it read something.
+#[derive(Debug)]
+pub struct HeldBackPause(Duration);
+
+impl Default for HeldBackPause {
+    fn default() -> Self {
+        HeldBackPause(Self::FIRST)
+    }
+}
+
+impl HeldBackPause {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_millis(100);
+
+    /// Something was read: the next pause is the first again.
+    pub fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
 
 struct Slot {
     projection: Box<dyn Projection>,
@@ -824,12 +845,12 @@ impl Projector {
     pub async fn catch_up(&mut self) -> Result<u64, StoreError> {
         let target = self.store.committed_head().await?;
         let mut total = 0;
-        let mut pause = CATCH_UP_PAUSE_FIRST;
+        let mut pause = HeldBackPause::default();
         loop {
             match self.step().await? {
                 Step::Applied(n) => {
                     total += n as u64;
-                    pause = CATCH_UP_PAUSE_FIRST;
+                    pause.reset();
                 }
                 Step::Idle => {
                     let behind = self
@@ -839,8 +860,7 @@ impl Projector {
                     if !behind {
                         break;
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(CATCH_UP_PAUSE_MAX);
+                    pause.wait().await;
                 }
             }
         }

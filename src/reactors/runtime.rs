@@ -649,15 +649,14 @@ impl ReactorRuntime {
     /// an older transaction anywhere in the cluster holds such events back; it then
     /// pauses briefly and reads again).
     pub async fn catch_up(&mut self) -> Result<u64, StoreError> {
-        use projections::runtime::{CATCH_UP_PAUSE_FIRST, CATCH_UP_PAUSE_MAX};
         let target = self.store.committed_head().await?;
         let mut total = 0;
-        let mut pause = CATCH_UP_PAUSE_FIRST;
+        let mut pause = projections::runtime::HeldBackPause::default();
         loop {
             match self.step().await? {
                 Step::Handled(n) => {
                     total += n as u64;
-                    pause = CATCH_UP_PAUSE_FIRST;
+                    pause.reset();
                 }
                 Step::Idle => {
                     let behind = self.slots.iter().any(|s| {
@@ -669,8 +668,7 @@ impl ReactorRuntime {
                     if !behind {
                         return Ok(total);
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(CATCH_UP_PAUSE_MAX);
+                    pause.wait().await;
                 }
             }
         }

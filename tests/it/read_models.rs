@@ -1044,13 +1044,27 @@ async fn other_processes_appends_wake_the_projector_postgres() {
     elsewhere.close().await;
 }
 
+/// A transaction in another database, with a transaction id, left open: it holds
+/// PostgreSQL's gap-safe reads back until it ends (`COMMIT` on the connection).
+async fn transaction_elsewhere() -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut elsewhere = sqlx::PgConnection::connect(&crate::support::admin_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    elsewhere
+}
+
 /// The gap-safe read stops below the oldest transaction running anywhere in the
 /// cluster: here one in another database that never appends. The projector is woken
 /// for an event it cannot read yet, and comes back for it as soon as that
 /// transaction ends, not at its next poll (a minute here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_held_back_by_a_transaction_elsewhere_are_read_when_it_ends_postgres() {
-    use sqlx::Connection as _;
     let t = TestStore::new(Kind::Postgres).await;
     let domain = t.domain_without_reactors();
     let (handle, task) = Projector::new(
@@ -1071,15 +1085,7 @@ async fn events_held_back_by_a_transaction_elsewhere_are_read_when_it_ends_postg
         .wait_for(environments, first.position.unwrap(), WAIT)
         .await
         .unwrap();
-    // another database's transaction with a transaction id, left open
-    let mut elsewhere = sqlx::PgConnection::connect(&crate::support::admin_url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut elsewhere)
-        .await
-        .unwrap();
+    let mut elsewhere = transaction_elsewhere().await;
     let next = domain
         .environment(&admin("acme"), &id("staging"), register("Staging"))
         .await
@@ -1113,17 +1119,9 @@ async fn events_held_back_by_a_transaction_elsewhere_are_read_when_it_ends_postg
 /// with nothing applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_waits_for_events_held_back_by_a_transaction_elsewhere_postgres() {
-    use sqlx::Connection as _;
     let t = TestStore::new(Kind::Postgres).await;
     let domain = t.domain_without_reactors();
-    let mut elsewhere = sqlx::PgConnection::connect(&crate::support::admin_url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut elsewhere)
-        .await
-        .unwrap();
+    let mut elsewhere = transaction_elsewhere().await;
     let mut last = 0;
     for name in ["Production", "Staging", "Development"] {
         last = domain

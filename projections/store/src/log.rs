@@ -341,17 +341,13 @@ impl Store {
     /// [`read_after`]: Store::read_after
     pub async fn head(&self) -> Result<LogCursor, StoreError> {
         Ok(match self {
-            Store::Postgres(PgStore { pool, .. }) => sqlx::query_as::<_, (i64, i64)>(
-                "SELECT tx_id::text::bigint, position FROM events \
-                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY tx_id DESC, position DESC LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?
-            .map_or(LogCursor::START, |(tx_id, position)| LogCursor {
-                tx_id,
-                position,
-            }),
+            Store::Postgres(PgStore { pool, .. }) => {
+                last_cursor(
+                    pool,
+                    "WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+                )
+                .await?
+            }
             Store::Sqlite(SqliteStore { pool, .. }) => {
                 sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
                     .fetch_one(pool)
@@ -373,16 +369,7 @@ impl Store {
     /// [`read_after`]: Store::read_after
     pub async fn committed_head(&self) -> Result<LogCursor, StoreError> {
         match self {
-            Store::Postgres(PgStore { pool, .. }) => Ok(sqlx::query_as::<_, (i64, i64)>(
-                "SELECT tx_id::text::bigint, position FROM events \
-                 ORDER BY tx_id DESC, position DESC LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?
-            .map_or(LogCursor::START, |(tx_id, position)| LogCursor {
-                tx_id,
-                position,
-            })),
+            Store::Postgres(PgStore { pool, .. }) => Ok(last_cursor(pool, "").await?),
             // one writer at a time: the head is committed and readable
             Store::Sqlite(_) => self.head().await,
         }
@@ -684,4 +671,20 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// PostgreSQL: the cursor of the last event in read order among those `filter` (a
+/// `WHERE` clause, or nothing) keeps; the start of the log when there is none.
+async fn last_cursor(pool: &sqlx::PgPool, filter: &str) -> Result<LogCursor, sqlx::Error> {
+    let sql = format!(
+        "SELECT tx_id::text::bigint, position FROM events {filter} \
+         ORDER BY tx_id DESC, position DESC LIMIT 1"
+    );
+    Ok(sqlx::query_as::<_, (i64, i64)>(&sql)
+        .fetch_optional(pool)
+        .await?
+        .map_or(LogCursor::START, |(tx_id, position)| LogCursor {
+            tx_id,
+            position,
+        }))
 }
