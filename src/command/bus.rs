@@ -147,13 +147,33 @@ impl CommandBus {
     where
         A: Aggregate<Command = Issued<C>, Error = DomainError> + Lifecycle + Clone + 'static,
         A::Event: Clone,
-        C: DomainCommand,
+        C: DomainCommand + Clone,
     {
         authorize(ctx, &command)?;
         let id = AggregateId::new(&ctx.tenant, parts);
-        let loaded = self.load::<A>(id.as_str()).await?;
-        self.execute_on(ctx, loaded, command, admin_override, services)
+        // On PostgreSQL an aggregate whose last event this process wrote is decided
+        // on the state it kept, without a read; the append checks that event in
+        // its own statement (eventstore's `load_for_command`).
+        let loaded = self.store.load_for_command::<A>(id.as_str()).await?;
+        if !loaded.is_unread() {
+            return self
+                .execute_on(ctx, loaded, command, admin_override, services)
+                .await;
+        }
+        match self
+            .execute_on(ctx, loaded, command.clone(), admin_override, services)
             .await
+        {
+            Ok(committed) if !committed.events.is_empty() => Ok(committed),
+            // A conflict, a refusal or nothing to do, decided on a state nobody
+            // read: decided again on the stored one, as if the command had just
+            // arrived (another process may have appended since).
+            _ => {
+                let loaded = self.load::<A>(id.as_str()).await?;
+                self.execute_on(ctx, loaded, command, admin_override, services)
+                    .await
+            }
+        }
     }
 
     /// [`execute`](Self::execute) on an aggregate the caller has just loaded (to

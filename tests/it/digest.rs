@@ -27,6 +27,7 @@ both_backends!(
     bad_digests_are_refused_with_exit_code_2,
     a_missing_or_forged_previous_hash_blocks_appends,
     loads_replay_only_new_events_whoever_appended_them,
+    a_command_after_an_own_commit_skips_the_read_but_not_the_check,
     the_digest_command_round_trips_into_verify,
     the_sealer_keeps_the_head_and_seals_in_serve,
     log_digest_through_graphql_seals_and_verifies,
@@ -835,6 +836,100 @@ async fn loads_replay_only_new_events_whoever_appended_them(kind: Kind) {
             .sequence(),
         14
     );
+}
+
+/// A command on an aggregate whose last event this process wrote is decided on the
+/// state it kept, without reading the stream (PostgreSQL; SQLite always reads). Its
+/// append checks in the same statement that the event it follows is still stored
+/// exactly as written: altered in any byte, nothing is stored and the command is
+/// decided again on a read, which accepts a harmless change and refuses a forgery.
+async fn a_command_after_an_own_commit_skips_the_read_but_not_the_check(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let bus = t.bus();
+    let alice = admin("acme");
+    let aggregate = "acme:prod";
+    let sync = |bus: &workflowops::command::bus::CommandBus| {
+        let (bus, alice) = (bus.clone(), alice.clone());
+        async move {
+            bus.execute::<Environment, _>(&alice, &[&id("prod")], record_sync(), false, &())
+                .await
+        }
+    };
+    bus.execute::<Environment, _>(&alice, &[&id("prod")], register("Production"), false, &())
+        .await
+        .unwrap();
+    sync(&bus).await.unwrap();
+    let skips_the_read = matches!(t.store, Store::Postgres(_));
+    let loaded = t
+        .store
+        .load_for_command::<Environment>(aggregate)
+        .await
+        .unwrap();
+    assert_eq!(loaded.is_unread(), skips_the_read);
+    assert_eq!(loaded.sequence(), 2);
+    let edit = |sequence: i64, from: &str, to: &str| {
+        format!(
+            "UPDATE events SET payload = {} \
+             WHERE aggregate_id = '{aggregate}' AND sequence = {sequence}",
+            match &t.store {
+                Store::Postgres(_) => format!(
+                    "replace(payload::text, {}, {})::json",
+                    quote(from),
+                    quote(to)
+                ),
+                Store::Sqlite(_) => format!("replace(payload, {}, {})", quote(from), quote(to)),
+            },
+        )
+    };
+
+    // a byte that changes nothing hashed (JSON whitespace): the append's check
+    // fails, the command is decided again on a read, which chains after it
+    exec(&t.store, &edit(2, "{", "{ ")).await;
+    let committed = sync(&bus).await.unwrap();
+    assert_eq!(committed.sequence, 3);
+    assert!(t.store.verify().await.unwrap().ok);
+    let stored = t
+        .store
+        .aggregate_events("environment", aggregate)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+
+    // a forged payload under the hash this process wrote: nothing is chained after it
+    assert_eq!(
+        t.store
+            .load_for_command::<Environment>(aggregate)
+            .await
+            .unwrap()
+            .is_unread(),
+        skips_the_read
+    );
+    exec(
+        &t.store,
+        &edit(3, "\"workflows_seen\":3", "\"workflows_seen\":4"),
+    )
+    .await;
+    let before = t.store.event_count().await.unwrap();
+    let refused = sync(&bus).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            CommandError::Damaged(eventstore::CommitError::ForgedChain { sequence: 3, .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing appended"
+    );
+    // and the next load reads (the kept state was dropped)
+    assert!(!t
+        .store
+        .load_for_command::<Environment>(aggregate)
+        .await
+        .unwrap()
+        .is_unread());
 }
 
 async fn the_digest_command_round_trips_into_verify(kind: Kind) {

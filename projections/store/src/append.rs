@@ -28,6 +28,32 @@ pub struct NewEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The stored event an append must follow, byte for byte, when its command was
+/// decided on a state this process kept from its own last commit instead of
+/// reading the stream ([`crate::Store::load_for_command`]). The append checks it in
+/// the same statement (PostgreSQL): the event before the first new one must still
+/// be stored with exactly this type, version, payload and metadata (which holds its
+/// chain hash), so nothing is chained after an event altered since this process
+/// wrote it. A mismatch stores nothing and is [`AppendError::Conflict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Predecessor {
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+impl Predecessor {
+    pub fn of(event: &NewEvent) -> Predecessor {
+        Predecessor {
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// Another writer appended the same sequence first.

@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use crate::append::Predecessor;
+
 /// Most aggregates kept.
 pub const CAPACITY: usize = 16_384;
 
@@ -36,6 +38,11 @@ pub(crate) struct Cached<A> {
     pub last_hash: String,
     /// The hash the last event chains onto (its predecessor's, or genesis).
     pub previous_hash: String,
+    /// The last event exactly as this process wrote it, when it did: a command
+    /// may then be decided on `state` without reading the stream, its append
+    /// checking in the same statement that this event is still stored so
+    /// ([`crate::Store::load_for_command`]).
+    pub written: Option<Arc<Predecessor>>,
 }
 
 type Key = (TypeId, String);
@@ -62,18 +69,27 @@ impl AggregateCache {
         entry.downcast_ref::<Cached<A>>().cloned()
     }
 
-    pub fn put<A: Clone + Send + Sync + 'static>(&self, aggregate_id: &str, cached: Cached<A>) {
+    pub fn put<A: Clone + Send + Sync + 'static>(&self, aggregate_id: &str, mut cached: Cached<A>) {
         let key = (TypeId::of::<A>(), aggregate_id.to_string());
         if let Ok(mut entries) = self.entries.lock() {
+            let kept = entries
+                .peek(&key)
+                .and_then(|e| e.downcast_ref::<Cached<A>>());
             // An older state never replaces a newer one (a slow load finishing after
             // a commit).
-            let newer = entries
-                .peek(&key)
-                .and_then(|e| e.downcast_ref::<Cached<A>>())
-                .is_some_and(|e| e.sequence > cached.sequence);
-            if !newer {
-                entries.put(key, Arc::new(cached));
+            if kept.is_some_and(|e| e.sequence > cached.sequence) {
+                return;
             }
+            // A load that read the same last event keeps what this process wrote of
+            // it (the append checks those bytes against the stored ones anyway).
+            if let Some(kept) =
+                kept.filter(|e| e.sequence == cached.sequence && e.last_hash == cached.last_hash)
+            {
+                if cached.written.is_none() {
+                    cached.written = kept.written.clone();
+                }
+            }
+            entries.put(key, Arc::new(cached));
         }
     }
 

@@ -38,7 +38,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::append::{classify, AppendError, NewEvent};
+use crate::append::{classify, AppendError, NewEvent, Predecessor};
 use crate::{LogCursor, PgStore, SqliteStore, Store, StoreError};
 
 /// Most events in one group.
@@ -50,6 +50,9 @@ const QUEUE: usize = 4096;
 
 struct Request {
     events: Vec<NewEvent>,
+    /// The stored event the first one must follow, when the command was decided
+    /// without reading the stream.
+    after: Option<Arc<Predecessor>>,
     reply: oneshot::Sender<Result<LogCursor, AppendError>>,
 }
 
@@ -149,8 +152,14 @@ impl Store {
     }
 
     /// Appends `events` (one command's, all of one aggregate) atomically through the
-    /// committer, and returns the cursor of the last one.
-    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<LogCursor, AppendError> {
+    /// committer, and returns the cursor of the last one. With `after`, the event
+    /// before the first one must be stored exactly so, checked in the same statement
+    /// ([`Predecessor`]); otherwise nothing is stored and it is a conflict.
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        after: Option<Arc<Predecessor>>,
+    ) -> Result<LogCursor, AppendError> {
         if events.is_empty() {
             return Err(AppendError::Store(StoreError::Config(
                 "nothing to append".into(),
@@ -171,9 +180,16 @@ impl Store {
             sender
         });
         let (reply, answer) = oneshot::channel();
-        if let Err(refused) = sender.send(Request { events, reply }).await {
+        if let Err(refused) = sender
+            .send(Request {
+                events,
+                after,
+                reply,
+            })
+            .await
+        {
             // The committer is gone (its runtime shut down): append directly.
-            return self.append_one(&refused.0.events).await;
+            return append_alone(self, &refused.0).await;
         }
         let cursor = answer.await.map_err(|_| {
             AppendError::Store(StoreError::Config(
@@ -259,10 +275,25 @@ fn owned((t, i): (&str, &str)) -> (String, String) {
     (t.to_string(), i.to_string())
 }
 
+/// One append in a statement of its own (with its predecessor's check, if any).
+async fn append_alone(store: &Store, request: &Request) -> Result<LogCursor, AppendError> {
+    match (&request.after, store) {
+        (None, _) => store.append_one(&request.events).await,
+        (Some(_), Store::Postgres(pg)) => append_group_pg(pg, std::slice::from_ref(request))
+            .await
+            .map_err(classify)?
+            .pop()
+            .unwrap_or(Err(AppendError::Conflict)),
+        // Never asked of SQLite (its loads always read); refusing sends the command
+        // back to a load that reads.
+        (Some(_), Store::Sqlite(_)) => Err(AppendError::Conflict),
+    }
+}
+
 async fn commit_group(store: &Store, group: Vec<Request>) {
     if group.len() == 1 {
         for request in group {
-            let result = store.append_one(&request.events).await;
+            let result = append_alone(store, &request).await;
             if let Ok(cursor) = result {
                 store.appended(cursor.position);
             }
@@ -288,7 +319,7 @@ async fn commit_group(store: &Store, group: Vec<Request>) {
             // fails only itself.
             tracing::debug!(%error, size = group.len(), "group append failed; appending one by one");
             for request in group {
-                let result = store.append_one(&request.events).await;
+                let result = append_alone(store, &request).await;
                 if let Ok(cursor) = result {
                     store.appended(cursor.position);
                 }
@@ -298,15 +329,25 @@ async fn commit_group(store: &Store, group: Vec<Request>) {
     }
 }
 
+/// `k` numbers a command's events from 0. A first event whose command was decided
+/// without reading the stream carries its predecessor (`gt`, `gv`, `gp`, `gm`) and
+/// goes in only if that event is stored exactly so (`json` keeps the text as
+/// inserted, so `::text` compares the bytes this process wrote).
 const PG_GROUP: &str = "WITH input AS ( \
       SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-        $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
-        AS u(k, t, i, s, et, ev, p, m, r) \
+        $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
+        $10::text[], $11::text[], $12::text[], $13::text[]) \
+        AS u(k, t, i, s, et, ev, p, m, r, gt, gv, gp, gm) \
     ), \
     heads AS ( \
       INSERT INTO events \
         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
-      SELECT t, i, s, et, ev, p::json, m::json, r FROM input WHERE k = 0 ORDER BY t, i \
+      SELECT t, i, s, et, ev, p::json, m::json, r FROM input u WHERE k = 0 \
+        AND (u.gp IS NULL OR EXISTS ( \
+          SELECT 1 FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
+            AND e.sequence = u.s - 1 AND e.event_type = u.gt AND e.event_version = u.gv \
+            AND e.payload::text = u.gp AND e.metadata::text = u.gm)) \
+      ORDER BY t, i \
       ON CONFLICT DO NOTHING \
       RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint AS tx_id \
     ), \
@@ -329,6 +370,16 @@ async fn append_group_pg(
 ) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
     let rows = group.iter().flat_map(|r| r.events.iter().enumerate());
     let column = |f: fn(&NewEvent) -> String| rows.clone().map(|(_, e)| f(e)).collect::<Vec<_>>();
+    // The predecessor's fields on each command's first row, NULL elsewhere.
+    let guard = |f: fn(&Predecessor) -> &String| {
+        group
+            .iter()
+            .flat_map(|r| {
+                let first = r.after.as_deref().map(|p| f(p).clone());
+                std::iter::once(first).chain(std::iter::repeat_n(None, r.events.len() - 1))
+            })
+            .collect::<Vec<Option<String>>>()
+    };
     let stored: Vec<(String, String, i64, i64)> = sqlx::query_as(PG_GROUP)
         .bind(rows.clone().map(|(k, _)| k as i32).collect::<Vec<i32>>())
         .bind(column(|e| e.aggregate_type.clone()))
@@ -343,6 +394,10 @@ async fn append_group_pg(
                 .map(|(_, e)| e.recorded_at)
                 .collect::<Vec<DateTime<Utc>>>(),
         )
+        .bind(guard(|p| &p.event_type))
+        .bind(guard(|p| &p.event_version))
+        .bind(guard(|p| &p.payload))
+        .bind(guard(|p| &p.metadata))
         // `fetch_all`: success means committed (decision 3).
         .fetch_all(&pg.pool)
         .await?;
@@ -370,6 +425,11 @@ async fn append_group_sqlite(
     let mut tx = sqlite.pool.begin().await?;
     let mut results = Vec::with_capacity(group.len());
     for request in group {
+        if request.after.is_some() {
+            // Never asked of SQLite (its loads always read): refused, stores nothing.
+            results.push(Err(AppendError::Conflict));
+            continue;
+        }
         let result = if let [only] = request.events.as_slice() {
             // A failed statement undoes only itself.
             match crate::append::sqlite_insert(only).fetch_all(&mut *tx).await {

@@ -34,7 +34,9 @@ use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{Map, Value};
 
-use crate::append::{AppendError, NewEvent};
+use std::sync::Arc;
+
+use crate::append::{AppendError, NewEvent, Predecessor};
 use crate::cache::Cached;
 use crate::chain::{self, EventIdentity, GENESIS, HASH_KEY};
 use crate::{Store, StoreError};
@@ -53,6 +55,9 @@ pub struct Loaded<A> {
     /// Whether the last event's stored hash is the hash of its content after the
     /// one before it (`commit` refuses to chain after a forged one).
     last_hash_matches: bool,
+    /// Set when the stream was not read ([`Store::load_for_command`]): the last
+    /// event as this process wrote it, which the append checks is still stored so.
+    unread: Option<Arc<Predecessor>>,
 }
 
 impl<A> Loaded<A> {
@@ -71,6 +76,13 @@ impl<A> Loaded<A> {
     /// The sequence of the last stored event (0 for an empty stream).
     pub fn sequence(&self) -> i64 {
         self.sequence
+    }
+
+    /// Whether this state was taken from what this process last wrote, without
+    /// reading the stream ([`Store::load_for_command`]): only a commit that stores
+    /// events proves it was current.
+    pub fn is_unread(&self) -> bool {
+        self.unread.is_some()
     }
 }
 
@@ -202,6 +214,7 @@ impl Store {
                     sequence: cached.sequence,
                     last_hash: cached.last_hash,
                     last_hash_matches: true,
+                    unread: None,
                 };
                 let previous = replay(&mut loaded, cached.previous_hash, stored, 1)?;
                 self.keep_replayed(&loaded, previous);
@@ -220,10 +233,43 @@ impl Store {
             sequence: 0,
             last_hash: GENESIS.to_string(),
             last_hash_matches: true,
+            unread: None,
         };
         let previous = replay(&mut loaded, GENESIS.to_string(), stored, 0)?;
         self.keep_replayed(&loaded, previous);
         Ok(loaded)
+    }
+
+    /// [`load`](Self::load) for a command about to be decided and committed, which
+    /// on PostgreSQL may skip the read: when this process itself wrote the
+    /// aggregate's last event (and still has it cached), the state after it is
+    /// returned as it is, and the commit's append checks in its own statement that
+    /// this event is still stored byte for byte as written (so still the last one
+    /// if the next sequence is free, and still carrying the hash it was chained
+    /// with). If it is not, the append stores nothing and the commit is a
+    /// [`CommitError::Conflict`]; a refusal or an empty decision on such a state
+    /// proves nothing either. The caller then decides again after [`load`]
+    /// (the command bus does). SQLite always reads: its reads do not cross a
+    /// network.
+    pub async fn load_for_command<A: Aggregate + Clone + 'static>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, CommitError> {
+        if let Store::Postgres(_) = self {
+            if let Some(cached) = self.aggregate_cache().get::<A>(aggregate_id) {
+                if let Some(written) = cached.written {
+                    return Ok(Loaded {
+                        aggregate_id: aggregate_id.to_string(),
+                        state: cached.state,
+                        sequence: cached.sequence,
+                        last_hash: cached.last_hash,
+                        last_hash_matches: true,
+                        unread: Some(written),
+                    });
+                }
+            }
+        }
+        self.load(aggregate_id).await
     }
 
     /// Keeps `loaded` in the aggregate cache when a commit may chain after it.
@@ -243,6 +289,7 @@ impl Store {
                     sequence: loaded.sequence,
                     last_hash: loaded.last_hash.clone(),
                     previous_hash,
+                    written: None,
                 },
             );
         }
@@ -266,6 +313,7 @@ impl Store {
             sequence,
             last_hash,
             last_hash_matches,
+            unread,
         } = loaded;
         if events.is_empty() {
             return Ok(Committed {
@@ -350,10 +398,19 @@ impl Store {
             before_last = std::mem::replace(&mut previous, hash);
         }
 
-        let cursor = self.append(rows).await.map_err(|e| match e {
-            AppendError::Conflict => CommitError::Conflict {
-                aggregate_id: aggregate_id.clone(),
-            },
+        let written = rows.last().map(|row| Arc::new(Predecessor::of(row)));
+        let unread_conflict = unread.is_some();
+        let cursor = self.append(rows, unread).await.map_err(|e| match e {
+            AppendError::Conflict => {
+                if unread_conflict {
+                    // What this process wrote is not (or no longer) the stream's
+                    // end: the next load reads it whole.
+                    self.aggregate_cache().forget::<A>(&aggregate_id);
+                }
+                CommitError::Conflict {
+                    aggregate_id: aggregate_id.clone(),
+                }
+            }
             AppendError::Store(e) => CommitError::Store(e),
         })?;
         let last = sequence + numbered.len() as i64;
@@ -364,6 +421,7 @@ impl Store {
                 sequence: last,
                 last_hash: previous,
                 previous_hash: before_last,
+                written,
             },
         );
         Ok(Committed {
