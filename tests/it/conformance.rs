@@ -797,3 +797,57 @@ async fn a_released_connection_serves_the_next_query_cleanly_postgres() {
     }
     store.close().await;
 }
+
+/// Decision 59: on PostgreSQL the committer runs on a thread of its own with
+/// connections of its own. Commands go through it (groups are counted), and closing
+/// the store closes those connections too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committer_has_its_own_connections_and_they_close_with_the_store_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let Store::Postgres(PgStore { pool: probe, .. }) = &t.store else {
+        unreachable!()
+    };
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(probe)
+        .await
+        .unwrap();
+    let count = || {
+        let database = database.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name = 'workflowops' AND backend_type = 'client backend'",
+            )
+            .bind(database)
+            .fetch_one(probe)
+            .await
+            .unwrap()
+        }
+    };
+    let before = count().await;
+    let store = Store::connect(&t.url, 1).await.unwrap();
+    let bus = workflowops::command::bus::CommandBus::new(store.clone());
+    for env in ["a", "b", "c"] {
+        bus.execute::<Environment, _>(&admin("acme"), &[&id(env)], register(env), false, &())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.group_stats().appends,
+        3,
+        "every append went through it"
+    );
+    // the store's own connection and the committer's
+    assert!(count().await >= before + 2, "{} vs {before}", count().await);
+    store.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count().await > before {
+        assert!(
+            Instant::now() < deadline,
+            "connections left open: {} vs {before}",
+            count().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.store.event_count().await.unwrap(), 3);
+}

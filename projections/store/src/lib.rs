@@ -469,6 +469,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.close_committer().await;
         match self {
             Store::Postgres(PgStore { pool, .. }) => pool.close().await,
             Store::Sqlite(SqliteStore { pool, .. }) => pool.close().await,
