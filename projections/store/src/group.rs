@@ -29,9 +29,10 @@
 //! The committer runs one group at a time; appends arriving meanwhile form the next
 //! group. A lone append waits for nothing. On PostgreSQL it runs on a thread of its
 //! own with its own two connections ([`on_own_thread`]): on the shared runtime the
-//! group statement's answer waited for a worker to be free of request handlers. If the caller stops waiting (a request
-//! deadline), its append still lands or is refused as it would have been: the
-//! outcome of a command does not depend on whether anyone is still listening.
+//! group statement's answer waited for a worker to be free of request handlers.
+//! If the caller stops waiting (a request deadline), its append still lands or is
+//! refused as it would have been: the outcome of a command does not depend on
+//! whether anyone is still listening.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -130,6 +131,13 @@ impl Store {
         self.aggregate_cache().len()
     }
 
+    /// Whether an append can check its [`Predecessor`] in its own statement, so a
+    /// command may be decided without reading the stream: PostgreSQL. SQLite's
+    /// reads do not cross a network; its loads always read.
+    pub(crate) fn checks_predecessors(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// Closes the PostgreSQL committer's connections, if it started.
     pub(crate) async fn close_committer(&self) {
         if let Some(pool) = self.committer().pool.get() {
@@ -176,6 +184,11 @@ impl Store {
             return Err(AppendError::Store(StoreError::Config(
                 "nothing to append".into(),
             )));
+        }
+        if after.is_some() && !self.checks_predecessors() {
+            // Never asked (see `checks_predecessors`); refusing stores nothing and
+            // sends the command back to a load that reads.
+            return Err(AppendError::Conflict);
         }
         let committer = self.committer();
         let sender = committer.sender.get_or_init(|| {
@@ -357,8 +370,7 @@ async fn append_alone(store: &Store, request: &Request) -> Result<LogCursor, App
             .map_err(classify)?
             .pop()
             .unwrap_or(Err(AppendError::Conflict)),
-        // Never asked of SQLite (its loads always read); refusing sends the command
-        // back to a load that reads.
+        // Refused before it reaches the committer (`Store::append`).
         (Some(_), Store::Sqlite(_)) => Err(AppendError::Conflict),
     }
 }
@@ -498,11 +510,6 @@ async fn append_group_sqlite(
     let mut tx = sqlite.pool.begin().await?;
     let mut results = Vec::with_capacity(group.len());
     for request in group {
-        if request.after.is_some() {
-            // Never asked of SQLite (its loads always read): refused, stores nothing.
-            results.push(Err(AppendError::Conflict));
-            continue;
-        }
         let result = if let [only] = request.events.as_slice() {
             // A failed statement undoes only itself.
             match crate::append::sqlite_insert(only).fetch_all(&mut *tx).await {

@@ -255,7 +255,7 @@ impl Store {
         &self,
         aggregate_id: &str,
     ) -> Result<Loaded<A>, CommitError> {
-        if let Store::Postgres(_) = self {
+        if self.checks_predecessors() {
             if let Some(cached) = self.aggregate_cache().get::<A>(aggregate_id) {
                 if let Some(written) = cached.written {
                     return Ok(Loaded {
@@ -398,7 +398,11 @@ impl Store {
             before_last = std::mem::replace(&mut previous, hash);
         }
 
-        let written = rows.last().map(|row| Arc::new(Predecessor::of(row)));
+        // Kept only where a later command can skip its read (a copy of the event).
+        let written = rows
+            .last()
+            .filter(|_| self.checks_predecessors())
+            .map(|row| Arc::new(Predecessor::of(row)));
         let unread_conflict = unread.is_some();
         let cursor = self.append(rows, unread).await.map_err(|e| match e {
             AppendError::Conflict => {
