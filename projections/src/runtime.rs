@@ -871,6 +871,12 @@ impl Projector {
     /// Runs until the task is dropped or aborted (a transaction in flight then rolls
     /// back, which is safe). Errors are logged and retried with backoff.
     pub async fn run(mut self) {
+        let tables: Vec<&'static str> = self
+            .slots
+            .iter()
+            .flat_map(|slot| slot.projection.tables().iter().copied())
+            .collect();
+        let _statistics = Background(tokio::spawn(keep_statistics(self.store.clone(), tables)));
         let mut wakeup: Option<eventstore::Wakeup> = None;
         let mut backoff = Duration::from_millis(50);
         // whether a step applied anything since the last wait
@@ -1035,6 +1041,71 @@ impl ProjectorHandle {
             }
             let pause = (deadline - now).min(Duration::from_millis(25));
             let _ = tokio::time::timeout(pause, changed.changed()).await;
+        }
+    }
+}
+
+/// How often a running projector looks at its tables' planner statistics.
+const STATISTICS_CHECK: Duration = Duration::from_secs(5);
+
+/// The tables (of those given, as the connection's `search_path` resolves them)
+/// changed enough since their last `ANALYZE` that autovacuum would analyze them:
+/// more than 50 rows plus a tenth of the table (its default threshold and scale
+/// factor).
+const STALE_STATISTICS: &str = "SELECT t FROM unnest($1::text[]) AS t \
+    JOIN pg_stat_user_tables s ON s.relid = to_regclass(t) \
+    WHERE s.n_mod_since_analyze > 50 + 0.1 * GREATEST(s.n_live_tup, 0) ORDER BY t";
+
+/// A task aborted when this is dropped (it lives as long as its owner's future).
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the planner statistics of a running projector's tables current on
+/// PostgreSQL, whether or not autovacuum runs there (decision 61): every
+/// [`STATISTICS_CHECK`] it analyzes the tables that changed as much as autovacuum's
+/// default threshold asks. Without statistics the planner guesses: the matrix's
+/// cells of one page were read with a sequential scan of every cell, and its rows
+/// sorted from the whole tenant. SQLite needs none of this for these queries (its
+/// planner takes the indexes without statistics).
+async fn keep_statistics(store: Store, tables: Vec<&'static str>) {
+    let Store::Postgres(PgStore { pool, .. }) = &store else {
+        return;
+    };
+    let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+    let mut tick = tokio::time::interval(STATISTICS_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let stale: Vec<String> = match sqlx::query_scalar(STALE_STATISTICS)
+            .bind(&names)
+            .fetch_all(pool)
+            .await
+        {
+            Ok(stale) => stale,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the read models' table statistics");
+                continue;
+            }
+        };
+        // Only names of our own tables reach the statement (they came from `tables`).
+        let stale: Vec<&str> = tables
+            .iter()
+            .copied()
+            .filter(|t| stale.iter().any(|s| s == t))
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        if let Err(error) = sqlx::query(&format!("ANALYZE {}", stale.join(", ")))
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(%error, tables = ?stale, "could not analyze read-model tables");
         }
     }
 }

@@ -95,13 +95,37 @@ pub enum RowError {
     },
 }
 
+/// One stored value as read, borrowed from the query's result (decoding a row
+/// copies only what its fields keep: no intermediate owned values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
+}
+
+impl<'a> From<&'a Bind> for Cell<'a> {
+    fn from(value: &'a Bind) -> Cell<'a> {
+        match value {
+            Bind::Text(text) => Cell::Text(text.as_deref()),
+            Bind::Int(int) => Cell::Int(*int),
+            Bind::Bool(flag) => Cell::Bool(*flag),
+        }
+    }
+}
+
+/// The cells of encoded values (what [`Row::decode`] reads back).
+pub fn cells(values: &[Bind]) -> Vec<Cell<'_>> {
+    values.iter().map(Cell::from).collect()
+}
+
 /// A row of a read-model table (implemented by [`read_model_row!`]).
 pub trait Row: Clone + Send + Sync + 'static {
     const TABLE: TableDef;
     /// The row's values in column order.
     fn encode(&self) -> Vec<Bind>;
     /// A row from its values in column order.
-    fn decode(values: Vec<Bind>) -> Result<Self, RowError>;
+    fn decode(values: &[Cell<'_>]) -> Result<Self, RowError>;
 }
 
 /// A Rust type stored in one read-model column. Implemented for every [`NotNull`]
@@ -109,7 +133,7 @@ pub trait Row: Clone + Send + Sync + 'static {
 pub trait Column: Sized {
     const COL: Col;
     fn bind(&self) -> Bind;
-    fn take(value: Bind) -> Result<Self, ColumnError>;
+    fn take(value: Cell<'_>) -> Result<Self, ColumnError>;
 }
 
 /// A value stored in one column as text, an integer or a boolean, never NULL
@@ -119,18 +143,18 @@ pub trait NotNull: Sized {
     /// The value to store (always `Some` inside).
     fn to_bind(&self) -> Bind;
     /// The stored value back; `value` is never a NULL.
-    fn from_bind(value: Bind) -> Result<Self, ColumnError>;
+    fn from_cell(value: Cell<'_>) -> Result<Self, ColumnError>;
 }
 
-fn is_null(value: &Bind) -> bool {
-    matches!(value, Bind::Text(None) | Bind::Int(None) | Bind::Bool(None))
+fn is_null(value: &Cell<'_>) -> bool {
+    matches!(value, Cell::Text(None) | Cell::Int(None) | Cell::Bool(None))
 }
 
-fn col_of(value: &Bind) -> Col {
+fn col_of(value: &Cell<'_>) -> Col {
     match value {
-        Bind::Text(_) => Col::Text,
-        Bind::Int(_) => Col::Int,
-        Bind::Bool(_) => Col::Bool,
+        Cell::Text(_) => Col::Text,
+        Cell::Int(_) => Col::Int,
+        Cell::Bool(_) => Col::Bool,
     }
 }
 
@@ -142,7 +166,7 @@ fn null(col: Col) -> Bind {
     }
 }
 
-fn mismatch(expected: Col, found: &Bind) -> ColumnError {
+fn mismatch(expected: Col, found: &Cell<'_>) -> ColumnError {
     ColumnError::Type {
         expected,
         found: format!("{found:?}"),
@@ -154,11 +178,11 @@ impl<T: NotNull> Column for T {
     fn bind(&self) -> Bind {
         self.to_bind()
     }
-    fn take(value: Bind) -> Result<Self, ColumnError> {
+    fn take(value: Cell<'_>) -> Result<Self, ColumnError> {
         if is_null(&value) {
             return Err(mismatch(T::COL, &value));
         }
-        T::from_bind(value)
+        T::from_cell(value)
     }
 }
 
@@ -170,7 +194,7 @@ impl<T: NotNull> Column for Option<T> {
             None => null(T::COL),
         }
     }
-    fn take(value: Bind) -> Result<Self, ColumnError> {
+    fn take(value: Cell<'_>) -> Result<Self, ColumnError> {
         if is_null(&value) {
             // NULL of another SQL type is still the wrong type
             return match col_of(&value) == T::COL {
@@ -178,7 +202,7 @@ impl<T: NotNull> Column for Option<T> {
                 false => Err(mismatch(T::COL, &value)),
             };
         }
-        T::from_bind(value).map(Some)
+        T::from_cell(value).map(Some)
     }
 }
 
@@ -187,11 +211,8 @@ impl NotNull for String {
     fn to_bind(&self) -> Bind {
         Bind::Text(Some(self.clone()))
     }
-    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
-        match value {
-            Bind::Text(Some(text)) => Ok(text),
-            other => Err(mismatch(Col::Text, &other)),
-        }
+    fn from_cell(value: Cell<'_>) -> Result<Self, ColumnError> {
+        text(value).map(str::to_string)
     }
 }
 
@@ -200,9 +221,9 @@ impl NotNull for i64 {
     fn to_bind(&self) -> Bind {
         Bind::Int(Some(*self))
     }
-    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+    fn from_cell(value: Cell<'_>) -> Result<Self, ColumnError> {
         match value {
-            Bind::Int(Some(v)) => Ok(v),
+            Cell::Int(Some(v)) => Ok(v),
             other => Err(mismatch(Col::Int, &other)),
         }
     }
@@ -213,17 +234,20 @@ impl NotNull for bool {
     fn to_bind(&self) -> Bind {
         Bind::Bool(Some(*self))
     }
-    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+    fn from_cell(value: Cell<'_>) -> Result<Self, ColumnError> {
         match value {
-            Bind::Bool(Some(v)) => Ok(v),
+            Cell::Bool(Some(v)) => Ok(v),
             other => Err(mismatch(Col::Bool, &other)),
         }
     }
 }
 
 /// The text of a text column (for the text-backed column types below).
-pub fn text(value: Bind) -> Result<String, ColumnError> {
-    String::from_bind(value)
+pub fn text(value: Cell<'_>) -> Result<&str, ColumnError> {
+    match value {
+        Cell::Text(Some(text)) => Ok(text),
+        other => Err(mismatch(Col::Text, &other)),
+    }
 }
 
 /// Times are stored as [`fmt_time`] writes them: RFC 3339 with microseconds.
@@ -232,9 +256,9 @@ impl NotNull for DateTime<Utc> {
     fn to_bind(&self) -> Bind {
         Bind::Text(Some(fmt_time(*self)))
     }
-    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+    fn from_cell(value: Cell<'_>) -> Result<Self, ColumnError> {
         let text = text(value)?;
-        parse_time(&text).ok_or_else(|| ColumnError::invalid("time", &text, "not RFC 3339"))
+        parse_time(text).ok_or_else(|| ColumnError::invalid("time", text, "not RFC 3339"))
     }
 }
 
@@ -265,11 +289,11 @@ impl<T: Serialize + DeserializeOwned> NotNull for Json<T> {
             serde_json::to_string(&self.0).unwrap_or_else(|_| "null".into()),
         ))
     }
-    fn from_bind(value: Bind) -> Result<Self, ColumnError> {
+    fn from_cell(value: Cell<'_>) -> Result<Self, ColumnError> {
         let text = text(value)?;
-        serde_json::from_str(&text)
+        serde_json::from_str(text)
             .map(Json)
-            .map_err(|e| ColumnError::invalid("JSON value", &text, e))
+            .map_err(|e| ColumnError::invalid("JSON value", text, e))
     }
 }
 
@@ -283,11 +307,13 @@ macro_rules! named_column {
             fn to_bind(&self) -> $crate::sql::Bind {
                 $crate::sql::Bind::Text(Some(self.as_str().to_string()))
             }
-            fn from_bind(value: $crate::sql::Bind) -> Result<Self, $crate::sql::ColumnError> {
+            fn from_cell(
+                value: $crate::sql::Cell<'_>,
+            ) -> Result<Self, $crate::sql::ColumnError> {
                 let text = $crate::sql::text(value)?;
                 text.parse::<$ty>().map_err(|e| $crate::sql::ColumnError::Invalid {
                     what: stringify!($ty),
-                    value: text.clone(),
+                    value: text.to_string(),
                     reason: e.to_string(),
                 })
             }
@@ -315,7 +341,7 @@ named_column!(
 ///
 /// ```
 /// use projections::read_model_row;
-/// use projections::sql::{Bind, Col, Row, RowError};
+/// use projections::sql::{cells, Cell, Col, Row, RowError};
 ///
 /// read_model_row! {
 ///     #[derive(Debug, Clone, PartialEq)]
@@ -329,9 +355,9 @@ named_column!(
 /// assert_eq!(Example::TABLE.name, "rm_example");
 /// assert_eq!(Example::TABLE.columns[1], ("count", Col::Int));
 /// let row = Example { id: "a".into(), count: 2, note: None };
-/// assert_eq!(Example::decode(row.encode()), Ok(row));
+/// assert_eq!(Example::decode(&cells(&row.encode())), Ok(row));
 /// assert!(matches!(
-///     Example::decode(vec![Bind::Int(Some(1))]),
+///     Example::decode(&[Cell::Int(Some(1))]),
 ///     Err(RowError::Column { column: "id", .. })
 /// ));
 /// ```
@@ -359,9 +385,9 @@ macro_rules! read_model_row {
             }
 
             fn decode(
-                values: Vec<$crate::sql::Bind>,
+                values: &[$crate::sql::Cell<'_>],
             ) -> Result<Self, $crate::sql::RowError> {
-                let mut values = values.into_iter();
+                let mut values = values.iter().copied();
                 Ok($name {
                     $( $field: {
                         let value = values.next().ok_or($crate::sql::RowError::Missing {
@@ -398,8 +424,10 @@ pub trait FetchRows {
 impl FetchRows for Tx {
     async fn fetch<R: Row>(&mut self, sql: &Sql) -> Result<Vec<R>, sqlx::Error> {
         match self {
-            Tx::Postgres(tx) => decode_rows(&sql.pg().fetch_all(&mut **tx).await?, R::TABLE),
-            Tx::Sqlite(tx) => decode_rows(&sql.sqlite().fetch_all(&mut **tx).await?, R::TABLE),
+            Tx::Postgres(tx) => decode_rows(&sql.pg().fetch_all(&mut **tx).await?, R::TABLE, false),
+            Tx::Sqlite(tx) => {
+                decode_rows(&sql.sqlite().fetch_all(&mut **tx).await?, R::TABLE, true)
+            }
         }
     }
 }
@@ -415,10 +443,10 @@ impl QueryRows for Sql {
     async fn fetch<R: Row>(&self, store: &Store) -> Result<Vec<R>, sqlx::Error> {
         match store {
             Store::Postgres(PgStore { pool, .. }) => {
-                decode_rows(&self.pg().fetch_all(pool).await?, R::TABLE)
+                decode_rows(&self.pg().fetch_all(pool).await?, R::TABLE, false)
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
-                decode_rows(&self.sqlite().fetch_all(pool).await?, R::TABLE)
+                decode_rows(&self.sqlite().fetch_all(pool).await?, R::TABLE, true)
             }
         }
     }
@@ -435,35 +463,45 @@ pub fn select<R: Row>(dialect: Dialect) -> Sql {
     sql
 }
 
-fn decode_rows<DbRow, R>(rows: &[DbRow], table: TableDef) -> Result<Vec<R>, sqlx::Error>
+fn decode_rows<'r, DbRow, R>(
+    rows: &'r [DbRow],
+    table: TableDef,
+    types_vary: bool,
+) -> Result<Vec<R>, sqlx::Error>
 where
     DbRow: sqlx::Row,
     R: Row,
     usize: sqlx::ColumnIndex<DbRow>,
-    for<'r> Option<String>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
-    for<'r> Option<bool>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
+    Option<&'r str>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
+    Option<i64>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
+    Option<bool>: sqlx::Decode<'r, DbRow::Database> + sqlx::Type<DbRow::Database>,
 {
-    rows.iter()
-        .map(|row| {
-            let values = table
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, (_, col))| {
-                    Ok(match col {
-                        Col::Text => Bind::Text(row.try_get(i)?),
-                        Col::Int => Bind::Int(row.try_get(i)?),
-                        Col::Bool => Bind::Bool(row.try_get(i)?),
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            R::decode(values).map_err(|e| sqlx::Error::ColumnDecode {
-                index: table.name.to_string(),
-                source: Box::new(e),
-            })
+    // Every value's SQL type is checked against its column's: on PostgreSQL once, on
+    // the first row (a result's column types are fixed), on SQLite for every value
+    // (its types are per value).
+    let get = |row: &'r DbRow, i: usize, col: Col, check: bool| -> Result<Cell<'r>, sqlx::Error> {
+        Ok(match (col, check) {
+            (Col::Text, true) => Cell::Text(row.try_get(i)?),
+            (Col::Int, true) => Cell::Int(row.try_get(i)?),
+            (Col::Bool, true) => Cell::Bool(row.try_get(i)?),
+            (Col::Text, false) => Cell::Text(row.try_get_unchecked(i)?),
+            (Col::Int, false) => Cell::Int(row.try_get_unchecked(i)?),
+            (Col::Bool, false) => Cell::Bool(row.try_get_unchecked(i)?),
         })
-        .collect()
+    };
+    let mut values: Vec<Cell<'r>> = Vec::with_capacity(table.columns.len());
+    let mut decoded = Vec::with_capacity(rows.len());
+    for (n, row) in rows.iter().enumerate() {
+        values.clear();
+        for (i, (_, col)) in table.columns.iter().enumerate() {
+            values.push(get(row, i, *col, types_vary || n == 0)?);
+        }
+        decoded.push(R::decode(&values).map_err(|e| sqlx::Error::ColumnDecode {
+            index: table.name.to_string(),
+            source: Box::new(e),
+        })?);
+    }
+    Ok(decoded)
 }
 
 /// Most parameters in one SQLite statement (SQLite allows 32,766).
@@ -742,17 +780,17 @@ mod tests {
         );
         // and back
         for text in ["acknowledged", "closed"] {
-            let status = IncidentStatus::take(Bind::Text(Some(text.into()))).unwrap();
+            let status = IncidentStatus::take(Cell::Text(Some(text))).unwrap();
             assert_eq!(stored(&status).as_deref(), Some(text));
         }
         let text = "2026-03-01T12:00:00.123456Z";
-        let time = <DateTime<Utc>>::take(Bind::Text(Some(text.into()))).unwrap();
+        let time = <DateTime<Utc>>::take(Cell::Text(Some(text))).unwrap();
         assert_eq!(stored(&time).as_deref(), Some(text));
     }
 
     #[test]
     fn corrupt_values_are_errors_not_defaults() {
-        let corrupt = |text: &str| Bind::Text(Some(text.to_string()));
+        let corrupt = |text: &'static str| Cell::Text(Some(text));
         assert!(matches!(
             <Json<Vec<AffectedWorkflow>>>::take(corrupt("[{\"workflow_id\": 1")),
             Err(ColumnError::Invalid {
@@ -769,12 +807,12 @@ mod tests {
         assert!(<DateTime<Utc>>::take(corrupt("yesterday")).is_err());
         // NULL where the column cannot be NULL, and the wrong SQL type
         assert!(matches!(
-            IncidentStatus::take(Bind::Text(None)),
+            IncidentStatus::take(Cell::Text(None)),
             Err(ColumnError::Type { .. })
         ));
-        assert!(<Option<String> as Column>::take(Bind::Int(None)).is_err());
+        assert!(<Option<String> as Column>::take(Cell::Int(None)).is_err());
         assert_eq!(
-            <Option<IncidentStatus> as Column>::take(Bind::Text(None)),
+            <Option<IncidentStatus> as Column>::take(Cell::Text(None)),
             Ok(None)
         );
     }
@@ -790,10 +828,10 @@ mod tests {
 
     #[test]
     fn a_row_names_the_column_that_does_not_decode() {
-        let error = Typed::decode(vec![
-            Bind::Text(Some("a".into())),
-            Bind::Text(Some("reopened".into())),
-            Bind::Text(None),
+        let error = Typed::decode(&[
+            Cell::Text(Some("a")),
+            Cell::Text(Some("reopened")),
+            Cell::Text(None),
         ])
         .unwrap_err();
         assert!(matches!(
@@ -809,7 +847,7 @@ mod tests {
             "{error}"
         );
         assert_eq!(
-            Typed::decode(vec![Bind::Text(Some("a".into()))]),
+            Typed::decode(&[Cell::Text(Some("a"))]),
             Err(RowError::Missing {
                 table: "rm_typed",
                 column: "status"

@@ -10,15 +10,39 @@ use projections::models::matrix::{
     self as model, CellView, MatrixFilter, MatrixRowView, RowKind, RowStatus,
 };
 
+use super::inline::InlineList;
 use super::types::{connection, MappingStatus, SyncState};
 use super::{app, caller, wait_for, ApiError};
 
 /// A canonical workflow (or an untracked n8n workflow) and its state in each
 /// environment.
 pub struct MatrixRow {
-    view: MatrixRowView,
-    /// The environments shown as columns, for the `ABSENT` cells.
-    columns: std::sync::Arc<Vec<String>>,
+    row: model::MatrixRow,
+    /// One per environment column, `ABSENT` where the workflow does not exist, in
+    /// environment order.
+    cells: Vec<MatrixCell>,
+}
+
+impl MatrixRow {
+    /// The row of `view` with one cell per environment of `columns`.
+    fn new(view: MatrixRowView, columns: &[String]) -> MatrixRow {
+        let mut cells = Vec::with_capacity(columns.len().max(view.cells.len()));
+        let mut seen = HashSet::new();
+        for cell in view.cells {
+            seen.insert(cell.cell.environment_id.clone());
+            cells.push(MatrixCell::from_view(cell));
+        }
+        for column in columns {
+            if !seen.contains(column) {
+                cells.push(MatrixCell::absent(column));
+            }
+        }
+        cells.sort_by(|a, b| a.environment_id.cmp(&b.environment_id));
+        MatrixRow {
+            row: view.row,
+            cells,
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -73,42 +97,30 @@ impl MatrixCell {
 impl MatrixRow {
     /// Null for an untracked workflow (no canonical link).
     async fn canonical_id(&self) -> Option<ID> {
-        self.view.row.canonical_id.clone().map(ID)
+        self.row.canonical_id.clone().map(ID)
     }
     async fn slug(&self) -> Option<&str> {
-        self.view.row.slug.as_deref()
+        self.row.slug.as_deref()
     }
     async fn name(&self) -> &str {
-        &self.view.row.name
+        &self.row.name
     }
     /// Whether the row is a canonical workflow or an untracked n8n workflow.
     async fn untracked(&self) -> bool {
-        self.view.row.kind == RowKind::Untracked
+        self.row.kind == RowKind::Untracked
     }
     async fn git_path(&self) -> Option<&str> {
-        self.view.row.git_path.as_deref()
+        self.row.git_path.as_deref()
     }
     async fn git_content_hash(&self) -> Option<&str> {
-        self.view.row.git_content_hash.as_deref()
+        self.row.git_content_hash.as_deref()
     }
     async fn git_commit_sha(&self) -> Option<&str> {
-        self.view.row.git_commit_sha.as_deref()
+        self.row.git_commit_sha.as_deref()
     }
     /// One cell per environment column; `ABSENT` where the workflow does not exist.
-    async fn cells(&self) -> Vec<MatrixCell> {
-        let mut cells = Vec::with_capacity(self.columns.len().max(self.view.cells.len()));
-        let mut seen = HashSet::new();
-        for cell in &self.view.cells {
-            seen.insert(cell.cell.environment_id.as_str());
-            cells.push(MatrixCell::from_view(cell.clone()));
-        }
-        for column in self.columns.iter() {
-            if !seen.contains(column.as_str()) {
-                cells.push(MatrixCell::absent(column));
-            }
-        }
-        cells.sort_by(|a, b| a.environment_id.cmp(&b.environment_id));
-        cells
+    async fn cells(&self) -> InlineList<'_, MatrixCell> {
+        InlineList(&self.cells)
     }
 }
 
@@ -172,11 +184,7 @@ impl MatrixQuery {
             .map(|e| e.environment_id)
             .filter(|id| environment_ids.as_ref().is_none_or(|ids| ids.contains(id)))
             .collect();
-        let columns = std::sync::Arc::new(columns);
-        Ok(connection(page, |view| MatrixRow {
-            view,
-            columns: columns.clone(),
-        }))
+        Ok(connection(page, |view| MatrixRow::new(view, &columns)))
     }
 
     /// Workflows of one environment that n8n runs with no canonical link.

@@ -13,6 +13,7 @@ mod environments;
 pub mod error;
 pub mod guard;
 mod incidents;
+mod inline;
 mod mappings;
 pub(crate) mod matrix;
 mod pipelines;

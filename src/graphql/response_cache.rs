@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection,
+};
 use axum::body::Bytes;
 
 /// Longest a response is served from the cache.
@@ -78,12 +80,21 @@ impl ResponseCache {
 
 /// Whether the answer to this request may be cached (see the module comment).
 pub fn cacheable(raw: &[u8], request: &async_graphql::Request) -> bool {
+    match async_graphql::parser::parse_query(&request.query) {
+        Ok(document) => cacheable_document(raw, request, &document),
+        Err(_) => false,
+    }
+}
+
+/// [`cacheable`] with the request's query already parsed (`document`).
+pub fn cacheable_document(
+    raw: &[u8],
+    request: &async_graphql::Request,
+    document: &ExecutableDocument,
+) -> bool {
     if raw.len() > MAX_REQUEST || request.query.contains("minPosition") {
         return false;
     }
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return false;
-    };
     let operation = match (&document.operations, request.operation_name.as_deref()) {
         (DocumentOperations::Single(operation), None) => operation,
         (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {

@@ -198,20 +198,24 @@ async fn execute(
     };
     let tenant = principal.tenant.as_str().to_string();
     let version = state.context.projections.read_version();
-    let cacheable =
-        version.is_some() && crate::graphql::response_cache::cacheable(&bytes, &request);
-    if let (true, Some(version)) = (cacheable, version) {
+    // Only cacheable requests are ever stored, and whether a request is cacheable
+    // depends on its bytes alone: a stored answer needs no parse to be served.
+    if let Some(version) = version {
         if let Some(body) = state.cache.get(&tenant, &bytes, version) {
             return json_body(body);
         }
     }
-    // What the request may cost is decided before anything expensive runs.
+    // What the request may cost is decided before anything expensive runs; the
+    // document it parses is the one executed (and the one the cache looks at).
+    let cacheable;
     let checked = match crate::graphql::guard::check(
         &request.query,
         &request.variables,
         request.operation_name.as_deref(),
     ) {
         Ok((document, checked)) => {
+            cacheable = version.is_some()
+                && crate::graphql::response_cache::cacheable_document(&bytes, &request, &document);
             request.set_parsed_query(document);
             checked
         }

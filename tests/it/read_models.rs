@@ -1530,3 +1530,51 @@ crate::support::both_backends!(
     matrix_and_environment_status,
     read_your_writes_and_history
 );
+
+/// A running projector keeps its tables' planner statistics current itself
+/// (decision 61): this server runs without autovacuum, and without statistics the
+/// matrix's pages were read with sequential scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_projector_analyzes_the_tables_it_filled_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let Store::Postgres(eventstore::PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    let last_analyze = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_analyze FROM pg_stat_user_tables WHERE relid = to_regclass('rm_audit')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    workload(&t, 200).await;
+    assert_eq!(
+        last_analyze().await,
+        None,
+        "nothing analyzed rm_audit before"
+    );
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    wait_all(&handle, head(&t.store).await).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while last_analyze().await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rm_audit was not analyzed within 30 s of being filled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The planner now knows the table's size.
+    let tuples: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass('rm_audit')")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(tuples >= 200.0, "reltuples {tuples}");
+    task.abort();
+}
