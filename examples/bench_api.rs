@@ -1510,6 +1510,12 @@ async fn run(args: &Args, service: &Service) -> anyhow::Result<Value> {
         Value::Null
     } else {
         eprintln!("matrix: {} clients", args.clients);
+        bench_store::settle_statistics(
+            &service.store,
+            &["rm_matrix_rows", "rm_matrix_cells", "rm_environments"],
+            Duration::from_secs(60),
+        )
+        .await?;
         measure_matrix(service, args).await?
     };
     let mutations = if args.skip_mutations {

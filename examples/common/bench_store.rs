@@ -134,3 +134,49 @@ pub async fn settle_log(store: &Store, timeout: Duration) -> anyhow::Result<i64>
     }
     Ok(store.last_position().await?)
 }
+
+/// Waits until the planner statistics of `tables` are current, as the service's
+/// projector keeps them (decision 61: it analyzes a table that changed more than
+/// autovacuum's default threshold since its last `ANALYZE`, once PostgreSQL's
+/// activity counters show it, within seconds). A benchmark that went on at once
+/// would time the plans of tables the planner knows nothing of yet. Current means
+/// the planner's row count (`reltuples`) is within that threshold of the table's
+/// real count. PostgreSQL only; fails after `timeout`.
+#[allow(dead_code)] // not every benchmark pages the read models
+pub async fn settle_statistics(
+    store: &Store,
+    tables: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let Store::Postgres(PgStore { pool, .. }) = store else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    loop {
+        let mut stale = vec![];
+        for table in tables {
+            let (rows, planned): (i64, f32) = sqlx::query_as(&format!(
+                "SELECT (SELECT COUNT(*) FROM {table}), \
+                 (SELECT reltuples FROM pg_class WHERE oid = to_regclass('{table}'))"
+            ))
+            .fetch_one(pool)
+            .await?;
+            let planned = f64::from(planned.max(0.0));
+            if rows > 50 && (rows as f64 - planned).abs() > 50.0 + 0.1 * rows as f64 {
+                stale.push(format!(
+                    "{table} ({rows} rows, the planner thinks {planned})"
+                ));
+            }
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "the planner statistics are not current after {} s: {}",
+            timeout.as_secs(),
+            stale.join(", ")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -876,7 +876,12 @@ impl Projector {
             .iter()
             .flat_map(|slot| slot.projection.tables().iter().copied())
             .collect();
-        let _statistics = Background(tokio::spawn(keep_statistics(self.store.clone(), tables)));
+        let caught_up = Arc::new(tokio::sync::Notify::new());
+        let _statistics = Background(tokio::spawn(keep_statistics(
+            self.store.clone(),
+            tables,
+            caught_up.clone(),
+        )));
         let mut wakeup: Option<eventstore::Wakeup> = None;
         let mut backoff = Duration::from_millis(50);
         // whether a step applied anything since the last wait
@@ -895,6 +900,9 @@ impl Projector {
                     tokio::task::yield_now().await;
                 }
                 Ok(Step::Idle) => {
+                    if applied {
+                        caught_up.notify_one();
+                    }
                     // Checkpoints left behind by skipped batches are written soon
                     // after the log goes quiet.
                     let wait = self
@@ -1045,8 +1053,11 @@ impl ProjectorHandle {
     }
 }
 
-/// How often a running projector looks at its tables' planner statistics.
+/// How often a running projector looks at its tables' planner statistics, at the
+/// latest; it also looks when it has caught up after applying events, at most once
+/// per [`STATISTICS_SPACING`].
 const STATISTICS_CHECK: Duration = Duration::from_secs(5);
+const STATISTICS_SPACING: Duration = Duration::from_secs(1);
 
 /// The tables (of those given, as the connection's `search_path` resolves them)
 /// changed enough since their last `ANALYZE` that autovacuum would analyze them:
@@ -1066,13 +1077,17 @@ impl Drop for Background {
 }
 
 /// Keeps the planner statistics of a running projector's tables current on
-/// PostgreSQL, whether or not autovacuum runs there (decision 61): every
-/// [`STATISTICS_CHECK`] it analyzes the tables that changed as much as autovacuum's
-/// default threshold asks. Without statistics the planner guesses: the matrix's
+/// PostgreSQL, whether or not autovacuum runs there (decision 61): when the projector
+/// has caught up (`caught_up`), and every [`STATISTICS_CHECK`], it analyzes the
+/// tables that changed as much as autovacuum's default threshold asks. Without statistics the planner guesses: the matrix's
 /// cells of one page were read with a sequential scan of every cell, and its rows
 /// sorted from the whole tenant. SQLite needs none of this for these queries (its
 /// planner takes the indexes without statistics).
-async fn keep_statistics(store: Store, tables: Vec<&'static str>) {
+async fn keep_statistics(
+    store: Store,
+    tables: Vec<&'static str>,
+    caught_up: Arc<tokio::sync::Notify>,
+) {
     let Store::Postgres(PgStore { pool, .. }) = &store else {
         return;
     };
@@ -1080,7 +1095,13 @@ async fn keep_statistics(store: Store, tables: Vec<&'static str>) {
     let mut tick = tokio::time::interval(STATISTICS_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = caught_up.notified() => {}
+        }
+        // A projector that keeps catching up (a steady stream of appends) asks for
+        // a look after every batch: one look per spacing at most.
+        tokio::time::sleep(STATISTICS_SPACING).await;
         let stale: Vec<String> = match sqlx::query_scalar(STALE_STATISTICS)
             .bind(&names)
             .fetch_all(pool)
