@@ -78,15 +78,8 @@ impl ResponseCache {
     }
 }
 
-/// Whether the answer to this request may be cached (see the module comment).
-pub fn cacheable(raw: &[u8], request: &async_graphql::Request) -> bool {
-    match async_graphql::parser::parse_query(&request.query) {
-        Ok(document) => cacheable_document(raw, request, &document),
-        Err(_) => false,
-    }
-}
-
-/// [`cacheable`] with the request's query already parsed (`document`).
+/// Whether the answer to this request may be cached (see the module comment), given
+/// its query as parsed (`document`).
 pub fn cacheable_document(
     raw: &[u8],
     request: &async_graphql::Request,
@@ -130,6 +123,14 @@ pub fn cacheable_document(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query that does not parse is refused before the cache is asked (the guard).
+    fn cacheable(raw: &[u8], request: &async_graphql::Request) -> bool {
+        match async_graphql::parser::parse_query(&request.query) {
+            Ok(document) => cacheable_document(raw, request, &document),
+            Err(_) => false,
+        }
+    }
 
     fn request(query: &str) -> (Vec<u8>, async_graphql::Request) {
         let raw = serde_json::to_vec(&serde_json::json!({ "query": query })).unwrap();
