@@ -78,7 +78,11 @@ async fn pinned_staging(api: &Api, token: &str) -> Value {
                 json!({}),
             )
             .await;
-        if !data["environment"]["pinned"].is_null() || Instant::now() > deadline {
+        // The pin and the end of the running deployment are separate events: wait
+        // for the read model to show both.
+        let settled = !data["environment"]["pinned"].is_null()
+            && data["environment"]["runningDeploymentId"].is_null();
+        if settled || Instant::now() > deadline {
             return data;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
