@@ -998,8 +998,15 @@ async fn measure(
         let report = workflowops::read_side::rebuild(store, &[]).await?;
         caught_up = true;
         eprintln!(
-            "  rebuilt {} events in {:.2} s: {:.0} events/s",
-            report.events, report.seconds, report.events_per_second
+            "  rebuilt {} events in {:.2} s (prepare {:.2} s, swap {:.3} s, {} tables moved, \
+             {} rows copied): {:.0} events/s",
+            report.events,
+            report.seconds,
+            report.prepare_seconds,
+            report.swap_seconds,
+            report.tables_moved,
+            report.rows_copied,
+            report.events_per_second
         );
         require_some(report.events as usize, "rebuild: events replayed");
         // (the reactors may append a little meanwhile: at least the log as it was)
@@ -1012,6 +1019,10 @@ async fn measure(
         json!({
             "events": report.events,
             "seconds": round3(report.seconds),
+            "prepare_seconds": round3(report.prepare_seconds),
+            "swap_seconds": round3(report.swap_seconds),
+            "tables_moved": report.tables_moved,
+            "rows_copied": report.rows_copied,
             "events_per_sec": report.events_per_second.round(),
             "projections": report.projections,
             "target_events_per_sec": 50_000,

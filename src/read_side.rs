@@ -25,11 +25,17 @@ pub struct RebuildReport {
     pub events: u64,
     pub seconds: f64,
     pub events_per_second: f64,
-    /// The swap transaction: how long the live checkpoints were locked (serving
-    /// projectors wait; queries never do).
+    /// PostgreSQL: readying the shadow's tables to be moved into place (logged,
+    /// indexed, analyzed) after the replay, before the swap (0 on SQLite).
+    pub prepare_seconds: f64,
+    /// The swap transaction: how long the live checkpoint rows were locked (serving
+    /// projectors wait; on PostgreSQL queries of a moved table wait for the commit,
+    /// on SQLite they never do).
     pub swap_seconds: f64,
-    /// Live rows the swap deleted or inserted (0 when the rebuilt read models equal
-    /// the live ones).
+    /// PostgreSQL: the tables the swap moved into place.
+    pub tables_moved: u32,
+    /// SQLite: live rows the swap deleted or inserted (0 when the rebuilt read models
+    /// equal the live ones; always 0 on PostgreSQL, which moves tables).
     pub rows_copied: u64,
 }
 
@@ -82,6 +88,8 @@ pub async fn rebuild_with(
         replay_seconds = outcome.replay_seconds,
         swap_seconds = outcome.swap_seconds,
         swap_attempts = outcome.swap_attempts,
+        prepare_seconds = outcome.prepare_seconds,
+        tables_moved = outcome.tables_moved,
         rows_copied = outcome.rows_copied,
         maintenance_seconds = outcome.maintenance_seconds,
         "rebuilt and swapped in"
@@ -91,7 +99,9 @@ pub async fn rebuild_with(
         events: outcome.events,
         seconds,
         events_per_second: outcome.events as f64 / seconds.max(1e-9),
+        prepare_seconds: outcome.prepare_seconds,
         swap_seconds: outcome.swap_seconds,
+        tables_moved: outcome.tables_moved,
         rows_copied: outcome.rows_copied,
     })
 }

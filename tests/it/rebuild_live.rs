@@ -304,6 +304,57 @@ async fn plain_replay(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
     dump_all(store).await
 }
 
+/// [`populate`]s, brings every read model up to date (as a service would have), and
+/// returns their tables.
+async fn populated(
+    t: &TestStore,
+    ops_per_tenant: usize,
+    syncs_per_tenant: usize,
+) -> BTreeMap<&'static str, Vec<String>> {
+    populate(t, ops_per_tenant, syncs_per_tenant).await;
+    let mut live = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    );
+    live.catch_up().await.unwrap();
+    drop(live);
+    dump_all(&t.store).await
+}
+
+/// PostgreSQL: the read models' indexes (name and definition), and per table whether
+/// it is logged and whether it was analyzed (`reltuples` is -1 until then). Empty on SQLite.
+type Layout = (Vec<(String, String)>, Vec<(String, bool, bool)>);
+
+async fn layout(store: &Store) -> Layout {
+    let Store::Postgres(PgStore { pool, .. }) = store else {
+        return Layout::default();
+    };
+    let tables: Vec<String> = projections::all()
+        .iter()
+        .flat_map(|p| p.tables().iter().map(|t| t.to_string()))
+        .collect();
+    let indexes = sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes \
+         WHERE schemaname = current_schema() AND tablename = ANY($1) ORDER BY 1",
+    )
+    .bind(&tables)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let persistence = sqlx::query_as(
+        "SELECT c.relname::text, c.relpersistence = 'p', \
+                c.reltuples >= 0 \
+         FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace \
+           AND c.relname = ANY($1) ORDER BY 1",
+    )
+    .bind(&tables)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (indexes, persistence)
+}
+
 /// Where the rebuilds' shadows would be: PostgreSQL schemas, or SQLite files next to
 /// the database.
 async fn shadows(t: &TestStore) -> Vec<String> {
@@ -351,6 +402,7 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
     wait_all(&api, last).await;
     let before = baseline(&api).await;
     let tables_before = dump_all(&api.store.store).await;
+    let layout_before = layout(&api.store.store).await;
     let version_before = api
         .projections
         .read_version()
@@ -403,6 +455,28 @@ async fn live_rebuild_never_serves_emptier_read_models(kind: Kind) {
         all.rows_copied, 0,
         "the rebuilt read models equal the live ones"
     );
+    let tables: usize = projections::all().iter().map(|p| p.tables().len()).sum();
+    match kind {
+        // every table moved into place, with the migrations' index names and
+        // definitions, logged (a crash keeps it), and with planner statistics
+        Kind::Postgres => {
+            assert_eq!(all.tables_moved as usize, tables, "{all:?}");
+            assert_eq!(one.tables_moved, 2, "{one:?}");
+            let after = layout(&api.store.store).await;
+            assert_eq!(after.0, layout_before.0, "the same indexes, by name");
+            assert!(
+                after.1.iter().all(|(_, logged, _)| *logged),
+                "{:?}",
+                after.1
+            );
+            assert!(
+                after.1.iter().all(|(_, _, analyzed)| *analyzed),
+                "{:?}",
+                after.1
+            );
+        }
+        Kind::Sqlite => assert_eq!(all.tables_moved, 0, "{all:?}"),
+    }
     assert_eq!(
         dump_all(&api.store.store).await,
         tables_before,
@@ -489,15 +563,7 @@ fn pause_after_first_batch() -> (
 /// the next one once its heartbeat is stale, and its shadow goes.
 async fn second_rebuild_is_refused_and_a_crashed_one_taken_over(kind: Kind) {
     let t = TestStore::new(kind).await;
-    populate(&t, 150, 100).await;
-    let mut live = Projector::new(
-        t.store.clone(),
-        projections::all(),
-        ProjectorOptions::default(),
-    );
-    live.catch_up().await.unwrap();
-    drop(live);
-    let tables = dump_all(&t.store).await;
+    let tables = populated(&t, 150, 100).await;
     let events = event_count(&t.store).await;
     assert!(tables["audit"].len() == events && events > 500, "{events}");
 
@@ -733,4 +799,50 @@ async fn ready_reports_a_rebuild_in_progress(kind: Kind) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rebuilding"], serde_json::json!([]), "{body}");
     api.stop().await;
+}
+
+/// PostgreSQL moves the rebuilt tables into place: a live read-model table that
+/// something depends on (here a view) cannot be moved without breaking it, so the
+/// rebuild refuses before replaying anything, names the table, leaves no shadow, and
+/// the live tables (and the view) are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_table_something_depends_on_is_refused_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let tables = populated(&t, 30, 10).await;
+    let Store::Postgres(PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    sqlx::query("CREATE VIEW audit_actors AS SELECT DISTINCT actor FROM rm_audit")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let error = workflowops::read_side::rebuild(&t.store, &[])
+        .await
+        .expect_err("a table with a view on it cannot be moved");
+    let message = format!("{error:#}");
+    assert!(message.contains("rm_audit"), "{message}");
+    assert!(message.contains("view"), "{message}");
+    assert!(shadows(&t).await.is_empty(), "{:?}", shadows(&t).await);
+    assert_eq!(
+        dump_all(&t.store).await,
+        tables,
+        "the live tables untouched"
+    );
+    let actors: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_actors")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(actors > 0, "the view still works");
+
+    // Without the view the same rebuild goes through.
+    sqlx::query("DROP VIEW audit_actors")
+        .execute(pool)
+        .await
+        .unwrap();
+    let report = workflowops::read_side::rebuild(&t.store, &[])
+        .await
+        .unwrap();
+    assert!(report.tables_moved > 0, "{report:?}");
+    assert_eq!(dump_all(&t.store).await, tables);
 }
