@@ -25,8 +25,9 @@ pub struct RebuildReport {
     pub events: u64,
     pub seconds: f64,
     pub events_per_second: f64,
-    /// PostgreSQL: readying the shadow's tables to be moved into place (logged,
-    /// indexed, analyzed) after the replay, before the swap (0 on SQLite).
+    /// PostgreSQL: readying the shadow's tables to be moved into place (their
+    /// secondary indexes built, analyzed) after the replay, before the swap (0 on
+    /// SQLite).
     pub prepare_seconds: f64,
     /// The swap transaction: how long the live checkpoint rows were locked (serving
     /// projectors wait; on PostgreSQL queries of a moved table wait for the commit,

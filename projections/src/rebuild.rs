@@ -133,8 +133,8 @@ pub struct RebuildOutcome {
     pub rows_copied: u64,
     /// Tables the swap moved into place (PostgreSQL: every rebuilt table).
     pub tables_moved: u32,
-    /// Readying the shadow's tables to be moved (PostgreSQL: logged, indexed,
-    /// analyzed), between the replay and the swap.
+    /// Readying the shadow's tables to be moved (PostgreSQL: their secondary
+    /// indexes built, analyzed), between the replay and the swap.
     pub prepare_seconds: f64,
     /// SQLite: `ANALYZE` of the tables the swap changed.
     pub maintenance_seconds: f64,
@@ -509,42 +509,21 @@ async fn drop_shadow(store: &Store, live: &Live, shadow: &str) -> Result<(), Reb
     Ok(())
 }
 
-/// The primary-key columns of `schema.table` (PostgreSQL).
+/// The name and definition (`PRIMARY KEY (…)`) of `schema.table`'s primary-key
+/// constraint (PostgreSQL).
 async fn pg_primary_key(
     conn: &mut sqlx::PgConnection,
     schema: &str,
     table: &str,
-) -> Result<Vec<String>, RebuildError> {
-    let key: Vec<String> = sqlx::query_scalar(
-        "SELECT a.attname::text FROM pg_index i \
-         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-         WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
-         ORDER BY array_position(i.indkey::int2[], a.attnum)",
-    )
-    .bind(format!("{}.{}", quote(schema), quote(table)))
-    .fetch_all(conn)
-    .await?;
-    if key.is_empty() {
-        return Err(RebuildError::Schema(format!(
-            "table {schema}.{table} is missing or has no primary key"
-        )));
-    }
-    Ok(key.iter().map(|c| quote(c)).collect())
-}
-
-/// The name of `schema.table`'s primary-key constraint (PostgreSQL).
-async fn pg_primary_key_name(
-    conn: &mut sqlx::PgConnection,
-    schema: &str,
-    table: &str,
-) -> Result<String, RebuildError> {
-    let name: Option<String> = sqlx::query_scalar(
-        "SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p'",
+) -> Result<(String, String), RebuildError> {
+    let key: Option<(String, String)> = sqlx::query_as(
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = to_regclass($1) AND contype = 'p'",
     )
     .bind(format!("{}.{}", quote(schema), quote(table)))
     .fetch_optional(conn)
     .await?;
-    name.ok_or_else(|| {
+    key.ok_or_else(|| {
         RebuildError::Schema(format!(
             "table {schema}.{table} is missing or has no primary key"
         ))
@@ -640,6 +619,7 @@ async fn prepare_move(
         .await?;
     Ok(())
 }
+
 /// The primary-key columns of a table of the shadow (SQLite, on a shadow connection).
 async fn sqlite_primary_key(
     conn: &mut sqlx::SqliteConnection,
@@ -685,8 +665,7 @@ async fn create_shadow(
                 if *table != CHECKPOINTS {
                     pg_check_movable(&mut tx, schema, table).await?;
                 }
-                let key = pg_primary_key(&mut tx, schema, table).await?;
-                let key_name = pg_primary_key_name(&mut tx, schema, table).await?;
+                let (key_name, key) = pg_primary_key(&mut tx, schema, table).await?;
                 let unlogged = if *table == CHECKPOINTS {
                     "UNLOGGED "
                 } else {
@@ -700,9 +679,8 @@ async fn create_shadow(
                 .await?;
                 // Named as the live key: the table may be moved into place (the swap).
                 sqlx::query(&format!(
-                    "ALTER TABLE {s}.{table} ADD CONSTRAINT {} PRIMARY KEY ({})",
+                    "ALTER TABLE {s}.{table} ADD CONSTRAINT {} {key}",
                     quote(&key_name),
-                    key.join(", ")
                 ))
                 .execute(&mut *tx)
                 .await?;
@@ -898,20 +876,16 @@ impl Job<'_> {
                     outcome.tables_moved = swapped.iter().filter(|t| t.moved).count() as u32;
                     return Ok((outcome, swapped));
                 }
-                SwapAttempt::Busy => {
+                retry => {
                     if outcome.swap_attempts >= SWAP_ATTEMPTS {
                         return Err(RebuildError::KeptMoving(outcome.swap_attempts));
                     }
-                    self.replay(&mut projector, &mut outcome.events).await?;
-                }
-                SwapAttempt::Behind(ahead) => {
-                    if outcome.swap_attempts >= SWAP_ATTEMPTS {
-                        return Err(RebuildError::KeptMoving(outcome.swap_attempts));
+                    if let SwapAttempt::Behind(ahead) = retry {
+                        tracing::info!(
+                            ?ahead,
+                            "the live projectors moved on: catching up the shadow"
+                        );
                     }
-                    tracing::info!(
-                        ?ahead,
-                        "the live projectors moved on: catching up the shadow"
-                    );
                     self.replay(&mut projector, &mut outcome.events).await?;
                 }
             }
@@ -1083,7 +1057,7 @@ impl Job<'_> {
         for table in self.tables {
             if pg {
                 // The live table goes and the shadow's takes its place, indexes,
-                // statistics and all: O(1) whatever the size.
+                // statistics and all: the move does not grow with the rows.
                 let moved = async {
                     tx.execute(&format!("DROP TABLE {l}.{table}")).await?;
                     tx.execute(&format!("ALTER TABLE {s}.{table} SET SCHEMA {l}"))
