@@ -31,8 +31,9 @@
 //! `--deep-after`, 500) and a filtered page (3 environments + `search: "sync"` +
 //! `onlyDrift: true`).
 //! Every response is checked (HTTP 200, no errors, the expected number of rows, one
-//! cell per environment, linked cells); a response that fails counts in `failures`
-//! by code. Before timing, the whole matrix is paged through over HTTP and compared with
+//! cell per environment, linked cells; a timed response byte-identical to the last
+//! one a client checked passes as that one did); a response that fails counts in
+//! `failures` by code. Before timing, the whole matrix is paged through over HTTP and compared with
 //! what the population wrote (`check_failures`). Targets (issue 17): the first page
 //! p99 ≤ 15 ms from the cache, ≤ 30 ms executed (`first_page_uncached`).
 //! Identical queries are answered from the service's response cache while the read
@@ -485,6 +486,10 @@ async fn load_matrix(
                 }
                 barrier.wait().await;
                 let mut samples = vec![];
+                // The last answer that passed the checks: an answer equal to it byte for
+                // byte passes them as well, and comparing costs the clients far less of
+                // the machine they share with the service than reading 150 KB again.
+                let mut verified: Option<bytes::Bytes> = None;
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= total {
@@ -493,9 +498,15 @@ async fn load_matrix(
                     let body = request.body(warmup + n);
                     let (elapsed, result) = post_bytes(&http, &url, &token, &body).await;
                     samples.push(ms(elapsed));
-                    if let Err((code, detail)) = result
-                        .and_then(|(status, bytes)| check_matrix_answer(&request, status, &bytes))
-                    {
+                    let checked = result.and_then(|(status, bytes)| {
+                        if status == 200 && verified.as_ref() == Some(&bytes) {
+                            return Ok(());
+                        }
+                        check_matrix_answer(&request, status, &bytes)?;
+                        verified = Some(bytes);
+                        Ok(())
+                    });
+                    if let Err((code, detail)) = checked {
                         failures.add(code, &detail);
                     }
                 }

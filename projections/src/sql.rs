@@ -698,6 +698,31 @@ impl<R: KeyedRow> Rows<R> {
         Ok(row)
     }
 
+    /// Changes the row with this id in place, as the batch sees it so far; `false`
+    /// (and `change` not called) when there is no such row. The row is copied once
+    /// per batch at most (the committed copy stays as it is until the commit), where
+    /// [`Rows::get`] and [`Rows::put`] copy it on every change.
+    pub async fn modify(
+        &mut self,
+        tx: &mut Tx,
+        id: &str,
+        change: impl FnOnce(&mut R),
+    ) -> Result<bool, sqlx::Error> {
+        if !self.pending.contains_key(id) {
+            let Some(row) = self.get(tx, id).await? else {
+                return Ok(false);
+            };
+            self.pending.insert(id.to_string(), Some(row));
+        }
+        match self.pending.get_mut(id) {
+            Some(Some(row)) => {
+                change(row);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     pub fn put(&mut self, row: R) {
         self.pending.insert(row.id().to_string(), Some(row));
     }

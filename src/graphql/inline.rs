@@ -26,7 +26,7 @@ use async_graphql::{
 /// field after field.
 pub struct InlineList<'a, T>(pub &'a [T]);
 
-impl<T: ContainerType + Sync> OutputType for InlineList<'_, T> {
+impl<T: ContainerType + PlainFields + Sync> OutputType for InlineList<'_, T> {
     fn type_name() -> Cow<'static, str> {
         <Vec<T> as OutputType>::type_name()
     }
@@ -44,16 +44,30 @@ impl<T: ContainerType + Sync> OutputType for InlineList<'_, T> {
         ctx: &ContextSelectionSet<'_>,
         _field: &Positioned<Field>,
     ) -> ServerResult<Value> {
+        let Some(first) = self.0.first() else {
+            return Ok(Value::List(Vec::new()));
+        };
+        // Every item is a `T`, so the selection expands to the same fields for all.
+        let mut fields = Vec::new();
+        collect_fields(ctx, ctx.item, first, &mut fields)?;
         let mut items = Vec::with_capacity(self.0.len());
         for (index, item) in self.0.iter().enumerate() {
             let ctx_item = ctx.with_index(index);
-            let value = resolve_object(&ctx_item, item)
+            let value = resolve_object(&ctx_item, item, &fields)
                 .await
                 .map_err(|error| ctx_item.set_error_path(error))?;
             items.push(value);
         }
         Ok(Value::List(items))
     }
+}
+
+/// Fields an object gives without being resolved: the value of a scalar or enum
+/// field, exactly the value its resolver would give (`None` for any field it does
+/// not give so, which is then resolved). [`InlineList`] asks it only for fields
+/// with no arguments, no directives and no selection of their own.
+pub trait PlainFields {
+    fn plain_field(&self, name: &str) -> Option<Value>;
 }
 
 /// The fields `selection` asks of `root`, in order, fragments expanded as
@@ -111,44 +125,56 @@ fn collect_fields<'a, T: ContainerType>(
 /// Merges a field's value into the object as async-graphql does (a repeated response
 /// key merges objects and lists of objects; otherwise the first value stays).
 fn insert_value(target: &mut IndexMap<Name, Value>, name: Name, value: Value) {
-    match (target.get_mut(&name), value) {
-        (None, value) => {
-            target.insert(name, value);
+    use async_graphql::indexmap::map::Entry;
+    match (target.entry(name), value) {
+        (Entry::Vacant(vacant), value) => {
+            vacant.insert(value);
         }
-        (Some(Value::Object(into)), Value::Object(from)) => {
-            for (key, value) in from {
-                insert_value(into, key, value);
+        (Entry::Occupied(mut occupied), value) => match (occupied.get_mut(), value) {
+            (Value::Object(into), Value::Object(from)) => {
+                for (key, value) in from {
+                    insert_value(into, key, value);
+                }
             }
-        }
-        (Some(Value::List(into)), Value::List(from)) => {
-            for (into, from) in into.iter_mut().zip(from) {
-                if let (Value::Object(into), Value::Object(from)) = (into, from) {
-                    for (key, value) in from {
-                        insert_value(into, key, value);
+            (Value::List(into), Value::List(from)) => {
+                for (into, from) in into.iter_mut().zip(from) {
+                    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+                        for (key, value) in from {
+                            insert_value(into, key, value);
+                        }
                     }
                 }
             }
-        }
-        (Some(_), _) => {}
+            _ => {}
+        },
     }
 }
 
-/// One object: its selected fields resolved one after another.
-async fn resolve_object<T: ContainerType>(
+/// One object: its selected `fields` resolved one after another.
+async fn resolve_object<T: ContainerType + PlainFields>(
     ctx: &ContextSelectionSet<'_>,
     root: &T,
+    fields: &[&Positioned<Field>],
 ) -> ServerResult<Value> {
-    let mut fields = Vec::new();
-    collect_fields(ctx, ctx.item, root, &mut fields)?;
     let mut object = IndexMap::with_capacity(fields.len());
     for field in fields {
-        let ctx_field = ctx.with_field(field);
         let key = field.node.response_key().node.clone();
         if field.node.name.node == "__typename" {
             let name = root.introspection_type_name().into_owned();
             insert_value(&mut object, key, Value::String(name));
             continue;
         }
+        let plain = field.node.arguments.is_empty()
+            && field.node.directives.is_empty()
+            && field.node.selection_set.node.items.is_empty();
+        if let Some(value) = plain
+            .then(|| root.plain_field(&field.node.name.node))
+            .flatten()
+        {
+            insert_value(&mut object, key, value);
+            continue;
+        }
+        let ctx_field = ctx.with_field(field);
         match root.resolve_field(&ctx_field).await {
             Ok(value) => insert_value(&mut object, key, value.unwrap_or_default()),
             Err(error) => ctx.add_error(error),

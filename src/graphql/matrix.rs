@@ -8,7 +8,7 @@ use projections::models::matrix::{
     self as model, CellView, MatrixFilter, MatrixRowView, RowKind, RowStatus,
 };
 
-use super::inline::InlineList;
+use super::inline::{InlineList, PlainFields};
 use super::types::{connection, MappingStatus, SyncState};
 use super::{app, caller, wait_for, ApiError};
 
@@ -88,6 +88,28 @@ impl MatrixCell {
             since: None,
             env_changed_at: None,
         }
+    }
+}
+
+impl PlainFields for MatrixCell {
+    fn plain_field(&self, name: &str) -> Option<async_graphql::Value> {
+        use async_graphql::resolver_utils::enum_value;
+        use async_graphql::{ScalarType, Value};
+        fn opt<T: ScalarType>(value: &Option<T>) -> Value {
+            value.as_ref().map_or(Value::Null, ScalarType::to_value)
+        }
+        Some(match name {
+            "environmentId" => self.environment_id.to_value(),
+            "mappingStatus" => enum_value(self.mapping_status),
+            "syncState" => enum_value(self.sync_state),
+            "n8nWorkflowId" => opt(&self.n8n_workflow_id),
+            "name" => opt(&self.name),
+            "envContentHash" => opt(&self.env_content_hash),
+            "gitContentHash" => opt(&self.git_content_hash),
+            "since" => opt(&self.since),
+            "envChangedAt" => opt(&self.env_changed_at),
+            _ => return None,
+        })
     }
 }
 
@@ -222,5 +244,83 @@ impl MatrixQuery {
                 env_changed_at: cell.as_ref().and_then(|c| c.env_changed_at),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+    use chrono::TimeZone;
+
+    use super::*;
+
+    struct Cells(Vec<MatrixCell>);
+
+    #[Object]
+    impl Cells {
+        /// async-graphql's own resolution, field future by field future.
+        async fn resolved(&self) -> &[MatrixCell] {
+            &self.0
+        }
+        async fn inline(&self) -> InlineList<'_, MatrixCell> {
+            InlineList(&self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_cell_fields_are_what_their_resolvers_give() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let cells = vec![
+            MatrixCell {
+                environment_id: ID("prod".into()),
+                mapping_status: MappingStatus::Linked,
+                sync_state: SyncState::Drift,
+                n8n_workflow_id: Some("n8n-1".into()),
+                name: Some("Orders \"daily\"".into()),
+                env_content_hash: Some("a".repeat(64)),
+                git_content_hash: Some("b".repeat(64)),
+                since: Some(at + chrono::Duration::microseconds(123_456)),
+                env_changed_at: Some(at),
+            },
+            MatrixCell::absent("staging"),
+        ];
+        let schema = Schema::new(Cells(cells), EmptyMutation, EmptySubscription);
+        // every field of the type, plainly, aliased and repeated, and through a
+        // fragment
+        let introspected = schema
+            .execute(r#"{ __type(name: "MatrixCell") { fields { name } } }"#)
+            .await
+            .data
+            .into_json()
+            .unwrap();
+        let fields: Vec<String> = introspected["__type"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(fields.len(), 9, "{fields:?}");
+        let all = fields.join(" ");
+        let query = |list: &str| {
+            format!(
+                "{{ {list} {{ {all} __typename again: name ...F }} }} \
+                 fragment F on MatrixCell {{ since }}"
+            )
+        };
+        let resolved = schema.execute(query("resolved")).await;
+        let inline = schema.execute(query("inline")).await;
+        assert!(resolved.errors.is_empty(), "{:?}", resolved.errors);
+        assert!(inline.errors.is_empty(), "{:?}", inline.errors);
+        let resolved = resolved.data.into_json().unwrap();
+        let inline = inline.data.into_json().unwrap();
+        assert_eq!(resolved["resolved"], inline["inline"]);
+        assert_eq!(inline["inline"][0]["mappingStatus"], "LINKED");
+        assert_eq!(inline["inline"][1]["since"], serde_json::Value::Null);
+        for field in &fields {
+            assert!(
+                MatrixCell::absent("x").plain_field(field).is_some(),
+                "{field} is resolved, not given plainly"
+            );
+        }
     }
 }

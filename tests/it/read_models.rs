@@ -66,24 +66,20 @@ pub(crate) async fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
 }
 
 pub(crate) async fn head(store: &Store) -> i64 {
-    let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
-    match store {
-        Store::Postgres(PgStore { pool, .. }) => {
-            sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-        }
-        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await.unwrap(),
-    }
+    scalar(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
 }
 
 pub(crate) async fn event_count(store: &Store) -> usize {
-    let sql = "SELECT COUNT(*) FROM events";
-    let n: i64 = match store {
-        Store::Postgres(PgStore { pool, .. }) => {
-            sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-        }
-        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await.unwrap(),
-    };
-    n as usize
+    scalar(store, "SELECT COUNT(*) FROM events").await as usize
+}
+
+/// The one integer `sql` selects.
+async fn scalar(store: &Store, sql: &str) -> i64 {
+    match store {
+        Store::Postgres(PgStore { pool, .. }) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(&s.pool).await,
+    }
+    .unwrap()
 }
 
 fn hash(n: u32) -> ContentHash {
@@ -1528,8 +1524,102 @@ crate::support::both_backends!(
     failure_mid_batch_loses_nothing,
     unappliable_event_stops_one_projection,
     matrix_and_environment_status,
+    matrix_rows_carry_exactly_their_cells,
     read_your_writes_and_history
 );
+
+/// Each matrix row's `cells` (what a page reads, decision 63) are exactly the cells
+/// of the cell table attached to it, in (environment, id) order, after a workload
+/// that links, unlinks, relinks and observes mappings (cells moving between rows);
+/// and a page shows them.
+async fn matrix_rows_carry_exactly_their_cells(kind: Kind) {
+    use projections::models::matrix::{MatrixCell, MatrixRow, RowKind};
+    let t = TestStore::new(kind).await;
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    )
+    .spawn();
+    workload(&t, 400).await;
+    // cells that move: linked, unlinked (an untracked row), relinked elsewhere,
+    // observed in between
+    let domain = t.domain();
+    let observe = |n: u32, link: Option<&str>| MappingCommand::Observe {
+        environment_id: id("prod"),
+        n8n_workflow_id: id("moving"),
+        observation: Observation {
+            name: "Moving".into(),
+            content_hash: hash(n),
+            n8n_updated_at: None,
+        },
+        auto_link: link.map(id),
+    };
+    for command in [
+        observe(1, Some("c0")),
+        MappingCommand::Unlink { reason: None },
+        observe(2, None),
+        MappingCommand::Link {
+            canonical_id: id("c1"),
+        },
+        observe(3, None),
+        MappingCommand::Unlink { reason: None },
+        MappingCommand::Link {
+            canonical_id: id("c2"),
+        },
+    ] {
+        domain
+            .mapping(
+                &ctx("acme", Role::Developer),
+                &id("prod"),
+                &id("moving"),
+                command,
+            )
+            .await
+            .unwrap();
+    }
+    wait_all(&handle, head(&t.store).await).await;
+    task.abort();
+
+    let dialect = Dialect::of(&t.store);
+    let unlinks = scalar(
+        &t.store,
+        "SELECT COUNT(*) FROM events WHERE event_type = 'mapping.unlinked'",
+    )
+    .await;
+    assert!(unlinks > 0, "the workload unlinked nothing");
+    let rows: Vec<MatrixRow> = select::<MatrixRow>(dialect).fetch(&t.store).await.unwrap();
+    let mut sql = select::<MatrixCell>(dialect);
+    sql.push(" ORDER BY row_id, environment_id, id");
+    let mut by_row: BTreeMap<String, Vec<MatrixCell>> = BTreeMap::new();
+    for cell in sql.fetch::<MatrixCell>(&t.store).await.unwrap() {
+        by_row.entry(cell.row_id.clone()).or_default().push(cell);
+    }
+    let (mut untracked, mut canonical_with_cells) = (0, 0);
+    for row in &rows {
+        let expected = by_row.get(&row.id).cloned().unwrap_or_default();
+        assert_eq!(row.cells.0 .0, expected, "row {}", row.id);
+        untracked += usize::from(row.kind == RowKind::Untracked && !expected.is_empty());
+        canonical_with_cells += usize::from(row.kind == RowKind::Canonical && !expected.is_empty());
+    }
+    assert!(
+        untracked > 0 && canonical_with_cells > 0,
+        "{untracked} / {canonical_with_cells}"
+    );
+
+    // a page shows each row's cells
+    for tenant in ["acme", "globex", "initech"] {
+        let page = matrix_page(&t.store, tenant, &MatrixFilter::default(), 100, None)
+            .await
+            .unwrap();
+        assert!(!page.items.is_empty(), "{tenant}");
+        for item in page.items {
+            let expected = by_row.get(&item.row.id).cloned().unwrap_or_default();
+            let shown: Vec<MatrixCell> = item.cells.into_iter().map(|v| v.cell).collect();
+            assert_eq!(shown, expected, "page row {}", item.row.id);
+        }
+    }
+}
 
 /// A running projector keeps its tables' planner statistics current itself
 /// (decision 61): this server runs without autovacuum, and without statistics the

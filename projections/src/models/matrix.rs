@@ -19,7 +19,7 @@ use crate::event::{Decoded, Envelope};
 use crate::query::{decode_cursor, like_pattern, page, page_size, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
-use crate::sql::{select, Dialect, KeyedRow, Rows, Sql, Tx};
+use crate::sql::{select, Dialect, Json, KeyedRow, Rows, Sql, Tx};
 use eventstore::Store;
 
 pub const NAME: &str = "workflow_matrix";
@@ -106,6 +106,11 @@ read_model_row! {
         pub git_changed_at: Option<DateTime<Utc>>,
         pub created_at: DateTime<Utc>,
         pub updated_at: DateTime<Utc>,
+        /// The row's cells, ordered by environment then mapping id: what a page shows
+        /// of the row, read with it (decision 63). `rm_matrix_cells` holds the same
+        /// cells one by one.
+        #[serde(skip)]
+        pub cells: Json<RowCells>,
     }
 }
 
@@ -143,6 +148,125 @@ impl KeyedRow for MatrixCell {
     }
 }
 
+/// A matrix row's cells as its `cells` column holds them: a JSON array with one
+/// array per cell, in [`MatrixCell`]'s field order (positional, so a page's 500
+/// cells do not repeat 13 keys each), ordered by environment then mapping id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowCells(pub Vec<MatrixCell>);
+
+/// One cell in [`RowCells`]' stored form.
+type PackedCell = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    MappingStatus,
+    Option<String>,
+    Option<String>,
+    Option<StoredTime>,
+    StoredTime,
+    StoredTime,
+);
+
+/// A time in [`RowCells`]: as the time columns store it (`fmt_time`), parsed with
+/// the same RFC 3339 parser.
+#[derive(Clone, Copy)]
+struct StoredTime(DateTime<Utc>);
+
+impl Serialize for StoredTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&eventstore::sql::fmt_time(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StoredTime;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 time")
+            }
+            // the text is borrowed from the column's where it can be: no copy
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StoredTime, E> {
+                eventstore::sql::parse_time(text)
+                    .map(StoredTime)
+                    .ok_or_else(|| E::custom(format!("not an RFC 3339 time: {text}")))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl Serialize for RowCells {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|c| {
+            (
+                &c.id,
+                &c.tenant,
+                &c.row_id,
+                &c.environment_id,
+                &c.n8n_workflow_id,
+                &c.canonical_id,
+                &c.name,
+                c.status,
+                &c.env_content_hash,
+                &c.git_content_hash,
+                c.env_changed_at.map(StoredTime),
+                StoredTime(c.status_since),
+                StoredTime(c.updated_at),
+            )
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for RowCells {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let packed = Vec::<PackedCell>::deserialize(deserializer)?;
+        Ok(RowCells(
+            packed
+                .into_iter()
+                .map(|c| MatrixCell {
+                    id: c.0,
+                    tenant: c.1,
+                    row_id: c.2,
+                    environment_id: c.3,
+                    n8n_workflow_id: c.4,
+                    canonical_id: c.5,
+                    name: c.6,
+                    status: c.7,
+                    env_content_hash: c.8,
+                    git_content_hash: c.9,
+                    env_changed_at: c.10.map(|t| t.0),
+                    status_since: c.11 .0,
+                    updated_at: c.12 .0,
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl RowCells {
+    /// Puts `cell` in its place: replaces the cell with its id, else inserts it in
+    /// (environment, id) order.
+    fn place(&mut self, cell: &MatrixCell) {
+        fn key(c: &MatrixCell) -> (&str, &str) {
+            (c.environment_id.as_str(), c.id.as_str())
+        }
+        match self.0.iter_mut().find(|c| c.id == cell.id) {
+            Some(existing) if key(existing) == key(cell) => *existing = cell.clone(),
+            _ => {
+                self.0.retain(|c| c.id != cell.id);
+                let at = self.0.partition_point(|c| key(c) < key(cell));
+                self.0.insert(at, cell.clone());
+            }
+        }
+    }
+}
+
 /// The matrix projection.
 #[derive(Default)]
 pub struct WorkflowMatrix {
@@ -169,60 +293,59 @@ impl WorkflowMatrix {
     ) -> Result<(), ApplyError> {
         let id = &event.stored.aggregate_id;
         let at = event.at();
-        let existing = self.rows.get(tx, id).await?;
-        let mut row = match (existing, e) {
-            (
-                None,
-                CanonicalEvent::Created {
-                    name,
-                    slug,
+        let change = |row: &mut MatrixRow| {
+            match e {
+                CanonicalEvent::Created { .. } => {}
+                CanonicalEvent::Renamed { name } => {
+                    row.name = name.clone();
+                    row.sort_key = name.to_lowercase();
+                }
+                CanonicalEvent::GitVersionRecorded {
+                    git_content_hash,
+                    commit_sha,
                     git_path,
-                },
-            ) => MatrixRow {
-                id: id.clone(),
-                tenant: event.tenant().to_string(),
-                kind: RowKind::Canonical,
-                canonical_id: Some(event.local_id().to_string()),
-                environment_id: None,
-                n8n_workflow_id: None,
-                name: name.clone(),
-                sort_key: name.to_lowercase(),
-                slug: Some(slug.as_str().to_string()),
-                status: RowStatus::Active,
-                git_path: git_path.clone(),
-                git_content_hash: None,
-                git_commit_sha: None,
-                git_changed_at: None,
-                created_at: at,
-                updated_at: at,
-            },
-            (Some(row), _) => row,
-            (None, _) => {
-                return Err(ApplyError::Event(format!(
-                    "canonical workflow {id} was never created"
-                )))
+                } => {
+                    row.git_content_hash = Some(git_content_hash.as_str().to_string());
+                    row.git_commit_sha = Some(commit_sha.clone());
+                    row.git_path = Some(git_path.clone());
+                    row.git_changed_at = Some(at);
+                }
+                CanonicalEvent::Deleted { .. } => row.status = CanonicalStatus::Deleted.into(),
             }
+            row.updated_at = at;
         };
-        match e {
-            CanonicalEvent::Created { .. } => {}
-            CanonicalEvent::Renamed { name } => {
-                row.name = name.clone();
-                row.sort_key = name.to_lowercase();
-            }
-            CanonicalEvent::GitVersionRecorded {
-                git_content_hash,
-                commit_sha,
-                git_path,
-            } => {
-                row.git_content_hash = Some(git_content_hash.as_str().to_string());
-                row.git_commit_sha = Some(commit_sha.clone());
-                row.git_path = Some(git_path.clone());
-                row.git_changed_at = Some(at);
-            }
-            CanonicalEvent::Deleted { .. } => row.status = CanonicalStatus::Deleted.into(),
+        if self.rows.modify(tx, id, change).await? {
+            return Ok(());
         }
-        row.updated_at = at;
-        self.rows.put(row);
+        let CanonicalEvent::Created {
+            name,
+            slug,
+            git_path,
+        } = e
+        else {
+            return Err(ApplyError::Event(format!(
+                "canonical workflow {id} was never created"
+            )));
+        };
+        self.rows.put(MatrixRow {
+            id: id.clone(),
+            tenant: event.tenant().to_string(),
+            kind: RowKind::Canonical,
+            canonical_id: Some(event.local_id().to_string()),
+            environment_id: None,
+            n8n_workflow_id: None,
+            name: name.clone(),
+            sort_key: name.to_lowercase(),
+            slug: Some(slug.as_str().to_string()),
+            status: RowStatus::Active,
+            git_path: git_path.clone(),
+            git_content_hash: None,
+            git_commit_sha: None,
+            git_changed_at: None,
+            created_at: at,
+            updated_at: at,
+            cells: Json::default(),
+        });
         Ok(())
     }
 
@@ -345,10 +468,23 @@ impl WorkflowMatrix {
                 git_changed_at: None,
                 created_at,
                 updated_at: at,
+                cells: Json::default(),
             });
         } else if previous.as_ref().is_some_and(untracked) {
             self.rows.delete(id);
         }
+        // The row's copy of the cell (decision 63): out of the row it left, into the
+        // one it is in now.
+        if let Some(from) = previous.as_ref().map(|p| p.row_id.as_str()) {
+            if from != cell.row_id {
+                self.rows
+                    .modify(tx, from, |row| row.cells.0 .0.retain(|c| c.id != cell.id))
+                    .await?;
+            }
+        }
+        self.rows
+            .modify(tx, &cell.row_id, |row| row.cells.0.place(&cell))
+            .await?;
         self.cells.put(cell);
         Ok(())
     }
@@ -558,33 +694,17 @@ pub async fn matrix_page(
     sql.push(&format!(" ORDER BY r.sort_key, r.id LIMIT {l}"));
     let rows: Vec<MatrixRow> = sql.fetch(store).await?;
     let rows = page(rows, limit, |r| (r.sort_key.clone(), r.id.clone()));
-
-    let mut cells: Vec<MatrixCell> = Vec::new();
-    if !rows.items.is_empty() {
-        let ids: Vec<String> = rows.items.iter().map(|r| r.id.clone()).collect();
-        let mut sql = select::<MatrixCell>(dialect);
-        let list = sql.args(&ids);
-        sql.push(&format!(" WHERE row_id IN ({list})"));
-        if let Some(envs) = filter.environment_ids.as_ref().filter(|e| !e.is_empty()) {
-            let list = sql.args(envs);
-            sql.push(&format!(" AND environment_id IN ({list})"));
-        }
-        sql.push(" ORDER BY row_id, environment_id, id");
-        cells = sql.fetch(store).await?;
-    }
-    let mut by_row: std::collections::HashMap<String, Vec<MatrixCell>> = Default::default();
-    for cell in cells {
-        by_row.entry(cell.row_id.clone()).or_default().push(cell);
-    }
+    // The cells come with their rows (decision 63); an environment filter keeps only
+    // its environments' cells.
+    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
     Ok(Page {
         items: rows
             .items
             .into_iter()
-            .map(|row| {
-                let cells = by_row
-                    .remove(&row.id)
-                    .unwrap_or_default()
+            .map(|mut row| {
+                let cells = std::mem::take(&mut row.cells.0 .0)
                     .into_iter()
+                    .filter(|c| environments.is_none_or(|e| e.contains(&c.environment_id)))
                     .map(|c| view(&row, c))
                     .collect();
                 MatrixRowView { row, cells }
@@ -635,4 +755,64 @@ pub async fn canonical_rows(store: &Store, tenant: &str) -> Result<Vec<MatrixRow
         RowKind::Canonical
     ));
     Ok(sql.fetch(store).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::sql::{Cell, Column};
+
+    fn cell(id: &str, environment: &str) -> MatrixCell {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        MatrixCell {
+            id: id.into(),
+            tenant: "t".into(),
+            row_id: "t:wf".into(),
+            environment_id: environment.into(),
+            n8n_workflow_id: format!("n8n-{id}"),
+            canonical_id: Some("wf".into()),
+            name: "Orders \"daily\"".into(),
+            status: MappingStatus::Linked,
+            env_content_hash: Some("a".repeat(64)),
+            git_content_hash: None,
+            env_changed_at: Some(at + chrono::Duration::microseconds(123_456)),
+            status_since: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn row_cells_stay_in_environment_then_id_order() {
+        let mut cells = RowCells::default();
+        for (id, env) in [("m3", "prod"), ("m1", "dev"), ("m2", "prod"), ("m0", "dev")] {
+            cells.place(&cell(id, env));
+        }
+        let order = |cells: &RowCells| cells.0.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(order(&cells), ["m0", "m1", "m2", "m3"]);
+        // a changed cell replaces its copy in place
+        let mut renamed = cell("m2", "prod");
+        renamed.name = "Renamed".into();
+        cells.place(&renamed);
+        assert_eq!(order(&cells), ["m0", "m1", "m2", "m3"]);
+        assert_eq!(cells.0[2].name, "Renamed");
+    }
+
+    #[test]
+    fn row_cells_read_back_as_stored_and_corrupt_ones_are_errors() {
+        let cells = Json(RowCells(vec![cell("m1", "dev"), cell("m2", "prod")]));
+        let stored = match cells.bind() {
+            crate::sql::Bind::Text(Some(text)) => text,
+            other => panic!("not text: {other:?}"),
+        };
+        // positional: no key is repeated per cell
+        assert!(!stored.contains("environment_id"), "{stored}");
+        let back = <Json<RowCells>>::take(Cell::Text(Some(&stored))).unwrap();
+        assert_eq!(back, cells);
+        // a cell with a field missing, or of another shape, does not read
+        let short = stored.replacen(",\"linked\"", "", 1);
+        assert!(<Json<RowCells>>::take(Cell::Text(Some(&short))).is_err());
+        assert!(<Json<RowCells>>::take(Cell::Text(Some("{}"))).is_err());
+    }
 }
