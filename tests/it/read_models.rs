@@ -197,18 +197,34 @@ async fn wait_all(handle: &projections::ProjectorHandle, position: i64) {
     }
 }
 
-async fn rebuild_equals_live(kind: Kind) {
-    let t = TestStore::new(kind).await;
-    // Live: the projector runs while the commands are issued.
-    let (handle, task) = Projector::new(
+/// The projector of every read model, running.
+fn running_projector(t: &TestStore) -> (projections::ProjectorHandle, tokio::task::JoinHandle<()>) {
+    Projector::new(
         t.store.clone(),
         projections::all(),
         ProjectorOptions::default(),
     )
-    .spawn();
-    workload(&t, 700).await;
-    wait_all(&handle, head(&t.store).await).await;
+    .spawn()
+}
+
+/// Waits until every read model has applied the log as it is now, then stops the
+/// projector and waits until it has stopped: no batch commits after this returns.
+async fn caught_up_and_stopped(
+    t: &TestStore,
+    handle: &projections::ProjectorHandle,
+    task: tokio::task::JoinHandle<()>,
+) {
+    wait_all(handle, head(&t.store).await).await;
     task.abort();
+    let _ = task.await;
+}
+
+async fn rebuild_equals_live(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    // Live: the projector runs while the commands are issued.
+    let (handle, task) = running_projector(&t);
+    workload(&t, 700).await;
+    caught_up_and_stopped(&t, &handle, task).await;
     let live = dump(&t.store).await;
     assert_not_vacuous(&live, event_count(&t.store).await);
 
@@ -1286,17 +1302,10 @@ async fn corrupt_stored_values_are_errors(kind: Kind) {
         )
         .await
         .unwrap();
-    let (handle, task) = Projector::new(
-        t.store.clone(),
-        projections::all(),
-        ProjectorOptions::default(),
-    )
-    .spawn();
-    wait_all(&handle, head(&t.store).await).await;
+    let (handle, task) = running_projector(&t);
     // Stopped, not just asked to stop: a batch the projector still committed after
     // a corrupting UPDATE below would write the row back as it should be.
-    task.abort();
-    let _ = task.await;
+    caught_up_and_stopped(&t, &handle, task).await;
     // everything reads before anything is corrupted
     let environments = projections::models::environments::environments(&t.store, "acme");
     assert_eq!(environments.await.unwrap().len(), 1);
@@ -1538,12 +1547,7 @@ crate::support::both_backends!(
 async fn matrix_rows_carry_exactly_their_cells(kind: Kind) {
     use projections::models::matrix::{MatrixCell, MatrixRow, RowKind};
     let t = TestStore::new(kind).await;
-    let (handle, task) = Projector::new(
-        t.store.clone(),
-        projections::all(),
-        ProjectorOptions::default(),
-    )
-    .spawn();
+    let (handle, task) = running_projector(&t);
     workload(&t, 400).await;
     // cells that move: linked, unlinked (an untracked row), relinked elsewhere,
     // observed in between
@@ -1581,8 +1585,7 @@ async fn matrix_rows_carry_exactly_their_cells(kind: Kind) {
             .await
             .unwrap();
     }
-    wait_all(&handle, head(&t.store).await).await;
-    task.abort();
+    caught_up_and_stopped(&t, &handle, task).await;
 
     let dialect = Dialect::of(&t.store);
     let unlinks = scalar(
