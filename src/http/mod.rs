@@ -269,13 +269,16 @@ async fn execute(
     let deadline = state.context.admission.limits().deadline;
     let remaining = deadline.saturating_sub(started.elapsed());
     let schema = state.schema.clone();
+    let task_request_id = request_id.to_string();
     // Its own task: a panic cannot take the connection down, and a query ends
     // with its request (dropped when the client goes away, or at the deadline).
+    // The task also writes the answer: the response's values are built, written and
+    // freed by one thread in one go (decision 64).
     let task = tokio::spawn(
         async move {
             let response = schema.execute(request).await;
             drop(permit);
-            response
+            Answer::of(response, &task_request_id)
         }
         .in_current_span(),
     );
@@ -287,8 +290,16 @@ async fn execute(
         let mut task = crate::http::admission::AbortOnDrop(task);
         tokio::time::timeout(remaining, &mut task.0).await
     };
-    let mut response = match outcome {
-        Ok(Ok(response)) => response,
+    let answer = match outcome {
+        Ok(Ok(Ok(answer))) => answer,
+        Ok(Ok(Err(e))) => {
+            tracing::error!(cause = %e, "cannot serialize a response");
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                format!("internal error (request id {request_id})"),
+            );
+        }
         Ok(Err(join_error)) => {
             tracing::error!(cause = %join_error, "request execution failed");
             return request_error(
@@ -316,33 +327,43 @@ async fn execute(
             return retry_later(StatusCode::SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED, message);
         }
     };
-    if response
-        .errors
-        .iter()
-        .any(|e| e.message.contains("too complex") || e.message.contains("too deep"))
-    {
+    if answer.refused_for_cost {
         state.context.metrics.refused("cost");
     }
-    crate::graphql::unwrap_id_errors(&mut response.errors);
-    label_errors(&mut response.errors, request_id);
-    let body = match serde_json::to_vec(&response) {
-        Ok(body) => Bytes::from(body),
-        Err(e) => {
-            tracing::error!(cause = %e, "cannot serialize a response");
-            return request_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                format!("internal error (request id {request_id})"),
-            );
-        }
-    };
+    let body = answer.body;
     // cache only what was computed entirely at one version of the read models
     if let (true, Some(version)) = (cacheable, version) {
-        if response.errors.is_empty() && state.context.projections.read_version() == Some(version) {
+        if answer.no_errors && state.context.projections.read_version() == Some(version) {
             state.cache.put(&tenant, bytes, version, body.clone());
         }
     }
     json_body(body)
+}
+
+/// An executed request's answer, written.
+struct Answer {
+    body: Bytes,
+    /// The response has no errors (it may be cached).
+    no_errors: bool,
+    /// The request was refused for its size or depth.
+    refused_for_cost: bool,
+}
+
+impl Answer {
+    /// Labels `response`'s errors and writes it.
+    fn of(mut response: async_graphql::Response, request_id: &str) -> serde_json::Result<Answer> {
+        let refused_for_cost = response
+            .errors
+            .iter()
+            .any(|e| e.message.contains("too complex") || e.message.contains("too deep"));
+        crate::graphql::unwrap_id_errors(&mut response.errors);
+        label_errors(&mut response.errors, request_id);
+        Ok(Answer {
+            body: Bytes::from(serde_json::to_vec(&response)?),
+            no_errors: response.errors.is_empty(),
+            refused_for_cost,
+        })
+    }
 }
 
 fn json_body(body: Bytes) -> Response {
