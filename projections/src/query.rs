@@ -20,6 +20,18 @@ pub struct Page<T> {
     pub has_next_page: bool,
 }
 
+impl<T> Page<T> {
+    /// The same page (cursors included) with each item turned into another.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            cursors: self.cursors,
+            end_cursor: self.end_cursor,
+            has_next_page: self.has_next_page,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// Bad input (`VALIDATION`): names the argument.

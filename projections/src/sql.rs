@@ -64,7 +64,7 @@ pub enum ColumnError {
 }
 
 impl ColumnError {
-    fn invalid(what: &'static str, value: &str, reason: impl ToString) -> ColumnError {
+    pub(crate) fn invalid(what: &'static str, value: &str, reason: impl ToString) -> ColumnError {
         // a whole JSON document would drown the message: its start is enough
         let value = match value.char_indices().nth(120) {
             Some((end, _)) => format!("{}…", &value[..end]),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, PreEscaped};
 use projections::display::SyncState;
 use projections::models::environments::EnvironmentRow;
-use projections::models::matrix::{self as model, CellView, MatrixFilter, MatrixRowView};
+use projections::models::matrix::{self as model, MatrixFilter, ShownCellView, ShownRowView};
 use serde::Deserialize;
 
 use super::layout::{self, time};
@@ -151,7 +151,7 @@ async fn content(state: &HttpState, tenant: &str, params: &Params) -> Result<Mar
         // the counts each filter shows: the rows it would select, the others as set
         let count = |f: MatrixFilter| async move { model::matrix_count(store, tenant, &f).await };
         let (page, env_counts, all_envs, drift, untracked, matching) = tokio::try_join!(
-            model::matrix_page(store, tenant, &filter, PAGE, params.after.as_deref()),
+            model::shown_page(store, tenant, &filter, PAGE, params.after.as_deref()),
             model::matrix_counts_by_environment(store, tenant, &filter),
             count(MatrixFilter {
                 environment_ids: None,
@@ -263,7 +263,7 @@ async fn content(state: &HttpState, tenant: &str, params: &Params) -> Result<Mar
     Ok(body)
 }
 
-fn row_markup(row: &MatrixRowView, columns: &[&EnvironmentRow]) -> Markup {
+fn row_markup(row: &ShownRowView, columns: &[&EnvironmentRow]) -> Markup {
     html! {
         tr {
             th scope="row" {
@@ -291,7 +291,7 @@ fn sync_name(state: SyncState) -> &'static str {
     }
 }
 
-fn cell_markup(cell: &CellView) -> Markup {
+fn cell_markup(cell: &ShownCellView) -> Markup {
     let sync = sync_name(cell.sync_state);
     let hash = cell
         .cell

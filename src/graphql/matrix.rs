@@ -5,7 +5,7 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use projections::models::matrix::{
-    self as model, CellView, MatrixFilter, MatrixRowView, RowKind, RowStatus,
+    self as model, MatrixFilter, RowKind, RowStatus, ShownCellView, ShownRowView,
 };
 
 use super::inline::{InlineList, PlainFields};
@@ -15,7 +15,7 @@ use super::{app, caller, wait_for, ApiError};
 /// A canonical workflow (or an untracked n8n workflow) and its state in each
 /// environment.
 pub struct MatrixRow {
-    row: model::MatrixRow,
+    row: model::ShownRow,
     /// One per environment column, `ABSENT` where the workflow does not exist, in
     /// environment order.
     cells: Vec<MatrixCell>,
@@ -23,7 +23,7 @@ pub struct MatrixRow {
 
 impl MatrixRow {
     /// The row of `view` with one cell per environment of `columns`.
-    fn new(view: MatrixRowView, columns: &[String]) -> MatrixRow {
+    fn new(view: ShownRowView, columns: &[String]) -> MatrixRow {
         let mut cells = Vec::with_capacity(columns.len().max(view.cells.len()));
         cells.extend(view.cells.into_iter().map(MatrixCell::from_view));
         for column in columns {
@@ -62,7 +62,7 @@ pub struct MatrixCell {
 }
 
 impl MatrixCell {
-    fn from_view(view: CellView) -> MatrixCell {
+    fn from_view(view: ShownCellView) -> MatrixCell {
         MatrixCell {
             environment_id: ID(view.cell.environment_id),
             mapping_status: view.cell.status.into(),
@@ -189,7 +189,7 @@ impl MatrixQuery {
             ..Default::default()
         };
         let (page, environments) = tokio::try_join!(
-            model::matrix_page(
+            model::shown_page(
                 store,
                 tenant,
                 &filter,
@@ -224,7 +224,7 @@ impl MatrixQuery {
             row_status: Some(RowStatus::Untracked),
             ..Default::default()
         };
-        let page = model::matrix_page(
+        let page = model::shown_page(
             &app(ctx)?.store,
             caller(ctx)?.tenant(),
             &filter,

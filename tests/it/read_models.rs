@@ -1558,7 +1558,10 @@ async fn matrix_rows_carry_exactly_their_cells(kind: Kind) {
         observation: Observation {
             name: "Moving".into(),
             content_hash: hash(n),
-            n8n_updated_at: None,
+            // n8n's own change time, on some observations
+            n8n_updated_at: (n % 2 == 1)
+                .then(|| chrono::DateTime::from_timestamp(1_700_000_000 + i64::from(n), 0))
+                .flatten(),
         },
         auto_link: link.map(id),
     };
@@ -1623,6 +1626,98 @@ async fn matrix_rows_carry_exactly_their_cells(kind: Kind) {
             let expected = by_row.get(&item.row.id).cloned().unwrap_or_default();
             let shown: Vec<MatrixCell> = item.cells.into_iter().map(|v| v.cell).collect();
             assert_eq!(shown, expected, "page row {}", item.row.id);
+        }
+    }
+
+    // the API's page (decision 64) shows the same rows, cells and cursors
+    let some_environments = Some(vec!["prod".to_string(), "staging".to_string()]);
+    let filters = [
+        MatrixFilter::default(),
+        MatrixFilter {
+            only_drift: true,
+            ..Default::default()
+        },
+        MatrixFilter {
+            environment_ids: some_environments,
+            ..Default::default()
+        },
+        MatrixFilter {
+            search: Some("1".into()),
+            canonical_only: true,
+            ..Default::default()
+        },
+    ];
+    let mut compared = vec![0; filters.len()];
+    for tenant in ["acme", "globex", "initech"] {
+        for (filter, compared) in filters.iter().zip(&mut compared) {
+            *compared += shown_pages_equal_full_pages(&t.store, tenant, filter).await;
+        }
+    }
+    // unfiltered, every cell of every row that is not deleted was compared
+    let shown_cells: usize = rows
+        .iter()
+        .filter(|r| r.status != projections::models::matrix::RowStatus::Deleted)
+        .map(|r| r.cells.0 .0.len())
+        .sum();
+    assert!(shown_cells > 0);
+    assert_eq!(compared[0], shown_cells, "{compared:?}");
+}
+
+/// Pages through `filter`'s matrix of `tenant` with [`matrix_page`] and with
+/// `shown_page` and asserts both give the same rows, cursors and shown fields;
+/// returns how many cells it compared.
+async fn shown_pages_equal_full_pages(store: &Store, tenant: &str, filter: &MatrixFilter) -> usize {
+    use projections::models::matrix::shown_page;
+    let (mut after, mut compared) = (None::<String>, 0);
+    loop {
+        let full = matrix_page(store, tenant, filter, 7, after.as_deref())
+            .await
+            .unwrap();
+        let shown = shown_page(store, tenant, filter, 7, after.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(full.cursors, shown.cursors);
+        assert_eq!(full.has_next_page, shown.has_next_page);
+        assert_eq!(full.items.len(), shown.items.len());
+        for (full, shown) in full.items.iter().zip(&shown.items) {
+            let (f, s) = (&full.row, &shown.row);
+            assert_eq!(
+                (&f.id, f.kind, &f.canonical_id, &f.n8n_workflow_id, &f.name),
+                (&s.id, s.kind, &s.canonical_id, &s.n8n_workflow_id, &s.name)
+            );
+            assert_eq!(
+                (&f.sort_key, &f.slug, f.status, &f.git_path),
+                (&s.sort_key, &s.slug, s.status, &s.git_path)
+            );
+            assert_eq!(
+                (&f.git_content_hash, &f.git_commit_sha, f.git_changed_at),
+                (&s.git_content_hash, &s.git_commit_sha, s.git_changed_at)
+            );
+            assert_eq!(full.cells.len(), shown.cells.len(), "row {}", f.id);
+            for (fc, sc) in full.cells.iter().zip(&shown.cells) {
+                let (c, d) = (&fc.cell, &sc.cell);
+                assert_eq!(
+                    (&c.environment_id, &c.n8n_workflow_id, &c.name, c.status),
+                    (&d.environment_id, &d.n8n_workflow_id, &d.name, d.status)
+                );
+                assert_eq!(
+                    (&c.env_content_hash, &c.git_content_hash),
+                    (&d.env_content_hash, &d.git_content_hash)
+                );
+                assert_eq!(
+                    (c.env_changed_at, c.status_since),
+                    (d.env_changed_at, d.status_since)
+                );
+                assert_eq!(
+                    (&fc.effective_git_content_hash, fc.sync_state),
+                    (&sc.effective_git_content_hash, sc.sync_state)
+                );
+                compared += 1;
+            }
+        }
+        match full.has_next_page {
+            true => after = full.end_cursor,
+            false => return compared,
         }
     }
 }

@@ -249,6 +249,95 @@ impl<'de> Deserialize<'de> for RowCells {
     }
 }
 
+read_model_row! {
+    /// What a page of the matrix shows of a row: [`MatrixRow`] without the columns a
+    /// page does not show (tenant, the untracked row's environment, creation and
+    /// update times), its cells as [`ShownCells`] (decision 64). Read-only.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ShownRow in "rm_matrix_rows" {
+        pub id: String,
+        pub kind: RowKind,
+        pub canonical_id: Option<String>,
+        /// Untracked rows: the n8n workflow.
+        pub n8n_workflow_id: Option<String>,
+        pub name: String,
+        pub sort_key: String,
+        pub slug: Option<String>,
+        pub status: RowStatus,
+        pub git_path: Option<String>,
+        pub git_content_hash: Option<String>,
+        pub git_commit_sha: Option<String>,
+        pub git_changed_at: Option<DateTime<Utc>>,
+        pub cells: ShownCells,
+    }
+}
+
+/// What a page shows of a cell: [`MatrixCell`] without its ids, tenant and update
+/// time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownCell {
+    pub environment_id: String,
+    pub n8n_workflow_id: String,
+    pub name: String,
+    pub status: MappingStatus,
+    pub env_content_hash: Option<String>,
+    /// The mapping's own observation of the Git hash.
+    pub git_content_hash: Option<String>,
+    pub env_changed_at: Option<DateTime<Utc>>,
+    pub status_since: DateTime<Utc>,
+}
+
+/// A row's `cells` column read for a page: the fields of each cell a page does not
+/// show are skipped, not copied (a page of 500 cells then makes about half as many
+/// strings). Read-only: it is never written back (its bind is a NULL, which the
+/// column refuses).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShownCells(pub Vec<ShownCell>);
+
+/// One cell of [`RowCells`]' stored form, read as [`ShownCell`].
+type ShownPackedCell = (
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    String,
+    String,
+    serde::de::IgnoredAny,
+    String,
+    MappingStatus,
+    Option<String>,
+    Option<String>,
+    Option<StoredTime>,
+    StoredTime,
+    serde::de::IgnoredAny,
+);
+
+impl crate::sql::NotNull for ShownCells {
+    const COL: crate::sql::Col = crate::sql::Col::Text;
+    fn to_bind(&self) -> crate::sql::Bind {
+        crate::sql::Bind::Text(None)
+    }
+    fn from_cell(value: crate::sql::Cell<'_>) -> Result<Self, crate::sql::ColumnError> {
+        let text = crate::sql::text(value)?;
+        let packed: Vec<ShownPackedCell> = serde_json::from_str(text)
+            .map_err(|e| crate::sql::ColumnError::invalid("JSON value", text, e))?;
+        Ok(ShownCells(
+            packed
+                .into_iter()
+                .map(|c| ShownCell {
+                    environment_id: c.3,
+                    n8n_workflow_id: c.4,
+                    name: c.6,
+                    status: c.7,
+                    env_content_hash: c.8,
+                    git_content_hash: c.9,
+                    env_changed_at: c.10.map(|t| t.0),
+                    status_since: c.11 .0,
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl RowCells {
     /// Puts `cell` in its place: replaces the cell with its id, else inserts it in
     /// (environment, id) order.
@@ -585,6 +674,42 @@ fn view(row: &MatrixRow, cell: MatrixCell) -> CellView {
     }
 }
 
+/// A shown cell as a client sees it (as [`CellView`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownCellView {
+    pub cell: ShownCell,
+    /// The Git hash the cell is compared with: the mapping's own observation, else
+    /// the canonical workflow's latest Git version.
+    pub effective_git_content_hash: Option<String>,
+    pub sync_state: SyncState,
+}
+
+/// A shown row and its shown cells (as [`MatrixRowView`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownRowView {
+    pub row: ShownRow,
+    pub cells: Vec<ShownCellView>,
+}
+
+fn shown_view(row: &ShownRow, cell: ShownCell) -> ShownCellView {
+    let git = cell
+        .git_content_hash
+        .clone()
+        .or_else(|| row.git_content_hash.clone());
+    let sync_state = sync_state(&CellFacts {
+        status: cell.status,
+        env_content_hash: cell.env_content_hash.as_deref(),
+        git_content_hash: git.as_deref(),
+        env_changed_at: cell.env_changed_at,
+        git_changed_at: row.git_changed_at,
+    });
+    ShownCellView {
+        cell,
+        effective_git_content_hash: git,
+        sync_state,
+    }
+}
+
 /// A page of the matrix for `tenant`, in name order.
 /// The rows `filter` selects (the console's counts).
 pub async fn matrix_count(
@@ -677,9 +802,60 @@ pub async fn matrix_page(
     first: i64,
     after: Option<&str>,
 ) -> Result<Page<MatrixRowView>, QueryError> {
+    let rows = page_rows(store, tenant, filter, first, after, |r: &MatrixRow| {
+        (r.sort_key.clone(), r.id.clone())
+    })
+    .await?;
+    // The cells come with their rows (decision 63); an environment filter keeps only
+    // its environments' cells.
+    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
+    Ok(rows.map(|mut row| {
+        let cells = std::mem::take(&mut row.cells.0 .0)
+            .into_iter()
+            .filter(|c| environments.is_none_or(|e| e.contains(&c.environment_id)))
+            .map(|c| view(&row, c))
+            .collect();
+        MatrixRowView { row, cells }
+    }))
+}
+
+/// A page of the matrix as [`matrix_page`] gives it, with only what a page shows of
+/// each row and cell ([`ShownRow`], [`ShownCell`]): the API's page (decision 64).
+pub async fn shown_page(
+    store: &Store,
+    tenant: &str,
+    filter: &MatrixFilter,
+    first: i64,
+    after: Option<&str>,
+) -> Result<Page<ShownRowView>, QueryError> {
+    let rows = page_rows(store, tenant, filter, first, after, |r: &ShownRow| {
+        (r.sort_key.clone(), r.id.clone())
+    })
+    .await?;
+    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
+    Ok(rows.map(|mut row| {
+        let cells = std::mem::take(&mut row.cells.0)
+            .into_iter()
+            .filter(|c| environments.is_none_or(|e| e.contains(&c.environment_id)))
+            .map(|c| shown_view(&row, c))
+            .collect();
+        ShownRowView { row, cells }
+    }))
+}
+
+/// The rows of a page of `filter`'s matrix rows, read as `R` (a [`MatrixRow`] or a
+/// [`ShownRow`]); `key` gives a row's `(sort_key, id)`.
+async fn page_rows<R: crate::sql::Row>(
+    store: &Store,
+    tenant: &str,
+    filter: &MatrixFilter,
+    first: i64,
+    after: Option<&str>,
+    key: impl Fn(&R) -> (String, String),
+) -> Result<Page<R>, QueryError> {
     let limit = page_size(first)?;
     let dialect = Dialect::of(store);
-    let mut sql = select::<MatrixRow>(dialect);
+    let mut sql = select::<R>(dialect);
     // Qualify the table so the EXISTS sub-queries can refer to it.
     sql.text = sql
         .text
@@ -692,28 +868,8 @@ pub async fn matrix_page(
     }
     let l = sql.arg(limit + 1);
     sql.push(&format!(" ORDER BY r.sort_key, r.id LIMIT {l}"));
-    let rows: Vec<MatrixRow> = sql.fetch(store).await?;
-    let rows = page(rows, limit, |r| (r.sort_key.clone(), r.id.clone()));
-    // The cells come with their rows (decision 63); an environment filter keeps only
-    // its environments' cells.
-    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
-    Ok(Page {
-        items: rows
-            .items
-            .into_iter()
-            .map(|mut row| {
-                let cells = std::mem::take(&mut row.cells.0 .0)
-                    .into_iter()
-                    .filter(|c| environments.is_none_or(|e| e.contains(&c.environment_id)))
-                    .map(|c| view(&row, c))
-                    .collect();
-                MatrixRowView { row, cells }
-            })
-            .collect(),
-        end_cursor: rows.end_cursor,
-        cursors: rows.cursors,
-        has_next_page: rows.has_next_page,
-    })
+    let rows: Vec<R> = sql.fetch(store).await?;
+    Ok(page(rows, limit, key))
 }
 
 /// One mapping's cell: the n8n workflow `n8n_workflow_id` of `environment_id`.
@@ -814,5 +970,43 @@ mod tests {
         let short = stored.replacen(",\"linked\"", "", 1);
         assert!(<Json<RowCells>>::take(Cell::Text(Some(&short))).is_err());
         assert!(<Json<RowCells>>::take(Cell::Text(Some("{}"))).is_err());
+    }
+
+    #[test]
+    fn shown_cells_read_what_row_cells_store() {
+        let mut second = cell("m2", "prod");
+        second.git_content_hash = Some("b".repeat(64));
+        second.env_changed_at = None;
+        second.status = MappingStatus::Untracked;
+        let cells = Json(RowCells(vec![cell("m1", "dev"), second]));
+        let stored = match cells.bind() {
+            crate::sql::Bind::Text(Some(text)) => text,
+            other => panic!("not text: {other:?}"),
+        };
+        let shown = ShownCells::take(Cell::Text(Some(&stored))).unwrap();
+        let expected: Vec<ShownCell> = cells
+            .0
+             .0
+            .iter()
+            .map(|c| ShownCell {
+                environment_id: c.environment_id.clone(),
+                n8n_workflow_id: c.n8n_workflow_id.clone(),
+                name: c.name.clone(),
+                status: c.status,
+                env_content_hash: c.env_content_hash.clone(),
+                git_content_hash: c.git_content_hash.clone(),
+                env_changed_at: c.env_changed_at,
+                status_since: c.status_since,
+            })
+            .collect();
+        assert_eq!(shown.0, expected);
+        // the skipped fields are still checked for their place: a cell with one
+        // missing, or another shape, does not read
+        let short = stored.replacen(",\"linked\"", "", 1);
+        assert!(ShownCells::take(Cell::Text(Some(&short))).is_err());
+        assert!(ShownCells::take(Cell::Text(Some("{}"))).is_err());
+        assert!(ShownCells::take(Cell::Text(None)).is_err());
+        // never written back: its bind is a NULL, which the NOT NULL column refuses
+        assert!(matches!(shown.bind(), crate::sql::Bind::Text(None)));
     }
 }
