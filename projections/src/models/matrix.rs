@@ -656,22 +656,54 @@ pub struct MatrixRowView {
 }
 
 fn view(row: &MatrixRow, cell: MatrixCell) -> CellView {
-    let git = cell
-        .git_content_hash
-        .clone()
-        .or_else(|| row.git_content_hash.clone());
-    let sync_state = sync_state(&CellFacts {
-        status: cell.status,
-        env_content_hash: cell.env_content_hash.as_deref(),
-        git_content_hash: git.as_deref(),
-        env_changed_at: cell.env_changed_at,
-        git_changed_at: row.git_changed_at,
-    });
+    let (git, sync_state) = compared(
+        &cell.git_content_hash,
+        &row.git_content_hash,
+        CellFacts {
+            status: cell.status,
+            env_content_hash: cell.env_content_hash.as_deref(),
+            git_content_hash: None,
+            env_changed_at: cell.env_changed_at,
+            git_changed_at: row.git_changed_at,
+        },
+    );
     CellView {
         cell,
         effective_git_content_hash: git,
         sync_state,
     }
+}
+
+/// The Git hash a cell is compared with (its mapping's own observation `own`, else
+/// its row's latest Git version `row`) and the cell's sync state from `facts` with
+/// that hash.
+fn compared(
+    own: &Option<String>,
+    row: &Option<String>,
+    facts: CellFacts<'_>,
+) -> (Option<String>, SyncState) {
+    let git = own.clone().or_else(|| row.clone());
+    let state = sync_state(&CellFacts {
+        git_content_hash: git.as_deref(),
+        ..facts
+    });
+    (git, state)
+}
+
+/// The cells of a page's row that `filter` shows (an environment filter keeps only
+/// its environments' cells), each turned into its view by `view`.
+fn shown_cells<C, V>(
+    cells: Vec<C>,
+    filter: &MatrixFilter,
+    environment: impl Fn(&C) -> &str,
+    view: impl FnMut(C) -> V,
+) -> Vec<V> {
+    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
+    cells
+        .into_iter()
+        .filter(|c| environments.is_none_or(|e| e.iter().any(|id| id == environment(c))))
+        .map(view)
+        .collect()
 }
 
 /// A shown cell as a client sees it (as [`CellView`]).
@@ -692,17 +724,17 @@ pub struct ShownRowView {
 }
 
 fn shown_view(row: &ShownRow, cell: ShownCell) -> ShownCellView {
-    let git = cell
-        .git_content_hash
-        .clone()
-        .or_else(|| row.git_content_hash.clone());
-    let sync_state = sync_state(&CellFacts {
-        status: cell.status,
-        env_content_hash: cell.env_content_hash.as_deref(),
-        git_content_hash: git.as_deref(),
-        env_changed_at: cell.env_changed_at,
-        git_changed_at: row.git_changed_at,
-    });
+    let (git, sync_state) = compared(
+        &cell.git_content_hash,
+        &row.git_content_hash,
+        CellFacts {
+            status: cell.status,
+            env_content_hash: cell.env_content_hash.as_deref(),
+            git_content_hash: None,
+            env_changed_at: cell.env_changed_at,
+            git_changed_at: row.git_changed_at,
+        },
+    );
     ShownCellView {
         cell,
         effective_git_content_hash: git,
@@ -806,15 +838,10 @@ pub async fn matrix_page(
         (r.sort_key.clone(), r.id.clone())
     })
     .await?;
-    // The cells come with their rows (decision 63); an environment filter keeps only
-    // its environments' cells.
-    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
+    // The cells come with their rows (decision 63).
     Ok(rows.map(|mut row| {
-        let cells = std::mem::take(&mut row.cells.0 .0)
-            .into_iter()
-            .filter(|c| environments.is_none_or(|e| e.contains(&c.environment_id)))
-            .map(|c| view(&row, c))
-            .collect();
+        let cells = std::mem::take(&mut row.cells.0 .0);
+        let cells = shown_cells(cells, filter, |c| &c.environment_id, |c| view(&row, c));
         MatrixRowView { row, cells }
     }))
 }
@@ -832,13 +859,14 @@ pub async fn shown_page(
         (r.sort_key.clone(), r.id.clone())
     })
     .await?;
-    let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
     Ok(rows.map(|mut row| {
-        let cells = std::mem::take(&mut row.cells.0)
-            .into_iter()
-            .filter(|c| environments.is_none_or(|e| e.contains(&c.environment_id)))
-            .map(|c| shown_view(&row, c))
-            .collect();
+        let cells = std::mem::take(&mut row.cells.0);
+        let cells = shown_cells(
+            cells,
+            filter,
+            |c| &c.environment_id,
+            |c| shown_view(&row, c),
+        );
         ShownRowView { row, cells }
     }))
 }
