@@ -135,20 +135,20 @@ pub async fn settle_log(store: &Store, timeout: Duration) -> anyhow::Result<i64>
     Ok(store.last_position().await?)
 }
 
-/// Waits until the planner statistics of `tables` are current as the service's
-/// projector keeps them (decision 61: it analyzes a table that changed more than
-/// autovacuum's default threshold since its last `ANALYZE`, once PostgreSQL's
-/// activity counters show it, within seconds). A benchmark that went on at once
-/// would time the plans of tables the planner knows nothing of yet, or time the
-/// projector's own `ANALYZE` of the population's last changes: about 80 ms of a core
-/// at 1,000 × 10, with every cached plan made again after it, which landed in the
-/// timed executed-page phase of about one fresh run in three and took its p99 from
-/// about 29 to 40 ms (decision 64). Current means both: the planner's row count
-/// (`reltuples`) is within that threshold of the table's real count, and no table
-/// has changed more than the threshold since its last `ANALYZE` (the projector's own
-/// test). The counters lag: a server connection reports its changes at most once a
-/// second, so the test starts two seconds after the call. PostgreSQL only; fails
-/// after `timeout`.
+/// Waits until `tables` are as the service's projector keeps them (decisions 61 and
+/// 65: it analyzes a table that changed more than autovacuum's default threshold
+/// since its last `ANALYZE`, and vacuums one with more dead rows than its threshold
+/// when autovacuum does not, once PostgreSQL's activity counters show it, within
+/// seconds). A benchmark that went on at once would time the plans of tables the
+/// planner knows nothing of yet, or time the projector's own upkeep of the
+/// population's last changes: an `ANALYZE` costs about 80 ms of a core at 1,000 ×
+/// 10, with every cached plan made again after it, and landed in the timed
+/// executed-page phase of about one fresh run in three, taking its p99 from about 29
+/// to 40 ms (decision 64). Settled means both: the planner's row count (`reltuples`)
+/// is within that threshold of the table's real count, and the projector's own test
+/// finds nothing due ([`projections::runtime::upkeep_due`]). The counters lag: a
+/// server connection reports its changes at most once a second, so the test starts
+/// two seconds after the call. PostgreSQL only; fails after `timeout`.
 #[allow(dead_code)] // not every benchmark pages the read models
 pub async fn settle_statistics(
     store: &Store,
@@ -175,19 +175,14 @@ pub async fn settle_statistics(
                     "{table} ({rows} rows, the planner thinks {planned})"
                 ));
             }
-            let (changed, live): (i64, i64) = sqlx::query_as(
-                "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables \
-                 WHERE relid = to_regclass($1)",
-            )
-            .bind(table)
-            .fetch_optional(pool)
-            .await?
-            .unwrap_or((0, 0));
-            if changed as f64 > 50.0 + 0.1 * live.max(0) as f64 {
-                stale.push(format!(
-                    "{table} ({changed} rows changed since its last ANALYZE)"
-                ));
-            }
+        }
+        for due in projections::runtime::upkeep_due(store, tables).await? {
+            let what = if due.vacuum {
+                "dead rows to vacuum"
+            } else {
+                "rows changed since its last ANALYZE"
+            };
+            stale.push(format!("{} ({what})", due.table));
         }
         if stale.is_empty() {
             return Ok(());

@@ -1722,6 +1722,122 @@ async fn shown_pages_equal_full_pages(store: &Store, tenant: &str, filter: &Matr
     }
 }
 
+/// A running projector vacuums its tables when autovacuum does not look after them
+/// (decision 65): every rewritten read-model row leaves a dead row version behind,
+/// and without a vacuum they stay for good. Autovacuum is switched off for the
+/// tables here, so the test does not depend on the server's setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_projector_vacuums_the_tables_it_rewrites_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let Store::Postgres(eventstore::PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    let tables: Vec<&'static str> = projections::all()
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    for table in &tables {
+        sqlx::raw_sql(&format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    // A canonical workflow renamed 120 times: every rename rewrites its matrix row
+    // with a new sort key, which is indexed, so no update can stay on its page
+    // (a "HOT" update, which PostgreSQL prunes without a vacuum).
+    let domain = t.domain();
+    let admin = admin("acme");
+    domain
+        .canonical(
+            &admin,
+            &id("c0"),
+            CanonicalCommand::Create {
+                canonical_id: id("c0"),
+                name: "Workflow 0".into(),
+                slug: None,
+                git_path: None,
+            },
+        )
+        .await
+        .unwrap();
+    for i in 1..=120 {
+        domain
+            .canonical(
+                &admin,
+                &id("c0"),
+                CanonicalCommand::Rename {
+                    name: format!("Workflow {i}"),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // One event per batch: each rewrites the rows it touches, as a live projector
+    // following a log event by event does.
+    let (handle, task) = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions {
+            batch_size: 1,
+            ..ProjectorOptions::default()
+        },
+    )
+    .spawn();
+    wait_all(&handle, head(&t.store).await).await;
+    let vacuumed = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT relname::text FROM pg_stat_user_tables \
+             WHERE relid = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) AS t) \
+               AND last_vacuum IS NOT NULL ORDER BY 1",
+        )
+        .bind(&tables)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let due = projections::runtime::upkeep_due(&t.store, &tables)
+            .await
+            .unwrap();
+        let done = vacuumed().await;
+        if due.is_empty() && !done.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let stats: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT relname::text, n_dead_tup, n_live_tup FROM pg_stat_user_tables ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            panic!("still due after 60 s: {due:?}; vacuumed: {done:?}; {stats:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The rewritten rows' dead versions are gone, and the tables were analyzed in the
+    // same pass.
+    let dead: Vec<(String, i64, i64, bool)> = sqlx::query_as(
+        "SELECT relname::text, n_dead_tup, n_live_tup, last_analyze IS NOT NULL \
+         FROM pg_stat_user_tables WHERE relname = ANY($1) AND last_vacuum IS NOT NULL",
+    )
+    .bind(vacuumed().await)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(!dead.is_empty());
+    for (table, dead, live, analyzed) in dead {
+        assert!(
+            (dead as f64) <= 50.0 + 0.2 * live as f64,
+            "{table}: {dead} dead rows of {live} after its vacuum"
+        );
+        assert!(analyzed, "{table} was vacuumed without being analyzed");
+    }
+    task.abort();
+}
+
 /// A running projector keeps its tables' planner statistics current itself
 /// (decision 61): this server runs without autovacuum, and without statistics the
 /// matrix's pages were read with sequential scans.
