@@ -877,7 +877,7 @@ impl Projector {
             .flat_map(|slot| slot.projection.tables().iter().copied())
             .collect();
         let caught_up = Arc::new(tokio::sync::Notify::new());
-        let _statistics = Background(tokio::spawn(keep_statistics(
+        let _upkeep = Background(tokio::spawn(keep_tables(
             self.store.clone(),
             tables,
             caught_up.clone(),
@@ -1131,11 +1131,7 @@ impl Drop for Background {
 /// workflows, and the tables only grow. SQLite needs none of this for these
 /// queries (its planner takes the indexes without statistics, and it reuses freed
 /// pages).
-async fn keep_statistics(
-    store: Store,
-    tables: Vec<&'static str>,
-    caught_up: Arc<tokio::sync::Notify>,
-) {
+async fn keep_tables(store: Store, tables: Vec<&'static str>, caught_up: Arc<tokio::sync::Notify>) {
     let Store::Postgres(PgStore { pool, .. }) = &store else {
         return;
     };
