@@ -850,6 +850,8 @@ impl Job<'_> {
         let options = ProjectorOptions {
             batch_size: self.options.batch_size,
             lock_namespace: REBUILD_LOCKS.to_string(),
+            // Nobody reads the shadow, and a rebuild that stops is discarded.
+            defer_writes: true,
             ..ProjectorOptions::default()
         };
         let mut projector = Projector::new(shadow_store.clone(), projections, options);
@@ -939,6 +941,7 @@ impl Job<'_> {
                 }
             }
         }
+        projector.stop_deferring().await?;
         projector.flush_checkpoints(true).await?;
         for status in projector.handle().status() {
             if let Some(failure) = status.failed {

@@ -83,6 +83,10 @@ pub trait Projection: Send + Sync {
     fn rolled_back(&mut self);
     /// Forget cached rows; `empty` says the tables are known to be empty.
     fn reset(&mut self, empty: bool);
+    /// While on, `flush` may keep the rows a batch changed in memory instead of
+    /// writing them ([`ProjectorOptions::defer_writes`]); turned off, the next flush
+    /// writes every row still owed. Projections that only append ignore it.
+    fn defer_writes(&mut self, _defer: bool) {}
 }
 
 /// Where a projection stopped, and why.
@@ -117,6 +121,12 @@ pub struct ProjectorOptions {
     /// (`{lock_namespace}.{name}`). A live rebuild's projector replays into shadow
     /// tables under its own namespace while the service holds the default locks.
     pub lock_namespace: String,
+    /// Batches commit their checkpoints, but projections keep the rows they rewrite
+    /// in memory (up to their caches) instead of writing them every batch, until
+    /// [`Projector::stop_deferring`]. Only for a replay nobody reads and that is
+    /// discarded if it stops: a rebuild's shadow (decision 66). A projection that
+    /// has to reload its checkpoint meanwhile stops the projector with an error.
+    pub defer_writes: bool,
 }
 
 /// The advisory locks of the projectors that run the live read models.
@@ -128,6 +138,7 @@ impl Default for ProjectorOptions {
             batch_size: 1000,
             poll: Duration::from_millis(500),
             lock_namespace: LIVE_LOCKS.to_string(),
+            defer_writes: false,
         }
     }
 }
@@ -472,8 +483,11 @@ impl Projector {
         };
         let slots = projections
             .into_iter()
-            .map(|projection| Slot {
-                projection,
+            .map(|mut projection| Slot {
+                projection: {
+                    projection.defer_writes(options.defer_writes);
+                    projection
+                },
                 checkpoint: LogCursor::START,
                 stored: LogCursor::START,
                 unwritten: None,
@@ -553,6 +567,14 @@ impl Projector {
                 tracing::info!(projection = name, "running projection");
             }
             if self.slots[i].owned && self.slots[i].reload {
+                if self.options.defer_writes && self.slots[i].checkpoint != LogCursor::START {
+                    // Its checkpoint is ahead of the rows it wrote: reloading would
+                    // lose the rows it still owes.
+                    return Err(StoreError::Stopped(format!(
+                        "projection {name} lost its lock or its checkpoint moved while it \
+                         deferred its writes"
+                    )));
+                }
                 changed = true;
                 ensure_checkpoint_row(&self.store, name).await?;
                 let mut tx = Tx::begin(&self.store).await?;
@@ -757,6 +779,33 @@ impl Projector {
             }
         }
         error
+    }
+
+    /// Turns [`ProjectorOptions::defer_writes`] off and writes every row the
+    /// projections still owe: one transaction per projection, with its checkpoint.
+    /// Does nothing when writes were not deferred.
+    pub async fn stop_deferring(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.options.defer_writes) {
+            return Ok(());
+        }
+        for slot in &mut self.slots {
+            slot.projection.defer_writes(false);
+        }
+        let slots: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].owned && self.slots[i].failed.is_none())
+            .collect();
+        let error = self.apply_to(&slots, &[], |slot| slot.checkpoint).await;
+        self.publish();
+        if let Some(error) = error {
+            return Err(StoreError::Database(error));
+        }
+        match slots.iter().find(|&&i| self.slots[i].reload) {
+            Some(&i) => Err(StoreError::Stopped(format!(
+                "the checkpoint of projection {} moved while it deferred its writes",
+                self.slots[i].projection.name()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Writes the checkpoints that skipped batches left behind: those unwritten for
@@ -1230,6 +1279,9 @@ macro_rules! row_tables {
         }
         fn reset(&mut self, empty: bool) {
             $(self.$field.reset(empty);)+
+        }
+        fn defer_writes(&mut self, defer: bool) {
+            $(self.$field.defer_writes(defer);)+
         }
     };
 }

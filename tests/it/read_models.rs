@@ -65,6 +65,26 @@ pub(crate) async fn dump(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
     ])
 }
 
+/// Empties every read model and forgets every checkpoint (the service must be
+/// stopped): a projector then replays from position 0, as into a rebuild's shadow.
+pub(crate) async fn empty_read_models(store: &Store) {
+    let mut statements: Vec<String> = projections::all()
+        .iter()
+        .flat_map(|p| p.tables().iter().map(|t| format!("DELETE FROM {t}")))
+        .collect();
+    statements.push("DELETE FROM projection_checkpoints".into());
+    for sql in statements {
+        match store {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query(&sql).execute(pool).await.unwrap();
+            }
+            Store::Sqlite(s) => {
+                sqlx::query(&sql).execute(&s.pool).await.unwrap();
+            }
+        }
+    }
+}
+
 pub(crate) async fn head(store: &Store) -> i64 {
     scalar(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
 }
@@ -280,6 +300,9 @@ impl Projection for Flaky {
     }
     fn reset(&mut self, empty: bool) {
         self.inner.reset(empty)
+    }
+    fn defer_writes(&mut self, defer: bool) {
+        self.inner.defer_writes(defer)
     }
 }
 
@@ -1527,7 +1550,180 @@ async fn a_batch_of_no_concern_is_skipped_and_its_checkpoint_written_soon(kind: 
     }
 }
 
+/// A replay that defers its writes (a rebuild's shadow, decision 66) commits its
+/// checkpoints but keeps the rows it rewrites in memory: until deferring stops, the
+/// tables hold none of them (the append-only audit trail is written as it goes).
+/// Then every owed row is written, and the tables equal those of a plain replay,
+/// although the matrix's flush failed twice on the way (a rolled-back batch keeps
+/// what earlier batches owe). A projection that must reload its checkpoint while it
+/// owes rows stops the projector instead of going on without them.
+async fn deferred_writes_land_whole_when_deferring_stops(kind: Kind) {
+    let t = TestStore::new(kind).await;
+    let (handle, task) = running_projector(&t);
+    workload(&t, 150).await;
+    caught_up_and_stopped(&t, &handle, task).await;
+    let live = dump(&t.store).await;
+    let events = event_count(&t.store).await;
+    assert_not_vacuous(&live, events);
+
+    empty_read_models(&t.store).await;
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let mut list = projections::all();
+    for p in list.iter_mut() {
+        if p.name() == projections::models::matrix::NAME {
+            let inner = std::mem::replace(
+                p,
+                Box::new(projections::models::audit::AuditTrail::default()),
+            );
+            *p = Box::new(Flaky {
+                inner,
+                flushes: flushes.clone(),
+                fail_on: &[3, 7],
+            });
+        }
+    }
+    let options = ProjectorOptions {
+        batch_size: 25,
+        defer_writes: true,
+        ..ProjectorOptions::default()
+    };
+    let mut projector = Projector::new(t.store.clone(), list, options.clone());
+    let mut failures = 0;
+    loop {
+        match projector.step().await {
+            Ok(Step::Idle) => break,
+            Ok(Step::Applied(_)) => {}
+            Err(_) => failures += 1,
+        }
+    }
+    assert_eq!(failures, 2, "the injected failures happened");
+    projector.flush_checkpoints(true).await.unwrap();
+    let now = head(&t.store).await;
+    let stored = projections::runtime::stored_checkpoints(&t.store)
+        .await
+        .unwrap();
+    for name in projections::NAMES {
+        assert_eq!(
+            stored[*name].0.position, now,
+            "{name}: checkpoint committed"
+        );
+    }
+    let deferred = dump(&t.store).await;
+    for (table, rows) in &deferred {
+        match *table {
+            "audit" => assert_eq!(rows.len(), events, "the audit trail is written as it goes"),
+            _ => assert!(
+                rows.is_empty(),
+                "{table}: {} rows written while deferring",
+                rows.len()
+            ),
+        }
+    }
+
+    projector.stop_deferring().await.unwrap();
+    assert_eq!(
+        live,
+        dump(&t.store).await,
+        "every owed row written, as a plain replay writes them"
+    );
+    // Stopping twice writes nothing more (and does not fail).
+    projector.stop_deferring().await.unwrap();
+    drop(projector);
+
+    // A reload while rows are owed: the checkpoint's generation moves under the
+    // deferring projector (as a swap elsewhere would).
+    empty_read_models(&t.store).await;
+    let mut projector = Projector::new(t.store.clone(), projections::all(), options);
+    assert!(matches!(projector.step().await, Ok(Step::Applied(25))));
+    let bump = "UPDATE projection_checkpoints SET generation = generation + 1";
+    match &t.store {
+        Store::Postgres(PgStore { pool, .. }) => {
+            sqlx::query(bump).execute(pool).await.unwrap();
+        }
+        Store::Sqlite(s) => {
+            sqlx::query(bump).execute(&s.pool).await.unwrap();
+        }
+    }
+    let mut stopped = None;
+    for _ in 0..3 {
+        if let Err(error) = projector.step().await {
+            stopped = Some(error.to_string());
+            break;
+        }
+    }
+    let stopped = stopped.expect("the deferring projector stops when it must reload");
+    assert!(stopped.contains("deferred its writes"), "{stopped}");
+}
+
+/// Rows of an append-only table (the audit trail: a binary `COPY` on PostgreSQL)
+/// read back exactly as written: NULLs, both booleans, text that a text format would
+/// have to escape, and non-ASCII text. Writing one of them again fails and leaves
+/// the table as it was.
+async fn append_only_rows_read_back_exactly_and_refuse_duplicates(kind: Kind) {
+    use projections::models::audit::AuditEntry;
+    let t = TestStore::new(kind).await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00.123456Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let entry = |position: i64, reason: Option<&str>, admin_override: bool| AuditEntry {
+        position,
+        tenant: "acme".into(),
+        recorded_at: at,
+        actor: "zoë \\ o'brien \"quoted\"".into(),
+        actor_role: "admin".into(),
+        aggregate_type: "incident".into(),
+        aggregate_id: format!("acme:inc-{position}"),
+        sequence: position.wrapping_mul(1_000_000_007),
+        event_type: "incident.acknowledged".into(),
+        from_status: Some("detected".into()),
+        to_status: None,
+        reason: reason.map(str::to_string),
+        admin_override,
+        correlation_id: None,
+        causation_id: Some("cause\tend\nline\r\\N".into()),
+        tx_id: -position,
+    };
+    let rows = [
+        entry(1, None, false),
+        entry(2, Some("tab\there, newline\nthere, 🚀 and ß"), true),
+        entry(i64::MAX, Some(""), false),
+    ];
+    let write = |rows: Vec<AuditEntry>| {
+        let store = t.store.clone();
+        async move {
+            let mut tx = Tx::begin(&store).await.unwrap();
+            let refs: Vec<&AuditEntry> = rows.iter().collect();
+            let result = projections::sql::write_rows(&mut tx, &refs, false).await;
+            match result {
+                Ok(()) => tx.commit().await,
+                Err(error) => {
+                    let _ = tx.rollback().await;
+                    Err(error)
+                }
+            }
+        }
+    };
+    write(rows.to_vec()).await.unwrap();
+    let expected: Vec<String> = rows
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    let mut read = rows_of::<AuditEntry>(&t.store).await;
+    read.sort_by_key(|r| serde_json::from_str::<AuditEntry>(r).unwrap().position);
+    assert_eq!(read, expected);
+
+    let again = write(vec![entry(3, None, true), rows[1].clone()]).await;
+    assert!(again.is_err(), "a duplicate key is refused");
+    assert_eq!(
+        rows_of::<AuditEntry>(&t.store).await.len(),
+        3,
+        "nothing of it stored"
+    );
+}
+
 crate::support::both_backends!(
+    deferred_writes_land_whole_when_deferring_stops,
+    append_only_rows_read_back_exactly_and_refuse_duplicates,
     a_batch_of_no_concern_is_skipped_and_its_checkpoint_written_soon,
     filtered_reads_return_their_types_and_how_far_they_read,
     killed_service_resumes_without_loss_or_double_apply,

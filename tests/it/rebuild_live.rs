@@ -21,7 +21,7 @@ use workflowops::command::domain::Domain;
 
 use crate::api::Api;
 use crate::conformance::register;
-use crate::read_models::{dump, event_count, head, rows_of, workload};
+use crate::read_models::{dump, empty_read_models, event_count, head, rows_of, workload};
 use crate::support::{admin, both_backends, ctx, id, Kind, TestStore};
 
 both_backends!(
@@ -280,21 +280,7 @@ async fn wait_all(api: &Api, position: i64) {
 /// model emptied and replayed from position 0 in place, with no shadow and no swap
 /// (the service must be stopped).
 async fn plain_replay(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
-    let mut statements: Vec<String> = projections::all()
-        .iter()
-        .flat_map(|p| p.tables().iter().map(|t| format!("DELETE FROM {t}")))
-        .collect();
-    statements.push("DELETE FROM projection_checkpoints".into());
-    for sql in statements {
-        match store {
-            Store::Postgres(PgStore { pool, .. }) => {
-                sqlx::query(&sql).execute(pool).await.unwrap();
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(&sql).execute(&s.pool).await.unwrap();
-            }
-        }
-    }
+    empty_read_models(store).await;
     let mut projector = Projector::new(
         store.clone(),
         projections::all(),

@@ -54,6 +54,9 @@ pub enum StoreError {
     Corrupt { position: i64, message: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A projector cannot go on without losing what it holds in memory.
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
