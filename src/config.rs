@@ -302,7 +302,8 @@ pub enum Command {
     /// until then. Prints a JSON report. A running service picks the swap up by itself.
     Rebuild {
         /// One of: workflow_matrix, environment_status, incidents, promotions,
-        /// deployments, pipelines, drift_policies, credential_mappings, audit_trail.
+        /// deployments, pipelines, drift_policies, credential_mappings, snapshots,
+        /// webhooks, audit_trail.
         projection: Option<String>,
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
@@ -430,6 +431,22 @@ mod tests {
     use std::time::Duration;
 
     use super::Interval;
+
+    /// `rebuild --help` names every read model there is.
+    #[test]
+    fn rebuild_help_names_every_projection() {
+        use clap::CommandFactory;
+        let command = super::Cli::command();
+        let help = command
+            .find_subcommand("rebuild")
+            .and_then(|c| c.get_arguments().find(|a| a.get_id() == "projection"))
+            .and_then(|a| a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        for name in projections::NAMES {
+            assert!(help.contains(name), "{name} missing from: {help}");
+        }
+    }
 
     #[test]
     fn intervals_parse_durations_and_off() {

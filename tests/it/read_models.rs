@@ -306,6 +306,27 @@ impl Projection for Flaky {
     }
 }
 
+/// Wraps the projection `name` of `list` in [`Flaky`], failing on flushes `fail_on`
+/// (counted in `flushes`).
+fn make_flaky(
+    list: &mut [Box<dyn Projection>],
+    name: &str,
+    flushes: &Arc<AtomicUsize>,
+    fail_on: &'static [usize],
+) {
+    for p in list.iter_mut().filter(|p| p.name() == name) {
+        let inner = std::mem::replace(
+            p,
+            Box::new(projections::models::audit::AuditTrail::default()),
+        );
+        *p = Box::new(Flaky {
+            inner,
+            flushes: flushes.clone(),
+            fail_on,
+        });
+    }
+}
+
 async fn failure_mid_batch_loses_nothing(kind: Kind) {
     let t = TestStore::new(kind).await;
     workload(&t, 150).await;
@@ -314,28 +335,18 @@ async fn failure_mid_batch_loses_nothing(kind: Kind) {
     let mut list = projections::all();
     // The matrix writes its rows, then fails; so does the audit trail (plain INSERTs:
     // a batch applied twice would hit its primary key).
-    for p in list.iter_mut() {
-        let name = p.name();
-        if name == projections::models::matrix::NAME || name == projections::models::audit::NAME {
-            let inner = std::mem::replace(
-                p,
-                Box::new(projections::models::audit::AuditTrail::default()),
-            );
-            *p = Box::new(Flaky {
-                inner,
-                flushes: if name == projections::models::matrix::NAME {
-                    flushes.clone()
-                } else {
-                    audit_flushes.clone()
-                },
-                fail_on: if name == projections::models::matrix::NAME {
-                    &[2, 5]
-                } else {
-                    &[4]
-                },
-            });
-        }
-    }
+    make_flaky(
+        &mut list,
+        projections::models::matrix::NAME,
+        &flushes,
+        &[2, 5],
+    );
+    make_flaky(
+        &mut list,
+        projections::models::audit::NAME,
+        &audit_flushes,
+        &[4],
+    );
     let options = ProjectorOptions {
         batch_size: 25,
         ..ProjectorOptions::default()
@@ -351,18 +362,12 @@ async fn failure_mid_batch_loses_nothing(kind: Kind) {
         if failures == 2 {
             // A "restart": a new runner resumes from the stored checkpoints.
             let mut list = projections::all();
-            for p in list.iter_mut() {
-                if p.name() == projections::models::audit::NAME {
-                    *p = Box::new(Flaky {
-                        inner: std::mem::replace(
-                            p,
-                            Box::new(projections::models::audit::AuditTrail::default()),
-                        ),
-                        flushes: audit_flushes.clone(),
-                        fail_on: &[4],
-                    });
-                }
-            }
+            make_flaky(
+                &mut list,
+                projections::models::audit::NAME,
+                &audit_flushes,
+                &[4],
+            );
             drop(projector);
             projector = Projector::new(t.store.clone(), list, options.clone());
             failures += 1;
@@ -1569,19 +1574,12 @@ async fn deferred_writes_land_whole_when_deferring_stops(kind: Kind) {
     empty_read_models(&t.store).await;
     let flushes = Arc::new(AtomicUsize::new(0));
     let mut list = projections::all();
-    for p in list.iter_mut() {
-        if p.name() == projections::models::matrix::NAME {
-            let inner = std::mem::replace(
-                p,
-                Box::new(projections::models::audit::AuditTrail::default()),
-            );
-            *p = Box::new(Flaky {
-                inner,
-                flushes: flushes.clone(),
-                fail_on: &[3, 7],
-            });
-        }
-    }
+    make_flaky(
+        &mut list,
+        projections::models::matrix::NAME,
+        &flushes,
+        &[3, 7],
+    );
     let options = ProjectorOptions {
         batch_size: 25,
         defer_writes: true,

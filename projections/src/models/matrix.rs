@@ -448,7 +448,13 @@ impl WorkflowMatrix {
         let tenant = event.tenant();
         let at = event.at();
         let previous = self.cells.get(tx, id).await?;
-        let mut cell = match (&previous, e) {
+        // An untracked row exists exactly while the mapping has no canonical id and is
+        // not deleted.
+        let untracked =
+            |c: &MatrixCell| c.canonical_id.is_none() && c.status != MappingStatus::Deleted;
+        // What the rest needs of the previous state; the cell itself moves on.
+        let was_untracked = previous.as_ref().is_some_and(untracked);
+        let mut cell = match (previous, e) {
             (
                 None,
                 MappingEvent::Discovered {
@@ -478,7 +484,7 @@ impl WorkflowMatrix {
                 observe(&mut cell, observation);
                 cell
             }
-            (Some(cell), _) => cell.clone(),
+            (Some(cell), _) => cell,
             (None, _) => {
                 return Err(ApplyError::Event(format!(
                     "mapping {id} was never discovered"
@@ -523,22 +529,18 @@ impl WorkflowMatrix {
             cell.status = to;
             cell.status_since = at;
         }
-        cell.row_id = match &cell.canonical_id {
+        let row_id = match &cell.canonical_id {
             Some(canonical) => canonical_row_id(tenant, canonical),
             None => id.clone(),
         };
+        // (empty for a new cell: it was in no row)
+        let previous_row = std::mem::replace(&mut cell.row_id, row_id);
         cell.updated_at = at;
 
-        // An untracked row exists exactly while the mapping has no canonical id and is
-        // not deleted.
-        let untracked =
-            |c: &MatrixCell| c.canonical_id.is_none() && c.status != MappingStatus::Deleted;
         if untracked(&cell) {
-            let created_at = match &previous {
-                Some(p) if untracked(p) => {
-                    self.rows.get(tx, id).await?.map_or(at, |r| r.created_at)
-                }
-                _ => at,
+            let created_at = match was_untracked {
+                true => self.rows.get(tx, id).await?.map_or(at, |r| r.created_at),
+                false => at,
             };
             self.rows.put(MatrixRow {
                 id: id.clone(),
@@ -559,17 +561,17 @@ impl WorkflowMatrix {
                 updated_at: at,
                 cells: Json::default(),
             });
-        } else if previous.as_ref().is_some_and(untracked) {
+        } else if was_untracked {
             self.rows.delete(id);
         }
         // The row's copy of the cell (decision 63): out of the row it left, into the
         // one it is in now.
-        if let Some(from) = previous.as_ref().map(|p| p.row_id.as_str()) {
-            if from != cell.row_id {
-                self.rows
-                    .modify(tx, from, |row| row.cells.0 .0.retain(|c| c.id != cell.id))
-                    .await?;
-            }
+        if !previous_row.is_empty() && previous_row != cell.row_id {
+            self.rows
+                .modify(tx, &previous_row, |row| {
+                    row.cells.0 .0.retain(|c| c.id != cell.id)
+                })
+                .await?;
         }
         self.rows
             .modify(tx, &cell.row_id, |row| row.cells.0.place(&cell))

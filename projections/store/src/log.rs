@@ -89,8 +89,9 @@ pub struct BrokenLink {
 pub const MAX_REPORTED: usize = 100;
 const BATCH: i64 = 1000;
 
-/// A row as the database returns it, before JSON is parsed.
-struct RawEvent {
+/// A row as the database returns it, before JSON is parsed (`T`: owned text, or
+/// text borrowed from the row).
+struct RawEvent<T = String> {
     position: i64,
     tx_id: Option<i64>,
     recorded_at: Option<DateTime<Utc>>,
@@ -99,20 +100,20 @@ struct RawEvent {
     sequence: i64,
     event_type: String,
     event_version: String,
-    payload: String,
-    metadata: String,
+    payload: T,
+    metadata: T,
 }
 
-impl RawEvent {
+impl<T: AsRef<str>> RawEvent<T> {
     fn parse(self) -> Result<StoredEvent, StoreError> {
         let corrupt = |message: String| StoreError::Corrupt {
             position: self.position,
             message,
         };
-        let payload: Value =
-            serde_json::from_str(&self.payload).map_err(|e| corrupt(format!("payload: {e}")))?;
-        let metadata: Map<String, Value> =
-            serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let payload: Value = serde_json::from_str(self.payload.as_ref())
+            .map_err(|e| corrupt(format!("payload: {e}")))?;
+        let metadata: Map<String, Value> = serde_json::from_str(self.metadata.as_ref())
+            .map_err(|e| corrupt(format!("metadata: {e}")))?;
         let recorded_at = match self.recorded_at {
             Some(at) => at,
             None => metadata
@@ -143,18 +144,22 @@ const PG_COLUMNS: &str =
 const SQLITE_COLUMNS: &str =
     "position, recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata";
 
-fn pg_row(row: &sqlx::postgres::PgRow) -> Result<RawEvent, sqlx::Error> {
+/// A row of `PG_COLUMNS`, by position; the JSON text stays borrowed from the row
+/// until it is parsed.
+fn pg_row<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+    row: &'r sqlx::postgres::PgRow,
+) -> Result<RawEvent<T>, sqlx::Error> {
     Ok(RawEvent {
-        position: row.try_get("position")?,
-        tx_id: Some(row.try_get("tx_id")?),
-        recorded_at: Some(row.try_get("recorded_at")?),
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
+        position: row.try_get(0)?,
+        tx_id: Some(row.try_get(1)?),
+        recorded_at: Some(row.try_get(2)?),
+        aggregate_type: row.try_get(3)?,
+        aggregate_id: row.try_get(4)?,
+        sequence: row.try_get(5)?,
+        event_type: row.try_get(6)?,
+        event_version: row.try_get(7)?,
+        payload: row.try_get(8)?,
+        metadata: row.try_get(9)?,
     })
 }
 
@@ -222,7 +227,10 @@ impl Store {
                     .bind(limit)
                     .fetch_all(pool)
                     .await?;
-                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+                return rows
+                    .iter()
+                    .map(|row| pg_row::<&str>(row)?.parse())
+                    .collect();
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
                 let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
