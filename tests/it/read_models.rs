@@ -85,6 +85,27 @@ pub(crate) async fn empty_read_models(store: &Store) {
     }
 }
 
+/// The whole log once gap-safe reads reach the committed head, and that head: on
+/// PostgreSQL the highest position need not be the last event read (positions are
+/// allocated before commit), and an append still in flight (a reactor's, after a
+/// workload) holds gap-safe reads back until it commits.
+pub(crate) async fn settled_log(
+    store: &Store,
+) -> (Vec<eventstore::StoredEvent>, eventstore::LogCursor) {
+    for _ in 0..100 {
+        let all = store
+            .read_after(eventstore::LogCursor::START, 1_000_000)
+            .await
+            .unwrap();
+        let head = store.committed_head().await.unwrap();
+        if all.last().map(|e| e.cursor()) == Some(head) {
+            return (all, head);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the log did not settle within 2 s");
+}
+
 pub(crate) async fn head(store: &Store) -> i64 {
     scalar(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
 }
@@ -330,6 +351,8 @@ fn make_flaky(
 async fn failure_mid_batch_loses_nothing(kind: Kind) {
     let t = TestStore::new(kind).await;
     workload(&t, 150).await;
+    // (a reactor's last append may still be in flight: the count below needs all)
+    settled_log(&t.store).await;
     let flushes = Arc::new(AtomicUsize::new(0));
     let audit_flushes = Arc::new(AtomicUsize::new(0));
     let mut list = projections::all();
@@ -1405,20 +1428,7 @@ async fn filtered_reads_return_their_types_and_how_far_they_read(kind: Kind) {
     use eventstore::LogCursor;
     let t = TestStore::new(kind).await;
     workload(&t, 40).await;
-    // The head in read order: on PostgreSQL the highest position need not be the last
-    // event read (positions are allocated before commit), and an append still in
-    // flight (a reactor's) holds gap-safe reads back until it commits.
-    let mut settled = None;
-    for _ in 0..100 {
-        let all = t.store.read_after(LogCursor::START, 100_000).await.unwrap();
-        let head = t.store.committed_head().await.unwrap();
-        if all.last().map(|e| e.cursor()) == Some(head) {
-            settled = Some((all, head));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (all, head) = settled.expect("the log settles after the workload");
+    let (all, head) = settled_log(&t.store).await;
     let last = head.position;
     assert_eq!(
         all.iter().map(|e| e.position).max(),
