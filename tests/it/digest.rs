@@ -126,8 +126,9 @@ async fn sealed_log(t: &TestStore) -> (Vec<StoredEvent>, ExternalDigest) {
     (events, digest)
 }
 
-/// Runs raw SQL (possibly several statements) as an attacker would.
-async fn exec(store: &Store, sql: &str) {
+/// Runs raw SQL (possibly several statements) as an attacker would (or a test
+/// setting the database up).
+pub(crate) async fn exec(store: &Store, sql: &str) {
     match store {
         Store::Postgres(PgStore { pool, .. }) => {
             pool.execute(sql)

@@ -74,14 +74,7 @@ pub(crate) async fn empty_read_models(store: &Store) {
         .collect();
     statements.push("DELETE FROM projection_checkpoints".into());
     for sql in statements {
-        match store {
-            Store::Postgres(PgStore { pool, .. }) => {
-                sqlx::query(&sql).execute(pool).await.unwrap();
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(&sql).execute(&s.pool).await.unwrap();
-            }
-        }
+        crate::digest::exec(store, &sql).await;
     }
 }
 
@@ -1659,15 +1652,11 @@ async fn deferred_writes_land_whole_when_deferring_stops(kind: Kind) {
     empty_read_models(&t.store).await;
     let mut projector = Projector::new(t.store.clone(), projections::all(), options);
     assert!(matches!(projector.step().await, Ok(Step::Applied(25))));
-    let bump = "UPDATE projection_checkpoints SET generation = generation + 1";
-    match &t.store {
-        Store::Postgres(PgStore { pool, .. }) => {
-            sqlx::query(bump).execute(pool).await.unwrap();
-        }
-        Store::Sqlite(s) => {
-            sqlx::query(bump).execute(&s.pool).await.unwrap();
-        }
-    }
+    crate::digest::exec(
+        &t.store,
+        "UPDATE projection_checkpoints SET generation = generation + 1",
+    )
+    .await;
     let mut stopped = None;
     for _ in 0..3 {
         if let Err(error) = projector.step().await {
