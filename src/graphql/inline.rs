@@ -11,6 +11,12 @@
 //! field after another inside one future, without the per-field extension hook
 //! (none of the schema's extensions resolves fields; [`super::guard`] works on the
 //! whole operation).
+//!
+//! When the request is answered by [`write_response`] (the HTTP handler puts
+//! [`WrittenRaw`] in the request's data) and every selected field is given plainly,
+//! the list is written as JSON text while it is resolved, with no value tree at all
+//! (decision 67): the text travels in the response as a tagged
+//! [`Value::Binary`], which `write_response` copies into the answer as it is.
 
 use std::borrow::Cow;
 
@@ -50,6 +56,11 @@ impl<T: ContainerType + PlainFields + Sync> OutputType for InlineList<'_, T> {
         // Every item is a `T`, so the selection expands to the same fields for all.
         let mut fields = Vec::new();
         collect_fields(ctx, ctx.item, first, &mut fields)?;
+        if ctx.data_opt::<WrittenRaw>().is_some() {
+            if let Some(text) = write_plain_list(self.0, &fields) {
+                return Ok(Value::Binary(text.into()));
+            }
+        }
         let mut items = Vec::with_capacity(self.0.len());
         for (index, item) in self.0.iter().enumerate() {
             let ctx_item = ctx.with_index(index);
@@ -68,6 +79,180 @@ impl<T: ContainerType + PlainFields + Sync> OutputType for InlineList<'_, T> {
 /// with no arguments, no directives and no selection of their own.
 pub trait PlainFields {
     fn plain_field(&self, name: &str) -> Option<Value>;
+
+    /// Appends the JSON of what [`PlainFields::plain_field`] gives for `name`, byte
+    /// for byte what serializing that value writes; false (nothing appended) for a
+    /// field it does not give plainly.
+    fn write_plain_field(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        match self.plain_field(name) {
+            Some(value) => {
+                write_value(&value, out);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Request data: the response is written with [`write_response`], so lists may
+/// be given as tagged JSON text.
+pub struct WrittenRaw;
+
+/// Starts every [`Value::Binary`] that holds JSON text to copy as it is. A NUL
+/// byte never starts JSON text, and no field of the schema gives bytes.
+const RAW_TAG: &[u8] = b"\0wfo-raw-json\0";
+
+/// The list of `items`, each with `fields`, as tagged JSON text; `None` unless
+/// every field is `__typename` or given plainly and no response key repeats (a
+/// repeated key merges, which the value path does).
+fn write_plain_list<T: ContainerType + PlainFields>(
+    items: &[T],
+    fields: &[&Positioned<Field>],
+) -> Option<Vec<u8>> {
+    let first = items.first()?;
+    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(fields.len());
+    let mut probe = Vec::new();
+    for (index, field) in fields.iter().enumerate() {
+        let node = &field.node;
+        let key = node.response_key().node.as_str();
+        if fields[..index]
+            .iter()
+            .any(|f| f.node.response_key().node.as_str() == key)
+        {
+            return None;
+        }
+        let plain = node.name.node == "__typename"
+            || (node.arguments.is_empty()
+                && node.directives.is_empty()
+                && node.selection_set.node.items.is_empty()
+                && first.write_plain_field(&node.name.node, &mut probe));
+        if !plain {
+            return None;
+        }
+        let mut written = Vec::with_capacity(key.len() + 4);
+        written.push(if index == 0 { b'{' } else { b',' });
+        write_str(key, &mut written);
+        written.push(b':');
+        keys.push(written);
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(RAW_TAG.len() + items.len() * (probe.len() + 64) * 2);
+    out.extend_from_slice(RAW_TAG);
+    out.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        for (field, key) in fields.iter().zip(&keys) {
+            out.extend_from_slice(key);
+            let name = field.node.name.node.as_str();
+            if name == "__typename" {
+                write_str(&item.introspection_type_name(), &mut out);
+            } else if !item.write_plain_field(name, &mut out) {
+                return None;
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    Some(out)
+}
+
+/// An enum value as JSON: its GraphQL name, what `enum_value` gives.
+pub fn write_enum<T: async_graphql::resolver_utils::EnumType>(value: T, out: &mut Vec<u8>) {
+    match T::items().iter().find(|item| item.value == value) {
+        Some(item) => write_str(item.name, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `text` as a JSON string, escaped as serde escapes it.
+pub fn write_str(text: &str, out: &mut Vec<u8>) {
+    // Most strings here (ids, hashes, names) need no escape: one pass without
+    // branches finds out, and they are copied whole.
+    let escapes = text.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if escapes {
+        // writing to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut *out, text);
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// `value` as JSON, as serde writes it, except tagged text, copied as it is.
+pub fn write_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Boolean(true) => out.extend_from_slice(b"true"),
+        Value::Boolean(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => {
+            let _ = serde_json::to_writer(&mut *out, number);
+        }
+        Value::String(text) => write_str(text, out),
+        Value::Enum(name) => write_str(name, out),
+        Value::Binary(bytes) => match bytes.strip_prefix(RAW_TAG) {
+            Some(text) => out.extend_from_slice(text),
+            None => {
+                let _ = serde_json::to_writer(&mut *out, value);
+            }
+        },
+        Value::List(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(object) => {
+            out.push(b'{');
+            for (index, (key, item)) in object.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_str(key, out);
+                out.push(b':');
+                write_value(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// `response` as JSON, the same text as `serde_json::to_vec(response)` (the same
+/// members in the same order), with the tagged JSON text of [`InlineList`] copied
+/// in place.
+pub fn write_response(response: &async_graphql::Response) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(b"{\"data\":");
+    write_value(&response.data, &mut out);
+    if !response.extensions.is_empty() {
+        out.extend_from_slice(b",\"extensions\":{");
+        for (index, (key, value)) in response.extensions.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            write_str(key, &mut out);
+            out.push(b':');
+            write_value(value, &mut out);
+        }
+        out.push(b'}');
+    }
+    if !response.errors.is_empty() {
+        out.extend_from_slice(b",\"errors\":");
+        serde_json::to_writer(&mut out, &response.errors)?;
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 /// The fields `selection` asks of `root`, in order, fragments expanded as

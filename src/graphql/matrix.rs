@@ -111,6 +111,33 @@ impl PlainFields for MatrixCell {
             _ => return None,
         })
     }
+
+    fn write_plain_field(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        use super::inline::{write_enum, write_str};
+        fn text(value: Option<&str>, out: &mut Vec<u8>) {
+            match value {
+                Some(text) => write_str(text, out),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn time(value: &Option<DateTime<Utc>>, out: &mut Vec<u8>) {
+            // what async-graphql's `DateTime<Utc>` scalar gives
+            text(value.map(|at| at.to_rfc3339()).as_deref(), out)
+        }
+        match name {
+            "environmentId" => write_str(&self.environment_id, out),
+            "mappingStatus" => write_enum(self.mapping_status, out),
+            "syncState" => write_enum(self.sync_state, out),
+            "n8nWorkflowId" => text(self.n8n_workflow_id.as_deref(), out),
+            "name" => text(self.name.as_deref(), out),
+            "envContentHash" => text(self.env_content_hash.as_deref(), out),
+            "gitContentHash" => text(self.git_content_hash.as_deref(), out),
+            "since" => time(&self.since, out),
+            "envChangedAt" => time(&self.env_changed_at, out),
+            _ => return false,
+        }
+        true
+    }
 }
 
 #[Object]
@@ -253,6 +280,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::graphql::WrittenRaw;
 
     struct Cells(Vec<MatrixCell>);
 
@@ -320,6 +348,89 @@ mod tests {
             assert!(
                 MatrixCell::absent("x").plain_field(field).is_some(),
                 "{field} is resolved, not given plainly"
+            );
+        }
+
+        // Written as text while resolved (the HTTP handler's way): the same JSON as
+        // async-graphql's own resolution, written by serde.
+        let written = |query: String, raw: bool| {
+            let schema = &schema;
+            async move {
+                let mut request = async_graphql::Request::new(query);
+                if raw {
+                    request = request.data(WrittenRaw);
+                }
+                let response = schema.execute(request).await;
+                assert!(response.errors.is_empty(), "{:?}", response.errors);
+                let text = crate::graphql::write_response(&response).unwrap();
+                let binary = |v: &async_graphql::Value| match v {
+                    async_graphql::Value::Object(o) => o
+                        .values()
+                        .any(|v| matches!(v, async_graphql::Value::Binary(_))),
+                    _ => false,
+                };
+                (
+                    serde_json::from_slice::<serde_json::Value>(&text).unwrap(),
+                    binary(&response.data),
+                )
+            }
+        };
+        let plain = format!(
+            "{{ resolved {{ {all} __typename again: name ...F }} \
+             inline {{ {all} __typename again: name ...F }} }} \
+             fragment F on MatrixCell {{ n: name }}"
+        );
+        let (json, raw) = written(plain.clone(), true).await;
+        assert!(raw, "every field is plain: the list is written as text");
+        assert_eq!(json["data"]["resolved"], json["data"]["inline"]);
+        assert_eq!(
+            json["data"]["inline"][0]["since"],
+            "2026-03-01T12:00:00.123456+00:00"
+        );
+        assert_eq!(json["data"]["inline"][0]["name"], "Orders \"daily\"");
+        assert_eq!(json["data"]["inline"][1]["__typename"], "MatrixCell");
+        // without the handler's data, and with a repeated key, values as before
+        let (plain_json, raw) = written(plain, false).await;
+        assert!(!raw);
+        assert_eq!(plain_json, json);
+        let (repeated, raw) = written(query("inline"), true).await;
+        assert!(!raw, "a repeated key merges through values");
+        assert_eq!(repeated["data"]["inline"], inline["inline"]);
+    }
+
+    #[test]
+    fn a_written_response_is_what_serde_writes() {
+        use async_graphql::{Name, Number, ServerError, Value};
+        let mut object = async_graphql::indexmap::IndexMap::new();
+        object.insert(Name::new("t\"ext"), Value::String("a\nb\u{1}é".into()));
+        object.insert(Name::new("n"), Value::Number(Number::from(-3)));
+        object.insert(
+            Name::new("f"),
+            Value::Number(Number::from_f64(1.5).unwrap()),
+        );
+        object.insert(Name::new("e"), Value::Enum(Name::new("LINKED")));
+        object.insert(Name::new("b"), Value::Boolean(false));
+        object.insert(Name::new("bytes"), Value::Binary(vec![1u8, 2].into()));
+        object.insert(
+            Name::new("l"),
+            Value::List(vec![Value::Null, Value::Boolean(true), Value::List(vec![])]),
+        );
+        let mut response = async_graphql::Response::new(Value::Object(object));
+        response
+            .extensions
+            .insert("x".into(), Value::String("y".into()));
+        response
+            .errors
+            .push(ServerError::new("bad \"input\"", None));
+        for text in ["", "plain", "q\"b\\s/", "\u{0}\u{1f}\u{7f}\t\r", "é ∑ 😀"] {
+            let mut out = Vec::new();
+            crate::graphql::inline::write_str(text, &mut out);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        for response in [response, async_graphql::Response::default()] {
+            assert_eq!(
+                String::from_utf8(crate::graphql::write_response(&response).unwrap()).unwrap(),
+                serde_json::to_string(&response).unwrap()
             );
         }
     }

@@ -265,7 +265,8 @@ async fn execute(
     let request = request
         .data(caller)
         .data(Loaders::new(&state.context.store, &tenant))
-        .data(crate::graphql::guard::Prechecked);
+        .data(crate::graphql::guard::Prechecked)
+        .data(crate::graphql::WrittenRaw);
     let deadline = state.context.admission.limits().deadline;
     let remaining = deadline.saturating_sub(started.elapsed());
     let schema = state.schema.clone();
@@ -359,7 +360,7 @@ impl Answer {
         crate::graphql::unwrap_id_errors(&mut response.errors);
         label_errors(&mut response.errors, request_id);
         Ok(Answer {
-            body: Bytes::from(serde_json::to_vec(&response)?),
+            body: Bytes::from(crate::graphql::write_response(&response)?),
             no_errors: response.errors.is_empty(),
             refused_for_cost,
         })
