@@ -933,6 +933,64 @@ async fn a_command_after_an_own_commit_skips_the_read_but_not_the_check(kind: Ki
         .is_unread());
 }
 
+/// The append's check is on the row version, not its text (decision 68): an
+/// `UPDATE` that writes the same bytes over the event this process wrote still
+/// makes a commit on the kept state a conflict that stores nothing, and the bus
+/// then decides the command again on a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predecessor_written_again_with_the_same_bytes_is_a_conflict_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let bus = t.bus();
+    let alice = admin("acme");
+    let aggregate = "acme:prod";
+    bus.execute::<Environment, _>(&alice, &[&id("prod")], register("Production"), false, &())
+        .await
+        .unwrap();
+    let loaded = t
+        .store
+        .load_for_command::<Environment>(aggregate)
+        .await
+        .unwrap();
+    assert!(loaded.is_unread());
+    exec(
+        &t.store,
+        &format!(
+            "UPDATE events SET payload = payload, metadata = metadata \
+             WHERE aggregate_id = '{aggregate}' AND sequence = 1"
+        ),
+    )
+    .await;
+    let before = t.store.event_count().await.unwrap();
+    let deactivate = vec![aggregates::environment::EnvironmentEvent::Deactivated {
+        from: aggregates::environment::EnvironmentStatus::Active,
+        reason: None,
+    }];
+    let envelope = crate::support::envelope("acme", aggregates::kernel::command::Role::Admin);
+    let result = t.store.commit(loaded, deactivate, &envelope).await;
+    assert!(
+        matches!(result, Err(eventstore::CommitError::Conflict { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        t.store.event_count().await.unwrap(),
+        before,
+        "nothing stored"
+    );
+    // the kept state is dropped: the next command reads, and chains after the row
+    let loaded = t
+        .store
+        .load_for_command::<Environment>(aggregate)
+        .await
+        .unwrap();
+    assert!(!loaded.is_unread());
+    let committed = bus
+        .execute::<Environment, _>(&alice, &[&id("prod")], record_sync(), false, &())
+        .await
+        .unwrap();
+    assert_eq!(committed.sequence, 2);
+    assert!(t.store.verify().await.unwrap().ok);
+}
+
 async fn the_digest_command_round_trips_into_verify(kind: Kind) {
     let t = TestStore::new(kind).await;
     let events = build_log(&t).await;

@@ -28,30 +28,20 @@ pub struct NewEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// The stored event an append must follow, byte for byte, when its command was
-/// decided on a state this process kept from its own last commit instead of
-/// reading the stream ([`crate::Store::load_for_command`]). The append checks it in
-/// the same statement (PostgreSQL): the event before the first new one must still
-/// be stored with exactly this type, version, payload and metadata (which holds its
-/// chain hash), so nothing is chained after an event altered since this process
-/// wrote it. A mismatch stores nothing and is [`AppendError::Conflict`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The stored event an append must follow, when its command was decided on a state
+/// this process kept from its own last commit instead of reading the stream
+/// ([`crate::Store::load_for_command`]): the transaction that wrote it. The append
+/// checks in the same statement (PostgreSQL) that the event before its first one is
+/// still the very row version that transaction inserted: its `tx_id` is that
+/// transaction's and its `xmin` (the transaction that wrote this version of the
+/// row) too. Any `UPDATE` since, even one writing the same bytes, and any row
+/// deleted and inserted again, leaves another `xmin`, so nothing is chained after
+/// an event altered since this process wrote it (decision 68). A mismatch stores
+/// nothing and is [`AppendError::Conflict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Predecessor {
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: String,
-    pub metadata: String,
-}
-
-impl Predecessor {
-    pub fn of(event: &NewEvent) -> Predecessor {
-        Predecessor {
-            event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
-            payload: event.payload.clone(),
-            metadata: event.metadata.clone(),
-        }
-    }
+    /// The writing transaction's id (`pg_current_xact_id()`, as the cursor gives it).
+    pub tx_id: i64,
 }
 
 #[derive(Debug, thiserror::Error)]

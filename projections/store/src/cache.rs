@@ -38,11 +38,11 @@ pub(crate) struct Cached<A> {
     pub last_hash: String,
     /// The hash the last event chains onto (its predecessor's, or genesis).
     pub previous_hash: String,
-    /// The last event exactly as this process wrote it, when it did: a command
-    /// may then be decided on `state` without reading the stream, its append
-    /// checking in the same statement that this event is still stored so
-    /// ([`crate::Store::load_for_command`]).
-    pub written: Option<Arc<Predecessor>>,
+    /// The transaction that wrote the last event, when this process did: a
+    /// command may then be decided on `state` without reading the stream, its
+    /// append checking in the same statement that this event is still the row that
+    /// transaction stored ([`crate::Store::load_for_command`]).
+    pub written: Option<Predecessor>,
 }
 
 type Key = (TypeId, String);
@@ -80,13 +80,13 @@ impl AggregateCache {
             if kept.is_some_and(|e| e.sequence > cached.sequence) {
                 return;
             }
-            // A load that read the same last event keeps what this process wrote of
-            // it (the append checks those bytes against the stored ones anyway).
+            // A load that read the same last event keeps which transaction of this
+            // process wrote it (the append checks that row against the stored one anyway).
             if let Some(kept) =
                 kept.filter(|e| e.sequence == cached.sequence && e.last_hash == cached.last_hash)
             {
                 if cached.written.is_none() {
-                    cached.written = kept.written.clone();
+                    cached.written = kept.written;
                 }
             }
             entries.put(key, Arc::new(cached));

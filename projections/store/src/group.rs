@@ -55,7 +55,7 @@ struct Request {
     events: Vec<NewEvent>,
     /// The stored event the first one must follow, when the command was decided
     /// without reading the stream.
-    after: Option<Arc<Predecessor>>,
+    after: Option<Predecessor>,
     reply: oneshot::Sender<Result<LogCursor, AppendError>>,
 }
 
@@ -178,7 +178,7 @@ impl Store {
     pub(crate) async fn append(
         &self,
         events: Vec<NewEvent>,
-        after: Option<Arc<Predecessor>>,
+        after: Option<Predecessor>,
     ) -> Result<LogCursor, AppendError> {
         if events.is_empty() {
             return Err(AppendError::Store(StoreError::Config(
@@ -415,23 +415,24 @@ async fn commit_group(store: &Store, group: Vec<Request>) {
 }
 
 /// `k` numbers a command's events from 0. A first event whose command was decided
-/// without reading the stream carries its predecessor (`gt`, `gv`, `gp`, `gm`) and
-/// goes in only if that event is stored exactly so (`json` keeps the text as
-/// inserted, so `::text` compares the bytes this process wrote).
+/// without reading the stream carries its predecessor's writing transaction (`gx`,
+/// [`Predecessor`]) and goes in only if the event before it is still the row that
+/// transaction inserted: the same `tx_id`, and an `xmin` (the transaction that wrote
+/// this version of the row: the low 32 bits of an `xid8`) that is still that
+/// transaction's.
 const PG_GROUP: &str = "WITH input AS ( \
       SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-        $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
-        $10::text[], $11::text[], $12::text[], $13::text[]) \
-        AS u(k, t, i, s, et, ev, p, m, r, gt, gv, gp, gm) \
+        $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[]) \
+        AS u(k, t, i, s, et, ev, p, m, r, gx) \
     ), \
     heads AS ( \
       INSERT INTO events \
         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
       SELECT t, i, s, et, ev, p::json, m::json, r FROM input u WHERE k = 0 \
-        AND (u.gp IS NULL OR EXISTS ( \
+        AND (u.gx IS NULL OR EXISTS ( \
           SELECT 1 FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
-            AND e.sequence = u.s - 1 AND e.event_type = u.gt AND e.event_version = u.gv \
-            AND e.payload::text = u.gp AND e.metadata::text = u.gm)) \
+            AND e.sequence = u.s - 1 AND e.tx_id = u.gx::text::xid8 \
+            AND e.xmin = (u.gx % 4294967296)::text::xid)) \
       ORDER BY t, i \
       ON CONFLICT DO NOTHING \
       RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint AS tx_id \
@@ -455,16 +456,14 @@ async fn append_group_pg(
 ) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
     let rows = group.iter().flat_map(|r| r.events.iter().enumerate());
     let column = |f: fn(&NewEvent) -> String| rows.clone().map(|(_, e)| f(e)).collect::<Vec<_>>();
-    // The predecessor's fields on each command's first row, NULL elsewhere.
-    let guard = |f: fn(&Predecessor) -> &String| {
-        group
-            .iter()
-            .flat_map(|r| {
-                let first = r.after.as_deref().map(|p| f(p).clone());
-                std::iter::once(first).chain(std::iter::repeat_n(None, r.events.len() - 1))
-            })
-            .collect::<Vec<Option<String>>>()
-    };
+    // The predecessor's transaction on each command's first row, NULL elsewhere.
+    let guard: Vec<Option<i64>> = group
+        .iter()
+        .flat_map(|r| {
+            std::iter::once(r.after.map(|p| p.tx_id))
+                .chain(std::iter::repeat_n(None, r.events.len() - 1))
+        })
+        .collect();
     let stored: Vec<(String, String, i64, i64)> = sqlx::query_as(PG_GROUP)
         .bind(rows.clone().map(|(k, _)| k as i32).collect::<Vec<i32>>())
         .bind(column(|e| e.aggregate_type.clone()))
@@ -479,10 +478,7 @@ async fn append_group_pg(
                 .map(|(_, e)| e.recorded_at)
                 .collect::<Vec<DateTime<Utc>>>(),
         )
-        .bind(guard(|p| &p.event_type))
-        .bind(guard(|p| &p.event_version))
-        .bind(guard(|p| &p.payload))
-        .bind(guard(|p| &p.metadata))
+        .bind(guard)
         // `fetch_all`: success means committed (decision 3).
         .fetch_all(&pg.pool)
         .await?;

@@ -34,8 +34,6 @@ use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{Map, Value};
 
-use std::sync::Arc;
-
 use crate::append::{AppendError, NewEvent, Predecessor};
 use crate::cache::Cached;
 use crate::chain::{self, EventIdentity, GENESIS, HASH_KEY};
@@ -57,7 +55,7 @@ pub struct Loaded<A> {
     last_hash_matches: bool,
     /// Set when the stream was not read ([`Store::load_for_command`]): the last
     /// event as this process wrote it, which the append checks is still stored so.
-    unread: Option<Arc<Predecessor>>,
+    unread: Option<Predecessor>,
 }
 
 impl<A> Loaded<A> {
@@ -244,9 +242,9 @@ impl Store {
     /// on PostgreSQL may skip the read: when this process itself wrote the
     /// aggregate's last event (and still has it cached), the state after it is
     /// returned as it is, and the commit's append checks in its own statement that
-    /// this event is still stored byte for byte as written (so still the last one
-    /// if the next sequence is free, and still carrying the hash it was chained
-    /// with). If it is not, the append stores nothing and the commit is a
+    /// this event is still the row version this process's transaction stored (so
+    /// still the last one if the next sequence is free, and still carrying the hash
+    /// it was chained with). If it is not, the append stores nothing and the commit is a
     /// [`CommitError::Conflict`]; a refusal or an empty decision on such a state
     /// proves nothing either. The caller then decides again after [`load`]
     /// (the command bus does). SQLite always reads: its reads do not cross a
@@ -398,11 +396,6 @@ impl Store {
             before_last = std::mem::replace(&mut previous, hash);
         }
 
-        // Kept only where a later command can skip its read (a copy of the event).
-        let written = rows
-            .last()
-            .filter(|_| self.checks_predecessors())
-            .map(|row| Arc::new(Predecessor::of(row)));
         let unread_conflict = unread.is_some();
         let cursor = self.append(rows, unread).await.map_err(|e| match e {
             AppendError::Conflict => {
@@ -418,6 +411,10 @@ impl Store {
             AppendError::Store(e) => CommitError::Store(e),
         })?;
         let last = sequence + numbered.len() as i64;
+        // Kept only where a later command can skip its read.
+        let written = self.checks_predecessors().then_some(Predecessor {
+            tx_id: cursor.tx_id,
+        });
         self.aggregate_cache().put(
             &aggregate_id,
             Cached {
