@@ -213,19 +213,22 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(object) => {
-            out.push(b'{');
-            for (index, (key, item)) in object.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_str(key, out);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(object) => write_object(object.iter().map(|(k, v)| (k.as_str(), v)), out),
     }
+}
+
+/// `{"key":value,…}` of `members`, in their order.
+fn write_object<'a>(members: impl Iterator<Item = (&'a str, &'a Value)>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (index, (key, value)) in members.enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_str(key, out);
+        out.push(b':');
+        write_value(value, out);
+    }
+    out.push(b'}');
 }
 
 /// `response` as JSON, the same text as `serde_json::to_vec(response)` (the same
@@ -236,16 +239,11 @@ pub fn write_response(response: &async_graphql::Response) -> serde_json::Result<
     out.extend_from_slice(b"{\"data\":");
     write_value(&response.data, &mut out);
     if !response.extensions.is_empty() {
-        out.extend_from_slice(b",\"extensions\":{");
-        for (index, (key, value)) in response.extensions.iter().enumerate() {
-            if index > 0 {
-                out.push(b',');
-            }
-            write_str(key, &mut out);
-            out.push(b':');
-            write_value(value, &mut out);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"extensions\":");
+        write_object(
+            response.extensions.iter().map(|(k, v)| (k.as_str(), v)),
+            &mut out,
+        );
     }
     if !response.errors.is_empty() {
         out.extend_from_slice(b",\"errors\":");

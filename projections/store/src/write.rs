@@ -53,8 +53,9 @@ pub struct Loaded<A> {
     /// Whether the last event's stored hash is the hash of its content after the
     /// one before it (`commit` refuses to chain after a forged one).
     last_hash_matches: bool,
-    /// Set when the stream was not read ([`Store::load_for_command`]): the last
-    /// event as this process wrote it, which the append checks is still stored so.
+    /// Set when the stream was not read ([`Store::load_for_command`]): the
+    /// transaction of this process that wrote the last event, which the append
+    /// checks still holds that row as it wrote it.
     unread: Option<Predecessor>,
 }
 
