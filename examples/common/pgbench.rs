@@ -99,11 +99,12 @@ pub async fn run(
             parsed.username()
         })
         .arg(parsed.path().trim_start_matches('/'));
-    for (key, value) in parsed.query_pairs() {
-        if key == "sslmode" {
-            command.env("PGSSLMODE", value.as_ref());
-        }
-    }
+    // the transport the store's connections use (decision 70 skips TLS to this
+    // machine unless asked for; libpq alone would take it): side by side on equal terms
+    let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pg.pool)
+        .await?;
+    command.env("PGSSLMODE", if tls { "require" } else { "disable" });
     if let Some(password) = parsed.password() {
         command.env("PGPASSWORD", password);
     }

@@ -8,6 +8,7 @@ pub mod display;
 pub mod drift_status;
 pub mod event;
 pub mod history;
+pub mod json_str;
 pub mod models;
 pub mod query;
 pub mod rebuild;

@@ -272,7 +272,7 @@ fn row_markup(row: &ShownRowView, columns: &[&EnvironmentRow]) -> Markup {
             }
             @for env in columns {
                 td {
-                    @match row.cells.iter().find(|c| c.cell.environment_id == env.environment_id) {
+                    @match row.cells.iter().find(|c| c.cell.environment_id() == env.environment_id) {
                         Some(cell) => (cell_markup(cell)),
                         None => span.muted { "—" },
                     }
@@ -295,13 +295,16 @@ fn cell_markup(cell: &ShownCellView) -> Markup {
     let sync = sync_name(cell.sync_state);
     let hash = cell
         .cell
-        .env_content_hash
-        .as_deref()
-        .map(|h| h.chars().take(8).collect::<String>());
+        .env_content_hash()
+        .map(|h| h.get().chars().take(8).collect::<String>());
     // the workflow's history in this environment: its mapping's events
     let history = super::audit::history_url(
         "workflow_mapping",
-        &format!("{}:{}", cell.cell.environment_id, cell.cell.n8n_workflow_id),
+        &format!(
+            "{}:{}",
+            cell.cell.environment_id(),
+            cell.cell.n8n_workflow_id()
+        ),
     );
     html! {
         a href=(history) title="this workflow's history in this environment" { (cell.cell.status.as_str()) }

@@ -27,6 +27,8 @@ use async_graphql::resolver_utils::ContainerType;
 use async_graphql::{
     ContextSelectionSet, Name, OutputType, Positioned, ServerError, ServerResult, Value,
 };
+use chrono::{DateTime, Utc};
+use projections::json_str::JsonStr;
 
 /// A list of `T` (an object type) typed as `[T!]!`, resolved item after item and
 /// field after field.
@@ -184,6 +186,59 @@ pub fn write_str(text: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
     }
+}
+
+/// A string read out of stored JSON ([`JsonStr`]) as serde writes it: the stored
+/// literal as it is when it has no escape (then serde writes the same bytes),
+/// otherwise decoded and written again.
+pub fn write_json_str(text: JsonStr<'_>, out: &mut Vec<u8>) {
+    if text.is_plain() {
+        out.extend_from_slice(text.json().as_bytes());
+    } else {
+        write_str(&text.get(), out);
+    }
+}
+
+/// A time as JSON, the string async-graphql's `DateTime<Utc>` scalar gives
+/// (`to_rfc3339`: seconds, then as many fraction digits as the time needs, 3, 6 or
+/// 9, then `+00:00`), written without formatting machinery.
+pub fn write_time(at: DateTime<Utc>, out: &mut Vec<u8>) {
+    use chrono::{Datelike, Timelike};
+    let year = at.year();
+    let nano = at.nanosecond();
+    if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
+        // a signed year or a leap second: chrono's own way
+        return write_str(&at.to_rfc3339(), out);
+    }
+    fn digits(value: u32, width: u32, out: &mut Vec<u8>) {
+        for place in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+    }
+    out.reserve(34);
+    out.push(b'"');
+    digits(year as u32, 4, out);
+    out.push(b'-');
+    digits(at.month(), 2, out);
+    out.push(b'-');
+    digits(at.day(), 2, out);
+    out.push(b'T');
+    digits(at.hour(), 2, out);
+    out.push(b':');
+    digits(at.minute(), 2, out);
+    out.push(b':');
+    digits(at.second(), 2, out);
+    if nano != 0 {
+        out.push(b'.');
+        if nano % 1_000_000 == 0 {
+            digits(nano / 1_000_000, 3, out);
+        } else if nano % 1_000 == 0 {
+            digits(nano / 1_000, 6, out);
+        } else {
+            digits(nano, 9, out);
+        }
+    }
+    out.extend_from_slice(b"+00:00\"");
 }
 
 /// `value` as JSON, as serde writes it, except tagged text, copied as it is.

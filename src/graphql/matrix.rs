@@ -4,6 +4,7 @@
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use projections::json_str::{JsonStr, OwnedJsonStr};
 use projections::models::matrix::{
     self as model, MatrixFilter, RowKind, RowStatus, ShownCellView, ShownRowView,
 };
@@ -25,17 +26,25 @@ impl MatrixRow {
     /// The row of `view` with one cell per environment of `columns`.
     fn new(view: ShownRowView, columns: &[String]) -> MatrixRow {
         let mut cells = Vec::with_capacity(columns.len().max(view.cells.len()));
-        cells.extend(view.cells.into_iter().map(MatrixCell::from_view));
+        cells.extend(view.cells.into_iter().map(MatrixCell::Shown));
+        let in_order =
+            |cells: &[MatrixCell]| cells.is_sorted_by(|a, b| a.environment() <= b.environment());
+        // stored in environment order (decision 63): sorted already
+        if !in_order(&cells) {
+            cells.sort_by(|a, b| a.environment().cmp(&b.environment()));
+        }
+        let shown = cells.len();
         for column in columns {
-            // a handful of environments: a scan beats hashing copies of their ids
-            if !cells[..]
-                .iter()
-                .any(|c| c.environment_id.as_str() == column)
-            {
+            let found = cells[..shown]
+                .binary_search_by(|c| c.environment().get().as_ref().cmp(column.as_str()))
+                .is_ok();
+            if !found {
                 cells.push(MatrixCell::absent(column));
             }
         }
-        cells.sort_by(|a, b| a.environment_id.cmp(&b.environment_id));
+        if !in_order(&cells) {
+            cells.sort_by(|a, b| a.environment().cmp(&b.environment()));
+        }
         MatrixRow {
             row: view.row,
             cells,
@@ -43,51 +52,76 @@ impl MatrixRow {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct MatrixCell {
-    pub environment_id: ID,
-    pub mapping_status: MappingStatus,
-    pub sync_state: SyncState,
-    #[graphql(name = "n8nWorkflowId")]
-    pub n8n_workflow_id: Option<String>,
-    /// The workflow's name in that environment.
-    pub name: Option<String>,
-    pub env_content_hash: Option<String>,
-    /// The Git hash the environment is compared with.
-    pub git_content_hash: Option<String>,
-    /// Since when the mapping has had its status.
-    pub since: Option<DateTime<Utc>>,
-    /// When n8n last changed the workflow.
-    pub env_changed_at: Option<DateTime<Utc>>,
+/// A workflow's state in one environment: its mapping's cell as the page read it
+/// (its strings still in the row's stored text, decision 69), or `ABSENT`.
+pub enum MatrixCell {
+    Shown(ShownCellView),
+    Absent(OwnedJsonStr),
 }
 
 impl MatrixCell {
-    fn from_view(view: ShownCellView) -> MatrixCell {
-        MatrixCell {
-            environment_id: ID(view.cell.environment_id),
-            mapping_status: view.cell.status.into(),
-            sync_state: view.sync_state.into(),
-            n8n_workflow_id: Some(view.cell.n8n_workflow_id),
-            name: Some(view.cell.name),
-            env_content_hash: view.cell.env_content_hash,
-            git_content_hash: view.effective_git_content_hash,
-            since: Some(view.cell.status_since),
-            env_changed_at: view.cell.env_changed_at,
+    fn absent(environment_id: &str) -> MatrixCell {
+        MatrixCell::Absent(OwnedJsonStr::new(environment_id))
+    }
+
+    fn environment(&self) -> JsonStr<'_> {
+        match self {
+            MatrixCell::Shown(view) => view.cell.environment_id(),
+            MatrixCell::Absent(id) => id.as_json_str(),
         }
     }
 
-    fn absent(environment_id: &str) -> MatrixCell {
-        MatrixCell {
-            environment_id: ID(environment_id.to_string()),
-            mapping_status: MappingStatus::Absent,
-            sync_state: SyncState::None,
-            n8n_workflow_id: None,
-            name: None,
-            env_content_hash: None,
-            git_content_hash: None,
-            since: None,
-            env_changed_at: None,
+    fn shown(&self) -> Option<&ShownCellView> {
+        match self {
+            MatrixCell::Shown(view) => Some(view),
+            MatrixCell::Absent(_) => None,
         }
+    }
+}
+
+/// What the value path gives for a string.
+fn owned(text: Option<JsonStr<'_>>) -> Option<String> {
+    text.map(|t| t.get().into_owned())
+}
+
+#[Object]
+impl MatrixCell {
+    async fn environment_id(&self) -> ID {
+        ID(self.environment().get().into_owned())
+    }
+    async fn mapping_status(&self) -> MappingStatus {
+        self.shown()
+            .map_or(MappingStatus::Absent, |v| v.cell.status.into())
+    }
+    async fn sync_state(&self) -> SyncState {
+        self.shown()
+            .map_or(SyncState::None, |v| v.sync_state.into())
+    }
+    #[graphql(name = "n8nWorkflowId")]
+    async fn n8n_workflow_id(&self) -> Option<String> {
+        owned(self.shown().map(|v| v.cell.n8n_workflow_id()))
+    }
+    /// The workflow's name in that environment.
+    async fn name(&self) -> Option<String> {
+        owned(self.shown().map(|v| v.cell.name()))
+    }
+    async fn env_content_hash(&self) -> Option<String> {
+        owned(self.shown().and_then(|v| v.cell.env_content_hash()))
+    }
+    /// The Git hash the environment is compared with.
+    async fn git_content_hash(&self) -> Option<String> {
+        owned(
+            self.shown()
+                .and_then(ShownCellView::effective_git_content_hash),
+        )
+    }
+    /// Since when the mapping has had its status.
+    async fn since(&self) -> Option<DateTime<Utc>> {
+        self.shown().map(|v| v.cell.status_since)
+    }
+    /// When n8n last changed the workflow.
+    async fn env_changed_at(&self) -> Option<DateTime<Utc>> {
+        self.shown().and_then(|v| v.cell.env_changed_at)
     }
 }
 
@@ -95,45 +129,59 @@ impl PlainFields for MatrixCell {
     fn plain_field(&self, name: &str) -> Option<async_graphql::Value> {
         use async_graphql::resolver_utils::enum_value;
         use async_graphql::{ScalarType, Value};
-        fn opt<T: ScalarType>(value: &Option<T>) -> Value {
+        fn opt<T: ScalarType>(value: Option<T>) -> Value {
             value.as_ref().map_or(Value::Null, ScalarType::to_value)
         }
+        let shown = self.shown();
         Some(match name {
-            "environmentId" => self.environment_id.to_value(),
-            "mappingStatus" => enum_value(self.mapping_status),
-            "syncState" => enum_value(self.sync_state),
-            "n8nWorkflowId" => opt(&self.n8n_workflow_id),
-            "name" => opt(&self.name),
-            "envContentHash" => opt(&self.env_content_hash),
-            "gitContentHash" => opt(&self.git_content_hash),
-            "since" => opt(&self.since),
-            "envChangedAt" => opt(&self.env_changed_at),
+            "environmentId" => Value::String(self.environment().get().into_owned()),
+            "mappingStatus" => {
+                enum_value(shown.map_or(MappingStatus::Absent, |v| v.cell.status.into()))
+            }
+            "syncState" => enum_value(shown.map_or(SyncState::None, |v| v.sync_state.into())),
+            "n8nWorkflowId" => opt(owned(shown.map(|v| v.cell.n8n_workflow_id()))),
+            "name" => opt(owned(shown.map(|v| v.cell.name()))),
+            "envContentHash" => opt(owned(shown.and_then(|v| v.cell.env_content_hash()))),
+            "gitContentHash" => opt(owned(
+                shown.and_then(ShownCellView::effective_git_content_hash),
+            )),
+            "since" => opt(shown.map(|v| v.cell.status_since)),
+            "envChangedAt" => opt(shown.and_then(|v| v.cell.env_changed_at)),
             _ => return None,
         })
     }
 
     fn write_plain_field(&self, name: &str, out: &mut Vec<u8>) -> bool {
-        use super::inline::{write_enum, write_str};
-        fn text(value: Option<&str>, out: &mut Vec<u8>) {
+        use super::inline::{write_enum, write_json_str, write_time};
+        fn text(value: Option<JsonStr<'_>>, out: &mut Vec<u8>) {
             match value {
-                Some(text) => write_str(text, out),
+                Some(text) => write_json_str(text, out),
                 None => out.extend_from_slice(b"null"),
             }
         }
-        fn time(value: &Option<DateTime<Utc>>, out: &mut Vec<u8>) {
-            // what async-graphql's `DateTime<Utc>` scalar gives
-            text(value.map(|at| at.to_rfc3339()).as_deref(), out)
+        fn time(value: Option<DateTime<Utc>>, out: &mut Vec<u8>) {
+            match value {
+                Some(at) => write_time(at, out),
+                None => out.extend_from_slice(b"null"),
+            }
         }
+        let shown = self.shown();
         match name {
-            "environmentId" => write_str(&self.environment_id, out),
-            "mappingStatus" => write_enum(self.mapping_status, out),
-            "syncState" => write_enum(self.sync_state, out),
-            "n8nWorkflowId" => text(self.n8n_workflow_id.as_deref(), out),
-            "name" => text(self.name.as_deref(), out),
-            "envContentHash" => text(self.env_content_hash.as_deref(), out),
-            "gitContentHash" => text(self.git_content_hash.as_deref(), out),
-            "since" => time(&self.since, out),
-            "envChangedAt" => time(&self.env_changed_at, out),
+            "environmentId" => write_json_str(self.environment(), out),
+            "mappingStatus" => write_enum(
+                shown.map_or(MappingStatus::Absent, |v| v.cell.status.into()),
+                out,
+            ),
+            "syncState" => write_enum(shown.map_or(SyncState::None, |v| v.sync_state.into()), out),
+            "n8nWorkflowId" => text(shown.map(|v| v.cell.n8n_workflow_id()), out),
+            "name" => text(shown.map(|v| v.cell.name()), out),
+            "envContentHash" => text(shown.and_then(|v| v.cell.env_content_hash()), out),
+            "gitContentHash" => text(
+                shown.and_then(ShownCellView::effective_git_content_hash),
+                out,
+            ),
+            "since" => time(shown.map(|v| v.cell.status_since), out),
+            "envChangedAt" => time(shown.and_then(|v| v.cell.env_changed_at), out),
             _ => return false,
         }
         true
@@ -266,7 +314,7 @@ impl MatrixQuery {
                 environment_id: environment_id.clone(),
                 n8n_workflow_id: ID(view.row.n8n_workflow_id.unwrap_or_default()),
                 name: view.row.name,
-                env_content_hash: cell.as_ref().and_then(|c| c.env_content_hash.clone()),
+                env_content_hash: owned(cell.as_ref().and_then(|c| c.env_content_hash())),
                 since: cell.as_ref().map(|c| c.status_since),
                 env_changed_at: cell.as_ref().and_then(|c| c.env_changed_at),
             }
@@ -298,20 +346,48 @@ mod tests {
     #[tokio::test]
     async fn plain_cell_fields_are_what_their_resolvers_give() {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
-        let cells = vec![
-            MatrixCell {
-                environment_id: ID("prod".into()),
-                mapping_status: MappingStatus::Linked,
-                sync_state: SyncState::Drift,
-                n8n_workflow_id: Some("n8n-1".into()),
-                name: Some("Orders \"daily\"".into()),
-                env_content_hash: Some("a".repeat(64)),
-                git_content_hash: Some("b".repeat(64)),
-                since: Some(at + chrono::Duration::microseconds(123_456)),
-                env_changed_at: Some(at),
-            },
-            MatrixCell::absent("staging"),
-        ];
+        // cells as a page reads them: stored as the projection stores them, read
+        // back as shown cells; one with its own Git hash, one compared with the
+        // row's, one whose strings need escapes, one absent
+        let stored = |environment: &str, name: &str, git: Option<String>| model::MatrixCell {
+            id: format!("m-{environment}"),
+            tenant: "t".into(),
+            row_id: "t:wf".into(),
+            environment_id: environment.into(),
+            n8n_workflow_id: format!("n8n-{environment}"),
+            canonical_id: Some("wf".into()),
+            name: name.into(),
+            status: aggregates::mapping::MappingStatus::Linked,
+            env_content_hash: Some("a".repeat(64)),
+            git_content_hash: git,
+            env_changed_at: Some(at),
+            status_since: at + chrono::Duration::microseconds(123_456),
+            updated_at: at,
+        };
+        let text = serde_json::to_string(&model::RowCells(vec![
+            stored("dev", "tab\there é", None),
+            stored("prod", "Orders \"daily\"", Some("b".repeat(64))),
+            stored("qa", "Orders", Some("a".repeat(64))),
+        ]))
+        .unwrap();
+        let row = model::ShownRow {
+            id: "t:wf".into(),
+            kind: RowKind::Canonical,
+            canonical_id: Some("wf".into()),
+            n8n_workflow_id: None,
+            name: "Orders".into(),
+            sort_key: "orders".into(),
+            slug: None,
+            status: RowStatus::Active,
+            git_path: None,
+            git_content_hash: Some("c".repeat(64)),
+            git_commit_sha: None,
+            git_changed_at: Some(at - chrono::Duration::hours(1)),
+            cells: model::ShownCells::read(&text).unwrap(),
+        };
+        let view = ShownRowView::new(row, &MatrixFilter::default());
+        let columns = ["dev", "prod", "qa", "staging"].map(String::from);
+        let cells = MatrixRow::new(view, &columns).cells;
         let schema = Schema::new(Cells(cells), EmptyMutation, EmptySubscription);
         // every field of the type, plainly, aliased and repeated, and through a
         // fragment
@@ -342,8 +418,34 @@ mod tests {
         let resolved = resolved.data.into_json().unwrap();
         let inline = inline.data.into_json().unwrap();
         assert_eq!(resolved["resolved"], inline["inline"]);
-        assert_eq!(inline["inline"][0]["mappingStatus"], "LINKED");
-        assert_eq!(inline["inline"][1]["since"], serde_json::Value::Null);
+        let expected = serde_json::json!([
+            ["dev", "LINKED", "DRIFT", "tab\there é", "c".repeat(64)],
+            [
+                "prod",
+                "LINKED",
+                "DRIFT",
+                "Orders \"daily\"",
+                "b".repeat(64)
+            ],
+            ["qa", "LINKED", "IN_SYNC", "Orders", "a".repeat(64)],
+            ["staging", "ABSENT", "NONE", null, null],
+        ]);
+        let got: Vec<serde_json::Value> = inline["inline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                serde_json::json!([
+                    c["environmentId"],
+                    c["mappingStatus"],
+                    c["syncState"],
+                    c["name"],
+                    c["gitContentHash"]
+                ])
+            })
+            .collect();
+        assert_eq!(serde_json::Value::Array(got), expected);
+        assert_eq!(inline["inline"][3]["since"], serde_json::Value::Null);
         for field in &fields {
             assert!(
                 MatrixCell::absent("x").plain_field(field).is_some(),
@@ -387,8 +489,12 @@ mod tests {
             json["data"]["inline"][0]["since"],
             "2026-03-01T12:00:00.123456+00:00"
         );
-        assert_eq!(json["data"]["inline"][0]["name"], "Orders \"daily\"");
-        assert_eq!(json["data"]["inline"][1]["__typename"], "MatrixCell");
+        assert_eq!(json["data"]["inline"][1]["name"], "Orders \"daily\"");
+        assert_eq!(
+            json["data"]["inline"][0]["envChangedAt"],
+            "2026-03-01T12:00:00+00:00"
+        );
+        assert_eq!(json["data"]["inline"][3]["__typename"], "MatrixCell");
         // without the handler's data, and with a repeated key, values as before
         let (plain_json, raw) = written(plain, false).await;
         assert!(!raw);
@@ -422,6 +528,41 @@ mod tests {
         response
             .errors
             .push(ServerError::new("bad \"input\"", None));
+        // times as the scalar gives them: every fraction width, the edges of the
+        // years written plainly, and what falls back to chrono
+        let base = Utc.with_ymd_and_hms(2026, 12, 6, 23, 59, 58).unwrap();
+        let mut times = vec![
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                .unwrap()
+                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+                .unwrap()
+                .and_utc(),
+        ];
+        for nanos in [
+            0,
+            1,
+            7_000_000,
+            120_000_000,
+            123_456_000,
+            100_000,
+            999_999_999,
+            50,
+        ] {
+            times.push(base + chrono::Duration::nanoseconds(nanos));
+        }
+        for at in times {
+            let mut out = Vec::new();
+            crate::graphql::inline::write_time(at, &mut out);
+            let expected = serde_json::to_vec(&at.to_rfc3339()).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
         for text in ["", "plain", "q\"b\\s/", "\u{0}\u{1f}\u{7f}\t\r", "é ∑ 😀"] {
             let mut out = Vec::new();
             crate::graphql::inline::write_str(text, &mut out);

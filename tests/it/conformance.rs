@@ -851,3 +851,43 @@ async fn the_committer_has_its_own_connections_and_they_close_with_the_store_pos
     }
     assert_eq!(t.store.event_count().await.unwrap(), 3);
 }
+
+/// Decision 70: a connection to this machine's PostgreSQL skips TLS unless a mode
+/// is asked for; any mode asked for is kept. The committer's own connections (decision
+/// 59) are made with the pool's options, so they follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_connection_skips_tls_unless_a_mode_is_asked_for_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    assert!(
+        !t.url.contains("sslmode"),
+        "the test store's URL names no mode: {}",
+        t.url
+    );
+    let tls = |store: Store| async move {
+        let Store::Postgres(PgStore { pool, .. }) = &store else {
+            unreachable!()
+        };
+        let on: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        let server: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        store.close().await;
+        (on, server == "on")
+    };
+    let (on, server_offers_tls) = tls(t.store.clone()).await;
+    assert!(!on, "no mode asked for, to 127.0.0.1: plain");
+    let sep = if t.url.contains('?') { '&' } else { '?' };
+    let asked = format!("{}{sep}sslmode=prefer", t.url);
+    let (on, _) = tls(Store::connect(&asked, 1).await.unwrap()).await;
+    // `prefer` takes TLS when the server offers it (this machine's does: Debian's
+    // PostgreSQL ships with a certificate), and is kept as asked
+    assert_eq!(on, server_offers_tls, "sslmode=prefer is kept");
+    let disabled = format!("{}{sep}sslmode=disable", t.url);
+    let (on, _) = tls(Store::connect(&disabled, 1).await.unwrap()).await;
+    assert!(!on);
+}

@@ -1905,13 +1905,19 @@ async fn shown_pages_equal_full_pages(store: &Store, tenant: &str, filter: &Matr
             assert_eq!(full.cells.len(), shown.cells.len(), "row {}", f.id);
             for (fc, sc) in full.cells.iter().zip(&shown.cells) {
                 let (c, d) = (&fc.cell, &sc.cell);
+                let text = |s: Option<projections::json_str::JsonStr>| s.map(|s| s.to_string());
                 assert_eq!(
                     (&c.environment_id, &c.n8n_workflow_id, &c.name, c.status),
-                    (&d.environment_id, &d.n8n_workflow_id, &d.name, d.status)
+                    (
+                        &d.environment_id().to_string(),
+                        &d.n8n_workflow_id().to_string(),
+                        &d.name().to_string(),
+                        d.status
+                    )
                 );
                 assert_eq!(
                     (&c.env_content_hash, &c.git_content_hash),
-                    (&d.env_content_hash, &d.git_content_hash)
+                    (&text(d.env_content_hash()), &text(d.git_content_hash()))
                 );
                 assert_eq!(
                     (c.env_changed_at, c.status_since),
@@ -1919,7 +1925,7 @@ async fn shown_pages_equal_full_pages(store: &Store, tenant: &str, filter: &Matr
                 );
                 assert_eq!(
                     (&fc.effective_git_content_hash, fc.sync_state),
-                    (&sc.effective_git_content_hash, sc.sync_state)
+                    (&text(sc.effective_git_content_hash()), sc.sync_state)
                 );
                 compared += 1;
             }

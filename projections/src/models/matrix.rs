@@ -13,9 +13,12 @@ use aggregates::mapping::{MappingEvent, MappingStatus, Observation};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
 
 use crate::display::{sync_state, CellFacts, SyncState};
 use crate::event::{Decoded, Envelope};
+use crate::json_str::{JsonStr, OwnedJsonStr, Span};
 use crate::query::{decode_cursor, like_pattern, page, page_size, Page, QueryError};
 use crate::read_model_row;
 use crate::runtime::{ApplyError, Projection};
@@ -273,39 +276,89 @@ read_model_row! {
 }
 
 /// What a page shows of a cell: [`MatrixCell`] without its ids, tenant and update
-/// time.
-#[derive(Debug, Clone, PartialEq)]
+/// time. Its strings are not copied out of the row's `cells` text: each is where the
+/// text has it ([`JsonStr`], decision 69), and a cell keeps the text alive.
+#[derive(Clone)]
 pub struct ShownCell {
-    pub environment_id: String,
-    pub n8n_workflow_id: String,
-    pub name: String,
+    /// The row's `cells` column as read.
+    source: Arc<str>,
+    environment_id: Span,
+    n8n_workflow_id: Span,
+    name: Span,
+    env_content_hash: Option<Span>,
+    git_content_hash: Option<Span>,
     pub status: MappingStatus,
-    pub env_content_hash: Option<String>,
-    /// The mapping's own observation of the Git hash.
-    pub git_content_hash: Option<String>,
     pub env_changed_at: Option<DateTime<Utc>>,
     pub status_since: DateTime<Utc>,
 }
 
+impl ShownCell {
+    pub fn environment_id(&self) -> JsonStr<'_> {
+        self.environment_id.in_text(&self.source)
+    }
+    pub fn n8n_workflow_id(&self) -> JsonStr<'_> {
+        self.n8n_workflow_id.in_text(&self.source)
+    }
+    pub fn name(&self) -> JsonStr<'_> {
+        self.name.in_text(&self.source)
+    }
+    pub fn env_content_hash(&self) -> Option<JsonStr<'_>> {
+        self.env_content_hash.map(|s| s.in_text(&self.source))
+    }
+    /// The mapping's own observation of the Git hash.
+    pub fn git_content_hash(&self) -> Option<JsonStr<'_>> {
+        self.git_content_hash.map(|s| s.in_text(&self.source))
+    }
+}
+
+impl PartialEq for ShownCell {
+    fn eq(&self, other: &Self) -> bool {
+        self.environment_id() == other.environment_id()
+            && self.n8n_workflow_id() == other.n8n_workflow_id()
+            && self.name() == other.name()
+            && self.env_content_hash() == other.env_content_hash()
+            && self.git_content_hash() == other.git_content_hash()
+            && self.status == other.status
+            && self.env_changed_at == other.env_changed_at
+            && self.status_since == other.status_since
+    }
+}
+
+impl std::fmt::Debug for ShownCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShownCell")
+            .field("environment_id", &self.environment_id())
+            .field("n8n_workflow_id", &self.n8n_workflow_id())
+            .field("name", &self.name())
+            .field("status", &self.status)
+            .field("env_content_hash", &self.env_content_hash())
+            .field("git_content_hash", &self.git_content_hash())
+            .field("env_changed_at", &self.env_changed_at)
+            .field("status_since", &self.status_since)
+            .finish()
+    }
+}
+
 /// A row's `cells` column read for a page: the fields of each cell a page does not
-/// show are skipped, not copied (a page of 500 cells then makes about half as many
-/// strings). Read-only: it is never written back (its bind is a NULL, which the
-/// column refuses).
+/// show are skipped, and the ones it shows are found in the text, not copied (one
+/// copy of the text per row instead of a string per shown field). Read-only: it is
+/// never written back (its bind is a NULL, which the column refuses).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShownCells(pub Vec<ShownCell>);
 
-/// One cell of [`RowCells`]' stored form, read as [`ShownCell`].
-type ShownPackedCell = (
+/// One cell of [`RowCells`]' stored form, read as [`ShownCell`]: the strings as the
+/// literals the text holds.
+type ShownPackedCell<'a> = (
     serde::de::IgnoredAny,
     serde::de::IgnoredAny,
     serde::de::IgnoredAny,
-    String,
-    String,
+    &'a RawValue,
+    &'a RawValue,
     serde::de::IgnoredAny,
-    String,
+    &'a RawValue,
     MappingStatus,
-    Option<String>,
-    Option<String>,
+    Option<&'a RawValue>,
+    Option<&'a RawValue>,
     Option<StoredTime>,
     StoredTime,
     serde::de::IgnoredAny,
@@ -317,25 +370,152 @@ impl crate::sql::NotNull for ShownCells {
         crate::sql::Bind::Text(None)
     }
     fn from_cell(value: crate::sql::Cell<'_>) -> Result<Self, crate::sql::ColumnError> {
-        let text = crate::sql::text(value)?;
-        let packed: Vec<ShownPackedCell> = serde_json::from_str(text)
-            .map_err(|e| crate::sql::ColumnError::invalid("JSON value", text, e))?;
-        Ok(ShownCells(
-            packed
-                .into_iter()
-                .map(|c| ShownCell {
-                    environment_id: c.3,
-                    n8n_workflow_id: c.4,
-                    name: c.6,
-                    status: c.7,
-                    env_content_hash: c.8,
-                    git_content_hash: c.9,
-                    env_changed_at: c.10.map(|t| t.0),
-                    status_since: c.11 .0,
-                })
-                .collect(),
-        ))
+        ShownCells::read(crate::sql::text(value)?)
     }
+}
+
+impl ShownCells {
+    /// The cells of a row's `cells` text, as [`RowCells`] stores them.
+    pub fn read(text: &str) -> Result<ShownCells, crate::sql::ColumnError> {
+        let source: Arc<str> = Arc::from(text);
+        match scan_cells(&source) {
+            Some(cells) => Ok(ShownCells(cells)),
+            None => Self::parse(source),
+        }
+    }
+
+    /// What [`ShownCells::read`] gives, through serde: any text that is JSON of the
+    /// stored shape reads, and any other gets serde's error.
+    fn parse(source: Arc<str>) -> Result<ShownCells, crate::sql::ColumnError> {
+        let text: &str = &source;
+        let invalid = |e: &dyn std::fmt::Display| {
+            crate::sql::ColumnError::invalid("JSON value", text, e.to_string())
+        };
+        let packed: Vec<ShownPackedCell<'_>> =
+            serde_json::from_str(text).map_err(|e| invalid(&e))?;
+        let span =
+            |raw: &RawValue| Span::of(text, raw.get()).ok_or_else(|| invalid(&"not a string"));
+        let mut cells = Vec::with_capacity(packed.len());
+        for c in packed {
+            cells.push(ShownCell {
+                source: source.clone(),
+                environment_id: span(c.3)?,
+                n8n_workflow_id: span(c.4)?,
+                name: span(c.6)?,
+                env_content_hash: c.8.map(span).transpose()?,
+                git_content_hash: c.9.map(span).transpose()?,
+                status: c.7,
+                env_changed_at: c.10.map(|t| t.0),
+                status_since: c.11 .0,
+            });
+        }
+        Ok(ShownCells(cells))
+    }
+}
+
+/// The cells of `source` read in one pass over text as [`RowCells`] writes it
+/// (serde's compact JSON: no whitespace, strings found with `memchr`); `None` for
+/// anything else, which [`ShownCells::parse`] then reads or refuses (so does a string
+/// with an escape: serde checks escapes). The whole text is first checked to hold no
+/// control character: compact JSON has none outside strings and none inside (they
+/// are escaped), so each literal copied as it is stays valid JSON.
+fn scan_cells(source: &Arc<str>) -> Option<Vec<ShownCell>> {
+    let bytes = source.as_bytes();
+    // branch-free, so it vectorizes
+    if bytes.iter().fold(false, |any, &b| any | (b < 0x20)) {
+        return None;
+    }
+    let mut at = 0usize;
+    let expect = |at: &mut usize, byte: u8| -> Option<()> {
+        (bytes.get(*at) == Some(&byte)).then(|| *at += 1)
+    };
+    // a string literal (its span), or None at anything else
+    let string = |at: &mut usize| -> Option<Span> {
+        let start = *at;
+        if bytes.get(start) != Some(&b'"') {
+            return None;
+        }
+        // an escape is left to serde, which checks it (names with quotes are rare)
+        let end = start + 1 + memchr::memchr2(b'"', b'\\', &bytes[start + 1..])?;
+        if bytes[end] != b'"' {
+            return None;
+        }
+        *at = end + 1;
+        Span::of(source, &source[start..*at])
+    };
+    let null = |at: &mut usize| -> bool {
+        let found = bytes[*at..].starts_with(b"null");
+        if found {
+            *at += 4;
+        }
+        found
+    };
+    let optional = |at: &mut usize| -> Option<Option<Span>> {
+        if null(at) {
+            Some(None)
+        } else {
+            string(at).map(Some)
+        }
+    };
+    let time = |at: &mut usize| -> Option<DateTime<Utc>> {
+        let literal = string(at)?.in_text(source).json();
+        eventstore::sql::parse_time(&literal[1..literal.len() - 1])
+    };
+    let mut cells = Vec::new();
+    expect(&mut at, b'[')?;
+    if expect(&mut at, b']').is_some() {
+        return (at == bytes.len()).then_some(cells);
+    }
+    loop {
+        expect(&mut at, b'[')?;
+        string(&mut at)?; // id
+        expect(&mut at, b',')?;
+        string(&mut at)?; // tenant
+        expect(&mut at, b',')?;
+        string(&mut at)?; // row id
+        expect(&mut at, b',')?;
+        let environment_id = string(&mut at)?;
+        expect(&mut at, b',')?;
+        let n8n_workflow_id = string(&mut at)?;
+        expect(&mut at, b',')?;
+        optional(&mut at)?; // canonical id
+        expect(&mut at, b',')?;
+        let name = string(&mut at)?;
+        expect(&mut at, b',')?;
+        let status = string(&mut at)?.in_text(source);
+        let status: MappingStatus = status.get().parse().ok()?;
+        expect(&mut at, b',')?;
+        let env_content_hash = optional(&mut at)?;
+        expect(&mut at, b',')?;
+        let git_content_hash = optional(&mut at)?;
+        expect(&mut at, b',')?;
+        let env_changed_at = if null(&mut at) {
+            None
+        } else {
+            Some(time(&mut at)?)
+        };
+        expect(&mut at, b',')?;
+        let status_since = time(&mut at)?;
+        expect(&mut at, b',')?;
+        time(&mut at)?; // updated at
+        expect(&mut at, b']')?;
+        cells.push(ShownCell {
+            source: source.clone(),
+            environment_id,
+            n8n_workflow_id,
+            name,
+            env_content_hash,
+            git_content_hash,
+            status,
+            env_changed_at,
+            status_since,
+        });
+        if expect(&mut at, b',').is_none() {
+            break;
+        }
+    }
+    expect(&mut at, b']')?;
+    (at == bytes.len()).then_some(cells)
 }
 
 impl RowCells {
@@ -697,13 +877,13 @@ fn compared(
 fn shown_cells<C, V>(
     cells: Vec<C>,
     filter: &MatrixFilter,
-    environment: impl Fn(&C) -> &str,
+    in_environment: impl Fn(&C, &str) -> bool,
     view: impl FnMut(C) -> V,
 ) -> Vec<V> {
     let environments = filter.environment_ids.as_ref().filter(|e| !e.is_empty());
     cells
         .into_iter()
-        .filter(|c| environments.is_none_or(|e| e.iter().any(|id| id == environment(c))))
+        .filter(|c| environments.is_none_or(|e| e.iter().any(|id| in_environment(c, id))))
         .map(view)
         .collect()
 }
@@ -712,10 +892,21 @@ fn shown_cells<C, V>(
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShownCellView {
     pub cell: ShownCell,
+    /// The row's latest Git hash, for a cell without an observation of its own.
+    row_git_content_hash: Option<OwnedJsonStr>,
+    pub sync_state: SyncState,
+}
+
+impl ShownCellView {
     /// The Git hash the cell is compared with: the mapping's own observation, else
     /// the canonical workflow's latest Git version.
-    pub effective_git_content_hash: Option<String>,
-    pub sync_state: SyncState,
+    pub fn effective_git_content_hash(&self) -> Option<JsonStr<'_>> {
+        self.cell.git_content_hash().or_else(|| {
+            self.row_git_content_hash
+                .as_ref()
+                .map(OwnedJsonStr::as_json_str)
+        })
+    }
 }
 
 /// A shown row and its shown cells (as [`MatrixRowView`]).
@@ -725,21 +916,40 @@ pub struct ShownRowView {
     pub cells: Vec<ShownCellView>,
 }
 
-fn shown_view(row: &ShownRow, cell: ShownCell) -> ShownCellView {
-    let (git, sync_state) = compared(
-        &cell.git_content_hash,
-        &row.git_content_hash,
-        CellFacts {
-            status: cell.status,
-            env_content_hash: cell.env_content_hash.as_deref(),
-            git_content_hash: None,
-            env_changed_at: cell.env_changed_at,
-            git_changed_at: row.git_changed_at,
-        },
-    );
+impl ShownRowView {
+    /// `row` as a page shows it: the cells `filter` shows, as a client sees them.
+    pub fn new(mut row: ShownRow, filter: &MatrixFilter) -> ShownRowView {
+        let cells = std::mem::take(&mut row.cells.0);
+        let row_git = row.git_content_hash.as_deref().map(OwnedJsonStr::new);
+        let cells = shown_cells(
+            cells,
+            filter,
+            |c, id| c.environment_id() == id,
+            |c| shown_view(&row, &row_git, c),
+        );
+        ShownRowView { row, cells }
+    }
+}
+
+/// `cell` of `row` as a client sees it; `row_git` is the row's Git hash as a literal
+/// (made once per row).
+fn shown_view(row: &ShownRow, row_git: &Option<OwnedJsonStr>, cell: ShownCell) -> ShownCellView {
+    let own = cell.git_content_hash().map(JsonStr::get);
+    let env = cell.env_content_hash().map(JsonStr::get);
+    let sync_state = sync_state(&CellFacts {
+        status: cell.status,
+        env_content_hash: env.as_deref(),
+        git_content_hash: own.as_deref().or(row.git_content_hash.as_deref()),
+        env_changed_at: cell.env_changed_at,
+        git_changed_at: row.git_changed_at,
+    });
+    let row_git_content_hash = match own {
+        Some(_) => None,
+        None => row_git.clone(),
+    };
     ShownCellView {
         cell,
-        effective_git_content_hash: git,
+        row_git_content_hash,
         sync_state,
     }
 }
@@ -843,7 +1053,12 @@ pub async fn matrix_page(
     // The cells come with their rows (decision 63).
     Ok(rows.map(|mut row| {
         let cells = std::mem::take(&mut row.cells.0 .0);
-        let cells = shown_cells(cells, filter, |c| &c.environment_id, |c| view(&row, c));
+        let cells = shown_cells(
+            cells,
+            filter,
+            |c, id| c.environment_id == id,
+            |c| view(&row, c),
+        );
         MatrixRowView { row, cells }
     }))
 }
@@ -861,16 +1076,7 @@ pub async fn shown_page(
         (r.sort_key.clone(), r.id.clone())
     })
     .await?;
-    Ok(rows.map(|mut row| {
-        let cells = std::mem::take(&mut row.cells.0);
-        let cells = shown_cells(
-            cells,
-            filter,
-            |c| &c.environment_id,
-            |c| shown_view(&row, c),
-        );
-        ShownRowView { row, cells }
-    }))
+    Ok(rows.map(|row| ShownRowView::new(row, filter)))
 }
 
 /// The rows of a page of `filter`'s matrix rows, read as `R` (a [`MatrixRow`] or a
@@ -1003,6 +1209,62 @@ mod tests {
     }
 
     #[test]
+    fn the_one_pass_scan_reads_what_serde_reads() {
+        let mut plain = cell("m2", "prod");
+        plain.canonical_id = None;
+        plain.env_content_hash = None;
+        plain.env_changed_at = None;
+        plain.name = "Orders daily é ∑".into();
+        let mut first = cell("m1", "dev");
+        first.name = "Orders".into();
+        let text = |cells: Vec<MatrixCell>| serde_json::to_string(&RowCells(cells)).unwrap();
+        let scanned = |text: &str| scan_cells(&Arc::from(text));
+        let parsed = |text: &str| ShownCells::parse(Arc::from(text));
+        // what the projection stores, without escapes: the scan reads it, the same
+        // cells as serde
+        for stored in [
+            text(vec![]),
+            text(vec![first.clone()]),
+            text(vec![first, plain]),
+        ] {
+            let cells = scanned(&stored).expect("scanned");
+            assert_eq!(cells, parsed(&stored).unwrap().0, "{stored}");
+            assert_eq!(ShownCells::read(&stored).unwrap().0, cells);
+        }
+        // an escape is left to serde, which reads it
+        let escaped = text(vec![cell("m1", "dev")]);
+        assert!(escaped.contains('\\'));
+        assert!(scanned(&escaped).is_none());
+        assert_eq!(
+            ShownCells::read(&escaped).unwrap().0[0].name(),
+            "Orders \"daily\""
+        );
+        // anything but the stored shape is not scanned, and serde decides: whitespace
+        // or a reordered field reads as serde reads it (or not at all); truncated,
+        // trailing, control characters, other types are refused
+        let good = text(vec![cell("m1", "dev"), cell("m2", "prod")]).replace("\\\"", "");
+        assert!(scanned(&good).is_some());
+        let spaced = good.replace(",", ", ");
+        assert!(scanned(&spaced).is_none());
+        assert_eq!(parsed(&spaced).unwrap(), parsed(&good).unwrap());
+        for bad in [
+            good[..good.len() - 1].to_string(),
+            format!("{good}x"),
+            good.replacen("Orders", "Or\u{1}ders", 1),
+            good.replacen("\"linked\"", "\"unknown\"", 1),
+            good.replacen("\"linked\"", "7", 1),
+            good.replacen("\"dev\"", "null", 1),
+            good.replacen("Z\"", "\"", 1),
+            "[[]]".to_string(),
+            "[".to_string(),
+            String::new(),
+        ] {
+            assert!(scanned(&bad).is_none(), "{bad}");
+            assert!(ShownCells::read(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn shown_cells_read_what_row_cells_store() {
         let mut second = cell("m2", "prod");
         second.git_content_hash = Some("b".repeat(64));
@@ -1014,22 +1276,20 @@ mod tests {
             other => panic!("not text: {other:?}"),
         };
         let shown = ShownCells::take(Cell::Text(Some(&stored))).unwrap();
-        let expected: Vec<ShownCell> = cells
-            .0
-             .0
-            .iter()
-            .map(|c| ShownCell {
-                environment_id: c.environment_id.clone(),
-                n8n_workflow_id: c.n8n_workflow_id.clone(),
-                name: c.name.clone(),
-                status: c.status,
-                env_content_hash: c.env_content_hash.clone(),
-                git_content_hash: c.git_content_hash.clone(),
-                env_changed_at: c.env_changed_at,
-                status_since: c.status_since,
-            })
-            .collect();
-        assert_eq!(shown.0, expected);
+        assert_eq!(shown.0.len(), 2);
+        for (shown, c) in shown.0.iter().zip(&cells.0 .0) {
+            assert_eq!(shown.environment_id(), c.environment_id);
+            assert_eq!(shown.n8n_workflow_id(), c.n8n_workflow_id);
+            assert_eq!(shown.name(), c.name);
+            assert_eq!(shown.status, c.status);
+            let text = |s: Option<JsonStr>| s.map(|s| s.get().into_owned());
+            assert_eq!(text(shown.env_content_hash()), c.env_content_hash);
+            assert_eq!(text(shown.git_content_hash()), c.git_content_hash);
+            assert_eq!(shown.env_changed_at, c.env_changed_at);
+            assert_eq!(shown.status_since, c.status_since);
+            // each string is the literal the text holds, as serde writes it
+            assert_eq!(shown.name().json(), serde_json::to_string(&c.name).unwrap());
+        }
         // the skipped fields are still checked for their place: a cell with one
         // missing, or another shape, does not read
         let short = stored.replacen(",\"linked\"", "", 1);

@@ -29,7 +29,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 use url::Url;
@@ -340,9 +340,16 @@ impl Store {
             // The read models are small and hot: index reads cost about what sequential
             // ones do, and the default planner cost (4) chose full scans of the matrix
             // cells for a 50-row page (5.9 ms against 3.0 ms with the index).
-            let options = PgConnectOptions::from_str(database_url)?
+            let mut options = PgConnectOptions::from_str(database_url)?
                 .application_name("workflowops")
                 .options([("random_page_cost", "1.1")]);
+            if tls_needless(
+                database_url,
+                options.get_host(),
+                std::env::var_os("PGSSLMODE"),
+            ) {
+                options = options.ssl_mode(PgSslMode::Disable);
+            }
             // No ping before every acquire: that is an extra round trip per query (a
             // broken connection still fails the query, which the caller sees).
             let pool = PgPoolOptions::new()
@@ -493,6 +500,27 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// Whether a PostgreSQL connection of `url` to `host` skips TLS (decision 70): the
+/// host is this machine (a loopback address or `localhost`) and no TLS mode was
+/// asked for, neither in the URL (`sslmode`) nor in `PGSSLMODE` (`pg_sslmode`).
+/// Left unasked, the mode is `prefer`, which takes TLS when the server offers it
+/// but verifies nothing, so it guards against no one; between two processes of one
+/// machine it only costs (measured in decision 70).
+/// Any mode asked for is kept as asked.
+fn tls_needless(url: &str, host: &str, pg_sslmode: Option<std::ffi::OsString>) -> bool {
+    let asked = pg_sslmode.is_some()
+        || Url::parse(url).map_or(true, |u| {
+            u.query_pairs()
+                .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback && !asked
+}
+
 /// A database URL with any password replaced, for messages and logs: the one in
 /// the user information and a `password` query option. A URL that does not parse
 /// loses everything between `://` and its last `@` instead.
@@ -534,6 +562,39 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tls_is_skipped_only_to_this_machine_and_only_when_not_asked_for() {
+        use super::tls_needless;
+        let needless = |url: &str, host: &str| tls_needless(url, host, None);
+        for (url, host) in [
+            ("postgres://u@127.0.0.1:5432/db", "127.0.0.1"),
+            ("postgres://u@127.0.0.2/db", "127.0.0.2"),
+            ("postgres://u@localhost/db", "localhost"),
+            ("postgresql://u@[::1]:5432/db?application_name=x", "[::1]"),
+            ("postgres://u@LOCALHOST/db", "LOCALHOST"),
+        ] {
+            assert!(needless(url, host), "{url}");
+        }
+        for (url, host) in [
+            ("postgres://u@db.internal/db", "db.internal"),
+            ("postgres://u@10.0.0.5/db", "10.0.0.5"),
+            ("postgres://u@127.0.0.1/db?sslmode=prefer", "127.0.0.1"),
+            ("postgres://u@127.0.0.1/db?sslmode=require", "127.0.0.1"),
+            (
+                "postgres://u@localhost/db?ssl-mode=verify-full",
+                "localhost",
+            ),
+        ] {
+            assert!(!needless(url, host), "{url}");
+        }
+        // PGSSLMODE asks too
+        assert!(!tls_needless(
+            "postgres://u@127.0.0.1/db",
+            "127.0.0.1",
+            Some("prefer".into())
+        ));
+    }
+
     #[test]
     fn database_swap_keeps_options() {
         use super::with_database;

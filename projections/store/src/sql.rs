@@ -15,11 +15,49 @@ pub fn fmt_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// A stored time (RFC 3339, as [`fmt_time`] writes it) back as a `DateTime`.
+/// A stored time (RFC 3339, as [`fmt_time`] writes it) back as a `DateTime`. What
+/// [`fmt_time`] writes (`2026-03-01T12:00:00.123456Z`) is read field by field;
+/// any other RFC 3339 text through chrono.
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    parse_stored_time(text).or_else(|| {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` exactly, else `None`.
+fn parse_stored_time(text: &str) -> Option<DateTime<Utc>> {
+    let b: &[u8; 27] = text.as_bytes().try_into().ok()?;
+    let punctuation = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ];
+    if punctuation.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(0, 4)?).ok()?,
+        number(5, 7)?,
+        number(8, 10)?,
+    )?;
+    let time = chrono::NaiveTime::from_hms_micro_opt(
+        number(11, 13)?,
+        number(14, 16)?,
+        number(17, 19)?,
+        number(20, 26)?,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// An open read-model transaction on either backend.
@@ -289,5 +327,57 @@ impl From<Option<i64>> for Bind {
 impl From<bool> for Bind {
     fn from(v: bool) -> Bind {
         Bind::Bool(Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn stored_times_read_back_as_chrono_reads_them() {
+        let base = Utc.with_ymd_and_hms(2026, 12, 6, 23, 59, 59).unwrap();
+        let mut times = vec![
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap(),
+        ];
+        for micros in [0, 1, 999_999, 123_456, 500_000] {
+            times.push(base + chrono::Duration::microseconds(micros));
+        }
+        for at in times {
+            let text = fmt_time(at);
+            let chrono = DateTime::parse_from_rfc3339(&text)
+                .unwrap()
+                .with_timezone(&Utc);
+            assert_eq!(parse_stored_time(&text), Some(chrono), "{text}");
+            assert_eq!(parse_time(&text), Some(at), "{text}");
+        }
+        // not the stored shape: chrono's way, or nothing
+        for (text, expected) in [
+            ("2026-03-01T12:00:00Z", Some("2026-03-01T12:00:00Z")),
+            (
+                "2026-03-01T12:00:00.123456+02:00",
+                Some("2026-03-01T10:00:00.123456Z"),
+            ),
+            (
+                "2016-12-31T23:59:60.500000Z",
+                Some("2016-12-31T23:59:60.500000Z"),
+            ),
+            ("2026-02-30T12:00:00.000000Z", None),
+            ("2026-03-01T24:00:00.000000Z", None),
+            ("2026-03-01T12:00:00.00000aZ", None),
+            ("2026-03-01 12:00:00.000000Z", Some("2026-03-01T12:00:00Z")),
+            ("not a time", None),
+        ] {
+            assert!(
+                parse_stored_time(text).is_none() || expected.is_some(),
+                "{text}"
+            );
+            let expected =
+                expected.map(|e| DateTime::parse_from_rfc3339(e).unwrap().with_timezone(&Utc));
+            assert_eq!(parse_time(text), expected, "{text}");
+        }
     }
 }
