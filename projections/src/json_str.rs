@@ -11,7 +11,11 @@ use std::sync::Arc;
 /// Equality, order and display are those of the string it stands for (escapes
 /// decoded), so two literals of one string with different escapes are equal.
 #[derive(Clone, Copy)]
-pub struct JsonStr<'a>(&'a str);
+pub struct JsonStr<'a> {
+    literal: &'a str,
+    /// No backslash in the literal (found once, where it is read).
+    plain: bool,
+}
 
 impl<'a> JsonStr<'a> {
     /// `literal` if it is one JSON string literal (quotes included, nothing around
@@ -19,35 +23,43 @@ impl<'a> JsonStr<'a> {
     pub fn parse(literal: &'a str) -> Option<JsonStr<'a>> {
         let raw = serde_json::from_str::<&serde_json::value::RawValue>(literal).ok()?;
         // the whole text, a string (whitespace around it is not part of the literal)
-        (raw.get().len() == literal.len() && literal.starts_with('"')).then_some(JsonStr(literal))
+        (raw.get().len() == literal.len() && literal.starts_with('"')).then(|| JsonStr::of(literal))
+    }
+
+    /// `literal`, known to be one JSON string literal.
+    fn of(literal: &'a str) -> JsonStr<'a> {
+        JsonStr {
+            literal,
+            plain: !literal.as_bytes().contains(&b'\\'),
+        }
     }
 
     /// The literal as JSON text: what serializing the string writes whenever
     /// [`JsonStr::is_plain`] (a literal without escapes needs none, and serde
     /// escapes only quotes, backslashes and control characters).
     pub fn json(self) -> &'a str {
-        self.0
+        self.literal
     }
 
     /// Whether the literal has no escape: its text between the quotes is the string.
     pub fn is_plain(self) -> bool {
-        !self.0.as_bytes().contains(&b'\\')
+        self.plain
     }
 
     /// The string the literal stands for.
     pub fn get(self) -> Cow<'a, str> {
-        if self.is_plain() {
-            Cow::Borrowed(&self.0[1..self.0.len() - 1])
+        if self.plain {
+            Cow::Borrowed(&self.literal[1..self.literal.len() - 1])
         } else {
             // a literal checked when it was read: it decodes
-            Cow::Owned(serde_json::from_str(self.0).unwrap_or_default())
+            Cow::Owned(serde_json::from_str(self.literal).unwrap_or_default())
         }
     }
 }
 
 impl PartialEq for JsonStr<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0 || (!(self.is_plain() && other.is_plain()) && self.get() == other.get())
+        self.literal == other.literal || (!(self.plain && other.plain) && self.get() == other.get())
     }
 }
 
@@ -101,12 +113,23 @@ impl fmt::Debug for JsonStr<'_> {
 pub struct Span {
     start: u32,
     end: u32,
+    plain: bool,
 }
 
 impl Span {
     /// Where `literal`, a subslice of `source`, is in it; `None` if it is not a
     /// JSON string literal of `source` (or `source` is 4 GiB or more).
     pub fn of(source: &str, literal: &str) -> Option<Span> {
+        let plain = !literal.as_bytes().contains(&b'\\');
+        Span::with(source, literal, plain)
+    }
+
+    /// [`Span::of`] for a literal its reader found no backslash in.
+    pub(crate) fn unescaped(source: &str, literal: &str) -> Option<Span> {
+        Span::with(source, literal, true)
+    }
+
+    fn with(source: &str, literal: &str, plain: bool) -> Option<Span> {
         let start = (literal.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
         let end = start + literal.len();
         if end > source.len() || !literal.starts_with('"') || literal.len() < 2 {
@@ -115,28 +138,40 @@ impl Span {
         Some(Span {
             start: u32::try_from(start).ok()?,
             end: u32::try_from(end).ok()?,
+            plain,
         })
     }
 
     /// The literal in `source`, the text [`Span::of`] found it in.
     pub fn in_text(self, source: &str) -> JsonStr<'_> {
-        JsonStr(&source[self.start as usize..self.end as usize])
+        JsonStr {
+            literal: &source[self.start as usize..self.end as usize],
+            plain: self.plain,
+        }
     }
 }
 
 /// A string as a JSON literal of its own (for a string that does not come from
 /// stored JSON text but is written next to ones that do).
 #[derive(Clone, PartialEq, Eq)]
-pub struct OwnedJsonStr(Arc<str>);
+pub struct OwnedJsonStr {
+    literal: Arc<str>,
+    plain: bool,
+}
 
 impl OwnedJsonStr {
     pub fn new(text: &str) -> OwnedJsonStr {
         // a string always serializes
-        OwnedJsonStr(Arc::from(serde_json::to_string(text).unwrap_or_default()))
+        let literal: Arc<str> = Arc::from(serde_json::to_string(text).unwrap_or_default());
+        let plain = JsonStr::of(&literal).plain;
+        OwnedJsonStr { literal, plain }
     }
 
     pub fn as_json_str(&self) -> JsonStr<'_> {
-        JsonStr(&self.0)
+        JsonStr {
+            literal: &self.literal,
+            plain: self.plain,
+        }
     }
 }
 

@@ -90,6 +90,9 @@ pub struct Checked {
     pub kind: Option<OperationType>,
     /// It asks for at least one [`Expensive`] field.
     pub expensive: bool,
+    /// Some object of its answer may get a response key twice: its lists are then
+    /// not written as text while they resolve (decision 71).
+    pub merges_keys: bool,
 }
 
 /// Why a request was refused before validation: always `VALIDATION`.
@@ -207,6 +210,8 @@ pub struct Operation {
     pub name: Option<String>,
     pub kind: OperationType,
     pub expensive: bool,
+    /// Some object of the answer may get a response key twice ([`merges_keys`]).
+    pub merges_keys: bool,
 }
 
 /// The operation a request runs: the named one, or the only one.
@@ -221,6 +226,7 @@ pub fn choose(operations: &[Operation], operation_name: Option<&str>) -> Checked
     Checked {
         kind: chosen.map(|op| op.kind),
         expensive: chosen.is_some_and(|op| op.expensive),
+        merges_keys: chosen.is_none_or(|op| op.merges_keys),
     }
 }
 
@@ -280,6 +286,8 @@ pub fn check_document(document: &ExecutableDocument) -> Result<Vec<Operation>, R
             kind: operation.node.ty,
             expensive: operation.node.ty == OperationType::Query
                 && size.log_walks + size.replays > 0,
+            // found below, once the sizes (which bound its walk) are known to be fine
+            merges_keys: true,
         });
     }
     if total.fields > MAX_FIELDS {
@@ -294,7 +302,75 @@ pub fn check_document(document: &ExecutableDocument) -> Result<Vec<Operation>, R
             display_count(total.spreads)
         )));
     }
+    let merges = merges_keys(document);
+    for operation in &mut operations {
+        operation.merges_keys = merges;
+    }
     Ok(operations)
+}
+
+/// Whether some object of the document's answers may get a response key twice: a
+/// field repeated (or aliased onto another's key) in one selection set, directly or
+/// through fragments spread or inlined in it, at any depth. async-graphql merges
+/// such keys' values, which text written while a list resolves cannot take part in
+/// (decision 71). Conservative: type conditions and `@skip`/`@include` are ignored.
+pub fn merges_keys(document: &ExecutableDocument) -> bool {
+    /// The response keys of `set` with its fragments expanded; false once there
+    /// are more than any accepted document has (then the answer is "maybe").
+    fn keys<'a>(
+        document: &'a ExecutableDocument,
+        set: &'a SelectionSet,
+        depth: usize,
+        out: &mut Vec<&'a str>,
+    ) -> bool {
+        if depth > 64 || out.len() > MAX_FIELDS as usize {
+            return false;
+        }
+        set.items.iter().all(|item| match &item.node {
+            Selection::Field(field) => {
+                out.push(field.node.response_key().node.as_str());
+                true
+            }
+            Selection::FragmentSpread(spread) => {
+                match document.fragments.get(&spread.node.fragment_name.node) {
+                    Some(fragment) => {
+                        keys(document, &fragment.node.selection_set.node, depth + 1, out)
+                    }
+                    None => true,
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                keys(document, &inline.node.selection_set.node, depth + 1, out)
+            }
+        })
+    }
+    /// `set` or a selection set inside it (fragment spreads aside: every fragment
+    /// is looked at on its own) repeats a key.
+    fn repeats(document: &ExecutableDocument, set: &SelectionSet, depth: usize) -> bool {
+        let mut found = Vec::new();
+        if depth > 64 || !keys(document, set, 0, &mut found) {
+            return true;
+        }
+        found.sort_unstable();
+        if found.windows(2).any(|pair| pair[0] == pair[1]) {
+            return true;
+        }
+        set.items.iter().any(|item| match &item.node {
+            Selection::Field(field) => repeats(document, &field.node.selection_set.node, depth + 1),
+            Selection::FragmentSpread(_) => false,
+            Selection::InlineFragment(inline) => {
+                repeats(document, &inline.node.selection_set.node, depth + 1)
+            }
+        })
+    }
+    document
+        .fragments
+        .values()
+        .any(|fragment| repeats(document, &fragment.node.selection_set.node, 0))
+        || document
+            .operations
+            .iter()
+            .any(|(_, operation)| repeats(document, &operation.node.selection_set.node, 0))
 }
 
 fn display_count(n: u64) -> String {

@@ -13,10 +13,14 @@
 //! whole operation).
 //!
 //! When the request is answered by [`write_response`] (the HTTP handler puts
-//! [`WrittenRaw`] in the request's data) and every selected field is given plainly,
-//! the list is written as JSON text while it is resolved, with no value tree at all
-//! (decision 67): the text travels in the response as a tagged
-//! [`Value::Binary`], which `write_response` copies into the answer as it is.
+//! [`WrittenRaw`] in the request's data, unless the guard finds a response key that
+//! async-graphql would merge: decision 71) and every selected field is given
+//! plainly, the list is written as JSON text while it is resolved, with no value
+//! tree at all (decision 67): the text travels in the response as a tagged
+//! [`Value::Binary`], which `write_response` copies into the answer as it is. A
+//! field with a selection of its own is written too when its type says how
+//! ([`PlainFields::write_selected_field`]): the matrix's edges are written with
+//! their rows and the rows' cells in one pass.
 
 use std::borrow::Cow;
 
@@ -59,7 +63,7 @@ impl<T: ContainerType + PlainFields + Sync> OutputType for InlineList<'_, T> {
         let mut fields = Vec::new();
         collect_fields(ctx, ctx.item, first, &mut fields)?;
         if ctx.data_opt::<WrittenRaw>().is_some() {
-            if let Some(text) = write_plain_list(self.0, &fields) {
+            if let Some(text) = write_plain_list(ctx, self.0, &fields) {
                 return Ok(Value::Binary(text.into()));
             }
         }
@@ -94,6 +98,21 @@ pub trait PlainFields {
             None => false,
         }
     }
+
+    /// Appends the JSON of `field`, one with a selection of its own (and no
+    /// arguments or directives), exactly what resolving it with that selection
+    /// gives: for a field whose value is an object or list of objects that are
+    /// themselves [`PlainFields`] ([`write_selected_object`],
+    /// [`write_selected_list`]). False when it does not (the default); the text is
+    /// then abandoned and the list resolved as values.
+    fn write_selected_field(
+        &self,
+        _ctx: &ContextSelectionSet<'_>,
+        _field: &Positioned<Field>,
+        _out: &mut Vec<u8>,
+    ) -> bool {
+        false
+    }
 }
 
 /// Request data: the response is written with [`write_response`], so lists may
@@ -105,15 +124,23 @@ pub struct WrittenRaw;
 const RAW_TAG: &[u8] = b"\0wfo-raw-json\0";
 
 /// The list of `items`, each with `fields`, as tagged JSON text; `None` unless
-/// every field is `__typename` or given plainly and no response key repeats (a
-/// repeated key merges, which the value path does).
+/// every field is written plainly (see [`write_items`]).
 fn write_plain_list<T: ContainerType + PlainFields>(
+    ctx: &ContextSelectionSet<'_>,
     items: &[T],
     fields: &[&Positioned<Field>],
 ) -> Option<Vec<u8>> {
-    let first = items.first()?;
+    let mut out = Vec::with_capacity(RAW_TAG.len() + 1024);
+    out.extend_from_slice(RAW_TAG);
+    write_items(ctx, items, fields, &mut out).then_some(out)
+}
+
+/// The response keys of `fields` as written before their values (`{"key":` and
+/// `,"key":`); `None` when a key repeats (a repeated key merges, which the value
+/// path does) or a field has arguments or directives (which only its resolver
+/// knows what to do with).
+fn written_keys(fields: &[&Positioned<Field>]) -> Option<Vec<Vec<u8>>> {
     let mut keys: Vec<Vec<u8>> = Vec::with_capacity(fields.len());
-    let mut probe = Vec::new();
     for (index, field) in fields.iter().enumerate() {
         let node = &field.node;
         let key = node.response_key().node.as_str();
@@ -123,12 +150,9 @@ fn write_plain_list<T: ContainerType + PlainFields>(
         {
             return None;
         }
-        let plain = node.name.node == "__typename"
-            || (node.arguments.is_empty()
-                && node.directives.is_empty()
-                && node.selection_set.node.items.is_empty()
-                && first.write_plain_field(&node.name.node, &mut probe));
-        if !plain {
+        if node.name.node != "__typename"
+            && !(node.arguments.is_empty() && node.directives.is_empty())
+        {
             return None;
         }
         let mut written = Vec::with_capacity(key.len() + 4);
@@ -137,29 +161,97 @@ fn write_plain_list<T: ContainerType + PlainFields>(
         written.push(b':');
         keys.push(written);
     }
-    if keys.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(RAW_TAG.len() + items.len() * (probe.len() + 64) * 2);
-    out.extend_from_slice(RAW_TAG);
+    (!keys.is_empty()).then_some(keys)
+}
+
+/// Appends `items`, each with `fields`, as a JSON list; false (the text then
+/// abandoned) unless every field of every item is `__typename`, given plainly
+/// ([`PlainFields::write_plain_field`]) or, with a selection of its own, written
+/// ([`PlainFields::write_selected_field`]).
+fn write_items<T: ContainerType + PlainFields>(
+    ctx: &ContextSelectionSet<'_>,
+    items: &[T],
+    fields: &[&Positioned<Field>],
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(keys) = written_keys(fields) else {
+        return false;
+    };
     out.push(b'[');
     for (index, item) in items.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        for (field, key) in fields.iter().zip(&keys) {
-            out.extend_from_slice(key);
-            let name = field.node.name.node.as_str();
-            if name == "__typename" {
-                write_str(&item.introspection_type_name(), &mut out);
-            } else if !item.write_plain_field(name, &mut out) {
-                return None;
-            }
+        if !write_fields(ctx, item, fields, &keys, out) {
+            return false;
         }
-        out.push(b'}');
     }
     out.push(b']');
-    Some(out)
+    true
+}
+
+/// Appends `item` with `fields` (their written `keys`) as a JSON object.
+fn write_fields<T: ContainerType + PlainFields>(
+    ctx: &ContextSelectionSet<'_>,
+    item: &T,
+    fields: &[&Positioned<Field>],
+    keys: &[Vec<u8>],
+    out: &mut Vec<u8>,
+) -> bool {
+    for (field, key) in fields.iter().zip(keys) {
+        out.extend_from_slice(key);
+        let name = field.node.name.node.as_str();
+        let written = if name == "__typename" {
+            write_str(&item.introspection_type_name(), out);
+            true
+        } else if field.node.selection_set.node.items.is_empty() {
+            item.write_plain_field(name, out)
+        } else {
+            item.write_selected_field(ctx, field, out)
+        };
+        if !written {
+            return false;
+        }
+    }
+    out.push(b'}');
+    true
+}
+
+/// For [`PlainFields::write_selected_field`]: a list field's `items` written with
+/// `field`'s selection.
+pub fn write_selected_list<T: ContainerType + PlainFields>(
+    ctx: &ContextSelectionSet<'_>,
+    items: &[T],
+    field: &Positioned<Field>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(first) = items.first() else {
+        out.extend_from_slice(b"[]");
+        return true;
+    };
+    let mut fields = Vec::new();
+    if collect_fields(ctx, &field.node.selection_set, first, &mut fields).is_err() {
+        return false;
+    }
+    write_items(ctx, items, &fields, out)
+}
+
+/// For [`PlainFields::write_selected_field`]: an object field's `item` written
+/// with `field`'s selection.
+pub fn write_selected_object<T: ContainerType + PlainFields>(
+    ctx: &ContextSelectionSet<'_>,
+    item: &T,
+    field: &Positioned<Field>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let mut fields = Vec::new();
+    if collect_fields(ctx, &field.node.selection_set, item, &mut fields).is_err() {
+        return false;
+    }
+    match written_keys(&fields) {
+        Some(keys) => write_fields(ctx, item, &fields, &keys, out),
+        None => false,
+    }
 }
 
 /// An enum value as JSON: its GraphQL name, what `enum_value` gives.
@@ -204,8 +296,10 @@ pub fn write_json_str(text: JsonStr<'_>, out: &mut Vec<u8>) {
 /// 9, then `+00:00`), written without formatting machinery.
 pub fn write_time(at: DateTime<Utc>, out: &mut Vec<u8>) {
     use chrono::{Datelike, Timelike};
-    let year = at.year();
-    let nano = at.nanosecond();
+    // the UTC fields as they are (the local view would add a zero offset to each)
+    let utc = at.naive_utc();
+    let year = utc.year();
+    let nano = utc.nanosecond();
     if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
         // a signed year or a leap second: chrono's own way
         return write_str(&at.to_rfc3339(), out);
@@ -219,15 +313,15 @@ pub fn write_time(at: DateTime<Utc>, out: &mut Vec<u8>) {
     out.push(b'"');
     digits(year as u32, 4, out);
     out.push(b'-');
-    digits(at.month(), 2, out);
+    digits(utc.month(), 2, out);
     out.push(b'-');
-    digits(at.day(), 2, out);
+    digits(utc.day(), 2, out);
     out.push(b'T');
-    digits(at.hour(), 2, out);
+    digits(utc.hour(), 2, out);
     out.push(b':');
-    digits(at.minute(), 2, out);
+    digits(utc.minute(), 2, out);
     out.push(b':');
-    digits(at.second(), 2, out);
+    digits(utc.second(), 2, out);
     if nano != 0 {
         out.push(b'.');
         if nano % 1_000_000 == 0 {

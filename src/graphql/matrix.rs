@@ -2,7 +2,9 @@
 //! workflows (queries; the mapping mutations are in `mappings`).
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Object, SimpleObject, ID};
+use async_graphql::connection::PageInfo;
+use async_graphql::parser::types::Field;
+use async_graphql::{Context, ContextSelectionSet, Object, Positioned, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use projections::json_str::{JsonStr, OwnedJsonStr};
 use projections::models::matrix::{
@@ -219,6 +221,153 @@ impl MatrixRow {
     }
 }
 
+impl PlainFields for MatrixRow {
+    fn plain_field(&self, name: &str) -> Option<async_graphql::Value> {
+        use async_graphql::Value;
+        fn text(value: Option<&str>) -> Value {
+            value.map_or(Value::Null, |t| Value::String(t.to_string()))
+        }
+        let row = &self.row;
+        Some(match name {
+            "canonicalId" => text(row.canonical_id.as_deref()),
+            "slug" => text(row.slug.as_deref()),
+            "name" => Value::String(row.name.clone()),
+            "untracked" => Value::Boolean(row.kind == RowKind::Untracked),
+            "gitPath" => text(row.git_path.as_deref()),
+            "gitContentHash" => text(row.git_content_hash.as_deref()),
+            "gitCommitSha" => text(row.git_commit_sha.as_deref()),
+            _ => return None,
+        })
+    }
+
+    fn write_plain_field(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        use super::inline::write_str;
+        fn text(value: Option<&str>, out: &mut Vec<u8>) {
+            match value {
+                Some(text) => write_str(text, out),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        let row = &self.row;
+        match name {
+            "canonicalId" => text(row.canonical_id.as_deref(), out),
+            "slug" => text(row.slug.as_deref(), out),
+            "name" => write_str(&row.name, out),
+            "untracked" => out.extend_from_slice(match row.kind {
+                RowKind::Untracked => b"true",
+                RowKind::Canonical => b"false",
+            }),
+            "gitPath" => text(row.git_path.as_deref(), out),
+            "gitContentHash" => text(row.git_content_hash.as_deref(), out),
+            "gitCommitSha" => text(row.git_commit_sha.as_deref(), out),
+            _ => return false,
+        }
+        true
+    }
+
+    fn write_selected_field(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        field.node.name.node == "cells"
+            && super::inline::write_selected_list(ctx, &self.cells, field, out)
+    }
+}
+
+/// The matrix's page as a Relay connection: the `MatrixRowConnection` that
+/// async-graphql's `Connection<String, MatrixRow>` gives (the same fields,
+/// descriptions and values), with its edges resolved as one [`InlineList`] and so
+/// written as JSON text in one pass, rows and cells, when the request allows it
+/// (decision 71).
+pub struct MatrixRowConnection {
+    edges: Vec<MatrixRowEdge>,
+    has_next_page: bool,
+}
+
+impl MatrixRowConnection {
+    fn new(page: projections::query::Page<ShownRowView>, columns: &[String]) -> Self {
+        let edges = page
+            .cursors
+            .into_iter()
+            .zip(page.items)
+            .map(|(cursor, view)| MatrixRowEdge {
+                cursor,
+                node: MatrixRow::new(view, columns),
+            })
+            .collect();
+        MatrixRowConnection {
+            edges,
+            has_next_page: page.has_next_page,
+        }
+    }
+}
+
+#[Object]
+impl MatrixRowConnection {
+    /// Information to aid in pagination.
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_previous_page: false,
+            has_next_page: self.has_next_page,
+            start_cursor: self.edges.first().map(|e| e.cursor.clone()),
+            end_cursor: self.edges.last().map(|e| e.cursor.clone()),
+        }
+    }
+    /// A list of edges.
+    async fn edges(&self) -> InlineList<'_, MatrixRowEdge> {
+        InlineList(&self.edges)
+    }
+    /// A list of nodes.
+    async fn nodes(&self) -> Vec<&MatrixRow> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
+}
+
+/// An edge in a connection.
+pub struct MatrixRowEdge {
+    cursor: String,
+    node: MatrixRow,
+}
+
+/// An edge in a connection.
+#[Object]
+impl MatrixRowEdge {
+    /// The item at the end of the edge
+    async fn node(&self) -> &MatrixRow {
+        &self.node
+    }
+    /// A cursor for use in pagination
+    async fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
+impl PlainFields for MatrixRowEdge {
+    fn plain_field(&self, name: &str) -> Option<async_graphql::Value> {
+        (name == "cursor").then(|| async_graphql::Value::String(self.cursor.clone()))
+    }
+
+    fn write_plain_field(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        let cursor = name == "cursor";
+        if cursor {
+            super::inline::write_str(&self.cursor, out);
+        }
+        cursor
+    }
+
+    fn write_selected_field(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        field.node.name.node == "node"
+            && super::inline::write_selected_object(ctx, &self.node, field, out)
+    }
+}
+
 /// A workflow present in n8n with no canonical link.
 #[derive(SimpleObject)]
 pub struct UntrackedWorkflow {
@@ -250,7 +399,7 @@ impl MatrixQuery {
         #[graphql(default)] only_drift: bool,
         #[graphql(default)] include_untracked: Option<bool>,
         min_position: Option<i64>,
-    ) -> async_graphql::Result<Connection<String, MatrixRow>> {
+    ) -> async_graphql::Result<MatrixRowConnection> {
         wait_for(ctx, model::NAME, min_position).await?;
         let tenant = caller(ctx)?.tenant();
         let store = &app(ctx)?.store;
@@ -279,7 +428,7 @@ impl MatrixQuery {
             .map(|e| e.environment_id)
             .filter(|id| environment_ids.as_ref().is_none_or(|ids| ids.contains(id)))
             .collect();
-        Ok(connection(page, |view| MatrixRow::new(view, &columns)))
+        Ok(MatrixRowConnection::new(page, &columns))
     }
 
     /// Workflows of one environment that n8n runs with no canonical link.
@@ -343,19 +492,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn plain_cell_fields_are_what_their_resolvers_give() {
+    /// A row as a page reads it: cells stored as the projection stores them, read
+    /// back as shown cells; one with its own Git hash, one compared with the row's,
+    /// one whose strings need escapes (a fourth column, `staging`, has none).
+    fn shown_row(id: &str, name: &str, untracked: bool) -> ShownRowView {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
-        // cells as a page reads them: stored as the projection stores them, read
-        // back as shown cells; one with its own Git hash, one compared with the
-        // row's, one whose strings need escapes, one absent
         let stored = |environment: &str, name: &str, git: Option<String>| model::MatrixCell {
             id: format!("m-{environment}"),
             tenant: "t".into(),
-            row_id: "t:wf".into(),
+            row_id: format!("t:{id}"),
             environment_id: environment.into(),
             n8n_workflow_id: format!("n8n-{environment}"),
-            canonical_id: Some("wf".into()),
+            canonical_id: Some(id.into()),
             name: name.into(),
             status: aggregates::mapping::MappingStatus::Linked,
             env_content_hash: Some("a".repeat(64)),
@@ -367,27 +515,37 @@ mod tests {
         let text = serde_json::to_string(&model::RowCells(vec![
             stored("dev", "tab\there é", None),
             stored("prod", "Orders \"daily\"", Some("b".repeat(64))),
-            stored("qa", "Orders", Some("a".repeat(64))),
+            stored("qa", name, Some("a".repeat(64))),
         ]))
         .unwrap();
         let row = model::ShownRow {
-            id: "t:wf".into(),
-            kind: RowKind::Canonical,
-            canonical_id: Some("wf".into()),
-            n8n_workflow_id: None,
-            name: "Orders".into(),
-            sort_key: "orders".into(),
-            slug: None,
+            id: format!("t:{id}"),
+            kind: if untracked {
+                RowKind::Untracked
+            } else {
+                RowKind::Canonical
+            },
+            canonical_id: (!untracked).then(|| id.into()),
+            n8n_workflow_id: untracked.then(|| "n8n-x".into()),
+            name: name.into(),
+            sort_key: name.to_lowercase(),
+            slug: (!untracked).then(|| format!("slug-{id}")),
             status: RowStatus::Active,
-            git_path: None,
+            git_path: (!untracked).then(|| format!("workflows/{id}.json")),
             git_content_hash: Some("c".repeat(64)),
             git_commit_sha: None,
             git_changed_at: Some(at - chrono::Duration::hours(1)),
             cells: model::ShownCells::read(&text).unwrap(),
         };
-        let view = ShownRowView::new(row, &MatrixFilter::default());
-        let columns = ["dev", "prod", "qa", "staging"].map(String::from);
-        let cells = MatrixRow::new(view, &columns).cells;
+        ShownRowView::new(row, &MatrixFilter::default())
+    }
+
+    const COLUMNS: [&str; 4] = ["dev", "prod", "qa", "staging"];
+
+    #[tokio::test]
+    async fn plain_cell_fields_are_what_their_resolvers_give() {
+        let view = shown_row("wf", "Orders", false);
+        let cells = MatrixRow::new(view, &COLUMNS.map(String::from)).cells;
         let schema = Schema::new(Cells(cells), EmptyMutation, EmptySubscription);
         // every field of the type, plainly, aliased and repeated, and through a
         // fragment
@@ -502,6 +660,124 @@ mod tests {
         let (repeated, raw) = written(query("inline"), true).await;
         assert!(!raw, "a repeated key merges through values");
         assert_eq!(repeated["data"]["inline"], inline["inline"]);
+    }
+
+    struct Rows(MatrixRowConnection);
+
+    #[Object]
+    impl Rows {
+        async fn page(&self) -> &MatrixRowConnection {
+            &self.0
+        }
+    }
+
+    /// The written page (decision 71): rows, edges and cells in one text, the same
+    /// JSON as the values async-graphql resolves field by field; the value path
+    /// wherever a selection cannot be written (a repeated key at any depth, an
+    /// argument), and the text only with `WrittenRaw`.
+    #[tokio::test]
+    async fn a_written_page_is_what_resolving_it_gives() {
+        let page = projections::query::Page {
+            items: vec![
+                shown_row("wf-1", "Orders", false),
+                shown_row("wf-2", "Odd \"one\"", true),
+            ],
+            cursors: vec!["c1".into(), "c\"2".into()],
+            has_next_page: true,
+            end_cursor: Some("c\"2".into()),
+        };
+        let connection = MatrixRowConnection::new(page, &COLUMNS.map(String::from));
+        let schema = Schema::new(Rows(connection), EmptyMutation, EmptySubscription);
+        let cell_fields = "environmentId mappingStatus syncState n8nWorkflowId name \
+                           envContentHash gitContentHash since envChangedAt __typename";
+        let row_fields = format!(
+            "canonicalId slug name untracked gitPath gitContentHash gitCommitSha \
+             __typename cells {{ {cell_fields} }}"
+        );
+        // as the HTTP handler does: `WrittenRaw` unless a key may be merged
+        let merges = |query: &str| {
+            crate::graphql::guard::merges_keys(&async_graphql::parser::parse_query(query).unwrap())
+        };
+        let answer = |query: String, raw: bool| {
+            let schema = &schema;
+            async move {
+                let raw = raw && !merges(&query);
+                let mut request = async_graphql::Request::new(query);
+                if raw {
+                    request = request.data(WrittenRaw);
+                }
+                let response = schema.execute(request).await;
+                assert!(response.errors.is_empty(), "{:?}", response.errors);
+                let written = crate::graphql::write_response(&response).unwrap();
+                let edges_written = matches!(
+                    &response.data,
+                    async_graphql::Value::Object(o) if matches!(
+                        &o["page"],
+                        async_graphql::Value::Object(p) if p.get("edges").is_some_and(|e| matches!(e, async_graphql::Value::Binary(_)))
+                    )
+                );
+                (
+                    serde_json::from_slice::<serde_json::Value>(&written).unwrap(),
+                    edges_written,
+                )
+            }
+        };
+        let full = format!(
+            "{{ page {{ pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} \
+             edges {{ cursor __typename node {{ {row_fields} }} }} \
+             nodes {{ name cells {{ environmentId }} }} }} }}"
+        );
+        let (written, raw) = answer(full.clone(), true).await;
+        assert!(raw, "every field is written: the edges are one text");
+        let (resolved, raw) = answer(full, false).await;
+        assert!(!raw);
+        assert_eq!(written, resolved);
+        let edges = &written["data"]["page"]["edges"];
+        assert_eq!(edges[1]["cursor"], "c\"2");
+        assert_eq!(edges[1]["node"]["untracked"], true);
+        assert_eq!(edges[1]["node"]["canonicalId"], serde_json::Value::Null);
+        assert_eq!(edges[0]["node"]["slug"], "slug-wf-1");
+        assert_eq!(edges[0]["node"]["cells"][1]["name"], "Orders \"daily\"");
+        assert_eq!(edges[0]["node"]["cells"][3]["mappingStatus"], "ABSENT");
+        assert_eq!(written["data"]["page"]["pageInfo"]["endCursor"], "c\"2");
+        // fragments and aliases at every depth are written too
+        let fragments = "{ page { edges { ...E } } } \
+                         fragment E on MatrixRowEdge { c: cursor node { ... on MatrixRow { n: name cells { ...C } } } } \
+                         fragment C on MatrixCell { e: environmentId s: syncState }"
+            .to_string();
+        let (written, raw) = answer(fragments.clone(), true).await;
+        assert!(raw);
+        assert_eq!(written, answer(fragments, false).await.0);
+        assert_eq!(
+            written["data"]["page"]["edges"][0]["node"]["cells"][0]["s"],
+            "DRIFT"
+        );
+        // a key repeated in a row or a cell, directly or through a fragment: values
+        // (async-graphql merges them; a list written as text could not take part)
+        for query in [
+            "{ page { edges { node { name name cells { name } } } } }",
+            "{ page { edges { node { name cells { name } cells { since } } } } }",
+            "{ page { edges { node { cells { name name } } } } }",
+            "{ page { edges { node { cells { name } ...R } } } } \
+             fragment R on MatrixRow { cells { since } }",
+            "{ page { edges { node { cells { n: name ... on MatrixCell { n: name } } } } } }",
+        ] {
+            assert!(merges(query), "{query}");
+            let (written, raw) = answer(query.to_string(), true).await;
+            assert!(!raw, "{query}");
+            assert_eq!(written, answer(query.to_string(), false).await.0, "{query}");
+            assert!(
+                written["data"]["page"]["edges"][0]["node"]["cells"][0]
+                    .as_object()
+                    .is_some(),
+                "{query}"
+            );
+        }
+        // a directive on a field leaves that list to the value path
+        let directive = "{ page { edges { cursor node { name @include(if: true) } } } }";
+        assert!(!merges(directive));
+        let (written, _) = answer(directive.to_string(), true).await;
+        assert_eq!(written, answer(directive.to_string(), false).await.0);
     }
 
     #[test]

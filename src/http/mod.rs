@@ -262,11 +262,14 @@ async fn execute(
         principal,
         request_id: request_id.to_string(),
     };
-    let request = request
+    let mut request = request
         .data(caller)
         .data(Loaders::new(&state.context.store, &tenant))
-        .data(crate::graphql::guard::Prechecked)
-        .data(crate::graphql::WrittenRaw);
+        .data(crate::graphql::guard::Prechecked);
+    if !checked.merges_keys {
+        // lists may be written as text while they resolve (decisions 67 and 71)
+        request = request.data(crate::graphql::WrittenRaw);
+    }
     let deadline = state.context.admission.limits().deadline;
     let remaining = deadline.saturating_sub(started.elapsed());
     let schema = state.schema.clone();

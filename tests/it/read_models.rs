@@ -2094,3 +2094,71 @@ async fn a_running_projector_analyzes_the_tables_it_filled_postgres() {
     assert!(tuples >= 200.0, "reltuples {tuples}");
     task.abort();
 }
+
+/// Decision 71: a matrix row's `cells` text is compressed with LZ4 where the server
+/// has it (pglz otherwise), and a page reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_cells_are_compressed_with_lz4_postgres() {
+    use projections::models::matrix::{shown_page, MatrixCell, RowCells};
+    let t = TestStore::new(Kind::Postgres).await;
+    let Store::Postgres(PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    let lz4 = sqlx::query("CREATE TEMP TABLE lz4_probe (x text COMPRESSION lz4)")
+        .execute(pool)
+        .await
+        .is_ok();
+    let at = chrono::Utc::now();
+    let cells: Vec<MatrixCell> = (0..14)
+        .map(|e| MatrixCell {
+            id: format!("acme:env-{e:02}:n8n-{e}"),
+            tenant: "acme".into(),
+            row_id: "acme:wf".into(),
+            environment_id: format!("env-{e:02}"),
+            n8n_workflow_id: format!("n8n-{e}"),
+            canonical_id: Some("wf".into()),
+            name: "Order Sync".into(),
+            status: aggregates::mapping::MappingStatus::Linked,
+            env_content_hash: Some(format!("{e:x}").repeat(64)[..64].to_string()),
+            git_content_hash: None,
+            env_changed_at: Some(at),
+            status_since: at,
+            updated_at: at,
+        })
+        .collect();
+    let text = serde_json::to_string(&RowCells(cells)).unwrap();
+    assert!(
+        text.len() > 3000,
+        "large enough to be compressed: {}",
+        text.len()
+    );
+    let now = eventstore::sql::fmt_time(at);
+    sqlx::query(
+        "INSERT INTO rm_matrix_rows (id, tenant, kind, canonical_id, name, sort_key, status, \
+         git_content_hash, created_at, updated_at, cells) \
+         VALUES ('acme:wf', 'acme', 'canonical', 'wf', 'Order Sync', 'order sync', 'active', \
+         $1, $2, $2, $3)",
+    )
+    .bind("f".repeat(64))
+    .bind(&now)
+    .bind(&text)
+    .execute(pool)
+    .await
+    .unwrap();
+    let method: Option<String> =
+        sqlx::query_scalar("SELECT pg_column_compression(cells) FROM rm_matrix_rows")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(method.as_deref(), Some(if lz4 { "lz4" } else { "pglz" }));
+    let page = shown_page(&t.store, "acme", &MatrixFilter::default(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].cells.len(), 14);
+    assert_eq!(page.items[0].cells[13].cell.environment_id(), "env-13");
+    assert_eq!(
+        page.items[0].cells[0].effective_git_content_hash().unwrap(),
+        "f".repeat(64)
+    );
+}

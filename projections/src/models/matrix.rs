@@ -441,7 +441,7 @@ fn scan_cells(source: &Arc<str>) -> Option<Vec<ShownCell>> {
             return None;
         }
         *at = end + 1;
-        Span::of(source, &source[start..*at])
+        Span::unescaped(source, &source[start..*at])
     };
     let null = |at: &mut usize| -> bool {
         let found = bytes[*at..].starts_with(b"null");

@@ -492,6 +492,39 @@ async fn snapshot_of_a(api: &Api) -> Value {
     .await
 }
 
+/// Decision 71: the matrix's rows and cells are written as JSON text while they
+/// resolve, except where a key is repeated (directly, through an alias or through a
+/// fragment), which async-graphql merges: such answers are the merged objects.
+async fn matrix_keys_merge_as_async_graphql_merges_them(api: &Api, snapshot: &Value) {
+    let token = api.token(A, "viewer", "auditor@acme");
+    let merged = api
+        .ok(
+            &token,
+            "query($p: Int) { workflowMatrix(first: 100, minPosition: $p) {
+               nodes { name cells { environmentId } cells { mappingStatus } }
+               edges { node { cells { n: name } ...C } } } }
+             fragment C on MatrixRow { cells { n: name since } }",
+            json!({ "p": last_position(api).await }),
+        )
+        .await;
+    let expected = snapshot["workflowMatrix"]["nodes"].as_array().unwrap();
+    assert!(!expected.is_empty());
+    let nodes = merged["workflowMatrix"]["nodes"].as_array().unwrap();
+    let edges = merged["workflowMatrix"]["edges"].as_array().unwrap();
+    assert_eq!((nodes.len(), edges.len()), (expected.len(), expected.len()));
+    for ((node, edge), want) in nodes.iter().zip(edges).zip(expected) {
+        let want_cells = want["cells"].as_array().unwrap();
+        assert!(!want_cells.is_empty());
+        for (index, cell) in want_cells.iter().enumerate() {
+            let (got, edge_cell) = (&node["cells"][index], &edge["node"]["cells"][index]);
+            assert_eq!(got["environmentId"], cell["environmentId"], "{merged}");
+            assert_eq!(got["mappingStatus"], cell["mappingStatus"], "{merged}");
+            assert_eq!(edge_cell["n"], cell["name"], "{merged}");
+            assert_eq!(edge_cell["since"], cell["since"], "{merged}");
+        }
+    }
+}
+
 /// The string values inside `value` (what a caller sent).
 fn strings_in(value: &Value, out: &mut Vec<String>) {
     match value {
@@ -1953,6 +1986,7 @@ async fn tenant_b_can_neither_read_change_nor_stream_tenant_a(kind: Kind) {
         a_before["verifyEventLog"]["checkedEvents"], a_events,
         "A verifies its own events: {a_before}"
     );
+    matrix_keys_merge_as_async_graphql_merges_them(&api, &a_before).await;
 
     let mut walk = Walk {
         api: &api,
