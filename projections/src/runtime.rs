@@ -364,6 +364,17 @@ async fn apply_in(
         );
         return Ok(Outcome::Moved);
     }
+    apply_rows(tx, slot, batch, count).await
+}
+
+/// Applies the events of `batch` past `slot`'s checkpoint (`count` of them) to its
+/// projection inside `tx`, and writes its rows.
+async fn apply_rows(
+    tx: &mut Tx,
+    slot: &mut Slot,
+    batch: &[Envelope],
+    count: usize,
+) -> Result<Outcome, sqlx::Error> {
     for event in batch.iter().filter(|e| e.cursor() > slot.checkpoint) {
         match slot.projection.apply(tx, event).await {
             Ok(()) => {}
@@ -382,6 +393,149 @@ async fn apply_in(
     }
     slot.projection.flush(tx).await?;
     Ok(Outcome::Applied(count))
+}
+
+/// Batches of at most this many events are applied to every projection concerned in
+/// one transaction on PostgreSQL ([`apply_together`]); larger ones (a catch-up, a
+/// rebuild) to each projection in its own, concurrently.
+const TOGETHER_MAX: usize = 256;
+
+/// The statement that moves several checkpoints at once: each to its new cursor if
+/// it is still what this runner last wrote (as [`claim_checkpoint`] does for one);
+/// returns the names it moved. Before anything else (an init plan, the plan's
+/// one-time filter) it locks their rows in name order, as a rebuild's swap locks
+/// them, so the two cannot deadlock. Like [`claim_checkpoint`] it also stops the
+/// transaction from waiting for the WAL flush at commit.
+const CLAIM_ALL: &str = "UPDATE projection_checkpoints c SET tx_id = v.ntx, position = v.npos, \
+     events_applied = c.events_applied + v.added, updated_at = $8, \
+     failed_position = NULL, failed_event = NULL, failed_error = NULL \
+     FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+       $6::bigint[], $7::bigint[]) AS v(name, ntx, npos, added, otx, opos, gen) \
+     WHERE c.name = v.name AND c.tx_id = v.otx AND c.position = v.opos \
+       AND c.generation = v.gen \
+       AND set_config('synchronous_commit', 'off', true) = 'off' \
+       AND (SELECT count(*) FROM (SELECT 1 FROM projection_checkpoints l \
+         WHERE l.name = ANY($1::text[]) ORDER BY l.name FOR UPDATE) AS locked) > 0 \
+     RETURNING c.name";
+
+/// What [`apply_together`] did.
+enum Together {
+    /// Every projection applied the batch and it committed.
+    Applied(Vec<(usize, LogCursor, Outcome)>),
+    /// A checkpoint had moved or a projection cannot apply an event of the batch:
+    /// rolled back; to be applied to each projection on its own, which tells them
+    /// apart.
+    Apart,
+    /// The database failed: rolled back; the batch is retried.
+    Failed(sqlx::Error),
+}
+
+/// Applies `batch` to the projections `which` (each with its checkpoint moved to
+/// `lasts[k]`) in one PostgreSQL transaction: `BEGIN`, every checkpoint claimed in
+/// one statement ([`CLAIM_ALL`]), each projection's rows, one commit: 3 + n round
+/// trips where a transaction each takes 4 n. Each projection writes the rows
+/// its own transaction would have written; they commit together.
+///
+/// Anything short of every projection applying the batch rolls it all back, the
+/// projections' caches included (decision 73).
+async fn apply_together(
+    store: &Store,
+    slots: &mut [Slot],
+    which: &[usize],
+    batch: &[Envelope],
+    lasts: &[LogCursor],
+) -> Together {
+    let counts: Vec<usize> = which
+        .iter()
+        .map(|&i| {
+            let slot = &slots[i];
+            batch
+                .iter()
+                .filter(|e| e.cursor() > slot.checkpoint)
+                .count()
+        })
+        .collect();
+    let mut tx = match Tx::begin(store).await {
+        Ok(tx) => tx,
+        Err(e) => return Together::Failed(e),
+    };
+    let outcome = claim_and_apply(&mut tx, slots, which, batch, lasts, &counts).await;
+    let outcome = match outcome {
+        Ok(true) => match tx.commit().await {
+            Ok(()) => {
+                return Together::Applied(
+                    which
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &i)| (i, lasts[k], Outcome::Applied(counts[k])))
+                        .collect(),
+                )
+            }
+            Err(e) => Together::Failed(e),
+        },
+        Ok(false) => {
+            let _ = tx.rollback().await;
+            Together::Apart
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Together::Failed(e)
+        }
+    };
+    for &i in which {
+        slots[i].projection.rolled_back();
+    }
+    outcome
+}
+
+/// [`apply_together`]'s work inside its transaction: whether every checkpoint was
+/// claimed and every projection applied the batch.
+async fn claim_and_apply(
+    tx: &mut Tx,
+    slots: &mut [Slot],
+    which: &[usize],
+    batch: &[Envelope],
+    lasts: &[LogCursor],
+    counts: &[usize],
+) -> Result<bool, sqlx::Error> {
+    let Tx::Postgres(pg) = tx else {
+        return Ok(false);
+    };
+    let column = |f: &dyn Fn(usize, &Slot) -> i64| -> Vec<i64> {
+        which
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| f(k, &slots[i]))
+            .collect()
+    };
+    let claimed: Vec<String> = sqlx::query_scalar(CLAIM_ALL)
+        .bind(
+            which
+                .iter()
+                .map(|&i| slots[i].projection.name())
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|k, _| lasts[k].tx_id))
+        .bind(column(&|k, _| lasts[k].position))
+        .bind(column(&|k, s| {
+            counts[k] as i64 + s.unwritten.map_or(0, |(_, n)| n)
+        }))
+        .bind(column(&|_, s| s.stored.tx_id))
+        .bind(column(&|_, s| s.stored.position))
+        .bind(column(&|_, s| s.generation))
+        .bind(fmt_time(Utc::now()))
+        .fetch_all(&mut **pg)
+        .await?;
+    if claimed.len() != which.len() {
+        return Ok(false);
+    }
+    for (k, &i) in which.iter().enumerate() {
+        match apply_rows(tx, &mut slots[i], batch, counts[k]).await? {
+            Outcome::Applied(_) => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// Moves `slot`'s stored checkpoint to `last` if it is still what this runner last
@@ -746,22 +900,20 @@ impl Projector {
                 }
                 outcomes
             }
-            Store::Postgres(_) => {
-                let store = &store;
-                let mut work: Vec<BoxFuture<'_, (usize, LogCursor, Outcome)>> = Vec::new();
-                for (i, slot) in self.slots.iter_mut().enumerate() {
-                    if slots.contains(&i) {
-                        let last = last(slot);
-                        work.push(Box::pin(async move {
-                            (i, last, apply_slot(store, slot, batch, last).await)
-                        }));
-                    }
+            Store::Postgres(_)
+                if slots.len() > 1
+                    && !batch.is_empty()
+                    && batch.len() <= TOGETHER_MAX
+                    && !self.options.defer_writes =>
+            {
+                let lasts: Vec<LogCursor> = slots.iter().map(|&i| last(&self.slots[i])).collect();
+                match apply_together(&store, &mut self.slots, slots, batch, &lasts).await {
+                    Together::Applied(outcomes) => outcomes,
+                    Together::Apart => self.apply_apart(slots, batch, &last).await,
+                    Together::Failed(error) => return Some(error),
                 }
-                futures::stream::iter(work)
-                    .buffer_unordered(CONCURRENT_PROJECTIONS)
-                    .collect()
-                    .await
             }
+            Store::Postgres(_) => self.apply_apart(slots, batch, &last).await,
         };
 
         let mut error = None;
@@ -789,6 +941,30 @@ impl Projector {
             }
         }
         error
+    }
+
+    /// Applies `batch` to each of the PostgreSQL projections `slots` in its own
+    /// transaction, concurrently.
+    async fn apply_apart(
+        &mut self,
+        slots: &[usize],
+        batch: &[Envelope],
+        last: &impl Fn(&Slot) -> LogCursor,
+    ) -> Vec<(usize, LogCursor, Outcome)> {
+        let store = &self.store;
+        let mut work: Vec<BoxFuture<'_, (usize, LogCursor, Outcome)>> = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slots.contains(&i) {
+                let last = last(slot);
+                work.push(Box::pin(async move {
+                    (i, last, apply_slot(store, slot, batch, last).await)
+                }));
+            }
+        }
+        futures::stream::iter(work)
+            .buffer_unordered(CONCURRENT_PROJECTIONS)
+            .collect()
+            .await
     }
 
     /// Turns [`ProjectorOptions::defer_writes`] off and writes every row the
@@ -1187,8 +1363,8 @@ impl Drop for Background {
 /// read with a sequential scan of every cell, and its rows sorted from the whole
 /// tenant. Without vacuum every rewritten row leaves a dead version behind for
 /// good: the first page's index scan visited twice the pages at 10,000 canonical
-/// workflows, and the tables only grow. A table's upkeep then rests for
-/// [`UPKEEP_REST`] times what it took (decision 72). SQLite needs none of this for
+/// workflows, and the tables only grow. One table is kept per look, and the upkeep
+/// then rests for [`UPKEEP_REST`] times what it took (decisions 72, 73). SQLite needs none of this for
 /// these queries (its planner takes the indexes without statistics, and it reuses
 /// freed pages).
 async fn keep_tables(store: Store, tables: Vec<&'static str>, caught_up: Arc<tokio::sync::Notify>) {
@@ -1206,6 +1382,9 @@ async fn keep_tables(store: Store, tables: Vec<&'static str>, caught_up: Arc<tok
         // A projector that keeps catching up (a steady stream of appends) asks for
         // a look after every batch: one look per spacing at most.
         tokio::time::sleep(STATISTICS_SPACING).await;
+        if !rest.ready(Instant::now()) {
+            continue;
+        }
         let due = match upkeep_due(&store, &tables).await {
             Ok(due) => due,
             Err(error) => {
@@ -1213,54 +1392,66 @@ async fn keep_tables(store: Store, tables: Vec<&'static str>, caught_up: Arc<tok
                 continue;
             }
         };
-        let now = Instant::now();
         // Only names of our own tables reach the statements (they came from `tables`),
-        // one statement per table so that each one's time sets its own rest.
-        for table in tables.iter().copied() {
-            let Some(upkeep) = due.iter().find(|u| u.table == table) else {
-                continue;
-            };
-            if !rest.ready(table, now) {
-                continue;
-            }
-            // A table with that many dead rows changed enough to be analyzed too:
-            // `VACUUM (ANALYZE)` does both. It cannot run in a transaction, so it
-            // goes as a simple query of its own.
-            let (statement, what) = if upkeep.vacuum {
-                (format!("VACUUM (ANALYZE) {table}"), "vacuum")
-            } else {
-                (format!("ANALYZE {table}"), "analyze")
-            };
-            let started = Instant::now();
-            if let Err(error) = sqlx::raw_sql(&statement).execute(pool).await {
-                tracing::warn!(%error, table, "could not {what} a read-model table");
-            }
-            rest.ran(table, started.elapsed());
+        // one table per look so that its time sets the rest.
+        let Some((table, upkeep)) = rest.next(&tables, &due) else {
+            continue;
+        };
+        // A table with that many dead rows changed enough to be analyzed too:
+        // `VACUUM (ANALYZE)` does both. It cannot run in a transaction, so it goes
+        // as a simple query of its own.
+        let (statement, what) = if upkeep.vacuum {
+            (format!("VACUUM (ANALYZE) {table}"), "vacuum")
+        } else {
+            (format!("ANALYZE {table}"), "analyze")
+        };
+        let started = Instant::now();
+        if let Err(error) = sqlx::raw_sql(&statement).execute(pool).await {
+            tracing::warn!(%error, table, "could not {what} a read-model table");
         }
+        rest.ran(table, started.elapsed());
     }
 }
 
-/// How long a table's upkeep waits after its last one: [`UPKEEP_REST`] times what
-/// that one took, so analyzing and vacuuming a table takes at most about 1/50 of
-/// the time (an `ANALYZE` of a large table samples 30,000 rows: about 0.3 s of a
-/// core here, which a table growing steadily would otherwise pay every few
-/// seconds). Small tables take milliseconds and are held back by nothing but
-/// [`STATISTICS_SPACING`].
+/// How long a projector's table upkeep waits after each statement: [`UPKEEP_REST`]
+/// times what that one took, so analyzing and vacuuming take at most about 1/50 of
+/// the time, whatever the number of tables (an `ANALYZE` of a large table samples
+/// 30,000 rows: about 0.3 s of a core here, which tables growing steadily would
+/// otherwise pay every few seconds, each). Small tables take milliseconds and are
+/// held back by little more than [`STATISTICS_SPACING`].
 const UPKEEP_REST: u32 = 49;
 
+/// When the upkeep may run next, and when each table was last kept: of the tables
+/// due, the one kept longest ago goes first (one that never was, before any), so a
+/// table always due cannot hold the others back.
 #[derive(Default)]
 struct UpkeepRest {
-    until: HashMap<&'static str, Instant>,
+    until: Option<Instant>,
+    kept: HashMap<&'static str, Instant>,
 }
 
 impl UpkeepRest {
-    fn ready(&self, table: &str, now: Instant) -> bool {
-        self.until.get(table).is_none_or(|until| now >= *until)
+    fn ready(&self, now: Instant) -> bool {
+        self.until.is_none_or(|until| now >= until)
+    }
+
+    /// The table of `tables` to keep next, of those `due`.
+    fn next<'u>(
+        &self,
+        tables: &[&'static str],
+        due: &'u [Upkeep],
+    ) -> Option<(&'static str, &'u Upkeep)> {
+        tables
+            .iter()
+            .filter_map(|&t| due.iter().find(|u| u.table == t).map(|u| (t, u)))
+            // (`None`, never kept, orders before any time)
+            .min_by_key(|(t, _)| self.kept.get(t).copied())
     }
 
     fn ran(&mut self, table: &'static str, took: Duration) {
-        self.until
-            .insert(table, Instant::now() + took.saturating_mul(UPKEEP_REST));
+        let now = Instant::now();
+        self.kept.insert(table, now);
+        self.until = Some(now + took.saturating_mul(UPKEEP_REST));
     }
 }
 
@@ -1363,18 +1554,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tables_upkeep_rests_for_a_multiple_of_what_it_took() {
+    fn upkeep_rests_for_a_multiple_of_what_it_took_and_goes_round_the_tables() {
+        let due = |tables: &[&str]| -> Vec<Upkeep> {
+            tables
+                .iter()
+                .map(|t| Upkeep {
+                    table: t.to_string(),
+                    analyze: true,
+                    vacuum: false,
+                })
+                .collect()
+        };
+        let tables = ["rm_audit", "rm_environments", "rm_incidents"];
         let mut rest = UpkeepRest::default();
-        let now = Instant::now();
-        assert!(rest.ready("rm_audit", now), "never kept: ready");
+        assert!(rest.ready(Instant::now()), "never kept: ready");
+        let all = due(&tables);
+        assert_eq!(rest.next(&tables, &all).unwrap().0, "rm_audit");
         rest.ran("rm_audit", Duration::from_millis(300));
+        // every table rests after any one (the bound is on the upkeep as a whole)
         let after = Instant::now();
-        assert!(!rest.ready("rm_audit", after));
-        assert!(!rest.ready("rm_audit", after + Duration::from_secs(14)));
-        assert!(rest.ready("rm_audit", after + Duration::from_millis(300 * 49)));
-        // other tables are not held back by it
-        assert!(rest.ready("rm_environments", after));
+        assert!(!rest.ready(after));
+        assert!(!rest.ready(after + Duration::from_secs(14)));
+        assert!(rest.ready(after + Duration::from_millis(300 * 49)));
+        // next, the tables never kept, in order; then the one kept longest ago
+        assert_eq!(rest.next(&tables, &all).unwrap().0, "rm_environments");
         rest.ran("rm_environments", Duration::ZERO);
-        assert!(rest.ready("rm_environments", Instant::now()));
+        assert!(rest.ready(Instant::now()));
+        assert_eq!(rest.next(&tables, &all).unwrap().0, "rm_incidents");
+        rest.ran("rm_incidents", Duration::ZERO);
+        assert_eq!(rest.next(&tables, &all).unwrap().0, "rm_audit");
+        // only due tables, and only ours
+        let some = due(&["rm_incidents", "elsewhere"]);
+        assert_eq!(rest.next(&tables, &some).unwrap().0, "rm_incidents");
+        assert!(rest.next(&tables, &due(&["elsewhere"])).is_none());
     }
 }

@@ -1051,6 +1051,106 @@ async fn two_projectors_apply_each_event_once_postgres() {
     second.close().await;
 }
 
+/// Steps `projector` until projection `name` has applied the log to `position` (an
+/// event is read once no older transaction holds it back).
+async fn steps_until(projector: &mut Projector, name: &str, position: i64) {
+    let handle = projector.handle();
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        projector.step().await.unwrap();
+        let at = handle
+            .status()
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.checkpoint.position);
+        if at >= position {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} did not apply the log to {position}");
+}
+
+/// A small batch reaches every projection it concerns in one PostgreSQL transaction
+/// (decision 73): their checkpoint rows carry the same writing transaction. When one
+/// of those checkpoints moved meanwhile (as a rebuild swapped in elsewhere moves it),
+/// the others still apply the batch, and the moved one reloads and applies it next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_commits_every_projection_together_postgres() {
+    use projections::models::{audit, environments};
+    let t = TestStore::new(Kind::Postgres).await;
+    let Store::Postgres(PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    let domain = t.domain_without_reactors();
+    let mut projector = Projector::new(
+        t.store.clone(),
+        projections::all(),
+        ProjectorOptions::default(),
+    );
+    projector.catch_up().await.unwrap();
+    let writers = |names: [&'static str; 2]| async move {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, xmin::text FROM projection_checkpoints WHERE name = ANY($1) ORDER BY name",
+        )
+        .bind(names.to_vec())
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows
+    };
+    domain
+        .environment(&admin("acme"), &id("prod"), register("Production"))
+        .await
+        .unwrap();
+    let first = head(&t.store).await;
+    steps_until(&mut projector, projections::models::audit::NAME, first).await;
+    let rows = writers([audit::NAME, environments::NAME]).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0].1, rows[1].1,
+        "both checkpoints written by one transaction: {rows:?}"
+    );
+
+    // The environments' checkpoint moves behind the runner's back.
+    sqlx::query("UPDATE projection_checkpoints SET generation = generation + 1 WHERE name = $1")
+        .bind(environments::NAME)
+        .execute(pool)
+        .await
+        .unwrap();
+    domain
+        .environment(&admin("acme"), &id("stage"), register("Staging"))
+        .await
+        .unwrap();
+    let second = head(&t.store).await;
+    steps_until(&mut projector, projections::models::audit::NAME, second).await;
+    let status = projector.handle().status();
+    let of = |name: &str| status.iter().find(|s| s.name == name).unwrap().clone();
+    assert!(
+        of(audit::NAME).checkpoint.position >= second,
+        "the audit trail applied it"
+    );
+    assert!(
+        of(environments::NAME).checkpoint.position < second,
+        "the moved checkpoint was not passed"
+    );
+    // Reloaded, it applies the batch too.
+    projector.catch_up().await.unwrap();
+    let status = projector.handle().status();
+    let environments_status = status
+        .iter()
+        .find(|s| s.name == environments::NAME)
+        .unwrap();
+    assert!(environments_status.checkpoint.position >= second);
+    assert_eq!(environments_status.generation, 1);
+    let shown: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rm_environments WHERE tenant = 'acme'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(shown, 2, "both environments are shown");
+}
+
 /// Another process's appends wake the projector through `LISTEN/NOTIFY` (sent after
 /// the append committed), not through polling: the projector here polls once a minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1730,6 +1830,30 @@ async fn append_only_rows_read_back_exactly_and_refuse_duplicates(kind: Kind) {
     assert_eq!(
         rows_of::<AuditEntry>(&t.store).await.len(),
         3,
+        "nothing of it stored"
+    );
+
+    // A larger batch (on SQLite, more than one statement's rows): the same rows
+    // back, and the same refusal of a duplicate.
+    let many = 1_200;
+    let large: Vec<AuditEntry> = (0..many as i64)
+        .map(|k| entry(100 + k, (k % 3 == 0).then_some("tab\there 🚀"), k % 2 == 0))
+        .collect();
+    write(large.clone()).await.unwrap();
+    let mut expected = expected;
+    expected.extend(large.iter().map(|r| serde_json::to_string(r).unwrap()));
+    expected.sort_by_key(|r| serde_json::from_str::<AuditEntry>(r).unwrap().position);
+    let mut read = rows_of::<AuditEntry>(&t.store).await;
+    read.sort_by_key(|r| serde_json::from_str::<AuditEntry>(r).unwrap().position);
+    assert_eq!(read, expected);
+    let mut again: Vec<AuditEntry> = (0..many as i64)
+        .map(|k| entry(1000 + k, None, false))
+        .collect();
+    again.push(large[7].clone());
+    assert!(write(again).await.is_err(), "a duplicate key is refused");
+    assert_eq!(
+        rows_of::<AuditEntry>(&t.store).await.len(),
+        3 + many,
         "nothing of it stored"
     );
 }
