@@ -349,10 +349,7 @@ async fn apply_in(
     last: LogCursor,
 ) -> Result<Outcome, sqlx::Error> {
     let name = slot.projection.name();
-    let count = batch
-        .iter()
-        .filter(|e| e.cursor() > slot.checkpoint)
-        .count();
+    let count = new_to(slot, batch);
     // The checkpoint moves first, compared and set in one statement against what
     // this runner last wrote (which also locks the row until the commit): no row
     // changed means it moved elsewhere. An event that cannot be applied rolls the
@@ -365,6 +362,14 @@ async fn apply_in(
         return Ok(Outcome::Moved);
     }
     apply_rows(tx, slot, batch, count).await
+}
+
+/// How many events of `batch` are past `slot`'s checkpoint (new to its projection).
+fn new_to(slot: &Slot, batch: &[Envelope]) -> usize {
+    batch
+        .iter()
+        .filter(|e| e.cursor() > slot.checkpoint)
+        .count()
 }
 
 /// Applies the events of `batch` past `slot`'s checkpoint (`count` of them) to its
@@ -445,16 +450,7 @@ async fn apply_together(
     batch: &[Envelope],
     lasts: &[LogCursor],
 ) -> Together {
-    let counts: Vec<usize> = which
-        .iter()
-        .map(|&i| {
-            let slot = &slots[i];
-            batch
-                .iter()
-                .filter(|e| e.cursor() > slot.checkpoint)
-                .count()
-        })
-        .collect();
+    let counts: Vec<usize> = which.iter().map(|&i| new_to(&slots[i], batch)).collect();
     let mut tx = match Tx::begin(store).await {
         Ok(tx) => tx,
         Err(e) => return Together::Failed(e),
@@ -1364,9 +1360,9 @@ impl Drop for Background {
 /// tenant. Without vacuum every rewritten row leaves a dead version behind for
 /// good: the first page's index scan visited twice the pages at 10,000 canonical
 /// workflows, and the tables only grow. One table is kept per look, and the upkeep
-/// then rests for [`UPKEEP_REST`] times what it took (decisions 72, 73). SQLite needs none of this for
-/// these queries (its planner takes the indexes without statistics, and it reuses
-/// freed pages).
+/// then rests for [`UPKEEP_REST`] times what it took (decisions 72, 73). SQLite
+/// needs none of this for these queries (its planner takes the indexes without
+/// statistics, and it reuses freed pages).
 async fn keep_tables(store: Store, tables: Vec<&'static str>, caught_up: Arc<tokio::sync::Notify>) {
     let Store::Postgres(PgStore { pool, .. }) = &store else {
         return;
