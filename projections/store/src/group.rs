@@ -16,6 +16,10 @@
 //!   [`AppendError::Conflict`], while the others of the group commit. (A later event
 //!   of a command cannot conflict when its first one did not: every writer appends
 //!   its aggregate's next sequences in order, after the stored ones.)
+//!   A group whose commands append one event each (the usual case) first goes as
+//!   one plain `INSERT … SELECT FROM UNNEST` without `ON CONFLICT` or `WITH`
+//!   ([`PG_SINGLES`]: a quarter less time per statement); if a sequence was taken,
+//!   that statement fails whole and the group goes again as above.
 //! - **SQLite**: one transaction under the write turn. A constraint violation undoes
 //!   only its own statement; a command of several events runs inside a savepoint so
 //!   that it lands whole or not at all.
@@ -449,11 +453,38 @@ const PG_GROUP: &str = "WITH input AS ( \
       SELECT * FROM heads UNION ALL SELECT * FROM tails \
     ) AS stored GROUP BY aggregate_type, aggregate_id";
 
+/// [`PG_GROUP`] for a group whose commands append one event each: one plain
+/// `INSERT`, no `ON CONFLICT` (its speculative insertion and the `WITH`'s
+/// bookkeeping cost PostgreSQL about a quarter of the statement). A sequence already
+/// taken fails the whole statement with a unique violation, and the group then goes
+/// through [`PG_GROUP`], which tells the conflicting commands from the others. The
+/// predecessor's check is a scalar subquery (one primary-key probe per row; unlike
+/// `EXISTS`, it cannot be planned as a hashed scan of the log), and the rows go in
+/// key order, as [`PG_GROUP`]'s do, so concurrent groups take row locks in one order.
+const PG_SINGLES: &str = "INSERT INTO events \
+      (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
+    SELECT t, i, s, et, ev, p::json, m::json, r \
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+      $7::text[], $8::timestamptz[], $9::bigint[]) AS u(t, i, s, et, ev, p, m, r, gx) \
+    WHERE u.gx IS NULL OR ( \
+      SELECT e.tx_id FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
+        AND e.sequence = u.s - 1 AND e.xmin = (u.gx % 4294967296)::text::xid \
+    ) = u.gx::text::xid8 \
+    ORDER BY t, i \
+    RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint";
+
 /// One statement for the whole group; per append its last position or a conflict.
 async fn append_group_pg(
     pg: &PgStore,
     group: &[Request],
 ) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
+    if group.iter().all(|r| r.events.len() == 1) {
+        match append_singles_pg(pg, group).await {
+            // A sequence was taken: nothing of the group is stored; find out which.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {}
+            other => return other,
+        }
+    }
     let rows = group.iter().flat_map(|r| r.events.iter().enumerate());
     let column = |f: fn(&NewEvent) -> String| rows.clone().map(|(_, e)| f(e)).collect::<Vec<_>>();
     // The predecessor's transaction on each command's first row, NULL elsewhere.
@@ -482,11 +513,62 @@ async fn append_group_pg(
         // `fetch_all`: success means committed (decision 3).
         .fetch_all(&pg.pool)
         .await?;
+    Ok(per_request(group, stored))
+}
+
+/// [`PG_SINGLES`]: every request of `group` appends exactly one event.
+async fn append_singles_pg(
+    pg: &PgStore,
+    group: &[Request],
+) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
+    let column = |f: fn(&NewEvent) -> String| {
+        group
+            .iter()
+            .map(|r| f(&r.events[0]))
+            .collect::<Vec<String>>()
+    };
+    let stored: Vec<(String, String, i64, i64)> = sqlx::query_as(PG_SINGLES)
+        .bind(column(|e| e.aggregate_type.clone()))
+        .bind(column(|e| e.aggregate_id.clone()))
+        .bind(
+            group
+                .iter()
+                .map(|r| r.events[0].sequence)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(column(|e| e.event_type.clone()))
+        .bind(column(|e| e.event_version.clone()))
+        .bind(column(|e| e.payload.clone()))
+        .bind(column(|e| e.metadata.clone()))
+        .bind(
+            group
+                .iter()
+                .map(|r| r.events[0].recorded_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            group
+                .iter()
+                .map(|r| r.after.map(|p| p.tx_id))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        // `fetch_all`: success means committed (decision 3).
+        .fetch_all(&pg.pool)
+        .await?;
+    Ok(per_request(group, stored))
+}
+
+/// Each request's stored cursor from the rows a statement returned (aggregate type
+/// and id, position, transaction); a request with none stored nothing: a conflict.
+fn per_request(
+    group: &[Request],
+    stored: Vec<(String, String, i64, i64)>,
+) -> Vec<Result<LogCursor, AppendError>> {
     let positions: std::collections::HashMap<(String, String), LogCursor> = stored
         .into_iter()
         .map(|(t, i, position, tx_id)| ((t, i), LogCursor { tx_id, position }))
         .collect();
-    Ok(group
+    group
         .iter()
         .map(|request| {
             positions
@@ -494,7 +576,7 @@ async fn append_group_pg(
                 .copied()
                 .ok_or(AppendError::Conflict)
         })
-        .collect())
+        .collect()
 }
 
 /// One transaction for the whole group; per append its last position or a conflict.
