@@ -23,7 +23,8 @@
 //!
 //! The store commits concurrent commands in groups (one statement on PostgreSQL,
 //! one transaction on SQLite): `groups` and `mean_group` report how many and how
-//! large.
+//! large, `groups_retried` how many went again after their first statement (a
+//! sequence was taken, or an error).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -245,6 +246,7 @@ async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
         "max_ms": (percentile(&latencies, 100.0) * 1000.0).round() / 1000.0,
         "groups": stats.groups,
         "mean_group": (stats.appends as f64 / stats.groups.max(1) as f64 * 100.0).round() / 100.0,
+        "groups_retried": stats.retried,
     });
     if args.compare_pgbench {
         let Some((_, database)) = &cleanup else {

@@ -20,9 +20,11 @@
 //!   one plain `INSERT … SELECT FROM UNNEST` without `ON CONFLICT` or `WITH`
 //!   ([`PG_SINGLES`]: a quarter less time per statement); if a sequence was taken,
 //!   that statement fails whole and the group goes again as above.
-//! - **SQLite**: one transaction under the write turn. A constraint violation undoes
-//!   only its own statement; a command of several events runs inside a savepoint so
-//!   that it lands whole or not at all.
+//! - **SQLite**: one transaction under the write turn, first as one multi-row
+//!   `INSERT` of every event of the group ([`insert_all_sqlite`]). If a sequence was
+//!   taken, that statement undoes itself and the group goes command by command: a
+//!   constraint violation undoes only its own statement; a command of several events
+//!   runs inside a savepoint so that it lands whole or not at all.
 //!
 //! Success is reported only after the commit (`fetch_all`, decision 3). If the group
 //! statement fails for any other reason, each of its appends is retried alone, so one
@@ -97,6 +99,8 @@ const RECENT: usize = 4096;
 struct Counters {
     groups: AtomicU64,
     appends: AtomicU64,
+    shared: AtomicU64,
+    retried: AtomicU64,
 }
 
 impl std::fmt::Debug for Committer {
@@ -113,6 +117,11 @@ pub struct GroupStats {
     pub groups: u64,
     /// Appends they carried.
     pub appends: u64,
+    /// Groups of two appends or more.
+    pub shared: u64,
+    /// Of those, the ones whose first statement did not store them (a sequence was
+    /// taken, or an error) and that went again.
+    pub retried: u64,
 }
 
 impl Store {
@@ -122,6 +131,8 @@ impl Store {
         GroupStats {
             groups: counters.groups.load(Relaxed),
             appends: counters.appends.load(Relaxed),
+            shared: counters.shared.load(Relaxed),
+            retried: counters.retried.load(Relaxed),
         }
     }
 
@@ -318,7 +329,7 @@ async fn run(store: Store, counters: Arc<Counters>, mut receiver: mpsc::Receiver
         counters
             .appends
             .fetch_add(group.requests.len() as u64, Relaxed);
-        commit_group(&store, group.requests).await;
+        commit_group(&store, &counters, group.requests).await;
     }
 }
 
@@ -372,6 +383,7 @@ async fn append_alone(store: &Store, request: &Request) -> Result<LogCursor, App
         (Some(_), Store::Postgres(pg)) => append_group_pg(pg, std::slice::from_ref(request))
             .await
             .map_err(classify)?
+            .0
             .pop()
             .unwrap_or(Err(AppendError::Conflict)),
         // Refused before it reaches the committer (`Store::append`).
@@ -379,7 +391,7 @@ async fn append_alone(store: &Store, request: &Request) -> Result<LogCursor, App
     }
 }
 
-async fn commit_group(store: &Store, group: Vec<Request>) {
+async fn commit_group(store: &Store, counters: &Counters, group: Vec<Request>) {
     if group.len() == 1 {
         for request in group {
             let result = append_alone(store, &request).await;
@@ -390,12 +402,16 @@ async fn commit_group(store: &Store, group: Vec<Request>) {
         }
         return;
     }
+    counters.shared.fetch_add(1, Relaxed);
     let outcome = match store {
         Store::Postgres(pg) => append_group_pg(pg, &group).await,
         Store::Sqlite(sqlite) => append_group_sqlite(sqlite, &group).await,
     };
+    if !matches!(outcome, Ok((_, false))) {
+        counters.retried.fetch_add(1, Relaxed);
+    }
     match outcome {
-        Ok(results) => {
+        Ok((results, _)) => {
             if let Some(last) = results.iter().filter_map(|r| r.as_ref().ok()).max() {
                 store.appended(last.position);
             }
@@ -473,16 +489,19 @@ const PG_SINGLES: &str = "INSERT INTO events \
     ORDER BY t, i \
     RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint";
 
-/// One statement for the whole group; per append its last position or a conflict.
+/// Per append of the group its last position or a conflict, and whether the group
+/// went again after its first statement (one-event commands whose `PG_SINGLES` met
+/// a taken sequence).
 async fn append_group_pg(
     pg: &PgStore,
     group: &[Request],
-) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
+) -> Result<(Vec<Result<LogCursor, AppendError>>, bool), sqlx::Error> {
+    let mut again = false;
     if group.iter().all(|r| r.events.len() == 1) {
         match append_singles_pg(pg, group).await {
             // A sequence was taken: nothing of the group is stored; find out which.
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {}
-            other => return other,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => again = true,
+            other => return other.map(|results| (results, false)),
         }
     }
     let rows = group.iter().flat_map(|r| r.events.iter().enumerate());
@@ -513,7 +532,7 @@ async fn append_group_pg(
         // `fetch_all`: success means committed (decision 3).
         .fetch_all(&pg.pool)
         .await?;
-    Ok(per_request(group, stored))
+    Ok((per_request(group, stored), again))
 }
 
 /// [`PG_SINGLES`]: every request of `group` appends exactly one event.
@@ -579,13 +598,18 @@ fn per_request(
         .collect()
 }
 
-/// One transaction for the whole group; per append its last position or a conflict.
+/// One transaction for the whole group; per append its last position or a conflict,
+/// and whether the group went command by command after its first statement.
 async fn append_group_sqlite(
     sqlite: &SqliteStore,
     group: &[Request],
-) -> Result<Vec<Result<LogCursor, AppendError>>, sqlx::Error> {
+) -> Result<(Vec<Result<LogCursor, AppendError>>, bool), sqlx::Error> {
     let _turn = sqlite.write_turn().await;
     let mut tx = sqlite.pool.begin().await?;
+    if let Some(results) = insert_all_sqlite(&mut tx, group).await? {
+        tx.commit().await?;
+        return Ok((results, false));
+    }
     let mut results = Vec::with_capacity(group.len());
     for request in group {
         let result = if let [only] = request.events.as_slice() {
@@ -638,5 +662,67 @@ async fn append_group_sqlite(
         }
     }
     tx.commit().await?;
-    Ok(results)
+    Ok((results, true))
+}
+
+/// SQLite: every event of the group in one multi-row `INSERT`, positions following
+/// the highest in order (read once by the materialized `base`, inside the statement
+/// and under the write turn). One statement instead of one per event: each costs a
+/// message to the connection's thread and back. `None` when a sequence was taken:
+/// the statement undid itself (SQLite's `ABORT`), nothing of it is stored, and the
+/// group goes command by command, which tells the conflicting ones apart.
+async fn insert_all_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    group: &[Request],
+) -> Result<Option<Vec<Result<LogCursor, AppendError>>>, sqlx::Error> {
+    let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
+    let mut sql = String::from(
+        "WITH base AS MATERIALIZED (SELECT COALESCE(MAX(position), 0) AS b FROM events) \
+         INSERT INTO events \
+         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position) \
+         SELECT column1, column2, column3, column4, column5, column6, column7, b + column8 \
+         FROM base, (VALUES ",
+    );
+    for k in 0..events.len() {
+        sql.push_str(if k == 0 { "(" } else { ", (" });
+        sql.push_str("?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(") RETURNING aggregate_type, aggregate_id, position");
+    let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
+    for (k, event) in events.iter().enumerate() {
+        query = query
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(event.sequence)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(&event.payload)
+            .bind(&event.metadata)
+            .bind(k as i64 + 1);
+    }
+    let stored = match query.fetch_all(&mut *tx).await {
+        Ok(stored) => stored,
+        // SQLITE_CONSTRAINT_PRIMARYKEY / _UNIQUE, as `classify` reads them.
+        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("1555" | "2067")) => {
+            return Ok(None)
+        }
+        Err(error) => return Err(error),
+    };
+    let mut last: std::collections::HashMap<(String, String), i64> = Default::default();
+    for (t, i, position) in stored {
+        let entry = last.entry((t, i)).or_default();
+        *entry = (*entry).max(position);
+    }
+    Ok(Some(
+        group
+            .iter()
+            .map(|request| {
+                last.get(&owned(request.key()))
+                    .map(|&position| LogCursor { tx_id: 0, position })
+                    .ok_or_else(|| {
+                        AppendError::Store(StoreError::Config("insert returned no position".into()))
+                    })
+            })
+            .collect(),
+    ))
 }
