@@ -30,18 +30,57 @@ pub struct NewEvent {
 
 /// The stored event an append must follow, when its command was decided on a state
 /// this process kept from its own last commit instead of reading the stream
-/// ([`crate::Store::load_for_command`]): the transaction that wrote it. The append
-/// checks in the same statement (PostgreSQL) that the event before its first one is
-/// still the very row version that transaction inserted: its `tx_id` is that
-/// transaction's and its `xmin` (the transaction that wrote this version of the
-/// row) too. Any `UPDATE` since, even one writing the same bytes, and any row
-/// deleted and inserted again, leaves another `xmin`, so nothing is chained after
-/// an event altered since this process wrote it (decision 68). A mismatch stores
-/// nothing and is [`AppendError::Conflict`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// ([`crate::Store::load_for_command`]). The append checks in the same statement
+/// that the event before its first one is still exactly what this process wrote:
+///
+/// - **PostgreSQL**: the very row version the writing transaction inserted: its
+///   `tx_id` is that transaction's and its `xmin` (the transaction that wrote this
+///   version of the row) too. Any `UPDATE` since, even one writing the same bytes,
+///   and any row deleted and inserted again, leaves another `xmin` (decision 68).
+/// - **SQLite** (no transaction ids): the row's position, sequence, type, version,
+///   payload and metadata (which holds the chain hash), byte for byte as written
+///   ([`WrittenRow`]; decision 76).
+///
+/// So nothing is chained after an event altered since this process wrote it. A
+/// mismatch stores nothing of that command and is [`AppendError::Conflict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Predecessor {
-    /// The writing transaction's id (`pg_current_xact_id()`, as the cursor gives it).
+    /// PostgreSQL: the writing transaction's id (`pg_current_xact_id()`, as the
+    /// cursor gives it). SQLite: 0.
     pub tx_id: i64,
+    /// SQLite: the row as written. Without it a SQLite append refuses the command
+    /// as a conflict (it cannot check).
+    pub row: Option<std::sync::Arc<WrittenRow>>,
+}
+
+/// An event exactly as this process stored it on SQLite, kept to check that it is
+/// still stored so ([`Predecessor`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct WrittenRow {
+    pub position: i64,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+/// The largest row (payload and metadata) kept as a SQLite [`Predecessor`]; a
+/// command after a larger one reads the stream.
+pub(crate) const MAX_KEPT_ROW: usize = 4 << 10;
+
+impl WrittenRow {
+    /// `event` as stored at `position`.
+    pub fn written(event: NewEvent, position: i64) -> WrittenRow {
+        WrittenRow {
+            position,
+            sequence: event.sequence,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            payload: event.payload,
+            metadata: event.metadata,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,22 +113,126 @@ const PG_MANY: &str = "INSERT INTO events \
       AS u(t, i, s, et, ev, p, m, r) \
     RETURNING position, tx_id::text::bigint";
 
-const SQLITE_ONE: &str = "INSERT INTO events \
-    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT COALESCE(MAX(position), 0) + 1 FROM events)) RETURNING position";
+/// One command's events for [`insert_sqlite`], and the event they must follow.
+pub(crate) struct SqliteCommand<'a> {
+    pub events: &'a [NewEvent],
+    pub after: Option<&'a Predecessor>,
+}
 
-/// The SQLite insert of one event (its position: one more than the highest).
-pub(crate) fn sqlite_insert(
-    event: &NewEvent,
-) -> sqlx::query::QueryScalar<'static, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments<'static>> {
-    sqlx::query_scalar(SQLITE_ONE)
-        .bind(event.aggregate_type.clone())
-        .bind(event.aggregate_id.clone())
-        .bind(event.sequence)
-        .bind(event.event_type.clone())
-        .bind(event.event_version.clone())
-        .bind(event.payload.clone())
-        .bind(event.metadata.clone())
+/// SQLite: the events of `commands` in one `INSERT` (atomic on its own, or inside
+/// the caller's transaction). Positions follow the highest stored, in the given
+/// order: the materialized `base` is read once, inside the statement, which holds
+/// SQLite's write lock from its start (one writer at a time, so positions stay
+/// commit order and contiguous). A command whose predecessor is not stored exactly
+/// as written ([`Predecessor`]) contributes no row and gets
+/// [`AppendError::Conflict`]; `ROW_NUMBER` numbers the rows kept, so positions
+/// have no gaps. `Ok(None)` when a sequence was already taken: the statement undid
+/// itself (SQLite's `ABORT`) and stored nothing; a caller with several commands
+/// then goes command by command to tell the conflicting ones apart.
+pub(crate) async fn insert_sqlite(
+    connection: &mut sqlx::SqliteConnection,
+    commands: &[SqliteCommand<'_>],
+) -> Result<Option<Vec<Result<LogCursor, AppendError>>>, sqlx::Error> {
+    // A predecessor this store cannot check (never made so): the command is
+    // refused, the others go in a statement of their own.
+    let unchecked = |c: &SqliteCommand<'_>| c.after.is_some_and(|after| after.row.is_none());
+    if commands.iter().any(unchecked) {
+        let kept: Vec<SqliteCommand<'_>> = commands
+            .iter()
+            .filter(|c| !unchecked(c))
+            .map(|c| SqliteCommand {
+                events: c.events,
+                after: c.after,
+            })
+            .collect();
+        let mut results = match kept.is_empty() {
+            true => Vec::new(),
+            false => match Box::pin(insert_sqlite(connection, &kept)).await? {
+                Some(results) => results,
+                None => return Ok(None),
+            },
+        }
+        .into_iter();
+        return Ok(Some(
+            commands
+                .iter()
+                .map(|c| match unchecked(c) {
+                    true => Err(AppendError::Conflict),
+                    false => results.next().unwrap_or(Err(AppendError::Conflict)),
+                })
+                .collect(),
+        ));
+    }
+    let rows: usize = commands.iter().map(|c| c.events.len()).sum();
+    let mut sql = String::with_capacity(700 + rows * 48);
+    sql.push_str(
+        "WITH base AS MATERIALIZED (SELECT COALESCE(MAX(position), 0) AS b FROM events), \
+         input(t, i, s, et, ev, p, m, k, ps, pp, pet, pev, ppl, pm) AS (VALUES ",
+    );
+    for k in 0..rows {
+        sql.push_str(if k == 0 { "(" } else { ", (" });
+        sql.push_str("?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        ") INSERT INTO events \
+         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position) \
+         SELECT t, i, s, et, ev, p, m, b + ROW_NUMBER() OVER (ORDER BY k) FROM base, input u \
+         WHERE u.ps IS NULL OR EXISTS (SELECT 1 FROM events e \
+           WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i AND e.sequence = u.ps \
+             AND e.position = u.pp AND e.event_type = u.pet AND e.event_version = u.pev \
+             AND e.payload = u.ppl AND e.metadata = u.pm) \
+         ORDER BY k \
+         RETURNING aggregate_type, aggregate_id, position",
+    );
+    let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
+    let mut k = 0_i64;
+    for command in commands {
+        let row = command.after.and_then(|after| after.row.as_deref());
+        for event in command.events {
+            k += 1;
+            query = query
+                .bind(event.aggregate_type.as_str())
+                .bind(event.aggregate_id.as_str())
+                .bind(event.sequence)
+                .bind(event.event_type.as_str())
+                .bind(event.event_version.as_str())
+                .bind(event.payload.as_str())
+                .bind(event.metadata.as_str())
+                .bind(k)
+                .bind(row.map(|r| r.sequence))
+                .bind(row.map(|r| r.position))
+                .bind(row.map(|r| r.event_type.as_str()))
+                .bind(row.map(|r| r.event_version.as_str()))
+                .bind(row.map(|r| r.payload.as_str()))
+                .bind(row.map(|r| r.metadata.as_str()));
+        }
+    }
+    let stored = match query.fetch_all(&mut *connection).await {
+        Ok(stored) => stored,
+        // SQLITE_CONSTRAINT_PRIMARYKEY / _UNIQUE, as `classify` reads them.
+        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("1555" | "2067")) => {
+            return Ok(None)
+        }
+        Err(error) => return Err(error),
+    };
+    let mut last: std::collections::HashMap<(&str, &str), i64> =
+        std::collections::HashMap::with_capacity(commands.len());
+    for (t, i, position) in &stored {
+        let entry = last.entry((t.as_str(), i.as_str())).or_default();
+        *entry = (*entry).max(*position);
+    }
+    Ok(Some(
+        commands
+            .iter()
+            .map(|command| {
+                let first = &command.events[0];
+                last.get(&(first.aggregate_type.as_str(), first.aggregate_id.as_str()))
+                    .map(|&position| LogCursor { tx_id: 0, position })
+                    // No row: its predecessor is not stored as written.
+                    .ok_or(AppendError::Conflict)
+            })
+            .collect(),
+    ))
 }
 
 impl Store {
@@ -155,29 +298,23 @@ impl Store {
     }
 
     async fn append_sqlite(sqlite: &SqliteStore, events: &[NewEvent]) -> Result<i64, AppendError> {
-        let pool = &sqlite.pool;
         let _turn = sqlite.write_turn().await;
-        let insert = sqlite_insert;
-        if let [only] = events {
-            // A single statement is its own transaction, committed when the
-            // statement completes: read all of it (see above).
-            let positions: Vec<i64> = insert(only).fetch_all(pool).await.map_err(classify)?;
-            return positions.into_iter().max().ok_or_else(|| {
-                AppendError::Store(StoreError::Config("insert returned no position".into()))
-            });
+        let mut connection = sqlite.pool.acquire().await.map_err(classify)?;
+        // One statement is its own transaction, committed when it completes
+        // (`fetch_all` reads all of it).
+        let command = SqliteCommand {
+            events,
+            after: None,
+        };
+        match insert_sqlite(&mut connection, std::slice::from_ref(&command))
+            .await
+            .map_err(classify)?
+        {
+            Some(mut results) => results
+                .pop()
+                .unwrap_or(Err(AppendError::Conflict))
+                .map(|c| c.position),
+            None => Err(AppendError::Conflict),
         }
-        let mut tx = pool.begin().await.map_err(classify)?;
-        let mut last = 0;
-        for event in events {
-            last = insert(event)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?
-                .into_iter()
-                .max()
-                .unwrap_or_default();
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(last)
     }
 }

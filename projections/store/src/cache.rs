@@ -86,7 +86,7 @@ impl AggregateCache {
                 kept.filter(|e| e.sequence == cached.sequence && e.last_hash == cached.last_hash)
             {
                 if cached.written.is_none() {
-                    cached.written = kept.written;
+                    cached.written = kept.written.clone();
                 }
             }
             entries.put(key, Arc::new(cached));

@@ -20,11 +20,12 @@
 //!   one plain `INSERT … SELECT FROM UNNEST` without `ON CONFLICT` or `WITH`
 //!   ([`PG_SINGLES`]: a quarter less time per statement); if a sequence was taken,
 //!   that statement fails whole and the group goes again as above.
-//! - **SQLite**: one transaction under the write turn, first as one multi-row
-//!   `INSERT` of every event of the group ([`insert_all_sqlite`]). If a sequence was
-//!   taken, that statement undoes itself and the group goes command by command: a
-//!   constraint violation undoes only its own statement; a command of several events
-//!   runs inside a savepoint so that it lands whole or not at all.
+//! - **SQLite**: one statement under the write turn ([`insert_sqlite`]: a multi-row
+//!   `INSERT` of every event of the group, atomic on its own). A command whose
+//!   predecessor is not stored as written contributes no row and is a conflict. If a
+//!   sequence was taken, that statement undoes itself and the group goes command by
+//!   command in one transaction (a command is one statement): a constraint
+//!   violation undoes and refuses only its own command.
 //!
 //! Success is reported only after the commit (`fetch_all`, decision 3). If the group
 //! statement fails for any other reason, each of its appends is retried alone, so one
@@ -47,7 +48,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::append::{classify, AppendError, NewEvent, Predecessor};
+use crate::append::{classify, insert_sqlite, AppendError, NewEvent, Predecessor, SqliteCommand};
 use crate::{LogCursor, PgStore, SqliteStore, Store, StoreError};
 
 /// Most events in one group.
@@ -146,13 +147,6 @@ impl Store {
         self.aggregate_cache().len()
     }
 
-    /// Whether an append can check its [`Predecessor`] in its own statement, so a
-    /// command may be decided without reading the stream: PostgreSQL. SQLite's
-    /// reads do not cross a network; its loads always read.
-    pub(crate) fn checks_predecessors(&self) -> bool {
-        matches!(self, Store::Postgres(_))
-    }
-
     /// Closes the PostgreSQL committer's connections, if it started.
     pub(crate) async fn close_committer(&self) {
         if let Some(pool) = self.committer().pool.get() {
@@ -199,11 +193,6 @@ impl Store {
             return Err(AppendError::Store(StoreError::Config(
                 "nothing to append".into(),
             )));
-        }
-        if after.is_some() && !self.checks_predecessors() {
-            // Never asked (see `checks_predecessors`); refusing stores nothing and
-            // sends the command back to a load that reads.
-            return Err(AppendError::Conflict);
         }
         let committer = self.committer();
         let sender = committer.sender.get_or_init(|| {
@@ -386,8 +375,14 @@ async fn append_alone(store: &Store, request: &Request) -> Result<LogCursor, App
             .0
             .pop()
             .unwrap_or(Err(AppendError::Conflict)),
-        // Refused before it reaches the committer (`Store::append`).
-        (Some(_), Store::Sqlite(_)) => Err(AppendError::Conflict),
+        (Some(_), Store::Sqlite(sqlite)) => {
+            append_group_sqlite(sqlite, std::slice::from_ref(request))
+                .await
+                .map_err(classify)?
+                .0
+                .pop()
+                .unwrap_or(Err(AppendError::Conflict))
+        }
     }
 }
 
@@ -510,7 +505,7 @@ async fn append_group_pg(
     let guard: Vec<Option<i64>> = group
         .iter()
         .flat_map(|r| {
-            std::iter::once(r.after.map(|p| p.tx_id))
+            std::iter::once(r.after.as_ref().map(|p| p.tx_id))
                 .chain(std::iter::repeat_n(None, r.events.len() - 1))
         })
         .collect();
@@ -568,7 +563,7 @@ async fn append_singles_pg(
         .bind(
             group
                 .iter()
-                .map(|r| r.after.map(|p| p.tx_id))
+                .map(|r| r.after.as_ref().map(|p| p.tx_id))
                 .collect::<Vec<Option<i64>>>(),
         )
         // `fetch_all`: success means committed (decision 3).
@@ -598,131 +593,44 @@ fn per_request(
         .collect()
 }
 
-/// One transaction for the whole group; per append its last position or a conflict,
-/// and whether the group went command by command after its first statement.
+/// The group in one statement ([`insert_sqlite`]: atomic on its own, no `BEGIN` or
+/// `COMMIT` to send); per append its last position or a conflict, and whether the
+/// group went command by command after its first statement (a sequence was taken).
 async fn append_group_sqlite(
     sqlite: &SqliteStore,
     group: &[Request],
 ) -> Result<(Vec<Result<LogCursor, AppendError>>, bool), sqlx::Error> {
+    let commands: Vec<SqliteCommand<'_>> = group
+        .iter()
+        .map(|r| SqliteCommand {
+            events: &r.events,
+            after: r.after.as_ref(),
+        })
+        .collect();
     let _turn = sqlite.write_turn().await;
-    let mut tx = sqlite.pool.begin().await?;
-    if let Some(results) = insert_all_sqlite(&mut tx, group).await? {
-        tx.commit().await?;
+    let mut connection = sqlite.pool.acquire().await?;
+    if let Some(results) = insert_sqlite(&mut connection, &commands).await? {
         return Ok((results, false));
     }
+    if let [_] = group {
+        return Ok((vec![Err(AppendError::Conflict)], false));
+    }
+    // One statement per command in one transaction: a taken sequence undoes only
+    // its own statement (and command, which is one statement), and refuses only it.
+    let mut tx = sqlx::Connection::begin(&mut *connection).await?;
     let mut results = Vec::with_capacity(group.len());
-    for request in group {
-        let result = if let [only] = request.events.as_slice() {
-            // A failed statement undoes only itself.
-            match crate::append::sqlite_insert(only).fetch_all(&mut *tx).await {
-                Ok(positions) => positions
-                    .into_iter()
-                    .max()
-                    .map(|position| LogCursor { tx_id: 0, position })
-                    .ok_or_else(|| {
-                        AppendError::Store(StoreError::Config("insert returned no position".into()))
-                    }),
-                Err(error) => Err(classify(error)),
-            }
-        } else {
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            let mut last = Ok(LogCursor::START);
-            for event in &request.events {
-                match crate::append::sqlite_insert(event)
-                    .fetch_all(&mut *savepoint)
-                    .await
-                {
-                    Ok(positions) => {
-                        last = Ok(LogCursor {
-                            tx_id: 0,
-                            position: positions.into_iter().max().unwrap_or_default(),
-                        })
-                    }
-                    Err(error) => {
-                        last = Err(classify(error));
-                        break;
-                    }
-                }
-            }
-            if last.is_ok() {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
-            }
-            last
-        };
-        match result {
-            Err(AppendError::Store(StoreError::Database(error))) => {
+    for command in &commands {
+        match insert_sqlite(&mut tx, std::slice::from_ref(command)).await {
+            Ok(Some(mut one)) => results.push(one.pop().unwrap_or(Err(AppendError::Conflict))),
+            Ok(None) => results.push(Err(AppendError::Conflict)),
+            Err(error) => {
                 // Not a conflict: the transaction is not to be trusted; roll back
                 // and let each append go alone.
                 let _ = tx.rollback().await;
                 return Err(error);
             }
-            other => results.push(other),
         }
     }
     tx.commit().await?;
     Ok((results, true))
-}
-
-/// SQLite: every event of the group in one multi-row `INSERT`, positions following
-/// the highest in order (read once by the materialized `base`, inside the statement
-/// and under the write turn). One statement instead of one per event: each costs a
-/// message to the connection's thread and back. `None` when a sequence was taken:
-/// the statement undid itself (SQLite's `ABORT`), nothing of it is stored, and the
-/// group goes command by command, which tells the conflicting ones apart.
-async fn insert_all_sqlite(
-    tx: &mut sqlx::SqliteConnection,
-    group: &[Request],
-) -> Result<Option<Vec<Result<LogCursor, AppendError>>>, sqlx::Error> {
-    let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
-    let mut sql = String::from(
-        "WITH base AS MATERIALIZED (SELECT COALESCE(MAX(position), 0) AS b FROM events) \
-         INSERT INTO events \
-         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position) \
-         SELECT column1, column2, column3, column4, column5, column6, column7, b + column8 \
-         FROM base, (VALUES ",
-    );
-    for k in 0..events.len() {
-        sql.push_str(if k == 0 { "(" } else { ", (" });
-        sql.push_str("?, ?, ?, ?, ?, ?, ?, ?)");
-    }
-    sql.push_str(") RETURNING aggregate_type, aggregate_id, position");
-    let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
-    for (k, event) in events.iter().enumerate() {
-        query = query
-            .bind(&event.aggregate_type)
-            .bind(&event.aggregate_id)
-            .bind(event.sequence)
-            .bind(&event.event_type)
-            .bind(&event.event_version)
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .bind(k as i64 + 1);
-    }
-    let stored = match query.fetch_all(&mut *tx).await {
-        Ok(stored) => stored,
-        // SQLITE_CONSTRAINT_PRIMARYKEY / _UNIQUE, as `classify` reads them.
-        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("1555" | "2067")) => {
-            return Ok(None)
-        }
-        Err(error) => return Err(error),
-    };
-    let mut last: std::collections::HashMap<(String, String), i64> = Default::default();
-    for (t, i, position) in stored {
-        let entry = last.entry((t, i)).or_default();
-        *entry = (*entry).max(position);
-    }
-    Ok(Some(
-        group
-            .iter()
-            .map(|request| {
-                last.get(&owned(request.key()))
-                    .map(|&position| LogCursor { tx_id: 0, position })
-                    .ok_or_else(|| {
-                        AppendError::Store(StoreError::Config("insert returned no position".into()))
-                    })
-            })
-            .collect(),
-    ))
 }

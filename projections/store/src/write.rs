@@ -34,7 +34,7 @@ use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{Map, Value};
 
-use crate::append::{AppendError, NewEvent, Predecessor};
+use crate::append::{AppendError, NewEvent, Predecessor, WrittenRow, MAX_KEPT_ROW};
 use crate::cache::Cached;
 use crate::chain::{self, EventIdentity, GENESIS, HASH_KEY};
 use crate::{Store, StoreError};
@@ -240,32 +240,30 @@ impl Store {
     }
 
     /// [`load`](Self::load) for a command about to be decided and committed, which
-    /// on PostgreSQL may skip the read: when this process itself wrote the
-    /// aggregate's last event (and still has it cached), the state after it is
-    /// returned as it is, and the commit's append checks in its own statement that
-    /// this event is still the row version this process's transaction stored (so
-    /// still the last one if the next sequence is free, and still carrying the hash
-    /// it was chained with). If it is not, the append stores nothing and the commit is a
+    /// may skip the read: when this process itself wrote the aggregate's last event
+    /// (and still has it cached), the state after it is returned as it is, and the
+    /// commit's append checks in its own statement that this event is still stored
+    /// as this process wrote it ([`Predecessor`]: on PostgreSQL the row version its
+    /// transaction stored, on SQLite the row's bytes), so still the last one if the
+    /// next sequence is free, and still carrying the hash it was chained with. If it
+    /// is not, the append stores nothing and the commit is a
     /// [`CommitError::Conflict`]; a refusal or an empty decision on such a state
     /// proves nothing either. The caller then decides again after [`load`]
-    /// (the command bus does). SQLite always reads: its reads do not cross a
-    /// network.
+    /// (the command bus does).
     pub async fn load_for_command<A: Aggregate + Clone + 'static>(
         &self,
         aggregate_id: &str,
     ) -> Result<Loaded<A>, CommitError> {
-        if self.checks_predecessors() {
-            if let Some(cached) = self.aggregate_cache().get::<A>(aggregate_id) {
-                if let Some(written) = cached.written {
-                    return Ok(Loaded {
-                        aggregate_id: aggregate_id.to_string(),
-                        state: cached.state,
-                        sequence: cached.sequence,
-                        last_hash: cached.last_hash,
-                        last_hash_matches: true,
-                        unread: Some(written),
-                    });
-                }
+        if let Some(cached) = self.aggregate_cache().get::<A>(aggregate_id) {
+            if let Some(written) = cached.written {
+                return Ok(Loaded {
+                    aggregate_id: aggregate_id.to_string(),
+                    state: cached.state,
+                    sequence: cached.sequence,
+                    last_hash: cached.last_hash,
+                    last_hash_matches: true,
+                    unread: Some(written),
+                });
             }
         }
         self.load(aggregate_id).await
@@ -397,6 +395,15 @@ impl Store {
             before_last = std::mem::replace(&mut previous, hash);
         }
 
+        // SQLite checks a predecessor by its bytes (decision 76): keep the last row
+        // as written, unless it is too large to keep (the next command then reads).
+        let last_row = match self {
+            Store::Sqlite(_) => rows
+                .last()
+                .filter(|e| e.payload.len() + e.metadata.len() <= MAX_KEPT_ROW)
+                .cloned(),
+            Store::Postgres(_) => None,
+        };
         let unread_conflict = unread.is_some();
         let cursor = self.append(rows, unread).await.map_err(|e| match e {
             AppendError::Conflict => {
@@ -413,9 +420,19 @@ impl Store {
         })?;
         let last = sequence + numbered.len() as i64;
         // Kept only where a later command can skip its read.
-        let written = self.checks_predecessors().then_some(Predecessor {
-            tx_id: cursor.tx_id,
-        });
+        let written = match self {
+            Store::Postgres(_) => Some(Predecessor {
+                tx_id: cursor.tx_id,
+                row: None,
+            }),
+            Store::Sqlite(_) => last_row.map(|event| Predecessor {
+                tx_id: 0,
+                row: Some(std::sync::Arc::new(WrittenRow::written(
+                    event,
+                    cursor.position,
+                ))),
+            }),
+        };
         self.aggregate_cache().put(
             &aggregate_id,
             Cached {
