@@ -930,58 +930,98 @@ async fn a_command_after_an_own_commit_skips_the_read_but_not_the_check(kind: Ki
         .is_unread());
 }
 
-/// The append's check is on the row version, not its text (decision 68): an
-/// `UPDATE` that writes the same bytes over the event this process wrote still
-/// makes a commit on the kept state a conflict that stores nothing, and the bus
-/// then decides the command again on a read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_predecessor_written_again_with_the_same_bytes_is_a_conflict_postgres() {
-    let t = TestStore::new(Kind::Postgres).await;
-    let bus = t.bus();
-    let alice = admin("acme");
-    let aggregate = "acme:prod";
-    bus.execute::<Environment, _>(&alice, &[&id("prod")], register("Production"), false, &())
+/// `acme:prod` loaded for a command: kept or read.
+async fn kept_or_read(t: &TestStore) -> eventstore::Loaded<Environment> {
+    t.store
+        .load_for_command::<Environment>("acme:prod")
         .await
-        .unwrap();
-    let loaded = t
-        .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `acme:prod`'s state as this process kept it after its own commit: a command may
+/// be decided on it without reading the stream.
+async fn kept(t: &TestStore) -> eventstore::Loaded<Environment> {
+    let loaded = kept_or_read(t).await;
     assert!(loaded.is_unread());
-    exec(
-        &t.store,
-        &format!(
-            "UPDATE events SET payload = payload, metadata = metadata \
-             WHERE aggregate_id = '{aggregate}' AND sequence = 1"
-        ),
+    loaded
+}
+
+/// A registered `acme:prod` and the state kept of it.
+async fn registered_and_kept(
+    kind: Kind,
+) -> (
+    TestStore,
+    workflowops::command::bus::CommandBus,
+    eventstore::Loaded<Environment>,
+) {
+    let t = TestStore::new(kind).await;
+    let bus = t.bus();
+    bus.execute::<Environment, _>(
+        &admin("acme"),
+        &[&id("prod")],
+        register("Production"),
+        false,
+        &(),
     )
-    .await;
-    let before = t.store.event_count().await.unwrap();
-    let deactivate = vec![aggregates::environment::EnvironmentEvent::Deactivated {
+    .await
+    .unwrap();
+    let loaded = kept(&t).await;
+    (t, bus, loaded)
+}
+
+fn admin_envelope() -> eventstore::Envelope {
+    crate::support::envelope("acme", aggregates::kernel::command::Role::Admin)
+}
+
+fn deactivated() -> Vec<aggregates::environment::EnvironmentEvent> {
+    vec![aggregates::environment::EnvironmentEvent::Deactivated {
         from: aggregates::environment::EnvironmentStatus::Active,
         reason: None,
-    }];
-    let envelope = crate::support::envelope("acme", aggregates::kernel::command::Role::Admin);
-    let result = t.store.commit(loaded, deactivate, &envelope).await;
+    }]
+}
+
+/// `result` is a conflict that stored nothing (the log still holds `before` events),
+/// and the kept state was dropped: the next load reads.
+async fn a_conflict_that_stored_nothing<A: cqrs_es::Aggregate>(
+    t: &TestStore,
+    before: i64,
+    result: Result<eventstore::Committed<A>, eventstore::CommitError>,
+) {
     assert!(
         matches!(result, Err(eventstore::CommitError::Conflict { .. })),
-        "{result:?}"
+        "{:?}",
+        result.err()
     );
     assert_eq!(
         t.store.event_count().await.unwrap(),
         before,
         "nothing stored"
     );
-    // the kept state is dropped: the next command reads, and chains after the row
-    let loaded = t
+    assert!(!kept_or_read(t).await.is_unread());
+}
+
+/// The append's check is on the row version, not its text (decision 68): an
+/// `UPDATE` that writes the same bytes over the event this process wrote still
+/// makes a commit on the kept state a conflict that stores nothing, and the bus
+/// then decides the command again on a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predecessor_written_again_with_the_same_bytes_is_a_conflict_postgres() {
+    let (t, bus, loaded) = registered_and_kept(Kind::Postgres).await;
+    exec(
+        &t.store,
+        "UPDATE events SET payload = payload, metadata = metadata \
+         WHERE aggregate_id = 'acme:prod' AND sequence = 1",
+    )
+    .await;
+    let before = t.store.event_count().await.unwrap();
+    let result = t
         .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap();
-    assert!(!loaded.is_unread());
+        .commit(loaded, deactivated(), &admin_envelope())
+        .await;
+    a_conflict_that_stored_nothing(&t, before, result).await;
+    // the next command chains after the row
     let committed = bus
-        .execute::<Environment, _>(&alice, &[&id("prod")], record_sync(), false, &())
+        .execute::<Environment, _>(&admin("acme"), &[&id("prod")], record_sync(), false, &())
         .await
         .unwrap();
     assert_eq!(committed.sequence, 2);
@@ -995,92 +1035,45 @@ async fn a_predecessor_written_again_with_the_same_bytes_is_a_conflict_postgres(
 /// again on a read. An event too large to keep makes the next command read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predecessor_is_checked_by_its_position_and_bytes_sqlite() {
-    let t = TestStore::new(Kind::Sqlite).await;
-    let bus = t.bus();
-    let alice = admin("acme");
-    let aggregate = "acme:prod";
-    bus.execute::<Environment, _>(&alice, &[&id("prod")], register("Production"), false, &())
-        .await
-        .unwrap();
-    let loaded = t
-        .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap();
-    assert!(loaded.is_unread());
+    let (t, bus, loaded) = registered_and_kept(Kind::Sqlite).await;
     exec(
         &t.store,
-        &format!(
-            "UPDATE events SET payload = payload || '', metadata = metadata || '' \
-             WHERE aggregate_id = '{aggregate}' AND sequence = 1"
-        ),
+        "UPDATE events SET payload = payload || '', metadata = metadata || '' \
+         WHERE aggregate_id = 'acme:prod' AND sequence = 1",
     )
     .await;
-    let envelope = crate::support::envelope("acme", aggregates::kernel::command::Role::Admin);
-    let deactivate = || {
-        vec![aggregates::environment::EnvironmentEvent::Deactivated {
-            from: aggregates::environment::EnvironmentStatus::Active,
-            reason: None,
-        }]
-    };
+    let envelope = admin_envelope();
     let committed = t
         .store
-        .commit(loaded, deactivate(), &envelope)
+        .commit(loaded, deactivated(), &envelope)
         .await
         .unwrap();
     assert_eq!(committed.sequence, 2);
 
     // moved: deleted and inserted again, byte for byte, at the next position
-    let loaded = t
-        .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap();
-    assert!(loaded.is_unread());
+    let loaded = kept(&t).await;
     exec(
         &t.store,
-        &format!(
-            "CREATE TEMP TABLE moved AS SELECT *, (SELECT MAX(position) + 1 FROM events) AS moved_to \
-               FROM events WHERE aggregate_id = '{aggregate}' AND sequence = 2; \
-             DELETE FROM events WHERE aggregate_id = '{aggregate}' AND sequence = 2; \
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-               event_version, payload, metadata, position) \
-               SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                 payload, metadata, moved_to FROM moved; \
-             DROP TABLE moved"
-        ),
+        "CREATE TEMP TABLE moved AS SELECT *, (SELECT MAX(position) + 1 FROM events) AS moved_to \
+           FROM events WHERE aggregate_id = 'acme:prod' AND sequence = 2; \
+         DELETE FROM events WHERE aggregate_id = 'acme:prod' AND sequence = 2; \
+         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+           event_version, payload, metadata, position) \
+           SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata, moved_to FROM moved; \
+         DROP TABLE moved",
     )
     .await;
     let before = t.store.event_count().await.unwrap();
-    let result = t
-        .store
-        .commit(
-            loaded,
-            vec![aggregates::environment::EnvironmentEvent::Reactivated {
-                from: aggregates::environment::EnvironmentStatus::Deactivated,
-            }],
-            &envelope,
-        )
-        .await;
-    assert!(
-        matches!(result, Err(eventstore::CommitError::Conflict { .. })),
-        "{result:?}"
-    );
-    assert_eq!(
-        t.store.event_count().await.unwrap(),
-        before,
-        "nothing stored"
-    );
-    // the kept state is dropped: the next load reads, and the bus chains after it
-    assert!(!t
-        .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap()
-        .is_unread());
+    let reactivated = vec![aggregates::environment::EnvironmentEvent::Reactivated {
+        from: aggregates::environment::EnvironmentStatus::Deactivated,
+    }];
+    let result = t.store.commit(loaded, reactivated, &envelope).await;
+    a_conflict_that_stored_nothing(&t, before, result).await;
+    // the bus reads and chains after it
     let committed = bus
         .execute::<Environment, _>(
-            &alice,
+            &admin("acme"),
             &[&id("prod")],
             EnvironmentCommand::Reactivate,
             false,
@@ -1092,24 +1085,14 @@ async fn a_predecessor_is_checked_by_its_position_and_bytes_sqlite() {
     assert!(t.store.verify().await.unwrap().ok);
 
     // an event too large to keep (a 20 kB reason in its metadata): the next reads
-    let loaded = t
-        .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap();
-    assert!(loaded.is_unread());
+    let loaded = kept(&t).await;
     let long = eventstore::Envelope {
         reason: Some("r".repeat(20_000)),
         ..envelope
     };
-    let committed = t.store.commit(loaded, deactivate(), &long).await.unwrap();
+    let committed = t.store.commit(loaded, deactivated(), &long).await.unwrap();
     assert_eq!(committed.sequence, 4);
-    assert!(!t
-        .store
-        .load_for_command::<Environment>(aggregate)
-        .await
-        .unwrap()
-        .is_unread());
+    assert!(!kept_or_read(&t).await.is_unread());
 }
 
 async fn the_digest_command_round_trips_into_verify(kind: Kind) {
