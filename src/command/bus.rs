@@ -151,9 +151,9 @@ impl CommandBus {
     {
         authorize(ctx, &command)?;
         let id = AggregateId::new(&ctx.tenant, parts);
-        // On PostgreSQL an aggregate whose last event this process wrote is decided
-        // on the state it kept, without a read; the append checks that event in
-        // its own statement (eventstore's `load_for_command`).
+        // An aggregate whose last event this process wrote is decided on the state
+        // it kept, without a read; the append checks that event in its own
+        // statement (eventstore's `load_for_command`, decisions 58 and 76).
         let loaded = self.store.load_for_command::<A>(id.as_str()).await?;
         if !loaded.is_unread() {
             return self
