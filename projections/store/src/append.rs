@@ -133,36 +133,6 @@ pub(crate) async fn insert_sqlite(
     connection: &mut sqlx::SqliteConnection,
     commands: &[SqliteCommand<'_>],
 ) -> Result<Option<Vec<Result<LogCursor, AppendError>>>, sqlx::Error> {
-    // A predecessor this store cannot check (never made so): the command is
-    // refused, the others go in a statement of their own.
-    let unchecked = |c: &SqliteCommand<'_>| c.after.is_some_and(|after| after.row.is_none());
-    if commands.iter().any(unchecked) {
-        let kept: Vec<SqliteCommand<'_>> = commands
-            .iter()
-            .filter(|c| !unchecked(c))
-            .map(|c| SqliteCommand {
-                events: c.events,
-                after: c.after,
-            })
-            .collect();
-        let mut results = match kept.is_empty() {
-            true => Vec::new(),
-            false => match Box::pin(insert_sqlite(connection, &kept)).await? {
-                Some(results) => results,
-                None => return Ok(None),
-            },
-        }
-        .into_iter();
-        return Ok(Some(
-            commands
-                .iter()
-                .map(|c| match unchecked(c) {
-                    true => Err(AppendError::Conflict),
-                    false => results.next().unwrap_or(Err(AppendError::Conflict)),
-                })
-                .collect(),
-        ));
-    }
     let rows: usize = commands.iter().map(|c| c.events.len()).sum();
     let mut sql = String::with_capacity(700 + rows * 48);
     sql.push_str(
@@ -188,6 +158,12 @@ pub(crate) async fn insert_sqlite(
     let mut k = 0_i64;
     for command in commands {
         let row = command.after.and_then(|after| after.row.as_deref());
+        // A predecessor this store cannot check (never made so): sequence -1 is
+        // never stored, so the command contributes no row and is a conflict.
+        let sequence = match (command.after, row) {
+            (Some(_), None) => Some(-1),
+            _ => row.map(|r| r.sequence),
+        };
         for event in command.events {
             k += 1;
             query = query
@@ -199,7 +175,7 @@ pub(crate) async fn insert_sqlite(
                 .bind(event.payload.as_str())
                 .bind(event.metadata.as_str())
                 .bind(k)
-                .bind(row.map(|r| r.sequence))
+                .bind(sequence)
                 .bind(row.map(|r| r.position))
                 .bind(row.map(|r| r.event_type.as_str()))
                 .bind(row.map(|r| r.event_version.as_str()))
