@@ -153,8 +153,14 @@ impl CommandBus {
         let id = AggregateId::new(&ctx.tenant, parts);
         // An aggregate whose last event this process wrote is decided on the state
         // it kept, without a read; the append checks that event in its own
-        // statement (eventstore's `load_for_command`, decisions 58 and 76).
-        let loaded = self.store.load_for_command::<A>(id.as_str()).await?;
+        // statement (eventstore's `load_for_command`, decisions 58 and 76). A
+        // creation on an aggregate this process keeps nothing for is decided on the
+        // empty state; the append checks the stream is still empty (decision 77).
+        let loaded = if command.creates() {
+            self.store.load_for_creation::<A>(id.as_str()).await?
+        } else {
+            self.store.load_for_command::<A>(id.as_str()).await?
+        };
         if !loaded.is_unread() {
             return self
                 .execute_on(ctx, loaded, command, admin_override, services)

@@ -28,6 +28,7 @@ both_backends!(
     a_missing_or_forged_previous_hash_blocks_appends,
     loads_replay_only_new_events_whoever_appended_them,
     a_command_after_an_own_commit_skips_the_read_but_not_the_check,
+    a_creation_skips_the_read_but_not_the_empty_check,
     the_digest_command_round_trips_into_verify,
     the_sealer_keeps_the_head_and_seals_in_serve,
     log_digest_through_graphql_seals_and_verifies,
@@ -928,6 +929,169 @@ async fn a_command_after_an_own_commit_skips_the_read_but_not_the_check(kind: Ki
         .await
         .unwrap()
         .is_unread());
+}
+
+/// A command that creates its aggregate, on an aggregate this process keeps nothing
+/// for, is decided on the empty state without a read (decision 77). Its append checks
+/// in the same statement that no event of the aggregate is stored, not only that
+/// sequence 1 is free: alone, and in shared groups of one-event and of two-event
+/// commands (each backend's statements). If one is, nothing of that command is
+/// stored, and the bus decides it again on a read, which refuses it.
+async fn a_creation_skips_the_read_but_not_the_empty_check(kind: Kind) {
+    use aggregates::environment::EnvironmentEvent;
+    let t = TestStore::new(kind).await;
+    // Another process registers `taken`, and `gapped`, whose first event is then
+    // deleted: its sequence 1 is free, its stream is not empty.
+    let other = Store::connect(&t.url, 2).await.unwrap();
+    let other_bus = workflowops::command::bus::CommandBus::new(other.clone());
+    for env in ["taken", "gapped"] {
+        other_bus
+            .execute::<Environment, _>(&admin("acme"), &[&id(env)], register(env), false, &())
+            .await
+            .unwrap();
+    }
+    other_bus
+        .execute::<Environment, _>(&admin("acme"), &[&id("gapped")], record_sync(), false, &())
+        .await
+        .unwrap();
+    exec(
+        &t.store,
+        "DELETE FROM events WHERE aggregate_id = 'acme:gapped' AND sequence = 1",
+    )
+    .await;
+    let stream = |env: &'static str| {
+        let store = t.store.clone();
+        async move {
+            store
+                .aggregate_events("environment", &format!("acme:{env}"))
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect::<Vec<i64>>()
+        }
+    };
+    let registered = |name: &str| EnvironmentEvent::Registered {
+        name: name.into(),
+        class: aggregates::environment::EnvironmentClass::Dev,
+        n8n_base_url: "https://n8n.example.com".into(),
+        git: None,
+        n8n_secret_ref: None,
+        git_secret_ref: None,
+    };
+    let synced = || EnvironmentEvent::SyncRecorded {
+        kind: SyncKind::Environment,
+        workflows_seen: 1,
+        at: chrono::Utc::now(),
+    };
+
+    // alone
+    for env in ["taken", "gapped"] {
+        let loaded = t
+            .store
+            .load_for_creation::<Environment>(&format!("acme:{env}"))
+            .await
+            .unwrap();
+        assert!(loaded.is_unread(), "{env}: decided without a read");
+        assert_eq!(loaded.sequence(), 0);
+        let before = t.store.event_count().await.unwrap();
+        let result = t
+            .store
+            .commit(loaded, vec![registered(env)], &admin_envelope())
+            .await;
+        assert!(
+            matches!(result, Err(eventstore::CommitError::Conflict { .. })),
+            "{env}: {:?}",
+            result.err()
+        );
+        assert_eq!(t.store.event_count().await.unwrap(), before, "{env}");
+    }
+
+    // in shared groups: one event per command, then two
+    let shared = t.store.group_stats().shared;
+    for events in [1usize, 2] {
+        let fresh: Vec<String> = (0..8).map(|n| format!("fresh-{events}-{n}")).collect();
+        let tasks: Vec<_> = fresh
+            .iter()
+            .map(String::as_str)
+            .chain(["taken", "gapped"])
+            .map(|env| {
+                let (store, env) = (t.store.clone(), env.to_string());
+                let mut decided = vec![registered(&env), synced()];
+                decided.truncate(events);
+                tokio::spawn(async move {
+                    let loaded = store
+                        .load_for_creation::<Environment>(&format!("acme:{env}"))
+                        .await
+                        .unwrap();
+                    assert!(loaded.is_unread());
+                    let result = store.commit(loaded, decided, &admin_envelope()).await;
+                    (env, result)
+                })
+            })
+            .collect();
+        for task in tasks {
+            match task.await.unwrap() {
+                (env, Ok(committed)) => {
+                    assert!(env.starts_with("fresh-"), "{env} was stored");
+                    assert_eq!(committed.sequence, events as i64);
+                }
+                (env, Err(eventstore::CommitError::Conflict { .. })) => {
+                    assert!(!env.starts_with("fresh-"), "{env}")
+                }
+                (env, Err(other)) => panic!("{env}: {other:?}"),
+            }
+        }
+        for env in &fresh {
+            let sequences: Vec<i64> = t
+                .store
+                .aggregate_events("environment", &format!("acme:{env}"))
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect();
+            assert_eq!(sequences, (1..=events as i64).collect::<Vec<_>>());
+        }
+    }
+    assert!(t.store.group_stats().shared > shared, "no group was shared");
+    assert_eq!(stream("taken").await, vec![1]);
+    assert_eq!(stream("gapped").await, vec![2], "nothing started over it");
+
+    // The bus: decided first on the empty state (its append is refused), then on
+    // a read, which refuses it as a read alone would have.
+    let bus = t.bus();
+    let appends = t.store.group_stats().appends;
+    let refused = bus
+        .execute::<Environment, _>(
+            &admin("acme"),
+            &[&id("taken")],
+            register("taken"),
+            false,
+            &(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&refused, CommandError::Refused(_)), "{refused:?}");
+    assert_eq!(
+        t.store.group_stats().appends,
+        appends + 1,
+        "decided on the empty state first"
+    );
+    assert_eq!(stream("taken").await, vec![1]);
+    // a new aggregate: created without a read, and kept for the next command
+    let committed = bus
+        .execute::<Environment, _>(&admin("acme"), &[&id("new")], register("new"), false, &())
+        .await
+        .unwrap();
+    assert_eq!(committed.sequence, 1);
+    assert!(t
+        .store
+        .load_for_command::<Environment>("acme:new")
+        .await
+        .unwrap()
+        .is_unread());
+    other.close().await;
 }
 
 /// `acme:prod` loaded for a command: kept or read.

@@ -122,6 +122,10 @@ impl DomainCommand for DeploymentCommand {
             _ => None,
         }
     }
+    fn creates(&self) -> bool {
+        matches!(self, DeploymentCommand::Create { .. })
+    }
+
     fn name(&self) -> &'static str {
         use DeploymentCommand::*;
         match self {

@@ -100,6 +100,10 @@ impl DomainCommand for EnvironmentCommand {
             _ => None,
         }
     }
+    fn creates(&self) -> bool {
+        matches!(self, EnvironmentCommand::Register { .. })
+    }
+
     fn name(&self) -> &'static str {
         use EnvironmentCommand::*;
         match self {

@@ -119,6 +119,10 @@ impl DomainCommand for IncidentCommand {
         }
     }
 
+    fn creates(&self) -> bool {
+        matches!(self, IncidentCommand::Open { .. })
+    }
+
     fn name(&self) -> &'static str {
         use IncidentCommand::*;
         match self {

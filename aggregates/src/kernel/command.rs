@@ -120,4 +120,14 @@ pub trait DomainCommand {
     }
     /// Stable name of the command, for metrics and logs.
     fn name(&self) -> &'static str;
+    /// Whether the command usually creates its aggregate. On an aggregate this
+    /// process keeps nothing for, the command bus then decides it on the empty
+    /// state without reading the stream, and the append checks that the stream is
+    /// still empty; if it is not, the command is decided again on a read (decision
+    /// 77). Only for commands whose decision has no effect outside the aggregate
+    /// (their aggregate's `Services` are `()`): a decision on a state that turns
+    /// out wrong must leave nothing behind.
+    fn creates(&self) -> bool {
+        false
+    }
 }

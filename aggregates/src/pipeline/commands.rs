@@ -34,6 +34,10 @@ impl DomainCommand for PipelineCommand {
             _ => None,
         }
     }
+    fn creates(&self) -> bool {
+        matches!(self, PipelineCommand::Create { .. })
+    }
+
     fn name(&self) -> &'static str {
         match self {
             PipelineCommand::Create { .. } => "pipeline.create",

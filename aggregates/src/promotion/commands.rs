@@ -137,6 +137,10 @@ impl DomainCommand for PromotionCommand {
             _ => None,
         }
     }
+    fn creates(&self) -> bool {
+        matches!(self, PromotionCommand::Create { .. })
+    }
+
     fn name(&self) -> &'static str {
         use PromotionCommand::*;
         match self {

@@ -267,6 +267,10 @@ impl DomainCommand for WebhookCommand {
             _ => None,
         }
     }
+    fn creates(&self) -> bool {
+        matches!(self, WebhookCommand::Create { .. })
+    }
+
     fn name(&self) -> &'static str {
         match self {
             WebhookCommand::Create { .. } => "webhook.create",

@@ -28,29 +28,49 @@ pub struct NewEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// The stored event an append must follow, when its command was decided on a state
-/// this process kept from its own last commit instead of reading the stream
-/// ([`crate::Store::load_for_command`]). The append checks in the same statement
-/// that the event before its first one is still exactly what this process wrote:
+/// What the stream must still end with for an append whose command was decided
+/// without reading it ([`crate::Store::load_for_command`]), checked in the same
+/// statement as the append:
 ///
-/// - **PostgreSQL**: the very row version the writing transaction inserted: its
+/// - [`Empty`](Predecessor::Empty): nothing at all. The command creates its
+///   aggregate and was decided on the empty state because this process had nothing
+///   kept for it (decision 77); any event of the aggregate, whatever its sequence,
+///   makes it a conflict.
+/// - [`Transaction`](Predecessor::Transaction) (**PostgreSQL**): the event this
+///   process last wrote, as the very row version its transaction inserted: its
 ///   `tx_id` is that transaction's and its `xmin` (the transaction that wrote this
 ///   version of the row) too. Any `UPDATE` since, even one writing the same bytes,
 ///   and any row deleted and inserted again, leaves another `xmin` (decision 68).
-/// - **SQLite** (no transaction ids): the row's position, sequence, type, version,
-///   payload and metadata (which holds the chain hash), byte for byte as written
+/// - [`Row`](Predecessor::Row) (**SQLite**, no transaction ids): the event this
+///   process last wrote, by its position, sequence, type, version, payload and
+///   metadata (which holds the chain hash), byte for byte as written
 ///   ([`WrittenRow`]; decision 76).
 ///
-/// So nothing is chained after an event altered since this process wrote it. A
-/// mismatch stores nothing of that command and is [`AppendError::Conflict`].
+/// So nothing is chained after an event altered since this process wrote it, nor
+/// started over a stream it did not read. A mismatch stores nothing of that command
+/// and is [`AppendError::Conflict`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Predecessor {
-    /// PostgreSQL: the writing transaction's id (`pg_current_xact_id()`, as the
-    /// cursor gives it). SQLite: 0.
-    pub tx_id: i64,
-    /// SQLite: the row as written. Without it a SQLite append refuses the command
-    /// as a conflict (it cannot check).
-    pub row: Option<std::sync::Arc<WrittenRow>>,
+pub(crate) enum Predecessor {
+    Empty,
+    /// The writing transaction's id (`pg_current_xact_id()`, as the cursor gives
+    /// it; never 0). A SQLite append cannot check it and refuses the command as a
+    /// conflict.
+    Transaction(i64),
+    Row(std::sync::Arc<WrittenRow>),
+}
+
+impl Predecessor {
+    /// PostgreSQL's encoding of the check in the group statements' `gx` column:
+    /// NULL none, 0 an empty stream, otherwise the writing transaction. A row kept
+    /// for SQLite (never made on PostgreSQL) cannot be checked there: it stands for
+    /// a transaction that never ran, so the command is a conflict.
+    pub(crate) fn pg_guard(after: Option<&Predecessor>) -> Option<i64> {
+        after.map(|after| match after {
+            Predecessor::Empty => 0,
+            Predecessor::Transaction(tx_id) => *tx_id,
+            Predecessor::Row(_) => i64::MAX,
+        })
+    }
 }
 
 /// An event exactly as this process stored it on SQLite, kept to check that it is
@@ -123,8 +143,8 @@ pub(crate) struct SqliteCommand<'a> {
 /// the caller's transaction). Positions follow the highest stored, in the given
 /// order: the materialized `base` is read once, inside the statement, which holds
 /// SQLite's write lock from its start (one writer at a time, so positions stay
-/// commit order and contiguous). A command whose predecessor is not stored exactly
-/// as written ([`Predecessor`]) contributes no row and gets
+/// commit order and contiguous). A command whose stream does not end as its
+/// [`Predecessor`] says contributes no row and gets
 /// [`AppendError::Conflict`]; `ROW_NUMBER` numbers the rows kept, so positions
 /// have no gaps. `Ok(None)` when a sequence was already taken: the statement undid
 /// itself (SQLite's `ABORT`) and stored nothing; a caller with several commands
@@ -133,7 +153,17 @@ pub(crate) async fn insert_sqlite(
     connection: &mut sqlx::SqliteConnection,
     commands: &[SqliteCommand<'_>],
 ) -> Result<Option<Vec<Result<LogCursor, AppendError>>>, sqlx::Error> {
+    if commands.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
     let rows: usize = commands.iter().map(|c| c.events.len()).sum();
+    if commands.iter().any(|c| c.events.is_empty()) {
+        // No caller passes one (an empty append is refused before the committer);
+        // an empty `VALUES` would not even parse.
+        return Err(sqlx::Error::Protocol(
+            "a command with nothing to append".into(),
+        ));
+    }
     let mut sql = String::with_capacity(700 + rows * 48);
     sql.push_str(
         "WITH base AS MATERIALIZED (SELECT COALESCE(MAX(position), 0) AS b FROM events), \
@@ -147,22 +177,31 @@ pub(crate) async fn insert_sqlite(
         ") INSERT INTO events \
          (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position) \
          SELECT t, i, s, et, ev, p, m, b + ROW_NUMBER() OVER (ORDER BY k) FROM base, input u \
-         WHERE u.ps IS NULL OR EXISTS (SELECT 1 FROM events e \
-           WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i AND e.sequence = u.ps \
-             AND e.position = u.pp AND e.event_type = u.pet AND e.event_version = u.pev \
-             AND e.payload = u.ppl AND e.metadata = u.pm) \
+         WHERE u.ps IS NULL \
+           OR (u.ps = 0 AND NOT EXISTS (SELECT 1 FROM events e \
+             WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i)) \
+           OR EXISTS (SELECT 1 FROM events e \
+             WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i AND e.sequence = u.ps \
+               AND e.position = u.pp AND e.event_type = u.pet AND e.event_version = u.pev \
+               AND e.payload = u.ppl AND e.metadata = u.pm) \
          ORDER BY k \
          RETURNING aggregate_type, aggregate_id, position",
     );
     let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
     let mut k = 0_i64;
     for command in commands {
-        let row = command.after.and_then(|after| after.row.as_deref());
-        // A predecessor this store cannot check (never made so): sequence -1 is
-        // never stored, so the command contributes no row and is a conflict.
-        let sequence = match (command.after, row) {
-            (Some(_), None) => Some(-1),
-            _ => row.map(|r| r.sequence),
+        let row = match command.after {
+            Some(Predecessor::Row(row)) => Some(&**row),
+            _ => None,
+        };
+        // The predecessor's sequence: 0 for an empty stream (never stored; the
+        // statement checks that no event of the aggregate is); -1 for one this
+        // store cannot check (a transaction id: never stored, so a conflict).
+        let sequence = match command.after {
+            None => None,
+            Some(Predecessor::Empty) => Some(0),
+            Some(Predecessor::Transaction(_)) => Some(-1),
+            Some(Predecessor::Row(row)) => Some(row.sequence),
         };
         for event in command.events {
             k += 1;

@@ -69,6 +69,13 @@ impl AggregateCache {
         entry.downcast_ref::<Cached<A>>().cloned()
     }
 
+    /// Whether an entry for the aggregate is kept (without touching its recency).
+    pub fn contains<A: 'static>(&self, aggregate_id: &str) -> bool {
+        self.entries
+            .lock()
+            .is_ok_and(|entries| entries.contains(&(TypeId::of::<A>(), aggregate_id.to_string())))
+    }
+
     pub fn put<A: Clone + Send + Sync + 'static>(&self, aggregate_id: &str, mut cached: Cached<A>) {
         let key = (TypeId::of::<A>(), aggregate_id.to_string());
         if let Ok(mut entries) = self.entries.lock() {

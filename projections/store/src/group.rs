@@ -430,10 +430,12 @@ async fn commit_group(store: &Store, counters: &Counters, group: Vec<Request>) {
 }
 
 /// `k` numbers a command's events from 0. A first event whose command was decided
-/// without reading the stream carries its predecessor's writing transaction (`gx`,
-/// [`Predecessor`]) and goes in only if the event before it is still the row that
-/// transaction inserted: the same `tx_id`, and an `xmin` (the transaction that wrote
-/// this version of the row: the low 32 bits of an `xid8`) that is still that
+/// without reading the stream carries its [`Predecessor`] (`gx`,
+/// [`Predecessor::pg_guard`]) and goes in only if the stream still ends so: for 0,
+/// no event of the aggregate is stored (a probe of the key's prefix, a scalar
+/// subquery like [`PG_SINGLES`]'s); otherwise the event before it is still the row
+/// that transaction inserted: the same `tx_id`, and an `xmin` (the transaction that
+/// wrote this version of the row: the low 32 bits of an `xid8`) that is still that
 /// transaction's.
 const PG_GROUP: &str = "WITH input AS ( \
       SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
@@ -444,7 +446,10 @@ const PG_GROUP: &str = "WITH input AS ( \
       INSERT INTO events \
         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
       SELECT t, i, s, et, ev, p::json, m::json, r FROM input u WHERE k = 0 \
-        AND (u.gx IS NULL OR EXISTS ( \
+        AND (u.gx IS NULL \
+          OR (u.gx = 0 AND (SELECT 1 FROM events e \
+            WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i LIMIT 1) IS NULL) \
+          OR EXISTS ( \
           SELECT 1 FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
             AND e.sequence = u.s - 1 AND e.tx_id = u.gx::text::xid8 \
             AND e.xmin = (u.gx % 4294967296)::text::xid)) \
@@ -477,7 +482,10 @@ const PG_SINGLES: &str = "INSERT INTO events \
     SELECT t, i, s, et, ev, p::json, m::json, r \
     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
       $7::text[], $8::timestamptz[], $9::bigint[]) AS u(t, i, s, et, ev, p, m, r, gx) \
-    WHERE u.gx IS NULL OR ( \
+    WHERE u.gx IS NULL \
+      OR (u.gx = 0 AND (SELECT 1 FROM events e \
+        WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i LIMIT 1) IS NULL) \
+      OR ( \
       SELECT e.tx_id FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
         AND e.sequence = u.s - 1 AND e.xmin = (u.gx % 4294967296)::text::xid \
     ) = u.gx::text::xid8 \
@@ -505,7 +513,7 @@ async fn append_group_pg(
     let guard: Vec<Option<i64>> = group
         .iter()
         .flat_map(|r| {
-            std::iter::once(r.after.as_ref().map(|p| p.tx_id))
+            std::iter::once(Predecessor::pg_guard(r.after.as_ref()))
                 .chain(std::iter::repeat_n(None, r.events.len() - 1))
         })
         .collect();
@@ -563,7 +571,7 @@ async fn append_singles_pg(
         .bind(
             group
                 .iter()
-                .map(|r| r.after.as_ref().map(|p| p.tx_id))
+                .map(|r| Predecessor::pg_guard(r.after.as_ref()))
                 .collect::<Vec<Option<i64>>>(),
         )
         // `fetch_all`: success means committed (decision 3).

@@ -77,9 +77,10 @@ impl<A> Loaded<A> {
         self.sequence
     }
 
-    /// Whether this state was taken from what this process last wrote, without
-    /// reading the stream ([`Store::load_for_command`]): only a commit that stores
-    /// events proves it was current.
+    /// Whether this state was taken without reading the stream: from what this
+    /// process last wrote ([`Store::load_for_command`]), or the empty state of an
+    /// aggregate a command is to create ([`Store::load_for_creation`]). Only a
+    /// commit that stores events proves it was current.
     pub fn is_unread(&self) -> bool {
         self.unread.is_some()
     }
@@ -269,6 +270,30 @@ impl Store {
         self.load(aggregate_id).await
     }
 
+    /// [`load_for_command`](Self::load_for_command) for a command that usually
+    /// creates its aggregate (decision 77): when this process keeps nothing for
+    /// the aggregate, the empty state is returned without reading the stream, and
+    /// the commit's append checks in its own statement that no event of the
+    /// aggregate is stored ([`Predecessor::Empty`]). If one is, nothing is stored
+    /// and the commit is a [`CommitError::Conflict`]; the caller then decides
+    /// again after [`load`](Self::load), as after any unread state.
+    pub async fn load_for_creation<A: Aggregate + Clone + 'static>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, CommitError> {
+        if self.aggregate_cache().contains::<A>(aggregate_id) {
+            return self.load_for_command(aggregate_id).await;
+        }
+        Ok(Loaded {
+            aggregate_id: aggregate_id.to_string(),
+            state: A::default(),
+            sequence: 0,
+            last_hash: GENESIS.to_string(),
+            last_hash_matches: true,
+            unread: Some(Predecessor::Empty),
+        })
+    }
+
     /// Keeps `loaded` in the aggregate cache when a commit may chain after it.
     fn keep_replayed<A: Aggregate + Clone + 'static>(
         &self,
@@ -421,16 +446,12 @@ impl Store {
         let last = sequence + numbered.len() as i64;
         // Kept only where a later command can skip its read.
         let written = match self {
-            Store::Postgres(_) => Some(Predecessor {
-                tx_id: cursor.tx_id,
-                row: None,
-            }),
-            Store::Sqlite(_) => last_row.map(|event| Predecessor {
-                tx_id: 0,
-                row: Some(std::sync::Arc::new(WrittenRow::written(
+            Store::Postgres(_) => Some(Predecessor::Transaction(cursor.tx_id)),
+            Store::Sqlite(_) => last_row.map(|event| {
+                Predecessor::Row(std::sync::Arc::new(WrittenRow::written(
                     event,
                     cursor.position,
-                ))),
+                )))
             }),
         };
         self.aggregate_cache().put(
