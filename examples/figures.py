@@ -373,7 +373,9 @@ def main():
         subprocess.run(command, cwd=ROOT, check=True)
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # its own outputs (README.md, docs/figures.json) do not count as changes
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".",
+           ":!README.md", ":!docs/figures.json"):
         commit += " (with uncommitted changes)"
     today = datetime.date.today().isoformat()
     results = {}
