@@ -261,7 +261,13 @@ fn on_own_thread(
     receiver: mpsc::Receiver<Request>,
     kept: &Arc<OnceLock<sqlx::PgPool>>,
 ) -> std::io::Result<()> {
-    let options = pg.pool.connect_options();
+    // A generic plan for every statement (decision 78): each of the committer's
+    // statements has one plan shape whatever its arrays hold, but with arrays as
+    // parameters PostgreSQL's estimate of a generic plan (a hundred rows per
+    // `UNNEST`) stays above its custom plans', so it planned every group anew.
+    let options = (*pg.pool.connect_options())
+        .clone()
+        .options([("plan_cache_mode", "force_generic_plan")]);
     let kept = kept.clone();
     std::thread::Builder::new()
         .name("workflowops-committer".into())
@@ -284,7 +290,7 @@ fn on_own_thread(
                     .test_before_acquire(false)
                     .max_connections(COMMITTER_CONNECTIONS)
                     .acquire_timeout(std::time::Duration::from_secs(10))
-                    .connect_lazy_with((*options).clone());
+                    .connect_lazy_with(options);
                 let _ = kept.set(pool.clone());
                 pg.pool = pool;
                 run(Store::Postgres(pg), counters, receiver).await
@@ -432,11 +438,12 @@ async fn commit_group(store: &Store, counters: &Counters, group: Vec<Request>) {
 /// `k` numbers a command's events from 0. A first event whose command was decided
 /// without reading the stream carries its [`Predecessor`] (`gx`,
 /// [`Predecessor::pg_guard`]) and goes in only if the stream still ends so: for 0,
-/// no event of the aggregate is stored (a probe of the key's prefix, a scalar
-/// subquery like [`PG_SINGLES`]'s); otherwise the event before it is still the row
-/// that transaction inserted: the same `tx_id`, and an `xmin` (the transaction that
-/// wrote this version of the row: the low 32 bits of an `xid8`) that is still that
-/// transaction's.
+/// no event of the aggregate is stored (a probe of the key's prefix); otherwise the
+/// event before it is still the row that transaction inserted: the same `tx_id`,
+/// and an `xmin` (the transaction that wrote this version of the row: the low 32
+/// bits of an `xid8`) that is still that transaction's. Both checks are scalar
+/// subqueries, as in [`PG_SINGLES`]: one primary-key probe per row whatever plan
+/// the committer's generic plans (decision 78) estimate.
 const PG_GROUP: &str = "WITH input AS ( \
       SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
         $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[]) \
@@ -449,10 +456,10 @@ const PG_GROUP: &str = "WITH input AS ( \
         AND (u.gx IS NULL \
           OR (u.gx = 0 AND (SELECT 1 FROM events e \
             WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i LIMIT 1) IS NULL) \
-          OR EXISTS ( \
-          SELECT 1 FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
-            AND e.sequence = u.s - 1 AND e.tx_id = u.gx::text::xid8 \
-            AND e.xmin = (u.gx % 4294967296)::text::xid)) \
+          OR ( \
+          SELECT e.tx_id FROM events e WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i \
+            AND e.sequence = u.s - 1 AND e.xmin = (u.gx % 4294967296)::text::xid \
+          ) = u.gx::text::xid8) \
       ORDER BY t, i \
       ON CONFLICT DO NOTHING \
       RETURNING aggregate_type, aggregate_id, position, tx_id::text::bigint AS tx_id \
