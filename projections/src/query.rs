@@ -158,13 +158,18 @@ pub async fn by_ids<R: crate::sql::KeyedRow>(
     let mut rows = Vec::new();
     for chunk in local_ids.chunks(MAX_PAGE as usize) {
         let mut sql = crate::sql::select::<R>(crate::sql::Dialect::of(store));
-        let ids: Vec<String> = chunk.iter().map(|id| format!("{tenant}:{id}")).collect();
+        let ids: Vec<String> = chunk.iter().map(|id| row_id(tenant, id)).collect();
         let list = sql.args(&ids);
         let t = sql.arg(tenant);
         sql.push(&format!(" WHERE id IN ({list}) AND tenant = {t}"));
         rows.extend(sql.fetch::<R>(store).await?);
     }
     Ok(rows)
+}
+
+/// The key of `tenant`'s row with this local id (tenants hold no `:`).
+pub fn row_id(tenant: &str, local_id: &str) -> String {
+    format!("{tenant}:{local_id}")
 }
 
 /// One row of `tenant` by its local id (`None` if it is not the tenant's).
@@ -174,7 +179,7 @@ pub async fn by_id<R: crate::sql::KeyedRow>(
     local_id: &str,
 ) -> Result<Option<R>, QueryError> {
     let mut sql = crate::sql::select::<R>(crate::sql::Dialect::of(store));
-    let id = sql.arg(format!("{tenant}:{local_id}"));
+    let id = sql.arg(row_id(tenant, local_id));
     let t = sql.arg(tenant);
     sql.push(&format!(" WHERE id = {id} AND tenant = {t}"));
     Ok(sql.fetch(store).await?.into_iter().next())

@@ -863,6 +863,7 @@ impl Job<'_> {
             lock_namespace: REBUILD_LOCKS.to_string(),
             // Nobody reads the shadow, and a rebuild that stops is discarded.
             defer_writes: true,
+            share_recent_rows: false,
             ..ProjectorOptions::default()
         };
         let mut projector = Projector::new(shadow_store.clone(), projections, options);

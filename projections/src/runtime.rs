@@ -29,6 +29,7 @@
 //!   the position, the event and the error, the checkpoint stays before the event,
 //!   and the other projections go on.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::event::Envelope;
-use crate::sql::{fmt_time, Dialect, Sql, Tx};
+use crate::sql::{fmt_time, Dialect, RecentRows, Sql, Tx};
 use eventstore::locks::LockSession;
 use eventstore::{LogCursor, PgStore, Store, StoreError};
 
@@ -87,6 +88,12 @@ pub trait Projection: Send + Sync {
     /// writing them ([`ProjectorOptions::defer_writes`]); turned off, the next flush
     /// writes every row still owed. Projections that only append ignore it.
     fn defer_writes(&mut self, _defer: bool) {}
+    /// From now on, shares the rows each commit wrote with readers in this process:
+    /// an `Arc<`[`RecentRows`]`<Row>>` of the projection's one table (decision 80).
+    /// `None` (the default): it shares none, and read-backs query its tables.
+    fn recent_rows(&mut self) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
 }
 
 /// Where a projection stopped, and why.
@@ -127,6 +134,11 @@ pub struct ProjectorOptions {
     /// discarded if it stops: a rebuild's shadow (decision 66). A projection that
     /// has to reload its checkpoint meanwhile stops the projector with an error.
     pub defer_writes: bool,
+    /// Projections that can ([`Projection::recent_rows`]) share each commit's rows
+    /// with readers in this process, so a read-back after a mutation is answered
+    /// from memory ([`ProjectorHandle::recent_row`], decision 80). On for the live
+    /// read models; off for a rebuild's shadow, which nobody reads.
+    pub share_recent_rows: bool,
 }
 
 /// The advisory locks of the projectors that run the live read models.
@@ -139,6 +151,7 @@ impl Default for ProjectorOptions {
             poll: Duration::from_millis(500),
             lock_namespace: LIVE_LOCKS.to_string(),
             defer_writes: false,
+            share_recent_rows: true,
         }
     }
 }
@@ -206,6 +219,9 @@ pub struct ProjectorHandle {
     store: Store,
     status: Arc<Mutex<HashMap<String, ProjectionStatus>>>,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Each sharing projection's [`RecentRows`], by name (see
+    /// [`ProjectorOptions::share_recent_rows`]).
+    recent: Arc<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
 }
 
 /// What one step did.
@@ -629,10 +645,20 @@ impl Projector {
         projections: Vec<Box<dyn Projection>>,
         options: ProjectorOptions,
     ) -> Self {
+        let mut projections = projections;
+        let mut recent = HashMap::new();
+        if options.share_recent_rows {
+            for projection in &mut projections {
+                if let Some(rows) = projection.recent_rows() {
+                    recent.insert(projection.name(), rows);
+                }
+            }
+        }
         let handle = ProjectorHandle {
             store: store.clone(),
             status: Default::default(),
             changed: Arc::new(tokio::sync::watch::channel(0).0),
+            recent: Arc::new(recent),
         };
         let slots = projections
             .into_iter()
@@ -1197,6 +1223,33 @@ impl From<sqlx::Error> for WaitError {
 }
 
 impl ProjectorHandle {
+    /// The row `id` of `projection`'s table as this process's projector last
+    /// committed it (`Some(None)`: it deleted the row), when the projection runs
+    /// here and shares its rows and the row is still kept; `None`: query the table.
+    ///
+    /// Call it after [`ProjectorHandle::wait_for`] returned for the position the
+    /// reader needs: a kept row is the table's as of a checkpoint at least that far
+    /// (a commit's rows are shared before its checkpoint is published, and every
+    /// later change of the row replaces them), so the answer is the one the table
+    /// would give at that checkpoint.
+    pub fn recent_row<R: crate::sql::Row>(&self, projection: &str, id: &str) -> Option<Option<R>> {
+        let recent = self
+            .recent
+            .get(projection)?
+            .downcast_ref::<RecentRows<R>>()?;
+        let running = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(projection)
+            .is_some_and(|s| s.running_here && s.failed.is_none());
+        if running {
+            recent.get(id)
+        } else {
+            None
+        }
+    }
+
     pub fn status(&self) -> Vec<ProjectionStatus> {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<_> = status.values().cloned().collect();
@@ -1541,6 +1594,11 @@ macro_rules! single_aggregate_projection {
             }
 
             $crate::row_tables!($rows);
+
+            fn recent_rows(&mut self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+                let rows: std::sync::Arc<dyn std::any::Any + Send + Sync> = self.$rows.recent();
+                Some(rows)
+            }
         }
     };
 }

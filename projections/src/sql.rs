@@ -763,6 +763,75 @@ async fn delete_rows(tx: &mut Tx, table: &TableDef, ids: &[String]) -> Result<()
 /// rows are loaded on demand again).
 const CACHE_ROWS: usize = 200_000;
 
+/// Rows a [`RecentRows`] keeps, at most (the least recently committed go first).
+pub const RECENT_ROWS: usize = 4_096;
+
+/// The rows of one table as the live projector last committed them, shared with
+/// readers in the same process (decision 80): a mutation's read-back, once the
+/// projection's checkpoint covers the mutation's position, takes its row from here
+/// instead of querying the table. Filled by [`Rows::committed`] after each commit,
+/// emptied by [`Rows::reset`]; bounded, so a row it no longer keeps is read from the
+/// table as before. A row it keeps is the table's row as of the projector's
+/// checkpoint: every later change of it by this projector replaces it.
+pub struct RecentRows<R> {
+    rows: std::sync::Mutex<lru::LruCache<String, Option<R>, foldhash::fast::RandomState>>,
+}
+
+impl<R: Row> RecentRows<R> {
+    pub fn new(capacity: usize) -> Self {
+        let capacity =
+            std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
+        RecentRows {
+            rows: std::sync::Mutex::new(lru::LruCache::with_hasher(
+                capacity,
+                foldhash::fast::RandomState::default(),
+            )),
+        }
+    }
+
+    /// The row with this id as last committed, exactly as the table gives it back
+    /// (through the columns' codec: times at the microseconds stored, JSON as
+    /// stored): `Some(None)` when the projector deleted it; `None` when it is not
+    /// kept (ask the table).
+    pub fn get(&self, id: &str) -> Option<Option<R>> {
+        let row = {
+            let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+            rows.peek(id)?.clone()
+        };
+        match row {
+            None => Some(None),
+            Some(row) => {
+                let stored = row.encode();
+                let cells: Vec<Cell<'_>> = stored.iter().map(Cell::from).collect();
+                R::decode(&cells).ok().map(Some)
+            }
+        }
+    }
+
+    fn put_all<'a>(&self, changed: impl Iterator<Item = (&'a String, &'a Option<R>)>)
+    where
+        R: 'a,
+    {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, row) in changed {
+            rows.put(id.clone(), row.clone());
+        }
+    }
+
+    fn clear(&self) {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// How many rows are kept.
+    pub fn len(&self) -> usize {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The working set of one table for one projection.
 ///
 /// Rows are loaded on first use and kept across batches (this process holds the
@@ -785,6 +854,8 @@ pub struct Rows<R: KeyedRow> {
     written: bool,
     /// Rows whose committed state (or deletion) is not in the table yet.
     unwritten: HashSet<String, foldhash::fast::RandomState>,
+    /// Where each commit's rows are shared with readers, once asked for.
+    recent: Option<std::sync::Arc<RecentRows<R>>>,
 }
 
 /// Rows by id. foldhash rather than the standard SipHash: hashing the ids was 2 %
@@ -800,6 +871,7 @@ impl<R: KeyedRow> Default for Rows<R> {
             defer: false,
             written: false,
             unwritten: HashSet::default(),
+            recent: None,
         }
     }
 }
@@ -903,8 +975,19 @@ impl<R: KeyedRow> Rows<R> {
         Ok(())
     }
 
+    /// From now on, shares each commit's rows with readers through the returned
+    /// [`RecentRows`] (the same one on every call).
+    pub fn recent(&mut self) -> std::sync::Arc<RecentRows<R>> {
+        self.recent
+            .get_or_insert_with(|| std::sync::Arc::new(RecentRows::new(RECENT_ROWS)))
+            .clone()
+    }
+
     /// The transaction committed: the batch's rows become the cached state.
     pub fn committed(&mut self) {
+        if let Some(recent) = &self.recent {
+            recent.put_all(self.pending.iter());
+        }
         if std::mem::take(&mut self.written) {
             self.unwritten.clear();
         } else {
@@ -930,6 +1013,9 @@ impl<R: KeyedRow> Rows<R> {
     /// Forgets everything, rows owed included; `empty` says the table is known to be
     /// empty. (Deferring stays as it was set.)
     pub fn reset(&mut self, empty: bool) {
+        if let Some(recent) = &self.recent {
+            recent.clear();
+        }
         self.committed.clear();
         self.pending.clear();
         self.unwritten.clear();
@@ -940,6 +1026,8 @@ impl<R: KeyedRow> Rows<R> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use aggregates::incident::{AffectedWorkflow, IncidentStatus};
     use chrono::TimeZone;
 
@@ -950,6 +1038,72 @@ mod tests {
             Bind::Text(text) => text,
             other => panic!("not text: {other:?}"),
         }
+    }
+
+    fn policy_row(id: &str, updated_by: &str) -> crate::models::policies::DriftPolicyRow {
+        crate::models::policies::DriftPolicyRow {
+            id: id.to_string(),
+            tenant: "acme".into(),
+            scope: "acme".into(),
+            policy: Json(Default::default()),
+            updated_by: updated_by.to_string(),
+            updated_at: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn committed_rows_are_shared_and_nothing_else() {
+        let mut rows = Rows::default();
+        // Nothing is shared before a reader asks.
+        rows.put(policy_row("acme:a", "before"));
+        rows.committed();
+        let recent = rows.recent();
+        assert!(Arc::ptr_eq(&recent, &rows.recent()), "one per table");
+        assert!(recent.get("acme:a").is_none());
+
+        rows.put(policy_row("acme:a", "first"));
+        rows.put(policy_row("acme:b", "first"));
+        assert!(recent.get("acme:a").is_none(), "not before the commit");
+        rows.committed();
+        assert_eq!(
+            recent.get("acme:a"),
+            Some(Some(policy_row("acme:a", "first")))
+        );
+        assert_eq!(recent.len(), 2);
+
+        // As the table gives it back: a time at the microseconds stored.
+        let mut precise = policy_row("acme:c", "precise");
+        precise.updated_at += chrono::Duration::nanoseconds(123_456_789);
+        rows.put(precise);
+        rows.committed();
+        let shared = recent.get("acme:c").unwrap().unwrap();
+        assert_eq!(shared.updated_at.timestamp_subsec_nanos(), 123_456_000);
+        recent.rows.lock().unwrap().pop("acme:c");
+
+        // A rolled-back batch is not shared; a deletion is (as no row).
+        rows.put(policy_row("acme:a", "rolled back"));
+        rows.rolled_back();
+        rows.committed();
+        assert_eq!(
+            recent.get("acme:a"),
+            Some(Some(policy_row("acme:a", "first")))
+        );
+        rows.delete("acme:b");
+        rows.committed();
+        assert_eq!(recent.get("acme:b"), Some(None));
+
+        // A reset (a reload of the checkpoint, a rebuild swapped in) forgets them.
+        rows.reset(false);
+        assert!(recent.is_empty());
+
+        // Bounded: the least recently committed go first.
+        for i in 0..RECENT_ROWS + 10 {
+            rows.put(policy_row(&format!("acme:{i}"), "many"));
+            rows.committed();
+        }
+        assert_eq!(recent.len(), RECENT_ROWS);
+        assert!(recent.get("acme:0").is_none());
+        assert!(recent.get(&format!("acme:{}", RECENT_ROWS + 9)).is_some());
     }
 
     #[test]

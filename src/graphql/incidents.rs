@@ -12,7 +12,7 @@ use super::types::{
     connection, list, AffectedWorkflow, IncidentStatus, LocalIdArg, ResolutionType, Severity,
     SlaState,
 };
-use super::{app, caller, loaders, read_back, run, wait_for, ApiError};
+use super::{app, caller, loaders, read_back_row, run, wait_for, ApiError};
 
 pub struct Incident(pub IncidentRow);
 
@@ -196,7 +196,8 @@ impl IncidentPayload {
         self.position
     }
     async fn incident(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Incident>> {
-        Ok(read_back(ctx, model::NAME, self.position, load(ctx, &self.id)).await?)
+        let row = read_back_row(ctx, model::NAME, self.position, &self.id).await?;
+        Ok(row.map(Incident))
     }
 }
 

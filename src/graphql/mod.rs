@@ -276,6 +276,32 @@ where
     read.await
 }
 
+/// A mutation payload's row: waits until `projection` has applied `position` (the
+/// mutation's), then takes the caller's row with this local id from the rows the
+/// projector running in this process shared after its commit (decision 80), or
+/// from the table when it keeps none for it (another process runs the projection,
+/// or the row was not changed lately).
+pub(crate) async fn read_back_row<R>(
+    ctx: &Context<'_>,
+    projection: &str,
+    position: Option<i64>,
+    local_id: &str,
+) -> ApiResult<Option<R>>
+where
+    R: projections::sql::KeyedRow,
+{
+    wait_for(ctx, projection, position).await?;
+    let app = app(ctx)?;
+    let tenant = caller(ctx)?.tenant();
+    let id = projections::query::row_id(tenant, local_id);
+    if let Some(row) = app.projections.recent_row::<R>(projection, &id) {
+        app.metrics.read_back("memory");
+        return Ok(row);
+    }
+    app.metrics.read_back("table");
+    Ok(projections::query::by_id(&app.store, tenant, local_id).await?)
+}
+
 /// Complexity of a paged list: its page size times what each item selects.
 pub(crate) fn list_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first

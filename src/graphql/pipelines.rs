@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use projections::models::pipelines::{self as model, PipelineRow};
 
 use super::types::{connection, LocalIdArg};
-use super::{app, caller, new_id, read_back, run, wait_for, ApiError};
+use super::{app, caller, new_id, read_back_row, run, wait_for, ApiError};
 
 /// DOMAIN.md §5's gates of one stage.
 #[derive(SimpleObject, Clone, Copy)]
@@ -205,13 +205,8 @@ impl PipelinePayload {
         self.position
     }
     async fn pipeline(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Pipeline>> {
-        Ok(read_back(
-            ctx,
-            model::NAME,
-            self.position,
-            load_pipeline(ctx, &self.id),
-        )
-        .await?)
+        let row = read_back_row(ctx, model::NAME, self.position, &self.id).await?;
+        Ok(row.map(Pipeline))
     }
 }
 

@@ -14,7 +14,7 @@ use super::types::{
     arg, connection, list, DeploymentPhase, DeploymentStatus, DeploymentWorkflow, GateResult,
     LocalIdArg, PromotionStatus, PromotionWorkflow, WorkflowOutcome,
 };
-use super::{app, caller, loaders, new_id, read_back, run, wait_for, ApiError};
+use super::{app, caller, loaders, new_id, read_back_row, run, wait_for, ApiError};
 use crate::workflows::promotion::{self, PromoteError, PromotionRequest, RestoreRequest};
 
 pub struct Promotion(pub PromotionRow);
@@ -381,13 +381,8 @@ impl PromotionPayload {
         self.position
     }
     async fn promotion(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Promotion>> {
-        Ok(read_back(
-            ctx,
-            model::NAME,
-            self.position,
-            load_promotion(ctx, &self.id),
-        )
-        .await?)
+        let row = read_back_row(ctx, model::NAME, self.position, &self.id).await?;
+        Ok(row.map(Promotion))
     }
 }
 
@@ -403,8 +398,8 @@ impl DeploymentPayload {
         self.position
     }
     async fn deployment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Deployment>> {
-        let read = load_deployment(ctx, &self.id);
-        Ok(read_back(ctx, deployments_model::NAME, self.position, read).await?)
+        let row = read_back_row(ctx, deployments_model::NAME, self.position, &self.id).await?;
+        Ok(row.map(Deployment))
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use projections::models::webhooks::{self as model, DeliveryRow, WebhookRow};
 
 use super::types::{connection, ChannelFormat, LocalIdArg, NotificationKind, Severity};
-use super::{app, caller, read_back, run, wait_for, ApiError};
+use super::{app, caller, read_back_row, run, wait_for, ApiError};
 use crate::integrations::webhooks;
 
 /// Only admins see and change webhooks (their URLs may carry a receiver's token).
@@ -261,11 +261,9 @@ impl WebhookPayload {
     }
     /// The endpoint as it now stands (null once deleted).
     async fn webhook(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Webhook>> {
-        let read = async {
-            let row = model::webhook(&app(ctx)?.store, caller(ctx)?.tenant(), &self.id).await?;
-            Ok(row.filter(|r| r.status != "deleted").map(Webhook))
-        };
-        Ok(read_back(ctx, model::NAME, self.position, read).await?)
+        let row: Option<model::WebhookRow> =
+            read_back_row(ctx, model::NAME, self.position, &self.id).await?;
+        Ok(row.filter(|r| r.status != "deleted").map(Webhook))
     }
 }
 

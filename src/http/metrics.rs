@@ -40,6 +40,11 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionLabels {
     projection: String,
 }
@@ -67,6 +72,7 @@ struct Inner {
     reactor_attempts: Family<ReactorLabels, Gauge>,
     ticks: Family<TickLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
+    read_backs: Family<SourceLabels, Counter>,
     webhook_attempts: Family<OutcomeLabels, Counter>,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     webhook_endpoints: Family<StatusLabels, Gauge>,
@@ -203,6 +209,14 @@ impl Metrics {
              finished within the request deadline)",
             refused.clone(),
         );
+        let read_backs = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "read_backs",
+            "Rows a mutation's payload read back after its projection applied the \
+             mutation, by source (memory: the rows the projector running in this process \
+             shared after its commit; table: a query of the read model)",
+            read_backs.clone(),
+        );
         let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "webhook_attempts",
@@ -251,6 +265,7 @@ impl Metrics {
             reactor_attempts,
             ticks,
             refused,
+            read_backs,
             webhook_attempts,
             webhook_deliveries,
             webhook_endpoints,
@@ -305,6 +320,14 @@ impl Metrics {
         self.0
             .refused
             .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// A mutation's read-back answered from `source` (`memory` or `table`).
+    pub fn read_back(&self, source: &'static str) {
+        self.0
+            .read_backs
+            .get_or_create(&SourceLabels { source })
             .inc();
     }
 

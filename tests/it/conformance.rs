@@ -836,6 +836,58 @@ async fn a_released_connection_serves_the_next_query_cleanly_postgres() {
             kept, 0,
             "round {round}: the dropped transaction's write stayed"
         );
+
+        // a `begin` cancelled after its BEGIN went out, before the answer came back
+        // (a timeout, a client gone, an aborted task): the connection must not
+        // serve anyone inside that transaction, where their writes would never
+        // commit and their locks never go
+        let mut cancelled = false;
+        for _ in 0..100 {
+            let conn = pool.acquire().await.unwrap();
+            let mut begin = sqlx::Transaction::begin(conn, None);
+            match futures::poll!(begin.as_mut()) {
+                std::task::Poll::Pending => {
+                    // BEGIN sent, its answer not read yet
+                    drop(begin);
+                    cancelled = true;
+                    break;
+                }
+                // answered at once: rolled back on drop, as above; try again
+                std::task::Poll::Ready(tx) => drop(tx),
+            }
+        }
+        assert!(cancelled, "round {round}: no begin was caught in flight");
+        sqlx::query("INSERT INTO released VALUES ($1)")
+            .bind(round)
+            .execute(pool)
+            .await
+            .unwrap();
+        let in_transaction: Option<String> =
+            sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            in_transaction, None,
+            "round {round}: ran inside the cancelled begin's transaction"
+        );
+        let other = Store::connect(&t.url, 1).await.unwrap();
+        let Store::Postgres(PgStore {
+            pool: other_pool, ..
+        }) = &other
+        else {
+            unreachable!()
+        };
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM released")
+            .fetch_one(other_pool)
+            .await
+            .unwrap();
+        assert_eq!(seen, 1, "round {round}: the plain insert committed");
+        other.close().await;
+        sqlx::query("DELETE FROM released")
+            .execute(pool)
+            .await
+            .unwrap();
     }
     store.close().await;
 }

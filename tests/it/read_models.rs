@@ -1883,6 +1883,148 @@ async fn append_only_rows_read_back_exactly_and_refuse_duplicates(kind: Kind) {
     );
 }
 
+/// Checks every row of `R`'s table that `handle` shares (decision 80) against the
+/// table; returns how many it shares.
+async fn shared_rows_match<R>(
+    store: &Store,
+    handle: &projections::ProjectorHandle,
+    name: &str,
+) -> usize
+where
+    R: projections::sql::KeyedRow + PartialEq + std::fmt::Debug,
+{
+    let rows: Vec<R> = select::<R>(Dialect::of(store))
+        .fetch(store)
+        .await
+        .expect("read table");
+    let mut shared = 0;
+    for row in rows {
+        match handle.recent_row::<R>(name, row.id()) {
+            Some(Some(kept)) => {
+                assert_eq!(kept, row, "{name}: the shared row is the table's");
+                shared += 1;
+            }
+            Some(None) => panic!("{name}: {} shared as deleted, but in the table", row.id()),
+            None => {}
+        }
+    }
+    shared
+}
+
+/// Waits until `handle` shows projection `name` past `generation` (a rebuild was
+/// swapped in and the running projector reloaded it).
+async fn reloaded(handle: &projections::ProjectorHandle, name: &str, generation: i64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        let now = handle.status().into_iter().find(|s| s.name == name);
+        if now.is_some_and(|s| s.generation > generation && s.running_here) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} was not reloaded after the rebuild");
+}
+
+/// A live projector shares each commit's rows with readers in its own process
+/// (decision 80, a mutation's read-back): exactly the rows the tables give back;
+/// none where another process runs the projection; none kept across a reload (a
+/// rebuild swapped in), and rows changed after it shared again.
+async fn shared_rows_are_the_tables_rows(kind: Kind) {
+    use projections::models::{deployments, incidents, pipelines, policies, promotions};
+    let t = TestStore::new(kind).await;
+    let (handle, task) = running_projector(&t);
+    workload(&t, 150).await;
+    let position = head(&t.store).await;
+    wait_all(&handle, position).await;
+
+    let incident_rows = rows_of::<incidents::IncidentRow>(&t.store).await.len();
+    assert!(incident_rows > 0, "the workload opened incidents");
+    // (fewer rows than a table shares at most: every one is shared)
+    assert_eq!(
+        shared_rows_match::<incidents::IncidentRow>(&t.store, &handle, incidents::NAME).await,
+        incident_rows
+    );
+    let others = [
+        shared_rows_match::<promotions::PromotionRow>(&t.store, &handle, promotions::NAME).await,
+        shared_rows_match::<deployments::DeploymentRow>(&t.store, &handle, deployments::NAME).await,
+        shared_rows_match::<pipelines::PipelineRow>(&t.store, &handle, pipelines::NAME).await,
+        shared_rows_match::<policies::DriftPolicyRow>(&t.store, &handle, policies::NAME).await,
+    ];
+    assert!(others.iter().sum::<usize>() > 0, "{others:?}");
+    // A row nobody wrote, another tenant's key, a projection that shares none, and a
+    // row type that is not the projection's: ask the table.
+    assert!(handle
+        .recent_row::<incidents::IncidentRow>(incidents::NAME, "acme:no-such-incident")
+        .is_none());
+    assert!(handle
+        .recent_row::<incidents::IncidentRow>(promotions::NAME, "acme:x")
+        .is_none());
+    assert!(handle
+        .recent_row::<projections::models::matrix::MatrixRow>(
+            projections::models::matrix::NAME,
+            "acme:c0"
+        )
+        .is_none());
+
+    if matches!(kind, Kind::Postgres) {
+        // Another process on the same database runs none of them: it shares nothing.
+        let second = Store::connect(&t.url, 4).await.unwrap();
+        let (h2, t2) = Projector::new(
+            second.clone(),
+            projections::all(),
+            ProjectorOptions::default(),
+        )
+        .spawn();
+        wait_all(&h2, position).await;
+        assert!(h2.status().iter().all(|s| !s.running_here));
+        assert_eq!(
+            shared_rows_match::<incidents::IncidentRow>(&second, &h2, incidents::NAME).await,
+            0
+        );
+        t2.abort();
+        let _ = t2.await;
+        second.close().await;
+    }
+
+    // A rebuild swapped in: the running projector reloads and forgets what it shared.
+    let generation = handle
+        .status()
+        .into_iter()
+        .find(|s| s.name == incidents::NAME)
+        .unwrap()
+        .generation;
+    workflowops::read_side::rebuild(&t.store, &[incidents::NAME.to_string()])
+        .await
+        .unwrap();
+    reloaded(&handle, incidents::NAME, generation).await;
+    assert_eq!(
+        shared_rows_match::<incidents::IncidentRow>(&t.store, &handle, incidents::NAME).await,
+        0
+    );
+    // What it commits after the reload is shared again.
+    let domain = t.domain();
+    domain
+        .environment(&admin("acme"), &id("staging"), register("Staging"))
+        .await
+        .unwrap();
+    let (_, opened) = report_drift(
+        &domain,
+        &ctx("acme", Role::System),
+        &id("staging"),
+        vec![],
+        None,
+        IncidentPolicy::default(),
+    )
+    .await
+    .unwrap();
+    wait_all(&handle, opened.position.unwrap()).await;
+    assert_eq!(
+        shared_rows_match::<incidents::IncidentRow>(&t.store, &handle, incidents::NAME).await,
+        1
+    );
+    task.abort();
+}
+
 crate::support::both_backends!(
     deferred_writes_land_whole_when_deferring_stops,
     append_only_rows_read_back_exactly_and_refuse_duplicates,
@@ -1895,7 +2037,8 @@ crate::support::both_backends!(
     unappliable_event_stops_one_projection,
     matrix_and_environment_status,
     matrix_rows_carry_exactly_their_cells,
-    read_your_writes_and_history
+    read_your_writes_and_history,
+    shared_rows_are_the_tables_rows
 );
 
 /// Each matrix row's `cells` (what a page reads, decision 63) are exactly the cells

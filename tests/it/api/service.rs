@@ -127,3 +127,102 @@ async fn cached_answers_follow_the_read_models() {
     assert!(ids(&api.ok(&other, query, json!({})).await).is_empty());
     api.stop().await;
 }
+
+/// A mutation's payload takes its row from what the projector running in this
+/// process shared after its commit (decision 80), counted in `/metrics`: the same
+/// answer a query of the read model gives afterwards, a time sent with nanoseconds
+/// included (the table keeps microseconds).
+async fn read_backs_come_from_memory_and_equal_the_table(kind: Kind) {
+    const FIELDS: &str = "id environmentId status severity slaState slaDeadline
+        affectedWorkflows { workflowId name } detectedAt acknowledgedAt ownerUserId
+        ticketRef expiresAt reason adminOverride updatedAt snapshotDigest";
+    let api = Api::start(kind).await;
+    let admin = api.token(TENANT, "admin", "admin-1");
+    let developer = api.token(TENANT, "developer", "dev-1");
+    register_environment(&api, &admin, "production", "PRODUCTION").await;
+    let (incident, _) = open_incident(&api, TENANT, "production").await;
+    let ack = api
+        .ok(
+            &developer,
+            &format!(
+                "mutation($id: ID!) {{ acknowledgeIncident(id: $id, reason: \"on it\",
+                   ownerUserId: \"dev-1\", ticketRef: \"OPS-1\",
+                   expiresAt: \"2030-01-02T03:04:05.123456789Z\") {{ position incident {{ {FIELDS} }} }} }}"
+            ),
+            json!({ "id": incident }),
+        )
+        .await["acknowledgeIncident"]
+        .clone();
+    assert_eq!(ack["incident"]["status"], "ACKNOWLEDGED", "{ack}");
+    assert_eq!(ack["incident"]["ticketRef"], "OPS-1");
+    let stabilized = api
+        .ok(
+            &developer,
+            &format!(
+                "mutation($id: ID!) {{ stabilizeIncident(id: $id, reason: \"fixed\") {{
+                   position incident {{ {FIELDS} }} }} }}"
+            ),
+            json!({ "id": incident }),
+        )
+        .await["stabilizeIncident"]
+        .clone();
+    assert_eq!(
+        stabilized["incident"]["status"], "STABILIZED",
+        "{stabilized}"
+    );
+    assert_eq!(stabilized["incident"]["reason"], "fixed");
+
+    for payload in [&ack, &stabilized] {
+        let queried = api
+            .ok(
+                &developer,
+                &format!(
+                    "query($id: ID!, $p: Int) {{ incident(id: $id, minPosition: $p) {{ {FIELDS} }} }}"
+                ),
+                json!({ "id": incident, "p": payload["position"] }),
+            )
+            .await["incident"]
+            .clone();
+        if payload["position"] == stabilized["position"] {
+            assert_eq!(payload["incident"], queried, "the table's answer");
+        } else {
+            // (the query after the later mutation sees the later state)
+            assert_eq!(queried["status"], "STABILIZED");
+            assert_eq!(payload["incident"]["expiresAt"], queried["expiresAt"]);
+        }
+    }
+    assert_eq!(
+        ack["incident"]["expiresAt"].as_str().unwrap(),
+        "2030-01-02T03:04:05.123456+00:00",
+        "microseconds, as the table keeps them"
+    );
+
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("workflowops_read_backs_total{source=\"memory\"} 2"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("workflowops_read_backs_total{source=\"table\"}"),
+        "{text}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_backs_come_from_memory_and_equal_the_table_sqlite() {
+    read_backs_come_from_memory_and_equal_the_table(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_backs_come_from_memory_and_equal_the_table_postgres() {
+    read_backs_come_from_memory_and_equal_the_table(Kind::Postgres).await;
+}

@@ -103,7 +103,23 @@ where
         let mut conn = conn.into();
 
         Box::pin(async move {
+            // workflowops: a begin dropped after its BEGIN went out but before the
+            // answer came back (a timeout, an aborted task) leaves the server in a
+            // transaction the connection does not know of (its depth is raised only
+            // after the answer, so the drivers' rollback guard queues nothing), and
+            // the pool would hand it on: the next user's statements would run inside
+            // it, never committed, their locks held. A pooled connection is closed
+            // instead of returned unless the begin completes.
+            let closing = match &mut conn {
+                MaybePoolConnection::PoolConnection(pooled) => {
+                    Some(std::mem::replace(&mut pooled.close_on_drop, true))
+                }
+                MaybePoolConnection::Connection(_) => None,
+            };
             DB::TransactionManager::begin(&mut conn, statement).await?;
+            if let (Some(was), MaybePoolConnection::PoolConnection(pooled)) = (closing, &mut conn) {
+                pooled.close_on_drop = was;
+            }
 
             Ok(Self {
                 connection: conn,

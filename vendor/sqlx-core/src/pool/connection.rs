@@ -20,7 +20,7 @@ const CLOSE_ON_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Will be returned to the pool on-drop.
 pub struct PoolConnection<DB: Database> {
     live: Option<Live<DB>>,
-    close_on_drop: bool,
+    pub(crate) close_on_drop: bool,
     pub(crate) pool: Arc<PoolInner<DB>>,
 }
 
