@@ -782,6 +782,13 @@ async fn commit_refuses_another_tenants_aggregate(kind: Kind) {
 /// anyone else (its write is gone, and the next query runs outside it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_connection_serves_the_next_query_cleanly_postgres() {
+    /// The id of the transaction the next statement on `pool` runs in, if it has one.
+    async fn transaction_id(pool: &sqlx::PgPool) -> Option<String> {
+        sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
     let t = TestStore::new(Kind::Postgres).await;
     let store = Store::connect(&t.url, 1).await.unwrap();
     let Store::Postgres(PgStore { pool, .. }) = &store else {
@@ -819,11 +826,7 @@ async fn a_released_connection_serves_the_next_query_cleanly_postgres() {
             .await
             .unwrap();
         drop(tx);
-        let in_transaction: Option<String> =
-            sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+        let in_transaction = transaction_id(pool).await;
         assert_eq!(
             in_transaction, None,
             "round {round}: ran inside the dropped transaction"
@@ -862,11 +865,7 @@ async fn a_released_connection_serves_the_next_query_cleanly_postgres() {
             .execute(pool)
             .await
             .unwrap();
-        let in_transaction: Option<String> =
-            sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+        let in_transaction = transaction_id(pool).await;
         assert_eq!(
             in_transaction, None,
             "round {round}: ran inside the cancelled begin's transaction"

@@ -491,12 +491,5 @@ async fn a_delivery_cut_by_a_crash_is_sent_again_with_the_same_id(kind: Kind) {
 }
 
 async fn metrics(api: &Api) -> String {
-    api.http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    api.metrics().await
 }

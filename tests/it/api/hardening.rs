@@ -14,15 +14,7 @@ use crate::support::{both_backends, Kind};
 
 /// `workflowops_requests_refused_total{reason=…}` from `/metrics`.
 async fn refused(api: &Api, reason: &str) -> u64 {
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     let prefix = format!("workflowops_requests_refused_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))

@@ -178,6 +178,18 @@ impl Api {
         body["errors"][0].clone()
     }
 
+    /// `GET /metrics`: the service's metrics as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The total number of events in the log.
     pub async fn event_count(&self) -> i64 {
         self.store.store.event_count().await.unwrap()

@@ -197,15 +197,7 @@ async fn read_backs_come_from_memory_and_equal_the_table(kind: Kind) {
         "microseconds, as the table keeps them"
     );
 
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     assert!(
         text.contains("workflowops_read_backs_total{source=\"memory\"} 2"),
         "{text}"
