@@ -642,10 +642,9 @@ async fn read_checkpoint(tx: &mut Tx, name: &str) -> Result<CheckpointRow, sqlx:
 impl Projector {
     pub fn new(
         store: Store,
-        projections: Vec<Box<dyn Projection>>,
+        mut projections: Vec<Box<dyn Projection>>,
         options: ProjectorOptions,
     ) -> Self {
-        let mut projections = projections;
         let mut recent = HashMap::new();
         if options.share_recent_rows {
             for projection in &mut projections {

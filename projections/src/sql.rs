@@ -779,8 +779,7 @@ pub struct RecentRows<R> {
 
 impl<R: Row> RecentRows<R> {
     pub fn new(capacity: usize) -> Self {
-        let capacity =
-            std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
+        let capacity = std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN);
         RecentRows {
             rows: std::sync::Mutex::new(lru::LruCache::with_hasher(
                 capacity,
