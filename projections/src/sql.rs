@@ -920,6 +920,19 @@ impl<R: KeyedRow> Rows<R> {
         }
     }
 
+    /// The row with this id as the batch sees it so far, to change in place (`None`
+    /// when there is none). Like [`Rows::modify`], the row is copied once per batch at
+    /// most; a [`Rows::get`] followed by a [`Rows::put`] copies it on every change.
+    pub async fn get_mut(&mut self, tx: &mut Tx, id: &str) -> Result<Option<&mut R>, sqlx::Error> {
+        if !self.pending.contains_key(id) {
+            let Some(row) = self.get(tx, id).await? else {
+                return Ok(None);
+            };
+            self.pending.insert(id.to_string(), Some(row));
+        }
+        Ok(self.pending.get_mut(id).and_then(Option::as_mut))
+    }
+
     pub fn put(&mut self, row: R) {
         self.pending.insert(row.id().to_string(), Some(row));
     }
@@ -990,7 +1003,12 @@ impl<R: KeyedRow> Rows<R> {
         if std::mem::take(&mut self.written) {
             self.unwritten.clear();
         } else {
-            self.unwritten.extend(self.pending.keys().cloned());
+            // (most ids are owed already: no copy of those)
+            for id in self.pending.keys() {
+                if !self.unwritten.contains(id) {
+                    self.unwritten.insert(id.clone());
+                }
+            }
         }
         // (A deferring flush left the cache within bounds: nothing owed is dropped.)
         if self.unwritten.is_empty() && self.committed.len() + self.pending.len() > CACHE_ROWS {
@@ -1103,6 +1121,78 @@ mod tests {
         assert_eq!(recent.len(), RECENT_ROWS);
         assert!(recent.get("acme:0").is_none());
         assert!(recent.get(&format!("acme:{}", RECENT_ROWS + 9)).is_some());
+    }
+
+    #[tokio::test]
+    async fn rows_changed_in_place_commit_roll_back_and_stay_owed_like_put_rows() {
+        let store = Store::connect("sqlite::memory:", 1).await.unwrap();
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let mut rows = Rows::default();
+        // known empty: a missing row is `None` without a query (there is no table)
+        rows.reset(true);
+        assert!(rows.get_mut(&mut tx, "acme:a").await.unwrap().is_none());
+        assert!(rows.pending.is_empty(), "a missing row is not made");
+        rows.put(policy_row("acme:a", "first"));
+        rows.committed();
+
+        // changed in place: the batch sees it, the committed copy stays until the commit
+        rows.get_mut(&mut tx, "acme:a")
+            .await
+            .unwrap()
+            .unwrap()
+            .updated_by = "second".into();
+        let row = rows.get_mut(&mut tx, "acme:a").await.unwrap().unwrap();
+        assert_eq!(row.updated_by, "second", "the same copy within the batch");
+        assert_eq!(
+            rows.committed.get("acme:a"),
+            Some(&Some(policy_row("acme:a", "first")))
+        );
+        rows.rolled_back();
+        assert_eq!(
+            rows.get(&mut tx, "acme:a").await.unwrap(),
+            Some(policy_row("acme:a", "first")),
+            "a rolled-back change is forgotten"
+        );
+        rows.get_mut(&mut tx, "acme:a")
+            .await
+            .unwrap()
+            .unwrap()
+            .updated_by = "third".into();
+        rows.committed();
+        assert_eq!(
+            rows.get(&mut tx, "acme:a").await.unwrap(),
+            Some(policy_row("acme:a", "third"))
+        );
+        // a deleted row is not there to change
+        rows.delete("acme:a");
+        assert!(rows.get_mut(&mut tx, "acme:a").await.unwrap().is_none());
+        rows.rolled_back();
+
+        // deferred: every row changed and not yet written is owed, once each
+        rows.defer_writes(true);
+        for batch in 0..3 {
+            rows.get_mut(&mut tx, "acme:a")
+                .await
+                .unwrap()
+                .unwrap()
+                .updated_by = format!("{batch}");
+            rows.put(policy_row(&format!("acme:{batch}"), "new"));
+            rows.flush(&mut tx).await.unwrap();
+            rows.committed();
+        }
+        let mut owed: Vec<&str> = rows.unwritten.iter().map(String::as_str).collect();
+        owed.sort();
+        assert_eq!(owed, ["acme:0", "acme:1", "acme:2", "acme:a"]);
+        assert_eq!(
+            rows.committed
+                .get("acme:a")
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .updated_by,
+            "2"
+        );
+        tx.rollback().await.unwrap();
     }
 
     #[test]

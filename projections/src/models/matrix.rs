@@ -526,7 +526,7 @@ impl RowCells {
             (c.environment_id.as_str(), c.id.as_str())
         }
         match self.0.iter_mut().find(|c| c.id == cell.id) {
-            Some(existing) if key(existing) == key(cell) => *existing = cell.clone(),
+            Some(existing) if key(existing) == key(cell) => existing.copy_from(cell),
             _ => {
                 self.0.retain(|c| c.id != cell.id);
                 let at = self.0.partition_point(|c| key(c) < key(cell));
@@ -547,10 +547,67 @@ fn canonical_row_id(tenant: &str, canonical_id: &str) -> String {
     format!("{tenant}:{canonical_id}")
 }
 
+/// `row_id == canonical_row_id(tenant, canonical_id)`, without making the latter.
+fn is_canonical_row_id(row_id: &str, tenant: &str, canonical_id: &str) -> bool {
+    row_id
+        .strip_prefix(tenant)
+        .and_then(|rest| rest.strip_prefix(':'))
+        == Some(canonical_id)
+}
+
 fn observe(cell: &mut MatrixCell, observation: &Observation) {
-    cell.name = observation.name.clone();
-    cell.env_content_hash = Some(observation.content_hash.as_str().to_string());
+    cell.name.clone_from(&observation.name);
+    set_text(
+        &mut cell.env_content_hash,
+        observation.content_hash.as_str(),
+    );
     cell.env_changed_at = observation.n8n_updated_at;
+}
+
+/// `*to = Some(text)`, in the string `to` already has when it has one.
+fn set_text(to: &mut Option<String>, text: &str) {
+    match to {
+        Some(to) => {
+            to.clear();
+            to.push_str(text);
+        }
+        None => *to = Some(text.to_string()),
+    }
+}
+
+impl MatrixCell {
+    /// `*self = from.clone()`, in the strings `self` already has (a rebuild's
+    /// replay copies a cell into its row on every mapping event).
+    fn copy_from(&mut self, from: &MatrixCell) {
+        let MatrixCell {
+            id,
+            tenant,
+            row_id,
+            environment_id,
+            n8n_workflow_id,
+            canonical_id,
+            name,
+            status,
+            env_content_hash,
+            git_content_hash,
+            env_changed_at,
+            status_since,
+            updated_at,
+        } = from;
+        self.id.clone_from(id);
+        self.tenant.clone_from(tenant);
+        self.row_id.clone_from(row_id);
+        self.environment_id.clone_from(environment_id);
+        self.n8n_workflow_id.clone_from(n8n_workflow_id);
+        self.canonical_id.clone_from(canonical_id);
+        self.name.clone_from(name);
+        self.status = *status;
+        self.env_content_hash.clone_from(env_content_hash);
+        self.git_content_hash.clone_from(git_content_hash);
+        self.env_changed_at = *env_changed_at;
+        self.status_since = *status_since;
+        self.updated_at = *updated_at;
+    }
 }
 
 impl WorkflowMatrix {
@@ -627,25 +684,29 @@ impl WorkflowMatrix {
         let id = &event.stored.aggregate_id;
         let tenant = event.tenant();
         let at = event.at();
-        let previous = self.cells.get(tx, id).await?;
+        let Self { rows, cells } = self;
         // An untracked row exists exactly while the mapping has no canonical id and is
         // not deleted.
         let untracked =
             |c: &MatrixCell| c.canonical_id.is_none() && c.status != MappingStatus::Deleted;
-        // What the rest needs of the previous state; the cell itself moves on.
-        let was_untracked = previous.as_ref().is_some_and(untracked);
-        let mut cell = match (previous, e) {
-            (
-                None,
-                MappingEvent::Discovered {
+        // The cell changes in place, copied once per batch (each mapping event used to
+        // copy it twice: out of the working set and back into its row).
+        let was_untracked = match cells.get_mut(tx, id).await? {
+            Some(cell) => untracked(cell),
+            None => {
+                let MappingEvent::Discovered {
                     environment_id,
                     n8n_workflow_id,
                     observation,
                     canonical_id,
                     status,
                     ..
-                },
-            ) => {
+                } = e
+                else {
+                    return Err(ApplyError::Event(format!(
+                        "mapping {id} was never discovered"
+                    )));
+                };
                 let mut cell = MatrixCell {
                     id: id.clone(),
                     tenant: tenant.to_string(),
@@ -662,31 +723,31 @@ impl WorkflowMatrix {
                     updated_at: at,
                 };
                 observe(&mut cell, observation);
-                cell
+                cells.put(cell);
+                false
             }
-            (Some(cell), _) => cell,
-            (None, _) => {
-                return Err(ApplyError::Event(format!(
-                    "mapping {id} was never discovered"
-                )))
-            }
+        };
+        let Some(cell) = cells.get_mut(tx, id).await? else {
+            return Err(ApplyError::Event(format!(
+                "mapping {id} left the working set"
+            )));
         };
         match e {
             // auto-linked: the content is the canonical workflow's Git content
             MappingEvent::Discovered {
                 auto_linked: true, ..
-            } => cell.git_content_hash = cell.env_content_hash.clone(),
+            } => cell.git_content_hash.clone_from(&cell.env_content_hash),
             MappingEvent::Discovered { .. } => {}
-            MappingEvent::ContentObserved { observation } => observe(&mut cell, observation),
+            MappingEvent::ContentObserved { observation } => observe(cell, observation),
             MappingEvent::GitHashObserved { git_content_hash } => {
-                cell.git_content_hash = Some(git_content_hash.as_str().to_string())
+                set_text(&mut cell.git_content_hash, git_content_hash.as_str())
             }
             MappingEvent::Reappeared {
                 observation,
                 canonical_id,
                 ..
             } => {
-                observe(&mut cell, observation);
+                observe(cell, observation);
                 cell.canonical_id = canonical_id.clone();
             }
             MappingEvent::Linked {
@@ -694,7 +755,7 @@ impl WorkflowMatrix {
             } => {
                 cell.canonical_id = Some(canonical_id.clone());
                 if *auto {
-                    cell.git_content_hash = cell.env_content_hash.clone();
+                    cell.git_content_hash.clone_from(&cell.env_content_hash);
                 }
             }
             MappingEvent::Unlinked { .. } => cell.canonical_id = None,
@@ -709,20 +770,27 @@ impl WorkflowMatrix {
             cell.status = to;
             cell.status_since = at;
         }
-        let row_id = match &cell.canonical_id {
-            Some(canonical) => canonical_row_id(tenant, canonical),
-            None => id.clone(),
+        let in_place = match &cell.canonical_id {
+            Some(canonical) => is_canonical_row_id(&cell.row_id, tenant, canonical),
+            None => cell.row_id == *id,
         };
-        // (empty for a new cell: it was in no row)
-        let previous_row = std::mem::replace(&mut cell.row_id, row_id);
+        // The row it leaves, if it moves (empty for a new cell: it was in no row).
+        let previous_row = (!in_place).then(|| {
+            let row_id = match &cell.canonical_id {
+                Some(canonical) => canonical_row_id(tenant, canonical),
+                None => id.clone(),
+            };
+            std::mem::replace(&mut cell.row_id, row_id)
+        });
         cell.updated_at = at;
 
-        if untracked(&cell) {
+        let cell = &*cell;
+        if untracked(cell) {
             let created_at = match was_untracked {
-                true => self.rows.get(tx, id).await?.map_or(at, |r| r.created_at),
+                true => rows.get(tx, id).await?.map_or(at, |r| r.created_at),
                 false => at,
             };
-            self.rows.put(MatrixRow {
+            rows.put(MatrixRow {
                 id: id.clone(),
                 tenant: tenant.to_string(),
                 kind: RowKind::Untracked,
@@ -742,21 +810,18 @@ impl WorkflowMatrix {
                 cells: Json::default(),
             });
         } else if was_untracked {
-            self.rows.delete(id);
+            rows.delete(id);
         }
         // The row's copy of the cell (decision 63): out of the row it left, into the
         // one it is in now.
-        if !previous_row.is_empty() && previous_row != cell.row_id {
-            self.rows
-                .modify(tx, &previous_row, |row| {
-                    row.cells.0 .0.retain(|c| c.id != cell.id)
-                })
-                .await?;
-        }
-        self.rows
-            .modify(tx, &cell.row_id, |row| row.cells.0.place(&cell))
+        if let Some(previous_row) = previous_row.filter(|row| !row.is_empty()) {
+            rows.modify(tx, &previous_row, |row| {
+                row.cells.0 .0.retain(|c| c.id != cell.id)
+            })
             .await?;
-        self.cells.put(cell);
+        }
+        rows.modify(tx, &cell.row_id, |row| row.cells.0.place(cell))
+            .await?;
         Ok(())
     }
 }
@@ -1189,6 +1254,41 @@ mod tests {
         cells.place(&renamed);
         assert_eq!(order(&cells), ["m0", "m1", "m2", "m3"]);
         assert_eq!(cells.0[2].name, "Renamed");
+    }
+
+    #[test]
+    fn a_cell_copied_in_place_equals_its_clone() {
+        let from = cell("m1", "dev");
+        let mut other = cell("m9", "prod");
+        other.canonical_id = None;
+        other.git_content_hash = Some("b".repeat(64));
+        other.env_changed_at = None;
+        other.status = MappingStatus::Untracked;
+        // every field, whatever it held before (`Some` over `None` and back)
+        for mut to in [other.clone(), from.clone()] {
+            to.copy_from(&from);
+            assert_eq!(to, from);
+        }
+        let mut to = from.clone();
+        to.copy_from(&other);
+        assert_eq!(to, other);
+        // `set_text` is `Some(text)` over `None` and over a longer string
+        let mut text = None;
+        set_text(&mut text, "abc");
+        assert_eq!(text.as_deref(), Some("abc"));
+        set_text(&mut text, "d");
+        assert_eq!(text.as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn canonical_row_ids_are_recognized_without_making_them() {
+        for (tenant, canonical) in [("t", "wf"), ("acme", "a:b"), ("", "x")] {
+            let id = canonical_row_id(tenant, canonical);
+            assert!(is_canonical_row_id(&id, tenant, canonical), "{id}");
+        }
+        for other in ["t:wf2", "t:w", "tt:wf", "t-wf", "t", "wf", ""] {
+            assert!(!is_canonical_row_id(other, "t", "wf"), "{other}");
+        }
     }
 
     #[test]
