@@ -905,24 +905,15 @@ impl<R: KeyedRow> Rows<R> {
         id: &str,
         change: impl FnOnce(&mut R),
     ) -> Result<bool, sqlx::Error> {
-        if !self.pending.contains_key(id) {
-            let Some(row) = self.get(tx, id).await? else {
-                return Ok(false);
-            };
-            self.pending.insert(id.to_string(), Some(row));
-        }
-        match self.pending.get_mut(id) {
-            Some(Some(row)) => {
-                change(row);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let Some(row) = self.get_mut(tx, id).await? else {
+            return Ok(false);
+        };
+        change(row);
+        Ok(true)
     }
 
     /// The row with this id as the batch sees it so far, to change in place (`None`
-    /// when there is none). Like [`Rows::modify`], the row is copied once per batch at
-    /// most; a [`Rows::get`] followed by a [`Rows::put`] copies it on every change.
+    /// when there is none), copied once per batch at most as [`Rows::modify`] says.
     pub async fn get_mut(&mut self, tx: &mut Tx, id: &str) -> Result<Option<&mut R>, sqlx::Error> {
         if !self.pending.contains_key(id) {
             let Some(row) = self.get(tx, id).await? else {
