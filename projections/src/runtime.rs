@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::event::Envelope;
@@ -88,6 +87,14 @@ pub trait Projection: Send + Sync {
     /// writing them ([`ProjectorOptions::defer_writes`]); turned off, the next flush
     /// writes every row still owed. Projections that only append ignore it.
     fn defer_writes(&mut self, _defer: bool) {}
+    /// With deferred writes on PostgreSQL, `Some`: a projection that only appends
+    /// may write each batch's rows behind, on a connection of `store`'s own, while
+    /// the next batch is applied (the audit trail, decision 83). Its next flush
+    /// waits for that write and fails with its error, and a batch rolled back after
+    /// its rows were handed over fails the next flush: rows written behind cannot be
+    /// taken back, which only a replay that is discarded when it stops can accept.
+    /// `None` turns it off; the next flush still waits for the last write.
+    fn write_behind(&mut self, _store: Option<&Store>) {}
     /// From now on, shares the rows each commit wrote with readers in this process:
     /// an `Arc<`[`RecentRows`]`<Row>>` of the projection's one table (decision 80).
     /// `None` (the default): it shares none, and read-backs query its tables.
@@ -155,10 +162,6 @@ impl Default for ProjectorOptions {
         }
     }
 }
-
-/// Projections applying one batch at the same time on PostgreSQL (each holds a
-/// pooled connection while it applies the batch): every read model.
-const CONCURRENT_PROJECTIONS: usize = crate::NAMES.len();
 
 /// Batches at least this large are freed on a blocking thread, not the projector's.
 const OFFLOADED_DROP: usize = 10_000;
@@ -319,12 +322,7 @@ async fn read_envelopes(
     from: LogCursor,
     limit: i64,
 ) -> Result<Vec<Envelope>, StoreError> {
-    Ok(store
-        .read_after(from, limit)
-        .await?
-        .into_iter()
-        .map(Envelope::new)
-        .collect())
+    store.read_after_map(from, limit, Envelope::new).await
 }
 
 /// Applies `batch` to one projection in its own transaction: its rows, then its
@@ -664,6 +662,9 @@ impl Projector {
             .map(|mut projection| Slot {
                 projection: {
                     projection.defer_writes(options.defer_writes);
+                    if options.defer_writes && Dialect::of(&store) == Dialect::Postgres {
+                        projection.write_behind(Some(&store));
+                    }
                     projection
                 },
                 checkpoint: LogCursor::START,
@@ -842,7 +843,7 @@ impl Projector {
         let Some(from) = active.iter().map(|&i| self.slots[i].checkpoint).min() else {
             return self.idle().await;
         };
-        let batch = self.read_batch(from).await?;
+        let batch = Arc::new(self.read_batch(from).await?);
         let Some(last) = batch.last().map(Envelope::cursor) else {
             return self.idle().await;
         };
@@ -905,7 +906,7 @@ impl Projector {
     async fn apply_to(
         &mut self,
         slots: &[usize],
-        batch: &[Envelope],
+        batch: &Arc<Vec<Envelope>>,
         last: impl Fn(&Slot) -> LogCursor,
     ) -> Option<sqlx::Error> {
         let store = self.store.clone();
@@ -965,27 +966,62 @@ impl Projector {
     }
 
     /// Applies `batch` to each of the PostgreSQL projections `slots` in its own
-    /// transaction, concurrently.
+    /// transaction, each on a task of its own (decision 83): one projection's
+    /// folding runs on one core while another's runs on the other or waits for its
+    /// `COPY`, instead of all of them taking turns on the projector's thread.
     async fn apply_apart(
         &mut self,
         slots: &[usize],
-        batch: &[Envelope],
+        batch: &Arc<Vec<Envelope>>,
         last: &impl Fn(&Slot) -> LogCursor,
     ) -> Vec<(usize, LogCursor, Outcome)> {
-        let store = &self.store;
-        let mut work: Vec<BoxFuture<'_, (usize, LogCursor, Outcome)>> = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slots.contains(&i) {
-                let last = last(slot);
-                work.push(Box::pin(async move {
-                    (i, last, apply_slot(store, slot, batch, last).await)
-                }));
+        if slots.len() == 1 {
+            let i = slots[0];
+            let last = last(&self.slots[i]);
+            let outcome = apply_slot(&self.store, &mut self.slots[i], batch, last).await;
+            return vec![(i, last, outcome)];
+        }
+        // Each task owns its slot while it runs; every slot that comes back is put
+        // back in its place before a task's panic is passed on.
+        let mut taken: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut tasks = Vec::with_capacity(slots.len());
+        for &i in slots {
+            let Some(mut slot) = taken[i].take() else {
+                continue;
+            };
+            let last = last(&slot);
+            let (store, batch) = (self.store.clone(), Arc::clone(batch));
+            tasks.push(tokio::spawn(async move {
+                let outcome = apply_slot(&store, &mut slot, &batch, last).await;
+                (i, slot, last, outcome)
+            }));
+        }
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        let mut panic = None;
+        for joined in futures::future::join_all(tasks).await {
+            match joined {
+                Ok((i, slot, last, outcome)) => {
+                    taken[i] = Some(slot);
+                    outcomes.push((i, last, outcome));
+                }
+                Err(error) if error.is_panic() => {
+                    panic.get_or_insert(error.into_panic());
+                }
+                // Never aborted: only a runtime shutting down cancels them. The
+                // projector cannot go on without that slot.
+                Err(error) => {
+                    panic.get_or_insert(Box::new(format!("a projection's task stopped: {error}")));
+                }
             }
         }
-        futures::stream::iter(work)
-            .buffer_unordered(CONCURRENT_PROJECTIONS)
-            .collect()
-            .await
+        self.slots = taken.into_iter().flatten().collect();
+        if let Some(panic) = panic {
+            std::panic::resume_unwind(panic);
+        }
+        outcomes
     }
 
     /// Turns [`ProjectorOptions::defer_writes`] off and writes every row the
@@ -997,11 +1033,14 @@ impl Projector {
         }
         for slot in &mut self.slots {
             slot.projection.defer_writes(false);
+            slot.projection.write_behind(None);
         }
         let slots: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].owned && self.slots[i].failed.is_none())
             .collect();
-        let error = self.apply_to(&slots, &[], |slot| slot.checkpoint).await;
+        let error = self
+            .apply_to(&slots, &Arc::new(Vec::new()), |slot| slot.checkpoint)
+            .await;
         self.publish();
         if let Some(error) = error {
             return Err(StoreError::Database(error));

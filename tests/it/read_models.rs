@@ -1071,6 +1071,81 @@ async fn steps_until(projector: &mut Projector, name: &str, position: i64) {
     panic!("{name} did not apply the log to {position}");
 }
 
+/// A rebuild's replay writes the audit trail behind (decision 83): each batch's rows
+/// are written on a connection of their own while the next batch is applied. A
+/// write that fails stops the replay at the next flush with its error, the rows of
+/// that batch are not there, and the projector stays stopped: rows written behind
+/// cannot be taken back, so it never goes on past a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_behind_stops_the_replay_postgres() {
+    use projections::models::audit;
+    let t = TestStore::new(Kind::Postgres).await;
+    let (handle, task) = running_projector(&t);
+    workload(&t, 150).await;
+    caught_up_and_stopped(&t, &handle, task).await;
+    assert!(event_count(&t.store).await > 100);
+    empty_read_models(&t.store).await;
+    // A row in the way of the second batch's COPY: the 30th event's position.
+    let Store::Postgres(PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    let blocked: i64 = sqlx::query_scalar(
+        "SELECT position FROM events ORDER BY tx_id, position OFFSET 29 LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO rm_audit (position, tenant, recorded_at, actor, actor_role, \
+         aggregate_type, aggregate_id, sequence, event_type, admin_override, tx_id) \
+         VALUES ($1, 'x', 'x', 'x', 'x', 'x', 'x', 1, 'x', false, 0)",
+    )
+    .bind(blocked)
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let options = ProjectorOptions {
+        batch_size: 25,
+        defer_writes: true,
+        ..ProjectorOptions::default()
+    };
+    let list: Vec<Box<dyn Projection>> = vec![Box::new(audit::AuditTrail::default())];
+    let mut projector = Projector::new(t.store.clone(), list, options);
+    // The first two batches hand their rows over; the third waits for the second's.
+    assert!(matches!(projector.step().await, Ok(Step::Applied(25))));
+    assert!(matches!(projector.step().await, Ok(Step::Applied(25))));
+    let error = projector
+        .step()
+        .await
+        .expect_err("the second batch's write failed");
+    assert!(
+        error.to_string().contains("rm_audit_pkey"),
+        "the write's own error: {error}"
+    );
+    let written: Vec<i64> = sqlx::query_scalar("SELECT position FROM rm_audit ORDER BY position")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        written.len(),
+        26,
+        "the first batch and the planted row: {written:?}"
+    );
+    assert!(written.contains(&blocked));
+    // It stays stopped, and stopping to defer fails too.
+    for _ in 0..2 {
+        let error = projector.step().await.expect_err("stays stopped");
+        assert!(error.to_string().contains("written behind"), "{error}");
+    }
+    assert!(projector.stop_deferring().await.is_err());
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_audit")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(after, 26, "nothing written past the gap");
+}
+
 /// A small batch reaches every projection it concerns in one PostgreSQL transaction
 /// (decision 73): their checkpoint rows carry the same writing transaction. When one
 /// of those checkpoints moved meanwhile (as a rebuild swapped in elsewhere moves it),
@@ -1753,7 +1828,12 @@ async fn deferred_writes_land_whole_when_deferring_stops(kind: Kind) {
     let deferred = dump(&t.store).await;
     for (table, rows) in &deferred {
         match *table {
-            "audit" => assert_eq!(rows.len(), events, "the audit trail is written as it goes"),
+            // (on PostgreSQL it writes behind: the last batch may still be in flight)
+            "audit" => assert!(
+                rows.len() <= events && rows.len() + 25 >= events,
+                "the audit trail is written as it goes: {} of {events} rows",
+                rows.len()
+            ),
             _ => assert!(
                 rows.is_empty(),
                 "{table}: {} rows written while deferring",

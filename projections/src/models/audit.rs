@@ -41,9 +41,58 @@ read_model_row! {
 
 /// Append-only: a batch's entries are inserted with a plain `INSERT`, so applying an
 /// event twice would fail on the primary key instead of passing unnoticed.
+///
+/// In a PostgreSQL rebuild's replay it writes behind ([`Projection::write_behind`],
+/// decision 83): a batch's `COPY` runs on a connection of its own while the next
+/// batch is applied, and the next flush waits for it. At 5,000,000 events that
+/// `COPY` was the longest part of every batch.
 #[derive(Default)]
 pub struct AuditTrail {
     pending: Vec<AuditEntry>,
+    /// Where batches are written behind, while that is on.
+    behind: Option<Store>,
+    /// The batch being written behind.
+    writing: Option<Writing>,
+    /// The batch in flight was handed over after the last commit.
+    handed_over: bool,
+    /// A write behind failed, or a batch was rolled back after its rows were
+    /// handed over: every later flush fails.
+    lost: bool,
+}
+
+/// A write behind; dropping it (a replay that stops) cancels it.
+struct Writing(tokio::task::JoinHandle<Result<(), sqlx::Error>>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Writing {
+    async fn finish(mut self) -> Result<(), sqlx::Error> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(sqlx::Error::Protocol(format!(
+                "the audit trail's write behind stopped: {error}"
+            ))),
+        }
+    }
+}
+
+/// Writes `rows` in a transaction of their own: committed without waiting for the
+/// WAL flush, which the replay's last, synchronous commit covers.
+async fn write_behind(store: Store, rows: Vec<AuditEntry>) -> Result<(), sqlx::Error> {
+    let mut tx = Tx::begin(&store).await?;
+    if let Tx::Postgres(pg) = &mut tx {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut **pg)
+            .await?;
+    }
+    let refs: Vec<&AuditEntry> = rows.iter().collect();
+    write_rows(&mut tx, &refs, false).await?;
+    tx.commit().await
 }
 
 impl Projection for AuditTrail {
@@ -97,21 +146,54 @@ impl Projection for AuditTrail {
 
     fn flush<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
-            let rows: Vec<&AuditEntry> = self.pending.iter().collect();
-            write_rows(tx, &rows, false).await
+            if let Some(writing) = self.writing.take() {
+                if let Err(error) = writing.finish().await {
+                    self.lost = true;
+                    return Err(error);
+                }
+            }
+            if self.lost {
+                return Err(sqlx::Error::Protocol(
+                    "rows of the audit trail written behind were lost (a failed write, or a \
+                     batch rolled back after its rows were handed over): this replay cannot \
+                     go on"
+                        .into(),
+                ));
+            }
+            match &self.behind {
+                Some(store) if !self.pending.is_empty() => {
+                    let rows = std::mem::take(&mut self.pending);
+                    let task = tokio::spawn(write_behind(store.clone(), rows));
+                    self.writing = Some(Writing(task));
+                    self.handed_over = true;
+                    Ok(())
+                }
+                _ => {
+                    let rows: Vec<&AuditEntry> = self.pending.iter().collect();
+                    write_rows(tx, &rows, false).await
+                }
+            }
         })
     }
 
     fn committed(&mut self) {
         self.pending.clear();
+        self.handed_over = false;
     }
 
     fn rolled_back(&mut self) {
         self.pending.clear();
+        if std::mem::take(&mut self.handed_over) {
+            self.lost = true;
+        }
     }
 
     fn reset(&mut self, _empty: bool) {
         self.pending.clear();
+    }
+
+    fn write_behind(&mut self, store: Option<&Store>) {
+        self.behind = store.cloned();
     }
 }
 
