@@ -775,6 +775,61 @@ async fn commit_refuses_another_tenants_aggregate(kind: Kind) {
     );
 }
 
+/// A PostgreSQL read of 10,000 events or more is parsed in two halves at once
+/// (decision 83): it returns the log whole and in order, exactly as reads of small
+/// batches do, and a corrupt event in the second half is reported at its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_read_parsed_in_halves_is_the_log_in_order_postgres() {
+    let t = TestStore::new(Kind::Postgres).await;
+    let Store::Postgres(PgStore { pool, .. }) = &t.store else {
+        unreachable!()
+    };
+    // 12,000 events in three transactions (an aggregate type no model folds).
+    for part in 0..3 {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata) \
+             SELECT 'reservation', 'acme:r-' || $1 || '-' || n, 1, 'reservation.claimed', \
+             '1', json_build_object('n', n, 'part', $1), json_build_object('actor', 'a-' || n) \
+             FROM generate_series(1, 4000) AS n",
+        )
+        .bind(part)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let whole = t.store.read_after(LogCursor::START, 20_000).await.unwrap();
+    assert_eq!(whole.len(), 12_000);
+    let mut pieces: Vec<StoredEvent> = Vec::new();
+    let mut cursor = LogCursor::START;
+    loop {
+        let batch = t.store.read_after(cursor, 999).await.unwrap();
+        let Some(last) = batch.last() else {
+            break;
+        };
+        cursor = last.cursor();
+        pieces.extend(batch);
+    }
+    assert_eq!(whole, pieces, "the same events in the same order");
+    assert_eq!(whole[7_000].payload["n"], 3_001);
+    assert_eq!(whole[7_000].metadata["actor"], "a-3001");
+
+    // A metadata that is not an object, three quarters of the way: in the second half.
+    let bad = whole[9_000].position;
+    sqlx::query("UPDATE events SET metadata = '[1]' WHERE position = $1")
+        .bind(bad)
+        .execute(pool)
+        .await
+        .unwrap();
+    match t.store.read_after(LogCursor::START, 20_000).await {
+        Err(eventstore::StoreError::Corrupt { position, .. }) => assert_eq!(position, bad),
+        other => panic!(
+            "a corrupt event must be an error: {:?}",
+            other.map(|e| e.len())
+        ),
+    }
+}
+
 /// Decision 57: a pooled connection goes back without a ping when nothing is queued
 /// to send. On a pool of one connection: a query cancelled mid-answer leaves rows
 /// unread, and the next query on that connection still gets its own answer; a
