@@ -322,7 +322,7 @@ async fn read_envelopes(
     from: LogCursor,
     limit: i64,
 ) -> Result<Vec<Envelope>, StoreError> {
-    store.read_after_map(from, limit, Envelope::new).await
+    store.read_after_map(from, limit, Envelope::from_raw).await
 }
 
 /// Applies `batch` to one projection in its own transaction: its rows, then its

@@ -2106,6 +2106,7 @@ async fn shared_rows_are_the_tables_rows(kind: Kind) {
 }
 
 crate::support::both_backends!(
+    raw_decoding_is_the_parsed_decoding,
     deferred_writes_land_whole_when_deferring_stops,
     append_only_rows_read_back_exactly_and_refuse_duplicates,
     a_batch_of_no_concern_is_skipped_and_its_checkpoint_written_soon,
@@ -2533,4 +2534,243 @@ async fn matrix_cells_are_compressed_with_lz4_postgres() {
         page.items[0].cells[0].effective_git_content_hash().unwrap(),
         "f".repeat(64)
     );
+}
+
+/// Every event of the log, read whole once nothing older can still appear (a
+/// transaction of another test may hold PostgreSQL's horizon back a moment).
+async fn read_whole<T: Send + 'static>(
+    store: &Store,
+    map: eventstore::RawMap<T>,
+) -> Result<Vec<T>, eventstore::StoreError> {
+    let count = event_count(store).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let whole = store
+            .read_after_map(eventstore::LogCursor::START, 1_000_000, map)
+            .await?;
+        if whole.len() >= count || std::time::Instant::now() > deadline {
+            return Ok(whole);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes an event row as another writer might: the text exactly as given.
+async fn plant_row(store: &Store, header: (&str, &str, &str), payload: &str, metadata: &str) {
+    let (aggregate_type, aggregate_id, event_type) = header;
+    let sql = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+               event_version, payload, metadata) VALUES ($1, $2, 1, $3, '1.0', $4, $5)";
+    match store {
+        Store::Postgres(PgStore { pool, .. }) => {
+            let sql = sql.replace("$4", "$4::json").replace("$5", "$5::json");
+            sqlx::query(&sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(event_type)
+                .bind(payload)
+                .bind(metadata)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        }
+        Store::Sqlite(s) => sqlx::query(&sql.replace('$', "?"))
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(event_type)
+            .bind(payload)
+            .bind(metadata)
+            .execute(&s.pool)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("planting {aggregate_id}: {e}"));
+}
+
+/// JSON text with every `e` inside a string (keys, the `type` tag, values) written
+/// as the escape `\u0065`: a decoder can then borrow none of those strings.
+fn escape_every_e(json: &str) -> String {
+    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+    for c in json.chars() {
+        match c {
+            'e' if in_string && !escaped => out.push_str("\\u0065"),
+            _ => out.push(c),
+        }
+        escaped = in_string && c == '\\' && !escaped;
+        if c == '"' && !escaped {
+            in_string = !in_string;
+        }
+    }
+    out
+}
+
+/// Decision 84: the projector decodes each row straight from its text
+/// (`Envelope::from_raw`). That is the event the parsed `StoredEvent` makes
+/// (`Envelope::new`): for every event of a workload over every aggregate, and for
+/// rows written by hand with valid but unusual JSON (escapes everywhere, duplicate
+/// keys, metadata values of other types, an unknown event, an id without tenant).
+/// A row whose JSON is not what it must be is the same error through both.
+async fn raw_decoding_is_the_parsed_decoding(kind: Kind) {
+    use projections::event::{Decoded, Envelope};
+    use serde_json::{json, Value};
+    let t = TestStore::new(kind).await;
+    workload(&t, 100).await;
+    let written = read_whole(&t.store, |raw| raw.parse()).await.unwrap();
+    assert_eq!(written.len(), event_count(&t.store).await);
+
+    // One event of each aggregate type, rewritten in odd ways under new ids.
+    let mut samples: BTreeMap<String, eventstore::StoredEvent> = BTreeMap::new();
+    for event in &written {
+        samples
+            .entry(event.aggregate_type.clone())
+            .or_insert_with(|| event.clone());
+    }
+    assert!(samples.len() >= 8, "types: {:?}", samples.keys());
+    let mut planted = 0;
+    for (aggregate_type, sample) in &samples {
+        let mut plant = |payload: String, metadata: String| {
+            planted += 1;
+            let id = format!("acme:planted-{planted}");
+            let ty = sample.event_type.clone();
+            let aggregate_type = aggregate_type.clone();
+            let store = t.store.clone();
+            async move { plant_row(&store, (&aggregate_type, &id, &ty), &payload, &metadata).await }
+        };
+        let payload = serde_json::to_string(&sample.payload).unwrap();
+        let metadata = serde_json::to_string(&sample.metadata).unwrap();
+        // escapes in every key and string, and pretty-printed
+        plant(escape_every_e(&payload), escape_every_e(&metadata)).await;
+        let pretty = serde_json::to_string_pretty(&sample.payload).unwrap();
+        plant(pretty, metadata.clone()).await;
+        // metadata values of other types than the models read
+        let mut odd = sample.metadata.clone();
+        odd.insert("actor".into(), json!(42));
+        odd.insert("actor_role".into(), json!({"x": [1, {"y": null}]}));
+        odd.insert("reason".into(), Value::Null);
+        odd.insert("correlation_id".into(), json!("c\u{e9}\"q\\"));
+        odd.insert("causation_id".into(), json!(["a"]));
+        odd.insert("admin_override".into(), json!("true"));
+        odd.insert("extra".into(), json!({"deep": [[[]]]}));
+        plant(payload.clone(), serde_json::to_string(&odd).unwrap()).await;
+        // duplicate keys: the last one counts
+        let mut rest = sample.metadata.clone();
+        rest.remove("actor");
+        rest.remove("admin_override");
+        let rest = serde_json::to_string(&rest).unwrap();
+        let duplicated = format!(
+            "{{\"actor\":\"first\",\"admin_override\":false,\"actor\":\"second\",\
+             \"admin_override\":true,{}",
+            &rest[1..]
+        );
+        let tag_twice = format!("{{\"type\":\"nonsense\",{}", &payload[1..]);
+        plant(tag_twice, duplicated).await;
+        // JSON that is no event of this aggregate
+        plant(
+            json!({"type": "no_such_event"}).to_string(),
+            metadata.clone(),
+        )
+        .await;
+        // incident events keep their payload, with an override in it
+        if let Value::Object(mut fields) = sample.payload.clone() {
+            fields.insert("admin_override".into(), json!(true));
+            plant(Value::Object(fields).to_string(), metadata.clone()).await;
+        }
+    }
+    // an aggregate id without a tenant
+    let (_, sample) = samples.iter().next().unwrap();
+    plant_row(
+        &t.store,
+        (&sample.aggregate_type, "no tenant", &sample.event_type),
+        &serde_json::to_string(&sample.payload).unwrap(),
+        &serde_json::to_string(&sample.metadata).unwrap(),
+    )
+    .await;
+
+    let parsed = read_whole(&t.store, |raw| raw.parse().map(Envelope::new))
+        .await
+        .unwrap();
+    let raw = read_whole(&t.store, Envelope::from_raw).await.unwrap();
+    assert_eq!(parsed.len(), written.len() + planted + 1);
+    assert_eq!(raw.len(), parsed.len());
+    for (a, b) in parsed.iter().zip(&raw) {
+        assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "position {}",
+            a.stored.position
+        );
+        assert_eq!(a.meta, b.meta);
+        assert_eq!(a.payload(), b.payload());
+    }
+    // The planted rows decode as intended (the comparison above is not vacuous).
+    let planted_rows: Vec<&Envelope> = raw[written.len()..].iter().collect();
+    let undecodable = planted_rows
+        .iter()
+        .filter(|e| matches!(e.event, Decoded::Undecodable(_)))
+        .count();
+    // (a type no model folds, a reservation, decodes as `Other` whatever it holds)
+    let folded = samples
+        .values()
+        .filter(|sample| !matches!(Envelope::new((*sample).clone()).event, Decoded::Other))
+        .count();
+    assert!(
+        folded >= 6,
+        "types folded: {folded} of {:?}",
+        samples.keys()
+    );
+    assert_eq!(
+        undecodable,
+        folded + 1,
+        "one unknown event per type folded, one bad id"
+    );
+    let odd = planted_rows
+        .iter()
+        .find(|e| e.meta.correlation_id.as_deref() == Some("c\u{e9}\"q\\"));
+    let odd = odd.expect("the odd metadata");
+    assert_eq!(
+        (odd.meta.actor.as_deref(), odd.meta.admin_override),
+        (None, false)
+    );
+    assert!(odd.meta.actor_role.is_none() && odd.meta.causation_id.is_none());
+    assert!(planted_rows
+        .iter()
+        .any(|e| e.meta.actor.as_deref() == Some("second") && e.meta.admin_override));
+    let escaped = &planted_rows[0];
+    assert!(!matches!(
+        escaped.event,
+        Decoded::Undecodable(_) | Decoded::Other
+    ));
+    assert!(planted_rows
+        .iter()
+        .any(|e| e.payload().is_some_and(|p| p["admin_override"] == true)));
+
+    // Not what it must be: the same error through both.
+    let last = raw.last().unwrap().stored.position;
+    let mut corruptions = vec!["UPDATE events SET metadata = '[1]' WHERE position = $1"];
+    if matches!(kind, Kind::Sqlite) {
+        // (PostgreSQL's json column refuses text that is not JSON)
+        corruptions.push("UPDATE events SET payload = '{\"type\": ' WHERE position = $1");
+    }
+    for sql in corruptions {
+        match &t.store {
+            Store::Postgres(PgStore { pool, .. }) => {
+                sqlx::query(sql).bind(last).execute(pool).await.map(|_| ())
+            }
+            Store::Sqlite(s) => sqlx::query(&sql.replace('$', "?"))
+                .bind(last)
+                .execute(&s.pool)
+                .await
+                .map(|_| ()),
+        }
+        .unwrap();
+        let parsed = read_whole(&t.store, |raw| raw.parse().map(Envelope::new)).await;
+        let raw = read_whole(&t.store, Envelope::from_raw).await;
+        let (Err(a), Err(b)) = (parsed, raw) else {
+            panic!("{sql}: must be an error");
+        };
+        assert_eq!(a.to_string(), b.to_string(), "{sql}");
+        assert!(
+            matches!(a, eventstore::StoreError::Corrupt { position, .. } if position == last),
+            "{sql}: {a}"
+        );
+    }
 }

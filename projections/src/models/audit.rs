@@ -116,28 +116,29 @@ impl Projection for AuditTrail {
             let stored = &event.stored;
             let change = event.status_change();
             // The override flag is in the metadata; incident events also carry it.
-            let admin_override = event.meta_bool("admin_override")
-                || stored
-                    .payload
-                    .get("admin_override")
+            let meta = &event.meta;
+            let admin_override = meta.admin_override
+                || event
+                    .payload()
+                    .and_then(|payload| payload.get("admin_override"))
                     .and_then(|v| v.as_bool())
                     == Some(true);
             self.pending.push(AuditEntry {
                 position: stored.position,
                 tenant: event.tenant().to_string(),
                 recorded_at: event.at(),
-                actor: event.meta_str("actor").unwrap_or_default(),
-                actor_role: event.meta_str("actor_role").unwrap_or_default(),
+                actor: meta.actor.clone().unwrap_or_default(),
+                actor_role: meta.actor_role.clone().unwrap_or_default(),
                 aggregate_type: stored.aggregate_type.clone(),
                 aggregate_id: event.local_id().to_string(),
                 sequence: stored.sequence,
                 event_type: stored.event_type.clone(),
                 from_status: change.as_ref().and_then(|(from, _)| from.clone()),
                 to_status: change.map(|(_, to)| to),
-                reason: event.meta_str("reason"),
+                reason: meta.reason.clone(),
                 admin_override,
-                correlation_id: event.meta_str("correlation_id"),
-                causation_id: event.meta_str("causation_id"),
+                correlation_id: meta.correlation_id.clone(),
+                causation_id: meta.causation_id.clone(),
                 tx_id: stored.tx_id.unwrap_or(0),
             });
             Ok(())

@@ -77,7 +77,7 @@ impl CredentialMappings {
                 source_name: source_name.clone(),
                 target_id: target_id.clone(),
                 target_name: target_name.clone(),
-                updated_by: event.meta_str("actor").unwrap_or_default(),
+                updated_by: event.meta.actor.clone().unwrap_or_default(),
                 updated_at: event.at(),
             }),
             CredentialMapEvent::Removed {

@@ -131,9 +131,7 @@ impl Incidents {
                 row.affected_count = affected_workflows.len() as i64;
                 row.affected_workflows = Json(affected_workflows.clone());
             }
-            ApprovalRequested { .. } => {
-                row.pending_approval = Some(Json(event.stored.payload.clone()))
-            }
+            ApprovalRequested { .. } => row.pending_approval = event.payload().cloned().map(Json),
             ApprovalGranted { .. } => row.pending_approval = None,
             ApprovalRejected { reason, .. } => {
                 row.pending_approval = None;

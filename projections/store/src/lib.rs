@@ -35,7 +35,7 @@ use sqlx::{PgPool, SqlitePool};
 use url::Url;
 
 pub use group::GroupStats;
-pub use log::{BrokenLink, LogCursor, StoredEvent, VerifyReport};
+pub use log::{BrokenLink, EventHeader, LogCursor, RawEvent, RawMap, StoredEvent, VerifyReport};
 pub use write::{CommitError, Committed, Envelope, Loaded};
 
 /// File name of the embedded database inside the data directory.

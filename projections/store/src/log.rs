@@ -89,49 +89,90 @@ pub struct BrokenLink {
 pub const MAX_REPORTED: usize = 100;
 const BATCH: i64 = 1000;
 
-/// A row as the database returns it, before JSON is parsed (`T`: owned text, or
-/// text borrowed from the row).
-struct RawEvent<T = String> {
-    position: i64,
-    tx_id: Option<i64>,
-    recorded_at: Option<DateTime<Utc>>,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
+/// What a stored event says about itself besides its payload and metadata: the
+/// columns of its row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventHeader {
+    pub position: i64,
+    /// The writing transaction (PostgreSQL); `None` on SQLite.
+    pub tx_id: Option<i64>,
+    pub recorded_at: DateTime<Utc>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+}
+
+impl EventHeader {
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor {
+            tx_id: self.tx_id.unwrap_or(0),
+            position: self.position,
+        }
+    }
+
+    /// The tenant that owns the event (aggregate ids are `tenant:…`).
+    pub fn tenant(&self) -> &str {
+        aggregates::kernel::ids::tenant_of(&self.aggregate_id)
+    }
+
+    /// The error for this event's payload or metadata not being what it must be.
+    pub fn corrupt(&self, message: String) -> StoreError {
+        StoreError::Corrupt {
+            position: self.position,
+            message,
+        }
+    }
+}
+
+/// A row as the database returns it, before its JSON is parsed (`T`: owned text, or
+/// text borrowed from the row). A reader that needs only part of the JSON decodes
+/// it from the text itself ([`Store::read_after_map`]); [`RawEvent::parse`] makes
+/// the whole [`StoredEvent`].
+pub struct RawEvent<T = String> {
+    header: EventHeader,
     payload: T,
     metadata: T,
+    /// A SQLite row whose metadata has no readable `recorded_at`: reported when the
+    /// event is taken apart, so that chain verification can list it as broken.
+    no_recorded_at: bool,
 }
 
 impl<T: AsRef<str>> RawEvent<T> {
-    fn parse(self) -> Result<StoredEvent, StoreError> {
-        let corrupt = |message: String| StoreError::Corrupt {
-            position: self.position,
-            message,
-        };
-        let payload: Value = serde_json::from_str(self.payload.as_ref())
-            .map_err(|e| corrupt(format!("payload: {e}")))?;
-        let metadata: Map<String, Value> = serde_json::from_str(self.metadata.as_ref())
-            .map_err(|e| corrupt(format!("metadata: {e}")))?;
-        let recorded_at = match self.recorded_at {
-            Some(at) => at,
-            None => metadata
-                .get("recorded_at")
-                .and_then(Value::as_str)
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .ok_or_else(|| corrupt("recorded_at missing".into()))?,
-        };
-        Ok(StoredEvent {
-            position: self.position,
-            tx_id: self.tx_id,
+    /// The header, the payload's text and the metadata's text.
+    pub fn into_parts(self) -> Result<(EventHeader, T, T), StoreError> {
+        if self.no_recorded_at {
+            return Err(self.header.corrupt("recorded_at missing".into()));
+        }
+        Ok((self.header, self.payload, self.metadata))
+    }
+
+    pub fn parse(self) -> Result<StoredEvent, StoreError> {
+        let (header, payload, metadata) = self.into_parts()?;
+        let payload: Value = serde_json::from_str(payload.as_ref())
+            .map_err(|e| header.corrupt(format!("payload: {e}")))?;
+        let metadata: Map<String, Value> = serde_json::from_str(metadata.as_ref())
+            .map_err(|e| header.corrupt(format!("metadata: {e}")))?;
+        let EventHeader {
+            position,
+            tx_id,
             recorded_at,
-            aggregate_type: self.aggregate_type,
-            aggregate_id: self.aggregate_id,
-            sequence: self.sequence,
-            event_type: self.event_type,
-            event_version: self.event_version,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+        } = header;
+        Ok(StoredEvent {
+            position,
+            tx_id,
+            recorded_at,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
             payload,
             metadata,
         })
@@ -148,34 +189,44 @@ const SQLITE_COLUMNS: &str =
 /// until it is parsed.
 fn pg_row<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r sqlx::postgres::PgRow,
-) -> Result<RawEvent<T>, sqlx::Error> {
+) -> Result<RawEvent<T>, StoreError> {
     Ok(RawEvent {
-        position: row.try_get(0)?,
-        tx_id: Some(row.try_get(1)?),
-        recorded_at: Some(row.try_get(2)?),
-        aggregate_type: row.try_get(3)?,
-        aggregate_id: row.try_get(4)?,
-        sequence: row.try_get(5)?,
-        event_type: row.try_get(6)?,
-        event_version: row.try_get(7)?,
+        header: EventHeader {
+            position: row.try_get(0)?,
+            tx_id: Some(row.try_get(1)?),
+            recorded_at: row.try_get(2)?,
+            aggregate_type: row.try_get(3)?,
+            aggregate_id: row.try_get(4)?,
+            sequence: row.try_get(5)?,
+            event_type: row.try_get(6)?,
+            event_version: row.try_get(7)?,
+        },
         payload: row.try_get(8)?,
         metadata: row.try_get(9)?,
+        no_recorded_at: false,
     })
 }
 
-fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, sqlx::Error> {
-    let recorded_at: Option<String> = row.try_get("recorded_at")?;
+/// A row of `SQLITE_COLUMNS`. Its `recorded_at` is generated from the metadata's.
+fn sqlite_row<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r sqlx::sqlite::SqliteRow,
+) -> Result<RawEvent<T>, StoreError> {
+    let recorded_at: Option<&str> = row.try_get("recorded_at")?;
+    let recorded_at = recorded_at
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc));
     Ok(RawEvent {
-        position: row.try_get("position")?,
-        tx_id: None,
-        recorded_at: recorded_at
-            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-            .map(|t| t.with_timezone(&Utc)),
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
+        no_recorded_at: recorded_at.is_none(),
+        header: EventHeader {
+            position: row.try_get("position")?,
+            tx_id: None,
+            recorded_at: recorded_at.unwrap_or_default(),
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+        },
         payload: row.try_get("payload")?,
         metadata: row.try_get("metadata")?,
     })
@@ -184,14 +235,12 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, sqlx::Error> {
 /// Batches at least this large are parsed in two halves at once (PostgreSQL).
 const PARALLEL_PARSE: usize = 10_000;
 
-/// Parses rows of `PG_COLUMNS` and applies `map` to each event.
-fn parse_pg_rows<T>(
-    rows: &[sqlx::postgres::PgRow],
-    map: fn(StoredEvent) -> T,
-) -> Result<Vec<T>, StoreError> {
-    rows.iter()
-        .map(|row| Ok(map(pg_row::<&str>(row)?.parse()?)))
-        .collect()
+/// What [`Store::read_after_map`] makes of each row.
+pub type RawMap<T> = fn(RawEvent<&str>) -> Result<T, StoreError>;
+
+/// Parses rows of `PG_COLUMNS` with `map`.
+fn parse_pg_rows<T>(rows: &[sqlx::postgres::PgRow], map: RawMap<T>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(|row| map(pg_row::<&str>(row)?)).collect()
 }
 
 /// Runs `SELECT <columns> FROM events <tail>` on either backend and returns the raw
@@ -202,12 +251,12 @@ macro_rules! select_events {
             Store::Postgres(PgStore { pool, .. }) => {
                 let sql = format!("SELECT {PG_COLUMNS} FROM events {}", $tail);
                 let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
-                rows.iter().map(pg_row).collect::<Result<Vec<_>, _>>()?
+                rows.iter().map(pg_row::<String>).collect::<Result<Vec<_>, _>>()?
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
                 let sql = format!("SELECT {SQLITE_COLUMNS} FROM events {}", $tail.replace('$', "?"));
                 let rows = sqlx::query(&sql)$(.bind($bind))*.fetch_all(pool).await?;
-                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+                rows.iter().map(sqlite_row::<String>).collect::<Result<Vec<_>, _>>()?
             }
         }
     };
@@ -226,21 +275,22 @@ impl Store {
         after: LogCursor,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read_after_map(after, limit, |event| event).await
+        self.read_after_map(after, limit, |raw| raw.parse()).await
     }
 
-    /// [`read_after`](Store::read_after), with `map` applied to each event as it is
-    /// parsed. On PostgreSQL a large batch is parsed in two halves at once, the
-    /// second on a blocking thread: parsing the JSON of a rebuild's 50,000-event
-    /// batches (and the projector's decoding, its `map`) was the replay's slowest
-    /// stage once the audit trail wrote behind (decision 83).
+    /// [`read_after`](Store::read_after), with each row made into a `T` by `map`
+    /// straight from its text: the projector decodes what it needs without building
+    /// the JSON trees of a [`StoredEvent`] (decision 84). On PostgreSQL a large batch
+    /// is mapped in two halves at once, the second on a blocking thread: parsing a
+    /// rebuild's 50,000-event batches was the replay's slowest stage once the audit
+    /// trail wrote behind (decision 83).
     pub async fn read_after_map<T: Send + 'static>(
         &self,
         after: LogCursor,
         limit: i64,
-        map: fn(StoredEvent) -> T,
+        map: RawMap<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let raw = match self {
+        match self {
             Store::Postgres(PgStore { pool, .. }) => {
                 // The parameters go through sub-`SELECT`s (decision 79): a custom
                 // plan then knows no more than the generic one, which PostgreSQL
@@ -271,7 +321,7 @@ impl Store {
                 };
                 let mut first = events?;
                 first.extend(second?);
-                return Ok(first);
+                Ok(first)
             }
             Store::Sqlite(SqliteStore { pool, .. }) => {
                 let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
@@ -280,10 +330,11 @@ impl Store {
                     .bind(limit)
                     .fetch_all(pool)
                     .await?;
-                rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?
+                rows.iter()
+                    .map(|row| map(sqlite_row::<&str>(row)?))
+                    .collect()
             }
-        };
-        raw.into_iter().map(|raw| raw.parse().map(map)).collect()
+        }
     }
 
     /// [`read_after`](Store::read_after) for a reader that looks only at some event
@@ -338,10 +389,9 @@ impl Store {
             query = query.bind(*t);
         }
         let rows = query.fetch_all(pool).await?;
-        let raw = rows.iter().map(sqlite_row).collect::<Result<Vec<_>, _>>()?;
-        let batch = raw
-            .into_iter()
-            .map(RawEvent::parse)
+        let batch = rows
+            .iter()
+            .map(|row| sqlite_row::<&str>(row)?.parse())
             .collect::<Result<Vec<_>, _>>()?;
         let scanned = match batch.last() {
             Some(last) if batch.len() as i64 >= limit => last.cursor(),
@@ -636,17 +686,17 @@ impl Store {
             let page = self.chain_page(&after, tenant).await?;
             let Some(last) = page.last() else { break };
             after = (
-                last.aggregate_type.clone(),
-                last.aggregate_id.clone(),
-                last.sequence,
+                last.header.aggregate_type.clone(),
+                last.header.aggregate_id.clone(),
+                last.header.sequence,
             );
             for raw in page {
                 report.checked_events += 1;
                 let (position, aggregate_type, aggregate_id, sequence) = (
-                    raw.position,
-                    raw.aggregate_type.clone(),
-                    raw.aggregate_id.clone(),
-                    raw.sequence,
+                    raw.header.position,
+                    raw.header.aggregate_type.clone(),
+                    raw.header.aggregate_id.clone(),
+                    raw.header.sequence,
                 );
                 let same_aggregate = previous
                     .as_ref()
