@@ -238,9 +238,17 @@ const PARALLEL_PARSE: usize = 10_000;
 /// What [`Store::read_after_map`] makes of each row.
 pub type RawMap<T> = fn(RawEvent<&str>) -> Result<T, StoreError>;
 
-/// Parses rows of `PG_COLUMNS` with `map`.
-fn parse_pg_rows<T>(rows: &[sqlx::postgres::PgRow], map: RawMap<T>) -> Result<Vec<T>, StoreError> {
-    rows.iter().map(|row| map(pg_row::<&str>(row)?)).collect()
+/// Parses rows of `PG_COLUMNS` with `map`, into a vector with room for `capacity`.
+fn parse_pg_rows<T>(
+    rows: &[sqlx::postgres::PgRow],
+    map: RawMap<T>,
+    capacity: usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut parsed = Vec::with_capacity(capacity.max(rows.len()));
+    for row in rows {
+        parsed.push(map(pg_row::<&str>(row)?)?);
+    }
+    Ok(parsed)
 }
 
 /// Runs `SELECT <columns> FROM events <tail>` on either backend and returns the raw
@@ -309,11 +317,13 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 if rows.len() < PARALLEL_PARSE {
-                    return parse_pg_rows(&rows, map);
+                    return parse_pg_rows(&rows, map, 0);
                 }
-                let second = rows.split_off(rows.len() / 2);
-                let second = tokio::task::spawn_blocking(move || parse_pg_rows(&second, map));
-                let events = parse_pg_rows(&rows, map);
+                // (the first half's vector has room for the second: no copy to join them)
+                let total = rows.len();
+                let second = rows.split_off(total / 2);
+                let second = tokio::task::spawn_blocking(move || parse_pg_rows(&second, map, 0));
+                let events = parse_pg_rows(&rows, map, total);
                 let second = match second.await {
                     Ok(parsed) => parsed,
                     Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
