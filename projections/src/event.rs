@@ -302,28 +302,7 @@ impl Envelope {
     /// The event of a [`StoredEvent`] already parsed: the reference
     /// [`from_raw`](Envelope::from_raw) is held to.
     pub fn new(stored: StoredEvent) -> Envelope {
-        let StoredEvent {
-            position,
-            tx_id,
-            recorded_at,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-        } = stored;
-        let stored = EventHeader {
-            position,
-            tx_id,
-            recorded_at,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-        };
+        let (stored, payload, metadata) = stored.into_parts();
         let meta = Meta::from_map(&metadata);
         let kind = Kind::of(&stored.aggregate_type);
         let (event, id) = match AggregateId::parse(stored.aggregate_id.as_str()) {

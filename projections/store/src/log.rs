@@ -26,6 +26,46 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    pub fn from_parts(header: EventHeader, payload: Value, metadata: Map<String, Value>) -> Self {
+        let EventHeader {
+            position,
+            tx_id,
+            recorded_at,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+        } = header;
+        StoredEvent {
+            position,
+            tx_id,
+            recorded_at,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+        }
+    }
+
+    /// The header (the columns), the payload and the metadata.
+    pub fn into_parts(self) -> (EventHeader, Value, Map<String, Value>) {
+        let header = EventHeader {
+            position: self.position,
+            tx_id: self.tx_id,
+            recorded_at: self.recorded_at,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+        };
+        (header, self.payload, self.metadata)
+    }
+
     /// The event's chain hash.
     pub fn hash(&self) -> Option<&str> {
         self.metadata.get(HASH_KEY).and_then(Value::as_str)
@@ -154,28 +194,7 @@ impl<T: AsRef<str>> RawEvent<T> {
             .map_err(|e| header.corrupt(format!("payload: {e}")))?;
         let metadata: Map<String, Value> = serde_json::from_str(metadata.as_ref())
             .map_err(|e| header.corrupt(format!("metadata: {e}")))?;
-        let EventHeader {
-            position,
-            tx_id,
-            recorded_at,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-        } = header;
-        Ok(StoredEvent {
-            position,
-            tx_id,
-            recorded_at,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-        })
+        Ok(StoredEvent::from_parts(header, payload, metadata))
     }
 }
 
