@@ -78,24 +78,9 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn from_map(metadata: &Map<String, Value>) -> Meta {
-        let text = |key: &str| {
-            metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        Meta {
-            actor: text("actor"),
-            actor_role: text("actor_role"),
-            reason: text("reason"),
-            correlation_id: text("correlation_id"),
-            causation_id: text("causation_id"),
-            admin_override: metadata
-                .get("admin_override")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        }
+    /// The keys used, from parsed metadata (with the same leniency as from text).
+    fn from_map(metadata: Map<String, Value>) -> Meta {
+        serde_json::from_value(Value::Object(metadata)).unwrap_or_default()
     }
 
     /// The metadata's text decoded straight into the keys used; anything the fast
@@ -109,7 +94,7 @@ impl Meta {
         }
         let metadata: Map<String, Value> =
             serde_json::from_str(text).map_err(|e| header.corrupt(format!("metadata: {e}")))?;
-        Ok(Meta::from_map(&metadata))
+        Ok(Meta::from_map(metadata))
     }
 }
 
@@ -303,7 +288,7 @@ impl Envelope {
     /// [`from_raw`](Envelope::from_raw) is held to.
     pub fn new(stored: StoredEvent) -> Envelope {
         let (stored, payload, metadata) = stored.into_parts();
-        let meta = Meta::from_map(&metadata);
+        let meta = Meta::from_map(metadata);
         let kind = Kind::of(&stored.aggregate_type);
         let (event, id) = match AggregateId::parse(stored.aggregate_id.as_str()) {
             Ok(id) => (by_kind!(kind, decode(&payload), Decoded::Other), Some(id)),
